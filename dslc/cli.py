@@ -1,0 +1,196 @@
+"""The `dslc` command: the only code that prints to the terminal or chooses the exit code.
+
+Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line; 3 bad data,
+missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in dslc itself
+(`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from dslc.diagnostics import DataError, DslcError, render_all
+
+EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
+
+
+def _define(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected `name=value`, got `{text}`")
+    return name.strip(), value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got `{text}`")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got `{text}`")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dslc import __version__
+
+    parser = argparse.ArgumentParser(prog="dslc", description="Compile, train and run deep-learning models.")
+    parser.add_argument("--version", action="version", version=f"dslc {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help, description=help)
+        p.add_argument("model", metavar="MODEL.dl", help="the model source file")
+        return p
+
+    def compile_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-D", dest="defines", metavar="NAME=VALUE", type=_define, action="append", default=[],
+                       help="set a model parameter (repeatable)")
+        p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                       help="floating-point type of the graphs (default float32)")
+
+    def device_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
+
+    p = verb("build", "compile a model and write its graphs and manifest")
+    compile_options(p)
+    p.add_argument("-o", dest="out", metavar="DIR", default=".", help="output directory (default .)")
+    p.add_argument("--emit", choices=["onnx", "ir"], default="onnx",
+                   help="`ir` prints the compiled IR to stdout and writes nothing")
+
+    p = verb("check", "compile a model and report errors, writing nothing")
+    compile_options(p)
+
+    p = verb("train", "train a model; checkpoints after every epoch")
+    compile_options(p)
+    p.add_argument("--data", required=True, metavar="TRAIN.npz", help="training data")
+    p.add_argument("--val", metavar="VAL.npz", help="validation data")
+    p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
+    p.add_argument("--batch-size", required=True, type=_positive)
+    p.add_argument("--seed", type=_non_negative, default=0, help="shuffling and dropout seed (default 0)")
+    p.add_argument("--lr", type=_learning_rate, help="override the model's learning rate")
+    device_option(p)
+    p.add_argument("-o", dest="out", metavar="RUN", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in -o RUN up to --epochs")
+
+    p = verb("predict", "run a trained model on inputs")
+    compile_options(p)
+    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz")
+    p.add_argument("--input", required=True, metavar="X.npz")
+    p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
+    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    device_option(p)
+
+    p = verb("export", "write a self-contained inference model with trained weights")
+    compile_options(p)
+    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz")
+    p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx")
+    return parser
+
+
+def _compile(args):
+    if not os.path.exists(args.model):
+        raise DataError(f"cannot read `{args.model}`: No such file or directory")
+    from dslc.compiler import compile_file
+
+    return compile_file(args.model, defines=dict(args.defines), dtype=args.dtype)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _run(args) -> int:
+    program = _compile(args)
+    if args.verb == "check":
+        _say(f"checked {program.name}: {program.num_parameters:,} parameters")
+    elif args.verb == "build":
+        if args.emit == "ir":
+            sys.stdout.write(program.ir_text if program.ir_text.endswith("\n") else program.ir_text + "\n")
+        else:
+            paths = program.build(args.out)
+            _say(f"built {program.name}: " + ", ".join(str(p) for p in paths))
+    elif args.verb == "train":
+        from dslc.runtime.progress import ConsoleReporter
+
+        reporter = ConsoleReporter(sys.stdout)
+        try:
+            program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                          device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter)
+        finally:
+            reporter.close()
+    elif args.verb == "predict":
+        from dslc.fsutil import atomic_save_npz
+
+        outputs = program.predict(args.input, args.weights, device=args.device, batch_size=args.batch_size)
+        atomic_save_npz(args.out, outputs)
+        shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
+        _say(f"wrote {args.out}: {shapes}")
+    elif args.verb == "export":
+        path = program.export(args.weights, args.out)
+        _say(f"exported {program.name} to {path}")
+    return EXIT_OK
+
+
+def _os_error_message(e: OSError) -> str:
+    from dslc.fsutil import WriteError
+
+    verb = "write" if isinstance(e, WriteError) else "access"
+    reason = e.strerror or str(e)
+    return f"cannot {verb} `{e.filename}`: {reason}" if e.filename else reason
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        return _run(args)
+    except DslcError as e:
+        _say(render_all(e.diagnostics))
+        return EXIT_MODEL
+    except DataError as e:
+        _say(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else ""))
+        return EXIT_DATA
+    except OSError as e:
+        _say(f"error: {_os_error_message(e)}")
+        return EXIT_DATA
+    except KeyboardInterrupt:
+        _say("error: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - anything else is a bug in dslc, reported as such
+        _say(f"error: internal compiler error: {type(e).__name__}: {e}")
+        _say("note: this is a bug in dslc; please report it with the model file")
+        if os.environ.get("DSLC_BACKTRACE") == "1":
+            _say("".join(traceback.format_exception(e)).rstrip())
+        else:
+            _say("note: run with `DSLC_BACKTRACE=1` to see the traceback")
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

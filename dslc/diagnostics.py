@@ -1,0 +1,94 @@
+"""Diagnostics: errors are values carrying a span, rendered once (by the CLI) in rustc style.
+
+    models/mlp.dl:7:23: error: `dense` expects a 2-D input, got `f32[B, 28, 28]`
+      7 |     logits = image |> dense(hidden) |> relu
+        |                       ^^^^^^^^^^^^^ this input is 3-D
+    hint: insert `flatten` before `dense`
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from dslc.source import Span
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    message: str
+    span: Span | None = None
+    label: str = ""
+    hint: str = ""
+    notes: tuple[tuple[str, Span], ...] = ()
+    severity: str = "error"
+
+    def sort_key(self):
+        if self.span is None:
+            return ("", 0)
+        return (self.span.source.path, self.span.start)
+
+
+class DslcError(Exception):
+    """One or more diagnostics about the user's model (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic]):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
+        super().__init__(render_all(self.diagnostics))
+
+
+class DataError(Exception):
+    """Bad data, a missing file or a runtime failure outside the model text (exit code 3)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, hint: str = ""):
+        self.message, self.hint = message, hint
+        super().__init__(message + (f"\nhint: {hint}" if hint else ""))
+
+
+def error(message: str, span: Span | None = None, label: str = "", hint: str = "") -> DslcError:
+    return DslcError(Diagnostic(message, span, label, hint))
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """`hint: did you mean `x`?` for the closest candidate, or empty."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else ""
+
+
+def _render_snippet(span: Span, label: str, marker: str) -> list[str]:
+    source = span.source
+    line, col = source.line_col(span.start)
+    end_line, end_col = source.line_col(max(span.start, span.end - 1))
+    text = source.line_text(line)
+    width = len(str(line))
+    last = end_col if end_line == line else len(text)
+    carets = marker * max(1, last - col + 1)
+    gutter = " " * width
+    out = [f"{gutter} |", f"{line} | {text}", f"{gutter} | {' ' * (col - 1)}{carets}" + (f" {label}" if label else "")]
+    return out
+
+
+def render(d: Diagnostic) -> str:
+    head = f"{d.severity}: {d.message}"
+    if d.span is not None:
+        head = f"{d.span.source.path}:{d.span.line}:{d.span.col}: {head}"
+    lines = [head]
+    if d.span is not None:
+        lines += _render_snippet(d.span, d.label, "^")
+    for note, span in d.notes:
+        lines.append(f"note: {note}")
+        lines.append(f"  --> {span.source.path}:{span.line}:{span.col}")
+        lines += _render_snippet(span, "", "-")
+    if d.hint:
+        lines.append(f"hint: {d.hint}")
+    return "\n".join(lines)
+
+
+def render_all(diagnostics: Iterable[Diagnostic]) -> str:
+    return "\n\n".join(render(d) for d in diagnostics)

@@ -1,0 +1,1 @@
+"""IR → ONNX: the only package that imports `onnx`."""

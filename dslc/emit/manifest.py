@@ -1,0 +1,60 @@
+"""The manifest `<model>.dslc.json`: what a program needs to drive the graphs without dslc."""
+from __future__ import annotations
+
+from dslc.ir.graph import Graph, Node
+from dslc.ir.types import TensorType
+
+FORMAT = "dslc-manifest/1"
+
+
+def tensor(name: str, t: TensorType, **extra) -> dict:
+    entry = {"name": name, "dtype": t.dtype, "shape": [d for d in t.shape]}
+    entry.update({k: v for k, v in extra.items() if v is not None})
+    return entry
+
+
+def input_entry(node: Node, classes: dict[str, int]) -> dict:
+    return tensor(node.name, node.type, role="input" if node.role == "data" else "target", classes=classes.get(node.name))
+
+
+def _default(node: Node):
+    value = node.attrs["default"]
+    return value.item()
+
+
+def train_entry(graph: Graph, file: str, classes: dict[str, int], next_suffix: str) -> dict:
+    outputs = dict(graph.outputs)
+    return {
+        "file": file,
+        "inputs": [input_entry(n, classes) for n in graph.inputs_with_role("data", "target")],
+        "hyper": [tensor(n.name, n.type, default=_default(n), kind=n.attrs.get("kind")) for n in graph.inputs_with_role("hyper")],
+        "params": [tensor(n.name, n.type, next=n.name + next_suffix, init=n.attrs.get("init")) for n in graph.inputs_with_role("param")],
+        "state": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("state")],
+        "outputs": [tensor(name, node.type) for name, node in graph.outputs if name not in
+                    {n.name + next_suffix for n in graph.inputs} and name in outputs],
+    }
+
+
+def eval_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
+    return {
+        "file": file,
+        "inputs": [input_entry(n, classes) for n in graph.inputs_with_role("data", "target")],
+        "params": [tensor(n.name, n.type) for n in graph.inputs_with_role("param")],
+        "outputs": [tensor(name, node.type) for name, node in graph.outputs],
+    }
+
+
+def infer_entry(graph: Graph, file: str) -> dict:
+    return {
+        "file": file,
+        "inputs": [tensor(n.name, n.type) for n in graph.inputs_with_role("data")],
+        "outputs": [tensor(name, node.type) for name, node in graph.outputs],
+    }
+
+
+def manifest(model: str, version: str, opset: int, dtype: str, graphs: dict[str, dict], optimizer: dict | None) -> dict:
+    out = {"format": FORMAT, "dslc": version, "model": model, "opset": opset, "dtype": dtype, "graphs": graphs,
+           "init": "initial values of params and state are the initializers of the same names in the training graph"}
+    if optimizer is not None:
+        out["optimizer"] = optimizer
+    return out

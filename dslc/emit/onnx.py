@@ -1,0 +1,149 @@
+"""Emit an IR graph as an ONNX ModelProto, each node through its registry entry's `lower`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from dslc.ir.graph import Graph, Node, toposort
+from dslc.ir.types import TensorType, numpy_dtype
+from dslc.ops.registry import get_op
+
+OPSET = 17
+IR_VERSION = 8  # the IR version of opset 17; older runtimes read it
+
+_ONNX_DTYPES = {
+    "float32": TensorProto.FLOAT,
+    "float64": TensorProto.DOUBLE,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+    "bool": TensorProto.BOOL,
+}
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """An IR value as the lowering sees it: its ONNX name and its IR type."""
+
+    name: str
+    type: TensorType
+
+
+class Emitter:
+    """What `OpDef.lower` writes with: `node(...)` adds an ONNX node and returns its output name."""
+
+    def __init__(self, prefix: str = ""):
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._const_names: dict[tuple, str] = {}
+        self._count = 0
+        self._prefix = prefix
+        self._hint = "v"
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{self._prefix}{hint}_{self._count}"
+
+    def node(self, op_type: str, *inputs, **attrs) -> str:
+        names = [i.name if isinstance(i, Lowered) else ("" if i is None else i) for i in inputs]
+        out = self.fresh(self._hint)
+        self.nodes.append(helper.make_node(op_type, names, [out], name=f"{out}/{op_type}", **attrs))
+        return out
+
+    def onnx_dtype(self, dtype: str) -> int:
+        return _ONNX_DTYPES[dtype]
+
+    def const(self, array: np.ndarray, name: str | None = None) -> str:
+        array = np.asarray(array)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if name is None and key in self._const_names:
+            return self._const_names[key]
+        name = name or self.fresh("const")
+        self.initializers.append(numpy_helper.from_array(array, name))
+        self._const_names.setdefault(key, name)
+        return name
+
+    def scalar(self, value, dtype: str) -> str:
+        return self.const(np.array(value, dtype=numpy_dtype(dtype)))
+
+    def int64s(self, values, scalar: bool = False) -> str:
+        return self.const(np.array(values if not scalar else values, dtype=np.int64))
+
+
+def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, _ONNX_DTYPES[t.dtype], [d for d in t.shape])
+
+
+def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = None,
+               constant_roles: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """The ONNX model of `graph`. Inputs with a default become inputs with an initializer of the same
+    name, except those whose role is in `constant_roles`, which become plain initializers."""
+    e = Emitter()
+    names: dict[int, str] = {}
+    graph_inputs, initializers = [], []
+    for node in graph.inputs:
+        names[node.id] = node.name
+        if node.role not in constant_roles:
+            graph_inputs.append(value_info(node.name, node.type))
+        if node.attrs.get("default") is not None:
+            default = np.asarray(node.attrs["default"], dtype=numpy_dtype(node.type.dtype))
+            initializers.append(numpy_helper.from_array(default, node.name))
+
+    wanted: dict[int, str] = {}  # op node -> the graph output name its value should carry
+    for out_name, node in graph.outputs:
+        if node.op not in ("input", "const"):
+            wanted.setdefault(node.id, out_name)
+
+    input_ids = {n.id for n in graph.inputs}
+    for node in toposort([n for _, n in graph.outputs]):
+        if node.id in names:
+            continue
+        if node.op == "input":
+            if node.id not in input_ids:
+                raise ValueError(f"graph `{graph.name}` uses input `{node.name}` that it does not declare")
+            continue
+        if node.op == "const":
+            names[node.id] = e.const(node.attrs["value"])
+            continue
+        first_new = len(e.nodes)
+        e._hint = node.op
+        result = get_op(node.op).lower(e, *[Lowered(names[i.id], i.type) for i in node.inputs], **node.attrs)
+        target = wanted.get(node.id)
+        if target is not None:
+            produced = [n for n in e.nodes[first_new:] if result in n.output]
+            if produced:
+                produced[0].output[list(produced[0].output).index(result)] = target
+                for later in e.nodes[first_new:]:
+                    for k, inp in enumerate(later.input):
+                        if inp == result:
+                            later.input[k] = target
+                result = target
+        names[node.id] = result
+
+    outputs, used = [], set()
+    for out_name, node in graph.outputs:
+        if names[node.id] != out_name or out_name in used:
+            e.nodes.append(helper.make_node("Identity", [names[node.id]], [out_name], name=f"{out_name}/Identity"))
+        used.add(out_name)
+        outputs.append(value_info(out_name, node.type))
+
+    onnx_graph = helper.make_graph(e.nodes, graph.name, graph_inputs, outputs, initializer=initializers + e.initializers,
+                                   doc_string=doc)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dslc",
+                              doc_string=doc)
+    model.ir_version = IR_VERSION
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def check(model: onnx.ModelProto) -> None:
+    """The ONNX checker with full shape inference: a wrong declared shape is an internal error."""
+    onnx.checker.check_model(model, full_check=True)
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    return model.SerializeToString()

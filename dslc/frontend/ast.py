@@ -1,0 +1,206 @@
+"""The syntax tree of a `.dl` file: frozen records, each with the span it came from.
+
+The frontend builds these from the Lark tree and checks syntax only; names, types and
+meaning are resolved later (`dslc.lower`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from dslc.source import SourceFile, Span
+
+
+# ---- expressions -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Number:
+    value: int | float  # int when written without `.`/exponent
+    span: Span
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # "-"
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # "+", "-", "*", "/", "@"
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str
+    value: "Expr"
+    span: Span  # covers `name = value`
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple["Expr", ...]
+    kwargs: tuple[Keyword, ...]
+    span: Span  # the whole call
+    func_span: Span  # just the callee name
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """`repeat(count) { stage |> stage ... }` as a pipeline stage: the stages applied `count` times."""
+
+    count: "Expr"
+    stages: tuple["Stage", ...]
+    span: Span
+
+
+Stage = Union[Call, Name, Repeat]
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """`value |> stage |> stage`: each stage gets the previous result as its first argument."""
+
+    value: "Expr"
+    stages: tuple[Stage, ...]
+    span: Span
+
+
+Expr = Union[Number, String, Bool, Name, Unary, BinOp, Call, Pipe]
+
+
+# ---- statements --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dim:
+    value: int | str  # a size or a symbol such as `B`
+    span: Span
+
+
+@dataclass(frozen=True)
+class TensorTypeExpr:
+    dtype: str  # as written: f32, f64, i64, i32, bool
+    dims: tuple[Dim, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    kind: str  # "input" or "target"
+    name: str
+    type: TensorTypeExpr
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Assign:
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Output:
+    """`output name = expr`, or `output name` for a value defined before."""
+
+    name: str
+    value: Expr | None
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Return:
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Loss:
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
+class Metric:
+    """`metric accuracy(logits, y)` or `metric top = accuracy(logits, y)`."""
+
+    name: str | None
+    value: Expr
+    span: Span
+
+
+Stmt = Union[InputDecl, Assign, Output, Return, Loss, Optimizer, Metric]
+
+
+# ---- top level ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """A hyper-parameter of a model or block, with an optional default."""
+
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Block:
+    """`block name(x, width, rate = 0.1) { ... return expr }`: a reusable piece of a model."""
+
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Module:
+    source: SourceFile
+    imports: tuple[Import, ...]
+    blocks: tuple[Block, ...]
+    models: tuple[Model, ...]

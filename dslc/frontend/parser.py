@@ -1,0 +1,376 @@
+"""Text -> `ast.Module`: the Lark LALR parser, the newline layout, and syntax errors as diagnostics.
+
+    tokens = lark.lex(text)          # basic lexer: keywords are reserved everywhere
+    tokens = _Layout().process(...)  # newlines -> statement separators, only where a statement may end
+    tree   = LALR parser             # propagate_positions: every node knows its offsets
+    module = to_ast.build(tree)      # `dslc.frontend.ast` records with spans
+
+Any Lark exception is turned into one positioned `Diagnostic` and re-raised `from None`.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+from lark.lexer import PatternStr
+
+from dslc.diagnostics import Diagnostic, DslcError, suggest
+from dslc.frontend import ast, to_ast
+from dslc.source import SourceFile, Span
+
+
+def parse(source: SourceFile) -> ast.Module:
+    """Parse one `.dl` file; raises `DslcError` with a positioned diagnostic on a syntax error."""
+    lark = _lark()
+    layout = _Layout()
+    interactive = lark.parse_interactive()
+    try:
+        for token in layout.process(lark.lex(source.text)):
+            interactive.feed_token(token)
+        end = layout.last.end_pos if layout.last else 0
+        tree = interactive.feed_token(Token("$END", "", end, end_pos=end))
+    except UnexpectedCharacters as err:
+        raise DslcError(_character_error(source, err.pos_in_stream)) from None
+    except UnexpectedToken as err:
+        raise DslcError(_token_error(source, err.token, _accepts(interactive, err), layout)) from None
+    return to_ast.build(tree, source)
+
+
+def parse_file(path: str | Path) -> ast.Module:
+    """Read and parse a file; the path is shown in diagnostics as given."""
+    return parse(SourceFile.read(path))
+
+
+@functools.cache
+def _lark() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
+
+
+def _grammar_text() -> str:
+    try:  # installed: grammar/ ships inside the wheel as dslc.grammar
+        return (importlib.resources.files("dslc.grammar") / "dl.lark").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, OSError):  # a source checkout
+        return (Path(__file__).parents[2] / "grammar" / "dl.lark").read_text(encoding="utf-8")
+
+
+# ---- layout: which newlines end a statement ---------------------------------------------------
+_ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH", "AT"}
+_OPERATORS = _ARITHMETIC | {"PIPE"}
+_CLOSING = {"RPAR", "RSQB", "RBRACE"}
+
+
+@dataclass
+class _Open:
+    """An open bracket. `kind`: `(`, `[`, `repeat-args` (the `(` of `repeat(n)`), `repeat` (its `{`) or
+    `body` (the `{` of a model or block, the only one in which newlines separate statements)."""
+
+    token: Token
+    kind: str
+    definition: tuple[Token, Token | None] | None = None  # (`model`/`block` keyword, name) of a body
+
+
+class _Layout:
+    """Keeps a newline only where it separates two statements, and remembers what it saw.
+
+    A newline is dropped inside `(...)`, `[...]` and `repeat(n) {...}`, after a line ending with `|>`
+    or a binary operator, before a line starting with `|>` (or `{`), after `{`, and at the start
+    and end of the file; several in a row count as one. `;` is an explicit separator.
+    """
+
+    def __init__(self):
+        self.open: list[_Open] = []
+        self.emitted: deque[Token] = deque(maxlen=3)  # the last tokens fed to the parser, for errors
+        self.last: Token | None = None  # the last token that is not a separator
+        self._definition: list = []  # [keyword, name] of the `model`/`block` being declared
+        self._closed_repeat_args = False
+
+    def process(self, tokens: Iterable[Token]) -> Iterator[Token]:
+        pending = None  # a separator waiting to see the next token
+        for token in tokens:
+            if token.type == "_NL":
+                newline = token.value == "\n"
+                if self._joining():
+                    if not newline:
+                        yield self._emit(token)  # `;` inside brackets is an error: let the parser say so
+                    continue
+                if self.last is None or self.last.type == "LBRACE" or (newline and self.last.type in _OPERATORS):
+                    continue
+                if pending is None or not newline:
+                    pending = token  # keep a `;` over a newline: it is the one that cannot be dropped
+                continue
+            if pending is not None:
+                if not (pending.value == "\n" and token.type in ("PIPE", "LBRACE")):
+                    yield self._emit(pending)
+                pending = None
+            self._track(token)
+            yield self._emit(token)
+
+    def _emit(self, token: Token) -> Token:
+        self.emitted.append(token)
+        if token.type != "_NL":
+            self.last = token
+        return token
+
+    def _joining(self) -> bool:
+        return bool(self.open) and self.open[-1].kind != "body"
+
+    def _track(self, token: Token) -> None:
+        kind, previous = token.type, self.last
+        if kind in ("MODEL", "BLOCK"):
+            self._definition = [token, None]
+        elif kind == "NAME" and self._definition and self._definition[1] is None:
+            self._definition[1] = token
+        elif kind == "LPAR":
+            self.open.append(_Open(token, "repeat-args" if previous and previous.type == "REPEAT" else "("))
+        elif kind == "LSQB":
+            self.open.append(_Open(token, "["))
+        elif kind == "LBRACE":
+            if previous is not None and previous.type == "RPAR" and self._closed_repeat_args:
+                self.open.append(_Open(token, "repeat"))
+            else:
+                definition = tuple(self._definition) if self._definition else None
+                self.open.append(_Open(token, "body", definition))
+                self._definition = []
+        elif kind in _CLOSING and self.open:
+            closed = self.open.pop()
+            self._closed_repeat_args = closed.kind == "repeat-args"
+
+    def before(self, token: Token) -> Token | None:
+        """The token fed to the parser just before `token` (the last one, if `token` was not fed)."""
+        if self.emitted and self.emitted[-1] is token:
+            return self.emitted[-2] if len(self.emitted) > 1 else None
+        return self.emitted[-1] if self.emitted else None
+
+    def before_before(self, token: Token) -> Token | None:
+        if self.emitted and self.emitted[-1] is token:
+            return self.emitted[-3] if len(self.emitted) > 2 else None
+        return self.emitted[-2] if len(self.emitted) > 1 else None
+
+
+# ---- syntax errors ----------------------------------------------------------------------------
+_STATEMENT_KEYWORDS = ("input", "target", "output", "loss", "optimizer", "metric", "return")
+_STATEMENT_START = {"NAME", "INPUT", "TARGET", "OUTPUT", "RETURN", "LOSS", "OPTIMIZER", "METRIC"}
+_EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "LPAR", "MINUS"}
+_STAGE_START = {"NAME", "REPEAT"}
+_DIM_START = {"INT", "NAME"}
+_WORDS = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+          "_NL": "a new line", "$END": "the end of the file"}
+_ORDER = ["COMMA", "RPAR", "RSQB", "RBRACE", "EQUAL", "COLON", "LSQB", "LPAR", "LBRACE", "PIPE"]
+_KEYWORD_HINTS = {
+    "loss": "declare the training loss without `=`, as in `loss cross_entropy(logits, y)`, "
+            "or choose another name",
+    "optimizer": "declare the optimizer without `=`, as in `optimizer sgd(lr = 0.01)`, or choose another name",
+    "metric": "name a metric with `metric acc = accuracy(logits, y)`, or choose another name",
+    "output": "name an output with `output probs = softmax(logits)`, or choose another name",
+}
+
+
+@functools.cache
+def _terminal_text() -> dict[str, str]:
+    """Terminal name -> how it is written, for the terminals that are fixed strings (`LPAR` -> `(`)."""
+    return {t.name: t.pattern.value for t in _lark().terminals if isinstance(t.pattern, PatternStr)}
+
+
+def _keyword(token: Token | None) -> str | None:
+    if token is None:
+        return None
+    text = _terminal_text().get(token.type, "")
+    return text if text.isalpha() else None
+
+
+def _accepts(interactive, err: UnexpectedToken) -> set[str]:
+    try:
+        return set(interactive.accepts())
+    except Exception:  # the exact set is a refinement; the table's is always available
+        return set(err.expected)
+
+
+def _describe_token(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line" if token.value == "\n" else "`;`"
+    text = str(token)
+    return f"`{text if len(text) <= 24 else text[:21] + '...'}`"
+
+
+def _join_or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _expected(accepts: set[str]) -> str:
+    """`expected ...` in words, from the set of terminals the parser could take."""
+    left, items = set(accepts), []
+    for group, words in (
+        (_STATEMENT_START, "a statement such as `x = ...`, `input ...`, `loss ...`"),
+        (_EXPRESSION_START, "an expression"),
+        (_STAGE_START, "a pipeline stage such as `relu` or `dense(64)`"),
+        (_DIM_START, "a dimension such as `B` or `784`"),
+    ):
+        if group <= left:
+            items.append(words)
+            left -= group
+            break
+    operators = bool(left & _ARITHMETIC)  # "an operator" covers `|>` too; alone, `|>` is named
+    if operators:
+        left -= _OPERATORS | {"LPAR"}
+    if "_NL" in left:
+        left -= {"RBRACE", "$END"}
+    if left - {"$END"}:
+        left.discard("$END")
+    order = {name: i for i, name in enumerate(_ORDER)}
+    for name in sorted(left, key=lambda n: (order.get(n, len(order)), n == "_NL", n == "$END", n)):
+        items.append(_WORDS.get(name) or f"`{_terminal_text().get(name, name)}`")
+    if operators:
+        items.append("an operator")
+    return "expected " + _join_or(items) if items else ""
+
+
+def _token_span(source: SourceFile, token: Token) -> Span:
+    return source.span(token.start_pos, token.end_pos)
+
+
+def _rest_of_line(source: SourceFile, offset: int) -> str:
+    end = source.text.find("\n", offset)
+    return source.text[offset:end if end >= 0 else None].split("#")[0].strip()
+
+
+def _opened_note(source: SourceFile, opened: _Open) -> tuple[str, Span]:
+    if opened.kind == "body" and opened.definition and opened.definition[1] is not None:
+        keyword, name = opened.definition
+        return (f"the body of `{keyword} {name}` starts here", _token_span(source, opened.token))
+    return (f"this `{opened.token}` is never closed", _token_span(source, opened.token))
+
+
+def _closer(opened: _Open) -> str:
+    return {"(": ")", "repeat-args": ")", "[": "]"}.get(opened.kind, "}")
+
+
+def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _Layout) -> Diagnostic:
+    if token.type == "$END":
+        return _end_of_file_error(source, accepts, layout)
+    prev, prev2 = layout.before(token), layout.before_before(token)
+    span = _token_span(source, token)
+    if token.type == "_NL" and token.value == "\n" and prev is not None:
+        span = source.span(prev.end_pos, prev.end_pos)  # right after the last thing on the line
+    message, label, hint, notes = f"unexpected {_describe_token(token)}", _expected(accepts), "", []
+    keyword = _keyword(token)
+    at_statement_start = prev2 is None or prev2.type in ("_NL", "LBRACE")
+    opened_before = [opened for opened in layout.open if opened.token is not token]
+    innermost = opened_before[-1] if opened_before else None
+    unclosed_earlier = (innermost is not None and token.type not in ("RPAR", "RSQB")
+                        and source.line_col(innermost.token.start_pos)[0] < span.line)
+
+    followed_by_equal = re.match(r"[ \t]*=", source.text[token.end_pos:]) is not None
+    if innermost is not None and innermost.kind == "body" and token.type in ("MODEL", "BLOCK", "IMPORT") \
+            and prev is not None and prev.type in ("_NL", "LBRACE") and not followed_by_equal:
+        # a definition inside a body that was never closed
+        label = "expected `}` before this"
+        hint = f"close the body with `}}` before starting a new `{keyword}`"
+        notes.append(_opened_note(source, innermost))
+    elif unclosed_earlier and innermost.kind != "body" and token.type not in accepts:
+        # `h = dense(x, 128` and a new statement on the next line
+        label = f"expected `{_closer(innermost)}` before this"
+        line = source.line_col(innermost.token.start_pos)[0]
+        hint = f"the `{innermost.token}` on line {line} is never closed"
+        notes.append(_opened_note(source, innermost))
+    elif token.type == "REPEAT" and "REPEAT" not in accepts and re.match(r"[ \t]*\(", source.text[token.end_pos:]):
+        message = "`repeat` can only be used as a pipeline stage"
+        label = "`repeat` must follow `|>`"
+        hint = "apply it to a value: `h = x |> repeat(3) { dense(64) |> relu }`"
+    elif keyword and "NAME" in accepts and token.type not in accepts:
+        message, label = f"`{keyword}` is a keyword and cannot be used as a name", "reserved keyword"
+        hint = f"choose another name, such as `{keyword}_`"
+    elif token.type == "EQUAL" and _keyword(prev) and prev.type not in ("TRUE", "FALSE"):
+        word = _keyword(prev)
+        message, label = f"`{word}` is a keyword and cannot be used as a name", "reserved keyword"
+        span = _token_span(source, prev)
+        hint = _KEYWORD_HINTS.get(word, f"choose another name, such as `{word}_`")
+    elif token.type == "COLON" and prev is not None and prev.type == "NAME" and at_statement_start:
+        type_text = _rest_of_line(source, token.end_pos) or "f32[B, 3]"
+        hint = f"declare an input with `input {prev}: {type_text}` or a target with `target {prev}: {type_text}`"
+    elif token.type == "EQUAL" and prev2 is not None and prev2.type in ("INPUT", "TARGET"):
+        type_text = _rest_of_line(source, token.end_pos) or "f32[B, 3]"
+        hint = f"declare {'an input' if prev2.type == 'INPUT' else 'a target'} with `{prev2} {prev}: {type_text}`"
+    elif token.type == "LPAR" and prev is not None and prev.type == "NAME" and prev2 is not None \
+            and prev2.type == "OUTPUT":
+        hint = f"name the output, as in `output y = {prev}(...)`"
+    elif accepts == {"LPAR"} and prev2 is not None and prev2.type == "OPTIMIZER":
+        hint = f"an optimizer is a call, as in `optimizer {prev}()`"
+    elif prev is not None and prev.type == "NAME" and at_statement_start and "EQUAL" in accepts:
+        if token.type == "LPAR":
+            hint = f"a call cannot stand alone: assign its result, as in `y = {prev}(...)`"
+        else:
+            hint = suggest(str(prev), _STATEMENT_KEYWORDS) or (
+                "a statement is `name = ...` or starts with a keyword such as `input`, `output` or `loss`")
+    elif prev is not None and prev.type == "COMMA" and token.type in ("RPAR", "RSQB"):
+        hint = "remove the trailing comma"
+    elif token.type in _ARITHMETIC and "PIPE" in accepts and "PLUS" not in accepts:
+        hint = ("a pipeline stage is a call or a name; to compute with the result, put the pipeline "
+                f"in parentheses, as in `(x |> f) {_rest_of_line(source, token.start_pos)}`")
+    elif token.type == "PIPE" and (prev is None or prev.type in ("_NL", "LBRACE")):
+        hint = ("remove the `;`: a line starting with `|>` continues the statement before it"
+                if prev is not None and prev.value == ";" else "start a pipeline with a value, as in `y = x |> relu`")
+    elif token.type in _OPERATORS and prev is not None and prev.type == "_NL":
+        hint = f"to continue on the next line, end the line with `{token}` or put the expression in parentheses"
+    elif accepts == {"STRING"} and prev is not None and prev.type == "IMPORT":
+        hint = 'write the path in double quotes, as in `import "blocks.dl"`'
+    elif accepts == {"LSQB"}:
+        hint = "give the shape in brackets, as in `f32[B, 3]`; a scalar is `f32[]`"
+    elif token.type in ("MODEL", "BLOCK", "IMPORT") and "_NL" in accepts:
+        hint = f"start each `{keyword}` on a new line"
+    elif accepts <= {"IMPORT", "BLOCK", "MODEL", "$END", "_NL"} and (keyword or token.type == "NAME"):
+        hint = (token.type == "NAME" and suggest(str(token), ("model", "block", "import"))) or (
+            "statements belong inside the body of a `model` or a `block`")
+    elif token.type in _EXPRESSION_START and "COMMA" in accepts and prev is not None \
+            and prev.line == token.line:
+        hint = "separate arguments with `,`"
+    elif token.type in _STATEMENT_START and "_NL" in accepts and prev is not None and prev.line == token.line:
+        hint = "put each statement on its own line, or separate them with `;`"
+    return Diagnostic(message, span, label, hint, tuple(notes))
+
+
+def _end_of_file_error(source: SourceFile, accepts: set[str], layout: _Layout) -> Diagnostic:
+    end = layout.last.end_pos if layout.last else 0
+    span = source.span(end, end)
+    if not layout.open:
+        return Diagnostic("unexpected end of file", span, _expected(accepts))
+    innermost = layout.open[-1]
+    if innermost.kind == "body":
+        keyword = innermost.definition[0] if innermost.definition else "model"
+        hint = f"a `{keyword}` body must be closed with `}}`"
+    else:
+        hint = f"every `{innermost.token}` needs a matching `{_closer(innermost)}`"
+    return Diagnostic("unexpected end of file", span, f"expected `{_closer(innermost)}`", hint,
+                      (_opened_note(source, innermost),))
+
+
+_CHARACTER_HINTS = {
+    "'": 'strings use double quotes, as in `"blocks.dl"`',
+    "|": "the pipeline operator is written `|>`",
+    ".": "write numbers with digits on both sides of the `.`, as in `0.5`",
+}
+
+
+def _character_error(source: SourceFile, offset: int) -> Diagnostic:
+    char = source.text[offset]
+    if char == '"':
+        end = source.text.find("\n", offset)
+        span = source.span(offset, end if end >= 0 else len(source.text))
+        return Diagnostic("unterminated string", span, "this string is never closed",
+                          'end it with `"` on the same line; inside a string write `\\"` for a quote')
+    shown = char if char.isprintable() else repr(char)[1:-1]
+    if char in _CHARACTER_HINTS:
+        hint = _CHARACTER_HINTS[char]
+    elif char in "!%^&<>~=?":
+        hint = "the operators are `+`, `-`, `*`, `/`, `@` (matrix product) and `|>` (pipeline)"
+    elif char.isalpha():
+        hint = "names use ASCII letters, digits and `_`"
+    else:
+        hint = ""
+    return Diagnostic(f"unexpected character `{shown}`", source.span(offset, offset + 1), "", hint)

@@ -1,0 +1,69 @@
+"""Parameter initializers. Values are drawn at build time from a generator seeded by the build
+seed and the parameter's name, so a parameter's initial value does not depend on what else the
+model contains."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Initializer:
+    kind: str
+    args: dict = field(default_factory=dict)
+
+    def sample(self, shape: tuple[int, ...], fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+        return INITIALIZERS[self.kind][1](shape, fan_in, fan_out, rng, **self.args)
+
+    def __str__(self) -> str:
+        return self.kind + (f"({', '.join(f'{k} = {v}' for k, v in self.args.items())})" if self.args else "")
+
+
+def rng_for(seed: int, param_name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(param_name.encode())])
+
+
+def _glorot_uniform(shape, fan_in, fan_out, rng):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape)
+
+
+def _glorot_normal(shape, fan_in, fan_out, rng):
+    return rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), shape)
+
+
+def _he_normal(shape, fan_in, fan_out, rng):
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+
+
+def _he_uniform(shape, fan_in, fan_out, rng):
+    limit = np.sqrt(6.0 / fan_in)
+    return rng.uniform(-limit, limit, shape)
+
+
+def _normal(shape, fan_in, fan_out, rng, std=0.05, mean=0.0):
+    return rng.normal(mean, std, shape)
+
+
+def _uniform(shape, fan_in, fan_out, rng, low=-0.05, high=0.05):
+    return rng.uniform(low, high, shape)
+
+
+def _constant(shape, fan_in, fan_out, rng, value=0.0):
+    return np.full(shape, value)
+
+
+# name -> (parameters with defaults, sampler, doc)
+INITIALIZERS = {
+    "glorot": ({}, _glorot_uniform, "U(±√(6/(fan_in + fan_out))) — Glorot/Xavier uniform, the default for `dense`"),
+    "glorot_normal": ({}, _glorot_normal, "N(0, 2/(fan_in + fan_out))"),
+    "he": ({}, _he_normal, "N(0, 2/fan_in) — He/Kaiming normal, for ReLU layers"),
+    "he_uniform": ({}, _he_uniform, "U(±√(6/fan_in))"),
+    "normal": ({"std": 0.05, "mean": 0.0}, _normal, "N(mean, std²)"),
+    "uniform": ({"low": -0.05, "high": 0.05}, _uniform, "U(low, high)"),
+    "zeros": ({}, lambda shape, fi, fo, rng: np.zeros(shape), "all 0 — the default for biases"),
+    "ones": ({}, lambda shape, fi, fo, rng: np.ones(shape), "all 1"),
+    "constant": ({"value": 0.0}, _constant, "all `value`"),
+}

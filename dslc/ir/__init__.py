@@ -1,0 +1,1 @@
+"""The IR: typed, immutable nodes with spans, and graphs over them."""

@@ -1,0 +1,140 @@
+"""Losses, weight penalties and metrics callable from `.dl` files. Each returns a scalar."""
+from __future__ import annotations
+
+import fnmatch
+
+from dslc.builtins import builtin
+from dslc.ir.graph import Node
+from dslc.ir.types import INT_DTYPES
+
+Tensor = Node
+Selector = str
+
+
+def _batch_mean(ctx, per_example: Tensor) -> Tensor:
+    return ctx.b.reduce_mean(per_example, axes=None)
+
+
+@builtin("loss")
+def mse(ctx, prediction: Tensor, target: Tensor):
+    """mean((prediction - target)²) over all elements"""
+    _same_shape(ctx, prediction, target, "mse")
+    diff = ctx.b.sub(prediction, target)
+    return ctx.b.reduce_mean(ctx.b.mul(diff, diff))
+
+
+@builtin("loss")
+def cross_entropy(ctx, logits: Tensor, target: Tensor):
+    """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over examples.
+    `target` is either integer class labels (the logits' shape without the class axis) or
+    probabilities / one-hot rows (the logits' shape)."""
+    if not logits.type.is_float or logits.type.rank < 1:
+        ctx.fail(f"`cross_entropy` needs floating-point logits with a class axis, got `{logits.type}`", arg="logits")
+    if target.type.dtype in INT_DTYPES:
+        if target.type.shape != logits.type.shape[:-1]:
+            ctx.fail(f"class labels `{target.type}` do not match logits `{logits.type}`", arg="target",
+                     hint="integer labels have the logits' shape without the last (class) axis")
+        ctx.note_classes(target, logits.type.shape[-1])
+        return _batch_mean(ctx, ctx.b.softmax_cross_entropy(logits, target))
+    if target.type.dtype != logits.type.dtype or target.type.shape != logits.type.shape:
+        ctx.fail(f"targets `{target.type}` do not match logits `{logits.type}`", arg="target",
+                 hint="give integer class labels, or one probability per class")
+    per_example = ctx.b.neg(ctx.b.reduce_sum(ctx.b.mul(target, ctx.b.log_softmax(logits, axis=-1)), axes=(-1,)))
+    return _batch_mean(ctx, per_example)
+
+
+@builtin("loss")
+def binary_cross_entropy(ctx, logits: Tensor, target: Tensor):
+    """Sigmoid cross-entropy on raw scores, averaged over all elements: stable for any logit
+    (max(x, 0) - x·t + log(1 + e^-|x|)). Targets are 0/1 (or probabilities) of the logits' shape."""
+    if target.type.dtype in INT_DTYPES or target.type.dtype == "bool":
+        target = ctx.b.cast(target, to=logits.type.dtype)
+    _same_shape(ctx, logits, target, "binary_cross_entropy")
+    return ctx.b.reduce_mean(ctx.b.sigmoid_binary_cross_entropy(logits, target))
+
+
+def _same_shape(ctx, a: Tensor, b: Tensor, fn: str):
+    if not a.type.is_float:
+        ctx.fail(f"`{fn}` needs floating-point predictions, got `{a.type}`", arg=0)
+    if a.type.dtype != b.type.dtype or a.type.shape != b.type.shape:
+        hint = "the shapes must be equal: no silent broadcasting in losses"
+        if a.type.shape[:-1] == b.type.shape and a.type.shape[-1:] == (1,):
+            hint = f"the target has no trailing axis of size 1: declare it as `{_shape_text(a)}`"
+        ctx.fail(f"`{fn}` of `{a.type}` and `{b.type}`: shapes or dtypes differ", arg=1, hint=hint)
+
+
+def _shape_text(t: Tensor) -> str:
+    return str(t.type)
+
+
+# ---- penalties ----------------------------------------------------------------------------------
+def select_params(ctx, selectors: tuple[str, ...], fn: str) -> list[Tensor]:
+    """`weights` (all kernels), `biases`, `params` (everything), or layer names / glob patterns."""
+    if not selectors:
+        selectors = ("weights",)
+    chosen: dict[str, Tensor] = {}
+    for index, sel in enumerate(selectors):
+        if sel == "weights":
+            found = [p for p in ctx.params if ctx.param_kind(p) == "weight"]
+        elif sel == "biases":
+            found = [p for p in ctx.params if ctx.param_kind(p) == "bias"]
+        elif sel == "params":
+            found = list(ctx.params)
+        else:
+            found = [p for p in ctx.params if fnmatch.fnmatchcase(p.name, sel) or p.name.startswith(sel + ".")]
+        if not found:
+            from dslc.diagnostics import suggest
+
+            layers = sorted({p.name.rsplit(".", 1)[0] for p in ctx.params})
+            hint = suggest(sel, layers) or (f"layers here: {', '.join(f'`{name}`' for name in layers)}" if layers
+                                            else "the model has no parameters")
+            ctx.fail(f"`{fn}` selects no parameters with `{sel}`", arg=index, hint=hint)
+        for p in found:
+            chosen[p.name] = p
+    return list(chosen.values())
+
+
+@builtin("penalty")
+def l2(ctx, *selectors: Selector):
+    """Σ w² over the selected parameters: `l2(weights)` (all kernels, the default), `l2(params)`,
+    `l2(biases)`, or layer names / glob patterns such as `l2("dense_0", "enc*")`."""
+    params = select_params(ctx, selectors, "l2")
+    terms = [ctx.b.reduce_sum(ctx.b.mul(p, p)) for p in params]
+    return _total(ctx, terms)
+
+
+@builtin("penalty")
+def l1(ctx, *selectors: Selector):
+    """Σ |w| over the selected parameters (selection as for `l2`)."""
+    params = select_params(ctx, selectors, "l1")
+    return _total(ctx, [ctx.b.reduce_sum(ctx.b.abs(p)) for p in params])
+
+
+def _total(ctx, terms: list[Tensor]) -> Tensor:
+    total = terms[0]
+    for term in terms[1:]:
+        total = ctx.b.add(total, term)
+    return total
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+@builtin("metric")
+def accuracy(ctx, scores: Tensor, target: Tensor, threshold: float = 0.0):
+    """Fraction of correct predictions. Several classes (last axis > 1): the arg-max of `scores`
+    against integer labels or the arg-max of one-hot/probability targets. One score per example:
+    `scores > threshold` against `target > 0.5` (threshold 0 suits logits; use 0.5 for probabilities)."""
+    b = ctx.b
+    s, t = scores.type, target.type
+    if s.rank >= 1 and s.shape[-1] != 1 and t.dtype in INT_DTYPES and t.shape == s.shape[:-1]:
+        ctx.note_classes(target, s.shape[-1])
+        hits = b.equal(b.argmax(scores, axis=-1), b.cast(target, to="int64"))
+    elif s.rank >= 1 and s.shape[-1] != 1 and t.shape == s.shape and t.is_float:
+        hits = b.equal(b.argmax(scores, axis=-1), b.argmax(target, axis=-1))
+    elif t.shape == s.shape:
+        predicted = b.greater(scores, b.scalar_like(threshold, scores))
+        actual = b.greater(b.cast(target, to=s.dtype), b.scalar_like(0.5, scores))
+        hits = b.equal(b.cast(predicted, to="int64"), b.cast(actual, to="int64"))
+    else:
+        ctx.fail(f"`accuracy` of scores `{s}` and targets `{t}`: shapes do not fit", arg="target",
+                 hint="give integer labels (the scores' shape without the class axis) or targets of the scores' shape")
+    return b.reduce_mean(b.cast(hits, to=s.dtype if s.is_float else ctx.float_dtype))

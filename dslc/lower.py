@@ -1,0 +1,561 @@
+"""lower: AST → IR. Evaluates a model's statements into typed IR nodes.
+
+Hyper-parameters and arithmetic on plain numbers are evaluated here (compile time); tensor
+expressions become nodes. Layers and functions come from `dslc.builtins`, blocks from the file and
+its imports. `mode` is "train" (dropout active, loss and metrics), "eval" (loss and metrics, no
+dropout) or "infer" (outputs only).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dslc.builtins import Builtin, load_all
+from dslc.diagnostics import Diagnostic, DslcError, error, suggest
+from dslc.frontend import ast
+from dslc.initializers import INITIALIZERS, Initializer, rng_for
+from dslc.ir.graph import Builder, Node
+from dslc.ir.types import SHORT_TO_DTYPE, TensorType, numpy_dtype
+from dslc.optim import OPTIMIZERS, OptimizerSpec
+from dslc.source import Span
+
+MAX_BLOCK_DEPTH = 64
+
+
+@dataclass
+class LoweredModel:
+    name: str
+    inputs: list[Node] = field(default_factory=list)  # data inputs, then targets
+    outputs: list[tuple[str, Node]] = field(default_factory=list)
+    output_spans: dict[str, Span] = field(default_factory=dict)
+    loss: Node | None = None
+    loss_span: Span | None = None
+    metrics: list[tuple[str, Node]] = field(default_factory=list)
+    optimizer: OptimizerSpec | None = None
+    params: list[Node] = field(default_factory=list)
+    param_kinds: dict[str, str] = field(default_factory=dict)
+    seed: Node | None = None
+    target_classes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Arg:
+    """A call argument: an AST expression to evaluate, or a value already computed (the piped one)."""
+
+    span: Span
+    expr: object = None
+    value: object = None
+    evaluated: bool = False
+
+
+class Context:
+    """What builtins see: the builder, the mode, parameter creation, and errors at their arguments."""
+
+    def __init__(self, lowering: "Lowering"):
+        self._l = lowering
+        self.b = Builder()
+        self._arg_spans: dict = {}
+        self._call_span: Span | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._l.mode
+
+    @property
+    def float_dtype(self) -> str:
+        return self._l.float_dtype
+
+    @property
+    def params(self) -> list[Node]:
+        return self._l.result.params
+
+    def param_kind(self, p: Node) -> str:
+        return self._l.result.param_kinds[p.name]
+
+    def fail(self, message: str, arg=None, label: str = "", hint: str = ""):
+        span = self._arg_spans.get(arg, self._call_span) if arg is not None else self._call_span
+        raise DslcError(Diagnostic(message, span, label, hint))
+
+    def new_layer(self, kind: str, name: str | None = None) -> str:
+        return self._l.new_layer(kind, name, self._call_span)
+
+    def param(self, layer: str, local: str, shape, init: Initializer, kind: str, fan_in: int, fan_out: int) -> Node:
+        return self._l.new_param(f"{layer}.{local}", tuple(shape), init, kind, fan_in, fan_out, self._call_span)
+
+    def seed_input(self) -> Node:
+        return self._l.seed_input()
+
+    def next_salt(self) -> int:
+        self._l.salt += 1
+        return self._l.salt
+
+    def note_classes(self, target: Node, classes) -> None:
+        if target.op == "input" and target.role == "target" and isinstance(classes, int):
+            self._l.result.target_classes[target.name] = classes
+
+
+def parse_define(text: str):
+    """A `-D name=value` value: a number, `true`/`false`, or else a string."""
+    low = text.strip()
+    if low in ("true", "false"):
+        return low == "true"
+    for convert in (int, float):
+        try:
+            return convert(low)
+        except ValueError:
+            pass
+    return low
+
+
+class Lowering:
+    def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
+                 seed: int = 0, defines: dict[str, str] | None = None):
+        self.model, self.blocks, self.mode = model, blocks, mode
+        self.float_dtype, self.init_seed = float_dtype, seed
+        self.defines = defines or {}
+        self.builtins = load_all()
+        self.result = LoweredModel(model.name)
+        self.ctx = Context(self)
+        self.scope: list[str] = []
+        self.layer_counts: dict[tuple, int] = {}
+        self.layer_names: set[str] = set()
+        self.salt = 0
+        self.depth = 0
+
+    # ---- names and parameters ---------------------------------------------------------------------
+    def new_layer(self, kind: str, explicit: str | None, span: Span) -> str:
+        prefix = ".".join(self.scope)
+        if explicit is not None:
+            full = f"{prefix}.{explicit}" if prefix else explicit
+            if full in self.layer_names:
+                raise error(f"a layer named `{explicit}` exists already", span, hint="layer names must be unique")
+        else:
+            key = (prefix, kind)
+            while True:
+                k = self.layer_counts.get(key, 0)
+                self.layer_counts[key] = k + 1
+                full = f"{prefix}.{kind}_{k}" if prefix else f"{kind}_{k}"
+                if full not in self.layer_names:
+                    break
+        self.layer_names.add(full)
+        return full
+
+    def new_param(self, name, shape, init, kind, fan_in, fan_out, span) -> Node:
+        values = init.sample(shape, fan_in, fan_out, rng_for(self.init_seed, name))
+        default = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
+        node = Builder(span).input(name, TensorType(self.float_dtype, shape), "param", default=default, init=str(init))
+        self.result.params.append(node)
+        self.result.param_kinds[name] = kind
+        return node
+
+    def seed_input(self) -> Node:
+        if self.result.seed is None:
+            self.result.seed = Builder(self.model.span).input("seed", TensorType("int64", ()), "hyper",
+                                                              default=np.array(0, dtype=np.int64), kind="seed")
+        return self.result.seed
+
+    # ---- the model --------------------------------------------------------------------------------
+    def run(self) -> LoweredModel:
+        env = self.hyper_params()
+        deferred = []
+        defined: dict[str, Span] = {}
+        for stmt in self.model.body:
+            if isinstance(stmt, ast.InputDecl):
+                self.define(env, defined, stmt.name, self.declare_input(stmt, env), stmt.name_span)
+            elif isinstance(stmt, ast.Assign):
+                self.define(env, defined, stmt.name, self.eval(stmt.value, env), stmt.name_span)
+            elif isinstance(stmt, ast.Output):
+                self.output(stmt, env, defined)
+            elif isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric)):
+                deferred.append(stmt)
+            elif isinstance(stmt, ast.Return):
+                raise error("`return` belongs in a block, not in a model", stmt.span,
+                            hint="mark model results with `output name = ...`")
+        if not self.result.outputs:
+            raise error(f"model `{self.model.name}` declares no output", self.model.name_span,
+                        hint="add a line such as `output probs = softmax(logits)`")
+        for stmt in deferred:
+            self.training_statement(stmt, env)
+        return self.result
+
+    def hyper_params(self) -> dict:
+        env = {}
+        known = {p.name for p in self.model.params}
+        for name in self.defines:
+            if name not in known:
+                hint = suggest(name, known) or (f"its hyper-parameters: {', '.join(f'`{k}`' for k in sorted(known))}"
+                                                if known else "it has none")
+                raise DslcError(Diagnostic(f"model `{self.model.name}` has no hyper-parameter `{name}` (given with -D)",
+                                           self.model.name_span, hint=hint))
+        for p in self.model.params:
+            if p.name in self.defines:
+                env[p.name] = parse_define(self.defines[p.name])
+            elif p.default is not None:
+                env[p.name] = self.eval(p.default, env)
+            else:
+                raise error(f"hyper-parameter `{p.name}` has no default and no value", p.span,
+                            hint=f"give it a default (`{p.name} = ...`) or pass `-D {p.name}=...`")
+        return env
+
+    def define(self, env, defined, name, value, span):
+        if name in defined:
+            raise DslcError(Diagnostic(f"`{name}` is defined twice", span, "defined again here",
+                                       hint="give the new value another name", notes=(("first defined here", defined[name]),)))
+        if name in env:
+            raise error(f"`{name}` is a hyper-parameter; it cannot be redefined", span)
+        defined[name] = span
+        env[name] = value
+
+    def declare_input(self, stmt: ast.InputDecl, env) -> Node:
+        t = stmt.type
+        dtype = SHORT_TO_DTYPE[t.dtype]
+        if dtype == "float32":
+            dtype = self.float_dtype
+        dims = []
+        for d in t.dims:
+            if isinstance(d.value, str) and isinstance(env.get(d.value), int) and not isinstance(env.get(d.value), bool):
+                dims.append(env[d.value])
+            else:
+                dims.append(d.value)
+        role = "data" if stmt.kind == "input" else "target"
+        node = Builder(stmt.span).input(stmt.name, TensorType(dtype, tuple(dims)), role)
+        self.result.inputs.append(node)
+        return node
+
+    def output(self, stmt: ast.Output, env, defined):
+        if stmt.value is not None:
+            value = self.eval(stmt.value, env)
+            self.define(env, defined, stmt.name, value, stmt.name_span)
+        elif stmt.name not in env:
+            raise error(f"unknown name `{stmt.name}`", stmt.name_span, hint=suggest(stmt.name, env))
+        value = env[stmt.name]
+        if not isinstance(value, Node):
+            raise error(f"output `{stmt.name}` must be a tensor, not {describe(value)}", stmt.span)
+        if stmt.name in dict(self.result.outputs):
+            raise error(f"`{stmt.name}` is an output already", stmt.span)
+        self.result.outputs.append((stmt.name, value))
+        self.result.output_spans[stmt.name] = stmt.span
+
+    def training_statement(self, stmt, env):
+        if isinstance(stmt, ast.Optimizer):
+            if self.result.optimizer is not None:
+                raise error("a model has one `optimizer`", stmt.span)
+            self.result.optimizer = self.optimizer(stmt.call, env)
+            return
+        if self.mode == "infer":
+            return
+        if isinstance(stmt, ast.Loss):
+            if self.result.loss is not None:
+                raise error("a model has one `loss`", stmt.span, hint="add the terms: `loss a + b`")
+            self.result.loss = self.scalar(self.eval(stmt.value, env), stmt.value.span, "the loss")
+            self.result.loss_span = stmt.span
+        else:
+            name = stmt.name or (stmt.value.func if isinstance(stmt.value, ast.Call) else None)
+            if name is None:
+                raise error("name this metric: `metric name = ...`", stmt.span)
+            if name == "loss" or name in dict(self.result.metrics):
+                raise error(f"metric `{name}` is defined twice", stmt.span, hint="name it: `metric other = ...`")
+            self.result.metrics.append((name, self.scalar(self.eval(stmt.value, env), stmt.value.span, "a metric")))
+
+    def scalar(self, value, span, what) -> Node:
+        if not isinstance(value, Node) or value.type.rank != 0 or not value.type.is_float:
+            got = f"`{value.type}`" if isinstance(value, Node) else describe(value)
+            raise error(f"{what} must be a floating-point scalar, got {got}", span,
+                        hint="reduce it with `mean(...)` or `sum(...)`" if isinstance(value, Node) else "")
+        return value
+
+    def optimizer(self, call: ast.Call, env) -> OptimizerSpec:
+        if call.func not in OPTIMIZERS:
+            raise error(f"unknown optimizer `{call.func}`", call.func_span,
+                        hint=suggest(call.func, OPTIMIZERS) or f"optimizers: {', '.join(OPTIMIZERS)}")
+        defaults = OPTIMIZERS[call.func][0]
+        settings = {}
+        if len(call.args) > 1:
+            raise error(f"`{call.func}` takes the learning rate as its only positional argument", call.args[1].span,
+                        hint="name the others, e.g. `momentum = 0.9`")
+        given = [("lr", a.span, a) for a in call.args] + [(k.name, k.span, k.value) for k in call.kwargs]
+        for key, span, expr in given:
+            if key not in defaults:
+                raise error(f"`{call.func}` has no setting `{key}`", span,
+                            hint=suggest(key, defaults) or f"its settings: {', '.join(defaults)}")
+            value = self.eval(expr, env)
+            if isinstance(defaults[key], bool):
+                if not isinstance(value, bool):
+                    raise error(f"`{key}` must be `true` or `false`", expr.span)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise error(f"`{key}` must be a non-negative number, got {describe(value)}", expr.span)
+            settings[key] = value
+        spec = OptimizerSpec(call.func, settings, call.span)
+        if call.func == "sgd" and spec.setting("nesterov") and not spec.setting("momentum"):
+            raise error("Nesterov momentum needs `momentum` > 0", call.span, hint="add `momentum = 0.9`")
+        for key in ("beta1", "beta2", "rho"):
+            if key in settings and not settings[key] < 1:
+                raise error(f"`{key}` must be below 1, got {settings[key]}", call.span)
+        return spec
+
+    # ---- expressions ------------------------------------------------------------------------------
+    def eval(self, expr, env):
+        if isinstance(expr, ast.Number):
+            return expr.value
+        if isinstance(expr, (ast.String, ast.Bool)):
+            return expr.value
+        if isinstance(expr, ast.Name):
+            return self.lookup(expr, env)
+        if isinstance(expr, ast.Unary):
+            value = self.eval(expr.operand, env)
+            if isinstance(value, Node):
+                return self.with_span(expr.span).neg(value)
+            return -self.number(value, expr.operand.span)
+        if isinstance(expr, ast.BinOp):
+            return self.binop(expr, self.eval(expr.left, env), self.eval(expr.right, env))
+        if isinstance(expr, ast.Call):
+            args = [Arg(a.span, expr=a) for a in expr.args]
+            return self.call(expr.func, expr.func_span, expr.span, args, expr.kwargs, env)
+        if isinstance(expr, ast.Pipe):
+            value = self.eval(expr.value, env)
+            return self.pipe(value, expr.value.span, expr.stages, env)
+        raise TypeError(f"unknown expression {expr!r}")
+
+    def lookup(self, name: ast.Name, env):
+        if name.id in env:
+            return env[name.id]
+        if name.id in INITIALIZERS:
+            return Initializer(name.id)
+        callable_names = set(self.builtins) | set(self.blocks)
+        if name.id in callable_names:
+            raise error(f"`{name.id}` is a function; call it or use it in a pipeline", name.span,
+                        hint=f"`x |> {name.id}` or `{name.id}(x)`")
+        raise error(f"unknown name `{name.id}`", name.span, hint=suggest(name.id, list(env) + list(INITIALIZERS)))
+
+    def with_span(self, span) -> Builder:
+        return Builder(span)
+
+    def number(self, value, span):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise error(f"expected a number or a tensor, got {describe(value)}", span)
+        return value
+
+    def binop(self, expr: ast.BinOp, left, right):
+        b = self.with_span(expr.span)
+        if not isinstance(left, Node) and not isinstance(right, Node):
+            a, c = self.number(left, expr.left.span), self.number(right, expr.right.span)
+            if expr.op == "@":
+                raise error("`@` multiplies matrices, not numbers", expr.span)
+            if expr.op == "/" and c == 0:
+                raise error("division by zero", expr.right.span)
+            return {"+": a + c, "-": a - c, "*": a * c, "/": a / c}[expr.op]
+        if expr.op == "@":
+            if not (isinstance(left, Node) and isinstance(right, Node)):
+                raise error("`@` multiplies two tensors", expr.span)
+            return b.matmul(left, right)
+        left = self.as_tensor(left, right, expr.left.span)
+        right = self.as_tensor(right, left, expr.right.span)
+        return b.emit({"+": "add", "-": "sub", "*": "mul", "/": "div"}[expr.op], left, right)
+
+    def as_tensor(self, value, like: Node, span) -> Node:
+        if isinstance(value, Node):
+            return value
+        number = self.number(value, span)
+        if like.type.dtype in ("int32", "int64") and not float(number).is_integer():
+            raise error(f"{number} cannot be combined with the integer tensor `{like.type}`", span,
+                        hint="cast the tensor first with `cast`")
+        return Builder(span).const(number, like.type.dtype if like.type.dtype != "bool" else self.float_dtype)
+
+    def pipe(self, value, span, stages, env):
+        for stage in stages:
+            if isinstance(stage, ast.Repeat):
+                count = self.eval(stage.count, env)
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise error(f"`repeat` needs a whole number of times, got {describe(count)}", stage.count.span)
+                for _ in range(count):
+                    value = self.pipe(value, span, stage.stages, env)
+                span = stage.span
+                continue
+            piped = Arg(span, value=value, evaluated=True)
+            if isinstance(stage, ast.Name):
+                value = self.call(stage.id, stage.span, stage.span, [piped], (), env)
+            else:
+                args = [piped] + [Arg(a.span, expr=a) for a in stage.args]
+                value = self.call(stage.func, stage.func_span, stage.span, args, stage.kwargs, env)
+            span = stage.span
+        return value
+
+    # ---- calls --------------------------------------------------------------------------------------
+    def call(self, func: str, func_span: Span, span: Span, args: list[Arg], kwargs, env):
+        if func in self.blocks:
+            return self.call_block(self.blocks[func], span, args, kwargs, env)
+        if func in INITIALIZERS:
+            return self.initializer(func, span, args, kwargs, env)
+        fn = self.builtins.get(func)
+        if fn is None:
+            names = list(self.builtins) + list(self.blocks) + list(INITIALIZERS)
+            if func in env:
+                raise error(f"`{func}` is a value, not a function", func_span)
+            raise error(f"unknown layer or function `{func}`", func_span, hint=suggest(func, names))
+        return self.call_builtin(fn, span, args, kwargs, env)
+
+    def bind(self, what: str, params: list[inspect.Parameter], span, args: list[Arg], kwargs, usage: str):
+        """Match arguments to parameters; returns {param name: Arg or [Arg] for *varargs}."""
+        bound: dict[str, object] = {}
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        varargs = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
+        for i, arg in enumerate(args):
+            if i < len(positional):
+                bound[positional[i].name] = arg
+            elif varargs is not None:
+                bound.setdefault(varargs.name, []).append(arg)
+            else:
+                raise error(f"`{what}` takes {len(positional)} positional argument{'s' * (len(positional) != 1)}, "
+                            f"got {len(args)}", arg.span, label="unexpected argument", hint=f"call it as `{usage}`")
+        names = {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
+        for kw in kwargs:
+            if kw.name not in names:
+                raise error(f"`{what}` has no argument `{kw.name}`", kw.span,
+                            hint=suggest(kw.name, names) or f"call it as `{usage}`")
+            if kw.name in bound:
+                raise error(f"argument `{kw.name}` given twice", kw.span)
+            bound[kw.name] = Arg(kw.span, expr=kw.value)
+        for p in params:
+            if p.name not in bound and p.default is inspect.Parameter.empty and p.kind is not p.VAR_POSITIONAL:
+                raise error(f"`{what}` is missing its argument `{p.name}`", span, hint=f"call it as `{usage}`")
+        return bound
+
+    def call_builtin(self, fn: Builtin, span: Span, args, kwargs, env):
+        params = list(fn.signature.parameters.values())
+        bound = self.bind(fn.name, params, span, args, kwargs, fn.usage())
+        spans: dict = {i: arg.span for i, arg in enumerate(args)}
+        leading, varargs, keyword = [], [], {}
+        for p in params:
+            if p.name not in bound:
+                if p.kind is not p.VAR_POSITIONAL:
+                    default = Initializer(p.default) if p.annotation == "Init" else p.default
+                    value = self.convert(fn.name, p, default, span)
+                    if p.kind is p.POSITIONAL_OR_KEYWORD:
+                        leading.append(value)
+                    else:
+                        keyword[p.name] = value
+                continue
+            items = bound[p.name] if p.kind is p.VAR_POSITIONAL else [bound[p.name]]
+            values = [self.convert(fn.name, p, self.arg_value(arg, p.annotation, env), arg.span) for arg in items]
+            spans[p.name] = items[0].span
+            if p.kind is p.VAR_POSITIONAL:
+                varargs.extend(values)
+            elif p.kind is p.KEYWORD_ONLY:
+                keyword[p.name] = values[0]
+            else:
+                leading.append(values[0])
+        self.ctx._arg_spans, self.ctx._call_span = spans, span
+        self.ctx.b = Builder(span)
+        return fn.fn(self.ctx, *leading, *varargs, **keyword)
+
+    def arg_value(self, arg: Arg, annotation: str, env):
+        if arg.evaluated:
+            return arg.value
+        if annotation == "Selector":
+            if isinstance(arg.expr, (ast.Name, ast.String)):
+                return arg.expr.id if isinstance(arg.expr, ast.Name) else arg.expr.value
+            raise error("expected a parameter selection: `weights`, `biases`, `params`, a layer name or a pattern",
+                        arg.span)
+        return self.eval(arg.expr, env)
+
+    def convert(self, fn: str, p: inspect.Parameter, value, span):
+        kind = p.annotation
+        wrong = lambda what: error(f"`{fn}` expects `{p.name}` to be {what}, got {describe(value)}", span)  # noqa: E731
+        if value is None and p.default is None:
+            return None
+        if kind == "Tensor":
+            if not isinstance(value, Node):
+                raise wrong("a tensor")
+        elif kind == "int":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise wrong("a whole number")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise wrong("a number")
+            value = float(value)
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise wrong("`true` or `false`")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise wrong("a string")
+        elif kind == "Init":
+            if not isinstance(value, Initializer):
+                raise wrong(f"an initializer ({', '.join(INITIALIZERS)})")
+        return value
+
+    def initializer(self, func, span, args, kwargs, env) -> Initializer:
+        defaults = INITIALIZERS[func][0]
+        params = [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for k, v in defaults.items()]
+        usage = f"{func}({', '.join(f'{k} = {v}' for k, v in defaults.items())})"
+        bound = self.bind(func, params, span, args, kwargs, usage)
+        values = {}
+        for key, arg in bound.items():
+            value = self.arg_value(arg, "float", env)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise error(f"`{func}` expects `{key}` to be a number, got {describe(value)}", arg.span)
+            values[key] = float(value)
+        return Initializer(func, values)
+
+    def call_block(self, block: ast.Block, span, args, kwargs, env):
+        params = [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=inspect.Parameter.empty if p.default is None else p.default)
+                  for p in block.params]
+        usage = f"{block.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in block.params)})"
+        bound = self.bind(block.name, params, span, args, kwargs, usage)
+        inner = {}
+        for p in block.params:
+            arg = bound.get(p.name)
+            inner[p.name] = self.arg_value(arg, "", env) if arg is not None else self.eval(p.default, {})
+        if self.depth >= MAX_BLOCK_DEPTH:
+            raise error(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (is `{block.name}` calling itself?)", span)
+        self.scope.append(self.new_layer(block.name, None, span).rsplit(".", 1)[-1])
+        self.depth += 1
+        try:
+            return self.block_body(block, inner)
+        finally:
+            self.depth -= 1
+            self.scope.pop()
+
+    def block_body(self, block: ast.Block, env):
+        defined: dict[str, Span] = {p.name: p.span for p in block.params}
+        result = None
+        for stmt in block.body:
+            if result is not None:
+                raise error("statements after `return` are never run", stmt.span)
+            if isinstance(stmt, ast.Assign):
+                self.define(env, defined, stmt.name, self.eval(stmt.value, env), stmt.name_span)
+                defined[stmt.name] = stmt.name_span
+            elif isinstance(stmt, ast.Return):
+                result = self.eval(stmt.value, env)
+            else:
+                keyword = type(stmt).__name__.lower()
+                keyword = {"inputdecl": stmt.kind if isinstance(stmt, ast.InputDecl) else "input"}.get(keyword, keyword)
+                raise error(f"`{keyword}` belongs in a model, not in block `{block.name}`", stmt.span,
+                            hint="blocks compute values from their arguments and `return` one")
+        if result is None:
+            raise error(f"block `{block.name}` has no `return`", block.name_span, hint="end it with `return <value>`")
+        return result
+
+
+def describe(value) -> str:
+    if isinstance(value, Node):
+        return f"a tensor `{value.type}`"
+    if isinstance(value, bool):
+        return f"`{'true' if value else 'false'}`"
+    if isinstance(value, (int, float)):
+        return f"the number `{value}`"
+    if isinstance(value, str):
+        return f"the string \"{value}\""
+    if isinstance(value, Initializer):
+        return f"the initializer `{value}`"
+    return type(value).__name__
+
+
+def lower_model(model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
+                seed: int = 0, defines: dict[str, str] | None = None) -> LoweredModel:
+    return Lowering(model, blocks, mode, float_dtype, seed, defines).run()

@@ -1,0 +1,92 @@
+"""Matrix products: `matmul` (numpy semantics, batched) and `gemm` (2-D, with transposes and bias)."""
+from __future__ import annotations
+
+import numpy as np
+
+from dslc.ir.graph import OpError
+from dslc.ir.types import TensorType, broadcast_shapes
+from dslc.ops.elementwise import unbroadcast
+from dslc.ops.registry import OpDef, Sample, op
+
+
+def _dims_match(a, b) -> bool:
+    return a == b
+
+
+@op("matmul")
+class MatMul(OpDef):
+    """y = a @ b over the last two axes, batch axes broadcast (numpy `matmul`; ONNX MatMul)."""
+
+    samples = [Sample(((3, 4), (4, 5))), Sample(((2, 3, 4), (4, 5))), Sample(((2, 3, 4), (2, 4, 5)))]
+    evaluate = staticmethod(np.matmul)
+
+    def infer(self, a, b):
+        if a.dtype != b.dtype:
+            raise OpError(f"matrix product of mismatched dtypes `{a}` and `{b}`", hint="convert one side with `cast`")
+        if a.rank < 2 or b.rank < 2:
+            raise OpError(f"matrix product needs operands of rank 2 or more, got `{a}` @ `{b}`",
+                          hint="use `reshape` to add an axis")
+        if not _dims_match(a.shape[-1], b.shape[-2]):
+            raise OpError(f"matrix product of `{a}` and `{b}`: inner dimensions `{a.shape[-1]}` and `{b.shape[-2]}` differ")
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        if batch is None:
+            raise OpError(f"matrix product of `{a}` and `{b}`: batch dimensions do not broadcast")
+        return TensorType(a.dtype, batch + (a.shape[-2], b.shape[-1]))
+
+    def lower(self, e, a, b):
+        return e.node("MatMul", a, b)
+
+    def grad(self, b, g, out, x, y):
+        if x.type.rank == 2 and y.type.rank == 2:
+            return [b.gemm(g, y, trans_b=True), b.gemm(x, g, trans_a=True)]
+        gx = b.matmul(g, b.transpose(y, perm=_swap_last(y.type.rank)))
+        gy = b.matmul(b.transpose(x, perm=_swap_last(x.type.rank)), g)
+        return [unbroadcast(b, gx, x), unbroadcast(b, gy, y)]
+
+
+def _swap_last(rank: int) -> tuple[int, ...]:
+    return tuple(range(rank - 2)) + (rank - 1, rank - 2)
+
+
+@op("gemm", trans_a=False, trans_b=False)
+class Gemm(OpDef):
+    """y = op(a) @ op(b) (+ c), op = transpose where `trans_a`/`trans_b`; 2-D only (ONNX Gemm).
+    The transposes are attributes, never separate nodes: ORT's Gemm is faster that way."""
+
+    samples = [Sample(((3, 4), (4, 5), (5,))), Sample(((4, 3), (4, 5)), {"trans_a": True}),
+               Sample(((3, 4), (5, 4), (1, 5)), {"trans_b": True}),
+               Sample(((4, 3), (5, 4)), {"trans_a": True, "trans_b": True})]
+
+    def infer(self, a, b, c=None, *, trans_a, trans_b):
+        if a.rank != 2 or b.rank != 2:
+            raise OpError(f"`gemm` needs 2-D operands, got `{a}` and `{b}`")
+        m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+        k2, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+        if not _dims_match(k, k2):
+            raise OpError(f"matrix product of `{a}` and `{b}`: inner dimensions `{k}` and `{k2}` differ")
+        out = TensorType(a.dtype, (m, n))
+        if c is not None and broadcast_shapes(c.shape, out.shape) != out.shape:
+            raise OpError(f"bias `{c}` does not broadcast to `{out}`")
+        return out
+
+    def lower(self, e, a, b, c=None, *, trans_a, trans_b):
+        inputs = [a, b] + ([c] if c is not None else [])
+        return e.node("Gemm", *inputs, transA=int(trans_a), transB=int(trans_b))
+
+    def evaluate(self, a, b, c=None, *, trans_a, trans_b):
+        y = (a.T if trans_a else a) @ (b.T if trans_b else b)
+        return y if c is None else y + c
+
+    def grad(self, b, g, out, x, y, c=None, *, trans_a, trans_b):
+        if not trans_a and not trans_b:
+            gx, gy = b.gemm(g, y, trans_b=True), b.gemm(x, g, trans_a=True)
+        elif not trans_a and trans_b:
+            gx, gy = b.gemm(g, y), b.gemm(g, x, trans_a=True)
+        elif trans_a and not trans_b:
+            gx, gy = b.gemm(y, g, trans_b=True), b.gemm(x, g)
+        else:
+            gx, gy = b.gemm(y, g, trans_a=True, trans_b=True), b.gemm(g, x, trans_a=True, trans_b=True)
+        grads = [gx, gy]
+        if c is not None:
+            grads.append(unbroadcast(b, g, c))
+        return grads

@@ -1,0 +1,94 @@
+"""`OpDef` and the registry.
+
+An op entry says, in one place:
+- `infer(*input_types, **attrs) -> TensorType`: the shape/dtype rule (raise `OpError` for user errors);
+- `lower(e, *inputs, **attrs) -> str`: the ONNX nodes computing it (`e` is `dslc.emit.onnx.Emitter`;
+  each input has `.name` and `.type`);
+- `grad(b, grad_out, out, *inputs, **attrs) -> list[Node | None]`: one gradient per input, built from
+  registered ops with the builder `b`; `None` where no gradient flows. Ops without `grad` are not
+  differentiable (comparisons, argmax, random numbers);
+- `evaluate(*arrays, **attrs) -> np.ndarray`: numpy semantics, for constant folding and tests;
+- `samples`: input shapes and attributes the generic tests run (shape rule vs ONNX Runtime, ONNX Runtime
+  vs the ONNX reference evaluator, float64 finite differences vs `grad`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dslc.ir.graph import OpError
+
+REQUIRED = object()
+REGISTRY: dict[str, "OpDef"] = {}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Inputs for the generic op tests: each entry a float input shape, or `("int", shape, high)`,
+    `("bool", shape)` / `("positive", shape)` for inputs that must be integer labels, masks or > 0."""
+
+    inputs: tuple
+    attrs: dict[str, Any] = field(default_factory=dict)
+    grad: bool = True  # check the gradient by finite differences
+
+
+class OpDef:
+    name: str = ""
+    attrs: dict[str, Any] = {}
+    samples: list[Sample] = []
+    grad = None  # set by differentiable ops
+    evaluate = None
+
+    def complete_attrs(self, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(given) - set(self.attrs)
+        if unknown:
+            raise TypeError(f"op `{self.name}` has no attribute {sorted(unknown)}")
+        out = {}
+        for key, default in self.attrs.items():
+            if key in given:
+                out[key] = given[key]
+            elif default is REQUIRED:
+                raise TypeError(f"op `{self.name}` needs attribute `{key}`")
+            else:
+                out[key] = default
+        return out
+
+    def infer(self, *types, **attrs):
+        raise NotImplementedError(self.name)
+
+    def lower(self, e, *inputs, **attrs) -> str:
+        raise NotImplementedError(self.name)
+
+    @property
+    def differentiable(self) -> bool:
+        return type(self).grad is not None
+
+
+def op(opname: str, /, **attrs):
+    """Class decorator: `@op("softmax", axis=-1)` registers one instance under `name`."""
+
+    def register(cls):
+        if opname in REGISTRY:
+            raise ValueError(f"op `{opname}` registered twice")
+        inst = cls()
+        inst.name = opname
+        inst.attrs = dict(attrs)
+        REGISTRY[opname] = inst
+        return cls
+
+    return register
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no op `{name}` in the registry") from None
+
+
+def expect_float(t, what: str = "input"):
+    if not t.is_float:
+        raise OpError(f"expected a floating-point {what}, got `{t}`")
+
+
+__all__ = ["OpDef", "OpError", "REGISTRY", "REQUIRED", "Sample", "op", "get_op", "expect_float"]

@@ -1,0 +1,132 @@
+"""Optimizers as IR: (params, grads, state) -> (next params, next state), PyTorch's update rules.
+
+Every optimizer takes a learning rate `lr` (a hyper-input of the training graph, so drivers can
+schedule it), `weight_decay` and Keras-style learning-rate `decay`:
+
+    t = step + 1                               # `opt.step` counts the steps taken
+    lr_t = lr / (1 + decay * step)
+    for p, g in zip(params, grads):
+        if weight_decay and kind != "adamw":  g = g + weight_decay * p
+        sgd:      v = momentum * v + g;  d = g + momentum * v if nesterov else v (d = g without momentum)
+                  p = p - lr_t * d
+        rmsprop:  s = rho * s + (1 - rho) * g²
+                  if momentum: u = momentum * u + g / (√s + eps); p = p - lr_t * u
+                  else:        p = p - lr_t * g / (√s + eps)
+        adagrad:  s = s + g²;  p = p - lr_t * g / (√s + eps)
+        adam:     m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g²
+                  p = p - lr_t / (1 - beta1^t) * m / (√(v / (1 - beta2^t)) + eps)
+        adamw:    p = p * (1 - lr_t * weight_decay), then the adam step
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dslc.ir.graph import Builder, Node
+from dslc.ir.types import TensorType, numpy_dtype
+from dslc.source import Span
+
+# name -> (defaults of its settings, state slots per parameter)
+OPTIMIZERS: dict[str, tuple[dict[str, float | bool], tuple[str, ...]]] = {
+    "sgd": ({"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "decay": 0.0}, ("velocity",)),
+    "rmsprop": ({"lr": 0.001, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.0, "decay": 0.0},
+                ("square_avg", "momentum_buffer")),
+    "adagrad": ({"lr": 0.01, "eps": 1e-10, "weight_decay": 0.0, "decay": 0.0}, ("sum_squares",)),
+    "adam": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "decay": 0.0}, ("m", "v")),
+    "adamw": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "decay": 0.0}, ("m", "v")),
+}
+STEP = "opt.step"
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    kind: str
+    settings: dict = field(default_factory=dict)
+    span: Span | None = None
+
+    def setting(self, key):
+        return self.settings.get(key, OPTIMIZERS[self.kind][0][key])
+
+    def slots(self) -> tuple[str, ...]:
+        slots = OPTIMIZERS[self.kind][1]
+        if self.kind == "sgd" and not self.setting("momentum"):
+            return ()
+        if self.kind == "rmsprop" and not self.setting("momentum"):
+            return ("square_avg",)
+        return slots
+
+
+def state_name(param: str, slot: str) -> str:
+    return f"opt.{param}.{slot}"
+
+
+def state_inputs(b: Builder, spec: OptimizerSpec, params: list[Node]) -> list[Node]:
+    """The state tensors, zero-initialized: the step counter, then each parameter's slots."""
+    states = [b.input(STEP, TensorType("int64", ()), "state", default=np.array(0, dtype=np.int64))]
+    for p in params:
+        for slot in spec.slots():
+            zeros = np.zeros(p.type.shape, dtype=numpy_dtype(p.type.dtype))
+            states.append(b.input(state_name(p.name, slot), p.type, "state", default=zeros))
+    return states
+
+
+def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: list[Node], lr: Node,
+                  states: list[Node]) -> tuple[list[Node], list[Node]]:
+    """Next values of `params` and of `states` (same order as `state_inputs`)."""
+    state = {s.name: s for s in states}
+    step = state[STEP]
+    dtype = lr.type.dtype
+    c = lambda v: b.const(v, dtype)  # noqa: E731
+    step_f = b.cast(step, to=dtype)
+    decay = spec.setting("decay")
+    lr_t = b.div(lr, b.add(c(1.0), b.mul(c(decay), step_f))) if decay else lr
+    t = b.add(step_f, c(1.0))
+    wd = spec.setting("weight_decay")
+    kind = spec.kind
+
+    if kind in ("adam", "adamw"):
+        beta1, beta2, eps = spec.setting("beta1"), spec.setting("beta2"), spec.setting("eps")
+        # lr_t/(1-β1^t) · m / (√(v/(1-β2^t)) + ε) = α · m / (√v + ε̂) with α = lr_t·√(1-β2^t)/(1-β1^t), ε̂ = ε·√(1-β2^t)
+        root_bc2 = b.sqrt(b.sub(c(1.0), b.pow(c(beta2), t)))
+        alpha = b.div(b.mul(lr_t, root_bc2), b.sub(c(1.0), b.pow(c(beta1), t)))
+        eps_hat = b.mul(c(eps), root_bc2)
+        decay_factor = b.sub(c(1.0), b.mul(lr_t, c(wd))) if kind == "adamw" and wd else None
+
+    next_params, next_state = [], {STEP: b.add(step, b.const(1, "int64"))}
+    for p, g in zip(params, grads):
+        with b.at(p.span):
+            if wd and kind != "adamw":
+                g = b.add(g, b.mul(c(wd), p))
+            slot = lambda name: state[state_name(p.name, name)]  # noqa: E731
+            if kind == "sgd":
+                mu = spec.setting("momentum")
+                if mu:
+                    v = b.add(b.mul(c(mu), slot("velocity")), g)
+                    next_state[slot("velocity").name] = v
+                    direction = b.add(g, b.mul(c(mu), v)) if spec.setting("nesterov") else v
+                else:
+                    direction = g
+                new_p = b.sub(p, b.mul(lr_t, direction))
+            elif kind == "rmsprop":
+                rho, mu, eps = spec.setting("rho"), spec.setting("momentum"), spec.setting("eps")
+                s = b.add(b.mul(c(rho), slot("square_avg")), b.mul(c(1.0 - rho), b.mul(g, g)))
+                next_state[slot("square_avg").name] = s
+                scaled = b.div(g, b.add(b.sqrt(s), c(eps)))
+                if mu:
+                    u = b.add(b.mul(c(mu), slot("momentum_buffer")), scaled)
+                    next_state[slot("momentum_buffer").name] = u
+                    scaled = u
+                new_p = b.sub(p, b.mul(lr_t, scaled))
+            elif kind == "adagrad":
+                s = b.add(slot("sum_squares"), b.mul(g, g))
+                next_state[slot("sum_squares").name] = s
+                new_p = b.sub(p, b.mul(lr_t, b.div(g, b.add(b.sqrt(s), c(spec.setting("eps"))))))
+            else:
+                m = b.add(b.mul(c(beta1), slot("m")), b.mul(c(1.0 - beta1), g))
+                v = b.add(b.mul(c(beta2), slot("v")), b.mul(c(1.0 - beta2), b.mul(g, g)))
+                next_state[slot("m").name], next_state[slot("v").name] = m, v
+                base = b.mul(p, decay_factor) if decay_factor is not None else p
+                new_p = b.sub(base, b.mul(alpha, b.div(m, b.add(b.sqrt(v), eps_hat))))
+            next_params.append(new_p)
+    return next_params, [next_state[s.name] for s in states]

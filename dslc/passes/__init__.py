@@ -1,0 +1,37 @@
+"""The pass pipeline: named `Graph -> Graph` functions, the IR verified after each."""
+from __future__ import annotations
+
+from typing import Callable
+
+from dslc.ir.graph import Graph
+from dslc.ir.printer import print_graph
+from dslc.ir.verify import verify
+from dslc.passes.autodiff import autodiff
+from dslc.passes.infer_shapes import infer_shapes
+from dslc.passes.lower_optimizer import lower_optimizer
+from dslc.passes.simplify import simplify
+
+Pass = Callable[[Graph], Graph]
+
+# per graph kind, in order; `lower` (AST -> IR) runs before and `emit` (IR -> ONNX) after
+PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
+    "infer": (("infer_shapes", infer_shapes), ("simplify", simplify)),
+    "eval": (("infer_shapes", infer_shapes), ("simplify", simplify)),
+    "train": (("infer_shapes", infer_shapes), ("autodiff", autodiff), ("lower_optimizer", lower_optimizer),
+              ("simplify", simplify)),
+}
+PASS_NAMES = ("lower", "infer_shapes", "autodiff", "lower_optimizer", "simplify")
+
+
+def run(graph: Graph, kind: str, print_after: str | None = None, printed: list[str] | None = None) -> Graph:
+    """Run the pipeline of `kind` over `graph`; with `print_after`, append the IR text after that pass
+    to `printed`."""
+    verify(graph, after="lower")
+    if print_after == "lower" and printed is not None:
+        printed.append(print_graph(graph))
+    for name, fn in PIPELINES[kind]:
+        graph = fn(graph)
+        verify(graph, after=name)
+        if print_after == name and printed is not None:
+            printed.append(print_graph(graph))
+    return graph

@@ -1,0 +1,85 @@
+"""A compiled model: the ONNX graphs and the manifest, plus the verbs users run on them.
+
+    program = dslc.compile("mnist.dl", hidden=128)
+    program.build("out/")                                    # the graphs + mnist.dslc.json
+    history = program.train("train.npz", val="val.npz", epochs=10, batch_size=128, out_dir="runs/mnist")
+    y = program.predict("test.npz", weights="runs/mnist")    # dict of output arrays
+    program.export("runs/mnist", "mnist.onnx")               # inference graph with trained weights
+
+The heavy modules (onnx, onnxruntime) are imported by the verbs that need them, not by `import dslc`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+
+@dataclass
+class Program:
+    name: str
+    manifest: dict  # the `<model>.dslc.json` contract, see README "Embedding the graphs"
+    graphs: dict[str, bytes]  # serialized ModelProtos keyed like manifest["graphs"]: "infer", "train", "eval"
+    ir_text: str = ""  # the IR as printed after the last pass (`--emit ir`)
+    source_path: str = ""
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable scalars (the sum of the parameter sizes)."""
+        return sum(math.prod(t["shape"]) for t in self.manifest["graphs"]["train"]["params"])
+
+    @property
+    def manifest_file(self) -> str:
+        return f"{self.name}.dslc.json"
+
+    def build(self, out_dir: str | os.PathLike = ".") -> list[Path]:
+        """Write every graph under its manifest file name, then `<model>.dslc.json`; return the paths."""
+        from dslc.fsutil import atomic_write_bytes, atomic_write_text
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [atomic_write_bytes(out / g["file"], self.graphs[key]) for key, g in self.manifest["graphs"].items()]
+        paths.append(atomic_write_text(out / self.manifest_file, json.dumps(self.manifest, indent=2) + "\n"))
+        return paths
+
+    def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
+              out_dir: str | os.PathLike, resume: bool = False, lr: float | None = None, reporter=None,
+              threads: int | None = None) -> list[dict]:
+        """Train into `out_dir`; see `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays."""
+        from dslc.runtime.train import fit
+
+        return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                   out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads)
+
+    def trained_model(self, weights) -> bytes:
+        """The inference graph with the trained parameters of `weights` (a run directory, a
+        `checkpoint.npz` path or a dict of parameter arrays) in place of the initial ones."""
+        from dslc.emit.weights import bind_weights
+        from dslc.runtime.checkpoint import load_params
+
+        return bind_weights(self.graphs["infer"], load_params(weights, self.manifest))
+
+    def predict(self, inputs, weights, device: str = "cpu", batch_size: int | None = 256,
+                threads: int | None = None) -> dict[str, np.ndarray]:
+        """Run the inference graph on `inputs` (an `.npz` path or dict of arrays) in batches of
+        `batch_size` rows (None: all at once); return the outputs by name."""
+        from dslc.diagnostics import DataError
+        from dslc.runtime.data import load_data
+        from dslc.runtime.session import Predictor
+
+        if batch_size is not None and batch_size < 1:
+            raise DataError(f"the batch size must be at least 1, got {batch_size}")
+        spec = self.manifest["graphs"]["infer"]
+        arrays = load_data(inputs, spec["inputs"], "input data")
+        return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)
+
+    def export(self, weights, path: str | os.PathLike) -> Path:
+        """Write a self-contained inference model with the trained weights to `path` (atomically)."""
+        from dslc.fsutil import atomic_write_bytes
+
+        return atomic_write_bytes(path, self.trained_model(weights))
+

@@ -1,0 +1,129 @@
+"""Checkpoints: `<run>/checkpoint.npz` holds everything needed to resume or use a training run.
+
+Layout (a plain `.npz`, readable with `numpy.load(path)` and no pickle):
+
+    param/<name>   each trainable parameter, e.g. `param/dense1.W`
+    state/<name>   each optimizer state tensor, e.g. `state/opt.step`
+    meta           a 0-d string array holding JSON: format, dslc version, model, epoch (epochs
+                   completed), global_step, seed, batch_size, lr, manifest_sha256, history
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from dslc.diagnostics import DataError
+from dslc.fsutil import atomic_save_npz
+from dslc.runtime.data import read_npz
+
+CHECKPOINT_FILE = "checkpoint.npz"
+FORMAT = "dslc-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    params: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+    meta: dict
+
+
+def manifest_hash(manifest: dict) -> str:
+    """sha256 of the manifest as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checkpoint_path(weights: str | os.PathLike) -> Path:
+    """A run directory means its `checkpoint.npz`; any other path is the checkpoint file itself."""
+    path = Path(weights)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def save_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarray],
+                    state: Mapping[str, np.ndarray], meta: dict) -> Path:
+    arrays: dict[str, object] = {f"param/{k}": v for k, v in params.items()}
+    arrays.update({f"state/{k}": v for k, v in state.items()})
+    arrays["meta"] = np.array(json.dumps(meta))
+    return atomic_save_npz(path, arrays)
+
+
+def load_checkpoint(weights: str | os.PathLike) -> Checkpoint:
+    """The checkpoint in run directory `weights` (or at that `.npz` path)."""
+    path = checkpoint_path(weights)
+    if not path.exists() and not Path(weights).suffix:
+        raise DataError(
+            f"cannot read `{path}`: No such file or directory",
+            hint=f"train the model first with `dslc train ... -o {weights}`",
+        )
+    arrays = read_npz(path, "checkpoint")
+    if "meta" not in arrays:
+        raise DataError(f"`{path}` is not a dslc checkpoint (it has no `meta` entry)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")[()]))
+    except ValueError:
+        raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"`{path}` has checkpoint format `{meta.get('format')}`, expected `{FORMAT}`")
+    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+    return Checkpoint(path, params, state, meta)
+
+
+MISMATCH_HINT = (
+    "the model source or its -D values changed since the checkpoint was written; "
+    "compile the model the checkpoint came from, or train into a new directory"
+)
+
+
+def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> None:
+    """`DataError` unless the checkpoint holds exactly the model's parameters (and optimizer state),
+    with the same names, dtypes and shapes."""
+    model = manifest["model"]
+    if ckpt.meta.get("model") != model:
+        raise DataError(
+            f"checkpoint `{ckpt.path}` was written for model `{ckpt.meta.get('model')}`, not `{model}`",
+            hint="pass the run directory of this model",
+        )
+    train = manifest["graphs"]["train"]
+    groups = [("parameter", train["params"], ckpt.params)]
+    if with_state:
+        groups.append(("optimizer state", train.get("state", []), ckpt.state))
+    for kind, specs, values in groups:
+        _check_group(kind, specs, values, f"checkpoint `{ckpt.path}` does not fit model `{model}`")
+
+
+def _check_group(kind: str, specs: list[dict], values: Mapping[str, np.ndarray], head: str) -> None:
+    for spec in specs:
+        name = spec["name"]
+        if name not in values:
+            raise DataError(f"{head}: it has no {kind} `{name}`", hint=MISMATCH_HINT)
+        value, want = values[name], (np.dtype(spec["dtype"]), list(spec["shape"]))
+        if (value.dtype, list(value.shape)) != want:
+            raise DataError(
+                f"{head}: {kind} `{name}` is `{value.dtype}{list(value.shape)}` in the checkpoint "
+                f"but `{want[0]}{want[1]}` in the model",
+                hint=MISMATCH_HINT,
+            )
+    extra = sorted(set(values) - {s["name"] for s in specs})
+    if extra:
+        raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=MISMATCH_HINT)
+
+
+def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
+    """Trained parameters from a run directory, a checkpoint path, or a dict of arrays, checked
+    against the manifest's parameters."""
+    if isinstance(weights, Mapping):
+        params = {k: np.asarray(v) for k, v in weights.items()}
+        _check_group("parameter", manifest["graphs"]["train"]["params"], params,
+                     f"the weights do not fit model `{manifest['model']}`")
+        return params
+    ckpt = load_checkpoint(weights)
+    check_fits(ckpt, manifest, with_state=False)
+    return ckpt.params

@@ -1,0 +1,172 @@
+"""Loading and checking the arrays a graph is fed: `.npz` files or dicts of numpy arrays.
+
+Each array is checked against its manifest spec `{"name", "dtype", "shape", ["classes"]}`; the first
+problem found is raised as a `DataError` that names the array and says what was expected.
+
+Dtype policy (decided here, applied the same way to every verb):
+- float inputs (`float16/32/64`) accept any float, integer or bool array, cast to the model's dtype;
+  float64 -> float32 is silent, as in Keras. Values must be finite (NaN/inf in data is an error).
+- integer inputs and targets (`int32/int64`...) accept any integer or bool array whose values fit, and
+  float arrays whose values are all whole numbers (labels saved as floats); other floats are an error.
+- bool inputs accept only bool arrays.
+- anything else (strings, objects, complex) is an error.
+- integer specs with `"classes": K` must hold values in `[0, K)`.
+Symbolic dims (`B`, `T`...) take their size from the first array that has them; every other array
+with the same symbol must agree. Arrays the model does not read are ignored.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Mapping
+
+import numpy as np
+
+from dslc.diagnostics import DataError, suggest
+
+
+def format_shape(dims) -> str:
+    """`[B, 784]` for a spec shape, `[32, 784]` for an actual one."""
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def describe(spec: dict) -> str:
+    return f"`{spec['name']}` `{spec['dtype']}{format_shape(spec['shape'])}`"
+
+
+def read_npz(path: str | os.PathLike, what: str = "data") -> dict[str, np.ndarray]:
+    """All arrays of an `.npz` file, or `DataError` saying why it cannot be read."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except OSError as e:
+        raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
+    except (ValueError, zipfile.BadZipFile, EOFError, AttributeError) as e:
+        # np.load returns a bare ndarray for `.npy` (no `with`), raises ValueError for pickles/garbage
+        raise DataError(
+            f"cannot read {what} `{path}`: not a valid `.npz` archive ({type(e).__name__}: {e})",
+            hint="save the arrays with `numpy.savez(path, name=array, ...)`",
+        ) from None
+
+
+def load_npz(path: str | os.PathLike, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
+    """The arrays of `path` named by `specs`, checked and cast (see the module docstring)."""
+    return check_arrays(read_npz(path, what), specs, f"{what} `{os.fspath(path)}`")
+
+
+def load_data(source, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
+    """`source` is an `.npz` path or a mapping of arrays; returns the checked arrays."""
+    if isinstance(source, (str, os.PathLike)):
+        return load_npz(source, specs, what)
+    if isinstance(source, Mapping):
+        return check_arrays(source, specs, what)
+    raise DataError(f"{what} must be an `.npz` path or a dict of arrays, not `{type(source).__name__}`")
+
+
+def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) -> dict[str, np.ndarray]:
+    """Check each spec'd array of `arrays` (named in messages as `where`) and return them cast."""
+    out: dict[str, np.ndarray] = {}
+    sizes: dict[str, tuple[int, str]] = {}  # symbol -> (size, array that fixed it)
+    for spec in specs:
+        name = spec["name"]
+        if name not in arrays:
+            present = ", ".join(f"`{k}`" for k in arrays) or "none"
+            raise DataError(
+                f"{where} has no array `{name}` (arrays present: {present})",
+                hint=suggest(name, arrays) or f"the model reads {', '.join(describe(s) for s in specs)}",
+            )
+        array = np.asarray(arrays[name])
+        _check_shape(array, spec, where, sizes)
+        out[name] = _cast(array, spec, where)
+        if "classes" in spec and np.issubdtype(out[name].dtype, np.integer):
+            _check_labels(out[name], spec["classes"], name, where)
+    return out
+
+
+def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None:
+    name, expected = spec["name"], spec["shape"]
+    mismatch = array.ndim != len(expected) or any(
+        isinstance(d, int) and d != n for d, n in zip(expected, array.shape)
+    )
+    if mismatch:
+        raise DataError(
+            f"array `{name}` in {where} has shape `{format_shape(array.shape)}`, "
+            f"expected `{format_shape(expected)}`"
+        )
+    for d, n in zip(expected, array.shape):
+        if isinstance(d, str):
+            if d not in sizes:
+                sizes[d] = (n, name)
+            elif sizes[d][0] != n:
+                other_n, other = sizes[d]
+                raise DataError(
+                    f"arrays in {where} disagree on dimension `{d}`: "
+                    f"`{other}` has {d} = {other_n} but `{name}` has {d} = {n}",
+                    hint=f"`{d}` must be the same size in every array, e.g. the number of samples",
+                )
+
+
+def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
+    name, want = spec["name"], np.dtype(spec["dtype"])
+    have = array.dtype
+    wrong = f"array `{name}` in {where} has dtype `{have}`, expected `{want}`"
+    if np.issubdtype(want, np.floating):
+        if not (np.issubdtype(have, np.floating) or np.issubdtype(have, np.integer) or have == np.bool_):
+            raise DataError(wrong)
+        out = np.ascontiguousarray(array, dtype=want)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            raise DataError(
+                f"array `{name}` in {where} contains {out[bad][0]} at index {_index(bad, array.shape)}",
+                hint="the data must be finite; replace or drop the NaN/inf entries",
+            )
+        return out
+    if np.issubdtype(want, np.integer):
+        if np.issubdtype(have, np.floating):
+            whole = np.isfinite(array) & (np.floor(array) == array)
+            if not whole.all():
+                at = _index(~whole, array.shape)
+                raise DataError(
+                    f"array `{name}` in {where} has dtype `{have}` with the non-integer value "
+                    f"{array[~whole][0]} at index {at}, expected `{want}`",
+                    hint=f"`{name}` holds integers (e.g. class indices)",
+                )
+        elif not (np.issubdtype(have, np.integer) or have == np.bool_):
+            raise DataError(wrong)
+        if array.size and have != np.bool_:
+            info = np.iinfo(want)
+            lo, hi = array.min(), array.max()
+            if lo < info.min or hi > info.max:
+                raise DataError(f"array `{name}` in {where} has values from {lo} to {hi}, which do not fit in `{want}`")
+        return np.ascontiguousarray(array, dtype=want)
+    if want == np.bool_ and have == np.bool_:
+        return np.ascontiguousarray(array)
+    raise DataError(wrong)
+
+
+def _check_labels(labels: np.ndarray, classes: int, name: str, where: str) -> None:
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        value = labels[bad][0]
+        raise DataError(
+            f"label {value} out of range for {classes} classes in array `{name}` at index {_index(bad, labels.shape)}",
+            hint=f"class labels must lie in 0..{classes - 1}; check {where}",
+        )
+
+
+def _index(mask: np.ndarray, shape) -> str:
+    """Position of the first True in `mask`: `57` for 1-D arrays, `(3, 5)` otherwise."""
+    flat = int(np.flatnonzero(mask)[0])
+    if len(shape) == 1:
+        return str(flat)
+    return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
+
+
+def num_rows(arrays: Mapping[str, np.ndarray]) -> int:
+    """The common length of axis 0, or `DataError` if the arrays disagree."""
+    lengths = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        listing = ", ".join(f"`{k}` has {v}" for k, v in lengths.items())
+        raise DataError(f"arrays have different numbers of samples: {listing}")
+    return next(iter(lengths.values()), 0)

@@ -1,0 +1,243 @@
+"""The training loop: shuffled mini-batches through the training-step graph, validation through the
+evaluation graph, a checkpoint after every epoch, and exact resume.
+
+Reproducibility contract: a run is a pure function of (program, data, seed, batch_size, lr). Epoch e
+(counting from 0) visits the samples in the order `epoch_order(seed, e, n)`, and training step k
+(counting from 0 over the whole run) is fed `step_seed(seed, k)`. Neither needs RNG state to be saved,
+so training 2 epochs and resuming to 4 gives the same bits as training 4 epochs straight.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from dslc.diagnostics import DataError
+from dslc.fsutil import atomic_write_text
+from dslc.runtime.checkpoint import (
+    CHECKPOINT_FILE, FORMAT, check_fits, load_checkpoint, manifest_hash, save_checkpoint,
+)
+from dslc.runtime.data import load_data, num_rows
+
+HISTORY_FILE = "history.json"
+SEED_MULTIPLIER = 1_000_003
+
+
+def step_seed(run_seed: int, global_step: int) -> int:
+    """The value fed to the training graph's `seed` hyper-parameter at a given step:
+
+        step_seed = (run_seed * 1_000_003 + global_step) % 2**31
+
+    `run_seed` is the run's `--seed`; `global_step` counts optimizer steps from 0 over the whole run
+    (it does not restart at each epoch or on resume). The graph turns (seed, element position) into
+    its dropout masks with a pure function, so each step gets fresh masks and the same step always
+    gets the same ones. The multiplier (a prime above any realistic step count) keeps the seed
+    sequences of runs with nearby `--seed` values from overlapping.
+    """
+    return (run_seed * SEED_MULTIPLIER + global_step) % 2**31
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The sample order of epoch `epoch` (from 0): `np.random.default_rng([seed, epoch]).permutation(n)`."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class Reporter:
+    """What the training loop tells the outside world. This base ignores everything; the CLI passes
+    `dslc.runtime.progress.ConsoleReporter`."""
+
+    def start(self, info: dict) -> None:
+        """Before the first epoch. `info`: model, device, samples, val_samples, batch_size,
+        steps_per_epoch, epochs, initial_epoch, parameters, out_dir, resumed."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should know that does not stop training."""
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        """`epoch` counts from 1."""
+
+    def step_end(self, step: int, logs: Mapping[str, float]) -> None:
+        """After step `step` (from 1) of the epoch; `logs` are the running means so far."""
+
+    def epoch_end(self, record: dict) -> None:
+        """`record` is the epoch's history entry."""
+
+    def end(self, history: list[dict], info: dict) -> None:
+        """After the last epoch; `info` is the start info plus `time` and `checkpoint`."""
+
+    def close(self) -> None:
+        """Called by the owner when training stops for any reason, errors included."""
+
+
+def _spec_by_kind(specs: list[dict], kind: str) -> dict | None:
+    return next((t for t in specs if t.get("kind") == kind), None)
+
+
+def _weighted_means(sums: Mapping[str, float], count: int) -> dict[str, float]:
+    return {k: v / count for k, v in sums.items()}
+
+
+def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int, int, int, float | None]:
+    """The arguments checked and turned into plain Python numbers (they go into JSON)."""
+    if not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise DataError(f"the number of epochs must be at least 1, got {epochs}")
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise DataError(f"the batch size must be at least 1, got {batch_size}")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DataError(f"the seed must be a non-negative integer, got {seed}")
+    if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
+        raise DataError(f"the learning rate must be a finite non-negative number, got {lr}")
+    if lr is not None and _spec_by_kind(program.manifest["graphs"]["train"].get("hyper", []), "lr") is None:
+        raise DataError(f"model `{program.name}` has no learning rate to override", hint="drop `--lr`")
+    return int(epochs), int(batch_size), int(seed), None if lr is None else float(lr)
+
+
+def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, reporter: Reporter):
+    ckpt = load_checkpoint(ckpt_path)
+    check_fits(ckpt, manifest)
+    meta = ckpt.meta
+    if meta.get("manifest_sha256") != manifest_hash(manifest):
+        reporter.warn("the compiled model differs from the one that wrote the checkpoint "
+                      "(its parameters still fit, so training continues from it)")
+    for key, value in settings.items():
+        if meta.get(key) != value:
+            reporter.warn(f"resuming with {key.replace('_', ' ')} {value} (the checkpoint used {meta.get(key)}): "
+                          "the result will differ from an uninterrupted run")
+    return ckpt
+
+
+def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
+        device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
+        reporter: Reporter | None = None, threads: int | None = None) -> list[dict]:
+    """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
+
+    `train_data`/`val_data` are `.npz` paths or dicts of arrays. `epochs` is the total target, so
+    with `resume=True` training continues from the checkpoint in `out_dir` to epoch `epochs` (Keras'
+    `epochs` with `initial_epoch`). `lr` overrides the compiled learning rate. The last partial batch
+    of an epoch is kept. Writes to `out_dir`: the manifest and graphs at the start, then after every
+    epoch `checkpoint.npz` and `history.json` (all atomically).
+
+    History entries: `epoch` (from 1), `steps` (global steps done), the training loss and metrics
+    (means over the epoch weighted by batch size), `val_`-prefixed validation loss and metrics,
+    `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
+    """
+    from dslc import __version__
+    from dslc.runtime.session import Evaluator, TrainStep
+
+    reporter = reporter or Reporter()
+    epochs, batch_size, seed, lr = _prepare(program, epochs, batch_size, seed, lr)
+    manifest = program.manifest
+    spec = manifest["graphs"]["train"]
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_FILE
+
+    arrays = load_data(train_data, spec["inputs"], "training data")
+    n = num_rows(arrays)
+    if n == 0:
+        raise DataError("the training data has no samples")
+    eval_spec = manifest["graphs"].get("eval")
+    val_arrays, n_val = None, 0
+    if val_data is not None:
+        if eval_spec is None:
+            raise DataError(f"model `{program.name}` has no evaluation graph, so it cannot be validated",
+                            hint="rebuild the model with this version of dslc, or drop the validation data")
+        val_arrays = load_data(val_data, eval_spec["inputs"], "validation data")
+        n_val = num_rows(val_arrays)
+        if n_val == 0:
+            raise DataError("the validation data has no samples")
+
+    settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
+    ckpt = None
+    if resume:
+        if not ckpt_path.exists():
+            raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
+                            hint="train without `--resume` to start a new run")
+        ckpt = _resume_from(ckpt_path, manifest, settings, reporter)
+    elif ckpt_path.exists():
+        raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
+                        hint="pass `--resume` to continue it, or choose another output directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    program.build(out_dir)
+
+    history: list[dict] = list(ckpt.meta.get("history", [])) if ckpt else []
+    first_epoch = ckpt.meta["epoch"] if ckpt else 0
+    global_step = ckpt.meta["global_step"] if ckpt else 0
+    initial = {**ckpt.params, **ckpt.state} if ckpt else None
+    trainer = TrainStep(program.graphs["train"], spec, device, threads, initial=initial)
+    evaluator = Evaluator(program.graphs["eval"], eval_spec, device, threads) if val_arrays else None
+
+    lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
+    seed_spec = _spec_by_kind(spec.get("hyper", []), "seed")
+    loss_name = trainer.output_names[0]
+    steps = -(-n // batch_size)
+    info = {
+        "model": program.name, "device": device, "samples": n, "val_samples": n_val,
+        "batch_size": batch_size, "steps_per_epoch": steps, "epochs": epochs, "initial_epoch": first_epoch,
+        "parameters": program.num_parameters, "out_dir": str(out_dir), "resumed": ckpt is not None,
+    }
+    if first_epoch >= epochs:
+        reporter.warn(f"the checkpoint already has {first_epoch} epochs of training; nothing to do "
+                      f"(raise the number of epochs to continue)")
+        return history
+    reporter.start(info)
+    started = time.perf_counter()
+    for epoch in range(first_epoch, epochs):
+        reporter.epoch_start(epoch + 1, epochs, steps)
+        t0 = time.perf_counter()
+        order = epoch_order(seed, epoch, n)
+        sums = dict.fromkeys(trainer.output_names, 0.0)
+        for i, start in enumerate(range(0, n, batch_size)):
+            idx = order[start:start + batch_size]
+            hyper = {}
+            if lr is not None:
+                hyper[lr_spec["name"]] = lr
+            if seed_spec is not None:
+                hyper[seed_spec["name"]] = step_seed(seed, global_step)
+            out = trainer.step({k: a[idx] for k, a in arrays.items()}, hyper)
+            if not math.isfinite(out[loss_name]):
+                last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
+                used = lr if lr is not None else (lr_spec or {}).get("default")
+                raise DataError(
+                    f"the loss became {out[loss_name]} at epoch {epoch + 1}, step {i + 1} (global step {global_step})",
+                    hint=f"lower the learning rate (`--lr`, now {used}); {last}",
+                )
+            global_step += 1
+            for k, v in out.items():
+                sums[k] += v * len(idx)
+            reporter.step_end(i + 1, _weighted_means(sums, min(start + batch_size, n)))
+        train_time = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "steps": global_step, **_weighted_means(sums, n)}
+        if evaluator is not None:
+            record.update({f"val_{k}": v for k, v in _evaluate(evaluator, trainer, val_arrays, n_val, batch_size).items()})
+        record["time"] = time.perf_counter() - t0
+        record["samples_per_s"] = n / train_time if train_time > 0 else float("inf")
+        history.append(record)
+        values = trainer.get_values()
+        meta = {
+            "format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
+            "global_step": global_step, **settings, "manifest_sha256": manifest_hash(manifest),
+            "history": history,
+        }
+        save_checkpoint(ckpt_path, {t["name"]: values[t["name"]] for t in spec["params"]},
+                        {t["name"]: values[t["name"]] for t in spec.get("state", [])}, meta)
+        atomic_write_text(out_dir / HISTORY_FILE, json.dumps(history, indent=2) + "\n")
+        reporter.epoch_end(record)
+    reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
+    return history
+
+
+def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:
+    """Loss and metrics over `arrays` in order, means weighted by batch size, current parameters."""
+    params = trainer.ortvalues()
+    sums = dict.fromkeys(evaluator.output_names, 0.0)
+    for start in range(0, n, batch_size):
+        batch = {k: a[start:start + batch_size] for k, a in arrays.items()}
+        rows = len(next(iter(batch.values())))
+        for k, v in evaluator.run(batch, params).items():
+            sums[k] += v * rows
+    return _weighted_means(sums, n)

@@ -1,0 +1,26 @@
+"""Shared test options: `pytest --bless` rewrites golden files instead of comparing with them."""
+import functools
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `from golden import assert_golden`
+
+from golden import assert_golden  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bless", action="store_true", default=False,
+                     help="rewrite golden files (tests/diagnostics/*.stderr, ...) with the current output")
+
+
+@pytest.fixture
+def bless(request) -> bool:
+    return request.config.getoption("--bless")
+
+
+@pytest.fixture
+def golden(bless):
+    """`golden(path, actual)`: `assert_golden` with the `--bless` setting filled in."""
+    return functools.partial(assert_golden, bless=bless)
