@@ -12,12 +12,19 @@ from dslc.diagnostics import DataError, DslcError
 from dslc.program import Program
 
 __version__ = "0.1.0"
-__all__ = ["compile", "Program", "DslcError", "DataError", "__version__"]
+__all__ = ["DataError", "DslcError", "Program", "__version__", "compile"]
 
 
-def compile(path: str | os.PathLike, *, dtype: str = "float32", **defines) -> Program:  # noqa: A001
-    """Compile the model in `path`. Keyword arguments set the model's parameters like `-D name=value`
-    on the command line: each value is passed as `str(value)` (so `hidden=128` is `-D hidden=128`)."""
+def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
+            **hyper) -> Program:
+    """Compile the model in `path`.
+
+    Extra keyword arguments set the model's parameters like `-D name=value` on the command line;
+    each value is passed as `str(value)` (so `hidden=128` is `-D hidden=128`). A parameter named
+    like an argument of this function (`defines`, `dtype`, `seed`) goes in `defines={...}`.
+    `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here too).
+    """
     from dslc.compiler import compile_file
 
-    return compile_file(os.fspath(path), defines={k: str(v) for k, v in defines.items()}, dtype=dtype)
+    values = {**(defines or {}), **hyper}
+    return compile_file(os.fspath(path), defines={k: str(v) for k, v in values.items()}, dtype=dtype, seed=seed)

@@ -35,7 +35,8 @@ class Builtin:
                 parts.append(p.name)
             else:
                 default = p.default
-                shown = "true" if default is True else "false" if default is False else default
+                shown = {True: "true", False: "false", None: '"..."'}.get(default, default) if not isinstance(
+                    default, (int, float)) or isinstance(default, bool) else default
                 parts.append(f"{p.name} = {shown}")
         return f"{self.name}({', '.join(parts)})"
 

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="out", metavar="DIR", default=".", help="output directory (default .)")
     p.add_argument("--emit", choices=["onnx", "ir"], default="onnx",
                    help="`ir` prints the compiled IR to stdout and writes nothing")
+    p.add_argument("--print-ir-after", metavar="PASS",
+                   help="print the IR after pass PASS to stdout instead (implies --emit ir)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed of the initial weights (default 0)")
 
     p = verb("check", "compile a model and report errors, writing nothing")
     compile_options(p)
@@ -89,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val", metavar="VAL.npz", help="validation data")
     p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
     p.add_argument("--batch-size", required=True, type=_positive)
-    p.add_argument("--seed", type=_non_negative, default=0, help="shuffling and dropout seed (default 0)")
+    p.add_argument("--seed", type=_non_negative, default=0,
+                   help="seed of the initial weights, the shuffling and dropout (default 0)")
     p.add_argument("--lr", type=_learning_rate, help="override the model's learning rate")
     device_option(p)
     p.add_argument("-o", dest="out", metavar="RUN", required=True, help="run directory")
@@ -97,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
-    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz")
+    p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
     p.add_argument("--input", required=True, metavar="X.npz")
     p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
@@ -105,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verb("export", "write a self-contained inference model with trained weights")
     compile_options(p)
-    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz")
+    p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
     p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx")
     return parser
 
@@ -115,7 +119,9 @@ def _compile(args):
         raise DataError(f"cannot read `{args.model}`: No such file or directory")
     from dslc.compiler import compile_file
 
-    return compile_file(args.model, defines=dict(args.defines), dtype=args.dtype)
+    extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
+    return compile_file(args.model, defines=dict(args.defines), dtype=args.dtype, seed=getattr(args, "seed", 0),
+                        **extra)
 
 
 def _say(message: str) -> None:
@@ -125,9 +131,10 @@ def _say(message: str) -> None:
 def _run(args) -> int:
     program = _compile(args)
     if args.verb == "check":
-        _say(f"checked {program.name}: {program.num_parameters:,} parameters")
+        summary = f"{program.num_parameters:,} parameters" if program.trainable else "inference only (no loss)"
+        _say(f"checked {program.name}: {summary}")
     elif args.verb == "build":
-        if args.emit == "ir":
+        if args.emit == "ir" or args.print_ir_after:
             sys.stdout.write(program.ir_text if program.ir_text.endswith("\n") else program.ir_text + "\n")
         else:
             paths = program.build(args.out)
@@ -164,8 +171,15 @@ def _os_error_message(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        if getattr(args, "print_ir_after", None):
+            from dslc.passes import PASS_NAMES
+
+            if args.print_ir_after not in PASS_NAMES:
+                parser.error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
+                             f"passes: {', '.join(PASS_NAMES)}")
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
@@ -181,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATA
     except KeyboardInterrupt:
         _say("error: interrupted")
+        if args.verb == "train" and os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+            _say("hint: the last completed epoch is saved; run the same command with `--resume` to continue")
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - anything else is a bug in dslc, reported as such
         _say(f"error: internal compiler error: {type(e).__name__}: {e}")

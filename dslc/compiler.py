@@ -28,10 +28,13 @@ def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
     pending = [root]
     while pending:
         module = pending.pop()
-        here = Path(module.source.path).resolve()
+        shown = Path(module.source.path)
+        here = shown.resolve()
         if here in seen:
             continue
         seen.add(here)
+        for definition in module.blocks + module.models:
+            check_params(definition)
         for block in module.blocks:
             if block.name in blocks:
                 first = blocks[block.name]
@@ -42,17 +45,25 @@ def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
             target = here.parent / imp.path
             if not target.is_file():
                 raise error(f"cannot find the imported file `{imp.path}`", imp.span,
-                            hint=f"import paths are relative to `{here.parent}`")
+                            hint=f"import paths are relative to the importing file's folder, `{shown.parent.as_posix()}/`")
             if target.resolve() not in seen:
-                pending.append(parse(SourceFile.read(_display_path(target))))
+                pending.append(parse(SourceFile.read(shown.parent / imp.path)))
     return root, blocks
 
 
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def check_params(definition: ast.Block | ast.Model) -> None:
+    seen: dict[str, ast.Param] = {}
+    with_default = None
+    for p in definition.params:
+        if p.name in seen:
+            raise DslcError(Diagnostic(f"parameter `{p.name}` is declared twice", p.span, "declared again here",
+                                       notes=(("first declared here", seen[p.name].span),)))
+        seen[p.name] = p
+        if p.default is not None:
+            with_default = p
+        elif with_default is not None and isinstance(definition, ast.Block):
+            raise DslcError(Diagnostic(f"parameter `{p.name}` has no default but follows `{with_default.name}`, which has one",
+                                       p.span, hint="put parameters with defaults last"))
 
 
 def pick_model(module: ast.Module) -> ast.Model:

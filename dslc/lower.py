@@ -7,22 +7,19 @@ dropout) or "infer" (outputs only).
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dslc.builtins import Builtin, load_all
+from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import INITIALIZERS, Initializer, rng_for
 from dslc.ir.graph import Builder, Node
 from dslc.ir.types import SHORT_TO_DTYPE, TensorType, numpy_dtype
 from dslc.optim import OPTIMIZERS, OptimizerSpec
+from dslc.lower_calls import Arg, CallLowering, describe
 from dslc.source import Span
-
-MAX_BLOCK_DEPTH = 64
-
 
 @dataclass
 class LoweredModel:
@@ -38,16 +35,6 @@ class LoweredModel:
     param_kinds: dict[str, str] = field(default_factory=dict)
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class Arg:
-    """A call argument: an AST expression to evaluate, or a value already computed (the piped one)."""
-
-    span: Span
-    expr: object = None
-    value: object = None
-    evaluated: bool = False
 
 
 class Context:
@@ -109,7 +96,7 @@ def parse_define(text: str):
     return low
 
 
-class Lowering:
+class Lowering(CallLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                  seed: int = 0, defines: dict[str, str] | None = None):
         self.model, self.blocks, self.mode = model, blocks, mode
@@ -381,180 +368,6 @@ class Lowering:
                 value = self.call(stage.func, stage.func_span, stage.span, args, stage.kwargs, env)
             span = stage.span
         return value
-
-    # ---- calls --------------------------------------------------------------------------------------
-    def call(self, func: str, func_span: Span, span: Span, args: list[Arg], kwargs, env):
-        if func in self.blocks:
-            return self.call_block(self.blocks[func], span, args, kwargs, env)
-        if func in INITIALIZERS:
-            return self.initializer(func, span, args, kwargs, env)
-        fn = self.builtins.get(func)
-        if fn is None:
-            names = list(self.builtins) + list(self.blocks) + list(INITIALIZERS)
-            if func in env:
-                raise error(f"`{func}` is a value, not a function", func_span)
-            raise error(f"unknown layer or function `{func}`", func_span, hint=suggest(func, names))
-        return self.call_builtin(fn, span, args, kwargs, env)
-
-    def bind(self, what: str, params: list[inspect.Parameter], span, args: list[Arg], kwargs, usage: str):
-        """Match arguments to parameters; returns {param name: Arg or [Arg] for *varargs}."""
-        bound: dict[str, object] = {}
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        varargs = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
-        for i, arg in enumerate(args):
-            if i < len(positional):
-                bound[positional[i].name] = arg
-            elif varargs is not None:
-                bound.setdefault(varargs.name, []).append(arg)
-            else:
-                raise error(f"`{what}` takes {len(positional)} positional argument{'s' * (len(positional) != 1)}, "
-                            f"got {len(args)}", arg.span, label="unexpected argument", hint=f"call it as `{usage}`")
-        names = {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
-        for kw in kwargs:
-            if kw.name not in names:
-                raise error(f"`{what}` has no argument `{kw.name}`", kw.span,
-                            hint=suggest(kw.name, names) or f"call it as `{usage}`")
-            if kw.name in bound:
-                raise error(f"argument `{kw.name}` given twice", kw.span)
-            bound[kw.name] = Arg(kw.span, expr=kw.value)
-        for p in params:
-            if p.name not in bound and p.default is inspect.Parameter.empty and p.kind is not p.VAR_POSITIONAL:
-                raise error(f"`{what}` is missing its argument `{p.name}`", span, hint=f"call it as `{usage}`")
-        return bound
-
-    def call_builtin(self, fn: Builtin, span: Span, args, kwargs, env):
-        params = list(fn.signature.parameters.values())
-        bound = self.bind(fn.name, params, span, args, kwargs, fn.usage())
-        spans: dict = {i: arg.span for i, arg in enumerate(args)}
-        leading, varargs, keyword = [], [], {}
-        for p in params:
-            if p.name not in bound:
-                if p.kind is not p.VAR_POSITIONAL:
-                    default = Initializer(p.default) if p.annotation == "Init" else p.default
-                    value = self.convert(fn.name, p, default, span)
-                    if p.kind is p.POSITIONAL_OR_KEYWORD:
-                        leading.append(value)
-                    else:
-                        keyword[p.name] = value
-                continue
-            items = bound[p.name] if p.kind is p.VAR_POSITIONAL else [bound[p.name]]
-            values = [self.convert(fn.name, p, self.arg_value(arg, p.annotation, env), arg.span) for arg in items]
-            spans[p.name] = items[0].span
-            if p.kind is p.VAR_POSITIONAL:
-                varargs.extend(values)
-            elif p.kind is p.KEYWORD_ONLY:
-                keyword[p.name] = values[0]
-            else:
-                leading.append(values[0])
-        self.ctx._arg_spans, self.ctx._call_span = spans, span
-        self.ctx.b = Builder(span)
-        return fn.fn(self.ctx, *leading, *varargs, **keyword)
-
-    def arg_value(self, arg: Arg, annotation: str, env):
-        if arg.evaluated:
-            return arg.value
-        if annotation == "Selector":
-            if isinstance(arg.expr, (ast.Name, ast.String)):
-                return arg.expr.id if isinstance(arg.expr, ast.Name) else arg.expr.value
-            raise error("expected a parameter selection: `weights`, `biases`, `params`, a layer name or a pattern",
-                        arg.span)
-        return self.eval(arg.expr, env)
-
-    def convert(self, fn: str, p: inspect.Parameter, value, span):
-        kind = p.annotation
-        wrong = lambda what: error(f"`{fn}` expects `{p.name}` to be {what}, got {describe(value)}", span)  # noqa: E731
-        if value is None and p.default is None:
-            return None
-        if kind == "Tensor":
-            if not isinstance(value, Node):
-                raise wrong("a tensor")
-        elif kind == "int":
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise wrong("a whole number")
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise wrong("a number")
-            value = float(value)
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise wrong("`true` or `false`")
-        elif kind == "str":
-            if not isinstance(value, str):
-                raise wrong("a string")
-        elif kind == "Init":
-            if not isinstance(value, Initializer):
-                raise wrong(f"an initializer ({', '.join(INITIALIZERS)})")
-        return value
-
-    def initializer(self, func, span, args, kwargs, env) -> Initializer:
-        defaults = INITIALIZERS[func][0]
-        params = [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for k, v in defaults.items()]
-        usage = f"{func}({', '.join(f'{k} = {v}' for k, v in defaults.items())})"
-        bound = self.bind(func, params, span, args, kwargs, usage)
-        values = {}
-        for key, arg in bound.items():
-            value = self.arg_value(arg, "float", env)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise error(f"`{func}` expects `{key}` to be a number, got {describe(value)}", arg.span)
-            values[key] = float(value)
-        return Initializer(func, values)
-
-    def call_block(self, block: ast.Block, span, args, kwargs, env):
-        params = [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    default=inspect.Parameter.empty if p.default is None else p.default)
-                  for p in block.params]
-        usage = f"{block.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in block.params)})"
-        bound = self.bind(block.name, params, span, args, kwargs, usage)
-        inner = {}
-        for p in block.params:
-            arg = bound.get(p.name)
-            inner[p.name] = self.arg_value(arg, "", env) if arg is not None else self.eval(p.default, {})
-        if self.depth >= MAX_BLOCK_DEPTH:
-            raise error(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (is `{block.name}` calling itself?)", span)
-        self.scope.append(self.new_layer(block.name, None, span).rsplit(".", 1)[-1])
-        self.depth += 1
-        try:
-            return self.block_body(block, inner)
-        finally:
-            self.depth -= 1
-            self.scope.pop()
-
-    def block_body(self, block: ast.Block, env):
-        defined: dict[str, Span] = {p.name: p.span for p in block.params}
-        result = None
-        for stmt in block.body:
-            if result is not None:
-                raise error("statements after `return` are never run", stmt.span)
-            if isinstance(stmt, ast.Assign):
-                self.define(env, defined, stmt.name, self.eval(stmt.value, env), stmt.name_span)
-                defined[stmt.name] = stmt.name_span
-            elif isinstance(stmt, ast.Return):
-                result = self.eval(stmt.value, env)
-            else:
-                keyword = type(stmt).__name__.lower()
-                keyword = {"inputdecl": stmt.kind if isinstance(stmt, ast.InputDecl) else "input"}.get(keyword, keyword)
-                raise error(f"`{keyword}` belongs in a model, not in block `{block.name}`", stmt.span,
-                            hint="blocks compute values from their arguments and `return` one")
-        if result is None:
-            raise error(f"block `{block.name}` has no `return`", block.name_span, hint="end it with `return <value>`")
-        return result
-
-
-def describe(value) -> str:
-    if isinstance(value, Node):
-        return f"a tensor `{value.type}`"
-    if isinstance(value, bool):
-        return f"`{'true' if value else 'false'}`"
-    if isinstance(value, (int, float)):
-        return f"the number `{value}`"
-    if isinstance(value, str):
-        return f"the string \"{value}\""
-    if isinstance(value, Initializer):
-        return f"the initializer `{value}`"
-    return type(value).__name__
-
 
 def lower_model(model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                 seed: int = 0, defines: dict[str, str] | None = None) -> LoweredModel:

@@ -15,6 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 
@@ -29,8 +30,14 @@ class Program:
 
     @property
     def num_parameters(self) -> int:
-        """Number of trainable scalars (the sum of the parameter sizes)."""
-        return sum(math.prod(t["shape"]) for t in self.manifest["graphs"]["train"]["params"])
+        """Number of trainable scalars (the sum of the parameter sizes; 0 without a training graph)."""
+        train = self.manifest["graphs"].get("train", {"params": []})
+        return sum(math.prod(t["shape"]) for t in train["params"])
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the model has a loss (and so training and evaluation graphs)."""
+        return "train" in self.manifest["graphs"]
 
     @property
     def manifest_file(self) -> str:
@@ -55,15 +62,25 @@ class Program:
         return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
                    out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads)
 
-    def trained_model(self, weights) -> bytes:
+    def trained_model(self, weights=None) -> bytes:
         """The inference graph with the trained parameters of `weights` (a run directory, a
-        `checkpoint.npz` path or a dict of parameter arrays) in place of the initial ones."""
+        `checkpoint.npz` path or a dict of parameter arrays) in place of the initial ones.
+        `weights=None` is only allowed for a model without a loss (nothing to train)."""
+        from dslc.diagnostics import DataError
         from dslc.emit.weights import bind_weights
         from dslc.runtime.checkpoint import load_params
 
+        if weights is None:
+            if self.trainable:
+                raise DataError(f"model `{self.name}` is trained, so it needs the weights of a training run",
+                                hint="pass `--weights RUN` (the `-o` directory of `dslc train`) or a checkpoint.npz")
+            return self.graphs["infer"]
+        if not self.trainable:
+            raise DataError(f"model `{self.name}` has no loss, so it has no trained weights to load",
+                            hint="drop `--weights`")
         return bind_weights(self.graphs["infer"], load_params(weights, self.manifest))
 
-    def predict(self, inputs, weights, device: str = "cpu", batch_size: int | None = 256,
+    def predict(self, inputs, weights=None, device: str = "cpu", batch_size: int | None = 256,
                 threads: int | None = None) -> dict[str, np.ndarray]:
         """Run the inference graph on `inputs` (an `.npz` path or dict of arrays) in batches of
         `batch_size` rows (None: all at once); return the outputs by name."""
@@ -77,7 +94,7 @@ class Program:
         arrays = load_data(inputs, spec["inputs"], "input data")
         return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)
 
-    def export(self, weights, path: str | os.PathLike) -> Path:
+    def export(self, weights, path: str | os.PathLike) -> Path:  # weights may be None, see trained_model
         """Write a self-contained inference model with the trained weights to `path` (atomically)."""
         from dslc.fsutil import atomic_write_bytes
 

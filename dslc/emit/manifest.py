@@ -18,8 +18,9 @@ def input_entry(node: Node, classes: dict[str, int]) -> dict:
 
 
 def _default(node: Node):
+    """The default as a JSON number: a float32 value in its shortest exact form (0.002, not 0.0020000000949949026)."""
     value = node.attrs["default"]
-    return value.item()
+    return float(str(value)) if value.dtype.kind == "f" else value.item()
 
 
 def train_entry(graph: Graph, file: str, classes: dict[str, int], next_suffix: str) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dslc.ir.graph import Graph, Node, toposort
+from dslc.ir.graph import Graph, toposort
 from dslc.ir.types import TensorType, numpy_dtype
 from dslc.ops.registry import get_op
 

@@ -5,7 +5,7 @@ defaults); `bind_weights` puts trained values into a graph, e.g. the inference g
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import onnx

@@ -25,8 +25,9 @@ class SoftmaxCrossEntropy(OpDef):
         return TensorType(logits.dtype, labels.shape)
 
     def lower(self, e, logits, labels):
-        log_probs = e.node("LogSoftmax", logits, axis=-1)
-        picked = e.node("GatherElements", log_probs, e.node("Unsqueeze", labels, e.int64s([-1])), axis=-1)
+        last = logits.type.rank - 1  # not -1: onnx.reference's GatherElements mishandles negative axes
+        log_probs = e.node("LogSoftmax", logits, axis=last)
+        picked = e.node("GatherElements", log_probs, e.node("Unsqueeze", labels, e.int64s([-1])), axis=last)
         return e.node("Neg", e.node("Squeeze", picked, e.int64s([-1])))
 
     def evaluate(self, logits, labels):

@@ -72,8 +72,13 @@ class OneHot(OpDef):
         return TensorType(dtype, labels.shape + (depth,))
 
     def lower(self, e, labels, *, depth, dtype):
-        values = e.const(np.array([0, 1], dtype=numpy_dtype(dtype)))
-        return e.node("OneHot", labels, e.int64s([depth]), values, axis=-1)
+        # ORT's OneHot kernels take int64 labels and give float32 but not float64 (int32 labels or a
+        # float64 result fail with NOT_IMPLEMENTED); the reference evaluator needs a scalar depth
+        if labels.type.dtype != "int64":
+            labels = e.node("Cast", labels, to=e.onnx_dtype("int64"))
+        values = e.const(np.array([0, 1], dtype=np.float32))
+        y = e.node("OneHot", labels, e.int64s(depth, scalar=True), values, axis=-1)
+        return y if dtype == "float32" else e.node("Cast", y, to=e.onnx_dtype(dtype))
 
     def evaluate(self, labels, *, depth, dtype):
         return (labels[..., None] == np.arange(depth)).astype(numpy_dtype(dtype))

@@ -37,27 +37,20 @@ class Reshape(OpDef):
                 out.append(s)
         if out.count(-1) > 1:
             raise OpError("reshape can infer at most one dimension (`-1`)")
-        total = num_elements(x.shape)
         known = [d for d in out if d != -1]
+        sym_in = sorted(str(d) for d in x.shape if not isinstance(d, int))
+        sym_out = sorted(str(d) for d in known if not isinstance(d, int))
+        if sym_in != sym_out:
+            raise OpError(f"cannot reshape `{x}` to {_fmt(out)}: symbolic dimensions must be kept as they are")
+        static_in = int(np.prod([d for d in x.shape if isinstance(d, int)]))
+        static_out = int(np.prod([d for d in known if isinstance(d, int)]))
         if -1 in out:
-            if total is not None and all(isinstance(d, int) for d in known):
-                rest = int(np.prod(known)) if known else 1
-                if rest == 0 or total % rest:
-                    raise OpError(f"cannot reshape `{x}` ({total} elements) to {_fmt(out)}")
-                out[out.index(-1)] = total // rest
-            else:
-                # the inferred dim is exact when the symbolic dims are copied one-to-one
-                sym_in = [d for d in x.shape if not isinstance(d, int)]
-                sym_out = [d for d in known if not isinstance(d, int)]
-                if sym_in != sym_out:
-                    raise OpError(f"cannot infer the `-1` of reshape {_fmt(out)} from `{x}`")
-                static_in = int(np.prod([d for d in x.shape if isinstance(d, int)]))
-                static_out = int(np.prod([d for d in known if isinstance(d, int)]))
-                if static_out == 0 or static_in % static_out:
-                    raise OpError(f"cannot reshape `{x}` to {_fmt(out)}")
-                out[out.index(-1)] = static_in // static_out
-        elif total is not None and num_elements(tuple(out)) != total:
-            raise OpError(f"cannot reshape `{x}` ({total} elements) to {_fmt(out)} ({num_elements(tuple(out))} elements)")
+            if static_out == 0 or static_in % static_out:
+                raise OpError(f"cannot reshape `{x}` to {_fmt(out)}: {static_in} is not a multiple of {static_out}")
+            out[out.index(-1)] = static_in // static_out
+        elif static_in != static_out:
+            raise OpError(f"cannot reshape `{x}` to {_fmt(out)}: {static_in} elements per example become {static_out}"
+                          if sym_in else f"cannot reshape `{x}` ({static_in} elements) to {_fmt(out)} ({static_out} elements)")
         return x.with_shape(out)
 
     def lower(self, e, x, *, shape):

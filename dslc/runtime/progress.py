@@ -8,7 +8,8 @@ The CLI creates the reporter with the stream to write to; the training loop only
 from __future__ import annotations
 
 import time
-from typing import IO, Mapping
+from collections.abc import Mapping
+from typing import IO
 
 from dslc.runtime.train import Reporter
 
@@ -22,9 +23,11 @@ def format_number(value: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, seconds = divmod(int(round(seconds)), 60)
+    minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
@@ -59,7 +62,7 @@ class ConsoleReporter(Reporter):
 
     def _line(self, text: str) -> None:
         if self.tty:
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
@@ -79,7 +82,13 @@ class ConsoleReporter(Reporter):
         if not self.tty:
             return
         from rich.markup import escape
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn(escape(f"epoch {epoch}/{epochs}")), BarColumn(), MofNCompleteColumn(),

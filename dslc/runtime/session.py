@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -90,7 +90,7 @@ def _np_dtype(spec: dict) -> np.dtype:
 def _run(session: ort.InferenceSession, binding, what: str) -> None:
     try:
         session.run_with_iobinding(binding)
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is the user's to fix; re-raise the rest
+    except Exception as e:  # only out-of-memory is the user's to fix; anything else is re-raised
         if "allocat" in str(e).lower():
             raise DataError(f"out of memory while running {what}", hint="use a smaller `--batch-size`") from None
         raise
@@ -116,12 +116,19 @@ class TrainStep:
         self.output_names = [t["name"] for t in spec["outputs"] if t["name"] not in next_names]
         self.hyper_specs = {t["name"]: t for t in spec.get("hyper", [])}
         inits = read_initializers(model_bytes)
+        # Inputs with defaults are bound as OrtValues: `bind_cpu_input` looks the name up among the
+        # session's plain inputs only and fails with "Failed to find NodeArg".
         self._hyper_defaults = {
-            name: np.asarray(inits[name] if name in inits else t["default"], dtype=_np_dtype(t))
+            name: self._ortvalue(np.asarray(inits[name] if name in inits else t["default"], dtype=_np_dtype(t)))
             for name, t in self.hyper_specs.items()
         }
-        values = dict(initial) if initial is not None else {t["name"]: inits[t["name"]] for t in self.carried}
-        self.set_values(values)
+        if initial is None:
+            initial = {t["name"]: inits.get(t["name"]) for t in self.carried}
+            for t in self.carried:  # the compiler's graph and manifest disagreeing is a bug in dslc
+                value = initial[t["name"]]
+                if value is None or value.dtype != _np_dtype(t) or list(value.shape) != list(t["shape"]):
+                    raise RuntimeError(f"training graph initializer `{t['name']}` does not match its manifest entry {t}")
+        self.set_values(initial)
 
     def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(value, self.device, self.device_id)
@@ -145,11 +152,11 @@ class TrainStep:
         current, spare = {}, {}
         for t in self.carried:
             name, dtype = t["name"], _np_dtype(t)
-            value = np.ascontiguousarray(values[name])
-            shape = [d for d in t["shape"]]
+            value = np.asarray(values[name])
+            shape = list(t["shape"])
             if value.dtype != dtype or list(value.shape) != shape:
                 raise DataError(f"`{name}` is `{value.dtype}{list(value.shape)}`, the model expects `{dtype}{shape}`")
-            current[name] = self._ortvalue(value.copy())
+            current[name] = self._ortvalue(np.array(value, order="C", copy=True))
             spare[name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, self.device, self.device_id)
         self._current, self._spare = current, spare
         self._bindings = (self._binding(current, spare), self._binding(spare, current))
@@ -165,10 +172,16 @@ class TrainStep:
         if unknown:
             raise ValueError(f"unknown hyper-parameters {sorted(unknown)}")
         io = self._bindings[self._parity]
+        fed = []  # a CPU OrtValue borrows its numpy buffer: keep both alive until the run is over
         for name in self.data_names:
+            fed.append(batch[name])
             io.bind_cpu_input(name, batch[name])
         for name, default in self._hyper_defaults.items():
-            io.bind_cpu_input(name, np.asarray(hyper[name], dtype=default.dtype) if name in hyper else default)
+            value = default
+            if name in hyper:
+                value = self._ortvalue(np.asarray(hyper[name], dtype=_np_dtype(self.hyper_specs[name])))
+            fed.append(value)
+            io.bind_ortvalue_input(name, value)
         _run(self.session, io, "the training step")
         outputs = io.get_outputs()
         self._parity ^= 1

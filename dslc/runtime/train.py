@@ -12,15 +12,20 @@ import json
 import math
 import numbers
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_write_text
 from dslc.runtime.checkpoint import (
-    CHECKPOINT_FILE, FORMAT, check_fits, load_checkpoint, manifest_hash, save_checkpoint,
+    CHECKPOINT_FILE,
+    FORMAT,
+    check_fits,
+    load_checkpoint,
+    manifest_hash,
+    save_checkpoint,
 )
 from dslc.runtime.data import load_data, num_rows
 
@@ -84,6 +89,9 @@ def _weighted_means(sums: Mapping[str, float], count: int) -> dict[str, float]:
 
 def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int, int, int, float | None]:
     """The arguments checked and turned into plain Python numbers (they go into JSON)."""
+    if "train" not in program.manifest["graphs"]:
+        raise DataError(f"model `{program.name}` has no loss, so it cannot be trained",
+                        hint="add a `loss` and an `optimizer` to the model")
     if not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise DataError(f"the number of epochs must be at least 1, got {epochs}")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -104,10 +112,12 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, reporter: Repo
     if meta.get("manifest_sha256") != manifest_hash(manifest):
         reporter.warn("the compiled model differs from the one that wrote the checkpoint "
                       "(its parameters still fit, so training continues from it)")
+    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate"}
+    shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
     for key, value in settings.items():
         if meta.get(key) != value:
-            reporter.warn(f"resuming with {key.replace('_', ' ')} {value} (the checkpoint used {meta.get(key)}): "
-                          "the result will differ from an uninterrupted run")
+            reporter.warn(f"the {labels[key]} differs from the checkpoint's ({shown(value)} now, "
+                          f"{shown(meta.get(key))} before): the run will not match an uninterrupted one")
     return ckpt
 
 
@@ -161,15 +171,15 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     elif ckpt_path.exists():
         raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
                         hint="pass `--resume` to continue it, or choose another output directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    program.build(out_dir)
-
     history: list[dict] = list(ckpt.meta.get("history", [])) if ckpt else []
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     global_step = ckpt.meta["global_step"] if ckpt else 0
     initial = {**ckpt.params, **ckpt.state} if ckpt else None
+    # Sessions first: an unusable device fails before anything is written.
     trainer = TrainStep(program.graphs["train"], spec, device, threads, initial=initial)
     evaluator = Evaluator(program.graphs["eval"], eval_spec, device, threads) if val_arrays else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    program.build(out_dir)
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
     seed_spec = _spec_by_kind(spec.get("hyper", []), "seed")
@@ -193,19 +203,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         sums = dict.fromkeys(trainer.output_names, 0.0)
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
-            hyper = {}
-            if lr is not None:
-                hyper[lr_spec["name"]] = lr
+            hyper = {lr_spec["name"]: lr} if lr is not None else {}
             if seed_spec is not None:
                 hyper[seed_spec["name"]] = step_seed(seed, global_step)
             out = trainer.step({k: a[idx] for k, a in arrays.items()}, hyper)
             if not math.isfinite(out[loss_name]):
-                last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
-                used = lr if lr is not None else (lr_spec or {}).get("default")
-                raise DataError(
-                    f"the loss became {out[loss_name]} at epoch {epoch + 1}, step {i + 1} (global step {global_step})",
-                    hint=f"lower the learning rate (`--lr`, now {used}); {last}",
-                )
+                used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
+                raise _diverged(out[loss_name], epoch + 1, i + 1, global_step, used, ckpt_path)
             global_step += 1
             for k, v in out.items():
                 sums[k] += v * len(idx)
@@ -215,20 +219,28 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         if evaluator is not None:
             record.update({f"val_{k}": v for k, v in _evaluate(evaluator, trainer, val_arrays, n_val, batch_size).items()})
         record["time"] = time.perf_counter() - t0
-        record["samples_per_s"] = n / train_time if train_time > 0 else float("inf")
+        record["samples_per_s"] = n / max(train_time, 1e-9)
         history.append(record)
-        values = trainer.get_values()
-        meta = {
-            "format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
-            "global_step": global_step, **settings, "manifest_sha256": manifest_hash(manifest),
-            "history": history,
-        }
-        save_checkpoint(ckpt_path, {t["name"]: values[t["name"]] for t in spec["params"]},
-                        {t["name"]: values[t["name"]] for t in spec.get("state", [])}, meta)
-        atomic_write_text(out_dir / HISTORY_FILE, json.dumps(history, indent=2) + "\n")
+        meta = {"format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
+                "global_step": global_step, **settings, "manifest_sha256": manifest_hash(manifest),
+                "history": history}
+        _save_epoch(out_dir, spec, trainer.get_values(), meta)
         reporter.epoch_end(record)
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
     return history
+
+
+def _diverged(loss: float, epoch: int, step: int, global_step: int, lr: float, ckpt_path: Path) -> DataError:
+    last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
+    return DataError(f"the loss became {loss} at epoch {epoch}, step {step} (global step {global_step})",
+                     hint=f"lower the learning rate (`--lr`, now {lr:g}); {last}")
+
+
+def _save_epoch(out_dir: Path, spec: dict, values: Mapping[str, np.ndarray], meta: dict) -> None:
+    """`checkpoint.npz` then `history.json`, each replaced atomically."""
+    save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in spec["params"]},
+                    {t["name"]: values[t["name"]] for t in spec.get("state", [])}, meta)
+    atomic_write_text(out_dir / HISTORY_FILE, json.dumps(meta["history"], indent=2) + "\n")
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:
