@@ -129,6 +129,13 @@ MODELS: dict[str, tuple[str, dict[str, str]]] = {
         output pred = j |> dense(2)
         loss   mse(pred, y)
     """, {}),
+    "linear_per_position": ("""
+        input  x: f32[B, 3, 4]
+        target y: f32[B, 3, 2]
+        h = x |> linear(5) |> tanh |> linear(3, bias = false)
+        output pred = concat(h, x |> linear(2, name = "skip"), axis = 2) |> linear(2)
+        loss   mse(pred, y)
+    """, {}),
     "dropout": ("""
         input  x: f32[B, 3]
         target y: f32[B, 2]

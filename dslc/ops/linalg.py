@@ -17,7 +17,8 @@ def _dims_match(a, b) -> bool:
 class MatMul(OpDef):
     """y = a @ b over the last two axes, batch axes broadcast (numpy `matmul`; ONNX MatMul)."""
 
-    samples = [Sample(((3, 4), (4, 5))), Sample(((2, 3, 4), (4, 5))), Sample(((2, 3, 4), (2, 4, 5)))]
+    samples = [Sample(((3, 4), (4, 5))), Sample(((2, 3, 4), (4, 5))), Sample(((2, 3, 4), (2, 4, 5))),
+               Sample(((2, 2, 3, 4), (4, 5))), Sample(((3, 4), (2, 4, 5)))]
     evaluate = staticmethod(np.matmul)
 
     def infer(self, a, b):
@@ -39,6 +40,10 @@ class MatMul(OpDef):
     def grad(self, b, g, out, x, y):
         if x.type.rank == 2 and y.type.rank == 2:
             return [b.gemm(g, y, trans_b=True), b.gemm(x, g, trans_a=True)]
+        if y.type.rank == 2:  # a weight applied at every position: one GEMM over all positions
+            rows = x.type.rank - 1
+            gx = b.matmul(g, b.transpose(y, perm=(1, 0)))
+            return [gx, b.gemm(b.flatten(x, axis=rows), b.flatten(g, axis=rows), trans_a=True)]
         gx = b.matmul(g, b.transpose(y, perm=_swap_last(y.type.rank)))
         gy = b.matmul(b.transpose(x, perm=_swap_last(x.type.rank)), g)
         return [unbroadcast(b, gx, x), unbroadcast(b, gy, y)]

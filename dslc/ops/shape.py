@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dslc.ir.graph import OpError
-from dslc.ir.types import TensorType, broadcast_shapes, normalize_axis, num_elements
+from dslc.ir.types import Dim, TensorType, broadcast_shapes, normalize_axis, num_elements
 from dslc.ops.registry import REQUIRED, OpDef, Sample, op
 
 
@@ -63,6 +63,15 @@ class Reshape(OpDef):
         return [b.reshape_like(g, x)]
 
 
+def product_dim(dims) -> Dim:
+    """The product of dims: an int when all are known, else a symbol naming the product (`B*T`)."""
+    n = num_elements(tuple(dims))
+    if n is not None:
+        return n
+    factors = [str(d) for d in dims if d != 1]
+    return factors[0] if len(factors) == 1 else "*".join(factors)
+
+
 def _fmt(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -96,16 +105,7 @@ class Flatten(OpDef):
         if x.rank < 2:
             raise OpError(f"`flatten` needs a tensor of rank 2 or more, got `{x}`")
         a = _axis(axis, x.rank + 1, x)
-
-        def prod(dims):
-            n = num_elements(tuple(dims))
-            if n is not None:
-                return n
-            if len(dims) == 1:
-                return dims[0]
-            raise OpError(f"cannot flatten `{x}` at axis {axis}: several symbolic dimensions would be multiplied")
-
-        return x.with_shape((prod(x.shape[:a]), prod(x.shape[a:])))
+        return x.with_shape((product_dim(x.shape[:a]), product_dim(x.shape[a:])))
 
     def lower(self, e, x, *, axis):
         return e.node("Flatten", x, axis=axis)

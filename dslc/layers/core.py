@@ -1,4 +1,4 @@
-"""Layers, activations and tensor functions callable from `.dl` files.
+"""Core layers, activations and tensor functions: dense, dropout, flatten, reshape, concat.
 
 A layer creates its parameters through `ctx.param` and expands into registered ops through the
 builder `ctx.b`; nothing here knows about ONNX.
@@ -24,16 +24,33 @@ def dense(ctx, x: Tensor, units: int, bias: bool = True, init: Init = "glorot", 
         ctx.fail(f"`dense` expects a 2-D input, got `{x.type}`", arg="x", label=f"this input is {x.type.rank}-D", hint=hint)
     if units < 1:
         ctx.fail(f"`dense` needs at least 1 unit, got {units}", arg="units")
-    fan_in = x.type.shape[1]
+    return _affine(ctx, x, units, bias, init, bias_init, name, "dense")
+
+
+@builtin("layer")
+def linear(ctx, x: Tensor, units: int, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros",
+           name: str = None):
+    """y = x @ weight + bias over the last axis (PyTorch's `nn.Linear`): `[..., in]` → `[..., units]`,
+    for inputs of rank 2 or more — per time step of a sequence, say. For 2-D inputs it is `dense`."""
+    if x.type.rank < 2:
+        ctx.fail(f"`linear` expects an input of rank 2 or more, got `{x.type}`", arg="x")
+    if units < 1:
+        ctx.fail(f"`linear` needs at least 1 unit, got {units}", arg="units")
+    return _affine(ctx, x, units, bias, init, bias_init, name, "linear")
+
+
+def _affine(ctx, x, units, bias, init, bias_init, name, kind):
+    fan_in = x.type.shape[-1]
     if not isinstance(fan_in, int):
-        ctx.fail(f"`dense` needs a known number of input features, got `{x.type}`", arg="x",
+        ctx.fail(f"`{kind}` needs a known number of input features, got `{x.type}`", arg="x",
                  hint=f"declare the feature dimension as a number, not the symbol `{fan_in}`")
-    layer = ctx.new_layer("dense", name)
+    layer = ctx.new_layer(kind, name)
     weight = ctx.param(layer, "weight", (fan_in, units), init, "weight", fan_in=fan_in, fan_out=units)
-    if not bias:
-        return ctx.b.gemm(x, weight)
-    b = ctx.param(layer, "bias", (units,), bias_init, "bias", fan_in=fan_in, fan_out=units)
-    return ctx.b.gemm(x, weight, b)
+    b = ctx.param(layer, "bias", (units,), bias_init, "bias", fan_in=fan_in, fan_out=units) if bias else None
+    if x.type.rank == 2:
+        return ctx.b.gemm(x, weight) if b is None else ctx.b.gemm(x, weight, b)
+    y = ctx.b.matmul(x, weight)
+    return y if b is None else ctx.b.add(y, b)
 
 
 @builtin("layer")
