@@ -1,34 +1,19 @@
-"""Float64 gradient checks of whole models through the compiler.
+"""Float64 gradient checks of whole models through the compiler: every core builtin (the method is in
+tests/gradcheck.py).
 
-Each model of `MODELS` is compiled with `dtype="float64"` and `optimizer sgd(lr = 1.0)`, so one training
-step moves every parameter by exactly its gradient: `grad = p - p.next`. That gradient is compared with
-central finite differences of the training graph's `loss` output, perturbing the fed
-parameters (same batch, same dropout seed), with `eps = 1e-5`: the loss is one scalar whose rounding
-(~1e-15·|loss|) divided by 2·eps would dominate at 1e-6, while the truncation error grows only as eps²
-(1e-5 sits near the textbook optimum ε_mach^(1/3) ≈ 6e-6 and gives errors ~1e-8 here, 1e-6 ~5e-7):
-- along 3 random directions per parameter: `|fd - an| / max(|fd|, |an|, 1e-8)`;
-- per coordinate: `|fd_j - an_j| / max(|fd_j|, |an_j|, 1e-3·max_k |an_k|, 1e-8)` over the elements of
-  each parameter (elements 1000x smaller than the parameter's largest gradient element are measured
-  against 1/1000 of it: their central difference of a scalar loss is dominated by rounding).
-Both must be <= 1e-6. Parameters start from the compiled initializers plus noise, kept at least 0.05
-away from 0 (so `l1`'s kink and exactly-zero biases are not probed).
 """
 from __future__ import annotations
 
+import importlib
 import re
-import zlib
 
 import numpy as np
 import pytest
 
 from dslc.builtins import load_all
+from golden import ROOT
+from gradcheck import SEED, check_model_gradients, make_data, model_source
 from helpers import TrainDriver, compile_text
-
-EPS = 1e-5  # see the module docstring
-RTOL = 1e-6
-DIRECTIONS = 3
-BATCH = 4
-SEED = 11  # the dropout seed fed to every run of a model
 
 # name -> (model body, data kinds for inputs that are not standard normal floats)
 MODELS: dict[str, tuple[str, dict[str, str]]] = {
@@ -147,34 +132,7 @@ MODELS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def source(name: str) -> str:
-    body, _ = MODELS[name]
-    blocks, _, body = body.rpartition("---")
-    return f"{blocks}\nmodel {name} {{\n{body}\n    optimizer sgd(lr = 1.0)\n}}\n"
-
-
-def make_data(spec: dict, kinds: dict[str, str], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    data = {}
-    for entry in spec["inputs"]:
-        shape = tuple(BATCH if isinstance(d, str) else d for d in entry["shape"])
-        kind = kinds.get(entry["name"], "normal")
-        if entry["dtype"].startswith("int"):
-            data[entry["name"]] = rng.integers(0, entry["classes"], shape).astype(entry["dtype"])
-        elif kind == "probabilities":
-            e = np.exp(rng.standard_normal(shape))
-            data[entry["name"]] = e / e.sum(axis=-1, keepdims=True)
-        elif kind == "binary":
-            data[entry["name"]] = (rng.random(shape) < 0.5).astype(np.float64)
-        else:
-            data[entry["name"]] = rng.standard_normal(shape)
-    return data
-
-
-def start_params(driver: TrainDriver, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    params = {}
-    for name, value in driver.params.items():
-        p = value + 0.3 * rng.standard_normal(value.shape)
-        params[name] = np.where(p >= 0, 1.0, -1.0) * (np.abs(p) + 0.05)
-    return params
+    return model_source(name, MODELS[name][0])
 
 
 @pytest.fixture(scope="module")
@@ -184,44 +142,7 @@ def workdir(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_gradient(name, workdir):
-    program = compile_text(workdir, source(name), name=f"{name}.dl", dtype="float64")
-    spec = program.manifest["graphs"]["train"]
-    assert [h["name"] for h in spec["hyper"]] == (["lr", "seed"] if name == "dropout" else ["lr"])
-    driver = TrainDriver(program)
-    rng = np.random.default_rng(zlib.crc32(name.encode()))
-    data = make_data(spec, MODELS[name][1], rng)
-    params = start_params(driver, rng)
-    out = driver.run(data, params=params, lr=1.0, seed=SEED)
-    grads = {p: params[p] - out[driver.next_of[p]] for p in params}
-
-    def loss(perturbed: dict[str, np.ndarray]) -> float:
-        return float(driver.run(data, params={**params, **perturbed}, lr=1.0, seed=SEED)["loss"])
-
-    assert loss({}) == float(out["loss"])
-    failures = []
-    for p, value in params.items():
-        g = grads[p]
-        assert np.any(g != 0), f"{name}: the gradient of `{p}` is identically zero"
-        for _ in range(DIRECTIONS):
-            d = rng.standard_normal(value.shape)
-            fd = (loss({p: value + EPS * d}) - loss({p: value - EPS * d})) / (2 * EPS)
-            an = float(np.sum(g * d))
-            err = abs(fd - an) / max(abs(fd), abs(an), 1e-8)
-            if err > RTOL:
-                failures.append(f"`{p}` along a random direction: fd {fd:.10g}, autodiff {an:.10g}, relative error {err:.2g}")
-        fd = np.zeros_like(value)
-        for j in range(value.size):
-            step = np.zeros(value.size)
-            step[j] = EPS
-            step = step.reshape(value.shape)
-            fd.flat[j] = (loss({p: value + step}) - loss({p: value - step})) / (2 * EPS)
-        floor = max(1e-3 * float(np.max(np.abs(g))), 1e-8)
-        err = np.abs(fd - g) / np.maximum(np.maximum(np.abs(fd), np.abs(g)), floor)
-        if err.max() > RTOL:
-            j = int(np.argmax(err))
-            failures.append(f"`{p}` element {np.unravel_index(j, value.shape)}: fd {fd.flat[j]:.10g}, "
-                            f"autodiff {g.flat[j]:.10g}, relative error {err.flat[j]:.2g}")
-    assert not failures, f"model `{name}`:\n  " + "\n  ".join(failures)
+    check_model_gradients(workdir, name, source(name), MODELS[name][1])
 
 
 def test_dropout_seed_changes_the_mask(workdir):
@@ -234,10 +155,19 @@ def test_dropout_seed_changes_the_mask(workdir):
     assert a != c, "a different seed gave the same loss: dropout does not depend on the seed"
 
 
+def all_gradient_models() -> dict:
+    """`MODELS` here plus the `GRADIENT_MODELS` of the other test modules (layer families)."""
+    models = dict(MODELS)
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        if path.stem != "test_gradients" and "GRADIENT_MODELS" in path.read_text(encoding="utf-8"):
+            models.update(importlib.import_module(path.stem).GRADIENT_MODELS)
+    return models
+
+
 def test_every_builtin_is_gradient_checked():
-    """Every layer, activation, function, loss and penalty appears in some model above, as do blocks,
-    `repeat`, `@` and a value used twice (fan-out)."""
-    text = "\n".join(source(name) for name in MODELS)
+    """Every layer, activation, function, loss and penalty appears in some gradient-checked model (here
+    or in another test module's `GRADIENT_MODELS`), as do blocks, `repeat`, `@` and fan-out."""
+    text = "\n".join(model_source(name, body) for name, (body, _) in all_gradient_models().items())
     used = set(re.findall(r"([A-Za-z_]\w*)\s*\(", text)) | set(re.findall(r"\|>\s*([A-Za-z_]\w*)", text))
     wanted = {name for name, b in load_all().items() if b.category in ("layer", "activation", "function", "loss", "penalty")}
     assert not wanted - used, f"builtins without a gradient check: {sorted(wanted - used)}"
