@@ -159,7 +159,25 @@ class Metric:
     span: Span
 
 
-Stmt = Union[InputDecl, Assign, Output, Return, Loss, Optimizer, Metric]
+@dataclass(frozen=True)
+class Update:
+    """`update "gen*", head`: the parameters an objective's optimizer updates (selectors as for `l2`)."""
+
+    selectors: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Objective:
+    """`objective name { loss ...; optimizer ...; metric ...; update ... }`: one training step graph."""
+
+    name: str
+    body: tuple["Stmt", ...]
+    span: Span
+    name_span: Span
+
+
+Stmt = Union[InputDecl, Assign, Output, Return, Loss, Optimizer, Metric, Update, Objective]
 
 
 # ---- top level ---------------------------------------------------------------------------------

@@ -155,8 +155,8 @@ class _Layout:
 
 
 # ---- syntax errors ----------------------------------------------------------------------------
-_STATEMENT_KEYWORDS = ("input", "target", "output", "loss", "optimizer", "metric", "return")
-_STATEMENT_START = {"NAME", "INPUT", "TARGET", "OUTPUT", "RETURN", "LOSS", "OPTIMIZER", "METRIC"}
+_STATEMENT_KEYWORDS = ("input", "target", "output", "loss", "optimizer", "metric", "return", "objective", "update")
+_STATEMENT_START = {"NAME", "INPUT", "TARGET", "OUTPUT", "RETURN", "LOSS", "OPTIMIZER", "METRIC", "OBJECTIVE", "UPDATE"}
 _EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "LPAR", "MINUS"}
 _STAGE_START = {"NAME", "REPEAT"}
 _DIM_START = {"INT", "NAME"}

@@ -140,6 +140,13 @@ class _ToAst(Transformer_NonRecursive):
         name, value = children
         return ast.Metric(None if name is None else str(name), value, self._span(meta))
 
+    def objective(self, meta, children):
+        name, body = children
+        return ast.Objective(str(name), tuple(body), self._span(meta), self._tok(name))
+
+    def update(self, meta, children):
+        return ast.Update(tuple(children), self._span(meta))
+
     # ---- expressions ---------------------------------------------------------------------------
     def pipe(self, meta, children):
         value, *stages = children
