@@ -11,7 +11,7 @@ from dslc.frontend import ast
 from dslc.frontend.parser import parse
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
-from dslc.lower import LoweredModel, lower_model
+from dslc.lower import LoweredModel, lower_model, objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
 from dslc.program import Program
@@ -87,8 +87,11 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise ValueError(f"no pass `{print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
     module, blocks = load_module(path)
     model = pick_model(module)
-    lowered = {mode: lower_model(model, blocks, mode, dtype, seed, defines) for mode in ("infer", "eval", "train")}
-    return build_program(lowered, dtype, str(path), print_ir_after)
+    infer = lower_model(model, blocks, "infer", dtype, seed, defines)
+    trained = {o.name: (lower_model(model, blocks, "train", dtype, seed, defines, o.name),
+                        lower_model(model, blocks, "eval", dtype, seed, defines, o.name), o)
+               for o in objectives(model)}
+    return build_program(infer, trained, dtype, str(path), print_ir_after)
 
 
 def _check_infer_outputs(infer: LoweredModel) -> None:
@@ -99,48 +102,62 @@ def _check_infer_outputs(infer: LoweredModel) -> None:
                             hint="targets are fed only during training and evaluation; compute outputs from inputs")
 
 
-def build_program(lowered: dict[str, LoweredModel], dtype: str, source_path: str, print_ir_after: str | None) -> Program:
-    infer, name = lowered["infer"], lowered["infer"].name
-    _check_infer_outputs(infer)
-    data_inputs = [n for n in infer.inputs if n.role == "data"]
-    ir_graphs: dict[str, Graph] = {
-        "infer": Graph(f"{name}.infer", data_inputs + infer.params, infer.outputs),
-    }
-    train = lowered["train"]
-    if train.loss is not None:
-        if train.optimizer is None:
-            raise error(f"model `{name}` has a `loss` but no `optimizer`", train.loss_span,
-                        hint="add a line such as `optimizer adam(lr = 0.001)`")
-        ev = lowered["eval"]
-        ir_graphs["eval"] = Graph(f"{name}.eval", ev.inputs + ev.params, [("loss", ev.loss)] + ev.metrics)
-        hyper = [train.seed] if train.seed is not None else []
-        ir_graphs["train"] = Graph(f"{name}.train", train.inputs + hyper + train.params,
-                                   [("loss", train.loss)] + train.metrics,
-                                   notes={"loss": "loss", "optimizer": train.optimizer, "float_dtype": dtype})
-    elif train.optimizer is not None:
-        raise error(f"model `{name}` has an `optimizer` but no `loss`", train.optimizer.span,
+def graph_keys(objective: str) -> tuple[str, str]:
+    """The manifest keys of an objective's training and evaluation graphs (also their file infixes)."""
+    return ("train", "eval") if not objective else (f"train.{objective}", f"eval.{objective}")
+
+
+def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, ev: LoweredModel, dtype: str):
+    where = f"objective `{objective.name}`" if objective.name else f"model `{name}`"
+    if train.loss is None:
+        raise error(f"{where} has no `loss`", objective.name_span if objective.name else train.optimizer.span,
                     hint="add a line such as `loss cross_entropy(logits, label)`")
+    if train.optimizer is None:
+        raise error(f"{where} has a `loss` but no `optimizer`", train.loss_span,
+                    hint="add a line such as `optimizer adam(lr = 0.001)`")
+    train_key, eval_key = graph_keys(objective.name)
+    evaluation = Graph(f"{name}.{eval_key}", ev.inputs + ev.params + ev.buffers, [("loss", ev.loss)] + ev.metrics)
+    hyper = [train.seed] if train.seed is not None else []
+    buffer_next = [(b.name + NEXT_SUFFIX, train.buffer_updates.get(b.name, b)) for b in train.buffers]
+    notes = {"loss": "loss", "optimizer": train.optimizer, "float_dtype": dtype,
+             "state_prefix": f"{objective.name}." if objective.name else ""}
+    training = Graph(f"{name}.{train_key}", train.inputs + hyper + train.params + train.buffers,
+                     [("loss", train.loss)] + train.metrics + buffer_next, notes=notes)
+    return {train_key: training, eval_key: evaluation}
+
+
+def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: str,
+                  print_ir_after: str | None) -> Program:
+    name = infer.name
+    _check_infer_outputs(infer)
+    used = {n.id for _, out in infer.outputs for n in toposort([out])}
+    data_inputs = [n for n in infer.inputs if n.role == "data" and n.id in used]  # what the outputs need
+    ir_graphs: dict[str, Graph] = {"infer": Graph(f"{name}.infer", data_inputs + infer.params + infer.buffers, infer.outputs)}
+    for objective_name, (train, ev, objective) in trained.items():
+        ir_graphs.update(_training_graphs(name, objective, train, ev, dtype))
 
     printed: list[str] = []
-    final = {kind: run(g, kind, print_ir_after, printed) for kind, g in ir_graphs.items()}
-    files = {"infer": f"{name}.infer.onnx", "eval": f"{name}.eval.onnx", "train": f"{name}.train.onnx"}
+    final = {key: run(g, key.split(".")[0], print_ir_after, printed) for key, g in ir_graphs.items()}
     metadata = {"dslc.version": __version__, "dslc.model": name}
-    graphs = {}
-    for kind, g in final.items():
-        model = emit_graph(g, doc=f"dslc {kind} graph of model `{name}`", metadata={**metadata, "dslc.graph": kind},
-                           constant_roles=("param",) if kind == "infer" else ())
+    graphs, files = {}, {}
+    for key, g in final.items():
+        model = emit_graph(g, doc=f"dslc {key} graph of model `{name}`", metadata={**metadata, "dslc.graph": key},
+                           constant_roles=("param", "buffer") if key == "infer" else ())
         check(model)
-        graphs[kind] = serialize(model)
+        graphs[key] = serialize(model)
+        files[key] = f"{name}.{key}.onnx"
 
-    classes = {**lowered["eval"].target_classes, **train.target_classes}
     entries = {"infer": mf.infer_entry(final["infer"], files["infer"])}
-    if "train" in final:
-        entries["train"] = mf.train_entry(final["train"], files["train"], classes, NEXT_SUFFIX)
-        entries["eval"] = mf.eval_entry(final["eval"], files["eval"], classes)
-    optimizer = None
-    if train.optimizer is not None:
-        optimizer = {"kind": train.optimizer.kind, "settings": {**_defaults(train.optimizer), **train.optimizer.settings}}
-    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizer)
+    optimizers = {}
+    for objective_name, (train, ev, _) in trained.items():
+        classes = {**ev.target_classes, **train.target_classes}
+        train_key, eval_key = graph_keys(objective_name)
+        optimizers[objective_name] = {"kind": train.optimizer.kind,
+                                      "settings": {**_defaults(train.optimizer), **train.optimizer.settings}}
+        entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, NEXT_SUFFIX,
+                                            objective_name, optimizers[objective_name])
+        entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes)
+    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""))
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path)
 

@@ -68,27 +68,35 @@ def _shape_text(t: Tensor) -> str:
 
 
 # ---- penalties ----------------------------------------------------------------------------------
+def matches(selector: str, name: str, kind: str) -> bool:
+    """Whether a parameter selector picks parameter `name` of `kind`: `weights` (all kernels), `biases`,
+    `params` (everything), a layer name (`head` picks `head.weight` and `head.bias`) or a glob pattern."""
+    if selector == "weights":
+        return kind == "weight"
+    if selector == "biases":
+        return kind == "bias"
+    if selector == "params":
+        return True
+    return fnmatch.fnmatchcase(name, selector) or name.startswith(selector + ".")
+
+
+def nothing_selected_hint(selector: str, params: list[Tensor]) -> str:
+    from dslc.diagnostics import suggest
+
+    layers = sorted({p.name.rsplit(".", 1)[0] for p in params})
+    return suggest(selector, layers) or (f"layers here: {', '.join(f'`{name}`' for name in layers)}" if layers
+                                         else "the model has no parameters")
+
+
 def select_params(ctx, selectors: tuple[str, ...], fn: str) -> list[Tensor]:
-    """`weights` (all kernels), `biases`, `params` (everything), or layer names / glob patterns."""
+    """The parameters picked by `selectors` (see `matches`); all kernels when none are given."""
     if not selectors:
         selectors = ("weights",)
     chosen: dict[str, Tensor] = {}
     for index, sel in enumerate(selectors):
-        if sel == "weights":
-            found = [p for p in ctx.params if ctx.param_kind(p) == "weight"]
-        elif sel == "biases":
-            found = [p for p in ctx.params if ctx.param_kind(p) == "bias"]
-        elif sel == "params":
-            found = list(ctx.params)
-        else:
-            found = [p for p in ctx.params if fnmatch.fnmatchcase(p.name, sel) or p.name.startswith(sel + ".")]
+        found = [p for p in ctx.params if matches(sel, p.name, ctx.param_kind(p))]
         if not found:
-            from dslc.diagnostics import suggest
-
-            layers = sorted({p.name.rsplit(".", 1)[0] for p in ctx.params})
-            hint = suggest(sel, layers) or (f"layers here: {', '.join(f'`{name}`' for name in layers)}" if layers
-                                            else "the model has no parameters")
-            ctx.fail(f"`{fn}` selects no parameters with `{sel}`", arg=index, hint=hint)
+            ctx.fail(f"`{fn}` selects no parameters with `{sel}`", arg=index, hint=nothing_selected_hint(sel, ctx.params))
         for p in found:
             chosen[p.name] = p
     return list(chosen.values())

@@ -16,8 +16,9 @@ from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import INITIALIZERS, Initializer, rng_for
 from dslc.ir.graph import Builder, Node
-from dslc.ir.types import SHORT_TO_DTYPE, TensorType, numpy_dtype
+from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtype
 from dslc.optim import OPTIMIZERS, OptimizerSpec
+from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import Arg, CallLowering, describe
 from dslc.source import Span
 
@@ -31,8 +32,12 @@ class LoweredModel:
     loss_span: Span | None = None
     metrics: list[tuple[str, Node]] = field(default_factory=list)
     optimizer: OptimizerSpec | None = None
-    params: list[Node] = field(default_factory=list)
+    params: list[Node] = field(default_factory=list)  # trainable (role "param", or "frozen" when this
+    # objective does not update them)
     param_kinds: dict[str, str] = field(default_factory=dict)
+    buffers: list[Node] = field(default_factory=list)  # non-trainable values the forward pass updates
+    buffer_updates: dict[str, Node] = field(default_factory=dict)  # buffer name -> next value (training)
+    objective: str = ""
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
 
@@ -71,6 +76,15 @@ class Context:
     def param(self, layer: str, local: str, shape, init: Initializer, kind: str, fan_in: int, fan_out: int) -> Node:
         return self._l.new_param(f"{layer}.{local}", tuple(shape), init, kind, fan_in, fan_out, self._call_span)
 
+    def buffer(self, layer: str, local: str, value: np.ndarray) -> Node:
+        """A non-trainable tensor carried between steps (e.g. batch-norm running statistics)."""
+        return self._l.new_buffer(f"{layer}.{local}", np.asarray(value), self._call_span)
+
+    def update_buffer(self, buffer: Node, next_value: Node) -> None:
+        """In training, the step's new value of `buffer` (ignored in evaluation and inference)."""
+        if self.mode == "train":
+            self._l.result.buffer_updates[buffer.name] = next_value
+
     def seed_input(self) -> Node:
         return self._l.seed_input()
 
@@ -81,6 +95,57 @@ class Context:
     def note_classes(self, target: Node, classes) -> None:
         if target.op == "input" and target.role == "target" and isinstance(classes, int):
             self._l.result.target_classes[target.name] = classes
+
+
+def objectives(model: ast.Model) -> list[ast.Objective]:
+    """The model's training objectives: its `objective` blocks, or one unnamed objective made of the
+    top-level `loss`/`optimizer`/`metric` statements; none for an inference-only model."""
+    named = [s for s in model.body if isinstance(s, ast.Objective)]
+    loose = [s for s in model.body if isinstance(s, (ast.Loss, ast.Optimizer, ast.Metric))]
+    if named and loose:
+        raise DslcError(Diagnostic("a model with `objective` blocks declares its training statements inside them",
+                                   loose[0].span, hint="move this statement into an `objective`",
+                                   notes=(("the first objective", named[0].name_span),)))
+    seen: dict[str, ast.Objective] = {}
+    for obj in named:
+        if obj.name in seen:
+            raise DslcError(Diagnostic(f"objective `{obj.name}` is declared twice", obj.name_span, "declared again here",
+                                       notes=(("first declared here", seen[obj.name].name_span),)))
+        seen[obj.name] = obj
+        for stmt in obj.body:
+            if not isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric, ast.Update)):
+                raise error("an `objective` holds only `loss`, `optimizer`, `metric` and `update`", stmt.span,
+                            hint="define values at the model level and use them here")
+    if named:
+        return named
+    return [ast.Objective("", tuple(loose), model.span, model.name_span)] if loose else []
+
+
+def objective_of(model: ast.Model, name: str) -> ast.Objective | None:
+    return next((o for o in objectives(model) if o.name == name), None)
+
+
+def update_selectors(objective: ast.Objective) -> list[tuple[str, Span]] | None:
+    """The `update` selectors of an objective, or None when it updates every parameter."""
+    updates = [s for s in objective.body if isinstance(s, ast.Update)]
+    if not updates:
+        return None
+    if len(updates) > 1:
+        raise error("an objective has one `update` statement", updates[1].span, hint="list all selectors in one")
+    out = []
+    for expr in updates[0].selectors:
+        if isinstance(expr, ast.Name):
+            out.append((expr.id, expr.span))
+        elif isinstance(expr, ast.String):
+            out.append((expr.value, expr.span))
+        else:
+            raise error("expected a parameter selection: `weights`, `biases`, `params`, a layer name or a pattern",
+                        expr.span)
+    return out
+
+
+def selected(updates: list[tuple[str, Span]], name: str, kind: str) -> bool:
+    return any(matches(sel, name, kind) for sel, _ in updates)
 
 
 def parse_define(text: str):
@@ -98,43 +163,83 @@ def parse_define(text: str):
 
 class Lowering(CallLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
-                 seed: int = 0, defines: dict[str, str] | None = None):
+                 seed: int = 0, defines: dict[str, str] | None = None, objective: str = ""):
         self.model, self.blocks, self.mode = model, blocks, mode
         self.float_dtype, self.init_seed = float_dtype, seed
         self.defines = defines or {}
         self.builtins = load_all()
-        self.result = LoweredModel(model.name)
+        self.result = LoweredModel(model.name, objective=objective)
+        self.objective = objective_of(model, objective) if mode != "infer" else None
+        self.updates = update_selectors(self.objective) if self.objective is not None and mode == "train" else None
         self.ctx = Context(self)
         self.scope: list[str] = []
         self.layer_counts: dict[tuple, int] = {}
-        self.layer_names: set[str] = set()
+        self.layer_kinds: dict[str, str] = {}  # layer name -> kind (`dense`, a block's name, ...)
+        self.sharing_stack: list[bool] = []
         self.salt = 0
         self.depth = 0
 
     # ---- names and parameters ---------------------------------------------------------------------
     def new_layer(self, kind: str, explicit: str | None, span: Span) -> str:
+        """A layer's name: `name` as given (a name used before means the same layer, whose parameters
+        are shared), else `<kind>_<k>`; inside blocks, prefixed by the block's scope."""
         prefix = ".".join(self.scope)
         if explicit is not None:
             full = f"{prefix}.{explicit}" if prefix else explicit
-            if full in self.layer_names:
-                raise error(f"a layer named `{explicit}` exists already", span, hint="layer names must be unique")
         else:
             key = (prefix, kind)
             while True:
                 k = self.layer_counts.get(key, 0)
                 self.layer_counts[key] = k + 1
                 full = f"{prefix}.{kind}_{k}" if prefix else f"{kind}_{k}"
-                if full not in self.layer_names:
+                if full not in self.layer_kinds or self.sharing:
                     break
-        self.layer_names.add(full)
+        if full in self.layer_kinds and self.layer_kinds[full] != kind:
+            raise error(f"`{full}` names a `{self.layer_kinds[full]}` already; this is a `{kind}`", span,
+                        hint="give this layer another name")
+        self.layer_kinds[full] = kind
         return full
 
+    def enter_scope(self, block: str, explicit: str | None, span: Span) -> None:
+        """Open the scope of a block call; re-entering a named scope shares its parameters."""
+        full = self.new_layer(block, explicit, span)
+        self.scope.append(full.rsplit(".", 1)[-1])
+        inner = ".".join(self.scope)
+        shared = explicit is not None and any(k[0] == inner or k[0].startswith(inner + ".") for k in self.layer_counts)
+        self.sharing_stack.append(shared)
+        if shared:  # the layers inside get the names they had the first time
+            for key in [k for k in self.layer_counts if k[0] == inner or k[0].startswith(inner + ".")]:
+                del self.layer_counts[key]
+
+    def leave_scope(self) -> None:
+        self.scope.pop()
+        self.sharing_stack.pop()
+
+    @property
+    def sharing(self) -> bool:
+        return any(self.sharing_stack)
+
     def new_param(self, name, shape, init, kind, fan_in, fan_out, span) -> Node:
+        existing = next((p for p in self.result.params if p.name == name), None)
+        if existing is not None:  # a shared layer, called again
+            if existing.type.shape != shape:
+                raise error(f"layer `{name.rsplit('.', 1)[0]}` is shared, but this call needs `{name}` of shape "
+                            f"{list(shape)}, not {list(existing.type.shape)}", span,
+                            hint="give this layer another name, or feed it inputs of the first call's shape")
+            return existing
         values = init.sample(shape, fan_in, fan_out, rng_for(self.init_seed, name))
         default = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
-        node = Builder(span).input(name, TensorType(self.float_dtype, shape), "param", default=default, init=str(init))
+        role = "param" if self.updates is None or selected(self.updates, name, kind) else "frozen"
+        node = Builder(span).input(name, TensorType(self.float_dtype, shape), role, default=default, init=str(init))
         self.result.params.append(node)
         self.result.param_kinds[name] = kind
+        return node
+
+    def new_buffer(self, name: str, value: np.ndarray, span) -> Node:
+        dtype = self.float_dtype if value.dtype.kind == "f" else dtype_of_numpy(value.dtype)
+        default = np.asarray(value, dtype=numpy_dtype(dtype))
+        node = Builder(span).input(name, TensorType(dtype, default.shape), "buffer", default=default)
+        self.result.buffers.append(node)
         return node
 
     def seed_input(self) -> Node:
@@ -146,7 +251,6 @@ class Lowering(CallLowering):
     # ---- the model --------------------------------------------------------------------------------
     def run(self) -> LoweredModel:
         env = self.hyper_params()
-        deferred = []
         defined: dict[str, Span] = {}
         for stmt in self.model.body:
             if isinstance(stmt, ast.InputDecl):
@@ -155,17 +259,29 @@ class Lowering(CallLowering):
                 self.define(env, defined, stmt.name, self.eval(stmt.value, env), stmt.name_span)
             elif isinstance(stmt, ast.Output):
                 self.output(stmt, env, defined)
-            elif isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric)):
-                deferred.append(stmt)
+            elif isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric, ast.Objective)):
+                pass  # training statements: evaluated after the forward pass
+            elif isinstance(stmt, ast.Update):
+                raise error("`update` belongs in an `objective`", stmt.span,
+                            hint="a single loss updates every parameter; declare objectives to split them")
             elif isinstance(stmt, ast.Return):
                 raise error("`return` belongs in a block, not in a model", stmt.span,
                             hint="mark model results with `output name = ...`")
         if not self.result.outputs:
             raise error(f"model `{self.model.name}` declares no output", self.model.name_span,
                         hint="add a line such as `output probs = softmax(logits)`")
-        for stmt in deferred:
-            self.training_statement(stmt, env)
+        if self.objective is not None:
+            for stmt in self.objective.body:
+                self.training_statement(stmt, env)
+            if self.updates:
+                self.check_updates()
         return self.result
+
+    def check_updates(self) -> None:
+        params = self.result.params
+        for sel, span in self.updates:
+            if not any(matches(sel, p.name, self.result.param_kinds[p.name]) for p in params):
+                raise error(f"`update` selects no parameters with `{sel}`", span, hint=nothing_selected_hint(sel, params))
 
     def hyper_params(self) -> dict:
         env = {}
@@ -231,8 +347,8 @@ class Lowering(CallLowering):
                 raise error("a model has one `optimizer`", stmt.span)
             self.result.optimizer = self.optimizer(stmt.call, env)
             return
-        if self.mode == "infer":
-            return
+        if isinstance(stmt, ast.Update):
+            return  # applied as parameters are created
         if isinstance(stmt, ast.Loss):
             if self.result.loss is not None:
                 raise error("a model has one `loss`", stmt.span, hint="add the terms: `loss a + b`")
@@ -370,5 +486,7 @@ class Lowering(CallLowering):
         return value
 
 def lower_model(model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
-                seed: int = 0, defines: dict[str, str] | None = None) -> LoweredModel:
-    return Lowering(model, blocks, mode, float_dtype, seed, defines).run()
+                seed: int = 0, defines: dict[str, str] | None = None, objective: str = "") -> LoweredModel:
+    """The model lowered for `mode` ("train", "eval" or "infer"); in training and evaluation, with the
+    loss, metrics and optimizer of `objective` ("" for a model's top-level training statements)."""
+    return Lowering(model, blocks, mode, float_dtype, seed, defines, objective).run()

@@ -145,6 +145,14 @@ class CallLowering:
         return Initializer(func, values)
 
     def call_block(self, block: ast.Block, span, args, kwargs, env):
+        scope_name = None
+        if not any(p.name == "name" for p in block.params):  # `name = "..."` names the block's scope
+            named = [k for k in kwargs if k.name == "name"]
+            if named:
+                scope_name = self.arg_value(Arg(named[0].span, expr=named[0].value), "str", env)
+                if not isinstance(scope_name, str):
+                    raise error("`name` must be a string", named[0].span)
+                kwargs = tuple(k for k in kwargs if k.name != "name")
         params = [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     default=inspect.Parameter.empty if p.default is None else p.default)
                   for p in block.params]
@@ -156,13 +164,13 @@ class CallLowering:
             inner[p.name] = self.arg_value(arg, "", env) if arg is not None else self.eval(p.default, {})
         if self.depth >= MAX_BLOCK_DEPTH:
             raise error(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (is `{block.name}` calling itself?)", span)
-        self.scope.append(self.new_layer(block.name, None, span).rsplit(".", 1)[-1])
+        self.enter_scope(block.name, scope_name, span)
         self.depth += 1
         try:
             return self.block_body(block, inner)
         finally:
             self.depth -= 1
-            self.scope.pop()
+            self.leave_scope()
 
     def block_body(self, block: ast.Block, env):
         defined: dict[str, Span] = {p.name: p.span for p in block.params}

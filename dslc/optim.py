@@ -36,7 +36,7 @@ OPTIMIZERS: dict[str, tuple[dict[str, float | bool], tuple[str, ...]]] = {
     "adam": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "decay": 0.0}, ("m", "v")),
     "adamw": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "decay": 0.0}, ("m", "v")),
 }
-STEP = "opt.step"
+STEP = "step"
 
 
 @dataclass(frozen=True)
@@ -57,25 +57,29 @@ class OptimizerSpec:
         return slots
 
 
-def state_name(param: str, slot: str) -> str:
-    return f"opt.{param}.{slot}"
+def state_name(prefix: str, param: str, slot: str) -> str:
+    """`opt.<param>.<slot>`, or `opt.<objective>.<param>.<slot>` in a model with named objectives."""
+    return f"opt.{prefix}{param}.{slot}"
 
 
-def state_inputs(b: Builder, spec: OptimizerSpec, params: list[Node]) -> list[Node]:
-    """The state tensors, zero-initialized: the step counter, then each parameter's slots."""
-    states = [b.input(STEP, TensorType("int64", ()), "state", default=np.array(0, dtype=np.int64))]
+def state_inputs(b: Builder, spec: OptimizerSpec, params: list[Node], prefix: str = "") -> list[Node]:
+    """The state tensors, zero-initialized: the step counter `opt.step` (`opt.<objective>.step`), then
+    each parameter's slots."""
+    states = [b.input(f"opt.{prefix}{STEP}", TensorType("int64", ()), "state", default=np.array(0, dtype=np.int64),
+                      slot=STEP)]
     for p in params:
         for slot in spec.slots():
             zeros = np.zeros(p.type.shape, dtype=numpy_dtype(p.type.dtype))
-            states.append(b.input(state_name(p.name, slot), p.type, "state", default=zeros))
+            states.append(b.input(state_name(prefix, p.name, slot), p.type, "state", default=zeros, slot=slot,
+                                  param=p.name))
     return states
 
 
 def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: list[Node], lr: Node,
                   states: list[Node]) -> tuple[list[Node], list[Node]]:
     """Next values of `params` and of `states` (same order as `state_inputs`)."""
-    state = {s.name: s for s in states}
-    step = state[STEP]
+    step = next(s for s in states if s.attrs["slot"] == STEP)
+    slots = {(s.attrs["param"], s.attrs["slot"]): s for s in states if s.attrs["slot"] != STEP}
     dtype = lr.type.dtype
     c = lambda v: b.const(v, dtype)  # noqa: E731
     step_f = b.cast(step, to=dtype)
@@ -96,12 +100,12 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
         eps_hat = b.cast(b.mul(c64(eps), root_bc2), to=dtype)
         decay_factor = b.sub(c(1.0), b.mul(lr_t, c(wd))) if kind == "adamw" and wd else None
 
-    next_params, next_state = [], {STEP: b.add(step, b.const(1, "int64"))}
+    next_params, next_state = [], {step.name: b.add(step, b.const(1, "int64"))}
     for p, g in zip(params, grads):
         with b.at(p.span):
             if wd and kind != "adamw":
                 g = b.add(g, b.mul(c(wd), p))
-            slot = lambda name: state[state_name(p.name, name)]  # noqa: E731
+            slot = lambda name: slots[(p.name, name)]  # noqa: E731
             if kind == "sgd":
                 mu = spec.setting("momentum")
                 if mu:

@@ -31,13 +31,18 @@ class Program:
     @property
     def num_parameters(self) -> int:
         """Number of trainable scalars (the sum of the parameter sizes; 0 without a training graph)."""
-        train = self.manifest["graphs"].get("train", {"params": []})
-        return sum(math.prod(t["shape"]) for t in train["params"])
+        from dslc.runtime.layout import train_keys
+
+        params = {t["name"]: t for k in train_keys(self.manifest)
+                  for group in ("params", "frozen") for t in self.manifest["graphs"][k].get(group, [])}
+        return sum(math.prod(t["shape"]) for t in params.values())
 
     @property
     def trainable(self) -> bool:
         """Whether the model has a loss (and so training and evaluation graphs)."""
-        return "train" in self.manifest["graphs"]
+        from dslc.runtime.layout import train_keys
+
+        return bool(train_keys(self.manifest))
 
     @property
     def manifest_file(self) -> str:

@@ -66,9 +66,9 @@ class TrainDriver:
     """Drives a compiled training graph the way the manifest says: feed data, targets, hyper-inputs,
     params and state; read the outputs; feed each `next` output back under the param/state name."""
 
-    def __init__(self, program, runtime: str = "ort"):
-        self.spec = program.manifest["graphs"]["train"]
-        model = program.graphs["train"]
+    def __init__(self, program, runtime: str = "ort", graph: str = "train"):
+        self.spec = program.manifest["graphs"][graph]
+        model = program.graphs[graph]
         inits = initializers(model)
         self.params = {p["name"]: inits[p["name"]].copy() for p in self.spec["params"]}
         self.state = {s["name"]: inits[s["name"]].copy() for s in self.spec["state"]}

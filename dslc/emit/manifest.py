@@ -23,17 +23,23 @@ def _default(node: Node):
     return float(str(value)) if value.dtype.kind == "f" else value.item()
 
 
-def train_entry(graph: Graph, file: str, classes: dict[str, int], next_suffix: str) -> dict:
-    outputs = dict(graph.outputs)
-    return {
+def train_entry(graph: Graph, file: str, classes: dict[str, int], next_suffix: str, objective: str,
+                optimizer: dict) -> dict:
+    carried = {n.name + next_suffix for n in graph.inputs}
+    entry = {
         "file": file,
         "inputs": [input_entry(n, classes) for n in graph.inputs_with_role("data", "target")],
         "hyper": [tensor(n.name, n.type, default=_default(n), kind=n.attrs.get("kind")) for n in graph.inputs_with_role("hyper")],
         "params": [tensor(n.name, n.type, next=n.name + next_suffix, init=n.attrs.get("init")) for n in graph.inputs_with_role("param")],
+        "frozen": [tensor(n.name, n.type) for n in graph.inputs_with_role("frozen")],
+        "buffers": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("buffer")],
         "state": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("state")],
-        "outputs": [tensor(name, node.type) for name, node in graph.outputs if name not in
-                    {n.name + next_suffix for n in graph.inputs} and name in outputs],
+        "outputs": [tensor(name, node.type) for name, node in graph.outputs if name not in carried],
+        "optimizer": optimizer,
     }
+    if objective:
+        entry["objective"] = objective
+    return entry
 
 
 def eval_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
@@ -41,6 +47,7 @@ def eval_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
         "file": file,
         "inputs": [input_entry(n, classes) for n in graph.inputs_with_role("data", "target")],
         "params": [tensor(n.name, n.type) for n in graph.inputs_with_role("param")],
+        "buffers": [tensor(n.name, n.type) for n in graph.inputs_with_role("buffer")],
         "outputs": [tensor(name, node.type) for name, node in graph.outputs],
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dslc.ops.registry import OpDef, op
 
 
-@op("input", name=None, role=None, default=None, kind=None, classes=None, init=None)
+@op("input", name=None, role=None, default=None, kind=None, classes=None, init=None, slot=None, param=None)
 class Input(OpDef):
     """A named graph input; `default` (an array) makes it an ONNX input with an initializer."""
 

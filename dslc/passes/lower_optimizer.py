@@ -22,12 +22,11 @@ def lower_optimizer(graph: Graph) -> Graph:
     grads = [graph.output(GRAD_PREFIX + p.name) for p in params]
     dtype = graph.notes["float_dtype"]
     lr = b.input(LR, TensorType(dtype, ()), "hyper", default=np.array(spec.setting("lr"), dtype=numpy_dtype(dtype)), kind="lr")
-    states = state_inputs(b, spec, params)
+    states = state_inputs(b, spec, params, graph.notes.get("state_prefix", ""))
     next_params, next_states = apply_updates(b, spec, params, grads, lr, states)
     outputs = [(name, node) for name, node in graph.outputs if not name.startswith(GRAD_PREFIX)]
     outputs += [(p.name + NEXT_SUFFIX, n) for p, n in zip(params, next_params)]
     outputs += [(s.name + NEXT_SUFFIX, n) for s, n in zip(states, next_states)]
-    hyper = graph.inputs_with_role("hyper")
-    others = [n for n in graph.inputs if n.role not in ("hyper", "param")]
-    inputs = others + [lr] + hyper + params + states
+    inputs = (graph.inputs_with_role("data", "target") + [lr] + graph.inputs_with_role("hyper") + params
+              + graph.inputs_with_role("frozen", "buffer") + states)
     return Graph(graph.name, inputs, outputs, dict(graph.notes))

@@ -21,6 +21,7 @@ import numpy as np
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_save_npz
 from dslc.runtime.data import read_npz
+from dslc.runtime.layout import state_specs, weight_specs
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = "dslc-checkpoint/1"
@@ -83,18 +84,17 @@ MISMATCH_HINT = (
 
 
 def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> None:
-    """`DataError` unless the checkpoint holds exactly the model's parameters (and optimizer state),
-    with the same names, dtypes and shapes."""
+    """`DataError` unless the checkpoint holds exactly the model's parameters and buffers (and optimizer
+    state), with the same names, dtypes and shapes."""
     model = manifest["model"]
     if ckpt.meta.get("model") != model:
         raise DataError(
             f"checkpoint `{ckpt.path}` was written for model `{ckpt.meta.get('model')}`, not `{model}`",
             hint="pass the run directory of this model",
         )
-    train = manifest["graphs"]["train"]
-    groups = [("parameter", train["params"], ckpt.params)]
+    groups = [("parameter", weight_specs(manifest), ckpt.params)]
     if with_state:
-        groups.append(("optimizer state", train.get("state", []), ckpt.state))
+        groups.append(("optimizer state", state_specs(manifest), ckpt.state))
     for kind, specs, values in groups:
         _check_group(kind, specs, values, f"checkpoint `{ckpt.path}` does not fit model `{model}`")
 
@@ -121,7 +121,7 @@ def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
     against the manifest's parameters."""
     if isinstance(weights, Mapping):
         params = {k: np.asarray(v) for k, v in weights.items()}
-        _check_group("parameter", manifest["graphs"]["train"]["params"], params,
+        _check_group("parameter", weight_specs(manifest), params,
                      f"the weights do not fit model `{manifest['model']}`")
         return params
     ckpt = load_checkpoint(weights)

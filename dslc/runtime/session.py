@@ -110,7 +110,7 @@ class TrainStep:
         self.session = make_session(model_bytes, device, threads)
         self.device, self.device_id = parse_device(device)
         self.spec = spec
-        self.carried = list(spec["params"]) + list(spec.get("state", []))
+        self.carried = list(spec["params"]) + list(spec.get("buffers", [])) + list(spec.get("state", []))
         next_names = {t["next"] for t in self.carried}
         self.data_names = [t["name"] for t in spec["inputs"]]
         self.output_names = [t["name"] for t in spec["outputs"] if t["name"] not in next_names]
@@ -197,6 +197,82 @@ class TrainStep:
         return {t["name"]: np.array(self._current[t["name"]].numpy(), copy=True) for t in self.carried}
 
 
+class SharedSteps:
+    """The training graphs of a model with several objectives (a GAN's discriminator and generator),
+    run one after another on each batch. They share parameters and buffers by name: a graph reads the
+    parameters it does not update (`frozen`) and writes the ones it does, through one store of device
+    values, rebound before every step (the ping-pong buffers of `TrainStep` assume a single writer).
+    """
+
+    def __init__(self, graphs: list[tuple[str, bytes, dict]], device: str = "cpu", threads: int | None = None,
+                 initial: Mapping[str, np.ndarray] | None = None):
+        from dslc.emit.weights import read_initializers
+
+        self.device, self.device_id = parse_device(device)
+        self.graphs = []
+        values: dict[str, np.ndarray] = {}
+        for key, model_bytes, spec in graphs:
+            objective = spec.get("objective", key)
+            carried = list(spec["params"]) + list(spec.get("buffers", [])) + list(spec.get("state", []))
+            next_names = {t["next"] for t in carried}
+            outputs = [t["name"] for t in spec["outputs"] if t["name"] not in next_names]
+            inits = read_initializers(model_bytes)
+            for t in carried + list(spec.get("frozen", [])):
+                values.setdefault(t["name"], inits[t["name"]])
+            self.graphs.append({
+                "session": make_session(model_bytes, device, threads), "spec": spec, "objective": objective,
+                "carried": carried, "reads": [t["name"] for t in carried + list(spec.get("frozen", []))],
+                "outputs": outputs, "hyper": {t["name"]: t for t in spec.get("hyper", [])},
+                "data": [t["name"] for t in spec["inputs"]],
+            })
+        self.names = list(values)
+        self.output_names = [f"{g['objective']}.{name}" for g in self.graphs for name in g["outputs"]]
+        self.set_values(initial if initial is not None else values)
+
+    def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.array(value, order="C", copy=True), self.device, self.device_id)
+
+    def set_values(self, values: Mapping[str, np.ndarray]) -> None:
+        missing = sorted(set(self.names) - set(values))
+        if missing:
+            raise DataError(f"parameter/state values do not match the model: missing {missing}")
+        self._store = {name: self._ortvalue(np.asarray(values[name])) for name in self.names}
+
+    def step(self, batch: Mapping[str, np.ndarray], hypers: list[Mapping[str, object]]) -> dict[str, float]:
+        """One step of every objective on `batch`, in order; `hypers[k]` are objective k's hyper-inputs.
+        Returns `<objective>.<loss or metric>` values."""
+        results = {}
+        for graph, hyper in zip(self.graphs, hypers):
+            io = graph["session"].io_binding()
+            fed = []
+            for name in graph["data"]:
+                io.bind_cpu_input(name, batch[name])
+            for name, spec in graph["hyper"].items():
+                if name in hyper:
+                    value = self._ortvalue(np.asarray(hyper[name], dtype=_np_dtype(spec)))
+                    fed.append(value)
+                    io.bind_ortvalue_input(name, value)
+            for name in graph["reads"]:
+                io.bind_ortvalue_input(name, self._store[name])
+            for name in graph["outputs"]:
+                io.bind_output(name, "cpu")
+            for t in graph["carried"]:
+                io.bind_output(t["next"], self.device if self.device == "cpu" else "cuda", self.device_id)
+            _run(graph["session"], io, f"the training step of objective `{graph['objective']}`")
+            outputs = io.get_outputs()
+            for i, name in enumerate(graph["outputs"]):
+                results[f"{graph['objective']}.{name}"] = float(outputs[i].numpy())
+            for j, t in enumerate(graph["carried"]):
+                self._store[t["name"]] = outputs[len(graph["outputs"]) + j]
+        return results
+
+    def ortvalues(self) -> dict[str, ort.OrtValue]:
+        return dict(self._store)
+
+    def get_values(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self._store[name].numpy(), copy=True) for name in self.names}
+
+
 class Evaluator:
     """Loss and metrics of the evaluation graph (no dropout, no update) on one batch.
 
@@ -208,7 +284,7 @@ class Evaluator:
         self.session = make_session(model_bytes, device, threads)
         self.spec = spec
         self.data_names = [t["name"] for t in spec["inputs"]]
-        self.param_names = [t["name"] for t in spec.get("params", [])]
+        self.param_names = [t["name"] for t in spec.get("params", []) + spec.get("buffers", [])]
         self.output_names = [t["name"] for t in spec["outputs"]]
         self._io = self.session.io_binding()
         for name in self.output_names:

@@ -28,6 +28,7 @@ from dslc.runtime.checkpoint import (
     save_checkpoint,
 )
 from dslc.runtime.data import load_data, num_rows
+from dslc.runtime.layout import eval_key, objective_of, state_specs, train_keys, weight_specs
 
 HISTORY_FILE = "history.json"
 SEED_MULTIPLIER = 1_000_003
@@ -89,7 +90,7 @@ def _weighted_means(sums: Mapping[str, float], count: int) -> dict[str, float]:
 
 def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int, int, int, float | None]:
     """The arguments checked and turned into plain Python numbers (they go into JSON)."""
-    if "train" not in program.manifest["graphs"]:
+    if not train_keys(program.manifest):
         raise DataError(f"model `{program.name}` has no loss, so it cannot be trained",
                         hint="add a `loss` and an `optimizer` to the model")
     if not isinstance(epochs, numbers.Integral) or epochs < 1:
@@ -100,6 +101,9 @@ def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int,
         raise DataError(f"the seed must be a non-negative integer, got {seed}")
     if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
         raise DataError(f"the learning rate must be a finite non-negative number, got {lr}")
+    if lr is not None and len(train_keys(program.manifest)) > 1:
+        raise DataError(f"model `{program.name}` has several objectives, each with its own learning rate",
+                        hint="set each objective's `lr` in the model (or with -D) and drop `--lr`")
     if lr is not None and _spec_by_kind(program.manifest["graphs"]["train"].get("hyper", []), "lr") is None:
         raise DataError(f"model `{program.name}` has no learning rate to override", hint="drop `--lr`")
     return int(epochs), int(batch_size), int(seed), None if lr is None else float(lr)
@@ -137,12 +141,14 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
     """
     from dslc import __version__
-    from dslc.runtime.session import Evaluator, TrainStep
+    from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
 
     reporter = reporter or Reporter()
     epochs, batch_size, seed, lr = _prepare(program, epochs, batch_size, seed, lr)
     manifest = program.manifest
-    spec = manifest["graphs"]["train"]
+    keys = train_keys(manifest)
+    specs = [manifest["graphs"][k] for k in keys]
+    spec = specs[0]  # every objective's graph takes the same data inputs and targets
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_FILE
 
@@ -150,7 +156,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     n = num_rows(arrays)
     if n == 0:
         raise DataError("the training data has no samples")
-    eval_spec = manifest["graphs"].get("eval")
+    eval_specs = [manifest["graphs"].get(eval_key(k)) for k in keys]
+    eval_spec = eval_specs[0]
     val_arrays, n_val = None, 0
     if val_data is not None:
         if eval_spec is None:
@@ -176,14 +183,21 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     global_step = ckpt.meta["global_step"] if ckpt else 0
     initial = {**ckpt.params, **ckpt.state} if ckpt else None
     # Sessions first: an unusable device fails before anything is written.
-    trainer = TrainStep(program.graphs["train"], spec, device, threads, initial=initial)
-    evaluator = Evaluator(program.graphs["eval"], eval_spec, device, threads) if val_arrays else None
+    if len(keys) == 1 and not spec.get("frozen"):
+        trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial)
+    else:
+        trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads, initial)
+    evaluators = {}
+    if val_arrays:
+        for k, es in zip(keys, eval_specs):
+            prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
+            evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     program.build(out_dir)
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
-    seed_spec = _spec_by_kind(spec.get("hyper", []), "seed")
-    loss_name = trainer.output_names[0]
+    seed_specs = [_spec_by_kind(s.get("hyper", []), "seed") for s in specs]
+    loss_names = [name for name in trainer.output_names if name == "loss" or name.endswith(".loss")]
     steps = -(-n // batch_size)
     info = {
         "model": program.name, "device": device, "samples": n, "val_samples": n_val,
@@ -203,28 +217,34 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         sums = dict.fromkeys(trainer.output_names, 0.0)
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
-            hyper = {lr_spec["name"]: lr} if lr is not None else {}
-            if seed_spec is not None:
-                hyper[seed_spec["name"]] = step_seed(seed, global_step)
-            out = trainer.step({k: a[idx] for k, a in arrays.items()}, hyper)
-            if not math.isfinite(out[loss_name]):
-                used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
-                raise _diverged(out[loss_name], epoch + 1, i + 1, global_step, used, ckpt_path)
+            hypers = []
+            for k, seed_spec in enumerate(seed_specs):
+                hyper = {lr_spec["name"]: lr} if lr is not None else {}
+                if seed_spec is not None:
+                    hyper[seed_spec["name"]] = step_seed(seed, global_step * len(keys) + k)
+                hypers.append(hyper)
+            batch = {k: a[idx] for k, a in arrays.items()}
+            out = trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
+            for loss_name in loss_names:
+                if not math.isfinite(out[loss_name]):
+                    used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
+                    raise _diverged(out[loss_name], epoch + 1, i + 1, global_step, used, ckpt_path)
             global_step += 1
             for k, v in out.items():
                 sums[k] += v * len(idx)
             reporter.step_end(i + 1, _weighted_means(sums, min(start + batch_size, n)))
         train_time = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "steps": global_step, **_weighted_means(sums, n)}
-        if evaluator is not None:
-            record.update({f"val_{k}": v for k, v in _evaluate(evaluator, trainer, val_arrays, n_val, batch_size).items()})
+        for prefix, evaluator in evaluators.items():
+            values = _evaluate(evaluator, trainer, val_arrays, n_val, batch_size)
+            record.update({f"val_{prefix}{k}": v for k, v in values.items()})
         record["time"] = time.perf_counter() - t0
         record["samples_per_s"] = n / max(train_time, 1e-9)
         history.append(record)
         meta = {"format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
                 "global_step": global_step, **settings, "manifest_sha256": manifest_hash(manifest),
                 "history": history}
-        _save_epoch(out_dir, spec, trainer.get_values(), meta)
+        _save_epoch(out_dir, manifest, trainer.get_values(), meta)
         reporter.epoch_end(record)
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
     return history
@@ -236,10 +256,11 @@ def _diverged(loss: float, epoch: int, step: int, global_step: int, lr: float, c
                      hint=f"lower the learning rate (`--lr`, now {lr:g}); {last}")
 
 
-def _save_epoch(out_dir: Path, spec: dict, values: Mapping[str, np.ndarray], meta: dict) -> None:
-    """`checkpoint.npz` then `history.json`, each replaced atomically."""
-    save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in spec["params"]},
-                    {t["name"]: values[t["name"]] for t in spec.get("state", [])}, meta)
+def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict) -> None:
+    """`checkpoint.npz` (parameters and buffers, optimizer state) then `history.json`, each replaced
+    atomically."""
+    save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in weight_specs(manifest)},
+                    {t["name"]: values[t["name"]] for t in state_specs(manifest)}, meta)
     atomic_write_text(out_dir / HISTORY_FILE, json.dumps(meta["history"], indent=2) + "\n")
 
 
