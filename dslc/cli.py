@@ -107,6 +107,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     device_option(p)
 
+    p = verb("bench", "time the training step and inference, optionally against PyTorch")
+    compile_options(p)
+    p.add_argument("--batch-size", type=_positive, default=64, help="training batch size (default 64)")
+    p.add_argument("--infer-batch-size", type=_positive, help="inference batch size (default: the training one)")
+    p.add_argument("--steps", type=_positive, default=50, help="timed steps per measurement (default 50)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_define, action="append", default=[],
+                   help="size of a symbolic dimension other than the batch `B` (repeatable)")
+    p.add_argument("--threads", type=_positive, help="intra-op threads for ONNX Runtime and PyTorch (default: all cores)")
+    p.add_argument("--compare", choices=["torch"], help="also time the model's PyTorch eager twin")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+
     p = verb("export", "write a self-contained inference model with trained weights")
     compile_options(p)
     p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
@@ -155,10 +166,48 @@ def _run(args) -> int:
         atomic_save_npz(args.out, outputs)
         shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
         _say(f"wrote {args.out}: {shapes}")
+    elif args.verb == "bench":
+        _bench(program, args)
     elif args.verb == "export":
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")
     return EXIT_OK
+
+
+def _bench(program, args) -> None:
+    import json
+
+    from dslc import bench
+    from dslc.fsutil import atomic_write_text
+
+    dims = {}
+    for name, value in args.dims:
+        if not value.isdigit() or int(value) < 1:
+            raise DataError(f"`--dim {name}={value}`: the size must be a positive integer")
+        dims[name] = int(value)
+    if args.compare == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise DataError("`--compare torch` needs PyTorch", hint="pip install 'dslc[dev]' (torch==2.13.0, CPU)") from None
+    result = bench.run(program, batch_size=args.batch_size, infer_batch_size=args.infer_batch_size, steps=args.steps,
+                       dims=dims, compare_torch=args.compare == "torch", threads=args.threads)
+    r = result.as_json()
+    print(f"{program.name}: batch {r['batch_size']} (inference {r['infer_batch_size']}), {r['threads']} threads, "
+          f"medians of {r['steps']} steps; GEMM peak {r['gemm_gflops']:.0f} GFLOP/s")
+    line = f"  train step  {r['train_step_ms']:8.3f} ms"
+    if r["torch_train_step_ms"] is not None:
+        line += f"   torch {r['torch_train_step_ms']:8.3f} ms   ratio {r['train_ratio']:.2f}"
+    print(line + f"   {r['train_gflop_per_step']:.3f} GFLOP, {100 * r['flop_utilization']:.0f}% of GEMM peak")
+    line = f"  inference   {r['infer_ms']:8.3f} ms"
+    if r["torch_infer_ms"] is not None:
+        line += f"   torch {r['torch_infer_ms']:8.3f} ms   ratio {r['infer_ratio']:.2f}"
+    print(line)
+    if r["loss_check"]:
+        print(f"  first-step loss: dslc {r['loss_check']['dslc']:.6g}, torch {r['loss_check']['torch']:.6g}")
+    if args.json:
+        document = {"machine": bench.machine(), "workloads": {program.name: r}}
+        atomic_write_text(args.json, json.dumps(document, indent=2) + "\n")
 
 
 def _os_error_message(e: OSError) -> str:

@@ -159,7 +159,8 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes)
     manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""))
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
-    return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path)
+    return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,
+                   extras={"lowered": ir_graphs, "final": final})
 
 
 def _defaults(spec) -> dict:

@@ -34,6 +34,9 @@ class Unary(OpDef):
     onnx = ""
     samples = _SAMPLE_UNARY
 
+    def torch(self, T, x, **attrs):
+        return getattr(T, self.name)(x)
+
     def infer(self, x, **attrs):
         expect_float(x)
         return x
@@ -143,6 +146,9 @@ class LeakyRelu(Unary):
         negative = e.node("Mul", e.scalar(alpha, x.type.dtype), e.node("Relu", e.node("Neg", x)))
         return e.node("Sub", e.node("Relu", x), negative)
 
+    def torch(self, T, x, *, alpha):
+        return T.nn.functional.leaky_relu(x, alpha)
+
     def evaluate(self, x, *, alpha):
         return np.where(x > 0, x, alpha * x)
 
@@ -198,6 +204,9 @@ class Gelu(Unary):
 
     def evaluate(self, x):
         return 0.5 * x * (1 + Erf().evaluate(x / math.sqrt(2)))
+
+    def torch(self, T, x):
+        return T.nn.functional.gelu(x)
 
     def grad(self, b, g, out, x):
         half = b.scalar_like(0.5, x)
@@ -285,6 +294,9 @@ class Cast(OpDef):
     def evaluate(self, x, *, to):
         return x.astype(numpy_dtype(to))
 
+    def torch(self, T, x, *, to):
+        return x.to(getattr(T, to))
+
     def grad(self, b, g, out, x, *, to):
         if x.type.is_float and out.type.is_float:
             return [b.cast(g, to=x.type.dtype)]
@@ -304,6 +316,9 @@ def binary_type(a: TensorType, b: TensorType, opname: str) -> TensorType:
 
 class Binary(OpDef):
     onnx = ""
+
+    def torch(self, T, a, b):
+        return getattr(T, self.name)(a, b)
     samples = [Sample(((3, 4), (3, 4))), Sample(((2, 3, 4), (4,))), Sample(((3, 1), (1, 4)))]
 
     def infer(self, a, b):
@@ -378,8 +393,9 @@ class Compare(Binary):
         return binary_type(a, b, self.name).with_dtype("bool")
 
 
-for _name, _onnx, _np in [("greater", "Greater", np.greater), ("less", "Less", np.less),
-                          ("greater_equal", "GreaterOrEqual", np.greater_equal),
-                          ("less_equal", "LessOrEqual", np.less_equal), ("equal", "Equal", np.equal)]:
-    op(_name)(type(_name.title().replace("_", ""), (Compare,), {"onnx": _onnx, "evaluate": staticmethod(_np),
-                                                             "__doc__": f"y = {_name}(a, b) as bool"}))
+for _name, _onnx, _np, _torch in [("greater", "Greater", np.greater, "gt"), ("less", "Less", np.less, "lt"),
+                                  ("greater_equal", "GreaterOrEqual", np.greater_equal, "ge"),
+                                  ("less_equal", "LessOrEqual", np.less_equal, "le"), ("equal", "Equal", np.equal, "eq")]:
+    op(_name)(type(_name.title().replace("_", ""), (Compare,), {
+        "onnx": _onnx, "evaluate": staticmethod(_np), "__doc__": f"y = {_name}(a, b) as bool",
+        "torch": lambda self, T, a, b, _f=_torch: getattr(T, _f)(a, b)}))

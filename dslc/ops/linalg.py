@@ -37,6 +37,12 @@ class MatMul(OpDef):
     def lower(self, e, a, b):
         return e.node("MatMul", a, b)
 
+    def torch(self, T, a, b):
+        return T.matmul(a, b)
+
+    def flops(self, out, a, b):
+        return 2 * _size(out.shape) * a.shape[-1]
+
     def grad(self, b, g, out, x, y):
         if x.type.rank == 2 and y.type.rank == 2:
             return [b.gemm(g, y, trans_b=True), b.gemm(x, g, trans_a=True)]
@@ -47,6 +53,10 @@ class MatMul(OpDef):
         gx = b.matmul(g, b.transpose(y, perm=_swap_last(y.type.rank)))
         gy = b.matmul(b.transpose(x, perm=_swap_last(x.type.rank)), g)
         return [unbroadcast(b, gx, x), unbroadcast(b, gy, y)]
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape))
 
 
 def _swap_last(rank: int) -> tuple[int, ...]:
@@ -77,6 +87,13 @@ class Gemm(OpDef):
     def lower(self, e, a, b, c=None, *, trans_a, trans_b):
         inputs = [a, b] + ([c] if c is not None else [])
         return e.node("Gemm", *inputs, transA=int(trans_a), transB=int(trans_b))
+
+    def torch(self, T, a, b, c=None, *, trans_a, trans_b):
+        a, b = (a.t() if trans_a else a), (b.t() if trans_b else b)
+        return T.mm(a, b) if c is None else T.addmm(c, a, b)
+
+    def flops(self, out, a, b, c=None, *, trans_a, trans_b):
+        return 2 * _size(out.shape) * (a.shape[0] if trans_a else a.shape[1])
 
     def evaluate(self, a, b, c=None, *, trans_a, trans_b):
         y = (a.T if trans_a else a) @ (b.T if trans_b else b)

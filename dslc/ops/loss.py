@@ -30,6 +30,11 @@ class SoftmaxCrossEntropy(OpDef):
         picked = e.node("GatherElements", log_probs, e.node("Unsqueeze", labels, e.int64s([-1])), axis=last)
         return e.node("Neg", e.node("Squeeze", picked, e.int64s([-1])))
 
+    def torch(self, T, logits, labels):
+        flat = T.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long(),
+                                             reduction="none")
+        return flat.reshape(labels.shape)
+
     def evaluate(self, logits, labels):
         z = logits - logits.max(axis=-1, keepdims=True)
         log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
@@ -57,6 +62,9 @@ class SigmoidBinaryCrossEntropy(OpDef):
     def lower(self, e, x, t):
         softplus = e.node("Log", e.node("Add", e.scalar(1.0, x.type.dtype), e.node("Exp", e.node("Neg", e.node("Abs", x)))))
         return e.node("Add", e.node("Sub", e.node("Relu", x), e.node("Mul", x, t)), softplus)
+
+    def torch(self, T, x, t):
+        return T.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
 
     def evaluate(self, x, t):
         return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))

@@ -29,6 +29,9 @@ class Softmax(OpDef):
     def lower(self, e, x, *, axis):
         return e.node("Softmax", x, axis=normalize_axis(axis, x.type.rank))
 
+    def torch(self, T, x, *, axis):
+        return T.softmax(x, dim=axis)
+
     def evaluate(self, x, *, axis):
         z = np.exp(x - x.max(axis=axis, keepdims=True))
         return z / z.sum(axis=axis, keepdims=True)
@@ -50,6 +53,9 @@ class LogSoftmax(OpDef):
 
     def lower(self, e, x, *, axis):
         return e.node("LogSoftmax", x, axis=normalize_axis(axis, x.type.rank))
+
+    def torch(self, T, x, *, axis):
+        return T.log_softmax(x, dim=axis)
 
     def evaluate(self, x, *, axis):
         z = x - x.max(axis=axis, keepdims=True)
@@ -79,6 +85,9 @@ class OneHot(OpDef):
         values = e.const(np.array([0, 1], dtype=np.float32))
         y = e.node("OneHot", labels, e.int64s(depth, scalar=True), values, axis=-1)
         return y if dtype == "float32" else e.node("Cast", y, to=e.onnx_dtype(dtype))
+
+    def torch(self, T, labels, *, depth, dtype):
+        return T.nn.functional.one_hot(labels.long(), depth).to(getattr(T, dtype))
 
     def evaluate(self, labels, *, depth, dtype):
         return (labels[..., None] == np.arange(depth)).astype(numpy_dtype(dtype))

@@ -57,5 +57,8 @@ class RandomUniformLike(OpDef):
         u = e.node("Div", e.node("Cast", e.node("Div", h, i64(128)), to=e.onnx_dtype(dt)), e.scalar(float(1 << 24), dt))
         return e.node("Reshape", u, e.node("Shape", x))
 
+    def torch(self, T, x, seed, *, salt):
+        return T.rand_like(x)  # the twin does not reproduce dslc's masks, only their cost
+
     def evaluate(self, x, seed, *, salt):
         return uniform_numpy(x.shape, int(seed), salt, x.dtype.type)

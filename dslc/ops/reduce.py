@@ -27,6 +27,11 @@ def reduced_type(x: TensorType, axes, keepdims: bool) -> TensorType:
     return x.with_shape(d for i, d in enumerate(x.shape) if i not in ax)
 
 
+def _dims(x, axes) -> tuple[int, ...]:
+    """Torch reduction dims for IR `axes` (None: all) of a tensor `x`."""
+    return tuple(range(x.dim())) if axes is None else tuple(a % x.dim() for a in axes)
+
+
 def spread_back(b, g, x, axes, keepdims):
     """Broadcast the gradient of a reduction back over the reduced axes of `x`."""
     if not keepdims:
@@ -59,6 +64,9 @@ class ReduceSum(Reduce):
     def grad(self, b, g, out, x, *, axes, keepdims):
         return [spread_back(b, g, x, axes, keepdims)]
 
+    def torch(self, T, x, *, axes, keepdims):
+        return T.sum(x, dim=_dims(x, axes), keepdim=keepdims)
+
 
 @op("reduce_mean", axes=None, keepdims=False)
 class ReduceMean(Reduce):
@@ -72,6 +80,9 @@ class ReduceMean(Reduce):
 
     def grad(self, b, g, out, x, *, axes, keepdims):
         return [b.div(spread_back(b, g, x, axes, keepdims), b.size_of(x, axes=reduced_axes(x.type, axes)))]
+
+    def torch(self, T, x, *, axes, keepdims):
+        return T.mean(x, dim=_dims(x, axes), keepdim=keepdims)
 
 
 @op("reduce_max", axes=None, keepdims=False)
@@ -90,6 +101,9 @@ class ReduceMax(Reduce):
         ties = b.reduce_sum(mask, axes=axes, keepdims=True)
         return [b.div(b.mul(spread_back(b, g, x, axes, keepdims), mask), ties)]
 
+    def torch(self, T, x, *, axes, keepdims):
+        return T.amax(x, dim=_dims(x, axes), keepdim=keepdims)
+
 
 @op("argmax", axis=-1, keepdims=False)
 class ArgMax(OpDef):
@@ -102,6 +116,9 @@ class ArgMax(OpDef):
 
     def lower(self, e, x, *, axis, keepdims):
         return e.node("ArgMax", x, axis=normalize_axis(axis, x.type.rank), keepdims=int(keepdims))
+
+    def torch(self, T, x, *, axis, keepdims):
+        return T.argmax(x, dim=axis, keepdim=keepdims)
 
     def evaluate(self, x, *, axis, keepdims):
         y = np.argmax(x, axis=axis)
@@ -125,6 +142,9 @@ class SizeOf(OpDef):
             return e.scalar(static, x.type.dtype)
         dims = e.node("Gather", e.node("Shape", x), e.int64s(ax), axis=0)
         return e.node("Cast", e.node("ReduceProd", dims, keepdims=0), to=e.onnx_dtype(x.type.dtype))
+
+    def torch(self, T, x, *, axes):
+        return T.tensor(float(np.prod([x.shape[d] for d in _dims(x, axes)])), dtype=x.dtype)
 
     def evaluate(self, x, *, axes):
         return np.array(np.prod([x.shape[a] for a in reduced_axes(TensorType("float32", x.shape), axes)]), dtype=x.dtype)

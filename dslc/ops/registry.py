@@ -8,6 +8,10 @@ An op entry says, in one place:
   registered ops with the builder `b`; `None` where no gradient flows. Ops without `grad` are not
   differentiable (comparisons, argmax, random numbers);
 - `evaluate(*arrays, **attrs) -> np.ndarray`: numpy semantics, for constant folding and tests;
+- `torch(T, *tensors, **attrs)`: the same with PyTorch (`T` is the `torch` module, passed in: dslc does
+  not import torch), for the PyTorch twin that `dslc bench --compare torch` runs;
+- `flops(out, *inputs, **attrs) -> int`: multiply-adds ×2 of the op for given shapes (matrix products
+  and convolutions; element-wise ops count 0), for the benchmark's FLOP utilization;
 - `samples`: input shapes and attributes the generic tests run (shape rule vs ONNX Runtime, ONNX Runtime
   vs the ONNX reference evaluator, float64 finite differences vs `grad`).
 """
@@ -38,6 +42,10 @@ class OpDef:
     samples: list[Sample] = []
     grad = None  # set by differentiable ops
     evaluate = None
+    torch = None
+
+    def flops(self, out, *inputs, **attrs) -> int:
+        return 0
 
     def complete_attrs(self, given: dict[str, Any]) -> dict[str, Any]:
         unknown = set(given) - set(self.attrs)

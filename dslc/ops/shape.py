@@ -59,6 +59,9 @@ class Reshape(OpDef):
     def evaluate(self, x, *, shape):
         return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(shape)])
 
+    def torch(self, T, x, *, shape):
+        return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(shape)])
+
     def grad(self, b, g, out, x, *, shape):
         return [b.reshape_like(g, x)]
 
@@ -91,6 +94,9 @@ class ReshapeLike(OpDef):
     def evaluate(self, x, like):
         return x.reshape(like.shape)
 
+    def torch(self, T, x, like):
+        return x.reshape(like.shape)
+
     def grad(self, b, g, out, x, like):
         return [b.reshape_like(g, x), None]
 
@@ -111,6 +117,9 @@ class Flatten(OpDef):
         return e.node("Flatten", x, axis=axis)
 
     def evaluate(self, x, *, axis):
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+    def torch(self, T, x, *, axis):
         return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
     def grad(self, b, g, out, x, *, axis):
@@ -136,6 +145,11 @@ class Squeeze(OpDef):
     def evaluate(self, x, *, axes):
         return np.squeeze(x, axis=tuple(axes))
 
+    def torch(self, T, x, *, axes):
+        for a in sorted((a % x.dim() for a in axes), reverse=True):
+            x = x.squeeze(a)
+        return x
+
     def grad(self, b, g, out, x, *, axes):
         return [b.reshape_like(g, x)]
 
@@ -158,6 +172,12 @@ class Unsqueeze(OpDef):
     def evaluate(self, x, *, axes):
         return np.expand_dims(x, tuple(axes))
 
+    def torch(self, T, x, *, axes):
+        rank = x.dim() + len(axes)
+        for a in sorted(a % rank for a in axes):
+            x = x.unsqueeze(a)
+        return x
+
     def grad(self, b, g, out, x, *, axes):
         return [b.reshape_like(g, x)]
 
@@ -179,6 +199,9 @@ class ExpandLike(OpDef):
 
     def evaluate(self, x, like):
         return np.broadcast_to(x, like.shape).copy()
+
+    def torch(self, T, x, like):
+        return x.expand_as(like)
 
     def grad(self, b, g, out, x, like):
         from dslc.ops.elementwise import unbroadcast
@@ -204,6 +227,9 @@ class Transpose(OpDef):
 
     def evaluate(self, x, *, perm):
         return np.transpose(x, perm)
+
+    def torch(self, T, x, *, perm):
+        return x.permute(*(reversed(range(x.dim())) if perm is None else perm))
 
     def grad(self, b, g, out, x, *, perm):
         p = tuple(reversed(range(x.type.rank))) if perm is None else tuple(perm)
@@ -240,6 +266,9 @@ class Concat(OpDef):
     def evaluate(self, *xs, axis):
         return np.concatenate(xs, axis=axis)
 
+    def torch(self, T, *xs, axis):
+        return T.cat(xs, dim=axis)
+
     def grad(self, b, g, out, *xs, axis):
         a = normalize_axis(axis, out.type.rank)
         grads, start = [], 0
@@ -266,6 +295,11 @@ class Slice(OpDef):
 
     def lower(self, e, x, *, axis, start, end):
         return e.node("Slice", x, e.int64s([start]), e.int64s([end]), e.int64s([axis]))
+
+    def torch(self, T, x, *, axis, start, end):
+        index = [slice(None)] * x.dim()
+        index[axis] = slice(start, end)
+        return x[tuple(index)]
 
     def evaluate(self, x, *, axis, start, end):
         index = [slice(None)] * x.ndim
@@ -295,6 +329,10 @@ class Pad(OpDef):
         pads = [0] * (2 * x.type.rank)
         pads[axis], pads[x.type.rank + axis] = before, after
         return e.node("Pad", x, e.int64s(pads))
+
+    def torch(self, T, x, *, axis, before, after):
+        widths = [0, 0] * (x.dim() - axis % x.dim() - 1) + [before, after]
+        return T.nn.functional.pad(x, widths)
 
     def evaluate(self, x, *, axis, before, after):
         widths = [(0, 0)] * x.ndim

@@ -1,0 +1,75 @@
+"""`dslc bench` in its short mode (the harness, not the timings): the JSON it writes, the FLOP count
+taken from the IR, and the PyTorch twin computing the same training step as the ONNX graphs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import dslc
+from dslc.bench import synthetic_batch
+from dslc.cli import main
+from dslc.twin import TorchTwin, flops
+from golden import ROOT
+from helpers import TrainDriver
+
+torch = pytest.importorskip("torch")
+
+FIELDS = ("train_step_ms", "torch_train_step_ms", "train_ratio", "infer_ms", "torch_infer_ms", "infer_ratio",
+          "flop_utilization")
+
+
+def test_bench_writes_every_field(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(ROOT / "models" / "mlp.dl"), "--batch-size", "16", "--infer-batch-size", "1",
+                 "--steps", "3", "--compare", "torch", "--json", str(out)])
+    assert code == 0
+    document = json.loads(out.read_text())
+    result = document["workloads"]["mlp"]
+    for field in FIELDS:
+        assert isinstance(result[field], float) and result[field] > 0, field
+    assert result["train_ratio"] == pytest.approx(result["train_step_ms"] / result["torch_train_step_ms"])
+    assert result["loss_check"]["dslc"] == pytest.approx(result["loss_check"]["torch"], rel=1e-5)
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_needs_sizes_for_symbolic_dims(tmp_path, capsys):
+    path = tmp_path / "seq.dl"
+    path.write_text("model seq {\n    input x: f32[B, T, 3]\n    target y: f32[B, T, 2]\n"
+                    "    output p = x |> linear(2)\n    loss mse(p, y)\n    optimizer sgd()\n}\n")
+    assert main(["bench", str(path), "--steps", "1"]) == 3
+    assert "`--dim T=N`" in capsys.readouterr().err
+    assert main(["bench", str(path), "--steps", "1", "--dim", "T=5"]) == 0
+
+
+def test_training_step_flops_come_from_the_ir():
+    program = dslc.compile(ROOT / "models" / "mlp.dl")
+    b = 32
+    layers = [(784, 128), (128, 128), (128, 10)]
+    forward = sum(2 * b * i * o for i, o in layers)
+    weight_grads = forward
+    input_grads = sum(2 * b * i * o for i, o in layers[1:])  # no gradient for the data itself
+    assert flops(program.extras["final"]["train"], {"B": b}) == forward + weight_grads + input_grads
+
+
+@pytest.mark.parametrize("model", ["models/mlp.dl", "models/xor.dl", "examples/digits/digits.dl"])
+def test_the_torch_twin_takes_the_same_step(model):
+    torch.set_num_threads(1)
+    program = dslc.compile(ROOT / model, defines={"rate": "0"} if "digits" in model else None)
+    lowered = program.extras["lowered"]
+    twin = TorchTwin(torch, lowered["train"], lowered["infer"], lowered["train"].notes["optimizer"])
+    spec = program.manifest["graphs"]["train"]
+    batch = synthetic_batch(spec["inputs"], {"B": 8}, np.random.default_rng(1))
+    driver = TrainDriver(program)
+    out = driver.run(batch)
+    assert not any(h["kind"] == "seed" for h in spec["hyper"])  # dropout masks would differ
+    loss = twin.loss_and_step(batch)
+    assert loss == pytest.approx(float(out["loss"]), rel=1e-5)
+    for p in spec["params"]:
+        np.testing.assert_allclose(twin.params[p["name"]].detach().numpy(), out[p["next"]], rtol=1e-4, atol=1e-6,
+                                   err_msg=p["name"])
+    inputs = {t["name"]: batch[t["name"]] for t in program.manifest["graphs"]["infer"]["inputs"]}
+    infer = program.predict(inputs, weights={k: v.detach().numpy() for k, v in twin.params.items()})
+    for name, value in twin.infer(inputs).items():
+        np.testing.assert_allclose(value.numpy(), infer[name], rtol=1e-4, atol=1e-6)
