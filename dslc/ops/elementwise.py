@@ -22,6 +22,8 @@ def unbroadcast(b, grad, like):
         return grad
     lead = len(g_shape) - len(shape)
     axes = list(range(lead)) + [lead + i for i, d in enumerate(shape) if d == 1 and g_shape[lead + i] != 1]
+    if lead and axes == list(range(lead)):  # only leading axes (a bias): one reduction, no squeeze
+        return b.reduce_sum(grad, axes=tuple(axes), keepdims=False)
     if axes:
         grad = b.reduce_sum(grad, axes=tuple(axes), keepdims=True)
     if lead:

@@ -63,16 +63,18 @@ def _swap_last(rank: int) -> tuple[int, ...]:
     return tuple(range(rank - 2)) + (rank - 1, rank - 2)
 
 
-@op("gemm", trans_a=False, trans_b=False)
+@op("gemm", trans_a=False, trans_b=False, alpha=1.0, beta=1.0)
 class Gemm(OpDef):
-    """y = op(a) @ op(b) (+ c), op = transpose where `trans_a`/`trans_b`; 2-D only (ONNX Gemm).
+    """y = alpha·op(a) @ op(b) (+ beta·c), op = transpose where `trans_a`/`trans_b`; 2-D only (ONNX Gemm).
     The transposes are attributes, never separate nodes: ORT's Gemm is faster that way."""
 
     samples = [Sample(((3, 4), (4, 5), (5,))), Sample(((4, 3), (4, 5)), {"trans_a": True}),
                Sample(((3, 4), (5, 4), (1, 5)), {"trans_b": True}),
-               Sample(((4, 3), (5, 4)), {"trans_a": True, "trans_b": True})]
+               Sample(((4, 3), (5, 4)), {"trans_a": True, "trans_b": True}),
+               # positive operands: no cancellation, so float32 stays within its relative tolerance
+               Sample((("positive", (3, 4)), ("positive", (4, 5)), ("positive", (3, 5))), {"alpha": 0.75, "beta": 0.3})]
 
-    def infer(self, a, b, c=None, *, trans_a, trans_b):
+    def infer(self, a, b, c=None, *, trans_a, trans_b, alpha, beta):
         if a.rank != 2 or b.rank != 2:
             raise OpError(f"`gemm` needs 2-D operands, got `{a}` and `{b}`")
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -84,22 +86,34 @@ class Gemm(OpDef):
             raise OpError(f"bias `{c}` does not broadcast to `{out}`")
         return out
 
-    def lower(self, e, a, b, c=None, *, trans_a, trans_b):
+    def lower(self, e, a, b, c=None, *, trans_a, trans_b, alpha, beta):
+        if a.type.dtype == "float64" and any(float(np.float32(v)) != v for v in (alpha, beta)):
+            # ONNX stores alpha and beta as float32: scale in float64 instead
+            y = e.node("Mul", e.node("Gemm", a, b, transA=int(trans_a), transB=int(trans_b)), e.scalar(alpha, "float64"))
+            return y if c is None else e.node("Add", y, e.node("Mul", c, e.scalar(beta, "float64")))
         inputs = [a, b] + ([c] if c is not None else [])
-        return e.node("Gemm", *inputs, transA=int(trans_a), transB=int(trans_b))
+        extra = {"alpha": float(alpha)} if alpha != 1.0 else {}
+        if beta != 1.0:
+            extra["beta"] = float(beta)
+        return e.node("Gemm", *inputs, transA=int(trans_a), transB=int(trans_b), **extra)
 
-    def torch(self, T, a, b, c=None, *, trans_a, trans_b):
+    def torch(self, T, a, b, c=None, *, trans_a, trans_b, alpha, beta):
         a, b = (a.t() if trans_a else a), (b.t() if trans_b else b)
-        return T.mm(a, b) if c is None else T.addmm(c, a, b)
+        return alpha * T.mm(a, b) if c is None else T.addmm(c, a, b, beta=beta, alpha=alpha)
 
-    def flops(self, out, a, b, c=None, *, trans_a, trans_b):
+    def flops(self, out, a, b, c=None, *, trans_a, trans_b, alpha, beta):
         return 2 * _size(out.shape) * (a.shape[0] if trans_a else a.shape[1])
 
-    def evaluate(self, a, b, c=None, *, trans_a, trans_b):
-        y = (a.T if trans_a else a) @ (b.T if trans_b else b)
-        return y if c is None else y + c
+    def evaluate(self, a, b, c=None, *, trans_a, trans_b, alpha, beta):
+        y = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
+        return y if c is None else y + beta * c
 
-    def grad(self, b, g, out, x, y, c=None, *, trans_a, trans_b):
+    def grad(self, b, g, out, x, y, c=None, *, trans_a, trans_b, alpha, beta):
+        grad_c = None
+        if c is not None:
+            grad_c = unbroadcast(b, g if beta == 1.0 else b.mul(g, b.scalar_like(beta, g)), c)
+        if alpha != 1.0:
+            g = b.mul(g, b.scalar_like(alpha, g))
         if not trans_a and not trans_b:
             gx, gy = b.gemm(g, y, trans_b=True), b.gemm(x, g, trans_a=True)
         elif not trans_a and trans_b:
@@ -108,7 +122,4 @@ class Gemm(OpDef):
             gx, gy = b.gemm(y, g, trans_b=True), b.gemm(x, g)
         else:
             gx, gy = b.gemm(y, g, trans_a=True, trans_b=True), b.gemm(g, x, trans_a=True, trans_b=True)
-        grads = [gx, gy]
-        if c is not None:
-            grads.append(unbroadcast(b, g, c))
-        return grads
+        return [gx, gy] if c is None else [gx, gy, grad_c]

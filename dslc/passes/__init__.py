@@ -7,6 +7,7 @@ from dslc.ir.graph import Graph
 from dslc.ir.printer import print_graph
 from dslc.ir.verify import verify
 from dslc.passes.autodiff import autodiff
+from dslc.passes.fuse import fuse
 from dslc.passes.infer_shapes import infer_shapes
 from dslc.passes.lower_optimizer import lower_optimizer
 from dslc.passes.simplify import simplify
@@ -15,12 +16,12 @@ Pass = Callable[[Graph], Graph]
 
 # per graph kind, in order; `lower` (AST -> IR) runs before and `emit` (IR -> ONNX) after
 PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
-    "infer": (("infer_shapes", infer_shapes), ("simplify", simplify)),
-    "eval": (("infer_shapes", infer_shapes), ("simplify", simplify)),
+    "infer": (("infer_shapes", infer_shapes), ("simplify", simplify), ("fuse", fuse)),
+    "eval": (("infer_shapes", infer_shapes), ("simplify", simplify), ("fuse", fuse)),
     "train": (("infer_shapes", infer_shapes), ("autodiff", autodiff), ("lower_optimizer", lower_optimizer),
-              ("simplify", simplify)),
+              ("simplify", simplify), ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "autodiff", "lower_optimizer", "simplify")
+PASS_NAMES = ("lower", "infer_shapes", "autodiff", "lower_optimizer", "simplify", "fuse")
 
 
 def run(graph: Graph, kind: str, print_after: str | None = None, printed: list[str] | None = None) -> Graph:
