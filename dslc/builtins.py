@@ -35,8 +35,12 @@ class Builtin:
                 parts.append(p.name)
             else:
                 default = p.default
-                shown = {True: "true", False: "false", None: '"..."'}.get(default, default) if not isinstance(
-                    default, (int, float)) or isinstance(default, bool) else default
+                if default is None:
+                    shown = '"..."' if p.annotation == "str" else "(optional)"
+                elif isinstance(default, bool):
+                    shown = "true" if default else "false"
+                else:
+                    shown = default
                 parts.append(f"{p.name} = {shown}")
         return f"{self.name}({', '.join(parts)})"
 

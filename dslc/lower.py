@@ -20,6 +20,7 @@ from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtyp
 from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import Arg, CallLowering, describe
+from dslc.layers.tensor import compare, subscript
 from dslc.source import Span
 
 @dataclass
@@ -419,6 +420,10 @@ class Lowering(CallLowering):
         if isinstance(expr, ast.Pipe):
             value = self.eval(expr.value, env)
             return self.pipe(value, expr.value.span, expr.stages, env)
+        if isinstance(expr, ast.Compare):  # `a < b`: see dslc/layers/tensor.py
+            return compare(self, expr, env)
+        if isinstance(expr, ast.Index):  # `x[:, -1]`: see dslc/layers/tensor.py
+            return subscript(self, expr, env)
         raise TypeError(f"unknown expression {expr!r}")
 
     def lookup(self, name: ast.Name, env):

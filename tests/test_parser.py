@@ -418,3 +418,85 @@ def test_the_language_reference_examples_parse():
     assert len(snippets) == 4
     for snippet in snippets:
         model_body(snippet)
+
+
+# ---- comparisons and indexing ---------------------------------------------------------------------
+def sexp_full(node) -> str:
+    """`sexp` extended to comparisons (`(< a b)`) and indexing (`x[0, 1:, ::2, ...]`)."""
+    match node:
+        case ast.Compare(op, left, right):
+            return f"({op} {sexp_full(left)} {sexp_full(right)})"
+        case ast.Index(value, subscripts):
+            return f"{sexp_full(value)}[" + ", ".join(sexp_full(s) for s in subscripts) + "]"
+        case ast.Slice(start, stop, step):
+            parts = ["" if p is None else sexp_full(p) for p in (start, stop, step)]
+            return ":".join(parts[:2]) + (f":{parts[2]}" if step is not None else "")
+        case ast.EllipsisIndex():
+            return "..."
+        case ast.Unary(op, operand):
+            return f"({op} {sexp_full(operand)})"
+        case ast.BinOp(op, left, right):
+            return f"({op} {sexp_full(left)} {sexp_full(right)})"
+        case ast.Call(func, args, kwargs):
+            return f"{func}(" + ", ".join([sexp_full(a) for a in args] + [f"{k.name}={sexp_full(k.value)}" for k in kwargs]) + ")"
+        case ast.Pipe(value, stages):
+            return "(|> " + " ".join(sexp_full(s) for s in (value, *stages)) + ")"
+    return sexp(node)
+
+
+@pytest.mark.parametrize("text, shape", [
+    ("a < b", "(< a b)"),
+    ("a <= b", "(<= a b)"),
+    ("a > b", "(> a b)"),
+    ("a >= b", "(>= a b)"),
+    ("a == b", "(== a b)"),
+    ("a != b", "(!= a b)"),
+    ("a + b < c * d", "(< (+ a b) (* c d))"),
+    ("-a >= b @ c - 1", "(>= (- a) (- (@ b c) 1))"),
+    ("a < b |> f", "(|> (< a b) f)"),
+    ("(a < b) == (c > d)", "(== (< a b) (> c d))"),
+    ("f(a == 1, k = b != c)", "f((== a 1), k=(!= b c))"),
+    ("x[0]", "x[0]"),
+    ("x[:, -1]", "x[:, (- 1)]"),
+    ("x[:, 1:3]", "x[:, 1:3]"),
+    ("x[1:, :2, ::2, 1::3, :4:5, 1:2:3]", "x[1:, :2, ::2, 1::3, :4:5, 1:2:3]"),
+    ("x[...]", "x[...]"),
+    ("x[..., 0]", "x[..., 0]"),
+    ("x[n - 1, a:b + 1]", "x[(- n 1), a:(+ b 1)]"),
+    ("x[0][1:]", "x[0][1:]"),
+    ("-x[0]", "(- x[0])"),
+    ("x[0] * y[1]", "(* x[0] y[1])"),
+    ("f(x)[0]", "f(x)[0]"),
+    ("(x |> f)[:, -1]", "(|> x f)[:, (- 1)]"),
+    ("x[0] |> relu", "(|> x[0] relu)"),
+    ("x[:, 0] < 0.5", "(< x[:, 0] 0.5)"),
+])
+def test_comparison_and_index_shape(text, shape):
+    assert sexp_full(expr(text)) == shape
+
+
+@pytest.mark.parametrize("text", ["a < b < c", "a == b != c", "a <= b > c"])
+def test_comparisons_do_not_chain(text):
+    with pytest.raises(DslcError) as info:
+        expr(text)
+    (d,) = info.value.diagnostics
+    assert d.message == "comparisons do not chain"
+    assert text_of(d.span) == text.split()[3]
+
+
+def test_index_spans():
+    index = expr("x[:, 1:3, ..., -1]")
+    assert text_of(index) == "x[:, 1:3, ..., -1]"
+    assert [text_of(s) for s in index.subscripts] == [":", "1:3", "...", "-1"]
+    compare = expr("h[:, 0] >= 0.5 * y")
+    assert (text_of(compare), text_of(compare.left), text_of(compare.right)) == ("h[:, 0] >= 0.5 * y", "h[:, 0]", "0.5 * y")
+
+
+@pytest.mark.parametrize("text, shape", [
+    ("y = x[\n        :,\n        1:3\n    ]", "x[:, 1:3]"),
+    ("y = a <\n        b", "(< a b)"),
+    ("y = a ==\n        b + 1", "(== a (+ b 1))"),
+])
+def test_comparison_and_index_continuation_lines(text, shape):
+    (stmt,) = model_body("    " + text)
+    assert sexp_full(stmt.value) == shape

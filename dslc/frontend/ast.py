@@ -88,7 +88,47 @@ class Pipe:
     span: Span
 
 
-Expr = Union[Number, String, Bool, Name, Unary, BinOp, Call, Pipe]
+@dataclass(frozen=True)
+class Compare:
+    """`left < right`, and `<=`, `>`, `>=`, `==`, `!=`: an element-wise `bool` tensor (comparisons do
+    not chain)."""
+
+    op: str  # "<", "<=", ">", ">=", "==", "!="
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Slice:
+    """`start:stop:step` between the brackets of an index; any part may be left out (None)."""
+
+    start: "Expr | None"
+    stop: "Expr | None"
+    step: "Expr | None"
+    span: Span
+
+
+@dataclass(frozen=True)
+class EllipsisIndex:
+    """`...` between the brackets of an index: as many `:` as the other subscripts leave axes."""
+
+    span: Span
+
+
+Subscript = Union["Expr", Slice, EllipsisIndex]
+
+
+@dataclass(frozen=True)
+class Index:
+    """`value[subscript, ...]`: an integer picks one position (the axis goes), a slice keeps a range."""
+
+    value: "Expr"
+    subscripts: tuple[Subscript, ...]
+    span: Span
+
+
+Expr = Union[Number, String, Bool, Name, Unary, BinOp, Call, Pipe, Compare, Index]
 
 
 # ---- statements --------------------------------------------------------------------------------

@@ -62,7 +62,9 @@ def _grammar_text() -> str:
 
 # ---- layout: which newlines end a statement ---------------------------------------------------
 _ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH", "AT"}
-_OPERATORS = _ARITHMETIC | {"PIPE"}
+_COMPARISONS = {"LT", "LE", "GT", "GE", "EQ", "NE"}
+_BINARY = _ARITHMETIC | _COMPARISONS
+_OPERATORS = _BINARY | {"PIPE"}
 _CLOSING = {"RPAR", "RSQB", "RBRACE"}
 
 
@@ -216,9 +218,9 @@ def _expected(accepts: set[str]) -> str:
             items.append(words)
             left -= group
             break
-    operators = bool(left & _ARITHMETIC)  # "an operator" covers `|>` too; alone, `|>` is named
+    operators = bool(left & _ARITHMETIC)  # "an operator" covers `|>`, comparisons and `[` too; alone, `|>` is named
     if operators:
-        left -= _OPERATORS | {"LPAR"}
+        left -= _OPERATORS | {"LPAR", "LSQB"}
     if "_NL" in left:
         left -= {"RBRACE", "$END"}
     if left - {"$END"}:
@@ -310,7 +312,17 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
                 "a statement is `name = ...` or starts with a keyword such as `input`, `output` or `loss`")
     elif prev is not None and prev.type == "COMMA" and token.type in ("RPAR", "RSQB"):
         hint = "remove the trailing comma"
-    elif token.type in _ARITHMETIC and "PIPE" in accepts and "PLUS" not in accepts:
+    elif token.type in _COMPARISONS and prev2 is not None and "PLUS" in accepts and token.type not in accepts:
+        message, label = "comparisons do not chain", "a second comparison"
+        hint = ("compare two values at a time; to test a range, combine two comparisons, as in "
+                "`where(a < b, b < c, false)`" if token.type in ("LT", "LE", "GT", "GE") else
+                "compare two values at a time; to compare the `bool` result of a comparison, put it in "
+                "parentheses, as in `(a < b) == c`")
+    elif token.type == "RSQB" and prev is not None and prev.type == "LSQB":
+        hint = "write the positions to take, as in `x[0]`, `x[:, -1]` or `x[:, 1:3]`"
+    elif token.type == "COLON" and innermost is not None and innermost.kind == "[" and "RSQB" in accepts:
+        hint = "a slice has at most three parts, `start:stop:step`"
+    elif token.type in _BINARY and "PIPE" in accepts and "PLUS" not in accepts:
         hint = ("a pipeline stage is a call or a name; to compute with the result, put the pipeline "
                 f"in parentheses, as in `(x |> f) {_rest_of_line(source, token.start_pos)}`")
     elif token.type == "PIPE" and (prev is None or prev.type in ("_NL", "LBRACE")):
@@ -329,7 +341,8 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
             "statements belong inside the body of a `model` or a `block`")
     elif token.type in _EXPRESSION_START and "COMMA" in accepts and prev is not None \
             and prev.line == token.line:
-        hint = "separate arguments with `,`"
+        hint = "separate subscripts with `,`" if innermost is not None and innermost.kind == "[" \
+            else "separate arguments with `,`"
     elif token.type in _STATEMENT_START and "_NL" in accepts and prev is not None and prev.line == token.line:
         hint = "put each statement on its own line, or separate them with `;`"
     return Diagnostic(message, span, label, hint, tuple(notes))
@@ -368,7 +381,8 @@ def _character_error(source: SourceFile, offset: int) -> Diagnostic:
     if char in _CHARACTER_HINTS:
         hint = _CHARACTER_HINTS[char]
     elif char in "!%^&<>~=?":
-        hint = "the operators are `+`, `-`, `*`, `/`, `@` (matrix product) and `|>` (pipeline)"
+        hint = ("the operators are `+`, `-`, `*`, `/`, `@` (matrix product), the comparisons `<`, `<=`, `>`, "
+                "`>=`, `==`, `!=` and `|>` (pipeline)")
     elif char.isalpha():
         hint = "names use ASCII letters, digits and `_`"
     else:

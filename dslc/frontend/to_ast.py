@@ -175,6 +175,39 @@ class _ToAst(Transformer_NonRecursive):
         left, right = children
         return ast.BinOp(op, left, right, self._span(meta))
 
+    def lt(self, meta, children):
+        return self._compare("<", meta, children)
+
+    def le(self, meta, children):
+        return self._compare("<=", meta, children)
+
+    def gt(self, meta, children):
+        return self._compare(">", meta, children)
+
+    def ge(self, meta, children):
+        return self._compare(">=", meta, children)
+
+    def eq(self, meta, children):
+        return self._compare("==", meta, children)
+
+    def ne(self, meta, children):
+        return self._compare("!=", meta, children)
+
+    def _compare(self, op, meta, children):
+        left, right = children
+        return ast.Compare(op, left, right, self._span(meta))
+
+    def index(self, meta, children):
+        value, *subscripts = children
+        return ast.Index(value, tuple(subscripts), self._span(meta))
+
+    def slice(self, meta, children):
+        start, stop, step = children
+        return ast.Slice(start, stop, step, self._span(meta))
+
+    def ellipsis(self, meta, children):
+        return ast.EllipsisIndex(self._span(meta))
+
     def neg(self, meta, children):
         return ast.Unary("-", children[0], self._span(meta))
 
