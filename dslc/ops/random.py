@@ -1,8 +1,17 @@
 """Counter-based random numbers: a pure function of (seed, salt, element index).
 
 ONNX's random ops draw a new sequence per session, so a resumed run would not repeat them. Here
-the noise is computed by the graph from an int64 `seed` input that the driver sets every step, with
-integer ops only (exact in every runtime): the same seed gives the same noise anywhere.
+the noise is computed by the graph from an int64 `seed` input that the driver sets every step. The
+hash is float64 arithmetic whose every step is exactly rounded IEEE 754 (multiply, add, floor,
+subtract), so every conforming runtime computes the same bits; with x = index + offset(seed, salt):
+
+    p = fract(x·φ),  q = fract(x·ψ)              (φ, ψ: golden-ratio-like irrationals)
+    p = fract(p·q·65536 + p)
+    u = fract(p·p·65536 + q)
+
+It passes χ² tests of uniformity and of independence between neighbours, strided neighbours and
+seeds (tests/test_random.py), and costs ~17 element-wise ops — an order of magnitude less than the
+int64 modular hash it replaced, which dominated training steps with dropout.
 """
 from __future__ import annotations
 
@@ -11,27 +20,31 @@ import numpy as np
 from dslc.ir.graph import OpError
 from dslc.ops.registry import OpDef, Sample, op
 
-MODULUS = 2147483647  # 2^31 - 1, so a product of two residues fits in int64
-ROUNDS = ((48271, 69621), (16807, 39373), (69621, 48271))
+PHI = 0.6180339887498949  # (√5 - 1) / 2
+PSI = 0.7548776662466927  # 1 / the plastic number
+SCALE = 65536.0
 
 
-def _seed_offset(seed, salt):
-    return ((seed % MODULUS) * 16807 + salt * 1000003 + 12345) % MODULUS
+def _fract(x):
+    return x - np.floor(x)
+
+
+def seed_offset(seed, salt: int):
+    """The per-(seed, salt) offset added to the element index, in [0, 1000)."""
+    return _fract(np.float64(seed) * 0.7351 + np.float64(salt) * 0.3183) * 1000.0
 
 
 def uniform_numpy(shape, seed: int, salt: int, dtype) -> np.ndarray:
-    """numpy twin of the `random_uniform_like` lowering (same integers, same floats)."""
-    n = int(np.prod(shape))
-    h = (np.arange(n, dtype=np.int64) + _seed_offset(np.int64(seed), salt)) % MODULUS
-    for mul, mix in ROUNDS:
-        h = (h * mul) % MODULUS
-        h = (h + (h // 8192) * mix) % MODULUS
-    return ((h // 128).astype(dtype) / dtype(1 << 24)).reshape(shape)
+    """numpy twin of the `random_uniform_like` lowering (the same float64 operations)."""
+    x = np.arange(int(np.prod(shape)), dtype=np.float64) + seed_offset(seed, salt)
+    p, q = _fract(x * PHI), _fract(x * PSI)
+    p = _fract(p * q * SCALE + p)
+    return _fract(p * p * SCALE + q).astype(dtype).reshape(shape)
 
 
 @op("random_uniform_like", salt=0)
 class RandomUniformLike(OpDef):
-    """y ~ U[0, 1) with x's shape and dtype, from the scalar int64 `seed` and the integer `salt`
+    """y ~ U[0, 1] with x's shape and dtype, from the scalar int64 `seed` and the integer `salt`
     (one salt per use site, so two dropout layers draw different masks)"""
 
     samples = [Sample(((3, 4), ("int", (), 1000)), {"salt": 7}, grad=False)]
@@ -44,18 +57,19 @@ class RandomUniformLike(OpDef):
         return x
 
     def lower(self, e, x, seed, *, salt):
-        i64 = lambda v: e.int64s(v, scalar=True)  # noqa: E731
-        count = e.node("ReduceProd", e.node("Shape", x), keepdims=1)
-        index = e.node("Range", i64(0), e.node("Squeeze", count, e.int64s([0])), i64(1))
-        offset = e.node("Mod", e.node("Add", e.node("Add", e.node("Mul", e.node("Mod", seed, i64(MODULUS)), i64(16807)),
-                                                    i64(salt * 1000003)), i64(12345)), i64(MODULUS))
-        h = e.node("Mod", e.node("Add", index, offset), i64(MODULUS))
-        for mul, mix in ROUNDS:
-            h = e.node("Mod", e.node("Mul", h, i64(mul)), i64(MODULUS))
-            h = e.node("Mod", e.node("Add", h, e.node("Mul", e.node("Div", h, i64(8192)), i64(mix))), i64(MODULUS))
-        dt = x.type.dtype
-        u = e.node("Div", e.node("Cast", e.node("Div", h, i64(128)), to=e.onnx_dtype(dt)), e.scalar(float(1 << 24), dt))
-        return e.node("Reshape", u, e.node("Shape", x))
+        f64 = lambda v: e.scalar(v, "float64")  # noqa: E731
+
+        def fract(v):
+            return e.node("Sub", v, e.node("Floor", v))
+
+        count = e.node("Cast", e.node("ReduceProd", e.node("Shape", x), keepdims=0), to=e.onnx_dtype("float64"))
+        seed64 = e.node("Cast", seed, to=e.onnx_dtype("float64"))
+        offset = e.node("Mul", fract(e.node("Add", e.node("Mul", seed64, f64(0.7351)), f64(float(salt) * 0.3183))), f64(1000.0))
+        position = e.node("Add", e.node("Range", f64(0.0), count, f64(1.0)), offset)
+        p, q = fract(e.node("Mul", position, f64(PHI))), fract(e.node("Mul", position, f64(PSI)))
+        p = fract(e.node("Add", e.node("Mul", e.node("Mul", p, q), f64(SCALE)), p))
+        u = fract(e.node("Add", e.node("Mul", e.node("Mul", p, p), f64(SCALE)), q))
+        return e.node("Reshape", e.node("Cast", u, to=e.onnx_dtype(x.type.dtype)), e.node("Shape", x))
 
     def torch(self, T, x, seed, *, salt):
         return T.rand_like(x)  # the twin does not reproduce dslc's masks, only their cost

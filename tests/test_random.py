@@ -1,0 +1,67 @@
+"""The graph's random numbers (dropout masks): uniform, independent of their neighbours and across
+seeds and salts, and the same in ONNX Runtime as in their numpy definition."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dslc.emit.onnx import emit_graph
+from dslc.ir.graph import Builder, Graph
+from dslc.ir.types import TensorType
+from dslc.ops.random import uniform_numpy
+from helpers import ort_session
+
+SHAPE = (16, 64, 256)  # 262,144 numbers
+
+
+def draw(seed: int, salt: int = 1, dtype: str = "float64") -> np.ndarray:
+    b = Builder()
+    x = b.input("x", TensorType(dtype, ("B",) + SHAPE[1:]), "data")
+    s = b.input("seed", TensorType("int64", ()), "data")
+    model = emit_graph(Graph("noise", [x, s], [("u", b.random_uniform_like(x, s, salt=salt))]))
+    (u,) = ort_session(model).run(None, {"x": np.zeros(SHAPE, dtype), "seed": np.array(seed, np.int64)})
+    return u.astype(np.float64).ravel()
+
+
+def chi2_per_dof(counts: np.ndarray) -> float:
+    expected = counts.sum() / counts.size
+    return float(((counts - expected) ** 2 / expected).sum() / (counts.size - 1))
+
+
+def pairs(a: np.ndarray, b: np.ndarray) -> float:
+    counts, _, _ = np.histogram2d(a, b, bins=20, range=[[0, 1], [0, 1]])
+    return chi2_per_dof(counts)
+
+
+@pytest.fixture(scope="module")
+def u():
+    return draw(12345)
+
+
+def test_uniform(u):
+    assert u.min() >= 0 and u.max() <= 1
+    assert abs(u.mean() - 0.5) < 0.003 and abs(u.var() - 1 / 12) < 0.002
+    counts, _ = np.histogram(u, bins=100, range=(0, 1))
+    assert chi2_per_dof(counts) < 1.5
+
+
+@pytest.mark.parametrize("lag", [1, 2, 256, 64 * 256])
+def test_neighbours_are_independent(u, lag):
+    assert pairs(u[:-lag], u[lag:]) < 1.5
+
+
+def test_seeds_and_salts_are_independent(u):
+    assert pairs(u, draw(12346)) < 1.5
+    assert pairs(u, draw(12345, salt=2)) < 1.5
+    assert pairs(draw(0), draw(1)) < 1.5
+
+
+def test_onnx_runtime_computes_the_numpy_definition_exactly():
+    np.testing.assert_array_equal(draw(77, salt=5), uniform_numpy(SHAPE, 77, 5, np.float64).ravel())
+    np.testing.assert_array_equal(draw(77, salt=5, dtype="float32"),
+                                  uniform_numpy(SHAPE, 77, 5, np.float32).ravel().astype(np.float64))
+
+
+def test_dropout_keeps_the_expected_fraction(u):
+    for rate in (0.1, 0.5, 0.9):
+        assert abs(np.mean(u >= rate) - (1 - rate)) < 0.003
