@@ -175,8 +175,10 @@ class Lowering(CallLowering):
         self.ctx = Context(self)
         self.scope: list[str] = []
         self.layer_counts: dict[tuple, int] = {}
+        self.param_index: dict[str, Node] = {}
         self.layer_kinds: dict[str, str] = {}  # layer name -> kind (`dense`, a block's name, ...)
         self.sharing_stack: list[bool] = []
+        self.entered_scopes: set[str] = set()
         self.salt = 0
         self.depth = 0
 
@@ -206,7 +208,8 @@ class Lowering(CallLowering):
         full = self.new_layer(block, explicit, span)
         self.scope.append(full.rsplit(".", 1)[-1])
         inner = ".".join(self.scope)
-        shared = explicit is not None and any(k[0] == inner or k[0].startswith(inner + ".") for k in self.layer_counts)
+        shared = explicit is not None and full in self.entered_scopes
+        self.entered_scopes.add(full)
         self.sharing_stack.append(shared)
         if shared:  # the layers inside get the names they had the first time
             for key in [k for k in self.layer_counts if k[0] == inner or k[0].startswith(inner + ".")]:
@@ -221,7 +224,7 @@ class Lowering(CallLowering):
         return any(self.sharing_stack)
 
     def new_param(self, name, shape, init, kind, fan_in, fan_out, span) -> Node:
-        existing = next((p for p in self.result.params if p.name == name), None)
+        existing = self.param_index.get(name)
         if existing is not None:  # a shared layer, called again
             if existing.type.shape != shape:
                 raise error(f"layer `{name.rsplit('.', 1)[0]}` is shared, but this call needs `{name}` of shape "
@@ -233,6 +236,7 @@ class Lowering(CallLowering):
         role = "param" if self.updates is None or selected(self.updates, name, kind) else "frozen"
         node = Builder(span).input(name, TensorType(self.float_dtype, shape), role, default=default, init=str(init))
         self.result.params.append(node)
+        self.param_index[name] = node
         self.result.param_kinds[name] = kind
         return node
 

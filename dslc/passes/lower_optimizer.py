@@ -19,7 +19,8 @@ def lower_optimizer(graph: Graph) -> Graph:
     spec = graph.notes["optimizer"]
     b = Builder(spec.span)
     params = graph.inputs_with_role("param")
-    grads = [graph.output(GRAD_PREFIX + p.name) for p in params]
+    outputs_by_name = dict(graph.outputs)
+    grads = [outputs_by_name[GRAD_PREFIX + p.name] for p in params]
     dtype = graph.notes["float_dtype"]
     lr = b.input(LR, TensorType(dtype, ()), "hyper", default=np.array(spec.setting("lr"), dtype=numpy_dtype(dtype)), kind="lr")
     states = state_inputs(b, spec, params, graph.notes.get("state_prefix", ""))
