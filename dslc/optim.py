@@ -88,6 +88,9 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
     wd = spec.setting("weight_decay")
     kind = spec.kind
 
+    if kind == "sgd" and spec.setting("momentum") and spec.setting("nesterov"):
+        lr_nesterov_new = b.mul(lr_t, c(1.0 + spec.setting("momentum")))
+        lr_nesterov_old = b.mul(lr_t, c(spec.setting("momentum")))
     if kind in ("adam", "adamw"):
         beta1, beta2, eps = spec.setting("beta1"), spec.setting("beta2"), spec.setting("eps")
         # lr_t/(1-β1^t) · m / (√(v/(1-β2^t)) + ε) = α · m / (√v + ε̂) with α = lr_t·√(1-β2^t)/(1-β1^t), ε̂ = ε·√(1-β2^t).
@@ -108,13 +111,18 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
             slot = lambda name: slots[(p.name, name)]  # noqa: E731
             if kind == "sgd":
                 mu = spec.setting("momentum")
-                if mu:
+                if mu and spec.setting("nesterov"):
+                    # p - lr·(g + μ·v') = p - lr·(1+μ)·v' + lr·μ·v: g is used once, so the `fuse` pass
+                    # can compute v' = μ·v + g inside the gradient's Gemm
                     v = b.add(b.mul(c(mu), slot("velocity")), g)
                     next_state[slot("velocity").name] = v
-                    direction = b.add(g, b.mul(c(mu), v)) if spec.setting("nesterov") else v
+                    new_p = b.add(b.sub(p, b.mul(lr_nesterov_new, v)), b.mul(lr_nesterov_old, slot("velocity")))
+                elif mu:
+                    v = b.add(b.mul(c(mu), slot("velocity")), g)
+                    next_state[slot("velocity").name] = v
+                    new_p = b.sub(p, b.mul(lr_t, v))
                 else:
-                    direction = g
-                new_p = b.sub(p, b.mul(lr_t, direction))
+                    new_p = b.sub(p, b.mul(lr_t, g))
             elif kind == "rmsprop":
                 rho, mu, eps = spec.setting("rho"), spec.setting("momentum"), spec.setting("eps")
                 s = b.add(b.mul(c(rho), slot("square_avg")), b.mul(c(1.0 - rho), b.mul(g, g)))

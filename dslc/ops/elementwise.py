@@ -124,14 +124,16 @@ class Sigmoid(Unary):
 
 @op("relu")
 class Relu(Unary):
-    """y = max(x, 0); the gradient is a multiply by the mask x > 0 (faster than `Where` in ORT)."""
+    """y = max(x, 0); the gradient is a multiply by the mask x > 0, computed as sign(y) (a multiply is
+    faster than `Where` in ORT)."""
     onnx = "Relu"
 
     def evaluate(self, x):
         return np.maximum(x, 0)
 
     def grad(self, b, g, out, x):
-        return [b.mul(g, b.cast(b.greater(x, b.scalar_like(0.0, x)), to=x.type.dtype))]
+        # sign(relu(x)) is the mask x > 0: two ops (Sign, Mul) where a comparison would take three
+        return [b.mul(g, b.sign(out))]
 
 
 @op("leaky_relu", alpha=0.01)
