@@ -39,6 +39,8 @@ class Builtin:
                     shown = '"..."' if p.annotation == "str" else "(optional)"
                 elif isinstance(default, bool):
                     shown = "true" if default else "false"
+                elif isinstance(default, str) and p.annotation == "str":
+                    shown = f'"{default}"'
                 else:
                     shown = default
                 parts.append(f"{p.name} = {shown}")

@@ -147,7 +147,7 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         graphs[key] = serialize(model)
         files[key] = f"{name}.{key}.onnx"
 
-    entries = {"infer": mf.infer_entry(final["infer"], files["infer"])}
+    entries = {"infer": mf.infer_entry(final["infer"], files["infer"], infer.target_classes)}
     optimizers = {}
     for objective_name, (train, ev, _) in trained.items():
         classes = {**ev.target_classes, **train.target_classes}

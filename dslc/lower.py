@@ -93,9 +93,11 @@ class Context:
         self._l.salt += 1
         return self._l.salt
 
-    def note_classes(self, target: Node, classes) -> None:
-        if target.op == "input" and target.role == "target" and isinstance(classes, int):
-            self._l.result.target_classes[target.name] = classes
+    def note_classes(self, value: Node, classes) -> None:
+        """Record that integer input or target `value` holds indices below `classes` (class labels,
+        token ids), so that the data loader rejects values out of range with a clear message."""
+        if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
+            self._l.result.target_classes[value.name] = classes
 
 
 def objectives(model: ast.Model) -> list[ast.Objective]:

@@ -415,7 +415,7 @@ def test_the_language_reference_examples_parse():
     for block in complete:
         parse(SourceFile.from_text("LANGUAGE.md", block))
     snippets = [b for b in blocks if b.startswith(("h = x |> repeat", "input", "output", "loss"))]
-    assert len(snippets) == 4
+    assert len(snippets) == 5
     for snippet in snippets:
         model_body(snippet)
 

@@ -547,3 +547,27 @@ def test_compile_passes_defines_as_strings(monkeypatch):
     assert calls == [("m.dl", {"hidden": "128", "rate": "0.5", "act": "relu"}, "float32", 0),
                      ("m.dl", {"seed": "3", "hidden": "2"}, "float64", 7)]
     assert dslc.__version__ == "0.1.0" and dslc.Program is not None and dslc.DslcError and dslc.DataError
+
+
+def test_embedding_ids_out_of_range_are_a_data_error(tmp_path):
+    """Token ids are checked against the vocabulary before anything runs (ONNX Runtime's Gather would
+    stop mid-run instead)."""
+    from helpers import compile_text
+
+    program = compile_text(tmp_path, """
+        model tokens {
+            input  ids: i64[B, 4]
+            target y: f32[B, 2]
+            output p = ids |> embedding(10, 3) |> flatten |> dense(2)
+            loss mse(p, y)
+            optimizer sgd()
+        }
+    """)
+    assert program.manifest["graphs"]["infer"]["inputs"][0]["classes"] == 10
+    ids = np.zeros((3, 4), np.int64)
+    ids[2, 1] = 10
+    with pytest.raises(DataError) as info:
+        program.predict({"ids": ids})
+    assert info.value.message == "id 10 out of range for 10 entries in array `ids` at index (2, 1)"
+    with pytest.raises(DataError, match="id 10 out of range"):
+        program.train({"ids": ids, "y": np.zeros((3, 2), np.float32)}, epochs=1, batch_size=2, out_dir=tmp_path / "r")

@@ -52,10 +52,10 @@ def eval_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
     }
 
 
-def infer_entry(graph: Graph, file: str) -> dict:
+def infer_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
     return {
         "file": file,
-        "inputs": [tensor(n.name, n.type) for n in graph.inputs_with_role("data")],
+        "inputs": [tensor(n.name, n.type, classes=classes.get(n.name)) for n in graph.inputs_with_role("data")],
         "outputs": [tensor(name, node.type) for name, node in graph.outputs],
     }
 

@@ -80,7 +80,7 @@ def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) ->
         _check_shape(array, spec, where, sizes)
         out[name] = _cast(array, spec, where)
         if "classes" in spec and np.issubdtype(out[name].dtype, np.integer):
-            _check_labels(out[name], spec["classes"], name, where)
+            _check_labels(out[name], spec["classes"], name, where, spec.get("role") == "target")
     return out
 
 
@@ -148,13 +148,18 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
     raise DataError(wrong)
 
 
-def _check_labels(labels: np.ndarray, classes: int, name: str, where: str) -> None:
+def _check_labels(labels: np.ndarray, classes: int, name: str, where: str, target: bool) -> None:
     bad = (labels < 0) | (labels >= classes)
     if bad.any():
         value = labels[bad][0]
+        if target:
+            raise DataError(
+                f"label {value} out of range for {classes} classes in array `{name}` at index {_index(bad, labels.shape)}",
+                hint=f"class labels must lie in 0..{classes - 1}; check {where}",
+            )
         raise DataError(
-            f"label {value} out of range for {classes} classes in array `{name}` at index {_index(bad, labels.shape)}",
-            hint=f"class labels must lie in 0..{classes - 1}; check {where}",
+            f"id {value} out of range for {classes} entries in array `{name}` at index {_index(bad, labels.shape)}",
+            hint=f"ids (e.g. of an `embedding`) must lie in 0..{classes - 1}; check {where}",
         )
 
 

@@ -1,0 +1,448 @@
+"""Recurrent ops: the recurrence of an RNN, GRU or LSTM layer over a whole sequence, and `pick`/`stack`
+(one step of a sequence, and steps back into a sequence).
+
+A scan op takes the input projections of every step, `xp = x @ W_ih + b_ih` `[B, T, G·H]` (the layer
+computes them with one matrix product for all steps), and runs the recurrence
+`h_t = cell(xp_t, h_{t-1} @ W_hh + b_hh)` from the initial state (zeros when absent), in time order or,
+with `reverse`, from the last step to the first. Its output holds every step's state, at the step's
+position: `[B, T, H]` (RNN, GRU) or `[B, T, 2H]` (LSTM: h_t and c_t side by side). Gates follow
+PyTorch's layout — GRU r, z, n with the reset gate applied after the recurrent product (ONNX
+`linear_before_reset=1`); LSTM i, f, g, o — so weights copy to and from `torch.nn.GRU`/`LSTM`.
+
+Lowering: the recurrence is unrolled into standard ONNX ops, one `Gemm` per step for the recurrent
+product (T must be a number). The ONNX `GRU` op is no faster (GRU, hidden 128, batch 100, 40 steps,
+2 threads: 3.5–3.75 ms vs 3.35–3.45 ms unrolled) and cannot give an LSTM's cell states, which the
+gradient needs.
+
+Gradient: ONNX has none for its RNN ops, so it is built here from registered ops, with everything
+that does not depend on the previous step hoisted out of the time loop: the gates are recomputed
+from the output states with one matrix product for all steps; every element-wise derivative
+factor is computed for all steps at once; the loop itself does per step only the recurrent
+back-propagation (`dh_{t-1} = dh_t·∂h_t/∂h_{t-1} + dpre_t @ W_hhᵀ`); and the weight gradient is one
+matrix product over all steps after it, `dW_hh = Σ_t h_{t-1}ᵀ dpre_t` (the input projection's
+gradient, likewise one product, comes from `matmul`'s rule).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dslc.ir.graph import OpError
+from dslc.ir.types import TensorType, normalize_axis
+from dslc.ops.registry import REQUIRED, OpDef, Sample, expect_float, op
+
+
+# ---- steps of a sequence ---------------------------------------------------------------------------
+@op("pick", axis=REQUIRED, index=REQUIRED)
+class Pick(OpDef):
+    """y = x[..., index, ...] along `axis`, which disappears (ONNX Gather with a scalar index)"""
+
+    samples = [Sample(((2, 4, 3),), {"axis": 1, "index": 3}), Sample(((3, 5),), {"axis": 1, "index": -5}),
+               Sample(((4, 2, 3),), {"axis": 0, "index": 1})]
+
+    def infer(self, x, *, axis, index):
+        a = _axis(axis, x.rank, x)
+        size = x.shape[a]
+        if not isinstance(size, int):
+            raise OpError(f"cannot pick from the symbolic axis {axis} of `{x}`")
+        if not -size <= index < size:
+            raise OpError(f"index {index} is out of range for axis {axis} of `{x}`")
+        return x.with_shape(d for i, d in enumerate(x.shape) if i != a)
+
+    def lower(self, e, x, *, axis, index):
+        return e.node("Gather", x, e.int64s(index, scalar=True), axis=normalize_axis(axis, x.type.rank))
+
+    def evaluate(self, x, *, axis, index):
+        return np.take(x, index, axis=axis)
+
+    def torch(self, T, x, *, axis, index):
+        return x.select(axis, index)
+
+    def grad(self, b, g, out, x, *, axis, index):
+        a = normalize_axis(axis, x.type.rank)
+        size = x.type.shape[a]
+        i = index % size
+        return [b.pad(b.unsqueeze(g, axes=(a,)), axis=a, before=i, after=size - i - 1)]
+
+
+@op("stack", axis=0)
+class Stack(OpDef):
+    """y = the inputs (all of one type) stacked along a new axis `axis` (numpy `stack`)"""
+
+    samples = [Sample(((2, 3), (2, 3), (2, 3)), {"axis": 1}), Sample(((3, 2), (3, 2)), {"axis": 0}),
+               Sample(((2, 3), (2, 3)), {"axis": -1})]
+
+    def infer(self, *xs, axis):
+        first = xs[0]
+        for x in xs[1:]:
+            if x != first:
+                raise OpError(f"cannot stack `{first}` and `{x}`", hint="stacked tensors need the same type")
+        a = _axis(axis, first.rank + 1, first)
+        shape = list(first.shape)
+        shape.insert(a, len(xs))
+        return first.with_shape(shape)
+
+    def lower(self, e, *xs, axis):
+        a = normalize_axis(axis, xs[0].type.rank + 1)
+        axes = e.int64s([a])
+        return e.node("Concat", *[e.node("Unsqueeze", x, axes) for x in xs], axis=a)
+
+    def evaluate(self, *xs, axis):
+        return np.stack(xs, axis=axis)
+
+    def torch(self, T, *xs, axis):
+        return T.stack(xs, dim=axis)
+
+    def grad(self, b, g, out, *xs, axis):
+        a = normalize_axis(axis, out.type.rank)
+        return [b.pick(g, axis=a, index=i) for i in range(len(xs))]
+
+
+def _axis(axis: int, rank: int, t: TensorType) -> int:
+    a = normalize_axis(axis, rank)
+    if a is None:
+        raise OpError(f"axis {axis} is out of range for `{t}`", hint=f"axes run from {-rank} to {rank - 1}")
+    return a
+
+
+# ---- the recurrences ---------------------------------------------------------------------------------
+class Scan(OpDef):
+    """Shared by the scan ops: the shape rule, the unrolled lowering's loop, and the gradient's helpers.
+    Inputs: `xp` `[B, T, G·H]`, `w_hh` `[H, G·H]`, `b_hh` `[G·H]`, then the initial states `[B, H]`
+    (none, or `states` of them: all or nothing)."""
+
+    gates = 1  # G
+    states = 1  # initial-state inputs: h (and c for the LSTM)
+    width = 1  # the output holds `width` states per step
+
+    def infer(self, xp, w_hh, b_hh, *initial, **attrs):
+        for t in (xp, w_hh, b_hh, *initial):
+            expect_float(t)
+            if t.dtype != xp.dtype:
+                raise OpError(f"`{self.name}` of mismatched dtypes `{xp}` and `{t}`")
+        if xp.rank != 3:
+            raise OpError(f"`{self.name}` needs input projections `[B, T, {self.gates}·H]`, got `{xp}`")
+        batch, steps, cols = xp.shape
+        if not isinstance(steps, int) or steps < 1:
+            raise OpError(f"`{self.name}` needs a fixed, positive number of time steps, got `{xp}`")
+        if w_hh.rank != 2 or not isinstance(w_hh.shape[0], int):
+            raise OpError(f"`{self.name}` needs a recurrent weight `[H, {self.gates}·H]`, got `{w_hh}`")
+        units = w_hh.shape[0]
+        if w_hh.shape[1] != self.gates * units or cols != self.gates * units:
+            raise OpError(f"`{self.name}` with {units} units needs `[B, T, {self.gates * units}]` projections and a "
+                          f"`[{units}, {self.gates * units}]` weight, got `{xp}` and `{w_hh}`")
+        if b_hh.shape != (self.gates * units,):
+            raise OpError(f"`{self.name}` needs a recurrent bias `[{self.gates * units}]`, got `{b_hh}`")
+        if len(initial) not in (0, self.states):
+            raise OpError(f"`{self.name}` takes {self.states} initial state(s) or none, got {len(initial)}")
+        for s in initial:
+            if s.shape != (batch, units):
+                raise OpError(f"`{self.name}` needs initial states `[{batch}, {units}]`, got `{s}`")
+        return xp.with_shape((batch, steps, self.width * units))
+
+    # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives the step's new state(s)
+    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell) -> str:
+        steps = xp.type.shape[1]
+        prev = list(initial) or None
+        outputs: list[list[str]] = [[] for _ in range(self.width)]
+        for t in _order(steps, reverse):
+            a = e.node("Gather", xp, e.int64s(t, scalar=True), axis=1)
+            # without an initial state the first step's recurrent product is just the bias
+            hp = b_hh if prev is None else e.node("Gemm", prev[0], w_hh, b_hh)
+            prev = cell(e, a, hp, prev)
+            for k, s in enumerate(prev):
+                outputs[k].append(s)
+        if reverse:
+            outputs = [list(reversed(o)) for o in outputs]
+        units = w_hh.type.shape[0]
+        seqs = [e.node("Reshape", e.node("Concat", *o, axis=1), e.int64s([0, steps, units])) for o in outputs]
+        return seqs[0] if len(seqs) == 1 else e.node("Concat", *seqs, axis=2)
+
+    # -- numpy semantics
+    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell) -> np.ndarray:
+        batch, steps, _ = xp.shape
+        units = w_hh.shape[0]
+        prev = list(initial) or None
+        out = np.zeros((batch, steps, self.width * units), dtype=xp.dtype)
+        for t in _order(steps, reverse):
+            hp = b_hh + np.zeros((batch, 1), xp.dtype) if prev is None else prev[0] @ w_hh + b_hh
+            prev = cell(xp[:, t], hp, prev)
+            out[:, t] = np.concatenate(prev, axis=1)
+        return out
+
+    # -- PyTorch semantics (for the benchmark's twin)
+    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell):
+        """The recurrence step by step in PyTorch (autograd differentiates it); `cell` as for numpy."""
+        prev = list(initial) or None
+        outputs = [None] * xp.shape[1]
+        for t in _order(xp.shape[1], reverse):
+            hp = b_hh.expand(xp.shape[0], -1) if prev is None else T.addmm(b_hh, prev[0], w_hh)
+            prev = cell(xp[:, t], hp, prev)
+            outputs[t] = T.cat(prev, dim=1) if len(prev) > 1 else prev[0]
+        return T.stack(outputs, dim=1)
+
+    def flops(self, out, xp, w_hh, b_hh, *initial, **attrs):
+        """The recurrent products h_{t-1} @ w_hh (the first step has none without an initial state)."""
+        batch, steps, cols = xp.shape
+        return 2 * batch * (steps if initial else steps - 1) * cols * w_hh.shape[0]
+
+
+def _order(steps: int, reverse: bool):
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+def _gate(e, x, k: int, units: int) -> str:
+    """Columns k·H .. (k+1)·H of `x` `[B, G·H]` or `[G·H]` (ONNX Slice on the last axis)."""
+    return e.node("Slice", x, e.int64s([k * units]), e.int64s([(k + 1) * units]), e.int64s([-1]))
+
+
+def _gates(b, x, count: int):
+    """`x` `[B, T, count·H]` split along the last axis into `count` tensors `[B, T, H]`."""
+    units = x.type.shape[2] // count
+    return [b.slice(x, axis=2, start=k * units, end=(k + 1) * units) for k in range(count)]
+
+
+def previous_states(b, seq, initial, reverse: bool):
+    """`[B, T, H]`: the state each step starts from — the initial state (zeros when absent) at the first
+    step, then the step before's output."""
+    steps = seq.type.shape[1]
+    rest = None
+    if steps > 1:
+        rest = b.slice(seq, axis=1, start=1, end=steps) if reverse else b.slice(seq, axis=1, start=0, end=steps - 1)
+    if initial is None:
+        if rest is None:
+            return b.mul(seq, b.scalar_like(0.0, seq))
+        return b.pad(rest, axis=1, before=int(not reverse), after=int(reverse))
+    first = b.unsqueeze(initial, axes=(1,))
+    if rest is None:
+        return first
+    return b.concat(rest, first, axis=1) if reverse else b.concat(first, rest, axis=1)
+
+
+def backward_loop(b, steps: int, reverse: bool, step):
+    """Run `step(t, carry) -> (value, carry)` from the last processed step to the first; returns the
+    values stacked at their positions `[B, T, ...]` and the final carry (the initial state's gradient)."""
+    values, carry = {}, None
+    for t in reversed(list(_order(steps, reverse))):
+        values[t], carry = step(t, carry)
+    return b.stack(*[values[t] for t in range(steps)], axis=1), carry
+
+
+def weight_grads(b, prev, dpre):
+    """dW_hh = Σ_t h_{t-1}ᵀ dpre_t as one GEMM over all steps, and db_hh = Σ dpre."""
+    dw = b.gemm(b.flatten(prev, axis=2), b.flatten(dpre, axis=2), trans_a=True)
+    return dw, b.reduce_sum(dpre, axes=(0, 1))
+
+
+def _one_minus(b, x):
+    return b.sub(b.scalar_like(1.0, x), x)
+
+
+def _plus(b, x, carry):
+    return x if carry is None else b.add(x, carry)
+
+
+@op("rnn_scan", activation="tanh", reverse=False)
+class RnnScan(Scan):
+    """h_t = act(xp_t + h_{t-1} @ w_hh + b_hh), act = tanh or relu (PyTorch `nn.RNN`); y = h for every
+    step `[B, T, H]`, from `h0` (zeros when absent), backwards in time with `reverse`."""
+
+    # samples are at most 3 steps long: float32 rounding compounds over the steps, and the generic float32
+    # check (2e-6 relative to float64 semantics) is sized for one op — 4 steps exceeded it near a zero
+    samples = [Sample(((2, 3, 4), (4, 4), (4,), (2, 4))), Sample(((2, 3, 3), (3, 3), (3,)), {"reverse": True}),
+               Sample(((3, 3, 2), (2, 2), (2,), (3, 2)), {"activation": "relu", "reverse": True}),
+               Sample(((2, 1, 3), (3, 3), (3,)), {"activation": "relu"})]
+
+    def infer(self, *types, activation, reverse):
+        if activation not in ACTIVATIONS:
+            raise OpError(f"`rnn_scan` activation must be one of {', '.join(ACTIVATIONS)}, got `{activation}`")
+        return super().infer(*types)
+
+    def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse):
+        act = ACTIVATIONS[activation]
+        return self.unroll(e, xp, w_hh, b_hh, initial, reverse,
+                           lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))])
+
+    def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse):
+        act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0))
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)])
+
+    def torch(self, T, xp, w_hh, b_hh, *initial, activation, reverse):
+        act = T.tanh if activation == "tanh" else T.relu
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)])
+
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, activation, reverse):
+        # dpre_t = dh_t · act'(pre_t), with act' read off the output: 1 - h² (tanh) or h > 0 (relu)
+        if activation == "tanh":
+            slope = _one_minus(b, b.mul(out, out))
+        else:
+            slope = b.cast(b.greater(out, b.scalar_like(0.0, out)), to=out.type.dtype)
+
+        def step(t, carry):
+            dpre = b.mul(_plus(b, b.pick(g, axis=1, index=t), carry), b.pick(slope, axis=1, index=t))
+            return dpre, b.gemm(dpre, w_hh, trans_b=True)
+
+        h0 = initial[0] if initial else None
+        dpre, dh0 = backward_loop(b, out.type.shape[1], reverse, step)
+        dw, db = weight_grads(b, previous_states(b, out, h0, reverse), dpre)
+        return [dpre, dw, db] + ([dh0] if initial else [])
+
+
+ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
+
+
+@op("gru_scan", reverse=False)
+class GruScan(Scan):
+    """PyTorch's GRU (gates r, z, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r·hn),
+    h_t = (1 - z)·n + z·h_{t-1}, where [xr, xz, xn] = xp_t and [hr, hz, hn] = h_{t-1} @ w_hh + b_hh
+    (the reset gate applies after the product: ONNX `linear_before_reset=1`); y = h for every step."""
+
+    gates = 3
+    samples = [Sample(((2, 3, 6), (2, 6), (6,), (2, 2))), Sample(((2, 3, 9), (3, 9), (9,)), {"reverse": True}),
+               Sample(((3, 2, 6), (2, 6), (6,), (3, 2)), {"reverse": True}), Sample(((2, 1, 6), (2, 6), (6,)))]
+
+    def infer(self, *types, reverse):
+        return super().infer(*types)
+
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse):
+        units = w_hh.type.shape[0]
+
+        def cell(e, a, hp, prev):
+            rz = e.node("Sigmoid", e.node("Slice", e.node("Add", a, hp), e.int64s([0]), e.int64s([2 * units]),
+                                          e.int64s([-1])))
+            r, z = _gate(e, rz, 0, units), _gate(e, rz, 1, units)
+            n = e.node("Tanh", e.node("Add", _gate(e, a, 2, units), e.node("Mul", r, _gate(e, hp, 2, units))))
+            if prev is None:  # h_{-1} = 0
+                return [e.node("Sub", n, e.node("Mul", z, n))]
+            return [e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))]
+
+        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell)
+
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
+        units = w_hh.shape[0]
+
+        def cell(a, hp, prev):
+            sig = 1.0 / (1.0 + np.exp(-(a[:, :2 * units] + hp[:, :2 * units])))
+            r, z = sig[:, :units], sig[:, units:]
+            n = np.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
+            return [n - z * n if prev is None else n + z * (prev[0] - n)]
+
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
+
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse):
+        units = w_hh.shape[0]
+
+        def cell(a, hp, prev):
+            r, z = T.sigmoid(a[:, :2 * units] + hp[:, :2 * units]).chunk(2, dim=1)
+            n = T.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
+            return [n - z * n if prev is None else n + z * (prev[0] - n)]
+
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
+
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse):
+        h0 = initial[0] if initial else None
+        prev = previous_states(b, out, h0, reverse)
+        hp = b.add(b.matmul(prev, w_hh), b_hh)
+        xr, xz, xn = _gates(b, xp, 3)
+        hr, hz, hn = _gates(b, hp, 3)
+        r = b.sigmoid(b.add(xr, hr))
+        z = b.sigmoid(b.add(xz, hz))
+        n = b.tanh(b.add(xn, b.mul(r, hn)))
+        # with dh the state's gradient: d(xn) = dh·(1-z)(1-n²), d(xz) = dh·(h_{t-1} - n)·z(1-z),
+        # d(xr) = d(xn)·hn·r(1-r); the recurrent product sees the same, but r·d(xn) for hn
+        dn = b.mul(_one_minus(b, z), _one_minus(b, b.mul(n, n)))
+        dz = b.mul(b.sub(prev, n), b.mul(z, _one_minus(b, z)))
+        dr = b.mul(dn, b.mul(hn, b.mul(r, _one_minus(b, r))))
+        to_x = b.concat(dr, dz, dn, axis=2)
+        to_h = b.concat(dr, dz, b.mul(dn, r), axis=2)
+
+        def step(t, carry):
+            dh = _plus(b, b.pick(g, axis=1, index=t), carry)
+            dhp = b.mul(b.concat(dh, dh, dh, axis=1), b.pick(to_h, axis=1, index=t))
+            return dh, b.add(b.mul(dh, b.pick(z, axis=1, index=t)), b.gemm(dhp, w_hh, trans_b=True))
+
+        dh, dh0 = backward_loop(b, out.type.shape[1], reverse, step)
+        dh3 = b.concat(dh, dh, dh, axis=2)
+        dw, db = weight_grads(b, prev, b.mul(dh3, to_h))
+        return [b.mul(dh3, to_x), dw, db] + ([dh0] if initial else [])
+
+
+@op("lstm_scan", reverse=False)
+class LstmScan(Scan):
+    """PyTorch's LSTM (gates i, f, g, o): [i, f, g, o] = xp_t + h_{t-1} @ w_hh + b_hh through σ, σ, tanh, σ;
+    c_t = f·c_{t-1} + i·g, h_t = o·tanh(c_t); y = [h_t, c_t] for every step `[B, T, 2H]`, from `h0`, `c0`
+    (both zeros when absent)."""
+
+    gates = 4
+    states = 2
+    width = 2
+    samples = [Sample(((2, 3, 8), (2, 8), (8,), (2, 2), (2, 2))),
+               Sample(((2, 3, 12), (3, 12), (12,)), {"reverse": True}),
+               Sample(((3, 2, 8), (2, 8), (8,), (3, 2), (3, 2)), {"reverse": True}), Sample(((2, 1, 8), (2, 8), (8,)))]
+
+    def infer(self, *types, reverse):
+        return super().infer(*types)
+
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse):
+        units = w_hh.type.shape[0]
+
+        def cell(e, a, hp, prev):
+            pre = e.node("Add", a, hp)
+            sig = e.node("Sigmoid", pre)  # the g columns are wasted; one kernel beats three slices first
+            i, f, o = _gate(e, sig, 0, units), _gate(e, sig, 1, units), _gate(e, sig, 3, units)
+            ig = e.node("Mul", i, e.node("Tanh", _gate(e, pre, 2, units)))
+            c = ig if prev is None else e.node("Add", e.node("Mul", f, prev[1]), ig)
+            return [e.node("Mul", o, e.node("Tanh", c)), c]
+
+        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell)
+
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
+        units = w_hh.shape[0]
+
+        def cell(a, hp, prev):
+            pre = a + hp
+            sig = 1.0 / (1.0 + np.exp(-pre))
+            i, f, o = sig[:, :units], sig[:, units:2 * units], sig[:, 3 * units:]
+            ig = i * np.tanh(pre[:, 2 * units:3 * units])
+            c = ig if prev is None else f * prev[1] + ig
+            return [o * np.tanh(c), c]
+
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
+
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse):
+        def cell(a, hp, prev):
+            i, f, g, o = (a + hp).chunk(4, dim=1)
+            ig = T.sigmoid(i) * T.tanh(g)
+            c = ig if prev is None else T.sigmoid(f) * prev[1] + ig
+            return [T.sigmoid(o) * T.tanh(c), c]
+
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
+
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse):
+        units = w_hh.type.shape[0]
+        h_seq = b.slice(out, axis=2, start=0, end=units)
+        c_seq = b.slice(out, axis=2, start=units, end=2 * units)
+        h0, c0 = initial if initial else (None, None)
+        h_prev = previous_states(b, h_seq, h0, reverse)
+        c_prev = previous_states(b, c_seq, c0, reverse)
+        pre = b.add(xp, b.add(b.matmul(h_prev, w_hh), b_hh))
+        pi, pf, pg, po = _gates(b, pre, 4)
+        i, f, gg, o = b.sigmoid(pi), b.sigmoid(pf), b.tanh(pg), b.sigmoid(po)
+        tc = b.tanh(c_seq)
+        # dc_t = (c's own gradient) + dh_t·o(1 - tanh²c); the gates' pre-activations get
+        # [dc·g·i(1-i), dc·c_{t-1}·f(1-f), dc·i(1-g²), dh·tanh(c)·o(1-o)]
+        h_to_c = b.mul(o, _one_minus(b, b.mul(tc, tc)))
+        to_pre = b.concat(b.mul(gg, b.mul(i, _one_minus(b, i))), b.mul(c_prev, b.mul(f, _one_minus(b, f))),
+                          b.mul(i, _one_minus(b, b.mul(gg, gg))), b.mul(tc, b.mul(o, _one_minus(b, o))), axis=2)
+        g_h = b.slice(g, axis=2, start=0, end=units)
+        g_c = b.slice(g, axis=2, start=units, end=2 * units)
+
+        def step(t, carry):
+            carry_h, carry_c = carry if carry is not None else (None, None)
+            dh = _plus(b, b.pick(g_h, axis=1, index=t), carry_h)
+            dc = b.add(_plus(b, b.pick(g_c, axis=1, index=t), carry_c), b.mul(dh, b.pick(h_to_c, axis=1, index=t)))
+            dpre = b.mul(b.concat(dc, dc, dc, dh, axis=1), b.pick(to_pre, axis=1, index=t))
+            return dpre, (b.gemm(dpre, w_hh, trans_b=True), b.mul(dc, b.pick(f, axis=1, index=t)))
+
+        dpre, (dh0, dc0) = backward_loop(b, out.type.shape[1], reverse, step)
+        dw, db = weight_grads(b, h_prev, dpre)
+        return [dpre, dw, db] + ([dh0, dc0] if initial else [])
