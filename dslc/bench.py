@@ -179,6 +179,7 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     per_round = max(1, -(-steps // rounds))
     for _ in range(rounds):
         for key, fn in jobs:
+            time.sleep(0.01)  # let the previous job's spinning worker threads go idle (FACTS: pools fight)
             timers[key] += _timed(fn, per_round)
     ms = {k: 1e3 * statistics.median(v) for k, v in timers.items()}
     return BenchResult(program.name, batch_size, infer_batch_size, per_round * rounds, threads, gemm, train_flops,

@@ -1,0 +1,60 @@
+"""The reference performance workloads of issue 4, each timed by `dslc bench --compare torch` in one
+process (dslc and PyTorch eager interleaved, never at the same time), as a markdown table and JSON.
+
+    python examples/bench/reference.py [--steps 200] [--json bench.json] [--only mlp-adam ...]
+
+Needs PyTorch (the `dev` extra). README's performance table is this script's output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import dslc
+from dslc import bench
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# name -> (model, -D values, training batch, inference batch, targets: train ratio, inference ratio)
+WORKLOADS = {
+    "mlp-sgd-nesterov": ("models/mlp.dl", {}, 128, 1, 0.5, 0.3),
+    "mlp-adam": ("examples/bench/mlp_adam.dl", {}, 128, 1, 0.5, 0.3),
+    "lenet-adam": ("models/lenet.dl", {}, 64, 128, 0.7, 0.35),
+    "gru-adam": ("models/text_rnn.dl", {"vocab": 1000, "length": 40, "dim": 128, "hidden": 128}, 100, 100, 0.8, None),
+    "transformer-adamw": ("models/transformer_lm.dl", {"rate": 0}, 32, 32, 0.8, None),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
+    args = parser.parse_args()
+    results = {}
+    rows = ["| workload | train step (ms) | PyTorch (ms) | ratio (target) | FLOP utilization | inference (ms) | PyTorch (ms) | ratio (target) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, (model, defines, batch, infer_batch, train_target, infer_target) in WORKLOADS.items():
+        if args.only and name not in args.only:
+            continue
+        program = dslc.compile(ROOT / model, **defines)
+        r = bench.run(program, batch_size=batch, infer_batch_size=infer_batch, steps=args.steps, compare_torch=True,
+                      threads=args.threads).as_json()
+        results[name] = r
+        infer_goal = f" (≤ {infer_target})" if infer_target else ""
+        rows.append(f"| {name} (batch {batch}, inference {infer_batch}) | {r['train_step_ms']:.3f} | "
+                    f"{r['torch_train_step_ms']:.3f} | {r['train_ratio']:.2f} (≤ {train_target}) | "
+                    f"{100 * r['flop_utilization']:.0f}% | {r['infer_ms']:.3f} | {r['torch_infer_ms']:.3f} | "
+                    f"{r['infer_ratio']:.2f}{infer_goal} |")
+        print(rows[-1], flush=True)
+    gemm = max(r["gemm_gflops"] for r in results.values())
+    print(f"\nmeasured float32 GEMM peak: {gemm:.0f} GFLOP/s ({args.threads} threads); machine: {bench.machine()}")
+    print("\n".join(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": bench.machine(), "workloads": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
