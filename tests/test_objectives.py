@@ -132,3 +132,56 @@ def test_the_gan_learns_a_2d_gaussian(tmp_path):
     assert np.linalg.norm(mean - gan_example.MEAN) < 0.6, mean
     np.testing.assert_allclose(cov, gan_example.COV, atol=0.12)
     assert cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]) > 0.6
+
+
+def test_the_gan_matches_pytorch_over_20_alternating_steps():
+    """models/gan.dl against the same GAN in PyTorch: per batch a discriminator step (generated points
+    detached), then a generator step through the updated discriminator; identical weights and batches."""
+    torch = pytest.importorskip("torch")
+    from dslc.runtime.session import SharedSteps
+
+    torch.set_num_threads(1)
+    program = dslc.compile(ROOT / "models" / "gan.dl")
+    graphs = [(k, program.graphs[k], program.manifest["graphs"][k]) for k in ("train.discriminator", "train.generator")]
+    steps = SharedSteps(graphs, threads=1)
+    values = steps.get_values()
+
+    def tower(prefix: str, sizes):
+        layers = []
+        for k, (i, o) in enumerate(sizes):
+            linear = torch.nn.Linear(i, o)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(values[f"{prefix}.dense_{k}.weight"].T.copy()))
+                linear.bias.copy_(torch.from_numpy(values[f"{prefix}.dense_{k}.bias"]))
+            layers += [linear, torch.nn.LeakyReLU(0.2)]
+        return torch.nn.Sequential(*layers[:-1])
+
+    gen, disc = tower("gen", [(4, 32), (32, 32), (32, 2)]), tower("disc", [(2, 32), (32, 32), (32, 1)])
+    opt_d = torch.optim.Adam(disc.parameters(), lr=0.001, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gen.parameters(), lr=0.001, betas=(0.5, 0.999))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        batch = gan_example.epoch_data(rng, 16)
+        out = steps.step(batch, [{}, {}])
+        z, real = torch.from_numpy(batch["z"]), torch.from_numpy(batch["real"])
+        ones, zeros = torch.ones(16, 1), torch.zeros(16, 1)
+        opt_d.zero_grad()
+        loss_d = bce(disc(real), ones) + bce(disc(gen(z).detach()), zeros)
+        loss_d.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        loss_g = bce(disc(gen(z)), ones)
+        loss_g.backward()
+        opt_g.step()
+        assert out["discriminator.loss"] == pytest.approx(loss_d.item(), rel=1e-4), step
+        assert out["generator.loss"] == pytest.approx(loss_g.item(), rel=1e-4), step
+        current = steps.get_values()
+        for prefix, net in (("gen", gen), ("disc", disc)):
+            for k in range(3):
+                linear = net[2 * k]
+                got_w, got_b = current[f"{prefix}.dense_{k}.weight"], current[f"{prefix}.dense_{k}.bias"]
+                want_w = linear.weight.detach().numpy().T
+                np.testing.assert_allclose(got_w, want_w, rtol=1e-4, atol=1e-6, err_msg=f"step {step} {prefix} {k}")
+                np.testing.assert_allclose(got_b, linear.bias.detach().numpy(), rtol=1e-4, atol=1e-6)
+                assert np.linalg.norm(got_w - want_w) <= 1e-5 * np.linalg.norm(want_w)
