@@ -91,7 +91,8 @@ def _run(session: ort.InferenceSession, binding, what: str) -> None:
     try:
         session.run_with_iobinding(binding)
     except Exception as e:  # only out-of-memory is the user's to fix; anything else is re-raised
-        if "allocat" in str(e).lower():
+        message = str(e).lower()
+        if "failed to allocate" in message or "bad_alloc" in message or "out of memory" in message:
             raise DataError(f"out of memory while running {what}", hint="use a smaller `--batch-size`") from None
         raise
 
