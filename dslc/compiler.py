@@ -11,7 +11,8 @@ from dslc.frontend import ast
 from dslc.frontend.parser import parse
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
-from dslc.lower import LoweredModel, lower_model, objectives
+from dslc.lower import LoweredModel, lower_model
+from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
 from dslc.program import Program

@@ -17,11 +17,13 @@ from dslc.frontend import ast
 from dslc.initializers import INITIALIZERS, Initializer, rng_for
 from dslc.ir.graph import Builder, Node
 from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtype
-from dslc.optim import OPTIMIZERS, OptimizerSpec
-from dslc.losses import matches, nothing_selected_hint
-from dslc.lower_calls import Arg, CallLowering, describe
 from dslc.layers.tensor import compare, subscript
+from dslc.losses import matches, nothing_selected_hint
+from dslc.lower_calls import Arg, CallLowering, Context, describe
+from dslc.objectives import objective_of, selected, update_selectors
+from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.source import Span
+
 
 @dataclass
 class LoweredModel:
@@ -41,114 +43,6 @@ class LoweredModel:
     objective: str = ""
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
-
-
-class Context:
-    """What builtins see: the builder, the mode, parameter creation, and errors at their arguments."""
-
-    def __init__(self, lowering: "Lowering"):
-        self._l = lowering
-        self.b = Builder()
-        self._arg_spans: dict = {}
-        self._call_span: Span | None = None
-
-    @property
-    def mode(self) -> str:
-        return self._l.mode
-
-    @property
-    def float_dtype(self) -> str:
-        return self._l.float_dtype
-
-    @property
-    def params(self) -> list[Node]:
-        return self._l.result.params
-
-    def param_kind(self, p: Node) -> str:
-        return self._l.result.param_kinds[p.name]
-
-    def fail(self, message: str, arg=None, label: str = "", hint: str = ""):
-        span = self._arg_spans.get(arg, self._call_span) if arg is not None else self._call_span
-        raise DslcError(Diagnostic(message, span, label, hint))
-
-    def new_layer(self, kind: str, name: str | None = None) -> str:
-        return self._l.new_layer(kind, name, self._call_span)
-
-    def param(self, layer: str, local: str, shape, init: Initializer, kind: str, fan_in: int, fan_out: int) -> Node:
-        return self._l.new_param(f"{layer}.{local}", tuple(shape), init, kind, fan_in, fan_out, self._call_span)
-
-    def buffer(self, layer: str, local: str, value: np.ndarray) -> Node:
-        """A non-trainable tensor carried between steps (e.g. batch-norm running statistics)."""
-        return self._l.new_buffer(f"{layer}.{local}", np.asarray(value), self._call_span)
-
-    def update_buffer(self, buffer: Node, next_value: Node) -> None:
-        """In training, the step's new value of `buffer` (ignored in evaluation and inference)."""
-        if self.mode == "train":
-            self._l.result.buffer_updates[buffer.name] = next_value
-
-    def seed_input(self) -> Node:
-        return self._l.seed_input()
-
-    def next_salt(self) -> int:
-        self._l.salt += 1
-        return self._l.salt
-
-    def note_classes(self, value: Node, classes) -> None:
-        """Record that integer input or target `value` holds indices below `classes` (class labels,
-        token ids), so that the data loader rejects values out of range with a clear message."""
-        if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
-            self._l.result.target_classes[value.name] = classes
-
-
-def objectives(model: ast.Model) -> list[ast.Objective]:
-    """The model's training objectives: its `objective` blocks, or one unnamed objective made of the
-    top-level `loss`/`optimizer`/`metric` statements; none for an inference-only model."""
-    named = [s for s in model.body if isinstance(s, ast.Objective)]
-    loose = [s for s in model.body if isinstance(s, (ast.Loss, ast.Optimizer, ast.Metric))]
-    if named and loose:
-        raise DslcError(Diagnostic("a model with `objective` blocks declares its training statements inside them",
-                                   loose[0].span, hint="move this statement into an `objective`",
-                                   notes=(("the first objective", named[0].name_span),)))
-    seen: dict[str, ast.Objective] = {}
-    for obj in named:
-        if obj.name in seen:
-            raise DslcError(Diagnostic(f"objective `{obj.name}` is declared twice", obj.name_span, "declared again here",
-                                       notes=(("first declared here", seen[obj.name].name_span),)))
-        seen[obj.name] = obj
-        for stmt in obj.body:
-            if not isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric, ast.Update)):
-                raise error("an `objective` holds only `loss`, `optimizer`, `metric` and `update`", stmt.span,
-                            hint="define values at the model level and use them here")
-    if named:
-        return named
-    return [ast.Objective("", tuple(loose), model.span, model.name_span)] if loose else []
-
-
-def objective_of(model: ast.Model, name: str) -> ast.Objective | None:
-    return next((o for o in objectives(model) if o.name == name), None)
-
-
-def update_selectors(objective: ast.Objective) -> list[tuple[str, Span]] | None:
-    """The `update` selectors of an objective, or None when it updates every parameter."""
-    updates = [s for s in objective.body if isinstance(s, ast.Update)]
-    if not updates:
-        return None
-    if len(updates) > 1:
-        raise error("an objective has one `update` statement", updates[1].span, hint="list all selectors in one")
-    out = []
-    for expr in updates[0].selectors:
-        if isinstance(expr, ast.Name):
-            out.append((expr.id, expr.span))
-        elif isinstance(expr, ast.String):
-            out.append((expr.value, expr.span))
-        else:
-            raise error("expected a parameter selection: `weights`, `biases`, `params`, a layer name or a pattern",
-                        expr.span)
-    return out
-
-
-def selected(updates: list[tuple[str, Span]], name: str, kind: str) -> bool:
-    return any(matches(sel, name, kind) for sel, _ in updates)
 
 
 def parse_define(text: str):

@@ -1,12 +1,15 @@
 """Calls in `.dl` expressions: matching arguments to parameters, checking and converting them, and
-calling builtins, blocks and initializers. A mixin of `dslc.lower.Lowering`."""
+calling builtins, blocks and initializers (a mixin of `dslc.lower.Lowering`); and the `Context`
+builtins are called with."""
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
 
+import numpy as np
+
 from dslc.builtins import Builtin
-from dslc.diagnostics import error, suggest
+from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import INITIALIZERS, Initializer
 from dslc.ir.graph import Builder, Node
@@ -23,6 +26,63 @@ class Arg:
     expr: object = None
     value: object = None
     evaluated: bool = False
+
+
+class Context:
+    """What builtins see: the builder, the mode, parameter creation, and errors at their arguments."""
+
+    def __init__(self, lowering):
+        self._l = lowering
+        self.b = Builder()
+        self._arg_spans: dict = {}
+        self._call_span: Span | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._l.mode
+
+    @property
+    def float_dtype(self) -> str:
+        return self._l.float_dtype
+
+    @property
+    def params(self) -> list[Node]:
+        return self._l.result.params
+
+    def param_kind(self, p: Node) -> str:
+        return self._l.result.param_kinds[p.name]
+
+    def fail(self, message: str, arg=None, label: str = "", hint: str = ""):
+        span = self._arg_spans.get(arg, self._call_span) if arg is not None else self._call_span
+        raise DslcError(Diagnostic(message, span, label, hint))
+
+    def new_layer(self, kind: str, name: str | None = None) -> str:
+        return self._l.new_layer(kind, name, self._call_span)
+
+    def param(self, layer: str, local: str, shape, init: Initializer, kind: str, fan_in: int, fan_out: int) -> Node:
+        return self._l.new_param(f"{layer}.{local}", tuple(shape), init, kind, fan_in, fan_out, self._call_span)
+
+    def buffer(self, layer: str, local: str, value: np.ndarray) -> Node:
+        """A non-trainable tensor carried between steps (e.g. batch-norm running statistics)."""
+        return self._l.new_buffer(f"{layer}.{local}", np.asarray(value), self._call_span)
+
+    def update_buffer(self, buffer: Node, next_value: Node) -> None:
+        """In training, the step's new value of `buffer` (ignored in evaluation and inference)."""
+        if self.mode == "train":
+            self._l.result.buffer_updates[buffer.name] = next_value
+
+    def seed_input(self) -> Node:
+        return self._l.seed_input()
+
+    def next_salt(self) -> int:
+        self._l.salt += 1
+        return self._l.salt
+
+    def note_classes(self, value: Node, classes) -> None:
+        """Record that integer input or target `value` holds indices below `classes` (class labels,
+        token ids), so that the data loader rejects values out of range with a clear message."""
+        if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
+            self._l.result.target_classes[value.name] = classes
 
 
 class CallLowering:
