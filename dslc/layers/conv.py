@@ -14,7 +14,7 @@ import math
 from dslc.builtins import builtin
 from dslc.initializers import Initializer
 from dslc.ir.graph import Node
-from dslc.ops.conv import dims_text
+from dslc.ops.conv_math import dims_text
 
 Tensor = Node
 Init = Initializer

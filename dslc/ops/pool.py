@@ -24,7 +24,7 @@ import numpy as np
 
 from dslc.ir.graph import OpError
 from dslc.ir.types import TensorType, numpy_dtype
-from dslc.ops.conv import (
+from dslc.ops.conv_math import (
     conv_numpy,
     dims_text,
     geometry,
