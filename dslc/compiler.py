@@ -111,7 +111,7 @@ def graph_keys(objective: str) -> tuple[str, str]:
 def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, ev: LoweredModel, dtype: str):
     where = f"objective `{objective.name}`" if objective.name else f"model `{name}`"
     if train.loss is None:
-        raise error(f"{where} has no `loss`", objective.name_span if objective.name else train.optimizer.span,
+        raise error(f"{where} has no `loss`", objective.name_span if objective.name else objective.body[0].span,
                     hint="add a line such as `loss cross_entropy(logits, label)`")
     if train.optimizer is None:
         raise error(f"{where} has a `loss` but no `optimizer`", train.loss_span,
