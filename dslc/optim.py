@@ -19,6 +19,7 @@ schedule it), `weight_decay` and Keras-style learning-rate `decay`:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,8 +139,11 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
                 next_state[slot("sum_squares").name] = s
                 new_p = b.sub(p, b.mul(lr_t, b.div(g, b.add(b.sqrt(s), c(spec.setting("eps"))))))
             else:
-                m = b.add(b.mul(c(beta1), slot("m")), b.mul(c(1.0 - beta1), g))
-                v = b.add(b.mul(c(beta2), slot("v")), b.mul(c(1.0 - beta2), b.mul(g, g)))
+                # with gs = √(1-β2)·g: v' = β2·v + gs², m' = β1·m + (1-β1)/√(1-β2)·gs. One op fewer, and a
+                # gradient computed by a Gemm gets the scale from `fuse` for free (as its alpha)
+                gs = b.mul(c(math.sqrt(1.0 - beta2)), g)
+                m = b.add(b.mul(c(beta1), slot("m")), b.mul(c((1.0 - beta1) / math.sqrt(1.0 - beta2)), gs))
+                v = b.add(b.mul(c(beta2), slot("v")), b.mul(gs, gs))
                 next_state[slot("m").name], next_state[slot("v").name] = m, v
                 base = b.mul(p, decay_factor) if decay_factor is not None else p
                 new_p = b.sub(base, b.mul(alpha, b.div(m, b.add(b.sqrt(v), eps_hat))))
