@@ -115,7 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_define, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     p.add_argument("--threads", type=_positive, help="intra-op threads for ONNX Runtime and PyTorch (default: all cores)")
-    p.add_argument("--compare", choices=["torch"], help="also time the model's PyTorch eager twin")
+    p.add_argument("--compare", choices=["torch"],
+                   help="also time the model's PyTorch eager twin, and its inference exported by torch.onnx.export")
+    p.add_argument("--memory", action="store_true",
+                   help="also measure the training step's peak memory (RSS) with dslc and with PyTorch, each in "
+                        "a fresh process (a few seconds; needs PyTorch)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
 
     p = verb("export", "write a self-contained inference model with trained weights")
@@ -185,13 +189,14 @@ def _bench(program, args) -> None:
         if not value.isdigit() or int(value) < 1:
             raise DataError(f"`--dim {name}={value}`: the size must be a positive integer")
         dims[name] = int(value)
-    if args.compare == "torch":
+    if args.compare == "torch" or args.memory:
         try:
             import torch  # noqa: F401
         except ImportError:
-            raise DataError("`--compare torch` needs PyTorch", hint="pip install 'dslc[dev]' (torch==2.13.0, CPU)") from None
+            flag = "--compare torch" if args.compare == "torch" else "--memory"
+            raise DataError(f"`{flag}` needs PyTorch", hint="pip install 'dslc[dev]' (torch==2.13.0, CPU)") from None
     result = bench.run(program, batch_size=args.batch_size, infer_batch_size=args.infer_batch_size, steps=args.steps,
-                       dims=dims, compare_torch=args.compare == "torch", threads=args.threads)
+                       dims=dims, compare_torch=args.compare == "torch", memory=args.memory, threads=args.threads)
     r = result.as_json()
     print(f"{program.name}: batch {r['batch_size']} (inference {r['infer_batch_size']}), {r['threads']} threads, "
           f"medians of {r['steps']} steps; GEMM peak {r['gemm_gflops']:.0f} GFLOP/s")
@@ -203,6 +208,17 @@ def _bench(program, args) -> None:
     if r["torch_infer_ms"] is not None:
         line += f"   torch {r['torch_infer_ms']:8.3f} ms   ratio {r['infer_ratio']:.2f}"
     print(line)
+    if r["torch_onnx_infer_ms"] is not None:
+        print(f"  {'exported':<23}   torch {r['torch_onnx_infer_ms']:8.3f} ms   ratio {r['infer_vs_torch_onnx']:.2f}"
+              f"   torch.onnx.export + ONNX Runtime; outputs match dslc's (largest difference "
+              f"{r['torch_onnx_check']['max_abs_diff']:.2g})")
+    elif r["torch_onnx_error"]:
+        print(f"  exported    not timed: {r['torch_onnx_error']}")
+    if r["train_peak_rss_mb"] is not None:
+        ratio = "n/a" if r["rss_ratio"] is None else f"{r['rss_ratio']:.2f}"
+        print(f"  train RSS   {r['train_rss_increase_mb']:8.1f} MB   torch {r['torch_train_rss_increase_mb']:8.1f} MB   "
+              f"ratio {ratio}   peak-RSS increase over the imports in a fresh process, {r['memory_steps']} steps "
+              f"(peaks: dslc {r['train_peak_rss_mb']:.0f} MB, torch {r['torch_train_peak_rss_mb']:.0f} MB)")
     if r["loss_check"]:
         print(f"  first-step loss: dslc {r['loss_check']['dslc']:.6g}, torch {r['loss_check']['torch']:.6g}")
     if args.json:

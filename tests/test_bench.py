@@ -1,5 +1,6 @@
-"""`dslc bench` in its short mode (the harness, not the timings): the JSON it writes, the FLOP count
-taken from the IR, and the PyTorch twin computing the same training step as the ONNX graphs."""
+"""`dslc bench` in its short mode (the harness, not the timings): the JSON it writes, the inference
+exported by `torch.onnx.export` checked against dslc's, the peak-memory children, the FLOP count taken
+from the IR, and the PyTorch twin computing the same training step as the ONNX graphs."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import dslc
+from dslc import bench
 from dslc.bench import synthetic_batch
 from dslc.cli import main
 from dslc.twin import TorchTwin, flops
@@ -17,13 +19,14 @@ from helpers import TrainDriver
 torch = pytest.importorskip("torch")
 
 FIELDS = ("train_step_ms", "torch_train_step_ms", "train_ratio", "infer_ms", "torch_infer_ms", "infer_ratio",
-          "flop_utilization")
+          "flop_utilization", "torch_onnx_infer_ms", "infer_vs_torch_onnx", "train_peak_rss_mb",
+          "torch_train_peak_rss_mb", "rss_ratio")
 
 
 def test_bench_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", str(ROOT / "models" / "mlp.dl"), "--batch-size", "16", "--infer-batch-size", "1",
-                 "--steps", "3", "--compare", "torch", "--json", str(out)])
+                 "--steps", "3", "--compare", "torch", "--memory", "--json", str(out)])
     assert code == 0
     document = json.loads(out.read_text())
     result = document["workloads"]["mlp"]
@@ -31,7 +34,46 @@ def test_bench_writes_every_field(tmp_path, capsys):
         assert isinstance(result[field], float) and result[field] > 0, field
     assert result["train_ratio"] == pytest.approx(result["train_step_ms"] / result["torch_train_step_ms"])
     assert result["loss_check"]["dslc"] == pytest.approx(result["loss_check"]["torch"], rel=1e-5)
-    assert "ratio" in capsys.readouterr().out
+    # the exported model was run on the benchmark inputs and agreed with dslc's inference graph
+    assert result["torch_onnx_error"] is None
+    assert result["torch_onnx_check"] == {"outputs": ["probs"], "max_abs_diff": pytest.approx(0, abs=1e-6),
+                                          "rtol": 1e-4, "passed": True}
+    assert result["infer_vs_torch_onnx"] == pytest.approx(result["infer_ms"] / result["torch_onnx_infer_ms"])
+    # each child holds its library (onnxruntime ~70 MB, torch ~300 MB) and a few MB of training step
+    assert 10 < result["train_peak_rss_mb"] < 1000 and 10 < result["torch_train_peak_rss_mb"] < 2000
+    assert result["torch_train_peak_rss_mb"] > result["train_peak_rss_mb"]  # torch alone outweighs onnxruntime
+    for side in ("train", "torch_train"):
+        assert 0 < result[f"{side}_rss_increase_mb"] < result[f"{side}_peak_rss_mb"], side
+    assert result["rss_ratio"] == pytest.approx(result["train_rss_increase_mb"] / result["torch_train_rss_increase_mb"])
+    assert result["memory_steps"] == result["steps"]
+    printed = capsys.readouterr().out
+    assert "ratio" in printed and "torch.onnx.export" in printed and "train RSS" in printed
+
+
+def test_bench_goes_on_when_the_export_fails(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported: ONNX export of operator `frobnicate`\nsecond line of the trace")
+
+    monkeypatch.setattr(bench, "export_twin_inference", refuse)
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--batch-size", "8", "--steps", "2",
+                 "--compare", "torch", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["workloads"]["mlp"]
+    assert result["torch_onnx_error"] == ("torch.onnx.export + ONNX Runtime failed: RuntimeError: Unsupported: "
+                                          "ONNX export of operator `frobnicate`")
+    assert result["torch_onnx_infer_ms"] is None and result["infer_vs_torch_onnx"] is None
+    assert result["torch_infer_ms"] > 0  # the rest of the comparison still ran
+    assert result["train_peak_rss_mb"] is None  # no `--memory`
+    assert "not timed: torch.onnx.export + ONNX Runtime failed" in capsys.readouterr().out
+
+
+def test_exported_outputs_must_match():
+    want = {"y": np.array([[1.0, 1e-7], [-2.0, 3.0]], np.float32)}
+    # an element near zero is judged against the tensor's scale, not its own size
+    assert bench.compare_outputs({"y": want["y"] + np.float32(1e-5)}, want)["passed"]
+    check = bench.compare_outputs({"y": want["y"] * np.float32(1.01)}, want)
+    assert not check["passed"] and check["max_abs_diff"] == pytest.approx(0.03, rel=1e-3)
+    assert not bench.compare_outputs({"y": want["y"][:1]}, want)["passed"]
 
 
 def test_bench_needs_sizes_for_symbolic_dims(tmp_path, capsys):

@@ -174,7 +174,7 @@ class Normalize(_LastAxisStats):
         return (centered / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
     def torch(self, T, x, *, eps):
-        return T.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+        return T.nn.functional.layer_norm(x, (int(x.shape[-1]),), eps=eps)
 
     def grad(self, b, g, out, x, *, eps):
         mean_g = b.reduce_mean(g, axes=(-1,), keepdims=True)

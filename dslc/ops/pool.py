@@ -122,7 +122,7 @@ class MaxPool(OpDef):
         return e.node("MaxPool", x, kernel_shape=list(kernel), strides=list(strides), pads=list(pads))
 
     def torch(self, T, x, *, kernel, strides, pads):
-        kernel, strides, pads, _ = window_geometry(TensorType("float64", tuple(x.shape)), kernel, strides, pads, "")
+        kernel, strides, pads, _ = window_geometry(TensorType("float64", tuple(int(d) for d in x.shape)), kernel, strides, pads, "")
         pool = getattr(T.nn.functional, f"max_pool{x.dim() - 2}d")
         return pool(torch_pad(T, x, pads, -float("inf")), list(kernel), list(strides))
 
@@ -182,7 +182,7 @@ class AvgPool(OpDef):
         return e.node("Div", total, e.scalar(math.prod(kernel), x.type.dtype))
 
     def torch(self, T, x, *, kernel, strides, pads):
-        kernel, strides, pads, _ = window_geometry(TensorType("float64", tuple(x.shape)), kernel, strides, pads, "")
+        kernel, strides, pads, _ = window_geometry(TensorType("float64", tuple(int(d) for d in x.shape)), kernel, strides, pads, "")
         pool = getattr(T.nn.functional, f"avg_pool{x.dim() - 2}d")
         return pool(torch_pad(T, x, pads), list(kernel), list(strides))
 

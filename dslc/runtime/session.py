@@ -40,7 +40,8 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
+                 memory_pattern: bool = True) -> ort.InferenceSession:
     """An inference session on `device`, or `DataError` if that device cannot be used.
 
     CUDA is checked three ways: the provider must be listed by `ort.get_available_providers()`,
@@ -53,6 +54,9 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # inputs-with-defaults log one warning per parameter otherwise
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Training steps turn it off: with two alternating buffer sets the planned pattern doubled peak
+    # memory (transformer step +123 MB vs +63 MB) for ~2% of step time.
+    options.enable_mem_pattern = memory_pattern
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -108,7 +112,7 @@ class TrainStep:
                  initial: Mapping[str, np.ndarray] | None = None):
         from dslc.emit.weights import read_initializers
 
-        self.session = make_session(model_bytes, device, threads)
+        self.session = make_session(model_bytes, device, threads, memory_pattern=False)
         self.device, self.device_id = parse_device(device)
         self.spec = spec
         self.carried = list(spec["params"]) + list(spec.get("buffers", [])) + list(spec.get("state", []))
@@ -221,7 +225,8 @@ class SharedSteps:
             for t in carried + list(spec.get("frozen", [])):
                 values.setdefault(t["name"], inits[t["name"]])
             self.graphs.append({
-                "session": make_session(model_bytes, device, threads), "spec": spec, "objective": objective,
+                "session": make_session(model_bytes, device, threads, memory_pattern=False), "spec": spec,
+                "objective": objective,
                 "carried": carried, "reads": [t["name"] for t in carried + list(spec.get("frozen", []))],
                 "outputs": outputs, "hyper": {t["name"]: t for t in spec.get("hyper", [])},
                 "data": [t["name"] for t in spec["inputs"]],
