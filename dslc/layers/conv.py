@@ -119,14 +119,20 @@ def _groups(ctx, channels: int, filters: int, groups: int, what: str):
 
 
 # ---- convolutions ---------------------------------------------------------------------------------
-def _conv(ctx, n, what, x, filters, kernel, stride, padding, dilation, groups, bias, init, bias_init, name):
+def _checked(ctx, n, what, x, filters, kernel, stride, dilation, groups):
+    """The arguments every convolution shares, checked: (channels, spatial, filters, kernel, stride,
+    dilation, groups)."""
     channels, spatial = _spatial_input(ctx, x, n, what)
-    filters = _whole(ctx, filters, "filters", what)
-    kernel = _whole(ctx, kernel, "kernel", what)
-    stride = _whole(ctx, stride, "stride", what)
-    dilation = _whole(ctx, dilation, "dilation", what)
-    groups = _whole(ctx, groups, "groups", what)
+    filters, kernel, stride, dilation, groups = (
+        _whole(ctx, value, arg, what) for value, arg in
+        ((filters, "filters"), (kernel, "kernel"), (stride, "stride"), (dilation, "dilation"), (groups, "groups")))
     _groups(ctx, channels, filters, groups, what)
+    return channels, spatial, filters, kernel, stride, dilation, groups
+
+
+def _conv(ctx, n, what, x, filters, kernel, stride, padding, dilation, groups, bias, init, bias_init, name):
+    channels, spatial, filters, kernel, stride, dilation, groups = _checked(
+        ctx, n, what, x, filters, kernel, stride, dilation, groups)
     pads = _padding(ctx, padding, n, spatial, kernel, stride, dilation, what)
     _fits(ctx, x, spatial, pads, kernel, dilation, what)
     layer = ctx.new_layer(what, name)
@@ -165,15 +171,10 @@ def conv2d(ctx, x: Tensor, filters: int, kernel: int, stride: int = 1, padding: 
 
 def _conv_transpose(ctx, n, what, x, filters, kernel, stride, padding, output_padding, dilation, groups, bias, init,
                     bias_init, name):
-    channels, spatial = _spatial_input(ctx, x, n, what)
-    filters = _whole(ctx, filters, "filters", what)
-    kernel = _whole(ctx, kernel, "kernel", what)
-    stride = _whole(ctx, stride, "stride", what)
-    dilation = _whole(ctx, dilation, "dilation", what)
-    groups = _whole(ctx, groups, "groups", what)
+    channels, spatial, filters, kernel, stride, dilation, groups = _checked(
+        ctx, n, what, x, filters, kernel, stride, dilation, groups)
     padding = _whole(ctx, padding, "padding", what, minimum=0)
     output_padding = _whole(ctx, output_padding, "output_padding", what, minimum=0)
-    _groups(ctx, channels, filters, groups, what)
     if output_padding >= stride:
         ctx.fail(f"`{what}` output_padding {output_padding} must be smaller than the stride {stride}",
                  arg="output_padding", hint=f"it adds 0 to {stride - 1} rows at the end, choosing among the "
