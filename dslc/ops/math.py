@@ -9,7 +9,8 @@ import numpy as np
 
 from dslc.ir.graph import OpError
 from dslc.ir.types import TensorType, broadcast_shapes, normalize_axis
-from dslc.ops.elementwise import Compare, binary_type, unbroadcast
+from dslc.ops.compare import Compare
+from dslc.ops.elementwise import binary_type, unbroadcast
 from dslc.ops.reduce import Reduce, reduced_axes, spread_back
 from dslc.ops.registry import REQUIRED, OpDef, Sample, expect_float, op
 
