@@ -130,6 +130,14 @@ def _checked(ctx, n, what, x, filters, kernel, stride, dilation, groups):
     return channels, spatial, filters, kernel, stride, dilation, groups
 
 
+def _parameters(ctx, layer, weight_shape, filters, init, bias, bias_init, *, fan_in, fan_out) -> list:
+    """The weight of `weight_shape` and, with `bias`, a bias of `[filters]`."""
+    params = [ctx.param(layer, "weight", weight_shape, init, "weight", fan_in=fan_in, fan_out=fan_out)]
+    if bias:
+        params.append(ctx.param(layer, "bias", (filters,), bias_init, "bias", fan_in=fan_in, fan_out=fan_out))
+    return params
+
+
 def _conv(ctx, n, what, x, filters, kernel, stride, padding, dilation, groups, bias, init, bias_init, name):
     channels, spatial, filters, kernel, stride, dilation, groups = _checked(
         ctx, n, what, x, filters, kernel, stride, dilation, groups)
@@ -138,12 +146,8 @@ def _conv(ctx, n, what, x, filters, kernel, stride, padding, dilation, groups, b
     layer = ctx.new_layer(what, name)
     taps = kernel ** n
     # PyTorch's and Keras' fans: a filter reads channels/groups · kernel inputs; fan_out = filters · kernel
-    weight = ctx.param(layer, "weight", (filters, channels // groups) + (kernel,) * n, init, "weight",
-                       fan_in=channels // groups * taps, fan_out=filters * taps)
-    inputs = [x, weight]
-    if bias:
-        inputs.append(ctx.param(layer, "bias", (filters,), bias_init, "bias", fan_in=channels // groups * taps,
-                                fan_out=filters * taps))
+    inputs = [x] + _parameters(ctx, layer, (filters, channels // groups) + (kernel,) * n, filters, init, bias,
+                               bias_init, fan_in=channels // groups * taps, fan_out=filters * taps)
     return ctx.b.conv(*inputs, strides=(stride,) * n, pads=pads, dilations=(dilation,) * n, group=groups)
 
 
@@ -186,12 +190,8 @@ def _conv_transpose(ctx, n, what, x, filters, kernel, stride, padding, output_pa
     layer = ctx.new_layer(what, name)
     taps = kernel ** n
     # weight `[C, filters/groups, *k]` as PyTorch; fans as PyTorch and Keras compute them from that layout
-    weight = ctx.param(layer, "weight", (channels, filters // groups) + (kernel,) * n, init, "weight",
-                       fan_in=filters // groups * taps, fan_out=channels * taps)
-    inputs = [x, weight]
-    if bias:
-        inputs.append(ctx.param(layer, "bias", (filters,), bias_init, "bias", fan_in=filters // groups * taps,
-                                fan_out=channels * taps))
+    inputs = [x] + _parameters(ctx, layer, (channels, filters // groups) + (kernel,) * n, filters, init, bias,
+                               bias_init, fan_in=filters // groups * taps, fan_out=channels * taps)
     return ctx.b.conv_transpose(*inputs, strides=(stride,) * n, pads=(padding,) * (2 * n), dilations=(dilation,) * n,
                                 group=groups, output_padding=(output_padding,) * n)
 
