@@ -188,6 +188,9 @@ class ConvWeightGrad(OpDef):
 
     samples = [
         Sample((P(2, 3, 7), P(2, 4, 5)), {"kernel": (3,)}, grad=False),
+        Sample((P(3, 1, 8), P(3, 2, 8)), {"kernel": (3,), "pads": (1, 1)}, grad=False),
+        Sample((P(2, 1, 6, 7), P(2, 3, 6, 2)), {"kernel": (3, 3), "strides": (1, 2), "pads": (1, 0, 1, 0),
+                                              "dilations": (1, 2)}, grad=False),
         Sample((P(2, 2, 9), P(2, 2, 4)), {"kernel": (3,), "strides": (2,), "pads": (1, 2), "dilations": (2,), "group": 2},
                grad=False),
         Sample((P(2, 2, 6, 5), P(2, 3, 3, 3)), {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}, grad=False),
@@ -229,15 +232,19 @@ class ConvWeightGrad(OpDef):
             grouped = e.node("Reshape", x, e.int64s([0, group, channels // group] + list(spatial)))
             xt = e.node("Transpose", grouped, perm=[2, 1, 0] + list(range(3, n + 3)))
             xt = e.node("Reshape", xt, e.int64s([channels // group, -1] + list(spatial)))
-        gt = e.node("Transpose", g, perm=perm)  # [F, N, *out]: the filters
         # input rows past the last window are never read: trim them from the end padding
         ends, crop = [], []
         for i in range(n):
             spare = (spatial[i] + pads[i] + pads[n + i] - strides[i] * (out[i] - 1) - 1) - dilations[i] * (kernel[i] - 1)
             ends.append(max(pads[n + i] - spare, 0))
             crop.append(spare - pads[n + i] >= dilations[i])  # rows left for an extra kernel tap
-        dwt = e.node("Conv", xt, gt, strides=list(dilations), dilations=list(strides), pads=list(pads[:n]) + ends,
-                     group=group)  # [C/g, F, *kernel'] with kernel' >= kernel where rows were cropped
+        if group == 1 and channels == 1 and out[0] % 2 == 0 and strides[0] == 1 and dilations[0] == 1:
+            reach = [(spatial[i] + pads[i] + ends[i] - strides[i] * (out[i] - 1) - 1) // dilations[i] + 1 for i in range(n)]
+            dwt = _one_channel_in_two_bands(e, xt, g, reach, strides, pads, ends, dilations)
+        else:
+            gt = e.node("Transpose", g, perm=perm)  # [F, N, *out]: the filters
+            dwt = e.node("Conv", xt, gt, strides=list(dilations), dilations=list(strides),
+                         pads=list(pads[:n]) + ends, group=group)  # [C/g, F, *kernel'], kernel' >= kernel where cropped
         if any(crop):
             axes = [2 + i for i in range(n)]
             dwt = e.node("Slice", dwt, e.int64s([0] * n), e.int64s(list(kernel)), e.int64s(axes))
@@ -255,3 +262,26 @@ class ConvWeightGrad(OpDef):
 
     def evaluate(self, x, g, *, kernel, strides, pads, dilations, group):
         return conv_weight_grad_numpy(x, g, kernel=kernel, strides=strides, pads=pads, dilations=dilations, group=group)
+
+
+def _one_channel_in_two_bands(e, xt, g, reach, strides, pads, ends, dilations) -> str:
+    """The filter-gradient Conv of a one-channel input (a first layer) as two groups: the top and the
+    bottom half of the output rows, each with the input rows it reads (stride and dilation 1 along rows).
+    ONNX Runtime runs the one-image Conv with an image-sized kernel on about one thread; two groups use
+    both (LeNet's first layer, batch 64: 630 -> 430 µs). `reach`: the kernel' of the swapped Conv."""
+    n = g.type.rank - 2
+    filters, rows, rest = g.type.shape[1], g.type.shape[2], list(g.type.shape[3:])
+    half, taps = rows // 2, rows // 2 + reach[0] - 1
+    row_pads = [0, 0, pads[0]] + [0] * (n - 1) + [0, 0, ends[0]] + [0] * (n - 1)
+    padded = e.node("Pad", xt, e.int64s(row_pads))  # [1, N, rows + kernel - 1, *spatial]
+    top = e.node("Slice", padded, e.int64s([0]), e.int64s([taps]), e.int64s([2]))
+    bottom = e.node("Slice", padded, e.int64s([half]), e.int64s([half + taps]), e.int64s([2]))
+    bands = e.node("Concat", top, bottom, axis=1)  # [1, 2N, taps, *spatial]: group j reads band j
+    split = e.node("Reshape", g, e.int64s([0, filters, 2, half] + rest))
+    gt = e.node("Transpose", split, perm=[2, 1, 0, 3] + list(range(4, n + 3)))  # [2, F, N, half, *rest]
+    gt = e.node("Reshape", gt, e.int64s([2 * filters, -1, half] + rest))
+    dwt = e.node("Conv", bands, gt, strides=list(dilations), dilations=list(strides),
+                 pads=[0] + list(pads[1:n]) + [0] + list(ends[1:]), group=2)  # [1, 2F, *kernel']
+    per_band = e.node("Reshape", dwt, e.int64s([2, filters, -1]))
+    summed = e.node("ReduceSum", per_band, e.int64s([0]), keepdims=1)  # [1, F, K']
+    return e.node("Reshape", summed, e.int64s([1, filters] + list(reach)))

@@ -131,8 +131,10 @@ class Relu(Unary):
         return np.maximum(x, 0)
 
     def grad(self, b, g, out, x):
-        # Greater + Cast + Mul: ORT's Sign kernel is slower than the comparison and the cast together
-        return [b.mul(g, b.cast(b.greater(x, b.scalar_like(0.0, x)), to=x.type.dtype))]
+        # Greater + Cast + Mul: ORT's Sign kernel is slower than the comparison and the cast together.
+        # The mask reads y (y > 0 exactly where x > 0), leaving x to the Relu alone: ORT then fuses
+        # the Gemm or Conv that makes x with the Relu.
+        return [b.mul(g, b.cast(b.greater(out, b.scalar_like(0.0, out)), to=x.type.dtype))]
 
 
 @op("leaky_relu", alpha=0.01)

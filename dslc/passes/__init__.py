@@ -10,18 +10,19 @@ from dslc.passes.autodiff import autodiff
 from dslc.passes.fuse import fuse
 from dslc.passes.infer_shapes import infer_shapes
 from dslc.passes.lower_optimizer import lower_optimizer
+from dslc.passes.reorder import reorder
 from dslc.passes.simplify import simplify
 
 Pass = Callable[[Graph], Graph]
 
 # per graph kind, in order; `lower` (AST -> IR) runs before and `emit` (IR -> ONNX) after
 PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
-    "infer": (("infer_shapes", infer_shapes), ("simplify", simplify), ("fuse", fuse)),
-    "eval": (("infer_shapes", infer_shapes), ("simplify", simplify), ("fuse", fuse)),
-    "train": (("infer_shapes", infer_shapes), ("autodiff", autodiff), ("lower_optimizer", lower_optimizer),
-              ("simplify", simplify), ("fuse", fuse)),
+    "infer": (("infer_shapes", infer_shapes), ("reorder", reorder), ("simplify", simplify), ("fuse", fuse)),
+    "eval": (("infer_shapes", infer_shapes), ("reorder", reorder), ("simplify", simplify), ("fuse", fuse)),
+    "train": (("infer_shapes", infer_shapes), ("reorder", reorder), ("autodiff", autodiff),
+              ("lower_optimizer", lower_optimizer), ("simplify", simplify), ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "autodiff", "lower_optimizer", "simplify", "fuse")
+PASS_NAMES = ("lower", "infer_shapes", "reorder", "autodiff", "lower_optimizer", "simplify", "fuse")
 
 
 def run(graph: Graph, kind: str, print_after: str | None = None, printed: list[str] | None = None) -> Graph:
