@@ -119,6 +119,9 @@ class TrainStep:
         next_names = {t["next"] for t in self.carried}
         self.data_names = [t["name"] for t in spec["inputs"]]
         self.output_names = [t["name"] for t in spec["outputs"] if t["name"] not in next_names]
+        # loss and metrics (scalars) land in host arrays bound once: reading them back through
+        # `get_outputs()` would wrap every output, parameters included (~11 µs of a 300 µs MLP step)
+        self._scalars = {t["name"]: np.zeros((), _np_dtype(t)) for t in spec["outputs"] if t["name"] not in next_names}
         self.hyper_specs = {t["name"]: t for t in spec.get("hyper", [])}
         inits = read_initializers(model_bytes)
         # Inputs with defaults are bound as OrtValues: `bind_cpu_input` looks the name up among the
@@ -142,8 +145,8 @@ class TrainStep:
         io = self.session.io_binding()
         for t in self.carried:
             io.bind_ortvalue_input(t["name"], src[t["name"]])
-        for name in self.output_names:  # get_outputs() follows binding order: metrics come first
-            io.bind_output(name, "cpu")
+        for name, value in self._scalars.items():
+            io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(value))
         for t in self.carried:
             io.bind_ortvalue_output(t["next"], dst[t["name"]])
         return io
@@ -188,10 +191,9 @@ class TrainStep:
             fed.append(value)
             io.bind_ortvalue_input(name, value)
         _run(self.session, io, "the training step")
-        outputs = io.get_outputs()
         self._parity ^= 1
         self._current, self._spare = self._spare, self._current
-        return {name: float(outputs[i].numpy()) for i, name in enumerate(self.output_names)}
+        return {name: float(value) for name, value in self._scalars.items()}
 
     def ortvalues(self) -> dict[str, ort.OrtValue]:
         """The current parameter and state values, on the device (valid until the next step)."""
