@@ -32,6 +32,7 @@ from dslc.emit.onnx import check, emit_graph
 from dslc.ir.graph import Builder, Graph
 from dslc.ir.types import TensorType, numpy_dtype
 from dslc.ops import REGISTRY, Sample
+from dslc.ops import conv as conv_ops
 from dslc.passes.autodiff import gradients
 from helpers import ort_session
 
@@ -250,6 +251,30 @@ def test_forward(name, k):
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
 def test_float32(name, k):
     """The float32 variant: types as the shape rule says, values as the float64 semantics (to 2e-6)."""
+    check_float32(name, k)
+
+
+@pytest.mark.parametrize("k", range(len(OPS["conv_weight_grad"].samples)))
+def test_float32_filter_gradient_by_swapped_conv(k, monkeypatch):
+    """The float32 filter gradient of layers too large for im2col columns (the samples are small):
+    the swapped Conv, and for one input channel and an even number of output rows, two row bands."""
+    monkeypatch.setattr(conv_ops, "COLUMNS_PER_SAMPLE", 0)
+    check_float32("conv_weight_grad", k)
+
+
+def test_filter_gradient_samples_reach_every_float32_lowering(monkeypatch):
+    def lowering(k):
+        ops = {node.op_type for node in OneOp("conv_weight_grad", OPS["conv_weight_grad"].samples[k],
+                                             float_dtype="float32").forward_model().graph.node}
+        return "columns" if "MatMul" in ops else "bands" if "Pad" in ops else "swapped"
+
+    samples = range(len(OPS["conv_weight_grad"].samples))
+    assert {lowering(k) for k in samples} == {"columns", "bands", "swapped"}
+    monkeypatch.setattr(conv_ops, "COLUMNS_PER_SAMPLE", 0)
+    assert {lowering(k) for k in samples} == {"bands", "swapped"}
+
+
+def check_float32(name, k):
     opdef = OPS[name]
     one = OneOp(name, opdef.samples[k], float_dtype="float32")
     model = one.forward_model()

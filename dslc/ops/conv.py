@@ -11,9 +11,10 @@ Gradients, exact for any stride, padding, dilation and group count:
   `conv_weight_grad`; bias gradient = Σ over batch and positions.
 - `conv_transpose` is the adjoint of `conv` in its input: input gradient = `conv` of the output
   gradient, filter gradient = `conv_weight_grad` with input and gradient swapped.
-`conv_weight_grad` is one ONNX `Conv` with batch and channels trading places (the filter gradient is
-the correlation of the input with the output gradient, summed over the batch, which becomes the
-channel axis; stride and dilation swap roles).
+`conv_weight_grad` is the correlation of the input with the output gradient, summed over the batch.
+In float32 it is either im2col columns (a one-hot `Conv`) times the output gradient, one batched
+`MatMul` (3.5-4× faster on 3×3 layers), or one ONNX `Conv` with batch and channels trading places
+(the batch becomes the channel axis; stride and dilation swap roles) — see `_by_columns`.
 
 ONNX Runtime implements `Conv`/`ConvTranspose` for float32 only. Float64 graphs (gradient checks)
 get an exact standard-op lowering instead: im2col (one strided `Slice` per kernel offset) and a
@@ -37,11 +38,17 @@ from dslc.ops.conv_math import (
     conv_weight_grad_numpy,
     geometry,
     leftover,
+    one_hot_taps,
     static_spatial,
     torch_conv,
     weight_grad_by_matmul,
 )
 from dslc.ops.registry import OpDef, Sample, expect_float, op
+
+
+# im2col of a filter gradient up to this many values per sample (C·K·positions; 1 MB in float32), so
+# that its columns take at most 256 MB at batch 256; larger layers use the swapped Conv
+COLUMNS_PER_SAMPLE = 1 << 18
 
 
 @op("conv", strides=None, pads=None, dilations=None, group=1)
@@ -189,6 +196,9 @@ class ConvWeightGrad(OpDef):
     samples = [
         Sample((P(2, 3, 7), P(2, 4, 5)), {"kernel": (3,)}, grad=False),
         Sample((P(3, 1, 8), P(3, 2, 8)), {"kernel": (3,), "pads": (1, 1)}, grad=False),
+        Sample((P(2, 2, 6, 6), P(2, 3, 4, 4)), {"kernel": (3, 3)}, grad=False),
+        Sample((P(2, 4, 7, 6), P(2, 2, 4, 6)), {"kernel": (3, 3), "strides": (2, 1), "pads": (1, 1, 1, 1), "group": 2},
+               grad=False),
         Sample((P(2, 1, 6, 7), P(2, 3, 6, 2)), {"kernel": (3, 3), "strides": (1, 2), "pads": (1, 0, 1, 0),
                                               "dilations": (1, 2)}, grad=False),
         Sample((P(2, 2, 9), P(2, 2, 4)), {"kernel": (3,), "strides": (2,), "pads": (1, 2), "dilations": (2,), "group": 2},
@@ -225,6 +235,8 @@ class ConvWeightGrad(OpDef):
             return weight_grad_by_matmul(e, x, g, kernel, strides, pads, dilations, group)
         channels = x.type.shape[1]
         spatial, out = x.type.shape[2:], g.type.shape[2:]
+        if _by_columns(channels, kernel, out):
+            return _weight_grad_by_columns(e, x, g, kernel, strides, pads, dilations, group)
         perm = [1, 0] + list(range(2, n + 2))
         if group == 1:
             xt = e.node("Transpose", x, perm=perm)  # [C, N, *spatial]: channels become the batch
@@ -262,6 +274,41 @@ class ConvWeightGrad(OpDef):
 
     def evaluate(self, x, g, *, kernel, strides, pads, dilations, group):
         return conv_weight_grad_numpy(x, g, kernel=kernel, strides=strides, pads=pads, dilations=dilations, group=group)
+
+
+def _by_columns(channels: int, kernel, out) -> bool:
+    """Whether a float32 filter gradient is computed from im2col columns rather than by the swapped
+    Conv (measured over whole training steps): when the columns fit `COLUMNS_PER_SAMPLE`, except
+    - for a one-channel input with a kernel of 16 taps or more (LeNet's first layer, 5×5: two row
+      bands of the swapped Conv are ~4% faster over the step; with 3×3 kernels the columns win);
+    - for outputs of fewer than 16 positions, where the per-sample products are too small and the
+      swapped Conv, which reduces over the batch, is faster."""
+    taps, positions = math.prod(kernel), math.prod(out)
+    if (channels == 1 and taps >= 16) or positions < 16:
+        return False
+    return channels * taps * positions <= COLUMNS_PER_SAMPLE
+
+
+def _weight_grad_by_columns(e, x, g, kernel, strides, pads, dilations, group) -> str:
+    """The filter gradient as im2col and one batched MatMul: a grouped Conv with one-hot filters lays
+    every window's C·K taps out as channels (`cols` `[N, C·K, *out]`, ONNX Runtime's own im2col), and
+    `cols @ gᵀ` per sample and group, summed over the batch, is the gradient. Measured against the
+    swapped Conv (2 threads): 3×3 layers 3.5-4× faster (16→32 channels on 16×16, batch 32: 1.52 →
+    0.43 ms), LeNet's two 5×5 layers as fast or faster. `cols` holds K values per input element,
+    hence `COLUMNS_PER_SAMPLE`."""
+    n = x.type.rank - 2
+    channels, filters = x.type.shape[1], g.type.shape[1]
+    taps, positions = math.prod(kernel), math.prod(g.type.shape[2:])
+    one_hot = e.const(one_hot_taps(1, kernel, "float32"))
+    images = e.node("Reshape", x, e.int64s([-1, 1] + list(x.type.shape[2:])))  # every channel an image
+    cols = e.node("Conv", images, one_hot, strides=list(strides), pads=list(pads), dilations=list(dilations))
+    cols = e.node("Reshape", cols, e.int64s([-1, group, channels // group * taps, positions]))
+    gt = e.node("Reshape", g, e.int64s([0, group, filters // group, positions]))
+    gt = e.node("Transpose", gt, perm=[0, 1, 3, 2])  # [N, g, P, F/g]
+    per_sample = e.node("MatMul", cols, gt)  # [N, g, C/g·K, F/g]
+    summed = e.node("ReduceSum", per_sample, e.int64s([0]), keepdims=0)
+    dw = e.node("Transpose", summed, perm=[0, 2, 1])  # [g, F/g, C/g·K]
+    return e.node("Reshape", dw, e.int64s([filters, channels // group] + list(kernel)))
 
 
 def _one_channel_in_two_bands(e, xt, g, reach, strides, pads, ends, dilations) -> str:

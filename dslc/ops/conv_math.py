@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from dslc.ir.graph import OpError
-from dslc.ir.types import TensorType
+from dslc.ir.types import TensorType, numpy_dtype
 from dslc.ops.registry import expect_float
 
 
@@ -83,6 +83,16 @@ def window_slices(padded_shape, kernel, strides, dilations, out):
             index.append(slice(start, start + strides[i] * (out[i] - 1) + 1, strides[i]))
         views.append(tuple(index))
     return views
+
+
+def one_hot_taps(channels: int, kernel, dtype: str) -> np.ndarray:
+    """Filters `[C·K, 1, *kernel]`: filter c·K + k picks tap k of channel c (a grouped conv with them
+    lays the K taps of every window out as channels)."""
+    k = math.prod(kernel)
+    taps = np.zeros((channels * k, 1, k), dtype=numpy_dtype(dtype))
+    for c in range(channels):
+        taps[c * k + np.arange(k), 0, np.arange(k)] = 1
+    return taps.reshape((channels * k, 1) + tuple(kernel))
 
 
 def pad_numpy(x, pads, value=0.0):

@@ -23,13 +23,14 @@ import math
 import numpy as np
 
 from dslc.ir.graph import OpError
-from dslc.ir.types import TensorType, numpy_dtype
+from dslc.ir.types import TensorType
 from dslc.ops.conv_math import (
     conv_numpy,
     dims_text,
     geometry,
     im2col,
     leftover,
+    one_hot_taps,
     out_size,
     pad_numpy,
     static_spatial,
@@ -78,16 +79,6 @@ def _pad_to(b, g, like):
         if extra:
             g = b.pad(g, axis=i, before=0, after=extra)
     return g
-
-
-def _one_hot_taps(channels: int, kernel, dtype: str) -> np.ndarray:
-    """Filters `[C·K, 1, *kernel]`: filter c·K + k picks tap k of channel c (a grouped conv with them
-    lays the K taps of every window out as channels)."""
-    k = math.prod(kernel)
-    taps = np.zeros((channels * k, 1, k), dtype=numpy_dtype(dtype))
-    for c in range(channels):
-        taps[c * k + np.arange(k), 0, np.arange(k)] = 1
-    return taps.reshape((channels * k, 1) + tuple(kernel))
 
 
 def _window_views(x, kernel, strides, pads, fill):
@@ -141,12 +132,12 @@ class MaxPool(OpDef):
             return [_pad_to(b, b.mul(mask, b.upsample(share, factors=kernel)), x)]
         # general windows: the taps as channels, [N, C·K, *out] -> [N, C, K, *out]
         n, channels, k = x.type.rank - 2, x.type.shape[1], math.prod(kernel)
-        filters = b.const(_one_hot_taps(channels, kernel, dtype), dtype)
+        filters = b.const(one_hot_taps(channels, kernel, dtype), dtype)
         taps = b.reshape(b.conv(x, filters, strides=strides, pads=pads, group=channels), shape=(0, channels, k) + shape)
         mask = b.cast(b.equal(taps, b.unsqueeze(out, axes=(2,))), to=dtype)
         if any(pads):  # padded taps read 0, which may equal a maximum of 0: drop them
             ones = np.ones((1, 1) + x.type.shape[2:])
-            inside = conv_numpy(ones, _one_hot_taps(1, kernel, "float64"), strides=strides, pads=pads)
+            inside = conv_numpy(ones, one_hot_taps(1, kernel, "float64"), strides=strides, pads=pads)
             mask = b.mul(mask, b.const(inside.reshape((1, 1, k) + shape), dtype))
         ties = b.reduce_sum(mask, axes=(2,), keepdims=True)
         shares = b.mul(mask, b.div(b.unsqueeze(g, axes=(2,)), ties))
