@@ -25,6 +25,7 @@ from dslc.ir.graph import Builder, Graph
 from dslc.ir.types import TensorType
 from dslc.runtime.layout import train_keys
 
+SETTLE_S = 0.05  # between timed blocks: ONNX Runtime workers keep spinning for a while after a run
 GEMM_SIZE = 1024
 EXPORT_OPSET = 17
 EXPORT_RTOL = 1e-4
@@ -318,7 +319,7 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     per_round = max(1, -(-steps // rounds))
     for _ in range(rounds):
         for key, fn in jobs:
-            time.sleep(0.01)  # let the previous job's spinning worker threads go idle (FACTS: pools fight)
+            time.sleep(SETTLE_S)  # let the previous job's spinning worker threads go idle (FACTS: pools fight)
             timers[key] += _timed(fn, per_round)
     ms = {k: 1e3 * statistics.median(v) for k, v in timers.items()}
     result = BenchResult(program.name, batch_size, infer_batch_size, per_round * rounds, threads, gemm, train_flops,

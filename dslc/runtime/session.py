@@ -320,6 +320,10 @@ class Predictor:
         self.spec = spec
         self.input_names = [t["name"] for t in spec["inputs"]]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # `InferenceSession.run` checks the feed's names on every call (~0.7 of the ~8 µs an MLP takes
+        # at batch 1); the feeds built here always hold exactly the graph's inputs, so call its core
+        core = getattr(self.session, "_sess", None)
+        self._run = core.run if hasattr(core, "run") else self.session.run
         leading = {t["shape"][0] if t["shape"] else None for t in spec["inputs"]}
         batch_dim = leading.pop() if len(leading) == 1 else None
         # Batching is only sound when every input and output is stacked along one symbolic dim.
@@ -331,9 +335,9 @@ class Predictor:
         feeds = {name: inputs[name] for name in self.input_names}
         n = len(next(iter(feeds.values()))) if feeds else 0
         if not self.batchable or not batch_size or n <= batch_size:
-            return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+            return dict(zip(self.output_names, self._run(self.output_names, feeds, None)))
         parts: list[list[np.ndarray]] = []
         for start in range(0, n, batch_size):
             chunk = {name: a[start:start + batch_size] for name, a in feeds.items()}
-            parts.append(self.session.run(self.output_names, chunk))
+            parts.append(self._run(self.output_names, chunk, None))
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.output_names)}
