@@ -290,13 +290,12 @@ def _by_columns(channels: int, kernel, out) -> bool:
 
 
 def _weight_grad_by_columns(e, x, g, kernel, strides, pads, dilations, group) -> str:
-    """The filter gradient as im2col and one batched MatMul: a grouped Conv with one-hot filters lays
-    every window's C·K taps out as channels (`cols` `[N, C·K, *out]`, ONNX Runtime's own im2col), and
-    `cols @ gᵀ` per sample and group, summed over the batch, is the gradient. Measured against the
-    swapped Conv (2 threads): 3×3 layers 3.5-4× faster (16→32 channels on 16×16, batch 32: 1.52 →
-    0.43 ms), LeNet's two 5×5 layers as fast or faster. `cols` holds K values per input element,
-    hence `COLUMNS_PER_SAMPLE`."""
-    n = x.type.rank - 2
+    """The filter gradient as im2col and one batched MatMul: every channel taken as a one-channel
+    image, a Conv with K one-hot filters lays each window's K taps out as channels (`cols`
+    `[N, C·K, *out]`: ONNX Runtime's own im2col; a grouped Conv was slower), and `cols @ gᵀ` per sample
+    and group, summed over the batch, is the gradient. Measured against the swapped Conv (2 threads):
+    3×3 layers 3.5-4× faster (16→32 channels on 16×16, batch 32: 1.52 → 0.43 ms). `cols` holds K
+    values per input element, hence `COLUMNS_PER_SAMPLE`."""
     channels, filters = x.type.shape[1], g.type.shape[1]
     taps, positions = math.prod(kernel), math.prod(g.type.shape[2:])
     one_hot = e.const(one_hot_taps(1, kernel, "float32"))
