@@ -47,6 +47,34 @@ def row(name: str, batch: int, infer_batch: int, train_target: float, infer_targ
     return "| " + " | ".join(cells) + " |"
 
 
+def contended(threads: int, steps: int = 160) -> tuple[float, float]:
+    """Median MLP training-step times (ms) with 1 and with `threads` threads, interleaved. On an
+    uncontended machine more threads are faster; on a VM with a busy sibling vCPU, one thread wins
+    and every ratio drifts towards 1 (see README, Performance)."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from dslc.runtime.session import TrainStep
+
+    program = dslc.compile(ROOT / "models/mlp.dl")
+    spec = program.manifest["graphs"]["train"]
+    batch = bench.synthetic_batch(spec["inputs"], {"B": 128}, np.random.default_rng(0))
+    steps_by = {n: TrainStep(program.graphs["train"], spec, "cpu", n) for n in (1, threads)}
+    times: dict[int, list[float]] = {n: [] for n in steps_by}
+    for _ in range(4):
+        for n, trainer in steps_by.items():
+            time.sleep(bench.SETTLE_S)
+            for _ in range(5):
+                trainer.step(batch)
+            for _ in range(steps // 4):
+                t0 = time.perf_counter()
+                trainer.step(batch)
+                times[n].append(time.perf_counter() - t0)
+    return tuple(1e3 * statistics.median(times[n]) for n in (1, threads))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -62,6 +90,12 @@ def main() -> None:
         header += ["train peak RSS dslc / PyTorch (MB)", "increase over imports dslc / PyTorch (MB)",
                    "RSS ratio (target)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if args.threads > 1:
+        one, many = contended(args.threads)
+        print(f"MLP step: {one:.3f} ms on 1 thread, {many:.3f} ms on {args.threads}")
+        if one <= many:
+            print("warning: one thread is as fast as several: the machine looks contended; the ratios below will "
+                  "read closer to 1 than on an idle machine")
     for name, (model, defines, batch, infer_batch, train_target, infer_target) in WORKLOADS.items():
         if args.only and name not in args.only:
             continue
