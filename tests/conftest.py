@@ -24,3 +24,9 @@ def bless(request) -> bool:
 def golden(bless):
     """`golden(path, actual)`: `assert_golden` with the `--bless` setting filled in."""
     return functools.partial(assert_golden, bless=bless)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, request):
+    """A directory shared by one test module's tests for the `.dl` files they compile."""
+    return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))

@@ -149,11 +149,6 @@ GRADIENT_MODELS = {**{name: (body, kinds) for name, (body, kinds, _) in MODELS.i
                    "transformer_lm": LM_GRADIENT}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("attention")
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_MODELS))
 def test_model_gradient(name, workdir):
     body, kinds = GRADIENT_MODELS[name]

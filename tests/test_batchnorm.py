@@ -32,11 +32,6 @@ model bn {
 """
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("batchnorm")
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_MODELS))
 def test_gradient(name, workdir):
     body, kinds = GRADIENT_MODELS[name]

@@ -135,11 +135,6 @@ def source(name: str) -> str:
     return model_source(name, MODELS[name][0])
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("gradients")
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_gradient(name, workdir):
     check_model_gradients(workdir, name, source(name), MODELS[name][1])

@@ -99,11 +99,6 @@ GRADIENT_MODELS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("recurrent")
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_MODELS))
 def test_gradients(name, workdir):
     body, kinds = GRADIENT_MODELS[name]

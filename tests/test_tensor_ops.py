@@ -182,11 +182,6 @@ MODELS = {
 GRADIENT_MODELS = {name: (body, kinds) for name, (body, kinds, _) in MODELS.items()}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("tensor_ops")
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_MODELS))
 def test_model_gradient(name, workdir):
     body, kinds = GRADIENT_MODELS[name]

@@ -119,11 +119,6 @@ def batches(seed: int, steps: int = STEPS):
             for _ in range(steps)]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("torch_parity")
-
-
 @pytest.mark.parametrize("config", list(OPTIMIZERS))
 def test_optimizer_parity(config, workdir):
     program = compile_text(workdir, MLP.format(optimizer=OPTIMIZERS[config]), name=f"{config}.dl")
