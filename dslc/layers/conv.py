@@ -14,6 +14,7 @@ import math
 from dslc.builtins import builtin
 from dslc.initializers import Initializer
 from dslc.ir.graph import Node
+from dslc.lower_calls import describe
 from dslc.ops.conv_math import dims_text
 
 Tensor = Node
@@ -31,20 +32,10 @@ def _whole(ctx, value, arg: str, what: str, minimum: int = 1) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        ctx.fail(f"`{what}` expects `{arg}` to be a whole number, got {_describe(value)}", arg=arg)
+        ctx.fail(f"`{what}` expects `{arg}` to be a whole number, got {describe(value)}", arg=arg)
     if value < minimum:
         ctx.fail(f"`{what}` needs `{arg}` of at least {minimum}, got {value}", arg=arg)
     return value
-
-
-def _describe(value) -> str:
-    if isinstance(value, bool):
-        return f"`{'true' if value else 'false'}`"
-    if isinstance(value, Node):
-        return f"a tensor `{value.type}`"
-    if isinstance(value, str):
-        return f"the string \"{value}\""
-    return f"`{value}`"
 
 
 def _spatial_input(ctx, x: Node, n: int, what: str) -> tuple[int, tuple[int, ...]]:
