@@ -10,12 +10,10 @@ A product is fused only when nothing else uses it, so no work is done twice. The
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
 from dslc.ir.graph import Graph, Node
-from dslc.passes.rewrite import rewrite, with_inputs
+from dslc.passes.rewrite import rewrite, use_counts, with_inputs
 
 
 def _scalar_const(node: Node) -> float | None:
@@ -25,9 +23,7 @@ def _scalar_const(node: Node) -> float | None:
 
 
 def fuse(graph: Graph) -> Graph:
-    uses = Counter(i.id for n in graph.nodes() for i in n.inputs)
-    for _, out in graph.outputs:
-        uses[out.id] += 1
+    uses = use_counts(graph)
 
     def single(node: Node) -> bool:
         return uses[node.id] == 1

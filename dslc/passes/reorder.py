@@ -7,10 +7,8 @@ layer 4× fewer elements.
 """
 from __future__ import annotations
 
-from collections import Counter
-
 from dslc.ir.graph import Graph, Node
-from dslc.passes.rewrite import rewrite, with_inputs
+from dslc.passes.rewrite import rewrite, use_counts, with_inputs
 
 MONOTONE = ("relu", "sigmoid", "tanh")
 
@@ -20,8 +18,7 @@ def _commutes_with_max(node: Node) -> bool:
 
 
 def reorder(graph: Graph) -> Graph:
-    users = Counter(i.id for n in graph.nodes() for i in n.inputs)
-    users.update(n.id for _, n in graph.outputs)
+    users = use_counts(graph)
 
     def visit(node: Node, inputs: tuple[Node, ...]) -> Node:
         if node.op == "max_pool" and _commutes_with_max(inputs[0]) and users[node.inputs[0].id] == 1:

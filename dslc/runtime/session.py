@@ -118,10 +118,10 @@ class TrainStep:
         self.carried = list(spec["params"]) + list(spec.get("buffers", [])) + list(spec.get("state", []))
         next_names = {t["next"] for t in self.carried}
         self.data_names = [t["name"] for t in spec["inputs"]]
-        self.output_names = [t["name"] for t in spec["outputs"] if t["name"] not in next_names]
         # loss and metrics (scalars) land in host arrays bound once: reading them back through
         # `get_outputs()` would wrap every output, parameters included (~11 µs of a 300 µs MLP step)
         self._scalars = {t["name"]: np.zeros((), _np_dtype(t)) for t in spec["outputs"] if t["name"] not in next_names}
+        self.output_names = list(self._scalars)
         self.hyper_specs = {t["name"]: t for t in spec.get("hyper", [])}
         inits = read_initializers(model_bytes)
         # Inputs with defaults are bound as OrtValues: `bind_cpu_input` looks the name up among the
