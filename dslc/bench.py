@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +142,21 @@ def gemm_gflops(threads: int | None, size: int = GEMM_SIZE, repeats: int = 10) -
         session.run(None, feeds)
         times.append(time.perf_counter() - t0)
     return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def interleaved(jobs: list[tuple[str, Callable[[], object]]], per_round: int, rounds: int,
+                warmup: int) -> dict[str, float]:
+    """The median time (ms) of each job, every job warmed up first, then timed in `rounds` alternating
+    blocks of `per_round` calls, never two at once, so that drifting machine load hits all alike."""
+    for _, fn in jobs:
+        for _ in range(warmup):
+            fn()
+    timers: dict[str, list[float]] = {key: [] for key, _ in jobs}
+    for _ in range(rounds):
+        for key, fn in jobs:
+            time.sleep(SETTLE_S)  # let the previous job's spinning worker threads go idle (FACTS: pools fight)
+            timers[key] += _timed(fn, per_round)
+    return {key: 1e3 * statistics.median(times) for key, times in timers.items()}
 
 
 def _timed(fn, n: int) -> list[float]:
@@ -312,16 +328,8 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
             jobs.append(("torch_onnx_infer", exported))
         jobs += [("torch_train", lambda: twin.loss_and_step(batch)), ("torch_infer", lambda: twin.infer(infer_inputs))]
 
-    for _, fn in jobs:  # warm up every job before timing any
-        for _ in range(warmup):
-            fn()
-    timers = {key: [] for key, _ in jobs}
     per_round = max(1, -(-steps // rounds))
-    for _ in range(rounds):
-        for key, fn in jobs:
-            time.sleep(SETTLE_S)  # let the previous job's spinning worker threads go idle (FACTS: pools fight)
-            timers[key] += _timed(fn, per_round)
-    ms = {k: 1e3 * statistics.median(v) for k, v in timers.items()}
+    ms = interleaved(jobs, per_round, rounds, warmup)
     result = BenchResult(program.name, batch_size, infer_batch_size, per_round * rounds, threads, gemm, train_flops,
                          ms["train"], ms["infer"], ms.get("torch_train"), ms.get("torch_infer"), loss_check,
                          ms.get("torch_onnx_infer"), onnx_check, onnx_error)

@@ -51,9 +51,6 @@ def contended(threads: int, steps: int = 160) -> tuple[float, float]:
     """Median MLP training-step times (ms) with 1 and with `threads` threads, interleaved. On an
     uncontended machine more threads are faster; on a VM with a busy sibling vCPU, one thread wins
     and every ratio drifts towards 1 (see README, Performance)."""
-    import statistics
-    import time
-
     import numpy as np
 
     from dslc.runtime.session import TrainStep
@@ -61,18 +58,9 @@ def contended(threads: int, steps: int = 160) -> tuple[float, float]:
     program = dslc.compile(ROOT / "models/mlp.dl")
     spec = program.manifest["graphs"]["train"]
     batch = bench.synthetic_batch(spec["inputs"], {"B": 128}, np.random.default_rng(0))
-    steps_by = {n: TrainStep(program.graphs["train"], spec, "cpu", n) for n in (1, threads)}
-    times: dict[int, list[float]] = {n: [] for n in steps_by}
-    for _ in range(4):
-        for n, trainer in steps_by.items():
-            time.sleep(bench.SETTLE_S)
-            for _ in range(5):
-                trainer.step(batch)
-            for _ in range(steps // 4):
-                t0 = time.perf_counter()
-                trainer.step(batch)
-                times[n].append(time.perf_counter() - t0)
-    return tuple(1e3 * statistics.median(times[n]) for n in (1, threads))
+    trainers = {n: TrainStep(program.graphs["train"], spec, "cpu", n) for n in (1, threads)}
+    ms = bench.interleaved([(str(n), lambda t=t: t.step(batch)) for n, t in trainers.items()], steps // 4, 4, 5)
+    return ms["1"], ms[str(threads)]
 
 
 def main() -> None:
