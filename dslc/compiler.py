@@ -8,22 +8,21 @@ from dslc.diagnostics import Diagnostic, DslcError, error
 from dslc.emit import manifest as mf
 from dslc.emit.onnx import OPSET, check, emit_graph, serialize
 from dslc.frontend import ast
-from dslc.frontend.parser import parse
+from dslc.frontend.parser import parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
-from dslc.lower import LoweredModel, lower_model
+from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, byte_size, lower_model
 from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
 from dslc.program import Program
-from dslc.source import SourceFile
 
 DTYPES = ("float32", "float64")
 
 
 def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
     """Parse a file and, transitively, its imports; returns the module and every block it can use."""
-    root = parse(SourceFile.read(path))
+    root = parse_file(path)
     blocks: dict[str, ast.Block] = {}
     seen: set[Path] = set()
     pending = [root]
@@ -48,7 +47,7 @@ def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
                 raise error(f"cannot find the imported file `{imp.path}`", imp.span,
                             hint=f"import paths are relative to the importing file's folder, `{shown.parent.as_posix()}/`")
             if target.resolve() not in seen:
-                pending.append(parse(SourceFile.read(shown.parent / imp.path)))
+                pending.append(parse_file(shown.parent / imp.path))
     return root, blocks
 
 
@@ -88,10 +87,22 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise ValueError(f"no pass `{print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
     module, blocks = load_module(path)
     model = pick_model(module)
-    infer = lower_model(model, blocks, "infer", dtype, seed, defines)
-    trained = {o.name: (lower_model(model, blocks, "train", dtype, seed, defines, o.name),
-                        lower_model(model, blocks, "eval", dtype, seed, defines, o.name), o)
-               for o in objectives(model)}
+    errors: list[Diagnostic] = []
+
+    def lowered(mode: str, objective: str = "") -> LoweredModel | None:
+        try:
+            return lower_model(model, blocks, mode, dtype, seed, defines, objective)
+        except DslcError as e:  # lower the other graphs too: errors in training statements, say
+            errors.extend(e.diagnostics)
+            return None
+
+    infer = lowered("infer")
+    try:
+        trained = {o.name: (lowered("train", o.name), lowered("eval", o.name), o) for o in objectives(model)}
+    except DslcError as e:  # objectives that cannot be told apart
+        errors.extend(e.diagnostics)
+    if errors:  # each graph's lowering reports the errors of the statements it shares with the others
+        raise DslcError(dict.fromkeys(errors))
     return build_program(infer, trained, dtype, str(path), print_ir_after)
 
 
@@ -139,6 +150,9 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
 
     printed: list[str] = []
     final = {key: run(g, key.split(".")[0], print_ir_after, printed) for key, g in ir_graphs.items()}
+    for key, g in final.items():
+        if key.startswith("train"):
+            _check_weight_size(g)
     metadata = {"dslc.version": __version__, "dslc.model": name}
     graphs, files = {}, {}
     for key, g in final.items():
@@ -152,16 +166,33 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
     optimizers = {}
     for objective_name, (train, ev, _) in trained.items():
         classes = {**ev.target_classes, **train.target_classes}
+        ranges = {**ev.target_ranges, **train.target_ranges}
         train_key, eval_key = graph_keys(objective_name)
         optimizers[objective_name] = {"kind": train.optimizer.kind,
                                       "settings": {**_defaults(train.optimizer), **train.optimizer.settings}}
-        entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, NEXT_SUFFIX,
+        entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, ranges, NEXT_SUFFIX,
                                             objective_name, optimizers[objective_name])
-        entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes)
+        entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges)
     manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""))
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,
                    extras={"lowered": ir_graphs, "final": final})
+
+
+def _check_weight_size(training: Graph) -> None:
+    """The parameters alone fit in a file (`Lowering.new_param` checks); with the optimizer's state
+    (one or two copies of them) the training graph may not."""
+    sizes = {"state": 0, "other": 0}
+    for n in training.inputs:
+        if n.attrs.get("default") is not None:
+            sizes["state" if n.role == "state" else "other"] += n.attrs["default"].nbytes
+    total, optimizer = sizes["state"] + sizes["other"], training.notes["optimizer"]
+    if total > MAX_WEIGHT_BYTES:
+        raise error(f"the training graph needs {byte_size(total)} for the parameters ({byte_size(sizes['other'])}) "
+                    f"and the state of `{optimizer.kind}` ({byte_size(sizes['state'])})", optimizer.span,
+                    hint=f"the weights of a graph must fit in one ONNX file, at most {MAX_WEIGHT_BYTES / 2**30:g} GiB: "
+                         "make the model smaller, or use an optimizer with less state "
+                         "(`sgd` without momentum has none)")
 
 
 def _defaults(spec) -> dict:

@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from dslc.source import Span
+
+TAB = 4  # columns between tab stops when a source line is shown
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class DslcError(Exception):
         self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
         super().__init__(render_all(self.diagnostics))
 
+    def with_note(self, note: str, span: Span) -> "DslcError":
+        """The same error with `note` at `span` added to each diagnostic (after its other notes)."""
+        return DslcError([replace(d, notes=d.notes + ((note, span),)) for d in self.diagnostics])
+
 
 class DataError(Exception):
     """Bad data, a missing file or a runtime failure outside the model text (exit code 3)."""
@@ -61,16 +68,33 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     return f"did you mean `{close[0]}`?" if close else ""
 
 
+def _expand(text: str) -> tuple[str, list[int]]:
+    """`text` as shown, tabs expanded to stops of `TAB` columns, and the screen column at which each
+    character starts (plus one for the end): wide (CJK) characters take two columns, combining marks none."""
+    shown, columns = [], [0]
+    for ch in text:
+        column = columns[-1]
+        if ch == "\t":
+            width = TAB - column % TAB
+            ch = " " * width
+        else:
+            width = 0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        shown.append(ch)
+        columns.append(column + width)
+    return "".join(shown), columns
+
+
 def _render_snippet(span: Span, label: str, marker: str) -> list[str]:
     source = span.source
     line, col = source.line_col(span.start)
     end_line, end_col = source.line_col(max(span.start, span.end - 1))
-    text = source.line_text(line)
+    text, columns = _expand(source.line_text(line))
     width = len(str(line))
-    last = end_col if end_line == line else len(text)
-    carets = marker * max(1, last - col + 1)
+    last = min(end_col, len(columns) - 1) if end_line == line else len(columns) - 1  # a span may end at the newline
+    start = columns[col - 1]
+    carets = marker * max(1, columns[last] - start)
     gutter = " " * width
-    out = [f"{gutter} |", f"{line} | {text}", f"{gutter} | {' ' * (col - 1)}{carets}" + (f" {label}" if label else "")]
+    out = [f"{gutter} |", f"{line} | {text}", f"{gutter} | {' ' * start}{carets}" + (f" {label}" if label else "")]
     return out
 
 

@@ -39,6 +39,7 @@ def cross_entropy(ctx, logits: Tensor, target: Tensor):
     if target.type.dtype != logits.type.dtype or target.type.shape != logits.type.shape:
         ctx.fail(f"targets `{target.type}` do not match logits `{logits.type}`", arg="target",
                  hint="give integer class labels, or one probability per class")
+    ctx.note_range(target, 0, 1)
     per_example = ctx.b.neg(ctx.b.reduce_sum(ctx.b.mul(target, ctx.b.log_softmax(logits, axis=-1)), axes=(-1,)))
     return _batch_mean(ctx, per_example)
 
@@ -47,6 +48,7 @@ def cross_entropy(ctx, logits: Tensor, target: Tensor):
 def binary_cross_entropy(ctx, logits: Tensor, target: Tensor):
     """Sigmoid cross-entropy on raw scores, averaged over all elements: stable for any logit
     (max(x, 0) - x·t + log(1 + e^-|x|)). Targets are 0/1 (or probabilities) of the logits' shape."""
+    ctx.note_range(target, 0, 1)
     if target.type.dtype in INT_DTYPES or target.type.dtype == "bool":
         target = ctx.b.cast(target, to=logits.type.dtype)
     _same_shape(ctx, logits, target, "binary_cross_entropy")

@@ -7,6 +7,9 @@ dropout) or "infer" (outputs only).
 """
 from __future__ import annotations
 
+import math
+import operator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +19,7 @@ from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import INITIALIZERS, Initializer, rng_for
 from dslc.ir.graph import Builder, Node
-from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtype
+from dslc.ir.types import INT_DTYPES, SHORT_TO_DTYPE, TensorType, dtype_of_numpy, fits, numpy_dtype
 from dslc.layers.tensor import compare, subscript
 from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import Arg, CallLowering, Context, describe
@@ -43,19 +46,68 @@ class LoweredModel:
     objective: str = ""
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
+    target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def parse_define(text: str):
-    """A `-D name=value` value: a number, `true`/`false`, or else a string."""
+# Expressions nest at most this deep, blocks included, which keeps `eval`'s recursion (up to 6 Python
+# frames a level) well within Python's default limit of 1000 frames.
+MAX_NESTING = 100
+# An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
+MAX_WEIGHT_BYTES = 2**31 - 2**27
+
+
+def byte_size(nbytes: int) -> str:
+    """`1.5 GiB`, `12.0 MiB`, `300 bytes`"""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:,.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
+class Poisoned(DslcError):
+    """Using a name whose definition failed: an error reported already, so this one has no diagnostics."""
+
+    def __init__(self):
+        super().__init__(())
+
+
+class _Poison:
+    def __repr__(self) -> str:
+        return "POISON"
+
+
+POISON = _Poison()  # the value of a name whose definition failed (`Lowering.statement`)
+
+
+class DefinedString(str):
+    """A `-D name=value` value that is neither a number nor `true`/`false`: a string that remembers its
+    `-D`, so that an error about it can say where it came from (`describe`)."""
+
+    define: str
+
+
+def parse_define(name: str, text: str):
+    """A `-D name=value` value: a number, `true`/`false`, or else a string. Raises `ValueError(what is
+    wrong, hint)` for a number that no graph can hold (infinite, NaN, or an integer beyond 64 bits)."""
     low = text.strip()
     if low in ("true", "false"):
         return low == "true"
     for convert in (int, float):
         try:
-            return convert(low)
+            value = convert(low)
         except ValueError:
-            pass
-    return low
+            continue
+        if isinstance(value, int) and abs(value) > ast.MAX_INT:
+            raise ValueError("is too large", f"integers are 64-bit: at most {ast.MAX_INT}")
+        if not math.isfinite(value):
+            raise ValueError("is not a finite number", "a value is a finite number, `true`, `false` or a string")
+        return value
+    string = DefinedString(low)
+    string.define = f"-D {name}={text}"
+    return string
 
 
 class Lowering(CallLowering):
@@ -76,7 +128,10 @@ class Lowering(CallLowering):
         self.sharing_stack: list[bool] = []
         self.entered_scopes: set[str] = set()
         self.salt = 0
-        self.depth = 0
+        self.active_blocks: list[str] = []  # the blocks being expanded, outermost first
+        self.param_bytes = 0
+        self.nesting = 0  # of `eval`, in blocks too: each level is a few Python frames
+        self.errors: list[Diagnostic] = []  # of the statements lowered so far (`statement`)
 
     # ---- names and parameters ---------------------------------------------------------------------
     def new_layer(self, kind: str, explicit: str | None, span: Span) -> str:
@@ -127,10 +182,20 @@ class Lowering(CallLowering):
                             f"{list(shape)}, not {list(existing.type.shape)}", span,
                             hint="give this layer another name, or feed it inputs of the first call's shape")
             return existing
+        t = TensorType(self.float_dtype, shape)
+        nbytes = math.prod(shape) * numpy_dtype(self.float_dtype).itemsize
+        total = self.param_bytes + nbytes
+        if total > MAX_WEIGHT_BYTES:  # checked before the values are drawn: they might not fit in memory
+            layer, local = name.rsplit(".", 1)
+            others = f", {byte_size(total)} with the parameters before it" if self.param_bytes else ""
+            raise error(f"layer `{layer}` needs {byte_size(nbytes)} for its parameter `{local}` `{t}`{others}", span,
+                        hint="the weights of a graph must fit in one ONNX file, "
+                             f"at most {MAX_WEIGHT_BYTES / 2**30:g} GiB: make the layer smaller")
+        self.param_bytes = total
         values = init.sample(shape, fan_in, fan_out, rng_for(self.init_seed, name))
         default = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
         role = "param" if self.updates is None or selected(self.updates, name, kind) else "frozen"
-        node = Builder(span).input(name, TensorType(self.float_dtype, shape), role, default=default, init=str(init))
+        node = Builder(span).input(name, t, role, default=default, init=str(init))
         self.result.params.append(node)
         self.param_index[name] = node
         self.result.param_kinds[name] = kind
@@ -151,32 +216,52 @@ class Lowering(CallLowering):
 
     # ---- the model --------------------------------------------------------------------------------
     def run(self) -> LoweredModel:
+        """Lower the model, statement by statement; a statement that fails is reported and lowering goes
+        on with the next one (names it defines are `POISON`), so that every error is reported at once."""
         env = self.hyper_params()
         defined: dict[str, Span] = {}
         for stmt in self.model.body:
             if isinstance(stmt, ast.InputDecl):
-                self.define(env, defined, stmt.name, self.declare_input(stmt, env), stmt.name_span)
+                with self.statement(env, defined, stmt.name, stmt.name_span):
+                    self.define(env, defined, stmt.name, self.declare_input(stmt, env), stmt.name_span)
             elif isinstance(stmt, ast.Assign):
-                self.define(env, defined, stmt.name, self.eval(stmt.value, env), stmt.name_span)
+                with self.statement(env, defined, stmt.name, stmt.name_span):
+                    self.define(env, defined, stmt.name, self.eval(stmt.value, env), stmt.name_span)
             elif isinstance(stmt, ast.Output):
-                self.output(stmt, env, defined)
+                with self.statement(env, defined, stmt.name, stmt.name_span):
+                    self.output(stmt, env, defined)
             elif isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric, ast.Objective)):
                 pass  # training statements: evaluated after the forward pass
             elif isinstance(stmt, ast.Update):
-                raise error("`update` belongs in an `objective`", stmt.span,
-                            hint="a single loss updates every parameter; declare objectives to split them")
+                self.errors.append(Diagnostic("`update` belongs in an `objective`", stmt.span, hint=(
+                    "a single loss updates every parameter; declare objectives to split them")))
             elif isinstance(stmt, ast.Return):
-                raise error("`return` belongs in a block, not in a model", stmt.span,
-                            hint="mark model results with `output name = ...`")
-        if not self.result.outputs:
-            raise error(f"model `{self.model.name}` declares no output", self.model.name_span,
-                        hint="add a line such as `output probs = softmax(logits)`")
+                self.errors.append(Diagnostic("`return` belongs in a block, not in a model", stmt.span,
+                                              hint="mark model results with `output name = ...`"))
+        if not any(isinstance(stmt, ast.Output) for stmt in self.model.body):
+            self.errors.append(Diagnostic(f"model `{self.model.name}` declares no output", self.model.name_span,
+                                          hint="add a line such as `output probs = softmax(logits)`"))
         if self.objective is not None:
             for stmt in self.objective.body:
-                self.training_statement(stmt, env)
-            if self.updates:
-                self.check_updates()
+                with self.statement(env):
+                    self.training_statement(stmt, env)
+        if self.errors:
+            raise DslcError(self.errors)
+        if self.updates:
+            self.check_updates()
         return self.result
+
+    @contextmanager
+    def statement(self, env: dict, defined: dict | None = None, name: str | None = None, span: Span | None = None):
+        """Lower one statement; on errors, record them and bind the name it defines, if any, to `POISON`."""
+        try:
+            yield
+        except DslcError as e:
+            self.errors.extend(e.diagnostics)
+            if name is not None and name not in env:
+                env[name] = POISON
+                if defined is not None:
+                    defined[name] = span
 
     def check_updates(self) -> None:
         params = self.result.params
@@ -191,17 +276,25 @@ class Lowering(CallLowering):
             if name not in known:
                 hint = suggest(name, known) or (f"its hyper-parameters: {', '.join(f'`{k}`' for k in sorted(known))}"
                                                 if known else "it has none")
-                raise DslcError(Diagnostic(f"model `{self.model.name}` has no hyper-parameter `{name}` (given with -D)",
-                                           self.model.name_span, hint=hint))
+                message = f"model `{self.model.name}` has no hyper-parameter `{name}` (given with -D)"
+                self.errors.append(Diagnostic(message, self.model.name_span, hint=hint))
         for p in self.model.params:
-            if p.name in self.defines:
-                env[p.name] = parse_define(self.defines[p.name])
-            elif p.default is not None:
-                env[p.name] = self.eval(p.default, env)
-            else:
-                raise error(f"hyper-parameter `{p.name}` has no default and no value", p.span,
-                            hint=f"give it a default (`{p.name} = ...`) or pass `-D {p.name}=...`")
+            with self.statement(env, name=p.name):
+                env[p.name] = self.hyper_param(p, env)
         return env
+
+    def hyper_param(self, p: ast.Param, env):
+        if p.name in self.defines:
+            try:
+                return parse_define(p.name, self.defines[p.name])
+            except ValueError as e:
+                what, hint = e.args
+                raise error(f"`-D {p.name}={self.defines[p.name]}` {what}", p.span,
+                            label="the hyper-parameter given with -D", hint=hint) from None
+        if p.default is None:
+            raise error(f"hyper-parameter `{p.name}` has no default and no value", p.span,
+                        hint=f"give it a default (`{p.name} = ...`) or pass `-D {p.name}=...`")
+        return self.eval(p.default, env)
 
     def define(self, env, defined, name, value, span):
         if name in defined:
@@ -218,9 +311,14 @@ class Lowering(CallLowering):
         if dtype == "float32":
             dtype = self.float_dtype
         dims = []
+        hyper = {p.name for p in self.model.params}
         for d in t.dims:
-            if isinstance(d.value, str) and isinstance(env.get(d.value), int) and not isinstance(env.get(d.value), bool):
-                dims.append(env[d.value])
+            if d.value in hyper:  # a size given by a hyper-parameter
+                value = self.lookup(ast.Name(d.value, d.span), env)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise error(f"the dimension `{d.value}` must be a whole number, got {describe(value)}", d.span,
+                                hint="a dimension is a size such as `784` or a symbol such as `B`")
+                dims.append(value)
             else:
                 dims.append(d.value)
         role = "data" if stmt.kind == "input" else "target"
@@ -235,6 +333,8 @@ class Lowering(CallLowering):
         elif stmt.name not in env:
             raise error(f"unknown name `{stmt.name}`", stmt.name_span, hint=suggest(stmt.name, env))
         value = env[stmt.name]
+        if value is POISON:
+            raise Poisoned()
         if not isinstance(value, Node):
             raise error(f"output `{stmt.name}` must be a tensor, not {describe(value)}", stmt.span)
         if stmt.name in dict(self.result.outputs):
@@ -307,13 +407,35 @@ class Lowering(CallLowering):
             return expr.value
         if isinstance(expr, ast.Name):
             return self.lookup(expr, env)
+        with self.nested(expr.span):
+            return self.eval_compound(expr, env)
+
+    @contextmanager
+    def nested(self, span: Span):
+        """One level deeper in `eval` (or in `repeat`s within `repeat`s)."""
+        if self.nesting >= MAX_NESTING:
+            raise error("expression nested too deeply", span.source.span(span.start, span.start + 1),
+                        f"more than {MAX_NESTING} levels deep here", hint="split it into several assignments")
+        self.nesting += 1
+        try:
+            yield
+        finally:
+            self.nesting -= 1
+
+    def eval_compound(self, expr, env):
         if isinstance(expr, ast.Unary):
             value = self.eval(expr.operand, env)
             if isinstance(value, Node):
                 return self.with_span(expr.span).neg(value)
             return -self.number(value, expr.operand.span)
-        if isinstance(expr, ast.BinOp):
-            return self.binop(expr, self.eval(expr.left, env), self.eval(expr.right, env))
+        if isinstance(expr, ast.BinOp):  # `a + b + c ...` nests to the left: evaluated in a loop, at any length
+            chain = [expr]
+            while isinstance(chain[-1].left, ast.BinOp):
+                chain.append(chain[-1].left)
+            value = self.eval(chain[-1].left, env)
+            for binop in reversed(chain):
+                value = self.binop(binop, value, self.eval(binop.right, env))
+            return value
         if isinstance(expr, ast.Call):
             args = [Arg(a.span, expr=a) for a in expr.args]
             return self.call(expr.func, expr.func_span, expr.span, args, expr.kwargs, env)
@@ -328,6 +450,8 @@ class Lowering(CallLowering):
 
     def lookup(self, name: ast.Name, env):
         if name.id in env:
+            if env[name.id] is POISON:
+                raise Poisoned()
             return env[name.id]
         if name.id in INITIALIZERS:
             return Initializer(name.id)
@@ -353,7 +477,11 @@ class Lowering(CallLowering):
                 raise error("`@` multiplies matrices, not numbers", expr.span)
             if expr.op == "/" and c == 0:
                 raise error("division by zero", expr.right.span)
-            return {"+": a + c, "-": a - c, "*": a * c, "/": a / c}[expr.op]
+            result = _ARITHMETIC[expr.op](a, c)
+            if abs(result) > ast.MAX_INT if isinstance(result, int) else not math.isfinite(result):
+                kind = "a 64-bit integer" if isinstance(result, int) else "a float64"
+                raise error(f"the result of this arithmetic is too large for {kind}", expr.span)
+            return result
         if expr.op == "@":
             if not (isinstance(left, Node) and isinstance(right, Node)):
                 raise error("`@` multiplies two tensors", expr.span)
@@ -366,10 +494,13 @@ class Lowering(CallLowering):
         if isinstance(value, Node):
             return value
         number = self.number(value, span)
-        if like.type.dtype in ("int32", "int64") and not float(number).is_integer():
-            raise error(f"{number} cannot be combined with the integer tensor `{like.type}`", span,
+        dtype = like.type.dtype if like.type.dtype != "bool" else self.float_dtype
+        if not fits(number, dtype):
+            kind, why = ("integer tensor", "" if not float(number).is_integer() else ": it is out of range") \
+                if dtype in INT_DTYPES else ("tensor", ": it is out of range")
+            raise error(f"{number} cannot be combined with the {kind} `{like.type}`{why}", span,
                         hint="cast the tensor first with `cast`")
-        return Builder(span).const(number, like.type.dtype if like.type.dtype != "bool" else self.float_dtype)
+        return Builder(span).const(number, dtype)
 
     def pipe(self, value, span, stages, env):
         for stage in stages:
@@ -377,8 +508,9 @@ class Lowering(CallLowering):
                 count = self.eval(stage.count, env)
                 if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                     raise error(f"`repeat` needs a whole number of times, got {describe(count)}", stage.count.span)
-                for _ in range(count):
-                    value = self.pipe(value, span, stage.stages, env)
+                with self.nested(stage.span):
+                    for _ in range(count):
+                        value = self.pipe(value, span, stage.stages, env)
                 span = stage.span
                 continue
             piped = Arg(span, value=value, evaluated=True)

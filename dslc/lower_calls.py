@@ -15,8 +15,6 @@ from dslc.initializers import INITIALIZERS, Initializer
 from dslc.ir.graph import Builder, Node
 from dslc.source import Span
 
-MAX_BLOCK_DEPTH = 64
-
 
 @dataclass
 class Arg:
@@ -83,6 +81,12 @@ class Context:
         token ids), so that the data loader rejects values out of range with a clear message."""
         if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
             self._l.result.target_classes[value.name] = classes
+
+    def note_range(self, value: Node, lo: float, hi: float) -> None:
+        """Record that input or target `value` holds values in [lo, hi] (probabilities), so that the
+        data loader rejects values outside it with a clear message."""
+        if value.op == "input" and value.role in ("target", "data"):
+            self._l.result.target_ranges[value.name] = (lo, hi)
 
 
 class CallLowering:
@@ -218,18 +222,24 @@ class CallLowering:
                   for p in block.params]
         usage = f"{block.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in block.params)})"
         bound = self.bind(block.name, params, span, args, kwargs, usage)
-        inner = {}
-        for p in block.params:
-            arg = bound.get(p.name)
-            inner[p.name] = self.arg_value(arg, "", env) if arg is not None else self.eval(p.default, {})
-        if self.depth >= MAX_BLOCK_DEPTH:
-            raise error(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (is `{block.name}` calling itself?)", span)
+        inner = {p.name: self.arg_value(bound[p.name], "", env) for p in block.params if p.name in bound}
+        if block.name in self.active_blocks:
+            cycle = self.active_blocks[self.active_blocks.index(block.name):] + [block.name]
+            through = f" through {' -> '.join(f'`{b}`' for b in cycle[1:-1])}" if len(cycle) > 2 else ""
+            raise error(f"block `{block.name}` calls itself{through}", span, "a recursive call",
+                        hint="a block is expanded in place, so it cannot call itself; "
+                             "to apply layers n times in a row, use `repeat(n) { ... }`")
         self.enter_scope(block.name, scope_name, span)
-        self.depth += 1
+        self.active_blocks.append(block.name)
         try:
+            for p in block.params:
+                if p.name not in inner:
+                    inner[p.name] = self.eval(p.default, {})
             return self.block_body(block, inner)
+        except DslcError as e:
+            raise e.with_note(f"in block `{block.name}`, called here", span) from None
         finally:
-            self.depth -= 1
+            self.active_blocks.pop()
             self.leave_scope()
 
     def block_body(self, block: ast.Block, env):
@@ -261,7 +271,8 @@ def describe(value) -> str:
     if isinstance(value, (int, float)):
         return f"the number `{value}`"
     if isinstance(value, str):
-        return f"the string \"{value}\""
+        origin = getattr(value, "define", None)  # a `-D` value that is no number: `dslc.lower.DefinedString`
+        return f"the string \"{value}\"" + (f" (from `{origin}`)" if origin else "")
     if isinstance(value, Initializer):
         return f"the initializer `{value}`"
     return type(value).__name__

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+BOM = "\ufeff"
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -13,10 +15,18 @@ class SourceFile:
 
     @staticmethod
     def read(path: str | Path) -> "SourceFile":
-        return SourceFile.from_text(str(path), Path(path).read_text(encoding="utf-8"))
+        """The file's text; raises `NotUtf8` at the first byte that is not UTF-8."""
+        data = Path(path).read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise NotUtf8(str(path), data, e.start) from None
+        return SourceFile.from_text(str(path), text)
 
     @staticmethod
     def from_text(path: str, text: str) -> "SourceFile":
+        """`text` as a source file; a leading byte-order mark is not part of it."""
+        text = text.removeprefix(BOM)
         starts = [0]
         for i, ch in enumerate(text):
             if ch == "\n":
@@ -63,3 +73,20 @@ class Span:
 
     def __repr__(self) -> str:
         return f"{self.source.path}:{self.line}:{self.col}"
+
+
+class NotUtf8(Exception):
+    """A source file that does not decode as UTF-8; `offset` is the first bad byte's position in
+    `source`, a readable rendering of the file up to that line (bad bytes and control characters
+    shown as U+FFFD)."""
+
+    def __init__(self, path: str, data: bytes, bad_byte: int):
+        prefix = data[:bad_byte].decode("utf-8").removeprefix(BOM)
+        line_start = prefix.rfind("\n") + 1
+        # the line of the bad byte, up to a little past it: a binary file may have no newline for megabytes
+        rest = data[bad_byte:bad_byte + 40].split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        shown = "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in prefix[line_start:] + rest)
+        self.source = SourceFile.from_text(path, prefix[:line_start] + shown)
+        self.offset = len(prefix)
+        self.byte = data[bad_byte]
+        super().__init__(f"{path}: byte {bad_byte} is not UTF-8")

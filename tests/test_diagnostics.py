@@ -16,7 +16,7 @@ CASES = sorted(p for p in (ROOT / "tests" / "diagnostics").glob("*.dl") if not p
 
 
 def _defines(path: Path) -> dict[str, str]:
-    first = path.read_text(encoding="utf-8").splitlines()[0]
+    first = path.read_bytes().decode("utf-8", errors="replace").splitlines()[0]  # a case may not be UTF-8
     if not first.startswith("# args:"):
         return {}
     words = shlex.split(first[len("# args:"):])

@@ -24,7 +24,7 @@ IMPORT_HOMES = {
     "onnx": "dslc/emit/",
     "onnxruntime": "dslc/runtime/",
 }
-PRINTS_AND_EXITS = ("dslc/cli.py",)
+PRINTS_AND_EXITS = ("dslc/cli.py", "dslc/__main__.py")
 
 
 def sources() -> list[Path]:

@@ -13,8 +13,10 @@ def tensor(name: str, t: TensorType, **extra) -> dict:
     return entry
 
 
-def input_entry(node: Node, classes: dict[str, int]) -> dict:
-    return tensor(node.name, node.type, role="input" if node.role == "data" else "target", classes=classes.get(node.name))
+def input_entry(node: Node, classes: dict[str, int], ranges: dict[str, tuple[float, float]]) -> dict:
+    value_range = list(ranges[node.name]) if node.name in ranges else None
+    return tensor(node.name, node.type, role="input" if node.role == "data" else "target",
+                  classes=classes.get(node.name), range=value_range)
 
 
 def _default(node: Node):
@@ -23,12 +25,12 @@ def _default(node: Node):
     return float(str(value)) if value.dtype.kind == "f" else value.item()
 
 
-def train_entry(graph: Graph, file: str, classes: dict[str, int], next_suffix: str, objective: str,
-                optimizer: dict) -> dict:
+def train_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]],
+                next_suffix: str, objective: str, optimizer: dict) -> dict:
     carried = {n.name + next_suffix for n in graph.inputs}
     entry = {
         "file": file,
-        "inputs": [input_entry(n, classes) for n in graph.inputs_with_role("data", "target")],
+        "inputs": [input_entry(n, classes, ranges) for n in graph.inputs_with_role("data", "target")],
         "hyper": [tensor(n.name, n.type, default=_default(n), kind=n.attrs.get("kind")) for n in graph.inputs_with_role("hyper")],
         "params": [tensor(n.name, n.type, next=n.name + next_suffix, init=n.attrs.get("init")) for n in graph.inputs_with_role("param")],
         "frozen": [tensor(n.name, n.type) for n in graph.inputs_with_role("frozen")],
@@ -42,10 +44,10 @@ def train_entry(graph: Graph, file: str, classes: dict[str, int], next_suffix: s
     return entry
 
 
-def eval_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
+def eval_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]]) -> dict:
     return {
         "file": file,
-        "inputs": [input_entry(n, classes) for n in graph.inputs_with_role("data", "target")],
+        "inputs": [input_entry(n, classes, ranges) for n in graph.inputs_with_role("data", "target")],
         "params": [tensor(n.name, n.type) for n in graph.inputs_with_role("param")],
         "buffers": [tensor(n.name, n.type) for n in graph.inputs_with_role("buffer")],
         "outputs": [tensor(name, node.type) for name, node in graph.outputs],

@@ -10,6 +10,8 @@ from typing import Union
 
 from dslc.source import SourceFile, Span
 
+MAX_INT = 2**63 - 1  # integers become 64-bit shapes and attributes in the graphs
+
 
 # ---- expressions -------------------------------------------------------------------------------
 @dataclass(frozen=True)

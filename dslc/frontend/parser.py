@@ -23,7 +23,7 @@ from lark.lexer import PatternStr
 
 from dslc.diagnostics import Diagnostic, DslcError, suggest
 from dslc.frontend import ast, to_ast
-from dslc.source import SourceFile, Span
+from dslc.source import NotUtf8, SourceFile, Span
 
 
 def parse(source: SourceFile) -> ast.Module:
@@ -45,7 +45,14 @@ def parse(source: SourceFile) -> ast.Module:
 
 def parse_file(path: str | Path) -> ast.Module:
     """Read and parse a file; the path is shown in diagnostics as given."""
-    return parse(SourceFile.read(path))
+    try:
+        source = SourceFile.read(path)
+    except NotUtf8 as e:
+        span = e.source.span(e.offset, e.offset + 1)
+        raise DslcError(Diagnostic("the file is not UTF-8 text", span, f"this byte (0x{e.byte:02x}) is not UTF-8",
+                                   "model files are UTF-8 text: save it as UTF-8, or check that "
+                                   "this is the file you meant")) from None
+    return parse(source)
 
 
 @functools.cache

@@ -116,7 +116,7 @@ class _ToAst(Transformer_NonRecursive):
 
     def dim(self, meta, children):
         (token,) = children
-        value = int(token) if token.type == "INT" else str(token)
+        value = self._int(token, "dimension") if token.type == "INT" else str(token)
         return ast.Dim(value, self._span(meta))
 
     def assign(self, meta, children):
@@ -212,10 +212,16 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Unary("-", children[0], self._span(meta))
 
     def int(self, meta, children):
-        return ast.Number(int(children[0]), self._span(meta))
+        return ast.Number(self._int(children[0], "integer"), self._span(meta))
 
     def float(self, meta, children):
-        return ast.Number(float(children[0]), self._span(meta))
+        value = float(children[0])
+        if value == float("inf"):
+            self._error(f"the number `{children[0]}` is too large", self._tok(children[0]),
+                        "beyond the range of 64-bit floats",
+                        hint="floating-point numbers are 64-bit: at most about 1.8e308")
+            value = 0.0
+        return ast.Number(value, self._span(meta))
 
     def string(self, meta, children):
         return ast.String(self._string_value(children[0]), self._span(meta))
@@ -254,6 +260,14 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Keyword(str(name), value, self._span(meta))
 
     # ---- literals ------------------------------------------------------------------------------
+    def _int(self, token: Token, what: str) -> int:
+        value = int(token)
+        if value > ast.MAX_INT:
+            self._error(f"the {what} `{token}` is too large", self._tok(token), "does not fit in 64 bits",
+                        hint=f"integers are 64-bit: at most {ast.MAX_INT}")
+            return 0
+        return value
+
     def _string_value(self, token: Token, in_path: bool = False) -> str:
         raw, out, i = token[1:-1], [], 0
         while i < len(raw):

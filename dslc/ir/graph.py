@@ -111,6 +111,7 @@ class Builder:
         attrs = opdef.complete_attrs(attrs)
         span = span if span is not None else self.span
         try:
+            opdef.check_dtypes(*[i.type for i in inputs])
             out_type = opdef.infer(*[i.type for i in inputs], **attrs)
         except OpError as e:
             raise DslcError(Diagnostic(e.message, span, e.label, e.hint)) from None

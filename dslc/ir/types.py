@@ -78,6 +78,14 @@ def broadcast_shapes(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] 
     return tuple(reversed(out))
 
 
+def fits(number: int | float, dtype: str) -> bool:
+    """Whether a constant of `dtype` holds `number` exactly (integers) or without overflow (floats)."""
+    if dtype in INT_DTYPES:
+        info = np.iinfo(numpy_dtype(dtype))
+        return float(number).is_integer() and info.min <= number <= info.max
+    return dtype not in FLOAT_DTYPES or abs(number) <= float(np.finfo(numpy_dtype(dtype)).max)
+
+
 def normalize_axis(axis: int, rank: int) -> int | None:
     if -rank <= axis < rank:
         return axis % rank

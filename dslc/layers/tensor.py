@@ -11,7 +11,7 @@ from dslc.builtins import builtin
 from dslc.diagnostics import error
 from dslc.frontend import ast
 from dslc.ir.graph import Builder, Node
-from dslc.ir.types import SHORT_TO_DTYPE, broadcast_shapes, normalize_axis
+from dslc.ir.types import INT_DTYPES, SHORT_TO_DTYPE, broadcast_shapes, fits, normalize_axis
 from dslc.lower_calls import describe
 
 Tensor = Node
@@ -111,8 +111,10 @@ def _operand(ctx, value, like: Node, arg: str, fn: str) -> Node:
     if isinstance(value, bool) and like.type.dtype == "bool":
         return ctx.b.const(value, "bool")
     number = _number(ctx, value, arg, fn)
-    if like.type.dtype in ("int32", "int64") and not float(number).is_integer():
-        ctx.fail(f"`{fn}` cannot combine {number} with the integer tensor `{like.type}`", arg=arg,
+    if not fits(number, like.type.dtype):
+        kind, why = ("integer tensor", "" if not float(number).is_integer() else ": it is out of range") \
+            if like.type.dtype in INT_DTYPES else ("tensor", ": it is out of range")
+        ctx.fail(f"`{fn}` cannot combine {number} with the {kind} `{like.type}`{why}", arg=arg,
                  hint="convert the tensor first with `cast`")
     return ctx.b.const(number, like.type.dtype)
 

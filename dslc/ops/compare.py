@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from dslc.ops.elementwise import Binary, binary_type
-from dslc.ops.registry import Sample, op
+from dslc.ops.registry import ANY, NUMBERS, Sample, op
 
 
 class Compare(Binary):
@@ -21,4 +21,5 @@ for _name, _onnx, _np, _torch in [("greater", "Greater", np.greater, "gt"), ("le
                                   ("less_equal", "LessOrEqual", np.less_equal, "le"), ("equal", "Equal", np.equal, "eq")]:
     op(_name)(type(_name.title().replace("_", ""), (Compare,), {
         "onnx": _onnx, "evaluate": staticmethod(_np), "__doc__": f"y = {_name}(a, b) as bool",
+        "dtypes": ANY if _name == "equal" else NUMBERS,
         "torch": lambda self, T, a, b, _f=_torch: getattr(T, _f)(a, b)}))

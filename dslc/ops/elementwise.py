@@ -10,7 +10,7 @@ import numpy as np
 
 from dslc.ir.graph import OpError
 from dslc.ir.types import TensorType, broadcast_shapes, numpy_dtype
-from dslc.ops.registry import OpDef, Sample, expect_float, op
+from dslc.ops.registry import FLOATS, NUMBERS, OpDef, Sample, op
 
 _SAMPLE_UNARY = [Sample(((3, 4),)), Sample(((2, 3, 5),))]
 
@@ -35,12 +35,12 @@ def unbroadcast(b, grad, like):
 class Unary(OpDef):
     onnx = ""
     samples = _SAMPLE_UNARY
+    dtypes = FLOATS
 
     def torch(self, T, x, **attrs):
         return getattr(T, self.name)(x)
 
     def infer(self, x, **attrs):
-        expect_float(x)
         return x
 
     def lower(self, e, x, **attrs):
@@ -321,6 +321,7 @@ def binary_type(a: TensorType, b: TensorType, opname: str) -> TensorType:
 
 class Binary(OpDef):
     onnx = ""
+    dtypes = NUMBERS  # ONNX arithmetic is not defined on `bool`
 
     def torch(self, T, a, b):
         return getattr(T, self.name)(a, b)

@@ -6,7 +6,7 @@ import numpy as np
 from dslc.ir.graph import OpError
 from dslc.ir.types import TensorType, broadcast_shapes
 from dslc.ops.elementwise import unbroadcast
-from dslc.ops.registry import OpDef, Sample, op
+from dslc.ops.registry import FLOATS, NUMBERS, OpDef, Sample, op
 
 
 def _dims_match(a, b) -> bool:
@@ -20,6 +20,7 @@ class MatMul(OpDef):
     samples = [Sample(((3, 4), (4, 5))), Sample(((2, 3, 4), (4, 5))), Sample(((2, 3, 4), (2, 4, 5))),
                Sample(((2, 2, 3, 4), (4, 5))), Sample(((3, 4), (2, 4, 5)))]
     evaluate = staticmethod(np.matmul)
+    dtypes = NUMBERS
 
     def infer(self, a, b):
         if a.dtype != b.dtype:
@@ -74,7 +75,12 @@ class Gemm(OpDef):
                # positive operands: no cancellation, so float32 stays within its relative tolerance
                Sample((("positive", (3, 4)), ("positive", (4, 5)), ("positive", (3, 5))), {"alpha": 0.75, "beta": 0.3})]
 
+    dtypes = FLOATS  # ONNX Runtime has no integer Gemm
+
     def infer(self, a, b, c=None, *, trans_a, trans_b, alpha, beta):
+        if any(t.dtype != a.dtype for t in (b, c) if t is not None):
+            raise OpError(f"`gemm` of mismatched dtypes `{a}` and `{b}`" + (f" and `{c}`" if c is not None else ""),
+                          hint="convert one side with `cast`")
         if a.rank != 2 or b.rank != 2:
             raise OpError(f"`gemm` needs 2-D operands, got `{a}` and `{b}`")
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape

@@ -5,7 +5,7 @@ import numpy as np
 
 from dslc.ir.graph import OpError
 from dslc.ir.types import TensorType, normalize_axis, num_elements
-from dslc.ops.registry import OpDef, Sample, op
+from dslc.ops.registry import NUMBERS, OpDef, Sample, op
 
 
 def reduced_axes(x: TensorType, axes) -> tuple[int, ...]:
@@ -40,14 +40,24 @@ def spread_back(b, g, x, axes, keepdims):
 
 
 _SAMPLES = [Sample(((3, 4),), {"axes": (1,), "keepdims": False}), Sample(((2, 3, 4),), {"axes": (0, 2), "keepdims": True}),
-            Sample(((3, 4),), {"axes": None, "keepdims": False})]
+            Sample(((3, 4),), {"axes": None, "keepdims": False}),
+            # a scalar; tests/test_ops.py's finite differences perturb arrays, not 0-d scalars
+            Sample(((),), {"axes": None, "keepdims": False}, grad=False)]
 
 
 class Reduce(OpDef):
     samples = _SAMPLES
+    dtypes = NUMBERS
+    onnx = ""
 
     def infer(self, x, *, axes, keepdims):
         return reduced_type(x, axes, keepdims)
+
+    def lower(self, e, x, *, axes, keepdims):
+        ax = reduced_axes(x.type, axes)
+        if not ax:  # a scalar: nothing to reduce (and an empty `axes` attribute would have no type)
+            return e.node("Identity", x)
+        return e.node(self.onnx, x, axes=list(ax), keepdims=int(keepdims))
 
 
 @op("reduce_sum", axes=None, keepdims=False)
@@ -72,8 +82,7 @@ class ReduceSum(Reduce):
 class ReduceMean(Reduce):
     """y = mean of x over `axes` (ONNX ReduceMean-13)"""
 
-    def lower(self, e, x, *, axes, keepdims):
-        return e.node("ReduceMean", x, axes=list(reduced_axes(x.type, axes)), keepdims=int(keepdims))
+    onnx = "ReduceMean"
 
     def evaluate(self, x, *, axes, keepdims):
         return np.mean(x, axis=None if axes is None else tuple(axes), keepdims=keepdims).astype(x.dtype)
@@ -89,8 +98,7 @@ class ReduceMean(Reduce):
 class ReduceMax(Reduce):
     """y = max of x over `axes`; the gradient is shared equally among ties (ONNX ReduceMax-13)"""
 
-    def lower(self, e, x, *, axes, keepdims):
-        return e.node("ReduceMax", x, axes=list(reduced_axes(x.type, axes)), keepdims=int(keepdims))
+    onnx = "ReduceMax"
 
     def evaluate(self, x, *, axes, keepdims):
         return np.max(x, axis=None if axes is None else tuple(axes), keepdims=keepdims)
@@ -110,6 +118,7 @@ class ArgMax(OpDef):
     """index of the largest value along `axis` (first on ties), int64 (ONNX ArgMax)"""
 
     samples = [Sample(((3, 5),), {"axis": 1}, grad=False)]
+    dtypes = NUMBERS
 
     def infer(self, x, *, axis, keepdims):
         return reduced_type(x, (axis,), keepdims).with_dtype("int64")

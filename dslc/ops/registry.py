@@ -13,7 +13,10 @@ An op entry says, in one place:
 - `flops(out, *inputs, **attrs) -> int`: multiply-adds ×2 of the op for given shapes (matrix products
   and convolutions; element-wise ops count 0), for the benchmark's FLOP utilization;
 - `samples`: input shapes and attributes the generic tests run (shape rule vs ONNX Runtime, ONNX Runtime
-  vs the ONNX reference evaluator, float64 finite differences vs `grad`).
+  vs the ONNX reference evaluator, float64 finite differences vs `grad`);
+- `dtypes`: the dtypes every input may have (`FLOATS`, `NUMBERS` or `ANY`, the default): what its ONNX
+  lowering and ONNX Runtime's kernels accept, checked before `infer`. Ops whose inputs differ in kind
+  (labels, ids, masks) keep `ANY` and check those inputs in `infer`.
 """
 from __future__ import annotations
 
@@ -21,8 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.ir.graph import OpError
+from dslc.ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES
 
 REQUIRED = object()
+FLOATS = FLOAT_DTYPES
+NUMBERS = FLOAT_DTYPES + INT_DTYPES
+ANY = tuple(DTYPES)
 REGISTRY: dict[str, "OpDef"] = {}
 
 
@@ -40,6 +47,7 @@ class OpDef:
     name: str = ""
     attrs: dict[str, Any] = {}
     samples: list[Sample] = []
+    dtypes: tuple[str, ...] = ANY
     grad = None  # set by differentiable ops
     evaluate = None
     torch = None
@@ -60,6 +68,11 @@ class OpDef:
             else:
                 out[key] = default
         return out
+
+    def check_dtypes(self, *types) -> None:
+        for t in types:
+            if t.dtype not in self.dtypes:
+                expect_dtype(t, self.dtypes)
 
     def infer(self, *types, **attrs):
         raise NotImplementedError(self.name)
@@ -95,8 +108,18 @@ def get_op(name: str) -> OpDef:
 
 
 def expect_float(t, what: str = "input"):
-    if not t.is_float:
-        raise OpError(f"expected a floating-point {what}, got `{t}`")
+    expect_dtype(t, FLOATS, what)
 
 
-__all__ = ["OpDef", "OpError", "REGISTRY", "REQUIRED", "Sample", "op", "get_op", "expect_float"]
+def expect_dtype(t, dtypes: tuple[str, ...], what: str = "input"):
+    if t.dtype in dtypes:
+        return
+    kind = "floating-point" if set(dtypes) <= set(FLOATS) else "numeric"
+    hint = 'convert it with `cast`, as in `cast(x, "f32")`' if "float32" in dtypes else ""
+    if t.dtype == "bool" and kind == "numeric":
+        hint = "`bool` tensors (comparisons) are not numbers: " + hint
+    raise OpError(f"expected a {kind} {what}, got `{t}`", hint=hint)
+
+
+__all__ = ["ANY", "FLOATS", "NUMBERS", "OpDef", "OpError", "REGISTRY", "REQUIRED", "Sample", "op", "get_op",
+           "expect_dtype", "expect_float"]
