@@ -89,6 +89,12 @@ def machine() -> dict:
             "cores": os.cpu_count()}
 
 
+def symbols(manifest: dict) -> set[str]:
+    """The symbolic dimensions (`B`, `T`, ...) of the inputs of a model's training and inference graphs."""
+    graphs = [g for key, g in manifest["graphs"].items() if key in ("train", "infer")]
+    return {d for g in graphs for t in g["inputs"] for d in t["shape"] if isinstance(d, str)}
+
+
 def _concrete(shape, dims: dict[str, int], name: str) -> tuple[int, ...]:
     out = []
     for d in shape:
@@ -284,9 +290,13 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     from dslc.twin import flops
 
     keys = train_keys(program.manifest)
+    if not keys:
+        raise DataError(f"`dslc bench` times a training step; `{program.name}` has no loss",
+                        hint="benchmark a model with a `loss` and an `optimizer`")
     if keys != ["train"]:
-        raise DataError(f"`dslc bench` times models with one training objective; `{program.name}` has "
-                        f"{len(keys) or 'no'} objective(s)", hint="benchmark a model with a `loss` and an `optimizer`")
+        raise DataError(f"`dslc bench` times models with one training objective; `{program.name}` has {len(keys)} "
+                        f"(`objective` blocks, run one after another per batch)",
+                        hint="time the objectives' graphs from Python with `dslc.runtime.session.SharedSteps`")
     threads = threads or default_threads()
     infer_batch_size = infer_batch_size or batch_size
     spec = program.manifest["graphs"]["train"]
@@ -328,7 +338,8 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
             jobs.append(("torch_onnx_infer", exported))
         jobs += [("torch_train", lambda: twin.loss_and_step(batch)), ("torch_infer", lambda: twin.infer(infer_inputs))]
 
-    per_round = max(1, -(-steps // rounds))
+    rounds = min(rounds, steps)
+    per_round = -(-steps // rounds)
     ms = interleaved(jobs, per_round, rounds, warmup)
     result = BenchResult(program.name, batch_size, infer_batch_size, per_round * rounds, threads, gemm, train_flops,
                          ms["train"], ms["infer"], ms.get("torch_train"), ms.get("torch_infer"), loss_check,

@@ -16,6 +16,10 @@ from dslc.diagnostics import DataError, DslcError, render_all
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
 
 
+class UsageError(Exception):
+    """A command line that only turns out wrong once the model is compiled (exit 2, like argparse's)."""
+
+
 def _define(text: str) -> tuple[str, str]:
     name, eq, value = text.partition("=")
     if not eq or not name.strip():
@@ -43,6 +47,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _dim(text: str) -> tuple[str, int]:
+    name, value = _define(text)
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected `NAME=N` with a positive integer N, got `{text}`")
+    return name, int(value)
+
+
 def _learning_rate(text: str) -> float:
     try:
         value = float(text)
@@ -53,7 +64,7 @@ def _learning_rate(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     from dslc import __version__
 
     parser = argparse.ArgumentParser(prog="dslc", description="Compile, train and run deep-learning models.")
@@ -111,8 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     compile_options(p)
     p.add_argument("--batch-size", type=_positive, default=64, help="training batch size (default 64)")
     p.add_argument("--infer-batch-size", type=_positive, help="inference batch size (default: the training one)")
-    p.add_argument("--steps", type=_positive, default=50, help="timed steps per measurement (default 50)")
-    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_define, action="append", default=[],
+    p.add_argument("--steps", type=_positive, default=50,
+                   help="timed steps per measurement (default 50; rounded up to a multiple of the 5 alternating "
+                        "rounds)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     p.add_argument("--threads", type=_positive, help="intra-op threads for ONNX Runtime and PyTorch (default: all cores)")
     p.add_argument("--compare", choices=["torch"],
@@ -126,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     compile_options(p)
     p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
     p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx")
-    return parser
+    return parser, verbs.choices
 
 
 def _compile(args):
@@ -182,13 +195,22 @@ def _bench(program, args) -> None:
     import json
 
     from dslc import bench
-    from dslc.fsutil import atomic_write_text
+    from dslc.fsutil import atomic_write_text, check_writable
 
-    dims = {}
-    for name, value in args.dims:
-        if not value.isdigit() or int(value) < 1:
-            raise DataError(f"`--dim {name}={value}`: the size must be a positive integer")
-        dims[name] = int(value)
+    dims = dict(args.dims)
+    symbols = bench.symbols(program.manifest)
+    if "B" in dims:
+        raise UsageError("`--dim B=...`: the batch size is set by `--batch-size` (and `--infer-batch-size`)")
+    known = ", ".join(f"`{d}`" for d in sorted(symbols - {"B"})) or "none besides the batch `B`"
+    for name in dims:
+        if name not in symbols:
+            raise UsageError(f"`--dim {name}=...`: `{program.name}` has no dimension `{name}` (its dimensions: {known})")
+    missing = sorted(symbols - {"B"} - set(dims))
+    if missing:
+        raise UsageError(f"`{program.name}` has the symbolic dimension(s) {', '.join(f'`{d}`' for d in missing)}; "
+                         f"give their sizes with " + " ".join(f"`--dim {d}=N`" for d in missing))
+    if args.json:
+        check_writable(args.json)
     if args.compare == "torch" or args.memory:
         try:
             import torch  # noqa: F401
@@ -236,19 +258,23 @@ def _os_error_message(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
-    parser = _parser()
+    parser, verbs = _parser()
     try:
         args = parser.parse_args(argv)
         if getattr(args, "print_ir_after", None):
             from dslc.passes import PASS_NAMES
 
             if args.print_ir_after not in PASS_NAMES:
-                parser.error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
-                             f"passes: {', '.join(PASS_NAMES)}")
+                verbs[args.verb].error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
+                                       f"passes: {', '.join(PASS_NAMES)}")
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         return _run(args)
+    except UsageError as e:
+        verbs[args.verb].print_usage(sys.stderr)
+        _say(f"dslc {args.verb}: error: {e}")
+        return EXIT_USAGE
     except DslcError as e:
         _say(render_all(e.diagnostics))
         return EXIT_MODEL

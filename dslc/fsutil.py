@@ -7,6 +7,7 @@ the temporary file is removed on failure.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -29,9 +30,75 @@ def _default_mode() -> int:
     return 0o666 & ~_umask
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """`path` as a `Path` if a file could be written there now; `WriteError` otherwise (a directory, a
+    missing or read-only parent directory), so that long jobs fail before their work, not after."""
+    text = os.fspath(path)
+    path = Path(text)
+    if text.endswith((os.sep, "/")) or path.is_dir():
+        raise WriteError(errno.EISDIR, "it is a directory; name the file to write", text)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        reason = errno.ENOTDIR if directory.exists() else errno.ENOENT
+        raise WriteError(reason, f"{os.strerror(reason)} (`{directory}`)", text)
+    try:  # a real probe: permission bits say nothing for root or for special file systems
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(e.errno, e.strerror, text) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def make_directory(path: str | os.PathLike) -> Path:
+    """`path` and its missing parents created as directories; `WriteError` naming the obstacle if a
+    file stands at `path` or at one of its parents."""
+    path = Path(path)
+    for part in [path, *path.parents]:
+        if part.exists() and not part.is_dir():
+            raise WriteError(errno.ENOTDIR, "it is a file, not a directory" if part == path else
+                             f"`{part}` is a file, not a directory", str(path))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(e.errno, e.strerror, str(path)) from None
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write(f)` on a temporary binary file, then atomically replace `path` with it."""
-    path = Path(path)
+    return atomic_write_all({path: write})[0]
+
+
+def atomic_write_all(files: Mapping[str | os.PathLike, Callable[[IO[bytes]], None]]) -> list[Path]:
+    """Write every file to a temporary first and rename them into place only once all are written: a
+    failure leaves none of them changed (short of a failing rename, which needs a vanished directory)."""
+    staged: list[tuple[Path, str]] = []
+    current = None
+    try:
+        for target, write in files.items():
+            current = check_writable(target)
+            staged.append((current, _write_temporary(current, write)))
+        for current, tmp in staged:
+            mode = os.stat(current).st_mode & 0o7777 if current.exists() else _default_mode()
+            os.chmod(tmp, mode)
+            os.replace(tmp, current)
+    except BaseException as e:
+        for _, tmp in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:  # already renamed into place
+                pass
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(e.errno, e.strerror, str(current)) from e
+        raise
+    for directory in {path.parent if str(path.parent) else Path(".") for path, _ in staged}:
+        _fsync_dir(directory)
+    return [path for path, _ in staged]
+
+
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], None]) -> str:
+    """A flushed and fsync'ed temporary file beside `path` holding what `write` wrote; its name."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -42,19 +109,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        mode = os.stat(path).st_mode & 0o7777 if path.exists() else _default_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        os.unlink(tmp)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise WriteError(e.errno, e.strerror, str(path)) from e
         raise
-    _fsync_dir(directory)
-    return path
+    return tmp
 
 
 def _fsync_dir(directory: Path) -> None:

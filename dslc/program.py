@@ -49,14 +49,14 @@ class Program:
         return f"{self.name}.dslc.json"
 
     def build(self, out_dir: str | os.PathLike = ".") -> list[Path]:
-        """Write every graph under its manifest file name, then `<model>.dslc.json`; return the paths."""
-        from dslc.fsutil import atomic_write_bytes, atomic_write_text
+        """Write every graph under its manifest file name and `<model>.dslc.json`, all or none (a failure
+        leaves the directory as it was); return the paths."""
+        from dslc.fsutil import atomic_write_all, make_directory
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [atomic_write_bytes(out / g["file"], self.graphs[key]) for key, g in self.manifest["graphs"].items()]
-        paths.append(atomic_write_text(out / self.manifest_file, json.dumps(self.manifest, indent=2) + "\n"))
-        return paths
+        out = make_directory(out_dir)
+        files = {out / g["file"]: _writer(self.graphs[key]) for key, g in self.manifest["graphs"].items()}
+        files[out / self.manifest_file] = _writer((json.dumps(self.manifest, indent=2) + "\n").encode("utf-8"))
+        return atomic_write_all(files)
 
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike, resume: bool = False, lr: float | None = None, reporter=None,
@@ -105,3 +105,6 @@ class Program:
 
         return atomic_write_bytes(path, self.trained_model(weights))
 
+
+def _writer(data: bytes):
+    return lambda f: f.write(data)

@@ -80,9 +80,37 @@ def test_bench_needs_sizes_for_symbolic_dims(tmp_path, capsys):
     path = tmp_path / "seq.dl"
     path.write_text("model seq {\n    input x: f32[B, T, 3]\n    target y: f32[B, T, 2]\n"
                     "    output p = x |> linear(2)\n    loss mse(p, y)\n    optimizer sgd()\n}\n")
-    assert main(["bench", str(path), "--steps", "1"]) == 3
-    assert "`--dim T=N`" in capsys.readouterr().err
+    assert main(["bench", str(path), "--steps", "1"]) == 2  # a bad command line, found once compiled
+    assert "dslc bench: error: `seq` has the symbolic dimension(s) `T`; give their sizes with `--dim T=N`" in \
+        capsys.readouterr().err
     assert main(["bench", str(path), "--steps", "1", "--dim", "T=5"]) == 0
+
+
+@pytest.mark.parametrize("dim, message", [
+    ("B=5", "`--dim B=...`: the batch size is set by `--batch-size` (and `--infer-batch-size`)"),
+    ("T=5", "`--dim T=...`: `mlp` has no dimension `T` (its dimensions: none besides the batch `B`)"),
+    ("T=0", "argument --dim: expected `NAME=N` with a positive integer N, got `T=0`"),
+])
+def test_bench_rejects_dims_the_model_does_not_take(dim, message, capsys):
+    assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--steps", "1", "--dim", dim]) == 2
+    assert f"dslc bench: error: {message}\n" in capsys.readouterr().err
+
+
+def test_bench_checks_its_json_path_before_timing(tmp_path, capsys):
+    for path, reason in [(tmp_path / "missing" / "b.json", f"No such file or directory (`{tmp_path / 'missing'}`)"),
+                         (f"{tmp_path}/", "it is a directory; name the file to write")]:
+        assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--steps", "1", "--json", str(path)]) == 3
+        out, err = capsys.readouterr()
+        assert out == ""  # nothing timed
+        assert err == f"error: cannot write `{path}`: {reason}\n"
+
+
+def test_bench_refuses_several_objectives_with_a_fitting_hint(capsys):
+    assert main(["bench", str(ROOT / "models" / "gan.dl"), "--steps", "1"]) == 3
+    assert capsys.readouterr().err == (
+        "error: `dslc bench` times models with one training objective; `gan` has 2 (`objective` blocks, run one "
+        "after another per batch)\nhint: time the objectives' graphs from Python with "
+        "`dslc.runtime.session.SharedSteps`\n")
 
 
 def test_training_step_flops_come_from_the_ir():

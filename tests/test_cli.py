@@ -145,7 +145,7 @@ def test_unwritable_output_exits_3(fake_compiler, npz, tmp_path, capsys):
     capsys.readouterr()
     target = tmp_path / "no" / "such" / "dir" / "y.npz"
     assert cli.main(["predict", "linreg.dl", "--weights", str(run_dir), "--input", "x.npz", "-o", str(target)]) == 3
-    assert capsys.readouterr().err == f"error: cannot write `{target}`: No such file or directory\n"
+    assert capsys.readouterr().err == f"error: cannot write `{target}`: No such file or directory (`{target.parent}`)\n"
 
 
 # ---- model errors (1) and internal errors (101) ------------------------------------------------
@@ -222,7 +222,7 @@ def test_train_resume_predict_export(fake_compiler, npz, tmp_path, capsys):
     assert cli.main(base + ["--epochs", "1", "--seed", "3"]) == 0
     assert fake_compiler.calls[-1][3] == {"seed": 3}  # the seed also seeds the initial weights
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("training linreg for 1 epochs on cpu: 40 samples, 10 validation samples")
+    assert out[0].startswith("training linreg for 1 epoch on cpu: 40 samples, 10 validation samples")
     assert out[1].startswith("epoch 1/1 - ") and " - val_loss " in out[1]
     assert cli.main(base + ["--epochs", "2", "--seed", "3", "--lr", "0.05", "--resume"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -266,7 +266,9 @@ def test_real_compiler_check_build_and_ir(tmp_path, capsys):
     assert cli.main(["build", model, "--print-ir-after", "autodiff"]) == 0
     assert capsys.readouterr().out.strip()
     assert cli.main(["build", model, "--print-ir-after", "autodif"]) == 2
-    assert "argument --print-ir-after: no pass `autodif`; passes: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: dslc build ")  # the verb's usage, not the top-level one
+    assert "dslc build: error: argument --print-ir-after: no pass `autodif`; passes: " in err
 
 
 @needs_compiler
@@ -284,3 +286,12 @@ def test_real_compiler_train_predict_export(tmp_path):
     assert cli.main(["export", str(model), "-D", "hidden=16", "--weights", str(tmp_path / "run"),
                      "-o", str(tmp_path / "digits.onnx")]) == 0
     assert (tmp_path / "digits.onnx").exists()
+
+
+def test_the_readme_error_example_is_what_dslc_prints(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("Mistakes are reported at compile time, with the place and a hint:\n\n```\n", 1)[1]
+    shown = shown.split("```", 1)[0]
+    assert cli.main(["check", "examples/bad.dl"]) == 1
+    assert capsys.readouterr().err == shown

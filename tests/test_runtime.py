@@ -80,6 +80,33 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert target.read_bytes() == b"old" and temp_files(tmp_path) == []
 
 
+def test_atomic_write_all_changes_no_file_when_one_fails(tmp_path):
+    first, second = tmp_path / "a.onnx", tmp_path / "m.json"
+    fsutil.atomic_write_all({first: lambda f: f.write(b"old a"), second: lambda f: f.write(b"old m")})
+
+    def failing(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(fsutil.WriteError) as e:
+        fsutil.atomic_write_all({first: lambda f: f.write(b"new a"), second: failing})
+    assert e.value.filename == str(second) and e.value.strerror == "No space left on device"
+    assert first.read_bytes() == b"old a" and second.read_bytes() == b"old m"  # the first was written, not renamed
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("name, reason", [("dir/", "it is a directory; name the file to write"),
+                                          ("dir", "it is a directory; name the file to write"),
+                                          ("nothing/x.onnx", "No such file or directory (`{tmp}/nothing`)"),
+                                          ("file/x.onnx", "Not a directory (`{tmp}/file`)")])
+def test_writes_to_a_path_that_cannot_be_a_file_fail_up_front(tmp_path, name, reason):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(fsutil.WriteError) as e:
+        fsutil.atomic_write_text(f"{tmp_path}/{name}", "x")
+    assert (e.value.filename, e.value.strerror) == (f"{tmp_path}/{name}", reason.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]
+
+
 def test_new_files_get_the_usual_mode(tmp_path):
     path = fsutil.atomic_write_text(tmp_path / "m.json", "{}")
     assert path.stat().st_mode & 0o777 == fsutil._default_mode()
@@ -476,6 +503,16 @@ def test_console_reporter_without_a_terminal(tmp_path):
     assert "\r" not in out.getvalue()
 
 
+def test_console_reporter_counts_in_the_singular(tmp_path):
+    out = io.StringIO()
+    fit(linreg_program(), linreg_data(n=1), linreg_data(n=1), epochs=1, batch_size=8, out_dir=tmp_path,
+        reporter=ConsoleReporter(out))
+    lines = [line for line in out.getvalue().splitlines() if not line.startswith("warning: ")]
+    assert lines[0] == ("training linreg for 1 epoch on cpu: 1 sample, 1 validation sample, batch size 8 "
+                        "(1 step per epoch), 4 parameters")
+    assert lines[2].startswith("trained linreg for 1 epoch in ")
+
+
 def test_console_reporter_on_a_terminal(tmp_path):
     out = io.StringIO()
     reporter = ConsoleReporter(out, tty=True, refresh_every=0)
@@ -491,6 +528,24 @@ def test_build_writes_graphs_and_manifest(tmp_path):
     paths = program.build(tmp_path / "out")
     assert [p.name for p in paths] == ["linreg.infer.onnx", "linreg.train.onnx", "linreg.eval.onnx", "linreg.dslc.json"]
     assert temp_files(tmp_path / "out") == []
+
+
+def test_a_failed_build_writes_none_of_its_files(tmp_path):
+    program = linreg_program()
+    (tmp_path / "linreg.dslc.json").mkdir()  # the manifest cannot be written: a directory is in the way
+    with pytest.raises(fsutil.WriteError) as e:
+        program.build(tmp_path)
+    assert e.value.filename == str(tmp_path / "linreg.dslc.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linreg.dslc.json"]  # no graph without its manifest
+
+
+def test_build_into_a_file_says_so(tmp_path):
+    (tmp_path / "f").write_text("")
+    for out, reason in [(tmp_path / "f", "it is a file, not a directory"),
+                        (tmp_path / "f" / "sub", f"`{tmp_path / 'f'}` is a file, not a directory")]:
+        with pytest.raises(fsutil.WriteError) as e:
+            linreg_program().build(out)
+        assert (e.value.filename, e.value.strerror) == (str(out), reason)
 
 
 def test_predict_and_export_round_trip(tmp_path):

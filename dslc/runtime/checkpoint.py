@@ -20,7 +20,7 @@ import numpy as np
 
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_save_npz
-from dslc.runtime.data import read_npz
+from dslc.runtime.data import check_finite, read_npz
 from dslc.runtime.layout import state_specs, weight_specs
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -72,11 +72,15 @@ def load_checkpoint(weights: str | os.PathLike) -> Checkpoint:
         raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)") from None
     if meta.get("format") != FORMAT:
         raise DataError(f"`{path}` has checkpoint format `{meta.get('format')}`, expected `{FORMAT}`")
+    for key, value in arrays.items():
+        if value.dtype.kind == "f":
+            check_finite(value, key, f"checkpoint `{path}`", NON_FINITE_HINT)
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
     return Checkpoint(path, params, state, meta)
 
 
+NON_FINITE_HINT = "trained values must be finite; use a checkpoint from before they went bad, or train again"
 MISMATCH_HINT = (
     "the model source or its -D values changed since the checkpoint was written; "
     "compile the model the checkpoint came from, or train into a new directory"
@@ -109,11 +113,20 @@ def _check_group(kind: str, specs: list[dict], values: Mapping[str, np.ndarray],
             raise DataError(
                 f"{head}: {kind} `{name}` is `{value.dtype}{list(value.shape)}` in the checkpoint "
                 f"but `{want[0]}{want[1]}` in the model",
-                hint=MISMATCH_HINT,
+                hint=_dtype_hint(values, want[0]) if list(value.shape) == want[1] else MISMATCH_HINT,
             )
     extra = sorted(set(values) - {s["name"] for s in specs})
     if extra:
         raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=MISMATCH_HINT)
+
+
+def _dtype_hint(values: Mapping[str, np.ndarray], model_dtype: np.dtype) -> str:
+    """The `--dtype` to use when every float array of the checkpoint has one dtype, not the model's."""
+    trained = {v.dtype for v in values.values() if v.dtype.kind == "f"}
+    if len(trained) != 1 or model_dtype in trained:
+        return MISMATCH_HINT
+    dtype = trained.pop()
+    return f"the weights were trained with `--dtype {dtype}`; pass `--dtype {dtype}` to use them"
 
 
 def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
@@ -123,6 +136,9 @@ def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
         params = {k: np.asarray(v) for k, v in weights.items()}
         _check_group("parameter", weight_specs(manifest), params,
                      f"the weights do not fit model `{manifest['model']}`")
+        for name, value in params.items():
+            if value.dtype.kind == "f":
+                check_finite(value, name, "the weights", NON_FINITE_HINT)
         return params
     ckpt = load_checkpoint(weights)
     check_fits(ckpt, manifest, with_state=False)

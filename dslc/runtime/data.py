@@ -11,6 +11,7 @@ Dtype policy (decided here, applied the same way to every verb):
 - bool inputs accept only bool arrays.
 - anything else (strings, objects, complex) is an error.
 - integer specs with `"classes": K` must hold values in `[0, K)`.
+- specs with `"range": [lo, hi]` (probability targets) must hold values in `[lo, hi]`.
 Symbolic dims (`B`, `T`...) take their size from the first array that has them; every other array
 with the same symbol must agree. Arrays the model does not read are ignored.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -34,25 +35,37 @@ def describe(spec: dict) -> str:
     return f"`{spec['name']}` `{spec['dtype']}{format_shape(spec['shape'])}`"
 
 
-def read_npz(path: str | os.PathLike, what: str = "data") -> dict[str, np.ndarray]:
-    """All arrays of an `.npz` file, or `DataError` saying why it cannot be read."""
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """All arrays of an `.npz` file, or `DataError` saying why it cannot be read. `names` (the arrays
+    the caller wants) only make the hint concrete."""
     path = os.fspath(path)
+    hint = f"save the arrays with `numpy.savez(path, {', '.join(f'{n}=...' for n in names) or 'name=array, ...'})`"
     try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+        # np.load itself picks the format by these bytes and tries unpickling anything not a zip
+        if magic.startswith(NPY_MAGIC):
+            raise DataError(f"cannot read {what} `{path}`: it is a single `.npy` array, "
+                            "expected an `.npz` archive of named arrays", hint=hint)
+        if not magic.startswith(b"PK"):
+            reason = "the file is empty" if not magic else "it is not a zip archive"
+            raise DataError(f"cannot read {what} `{path}`: not a valid `.npz` archive ({reason})", hint=hint)
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except OSError as e:
         raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
-    except (ValueError, zipfile.BadZipFile, EOFError, AttributeError) as e:
-        # np.load returns a bare ndarray for `.npy` (no `with`), raises ValueError for pickles/garbage
+    except (ValueError, zipfile.BadZipFile, EOFError) as e:  # a damaged zip, or pickled arrays inside
         raise DataError(
-            f"cannot read {what} `{path}`: not a valid `.npz` archive ({type(e).__name__}: {e})",
-            hint="save the arrays with `numpy.savez(path, name=array, ...)`",
+            f"cannot read {what} `{path}`: not a valid `.npz` archive ({type(e).__name__}: {e})", hint=hint,
         ) from None
 
 
 def load_npz(path: str | os.PathLike, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
     """The arrays of `path` named by `specs`, checked and cast (see the module docstring)."""
-    return check_arrays(read_npz(path, what), specs, f"{what} `{os.fspath(path)}`")
+    return check_arrays(read_npz(path, what, [s["name"] for s in specs]), specs, f"{what} `{os.fspath(path)}`")
 
 
 def load_data(source, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
@@ -81,6 +94,8 @@ def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) ->
         out[name] = _cast(array, spec, where)
         if "classes" in spec and np.issubdtype(out[name].dtype, np.integer):
             _check_labels(out[name], spec["classes"], name, where, spec.get("role") == "target")
+        if "range" in spec:
+            _check_range(out[name], *spec["range"], name, where)
     return out
 
 
@@ -114,16 +129,19 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
     if np.issubdtype(want, np.floating):
         if not (np.issubdtype(have, np.floating) or np.issubdtype(have, np.integer) or have == np.bool_):
             raise DataError(wrong)
-        out = np.asarray(array, dtype=want, order="C")
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(out.sum()):  # fast path: NaN/inf make the sum non-finite (6x faster than isfinite)
-                return out
-        bad = ~np.isfinite(out)  # the sum may also have overflowed: look at each value
-        if bad.any():
-            raise DataError(
-                f"array `{name}` in {where} contains {out[bad][0]} at index {_index(bad, array.shape)}",
-                hint="the data must be finite; replace or drop the NaN/inf entries",
-            )
+        with np.errstate(over="ignore", invalid="ignore"):  # values too large for `want` become inf: see below
+            out = np.asarray(array, dtype=want, order="C")
+        bad = _non_finite(out)
+        if bad is not None:
+            at, value = _index(bad, array.shape), array[bad][0]
+            if np.isfinite(value):
+                larger = " or compile with `--dtype float64`" if want == np.float32 else ""
+                raise DataError(
+                    f"array `{name}` in {where} has the value {value} at index {at}, which does not fit in `{want}`",
+                    hint=f"`{want}` holds magnitudes up to {np.finfo(want).max:.3g}; rescale the data{larger}",
+                )
+            raise DataError(f"array `{name}` in {where} contains {value} at index {at}",
+                            hint="the data must be finite; replace or drop the NaN/inf entries")
         return out
     if np.issubdtype(want, np.integer):
         if np.issubdtype(have, np.floating):
@@ -161,6 +179,33 @@ def _check_labels(labels: np.ndarray, classes: int, name: str, where: str, targe
             f"id {value} out of range for {classes} entries in array `{name}` at index {_index(bad, labels.shape)}",
             hint=f"ids (e.g. of an `embedding`) must lie in 0..{classes - 1}; check {where}",
         )
+
+
+def _check_range(values: np.ndarray, lo: float, hi: float, name: str, where: str) -> None:
+    bad = (values < lo) | (values > hi)
+    if bad.any():
+        at = _index(bad, values.shape)
+        raise DataError(
+            f"value {values[bad][0]} out of range [{lo}, {hi}] in array `{name}` at index {at}",
+            hint=f"`{name}` holds probabilities (e.g. 0/1 labels), which must lie in [{lo}, {hi}]; check {where}",
+        )
+
+
+def check_finite(array: np.ndarray, name: str, where: str, hint: str) -> None:
+    """`DataError` at the first NaN/inf of float `array`."""
+    bad = _non_finite(array)
+    if bad is not None:
+        raise DataError(f"array `{name}` in {where} contains {array[bad][0]} at index {_index(bad, array.shape)}",
+                        hint=hint)
+
+
+def _non_finite(array: np.ndarray) -> np.ndarray | None:
+    """The mask of the NaN/inf entries of float `array`, or None when every entry is finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum()):  # fast path: NaN/inf make the sum non-finite (6x faster than isfinite)
+            return None
+    bad = ~np.isfinite(array)  # the sum may also have overflowed: look at each value
+    return bad if bad.any() else None
 
 
 def _index(mask: np.ndarray, shape) -> str:

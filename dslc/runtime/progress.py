@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import IO
 
-from dslc.runtime.train import Reporter
+from dslc.runtime.train import Reporter, count
 
 _NOT_METRICS = {"epoch", "steps", "time", "samples_per_s"}
 
@@ -70,10 +70,11 @@ class ConsoleReporter(Reporter):
     def start(self, info: dict) -> None:
         self.epochs = info["epochs"]
         what = (f"resuming {info['model']} at epoch {info['initial_epoch'] + 1}/{info['epochs']}" if info["resumed"]
-                else f"training {info['model']} for {info['epochs']} epochs")
-        val = f", {info['val_samples']} validation samples" if info["val_samples"] else ""
-        self._line(f"{what} on {info['device']}: {info['samples']} samples{val}, batch size {info['batch_size']} "
-                   f"({info['steps_per_epoch']} steps per epoch), {info['parameters']:,} parameters")
+                else f"training {info['model']} for {count(info['epochs'], 'epoch')}")
+        val = f", {count(info['val_samples'], 'validation sample')}" if info["val_samples"] else ""
+        self._line(f"{what} on {info['device']}: {count(info['samples'], 'sample')}{val}, batch size "
+                   f"{info['batch_size']} ({count(info['steps_per_epoch'], 'step')} per epoch), "
+                   f"{count(info['parameters'], 'parameter')}")
 
     def warn(self, message: str) -> None:
         self._line(f"warning: {message}")
@@ -125,6 +126,6 @@ class ConsoleReporter(Reporter):
         last = history[-1]
         done = last["epoch"] - info["initial_epoch"]
         metrics = format_metrics(last)
-        self._line(f"trained {info['model']} for {done} epoch{'s' if done != 1 else ''} in "
+        self._line(f"trained {info['model']} for {count(done, 'epoch')} in "
                    f"{format_seconds(info['time'])}" + (f" - {metrics}" if metrics else ""))
         self._line(f"weights: {info['checkpoint']}")

@@ -192,10 +192,12 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         for k, es in zip(keys, eval_specs):
             prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
             evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    program.build(out_dir)
+    if batch_size == 1 or n % batch_size == 1:
+        _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
+    program.build(out_dir)  # creates the run directory
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
+    lr_used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
     seed_specs = [_spec_by_kind(s.get("hyper", []), "seed") for s in specs]
     loss_names = [name for name in trainer.output_names if name == "loss" or name.endswith(".loss")]
     steps = -(-n // batch_size)
@@ -205,9 +207,12 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         "parameters": program.num_parameters, "out_dir": str(out_dir), "resumed": ckpt is not None,
     }
     if first_epoch >= epochs:
-        reporter.warn(f"the checkpoint already has {first_epoch} epochs of training; nothing to do "
+        reporter.warn(f"the checkpoint already has {count(first_epoch, 'epoch')} of training; nothing to do "
                       f"(raise the number of epochs to continue)")
         return history
+    if batch_size > n:
+        reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
+                      f"each epoch is one batch of {n}")
     reporter.start(info)
     started = time.perf_counter()
     for epoch in range(first_epoch, epochs):
@@ -224,11 +229,11 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                     hyper[seed_spec["name"]] = step_seed(seed, global_step * len(keys) + k)
                 hypers.append(hyper)
             batch = {k: a[idx] for k, a in arrays.items()}
-            out = trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
+            out = _step(trainer, batch, hypers)
             for loss_name in loss_names:
                 if not math.isfinite(out[loss_name]):
-                    used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
-                    raise _diverged(out[loss_name], epoch + 1, i + 1, global_step, used, ckpt_path)
+                    raise _diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
+                                    f"(global step {global_step})", lr_used, ckpt_path)
             global_step += 1
             for k, v in out.items():
                 sums[k] += v * len(idx)
@@ -237,6 +242,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         record = {"epoch": epoch + 1, "steps": global_step, **_weighted_means(sums, n)}
         for prefix, evaluator in evaluators.items():
             values = _evaluate(evaluator, trainer, val_arrays, n_val, batch_size)
+            if not math.isfinite(values["loss"]):
+                what = "the validation loss" + (f" of objective `{prefix[:-1]}`" if prefix else "")
+                raise _diverged(what, values["loss"], f"after epoch {epoch + 1} (global step {global_step})",
+                                lr_used, ckpt_path)
             record.update({f"val_{prefix}{k}": v for k, v in values.items()})
         record["time"] = time.perf_counter() - t0
         record["samples_per_s"] = n / max(train_time, 1e-9)
@@ -250,10 +259,49 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     return history
 
 
-def _diverged(loss: float, epoch: int, step: int, global_step: int, lr: float, ckpt_path: Path) -> DataError:
+def count(n: int, noun: str) -> str:
+    """`1 step`, `2 steps`, `1,438 samples`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[str, float]:
+    """One training step of every objective; `hypers[k]` are objective k's hyper-inputs."""
+    from dslc.runtime.session import TrainStep
+
+    return trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
+
+
+def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: list[dict], n: int,
+                            batch_size: int) -> None:
+    """`DataError` if a batch of one sample makes a buffer non-finite: batch normalization over `[B, C]`
+    then has one value per channel, and its unbiased running variance (times n/(n-1)) becomes NaN.
+    Whether it does depends on the shapes inside the graph, so one step is tried and undone."""
+    buffers = [t["name"] for s in specs for t in s.get("buffers", [])]
+    if not buffers:
+        return
+    saved = trainer.get_values()
+    _step(trainer, {k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
+    after = trainer.get_values()
+    trainer.set_values(saved)
+    bad = next((name for name in buffers if not np.isfinite(after[name]).all()), None)
+    if bad is None:
+        return
+    if n == 1:
+        where, hint = "the training data has 1 sample", "train on 2 or more samples, or remove `batch_norm`"
+    else:
+        where = ("with a batch size of 1 every batch has 1 sample" if batch_size == 1 else
+                 f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})")
+        below = next((b for b in range(batch_size - 1, 1, -1) if n % b != 1), None)
+        above = next(b for b in range(batch_size + 1, n + 2) if n % b != 1)
+        sizes = " or ".join(f"`--batch-size {b}`" for b in (below, above) if b is not None)
+        hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
+    raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
+                    f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
+
+
+def _diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:
     last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
-    return DataError(f"the loss became {loss} at epoch {epoch}, step {step} (global step {global_step})",
-                     hint=f"lower the learning rate (`--lr`, now {lr:g}); {last}")
+    return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate (`--lr`, now {lr:g}); {last}")
 
 
 def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict) -> None:
