@@ -17,8 +17,13 @@ def batch_norm(ctx, x: Tensor, momentum: float = 0.1, eps: float = 1e-5, name: s
     BatchNorm1d/2d): in training, each channel is normalized with the batch's mean and (biased)
     variance, then scaled by `weight` (ones) and shifted by `bias` (zeros); the buffers `running_mean`
     and `running_var` move towards the batch statistics by `momentum` (the variance unbiased), and
-    evaluation and inference normalize with them instead."""
+    evaluation and inference normalize with them instead. Training needs more than one value per
+    channel in a batch (`dslc train` refuses a 1-sample batch of `[B, C]`, as PyTorch does)."""
     b = ctx.b
+    if x.type.dtype != ctx.float_dtype:
+        what = "a floating-point input" if not x.type.is_float else f"an input of the model's dtype `{ctx.float_dtype}`"
+        ctx.fail(f"`batch_norm` needs {what}, got `{x.type}`", arg="x", hint='convert it with `cast(x, "f32")`'
+                 + (", or build with `--dtype float64`" if x.type.is_float else ""))
     if x.type.rank < 2:
         ctx.fail(f"`batch_norm` expects `[B, C, ...]`, got `{x.type}`", arg="x")
     channels = x.type.shape[1]
