@@ -23,31 +23,45 @@ DTYPES = ("float32", "float64")
 def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
     """Parse a file and, transitively, its imports; returns the module and every block it can use."""
     root = parse_file(path)
-    blocks: dict[str, ast.Block] = {}
-    seen: set[Path] = set()
-    pending = [root]
-    while pending:
-        module = pending.pop()
-        shown = Path(module.source.path)
-        here = shown.resolve()
-        if here in seen:
+    modules: list[ast.Module] = []  # each after the files it imports: the order its definitions are read in
+    seen = {Path(root.source.path).resolve()}
+    stack = [(root, iter(root.imports))]
+    while stack:
+        module, imports = stack[-1]
+        imp = next(imports, None)
+        if imp is None:
+            stack.pop()
+            modules.append(module)
             continue
-        seen.add(here)
+        shown = Path(module.source.path)
+        target = shown.parent / imp.path
+        if target.is_dir():
+            raise error(f"the imported path `{imp.path}` is a folder, not a file", imp.span,
+                        hint=f"import a file in it, such as `import \"{imp.path.rstrip('/')}/blocks.dl\"`")
+        if not target.is_file():
+            raise error(f"cannot find the imported file `{imp.path}`", imp.span,
+                        hint=f"import paths are relative to the importing file's folder, `{shown.parent.as_posix()}/`")
+        if target.resolve() not in seen:
+            seen.add(target.resolve())
+            child = parse_file(target)
+            stack.append((child, iter(child.imports)))
+    blocks: dict[str, ast.Block] = {}
+    errors: list[Diagnostic] = []
+    for module in modules:
         for definition in module.blocks + module.models:
-            check_params(definition)
+            try:
+                check_params(definition)
+            except DslcError as e:
+                errors.extend(e.diagnostics)
         for block in module.blocks:
             if block.name in blocks:
                 first = blocks[block.name]
-                raise DslcError(Diagnostic(f"block `{block.name}` is defined twice", block.name_span, "defined again here",
-                                           notes=(("first defined here", first.name_span),)))
-            blocks[block.name] = block
-        for imp in module.imports:
-            target = here.parent / imp.path
-            if not target.is_file():
-                raise error(f"cannot find the imported file `{imp.path}`", imp.span,
-                            hint=f"import paths are relative to the importing file's folder, `{shown.parent.as_posix()}/`")
-            if target.resolve() not in seen:
-                pending.append(parse_file(shown.parent / imp.path))
+                errors.append(Diagnostic(f"block `{block.name}` is defined twice", block.name_span, "defined again here",
+                                         notes=(("first defined here", first.name_span),)))
+            else:
+                blocks[block.name] = block
+    if errors:
+        raise DslcError(errors)
     return root, blocks
 
 
@@ -131,8 +145,10 @@ def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, e
     evaluation = Graph(f"{name}.{eval_key}", ev.inputs + ev.params + ev.buffers, [("loss", ev.loss)] + ev.metrics)
     hyper = [train.seed] if train.seed is not None else []
     buffer_next = [(b.name + NEXT_SUFFIX, train.buffer_updates.get(b.name, b)) for b in train.buffers]
+    update = next((s.span for s in objective.body if isinstance(s, ast.Update)), None)
     notes = {"loss": "loss", "optimizer": train.optimizer, "float_dtype": dtype,
-             "state_prefix": f"{objective.name}." if objective.name else ""}
+             "state_prefix": f"{objective.name}." if objective.name else "", "loss_span": train.loss_span,
+             "update_span": update}
     training = Graph(f"{name}.{train_key}", train.inputs + hyper + train.params + train.buffers,
                      [("loss", train.loss)] + train.metrics + buffer_next, notes=notes)
     return {train_key: training, eval_key: evaluation}
@@ -143,13 +159,28 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
     name = infer.name
     _check_infer_outputs(infer)
     used = {n.id for _, out in infer.outputs for n in toposort([out])}
-    data_inputs = [n for n in infer.inputs if n.role == "data" and n.id in used]  # what the outputs need
-    ir_graphs: dict[str, Graph] = {"infer": Graph(f"{name}.infer", data_inputs + infer.params + infer.buffers, infer.outputs)}
+    # what the outputs need: a GAN's inference graph holds the generator, not the discriminator
+    data_inputs = [n for n in infer.inputs if n.role == "data" and n.id in used]
+    weights = [n for n in infer.params + infer.buffers if n.id in used]
+    ir_graphs: dict[str, Graph] = {"infer": Graph(f"{name}.infer", data_inputs + weights, infer.outputs)}
+    errors: list[Diagnostic] = []
     for objective_name, (train, ev, objective) in trained.items():
-        ir_graphs.update(_training_graphs(name, objective, train, ev, dtype))
+        try:
+            ir_graphs.update(_training_graphs(name, objective, train, ev, dtype))
+        except DslcError as e:  # report every objective's missing statements at once
+            errors.extend(e.diagnostics)
+    if errors:
+        raise DslcError(errors)
 
     printed: list[str] = []
-    final = {key: run(g, key.split(".")[0], print_ir_after, printed) for key, g in ir_graphs.items()}
+    final = {}
+    for key, g in ir_graphs.items():
+        try:
+            final[key] = run(g, key.split(".")[0], print_ir_after, printed)
+        except DslcError as e:  # a loss without gradients, say: each objective's is reported
+            errors.extend(e.diagnostics)
+    if errors:
+        raise DslcError(errors)
     for key, g in final.items():
         if key.startswith("train"):
             _check_weight_size(g)

@@ -82,12 +82,20 @@ def matches(selector: str, name: str, kind: str) -> bool:
     return fnmatch.fnmatchcase(name, selector) or name.startswith(selector + ".")
 
 
+class ValueName(str):
+    """A selector written as a bare name that is also a tensor value of the model (`l2(logits)`)."""
+
+
 def nothing_selected_hint(selector: str, params: list[Tensor]) -> str:
     from dslc.diagnostics import suggest
 
     layers = sorted({p.name.rsplit(".", 1)[0] for p in params})
-    return suggest(selector, layers) or (f"layers here: {', '.join(f'`{name}`' for name in layers)}" if layers
+    hint = suggest(selector, layers) or (f"layers here: {', '.join(f'`{name}`' for name in layers)}" if layers
                                          else "the model has no parameters")
+    if isinstance(selector, ValueName):
+        return (f"`{selector}` is a value, not a layer: parameters are selected by `weights`, `biases`, `params`, "
+                f"or layer names and patterns such as `\"dense_0\"`; {hint}")
+    return hint
 
 
 def select_params(ctx, selectors: tuple[str, ...], fn: str) -> list[Tensor]:
@@ -144,6 +152,11 @@ def accuracy(ctx, scores: Tensor, target: Tensor, threshold: float = 0.0):
         predicted = b.greater(scores, b.scalar_like(threshold, scores))
         actual = b.greater(b.cast(target, to=s.dtype), b.scalar_like(0.5, scores))
         hits = b.equal(b.cast(predicted, to="int64"), b.cast(actual, to="int64"))
+    elif s.rank >= 1 and s.shape[-1] == 1 and t.shape == s.shape[:-1]:
+        ctx.fail(f"`accuracy` of scores `{s}` and targets `{t}`: one score per example needs a target of its shape",
+                 arg="target", hint=f"one score column is binary accuracy against 0/1 targets of shape "
+                                    f"[{', '.join(map(str, s.shape))}] (`scores > threshold`); class labels need "
+                                    "a score column per class")
     else:
         ctx.fail(f"`accuracy` of scores `{s}` and targets `{t}`: shapes do not fit", arg="target",
                  hint="give integer labels (the scores' shape without the class axis) or targets of the scores' shape")

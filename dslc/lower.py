@@ -25,6 +25,7 @@ from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import Arg, CallLowering, Context, describe
 from dslc.objectives import objective_of, selected, update_selectors
 from dslc.optim import OPTIMIZERS, OptimizerSpec
+from dslc.passes.lower_optimizer import LR
 from dslc.source import Span
 
 
@@ -54,6 +55,8 @@ class LoweredModel:
 MAX_NESTING = 100
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
 MAX_WEIGHT_BYTES = 2**31 - 2**27
+SEED = "seed"
+HYPER_INPUTS = (LR, SEED)  # inputs of the training graph besides the data; parameters and state have dotted names
 
 
 def byte_size(nbytes: int) -> str:
@@ -64,6 +67,7 @@ def byte_size(nbytes: int) -> str:
     return f"{nbytes} bytes"
 
 
+_HYPER_WHAT = {LR: "learning-rate", SEED: "random-seed"}
 _ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 
@@ -125,6 +129,7 @@ class Lowering(CallLowering):
         self.layer_counts: dict[tuple, int] = {}
         self.param_index: dict[str, Node] = {}
         self.layer_kinds: dict[str, str] = {}  # layer name -> kind (`dense`, a block's name, ...)
+        self.layer_calls: dict[str, tuple] = {}  # layer name -> (its parameters, settings, span) at its first call
         self.sharing_stack: list[bool] = []
         self.entered_scopes: set[str] = set()
         self.salt = 0
@@ -134,11 +139,15 @@ class Lowering(CallLowering):
         self.errors: list[Diagnostic] = []  # of the statements lowered so far (`statement`)
 
     # ---- names and parameters ---------------------------------------------------------------------
-    def new_layer(self, kind: str, explicit: str | None, span: Span) -> str:
+    def new_layer(self, kind: str, explicit: str | None, span: Span, name_span: Span | None = None) -> str:
         """A layer's name: `name` as given (a name used before means the same layer, whose parameters
         are shared), else `<kind>_<k>`; inside blocks, prefixed by the block's scope."""
         prefix = ".".join(self.scope)
         if explicit is not None:
+            if not explicit.isidentifier():  # letters (any script), digits and `_`
+                raise error(f"\"{explicit}\" is not a valid layer name", name_span or span,
+                            hint="a layer name is made of letters, digits and `_`, and does not start with a digit "
+                                 "(`.` separates blocks and layers, `*` and `?` are patterns in selectors)")
             full = f"{prefix}.{explicit}" if prefix else explicit
         else:
             key = (prefix, kind)
@@ -154,9 +163,9 @@ class Lowering(CallLowering):
         self.layer_kinds[full] = kind
         return full
 
-    def enter_scope(self, block: str, explicit: str | None, span: Span) -> None:
+    def enter_scope(self, block: str, explicit: str | None, span: Span, name_span: Span | None = None) -> None:
         """Open the scope of a block call; re-entering a named scope shares its parameters."""
-        full = self.new_layer(block, explicit, span)
+        full = self.new_layer(block, explicit, span, name_span)
         self.scope.append(full.rsplit(".", 1)[-1])
         inner = ".".join(self.scope)
         shared = explicit is not None and full in self.entered_scopes
@@ -210,7 +219,7 @@ class Lowering(CallLowering):
 
     def seed_input(self) -> Node:
         if self.result.seed is None:
-            self.result.seed = Builder(self.model.span).input("seed", TensorType("int64", ()), "hyper",
+            self.result.seed = Builder(self.model.span).input(SEED, TensorType("int64", ()), "hyper",
                                                               default=np.array(0, dtype=np.int64), kind="seed")
         return self.result.seed
 
@@ -322,6 +331,9 @@ class Lowering(CallLowering):
             else:
                 dims.append(d.value)
         role = "data" if stmt.kind == "input" else "target"
+        if self.objective is not None and stmt.name in HYPER_INPUTS:
+            raise error(f"the name `{stmt.name}` is reserved for the training graph's {_HYPER_WHAT[stmt.name]} input",
+                        stmt.name_span, hint=f"rename this {stmt.kind}")
         node = Builder(stmt.span).input(stmt.name, TensorType(dtype, tuple(dims)), role)
         self.result.inputs.append(node)
         return node
@@ -361,6 +373,12 @@ class Lowering(CallLowering):
                 raise error("name this metric: `metric name = ...`", stmt.span)
             if name == "loss" or name in dict(self.result.metrics):
                 raise error(f"metric `{name}` is defined twice", stmt.span, hint="name it: `metric other = ...`")
+            clash = next((n for n in self.result.inputs if n.name == name), None)
+            if clash is not None or name in HYPER_INPUTS:
+                what = f"the training graph's {_HYPER_WHAT[name]} input" if clash is None \
+                    else "a target" if clash.role == "target" else "an input"
+                raise error(f"metric `{name}` has the same name as {what}", stmt.span,
+                            hint="name it: `metric other = ...`")
             self.result.metrics.append((name, self.scalar(self.eval(stmt.value, env), stmt.value.span, "a metric")))
 
     def scalar(self, value, span, what) -> Node:
@@ -390,13 +408,17 @@ class Lowering(CallLowering):
                     raise error(f"`{key}` must be `true` or `false`", expr.span)
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise error(f"`{key}` must be a non-negative number, got {describe(value)}", expr.span)
+            elif key == "eps" and value == 0:
+                raise error("`eps` must be positive, got 0", expr.span,
+                            hint=f"it keeps the update from dividing by zero; `{call.func}`'s default is {defaults[key]:g}")
+            elif key in ("beta1", "beta2", "rho", "momentum") and value >= 1:
+                raise error(f"`{key}` must be below 1, got {value}", expr.span,
+                            hint="the fraction of the running average kept at each step, in [0, 1); "
+                                 f"`{call.func}`'s default is {defaults[key]:g}")
             settings[key] = value
         spec = OptimizerSpec(call.func, settings, call.span)
         if call.func == "sgd" and spec.setting("nesterov") and not spec.setting("momentum"):
             raise error("Nesterov momentum needs `momentum` > 0", call.span, hint="add `momentum = 0.9`")
-        for key in ("beta1", "beta2", "rho"):
-            if key in settings and not settings[key] < 1:
-                raise error(f"`{key}` must be below 1, got {settings[key]}", call.span)
         return spec
 
     # ---- expressions ------------------------------------------------------------------------------
@@ -459,6 +481,9 @@ class Lowering(CallLowering):
         if name.id in callable_names:
             raise error(f"`{name.id}` is a function; call it or use it in a pipeline", name.span,
                         hint=f"`x |> {name.id}` or `{name.id}(x)`")
+        if name.id in SHORT_TO_DTYPE:
+            raise error(f"unknown name `{name.id}`", name.span,
+                        hint=f"dtype names are strings: `cast(x, \"{name.id}\")`")
         raise error(f"unknown name `{name.id}`", name.span, hint=suggest(name.id, list(env) + list(INITIALIZERS)))
 
     def with_span(self, span) -> Builder:
@@ -507,7 +532,8 @@ class Lowering(CallLowering):
             if isinstance(stage, ast.Repeat):
                 count = self.eval(stage.count, env)
                 if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                    raise error(f"`repeat` needs a whole number of times, got {describe(count)}", stage.count.span)
+                    raise error(f"`repeat` needs a non-negative whole number of times, got {describe(count)}",
+                                stage.count.span)
                 with self.nested(stage.span):
                     for _ in range(count):
                         value = self.pipe(value, span, stage.stages, env)

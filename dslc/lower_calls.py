@@ -13,6 +13,7 @@ from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import INITIALIZERS, Initializer
 from dslc.ir.graph import Builder, Node
+from dslc.losses import ValueName
 from dslc.source import Span
 
 
@@ -34,6 +35,7 @@ class Context:
         self.b = Builder()
         self._arg_spans: dict = {}
         self._call_span: Span | None = None
+        self._made: dict[str, dict[str, str]] = {}  # layer -> {parameter: initializer} made by this call
 
     @property
     def mode(self) -> str:
@@ -55,9 +57,12 @@ class Context:
         raise DslcError(Diagnostic(message, span, label, hint))
 
     def new_layer(self, kind: str, name: str | None = None) -> str:
-        return self._l.new_layer(kind, name, self._call_span)
+        layer = self._l.new_layer(kind, name, self._call_span, self._arg_spans.get("name"))
+        self._made[layer] = {}
+        return layer
 
     def param(self, layer: str, local: str, shape, init: Initializer, kind: str, fan_in: int, fan_out: int) -> Node:
+        self._made.setdefault(layer, {})[local] = str(init)
         return self._l.new_param(f"{layer}.{local}", tuple(shape), init, kind, fan_in, fan_out, self._call_span)
 
     def buffer(self, layer: str, local: str, value: np.ndarray) -> Node:
@@ -153,14 +158,43 @@ class CallLowering:
                 keyword[p.name] = values[0]
             else:
                 leading.append(values[0])
-        self.ctx._arg_spans, self.ctx._call_span = spans, span
+        self.ctx._arg_spans, self.ctx._call_span, self.ctx._made = spans, span, {}
         self.ctx.b = Builder(span)
-        return fn.fn(self.ctx, *leading, *varargs, **keyword)
+        result = fn.fn(self.ctx, *leading, *varargs, **keyword)
+        values = dict(zip([p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD], leading)) | keyword
+        for layer, made in self.ctx._made.items():
+            self.check_shared(layer, made, values, spans, span)
+        return result
+
+    def check_shared(self, layer: str, made: dict, values: dict, spans: dict, span: Span) -> None:
+        """A layer called again by `name` is the layer its first call made: the arguments that make its
+        parameters (their initializers, a bias or not, ...) must not differ."""
+        settings = {k: v for k, v in values.items() if not isinstance(v, Node) and k != "name"}
+        first = self.layer_calls.setdefault(layer, (made, settings, span))
+        if first[0] == made:
+            return
+        same_params = set(first[0]) == set(made)
+        changed = [k for k in settings if k in first[1] and str(first[1][k]) != str(settings[k])]
+        changed.sort(key=lambda k: (isinstance(settings[k], Initializer) != same_params, k not in spans))
+        if changed:
+            key = changed[0]
+            shown = lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v)
+            message = (f"`{layer}` is a shared layer, made by its first call with `{key} = {shown(first[1][key])}`; "
+                       f"this call has `{key} = {shown(settings[key])}`")
+            where = spans.get(key, span)
+        else:
+            message = f"`{layer}` is a shared layer, but this call makes other parameters than its first call"
+            where = span
+        raise DslcError(Diagnostic(message, where, hint="a layer called again by `name` keeps the parameters of its "
+                                   "first call: give both calls the same arguments, or give this layer another name",
+                                   notes=(("first called here", first[2]),)))
 
     def arg_value(self, arg: Arg, annotation: str, env):
         if arg.evaluated:
             return arg.value
         if annotation == "Selector":
+            if isinstance(arg.expr, ast.Name) and isinstance(env.get(arg.expr.id), Node):
+                return ValueName(arg.expr.id)
             if isinstance(arg.expr, (ast.Name, ast.String)):
                 return arg.expr.id if isinstance(arg.expr, ast.Name) else arg.expr.value
             raise error("expected a parameter selection: `weights`, `biases`, `params`, a layer name or a pattern",
@@ -209,11 +243,12 @@ class CallLowering:
         return Initializer(func, values)
 
     def call_block(self, block: ast.Block, span, args, kwargs, env):
-        scope_name = None
+        scope_name = name_span = None
         if not any(p.name == "name" for p in block.params):  # `name = "..."` names the block's scope
             named = [k for k in kwargs if k.name == "name"]
             if named:
-                scope_name = self.arg_value(Arg(named[0].span, expr=named[0].value), "str", env)
+                name_span = named[0].span
+                scope_name = self.arg_value(Arg(name_span, expr=named[0].value), "str", env)
                 if not isinstance(scope_name, str):
                     raise error("`name` must be a string", named[0].span)
                 kwargs = tuple(k for k in kwargs if k.name != "name")
@@ -229,7 +264,7 @@ class CallLowering:
             raise error(f"block `{block.name}` calls itself{through}", span, "a recursive call",
                         hint="a block is expanded in place, so it cannot call itself; "
                              "to apply layers n times in a row, use `repeat(n) { ... }`")
-        self.enter_scope(block.name, scope_name, span)
+        self.enter_scope(block.name, scope_name, span, name_span)
         self.active_blocks.append(block.name)
         try:
             for p in block.params:

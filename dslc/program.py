@@ -44,6 +44,20 @@ class Program:
 
         return bool(train_keys(self.manifest))
 
+    def header_span(self):
+        """The span of `model <name>` in the source file, for diagnostics about the model as a whole;
+        None when the source cannot be read or the header not found."""
+        import re
+
+        from dslc.source import NotUtf8, SourceFile
+
+        try:
+            source = SourceFile.read(self.source_path)
+        except (OSError, NotUtf8):
+            return None
+        found = re.search(rf"^[ \t]*(model[ \t]+{re.escape(self.name)})\b", source.text, re.MULTILINE)
+        return source.span(found.start(1), found.end(1)) if found else None
+
     @property
     def manifest_file(self) -> str:
         return f"{self.name}.dslc.json"
@@ -83,18 +97,18 @@ class Program:
         if not self.trainable:
             raise DataError(f"model `{self.name}` has no loss, so it has no trained weights to load",
                             hint="drop `--weights`")
-        return bind_weights(self.graphs["infer"], load_params(weights, self.manifest))
+        params = load_params(weights, self.manifest)  # checked against the model's parameters
+        return bind_weights(self.graphs["infer"], params, absent_ok=params)  # the inference graph may use fewer
 
     def predict(self, inputs, weights=None, device: str = "cpu", batch_size: int | None = 256,
                 threads: int | None = None) -> dict[str, np.ndarray]:
         """Run the inference graph on `inputs` (an `.npz` path or dict of arrays) in batches of
         `batch_size` rows (None: all at once); return the outputs by name."""
-        from dslc.diagnostics import DataError
-        from dslc.runtime.data import load_data
+        from dslc.runtime.data import check_count, load_data
         from dslc.runtime.session import Predictor
 
-        if batch_size is not None and batch_size < 1:
-            raise DataError(f"the batch size must be at least 1, got {batch_size}")
+        if batch_size is not None:
+            batch_size = check_count(batch_size, "batch_size", "the batch size")
         spec = self.manifest["graphs"]["infer"]
         arrays = load_data(inputs, spec["inputs"], "input data")
         return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)

@@ -16,8 +16,9 @@ from dslc.ops.registry import get_op
 GRAD_PREFIX = "grad."
 
 
-def gradients(loss: Node, wrt: list[Node]) -> list[Node]:
-    """d loss / d w for each w in `wrt` (a zero tensor where the loss does not depend on w)."""
+def gradients(loss: Node, wrt: list[Node], reached: set[int] | None = None) -> list[Node]:
+    """d loss / d w for each w in `wrt` (a zero tensor where the loss does not depend on w through
+    differentiable ops); adds the ids of the others to `reached`."""
     b = Builder(loss.span)
     order = toposort([loss])
     wanted = {w.id for w in wrt}
@@ -51,6 +52,8 @@ def gradients(loss: Node, wrt: list[Node]) -> list[Node]:
         g = grads.get(w.id)
         if g is None:
             g = b.const(np.zeros(w.type.shape), w.type.dtype)  # parameters have static shapes
+        elif reached is not None:
+            reached.add(w.id)
         out.append(g)
     return out
 
@@ -58,6 +61,30 @@ def gradients(loss: Node, wrt: list[Node]) -> list[Node]:
 def autodiff(graph: Graph) -> Graph:
     loss = graph.output(graph.notes["loss"])
     params = graph.inputs_with_role("param")
-    grads = gradients(loss, params)
+    reached: set[int] = set()
+    grads = gradients(loss, params, reached)
+    if not reached:
+        raise DslcError(_no_gradient(graph, loss, params))
     outputs = graph.outputs + [(GRAD_PREFIX + p.name, g) for p, g in zip(params, grads)]
     return Graph(graph.name, graph.inputs, outputs, dict(graph.notes))
+
+
+def _no_gradient(graph: Graph, loss: Node, params: list[Node]) -> Diagnostic:
+    span = graph.notes.get("loss_span") or loss.span
+    if not params and not graph.inputs_with_role("frozen"):
+        return Diagnostic("this loss has no parameters to train: the model has no layer with parameters", span,
+                          hint="add layers with parameters such as `dense`, or drop the loss and optimizer "
+                               "for an inference-only model")
+    update = graph.notes.get("update_span")
+    notes = (("the parameters it updates", update),) if update else ()
+    used = {n.id for n in toposort([loss])}
+    if not any(p.id in used for p in params):
+        if update:
+            return Diagnostic("this loss does not depend on any parameter its objective updates", span, notes=notes,
+                              hint="`update` the layers the loss is computed from")
+        return Diagnostic("this loss does not depend on any parameter", span,
+                          hint="compute it from the results of layers with parameters, such as `dense`")
+    what = "no parameter this objective updates" if update else "no parameter"
+    return Diagnostic(f"{what} receives a gradient from this loss", span, notes=notes,
+                      hint="the loss must depend on a layer's parameters through differentiable operations: "
+                           "comparisons, `accuracy` and casts from `bool` or integers have no gradient")
