@@ -6,7 +6,9 @@
 """
 from __future__ import annotations
 
+import numbers
 import os
+from collections.abc import Mapping
 
 from dslc.diagnostics import DataError, DslcError
 from dslc.program import Program
@@ -19,12 +21,41 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
             **hyper) -> Program:
     """Compile the model in `path`.
 
-    Extra keyword arguments set the model's parameters like `-D name=value` on the command line;
-    each value is passed as `str(value)` (so `hidden=128` is `-D hidden=128`). A parameter named
-    like an argument of this function (`defines`, `dtype`, `seed`) goes in `defines={...}`.
-    `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here too).
+    Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
+    numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
+    they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
+    `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
+    too). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
     """
     from dslc.compiler import compile_file
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"the model path must be a string or a path, not `{type(path).__name__}`")
+    text = os.fspath(path)
+    if dtype not in ("float32", "float64"):
+        raise DataError(f"unknown dtype `{dtype}`", hint="use `float32` or `float64`")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DataError(f"the seed must be a non-negative integer, got {seed!r}")
+    if defines is not None and not isinstance(defines, Mapping):
+        raise DataError(f"`defines` must be a dict of model parameters, not `{type(defines).__name__}`",
+                        hint="e.g. `defines={\"hidden\": 128}`, or pass them as keywords: `hidden=128`")
     values = {**(defines or {}), **hyper}
-    return compile_file(os.fspath(path), defines={k: str(v) for k, v in values.items()}, dtype=dtype, seed=seed)
+    try:
+        return compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
+                            seed=int(seed))
+    except OSError as e:  # no such file, a directory, an unreadable import
+        name = e.filename or text
+        hint = "name the model's `.dl` file" if os.path.isdir(name) else ""
+        raise DataError(f"cannot read `{name}`: {e.strerror or e}", hint=hint) from None
+
+
+def define_text(name, value) -> str:
+    """The `-D name=value` text of a model parameter given from Python."""
+    if not isinstance(name, str):
+        raise DataError(f"model parameter names must be strings, got {name!r}")
+    if isinstance(value, bool):  # before the numbers: `True` is an `int`
+        return "true" if value else "false"
+    if isinstance(value, (str, numbers.Integral, numbers.Real)):
+        return str(value)
+    raise DataError(f"model parameter `{name}` must be a number, `True`/`False` or a string, "
+                    f"got {value!r} (`{type(value).__name__}`)")

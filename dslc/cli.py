@@ -47,6 +47,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    kind, colon, index = text.partition(":")
+    if text == "cpu" or (kind == "cuda" and (not colon or index.isdigit())):
+        return text
+    raise argparse.ArgumentTypeError(f"expected `cpu`, `cuda` or `cuda:N`, got `{text}`")
+
+
 def _dim(text: str) -> tuple[str, int]:
     name, value = _define(text)
     if not value.isdigit() or int(value) < 1:
@@ -83,11 +90,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                        help="floating-point type of the graphs (default float32)")
 
     def device_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
+        p.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,cuda:N}",
+                       help="where to run (default cpu; `cuda` is GPU 0)")
 
     p = verb("build", "compile a model and write its graphs and manifest")
     compile_options(p)
-    p.add_argument("-o", dest="out", metavar="DIR", default=".", help="output directory (default .)")
+    p.add_argument("-o", dest="out", metavar="DIR", help="output directory (default .)")
     p.add_argument("--emit", choices=["onnx", "ir"], default="onnx",
                    help="`ir` prints the compiled IR to stdout and writes nothing")
     p.add_argument("--print-ir-after", metavar="PASS",
@@ -147,9 +155,13 @@ def _compile(args):
         raise DataError(f"cannot read `{args.model}`: No such file or directory")
     from dslc.compiler import compile_file
 
+    defines: dict[str, str] = {}
+    for name, value in args.defines:
+        if name in defines:
+            raise UsageError(f"`-D {name}` is given twice (`{name}={defines[name]}` and `{name}={value}`)")
+        defines[name] = value
     extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
-    return compile_file(args.model, defines=dict(args.defines), dtype=args.dtype, seed=getattr(args, "seed", 0),
-                        **extra)
+    return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
 
 
 def _say(message: str) -> None:
@@ -165,11 +177,12 @@ def _run(args) -> int:
         if args.emit == "ir" or args.print_ir_after:
             sys.stdout.write(program.ir_text if program.ir_text.endswith("\n") else program.ir_text + "\n")
         else:
-            paths = program.build(args.out)
+            paths = program.build(args.out or ".")
             _say(f"built {program.name}: " + ", ".join(str(p) for p in paths))
     elif args.verb == "train":
         from dslc.runtime.progress import ConsoleReporter
 
+        _check_trainable(program, args)
         reporter = ConsoleReporter(sys.stdout)
         try:
             program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -189,6 +202,23 @@ def _run(args) -> int:
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")
     return EXIT_OK
+
+
+def _check_trainable(program, args) -> None:
+    """Problems `fit` reports as data errors (for API callers) that, from `dslc train`, are the model's
+    (exit 1) or the command line's (exit 2)."""
+    from dslc.diagnostics import error
+    from dslc.runtime.layout import train_keys
+
+    keys = train_keys(program.manifest)
+    if not keys:
+        span = program.header_span()
+        if span is not None:  # otherwise `fit` raises its `DataError`
+            raise error(f"model `{program.name}` has no loss, so it cannot be trained", span,
+                        "this model has no `loss`", hint="add a `loss` and an `optimizer` to the model")
+    elif args.lr is not None and len(keys) > 1:
+        raise UsageError(f"`--lr`: model `{program.name}` has several objectives, each with its own learning rate; "
+                         "set each objective's `lr` in the model (or with -D) instead")
 
 
 def _bench(program, args) -> None:
@@ -267,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_ir_after not in PASS_NAMES:
                 verbs[args.verb].error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
                                        f"passes: {', '.join(PASS_NAMES)}")
+        if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
+            flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
+            verbs[args.verb].error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:

@@ -14,11 +14,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
+from dslc.diagnostics import DataError
+
 _umask: int | None = None
 
 
-class WriteError(OSError):
-    """Writing `filename` failed; raised with the target path, not the temporary one."""
+class WriteError(OSError, DataError):
+    """Writing `filename` failed; raised with the target path, not the temporary one.
+
+    Constructed like an `OSError` (errno, strerror, filename), and also a `DataError` (`message`,
+    `hint`), so that API users catch every file problem as `dslc.DataError`."""
+
+    hint = ""
+
+    @property
+    def message(self) -> str:
+        reason = self.strerror or super().__str__()
+        return f"cannot write `{self.filename}`: {reason}" if self.filename else reason
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _default_mode() -> int:

@@ -92,7 +92,7 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "m.dl", "--data", "t.npz", "--epochs", "1", "--batch-size", "8", "-o", "r", "--lr", "-1"],
      "argument --lr: expected a non-negative number, got `-1`"),
     (["train", "m.dl", "--data", "t.npz", "--epochs", "1", "--batch-size", "8", "-o", "r", "--device", "tpu"],
-     "argument --device: invalid choice"),
+     "argument --device: expected `cpu`, `cuda` or `cuda:N`, got `tpu`"),
     (["build", "m.dl", "--emit", "llvm"], "argument --emit: invalid choice"),
     (["predict", "m.dl", "--input", "x.npz"], "required: -o"),
 ])
@@ -125,7 +125,7 @@ def test_data_error_prints_error_and_hint(fake_compiler, npz, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", xs=np.zeros((4, 3), np.float32), y=np.zeros((4, 1), np.float32))
     assert cli.main(["train", "linreg.dl", "--data", "bad.npz", "--epochs", "1", "--batch-size", "2", "-o", "r"]) == 3
     assert capsys.readouterr().err == ("error: training data `bad.npz` has no array `x` (arrays present: `xs`, `y`)\n"
-                                       "hint: did you mean `xs`?\n")
+                                       "hint: the data has `xs` but the model reads `x`: rename `xs` to `x`\n")
 
 
 def test_cuda_on_a_cpu_machine_exits_3(fake_compiler, npz, capsys, monkeypatch):
@@ -207,9 +207,11 @@ def test_check_and_defines(fake_compiler, capsys):
 
 
 def test_build_writes_files_and_emit_ir_writes_nothing(fake_compiler, tmp_path, capsys):
-    assert cli.main(["build", "linreg.dl", "--emit", "ir", "-o", "out"]) == 0
+    assert cli.main(["build", "linreg.dl", "--emit", "ir"]) == 0
     out, err = capsys.readouterr()
     assert out == "graph linreg.train { ... }\n" and err == ""
+    assert cli.main(["build", "linreg.dl", "--emit", "ir", "-o", "out"]) == 2  # -o would be ignored
+    assert "argument -o: `--emit ir` prints the IR and writes nothing; drop `-o`" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert cli.main(["build", "linreg.dl", "-o", "out"]) == 0
     assert sorted(os.listdir(tmp_path / "out")) == ["linreg.dslc.json", "linreg.eval.onnx", "linreg.infer.onnx",

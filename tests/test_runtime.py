@@ -289,7 +289,7 @@ def test_missing_array_names_it_and_suggests(tmp_path):
     path = save(tmp_path, images=np.zeros((5, 4), F32), digit=np.arange(5))
     e = load_error(path)
     assert e.message == f"training data `{path}` has no array `image` (arrays present: `images`, `digit`)"
-    assert e.hint == "did you mean `images`?"
+    assert e.hint == "the data has `images` but the model reads `image`: rename `images` to `image`"
     e = load_error(save(tmp_path, pixels=np.zeros((5, 4), F32), digit=np.arange(5)))
     assert e.hint == "the model reads `image` `float32[B, 4]`, `digit` `int64[B]`"
 

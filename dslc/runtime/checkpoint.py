@@ -5,7 +5,8 @@ Layout (a plain `.npz`, readable with `numpy.load(path)` and no pickle):
     param/<name>   each trainable parameter, e.g. `param/dense1.W`
     state/<name>   each optimizer state tensor, e.g. `state/opt.step`
     meta           a 0-d string array holding JSON: format, dslc version, model, epoch (epochs
-                   completed), global_step, seed, batch_size, lr, manifest_sha256, history
+                   completed), global_step, seed, batch_size, lr, data (`{rows, blake2b}` of the
+                   training arrays, see `train.data_fingerprint`), manifest_sha256, history
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def load_checkpoint(weights: str | os.PathLike) -> Checkpoint:
             f"cannot read `{path}`: No such file or directory",
             hint=f"train the model first with `dslc train ... -o {weights}`",
         )
-    arrays = read_npz(path, "checkpoint")
+    arrays = read_npz(path, "checkpoint", hint=DAMAGED_HINT)
     if "meta" not in arrays:
         raise DataError(f"`{path}` is not a dslc checkpoint (it has no `meta` entry)")
     try:
@@ -80,6 +81,8 @@ def load_checkpoint(weights: str | os.PathLike) -> Checkpoint:
     return Checkpoint(path, params, state, meta)
 
 
+DAMAGED_HINT = ("the checkpoint is damaged (e.g. cut short by a full disk or an interrupted copy); "
+                "use another checkpoint or train again")
 NON_FINITE_HINT = "trained values must be finite; use a checkpoint from before they went bad, or train again"
 MISMATCH_HINT = (
     "the model source or its -D values changed since the checkpoint was written; "
@@ -100,14 +103,17 @@ def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> Non
     if with_state:
         groups.append(("optimizer state", state_specs(manifest), ckpt.state))
     for kind, specs, values in groups:
-        _check_group(kind, specs, values, f"checkpoint `{ckpt.path}` does not fit model `{model}`")
+        _check_group(kind, specs, values, f"checkpoint `{ckpt.path}` does not fit model `{model}`",
+                     "the checkpoint lacks")
 
 
-def _check_group(kind: str, specs: list[dict], values: Mapping[str, np.ndarray], head: str) -> None:
+def _check_group(kind: str, specs: list[dict], values: Mapping[str, np.ndarray], head: str,
+                 lacks: str) -> None:
+    """`lacks` begins the message for a missing entry: `the checkpoint lacks`, `the weights lack`."""
     for spec in specs:
         name = spec["name"]
         if name not in values:
-            raise DataError(f"{head}: it has no {kind} `{name}`", hint=MISMATCH_HINT)
+            raise DataError(f"{head}: {lacks} {kind} `{name}`, which the model has", hint=MISMATCH_HINT)
         value, want = values[name], (np.dtype(spec["dtype"]), list(spec["shape"]))
         if (value.dtype, list(value.shape)) != want:
             raise DataError(
@@ -135,7 +141,7 @@ def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
     if isinstance(weights, Mapping):
         params = {k: np.asarray(v) for k, v in weights.items()}
         _check_group("parameter", weight_specs(manifest), params,
-                     f"the weights do not fit model `{manifest['model']}`")
+                     f"the weights do not fit model `{manifest['model']}`", "the weights lack")
         for name, value in params.items():
             if value.dtype.kind == "f":
                 check_finite(value, name, "the weights", NON_FINITE_HINT)

@@ -17,13 +17,25 @@ with the same symbol must agree. Arrays the model does not read are ignored.
 """
 from __future__ import annotations
 
+import difflib
+import numbers
 import os
 import zipfile
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from dslc.diagnostics import DataError, suggest
+from dslc.diagnostics import DataError
+
+
+def check_count(value, argument: str, what: str, minimum: int = 1) -> int:
+    """`value` as an `int`, or `DataError` naming the Python `argument` unless it is an integer (not a
+    bool, a float or a string) of at least `minimum`; `what` names it in the range message."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DataError(f"`{argument}` must be an integer, got {value!r} (`{type(value).__name__}`)")
+    if value < minimum:
+        raise DataError(f"{what} must be at least {minimum}, got {value}")
+    return int(value)
 
 
 def format_shape(dims) -> str:
@@ -38,11 +50,13 @@ def describe(spec: dict) -> str:
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def read_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] = (),
+             hint: str = "") -> dict[str, np.ndarray]:
     """All arrays of an `.npz` file, or `DataError` saying why it cannot be read. `names` (the arrays
-    the caller wants) only make the hint concrete."""
+    the caller wants) only make the default hint concrete; `hint` replaces it (e.g. for checkpoints,
+    which dslc writes itself)."""
     path = os.fspath(path)
-    hint = f"save the arrays with `numpy.savez(path, {', '.join(f'{n}=...' for n in names) or 'name=array, ...'})`"
+    hint = hint or f"save the arrays with `numpy.savez(path, {', '.join(f'{n}=...' for n in names) or 'name=array, ...'})`"
     try:
         with open(path, "rb") as f:
             magic = f.read(len(NPY_MAGIC))
@@ -73,6 +87,10 @@ def load_data(source, specs: list[dict], what: str = "training data") -> dict[st
     if isinstance(source, (str, os.PathLike)):
         return load_npz(source, specs, what)
     if isinstance(source, Mapping):
+        bad = next((k for k in source if not isinstance(k, str)), None)
+        if bad is not None:
+            raise DataError(f"{what} must map array names (strings) to arrays, got the key {bad!r}",
+                            hint=f"the model reads {', '.join(describe(s) for s in specs)}")
         return check_arrays(source, specs, what)
     raise DataError(f"{what} must be an `.npz` path or a dict of arrays, not `{type(source).__name__}`")
 
@@ -85,11 +103,17 @@ def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) ->
         name = spec["name"]
         if name not in arrays:
             present = ", ".join(f"`{k}`" for k in arrays) or "none"
+            close = difflib.get_close_matches(name, sorted(arrays), n=1, cutoff=0.6)
             raise DataError(
                 f"{where} has no array `{name}` (arrays present: {present})",
-                hint=suggest(name, arrays) or f"the model reads {', '.join(describe(s) for s in specs)}",
+                hint=f"the data has `{close[0]}` but the model reads `{name}`: rename `{close[0]}` to `{name}`"
+                if close else f"the model reads {', '.join(describe(s) for s in specs)}",
             )
-        array = np.asarray(arrays[name])
+        try:
+            array = np.asarray(arrays[name])
+        except (ValueError, TypeError) as e:  # ragged nested lists, say
+            raise DataError(f"array `{name}` in {where} is not a regular array ({e})",
+                            hint="every row must have the same shape; pass numpy arrays") from None
         _check_shape(array, spec, where, sizes)
         out[name] = _cast(array, spec, where)
         if "classes" in spec and np.issubdtype(out[name].dtype, np.integer):
@@ -109,7 +133,7 @@ def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None
             f"array `{name}` in {where} has shape `{format_shape(array.shape)}`, "
             f"expected `{format_shape(expected)}`"
         )
-    for d, n in zip(expected, array.shape):
+    for axis, (d, n) in enumerate(zip(expected, array.shape)):
         if isinstance(d, str):
             if d not in sizes:
                 sizes[d] = (n, name)
@@ -118,7 +142,8 @@ def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None
                 raise DataError(
                     f"arrays in {where} disagree on dimension `{d}`: "
                     f"`{other}` has {d} = {other_n} but `{name}` has {d} = {n}",
-                    hint=f"`{d}` must be the same size in every array, e.g. the number of samples",
+                    hint=f"`{d}` must be the same size in every array"
+                    + (" (it is the number of samples)" if axis == 0 else ""),
                 )
 
 

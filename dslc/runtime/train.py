@@ -8,6 +8,7 @@ so training 2 epochs and resuming to 4 gives the same bits as training 4 epochs 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
@@ -27,8 +28,14 @@ from dslc.runtime.checkpoint import (
     manifest_hash,
     save_checkpoint,
 )
-from dslc.runtime.data import load_data, num_rows
-from dslc.runtime.layout import eval_key, objective_of, state_specs, train_keys, weight_specs
+from dslc.runtime.data import check_count, load_data, num_rows
+from dslc.runtime.layout import (
+    eval_key,
+    objective_of,
+    state_specs,
+    train_keys,
+    weight_specs,
+)
 
 HISTORY_FILE = "history.json"
 SEED_MULTIPLIER = 1_000_003
@@ -93,11 +100,9 @@ def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int,
     if not train_keys(program.manifest):
         raise DataError(f"model `{program.name}` has no loss, so it cannot be trained",
                         hint="add a `loss` and an `optimizer` to the model")
-    if not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise DataError(f"the number of epochs must be at least 1, got {epochs}")
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise DataError(f"the batch size must be at least 1, got {batch_size}")
-    if not isinstance(seed, numbers.Integral) or seed < 0:
+    epochs = check_count(epochs, "epochs", "the number of epochs")
+    batch_size = check_count(batch_size, "batch_size", "the batch size")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise DataError(f"the seed must be a non-negative integer, got {seed}")
     if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
         raise DataError(f"the learning rate must be a finite non-negative number, got {lr}")
@@ -109,7 +114,19 @@ def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int,
     return int(epochs), int(batch_size), int(seed), None if lr is None else float(lr)
 
 
-def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, reporter: Reporter):
+def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
+    """`{"rows", "blake2b"}` of the training arrays the model reads: a 16-byte blake2b over each
+    array's name, dtype, shape and raw bytes, in name order. Stored in the checkpoint so that resuming
+    on other data warns (the data is part of what makes a resumed run match an uninterrupted one)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return {"rows": num_rows(arrays), "blake2b": digest.hexdigest()}
+
+
+def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, reporter: Reporter):
     ckpt = load_checkpoint(ckpt_path)
     check_fits(ckpt, manifest)
     meta = ckpt.meta
@@ -122,6 +139,12 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, reporter: Repo
         if meta.get(key) != value:
             reporter.warn(f"the {labels[key]} differs from the checkpoint's ({shown(value)} now, "
                           f"{shown(meta.get(key))} before): the run will not match an uninterrupted one")
+    before = meta.get("data")
+    if before is not None and before != data:  # checkpoints from before dslc recorded it: no warning
+        rows = (f" ({count(data['rows'], 'sample')} now, {before.get('rows')} before)"
+                if before.get("rows") != data["rows"] else "")
+        reporter.warn(f"the training data differs from the checkpoint's{rows}: "
+                      "the run will not match an uninterrupted one")
     return ckpt
 
 
@@ -169,12 +192,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             raise DataError("the validation data has no samples")
 
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
+    fingerprint = data_fingerprint(arrays)
     ckpt = None
     if resume:
         if not ckpt_path.exists():
             raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
                             hint="train without `--resume` to start a new run")
-        ckpt = _resume_from(ckpt_path, manifest, settings, reporter)
+        ckpt = _resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
     elif ckpt_path.exists():
         raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
                         hint="pass `--resume` to continue it, or choose another output directory")
@@ -251,8 +275,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         record["samples_per_s"] = n / max(train_time, 1e-9)
         history.append(record)
         meta = {"format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
-                "global_step": global_step, **settings, "manifest_sha256": manifest_hash(manifest),
-                "history": history}
+                "global_step": global_step, **settings, "data": fingerprint,
+                "manifest_sha256": manifest_hash(manifest), "history": history}
         _save_epoch(out_dir, manifest, trainer.get_values(), meta)
         reporter.epoch_end(record)
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
