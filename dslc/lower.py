@@ -365,10 +365,18 @@ class Lowering(CallLowering):
         if isinstance(stmt, ast.Loss):
             if self.result.loss is not None:
                 raise error("a model has one `loss`", stmt.span, hint="add the terms: `loss a + b`")
+            if isinstance(stmt.value, ast.String):  # Keras' `loss="mse"`
+                raise error("the loss is an expression, not a name", stmt.value.span,
+                            hint=f"call a loss function on the model's values, as in "
+                                 f"`loss {self.function_named(stmt.value.value, 'mse')}(pred, target)`")
             self.result.loss = self.scalar(self.eval(stmt.value, env), stmt.value.span, "the loss")
             self.result.loss_span = stmt.span
         else:
             name = stmt.name or (stmt.value.func if isinstance(stmt.value, ast.Call) else None)
+            if name is None and isinstance(stmt.value, ast.String):  # Keras' `metrics=["accuracy"]`
+                raise error("metrics are expressions, not names", stmt.value.span,
+                            hint=f"call a function on the model's values, as in "
+                                 f"`metric {self.function_named(stmt.value.value, 'accuracy')}(logits, labels)`")
             if name is None:
                 raise error("name this metric: `metric name = ...`", stmt.span)
             if name == "loss" or name in dict(self.result.metrics):
@@ -380,6 +388,10 @@ class Lowering(CallLowering):
                 raise error(f"metric `{name}` has the same name as {what}", stmt.span,
                             hint="name it: `metric other = ...`")
             self.result.metrics.append((name, self.scalar(self.eval(stmt.value, env), stmt.value.span, "a metric")))
+
+    def function_named(self, text: str, default: str) -> str:
+        """The built-in function `text` names (also in another case), or `default`."""
+        return next((name for name in (text, text.lower()) if name in self.builtins), default)
 
     def scalar(self, value, span, what) -> Node:
         if not isinstance(value, Node) or value.type.rank != 0 or not value.type.is_float:
@@ -511,9 +523,33 @@ class Lowering(CallLowering):
             if not (isinstance(left, Node) and isinstance(right, Node)):
                 raise error("`@` multiplies two tensors", expr.span)
             return b.matmul(left, right)
+        if expr.op == "/":
+            self.check_true_division(expr, left, right)
         left = self.as_tensor(left, right, expr.left.span)
         right = self.as_tensor(right, left, expr.right.span)
         return b.emit({"+": "add", "-": "sub", "*": "mul", "/": "div"}[expr.op], left, right)
+
+    def check_true_division(self, expr: ast.BinOp, left, right) -> None:
+        """`/` means true division, as between numbers (`1 / 2` is 0.5) and in NumPy and PyTorch; ONNX `Div`
+        of integer tensors would round toward zero, so an integer tensor must be cast first."""
+        ints = [isinstance(v, Node) and v.type.dtype in INT_DTYPES for v in (left, right)]
+        if not any(ints):
+            return
+        text = expr.span.source.text
+        gap = expr.left.span.end + text[expr.left.span.end:expr.right.span.start].find("/")
+        sides = []
+        for side, is_int in zip((expr.left, expr.right), ints):
+            shown = text[side.span.start:side.span.end]
+            shown = shown if len(shown) <= 24 and "\n" not in shown else "x"
+            if is_int:
+                shown = f'cast({shown}, "f32")'
+            elif isinstance(side, (ast.BinOp, ast.Pipe, ast.Compare)):
+                shown = f"({shown})"
+            sides.append(shown)
+        value = left if ints[0] else right
+        raise error(f"cannot divide the integer tensor `{value.type}` with `/`",
+                    Span(expr.span.source, gap, gap + 1), "integer division would round toward zero",
+                    hint=f"`/` is true division: convert to floating point first, as in `{sides[0]} / {sides[1]}`")
 
     def as_tensor(self, value, like: Node, span) -> Node:
         if isinstance(value, Node):

@@ -83,6 +83,7 @@ class _Open:
     token: Token
     kind: str
     definition: tuple[Token, Token | None] | None = None  # (`model`/`block` keyword, name) of a body
+    after: Token | None = None  # the token before the bracket: a `(` after a name opens a call
 
 
 class _Layout:
@@ -137,7 +138,8 @@ class _Layout:
         elif kind == "NAME" and self._definition and self._definition[1] is None:
             self._definition[1] = token
         elif kind == "LPAR":
-            self.open.append(_Open(token, "repeat-args" if previous and previous.type == "REPEAT" else "("))
+            self.open.append(_Open(token, "repeat-args" if previous and previous.type == "REPEAT" else "(",
+                                   after=previous))
         elif kind == "LSQB":
             self.open.append(_Open(token, "["))
         elif kind == "LBRACE":
@@ -275,6 +277,9 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
     unclosed_earlier = (innermost is not None and token.type not in ("RPAR", "RSQB")
                         and source.line_col(innermost.token.start_pos)[0] < span.line)
 
+    habit = _habit_error(source, token, prev, prev2, opened_before)
+    if habit is not None:
+        return habit
     followed_by_equal = re.match(r"[ \t]*=", source.text[token.end_pos:]) is not None
     if innermost is not None and innermost.kind == "body" and token.type in ("MODEL", "BLOCK", "IMPORT") \
             and prev is not None and prev.type in ("_NL", "LBRACE") and not followed_by_equal:
@@ -309,6 +314,9 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
     elif token.type == "LPAR" and prev is not None and prev.type == "NAME" and prev2 is not None \
             and prev2.type == "OUTPUT":
         hint = f"name the output, as in `output y = {prev}(...)`"
+    elif token.type == "STRING" and prev is not None and prev.type == "OPTIMIZER":  # Keras' `optimizer="adam"`
+        name = str(token)[1:-1].lower()
+        hint = f"an optimizer is a call, as in `optimizer {name if name.isidentifier() else 'adam'}(lr = 0.001)`"
     elif accepts == {"LPAR"} and prev2 is not None and prev2.type == "OPTIMIZER":
         hint = f"an optimizer is a call, as in `optimizer {prev}()`"
     elif prev is not None and prev.type == "NAME" and at_statement_start and "EQUAL" in accepts:
@@ -355,6 +363,54 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
     return Diagnostic(message, span, label, hint, tuple(notes))
 
 
+def _habit_error(source: SourceFile, token: Token, prev: Token | None, prev2: Token | None,
+                 opened: list[_Open]) -> Diagnostic | None:
+    """Python, NumPy and PyTorch syntax that is not part of the language: `**`, `//` and tuples."""
+    text = source.text
+    if prev is not None and prev.end_pos == token.start_pos and (prev.type, token.type) in (
+            ("STAR", "STAR"), ("SLASH", "SLASH")):
+        span = source.span(prev.start_pos, token.end_pos)
+        if token.type == "STAR":
+            base = str(prev2) if prev2 is not None and prev2.type in ("NAME", "INT", "FLOAT") else "x"
+            power = re.match(r"[ \t]*(\w+(?:\.\w+)?)", text[token.end_pos:])
+            example = f"pow({base}, {power.group(1) if power else 2})"
+            return Diagnostic("there is no `**` operator", span, "", f"raise to a power with `{example}`")
+        return Diagnostic("there is no `//` operator", span, "",
+                          "there is no integer division: `/` divides exactly (`7 / 2` is 3.5), and sizes accept "
+                          "its result where it is whole, as in `dense(hidden / 2)`")
+    if token.type == "LPAR" and prev is not None and prev.type == "RPAR":  # Keras' `Dense(10)(x)`
+        layer = re.search(r"(\w+)\(([^()\n]*)\)[ \t]*$", text[:token.start_pos])
+        value = re.match(r"\(([^()\n]*)\)", text[token.start_pos:])
+        if layer is not None:
+            example = f"{value.group(1) if value else 'x'} |> {layer.group(1)}({layer.group(2)})"
+            return Diagnostic("the result of a call cannot be called", _token_span(source, token), "",
+                              f"apply a layer to a value with `|>`, as in `{example}`")
+    if token.type == "LSQB" and prev is not None and prev.type == "LPAR" and prev2 is not None \
+            and str(prev2) == "Sequential":
+        return Diagnostic("there is no `Sequential`: a model is a pipeline", _token_span(source, token), "",
+                          "chain the layers with `|>`, as in `logits = x |> dense(64) |> relu |> dense(10)`")
+    innermost = opened[-1] if opened else None
+    if token.type == "COMMA" and innermost is not None and innermost.kind == "(" and (
+            innermost.after is None or innermost.after.type not in ("NAME", "RPAR", "RSQB")):
+        tuple_text = re.match(r"\(([^()\n]*)\)", text[innermost.token.start_pos:])
+        hint = "write one number, as in `conv2d(4, 3)`"
+        if tuple_text:
+            items = [item.strip() for item in tuple_text.group(1).split(",")]
+            call = opened[-2] if len(opened) > 1 else None
+            rest = re.match(r"[^()\n]*\)", text[innermost.token.start_pos + tuple_text.end():])
+            if len(set(items)) == 1 and call is not None and call.after is not None and call.after.type == "NAME" \
+                    and rest:
+                before = text[call.after.start_pos:innermost.token.start_pos]
+                hint = f"write one number, as in `{before}{items[0]}{rest.group(0)}`"
+            elif len(set(items)) == 1:
+                hint = f"write `{items[0]}` for `({', '.join(items)})`"
+            elif all(item.isdigit() for item in items):
+                hint = "write one number for every axis, as in `conv2d(4, 3)`: kernels are square"
+        return Diagnostic("tuples are not part of the language: kernels, strides and dilations are one number "
+                          "for every axis", _token_span(source, token), "", hint)
+    return None
+
+
 def _end_of_file_error(source: SourceFile, accepts: set[str], layout: _Layout) -> Diagnostic:
     end = layout.last.end_pos if layout.last else 0
     span = source.span(end, end)
@@ -378,13 +434,22 @@ _CHARACTER_HINTS = {
 
 
 def _character_error(source: SourceFile, offset: int) -> Diagnostic:
-    char = source.text[offset]
+    text = source.text
+    char = text[offset]
     if char == '"':
         end = source.text.find("\n", offset)
         span = source.span(offset, end if end >= 0 else len(source.text))
         return Diagnostic("unterminated string", span, "this string is never closed",
                           'end it with `"` on the same line; inside a string write `\\"` for a quote')
     shown = char if char.isprintable() else repr(char)[1:-1]
+    attribute = re.match(r"\.([A-Za-z_]\w*)", text[offset:]) if char == "." else None
+    if attribute and re.search(r"[A-Za-z_]\w*[ \t]*$", text[:offset]):
+        # `x.shape`, `nn.Linear(...)`, `F.relu(x)`
+        hint = ("shapes are static: they are written in the `input` declarations"
+                if attribute.group(1) in ("shape", "size", "dtype", "ndim") else
+                "layers and functions are called by their own name, as in `x |> linear(10)` or `relu(x)`")
+        return Diagnostic("there are no attributes or modules: `.` only appears in numbers",
+                          source.span(offset, offset + 1), "", hint)
     if char in _CHARACTER_HINTS:
         hint = _CHARACTER_HINTS[char]
     elif char in "!%^&<>~=?":

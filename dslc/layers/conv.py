@@ -95,10 +95,24 @@ def _fits(ctx, x: Node, spatial, pads, kernel: int, dilation: int, what: str, no
         window = dims_text([kernel] * n)
         size = f"{window} with dilation {dilation} spans {dims_text([span] * n)}, more than" if dilation > 1 else \
             f"{window} is larger than"
+        hint = _channels_last_hint(x.type, span) or (
+            f"use a smaller {noun}, pad the input" + (" (`padding = \"same\"`)" if noun == "kernel" else "")
+            + ", or downsample less before this layer")
         ctx.fail(f"`{what}` {noun} {size} its padded input {dims_text(padded)}", arg="kernel",
-                 label=f"the input is `{x.type}`",
-                 hint=f"use a smaller {noun}, pad the input" + (" (`padding = \"same\"`)" if noun == "kernel" else "")
-                 + ", or downsample less before this layer")
+                 label=f"the input is `{x.type}`", hint=hint)
+
+
+def _channels_last_hint(t, span: int) -> str:
+    """For a window that does not fit because the input looks channels-last (Keras/TensorFlow images
+    `[B, H, W, C]`: a last axis of 1, 3 or 4 that the window does not fit, while it fits all the others
+    and axis 1 is more than 4): how to move the channels to axis 1."""
+    last, spatial = t.shape[-1], t.shape[1:-1]
+    if last not in (1, 3, 4) or last >= span or t.shape[1] <= 4 or any(size < span for size in spatial):
+        return ""
+    perm = ", ".join(str(a) for a in (0, t.rank - 1, *range(1, t.rank - 1)))
+    first, last = ("[B, C, L]", "[B, L, C]") if t.rank == 3 else ("[B, C, H, W]", "[B, H, W, C]")
+    return (f"conv and pool layers take channels first, `{first}` (as PyTorch); for a channels-last input "
+            f"`{last}` use `transpose(x, {perm})`")
 
 
 def _groups(ctx, channels: int, filters: int, groups: int, what: str):

@@ -22,6 +22,9 @@ def dense(ctx, x: Tensor, units: int, bias: bool = True, init: Init = "glorot", 
     Input `[B, in]`; outputs `[B, units]`."""
     if x.type.rank != 2:
         hint = "insert `flatten` before `dense`" if x.type.rank > 2 else "`dense` needs a batch axis and a feature axis"
+        if x.type.rank == 3 and x.type.shape[1] != x.type.shape[2]:  # a sequence `[B, T, F]` (not a square image):
+            # Keras' `Dense` acts on every step
+            hint += f", or use `linear({units})` to apply the layer at every step (as Keras' `Dense` on sequences)"
         ctx.fail(f"`dense` expects a 2-D input, got `{x.type}`", arg="x", label=f"this input is {x.type.rank}-D", hint=hint)
     if units < 1:
         ctx.fail(f"`dense` needs at least 1 unit, got {units}", arg="units")
