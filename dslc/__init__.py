@@ -26,6 +26,9 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
     `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
     too). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
+    Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
+    returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
+    shows one as the command line does).
     """
     from dslc.compiler import compile_file
 

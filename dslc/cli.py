@@ -170,6 +170,8 @@ def _say(message: str) -> None:
 
 def _run(args) -> int:
     program = _compile(args)
+    if program.warnings:  # before the verb's output; they do not change the exit code
+        _say(render_all(program.warnings) + "\n")
     if args.verb == "check":
         summary = f"{program.num_parameters:,} parameters" if program.trainable else "inference only (no loss)"
         _say(f"checked {program.name}: {summary}")

@@ -11,7 +11,7 @@ from dslc.frontend import ast
 from dslc.frontend.parser import parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
-from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, byte_size, lower_model
+from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
 from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
@@ -102,13 +102,17 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     module, blocks = load_module(path)
     model = pick_model(module)
     errors: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
 
     def lowered(mode: str, objective: str = "") -> LoweredModel | None:
+        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective)
         try:
-            return lower_model(model, blocks, mode, dtype, seed, defines, objective)
+            return lowering.run()
         except DslcError as e:  # lower the other graphs too: errors in training statements, say
             errors.extend(e.diagnostics)
             return None
+        finally:
+            warnings.extend(lowering.ctx.warnings)
 
     infer = lowered("infer")
     try:
@@ -117,7 +121,10 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         errors.extend(e.diagnostics)
     if errors:  # each graph's lowering reports the errors of the statements it shares with the others
         raise DslcError(dict.fromkeys(errors))
-    return build_program(infer, trained, dtype, str(path), print_ir_after)
+    program = build_program(infer, trained, dtype, str(path), print_ir_after)
+    # the graphs share statements, and so warnings: each once, in source order
+    program.warnings = sorted(dict.fromkeys(warnings), key=Diagnostic.sort_key)
+    return program
 
 
 def _check_infer_outputs(infer: LoweredModel) -> None:

@@ -4,6 +4,9 @@
       7 |     logits = image |> dense(hidden) |> relu
         |                       ^^^^^^^^^^^^^ this input is 3-D
     hint: insert `flatten` before `dense`
+
+A diagnostic with `severity="warning"` renders the same way (`warning: ...`); warnings do not stop
+compilation and are carried on `Program.warnings`.
 """
 from __future__ import annotations
 
@@ -62,9 +65,29 @@ def error(message: str, span: Span | None = None, label: str = "", hint: str = "
     return DslcError(Diagnostic(message, span, label, hint))
 
 
+def warning(message: str, span: Span | None = None, label: str = "", hint: str = "") -> Diagnostic:
+    return Diagnostic(message, span, label, hint, severity="warning")
+
+
+# Keyword names from Keras and PyTorch -> dslc's, for `suggest` (used only when dslc's names are candidates)
+RENAMED_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr",), "betas": ("beta1", "beta2"), "epsilon": ("eps",),
+    "kernel_size": ("kernel",), "pool_size": ("kernel",), "strides": ("stride",), "use_bias": ("bias",),
+    "out_features": ("units",), "hidden_size": ("units",), "out_channels": ("filters",),
+    "num_layers": ("layers",), "num_heads": ("heads",), "negative_slope": ("alpha",), "dim": ("axis",),
+    "p": ("rate",), "kernel_initializer": ("init",), "bias_initializer": ("bias_init",),
+    "num_embeddings": ("vocab",), "input_dim": ("vocab",), "embedding_dim": ("dim",), "output_dim": ("dim",),
+}
+
+
 def suggest(name: str, candidates: Iterable[str]) -> str:
-    """`hint: did you mean `x`?` for the closest candidate, or empty."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    """`hint: did you mean `x`?` for the closest candidate, or empty. A Keras/PyTorch keyword name
+    (`learning_rate`, `betas`, ...) is pointed at dslc's name for it when that is a candidate."""
+    candidates = set(candidates)
+    renamed = RENAMED_KEYWORDS.get(name)
+    if renamed and all(r in candidates for r in renamed):
+        return f"write `{', '.join(f'{r} = ...' for r in renamed)}` instead"
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else ""
 
 

@@ -15,6 +15,34 @@ def _batch_mean(ctx, per_example: Tensor) -> Tensor:
     return ctx.b.reduce_mean(per_example, axes=None)
 
 
+_SHAPE_ONLY = ("reshape", "flatten", "squeeze", "unsqueeze")
+
+
+def _output_of(value: Tensor, op: str) -> Tensor | None:
+    """The `op` node whose output `value` is, directly or through shape-only ops (`reshape`, `flatten`)."""
+    while value.op in _SHAPE_ONLY:
+        value = value.inputs[0]
+    return value if value.op == op else None
+
+
+def _shown(ctx, arg: str, fallback: str) -> str:
+    """Argument `arg` as written, in backticks when it is short, else `fallback`."""
+    text = ctx.arg_text(arg)
+    return f"`{text}`" if len(text) <= 24 and "\n" not in text else fallback
+
+
+def _warn_squashed(ctx, value: Tensor, arg: str, op: str, message: str, hint: str) -> bool:
+    """Warn that `value` is already the output of `op` (`sigmoid`, `softmax`); whether it was."""
+    node = _output_of(value, op)
+    if node is None:
+        return False
+    span = ctx.arg_span(arg)
+    notes = ((f"the `{op}` is here", node.span),) if node.span is not None and span is not None \
+        and not (span.start <= node.span.start and node.span.end <= span.end) else ()
+    ctx.warn(message, arg=arg, label=f"a {op} output", hint=hint, notes=notes)
+    return True
+
+
 @builtin("loss")
 def mse(ctx, prediction: Tensor, target: Tensor):
     """mean((prediction - target)²) over all elements"""
@@ -28,6 +56,9 @@ def cross_entropy(ctx, logits: Tensor, target: Tensor):
     """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over examples.
     `target` is either integer class labels (the logits' shape without the class axis) or
     probabilities / one-hot rows (the logits' shape)."""
+    _warn_squashed(ctx, logits, "logits", "softmax",
+                   f"`cross_entropy` applies the softmax itself, but {_shown(ctx, 'logits', 'its input')} is already a "
+                   "softmax output", hint="pass the logits (the value before `softmax`)")
     if not logits.type.is_float or logits.type.rank < 1:
         ctx.fail(f"`cross_entropy` needs floating-point logits with a class axis, got `{logits.type}`", arg="logits")
     if target.type.dtype in INT_DTYPES:
@@ -48,6 +79,9 @@ def cross_entropy(ctx, logits: Tensor, target: Tensor):
 def binary_cross_entropy(ctx, logits: Tensor, target: Tensor):
     """Sigmoid cross-entropy on raw scores, averaged over all elements: stable for any logit
     (max(x, 0) - x·t + log(1 + e^-|x|)). Targets are 0/1 (or probabilities) of the logits' shape."""
+    _warn_squashed(ctx, logits, "logits", "sigmoid",
+                   f"`binary_cross_entropy` applies the sigmoid itself, but {_shown(ctx, 'logits', 'its input')} is "
+                   "already a sigmoid output", hint="pass the logits (the value before `sigmoid`)")
     ctx.note_range(target, 0, 1)
     if target.type.dtype in INT_DTYPES or target.type.dtype == "bool":
         target = ctx.b.cast(target, to=logits.type.dtype)
@@ -149,6 +183,12 @@ def accuracy(ctx, scores: Tensor, target: Tensor, threshold: float = 0.0):
     elif s.rank >= 1 and s.shape[-1] != 1 and t.shape == s.shape and t.is_float:
         hits = b.equal(b.argmax(scores, axis=-1), b.argmax(target, axis=-1))
     elif t.shape == s.shape:
+        if threshold <= 0:
+            p, y = _shown(ctx, "scores", "`scores`"), _shown(ctx, "target", "`target`")
+            _warn_squashed(ctx, scores, "scores", "sigmoid",
+                           f"`accuracy` thresholds at {threshold:g}, but {p} is a sigmoid output in (0, 1): every "
+                           "prediction counts as positive", hint="pass the logits (the value before `sigmoid`), or "
+                           f"write `accuracy({p[1:-1]}, {y[1:-1]}, threshold = 0.5)`")
         predicted = b.greater(scores, b.scalar_like(threshold, scores))
         actual = b.greater(b.cast(target, to=s.dtype), b.scalar_like(0.5, scores))
         hits = b.equal(b.cast(predicted, to="int64"), b.cast(actual, to="int64"))

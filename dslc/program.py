@@ -5,6 +5,10 @@
     history = program.train("train.npz", val="val.npz", epochs=10, batch_size=128, out_dir="runs/mnist")
     y = program.predict("test.npz", weights="runs/mnist")    # dict of output arrays
     program.export("runs/mnist", "mnist.onnx")               # inference graph with trained weights
+    for w in program.warnings: print(dslc.diagnostics.render(w))  # likely mistakes that still compile
+
+`warnings` lists `Diagnostic`s of severity "warning" in source order (a loss given probabilities
+instead of logits, say); `dslc` prints them on stderr before each verb's output.
 
 The heavy modules (onnx, onnxruntime) are imported by the verbs that need them, not by `import dslc`.
 """
@@ -27,6 +31,7 @@ class Program:
     ir_text: str = ""  # the IR as printed after the last pass (`--emit ir`)
     source_path: str = ""
     extras: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # `dslc.diagnostics.Diagnostic`s with severity "warning"
 
     @property
     def num_parameters(self) -> int:

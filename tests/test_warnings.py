@@ -1,0 +1,90 @@
+"""Warnings: likely mistakes that still compile (a loss or metric given probabilities where it expects
+logits). They are carried on `Program.warnings`, once each although the model is lowered for
+inference, training and evaluation, and printed by the command line before a verb's output."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+import dslc
+from dslc import cli
+from dslc.diagnostics import render_all
+
+HEADER = """\
+model m {
+    input x: f32[B, 4]
+    target y: f32[B, 1]
+    target c: i64[B]
+"""
+
+
+def warnings_of(tmp_path, body: str) -> list[str]:
+    path = tmp_path / "m.dl"
+    path.write_text(HEADER + textwrap.indent(textwrap.dedent(body), "    ") + "    optimizer adam(lr = 0.01)\n}\n")
+    return [d.message for d in dslc.compile(path).warnings]
+
+
+def test_binary_cross_entropy_of_a_sigmoid_renders_like_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(HEADER + """\
+    p = x |> dense(1) |> sigmoid
+    output p
+    loss binary_cross_entropy(p, y)
+    optimizer adam(lr = 0.01)
+}
+""")
+    program = dslc.compile("m.dl")
+    assert render_all(program.warnings) == """\
+m.dl:7:31: warning: `binary_cross_entropy` applies the sigmoid itself, but `p` is already a sigmoid output
+  |
+7 |     loss binary_cross_entropy(p, y)
+  |                               ^ a sigmoid output
+note: the `sigmoid` is here
+  --> m.dl:5:26
+  |
+5 |     p = x |> dense(1) |> sigmoid
+  |                          -------
+hint: pass the logits (the value before `sigmoid`)"""
+    assert [d.severity for d in program.warnings] == ["warning"]  # one, though lowered for training and evaluation
+
+
+@pytest.mark.parametrize("body, message", [
+    ("q = x |> dense(3) |> softmax\noutput q\nloss cross_entropy(q, c)\n",
+     "`cross_entropy` applies the softmax itself, but `q` is already a softmax output"),
+    ("output q = x |> dense(3)\nloss cross_entropy(softmax(q) |> reshape(3), c)\n",  # through a shape-only op
+     "`cross_entropy` applies the softmax itself, but `softmax(q) |> reshape(3)` is already a softmax output"),
+    ("output p = x |> dense(1)\nloss binary_cross_entropy(p, y)\nmetric accuracy(sigmoid(p), y)\n",
+     "`accuracy` thresholds at 0, but `sigmoid(p)` is a sigmoid output in (0, 1): every prediction counts as positive"),
+])
+def test_probabilities_where_logits_are_expected(tmp_path, body, message):
+    assert warnings_of(tmp_path, body) == [message]
+
+
+@pytest.mark.parametrize("body", [
+    "output p = x |> dense(1)\nloss binary_cross_entropy(p, y)\nmetric accuracy(p, y)\n",
+    "output p = x |> dense(1)\nloss binary_cross_entropy(p, y)\nmetric accuracy(sigmoid(p), y, threshold = 0.5)\n",
+    "output q = x |> dense(3)\nloss cross_entropy(q, c)\nmetric accuracy(softmax(q), c)\n",  # arg-max: fine
+    # log_softmax is idempotent under softmax: cross_entropy(log_softmax(q)) = cross_entropy(q)
+    "output q = x |> dense(3)\nloss cross_entropy(log_softmax(q), c)\n",
+    "output p = x |> dense(1)\nloss binary_cross_entropy(sigmoid(p) * 2 - 1, y)\n",  # not a sigmoid any more
+])
+def test_no_warning_for_logits(tmp_path, body):
+    assert warnings_of(tmp_path, body) == []
+
+
+def test_command_line_prints_warnings_before_the_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(HEADER + """\
+    output p = x |> dense(1) |> sigmoid
+    loss binary_cross_entropy(p, y)
+    optimizer adam(lr = 0.01)
+}
+""")
+    assert cli.main(["check", "m.dl"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("m.dl:6:31: warning: `binary_cross_entropy` applies the sigmoid itself")
+    assert err.endswith("hint: pass the logits (the value before `sigmoid`)\n\nchecked m: 5 parameters\n")
+    assert cli.main(["build", "m.dl", "-o", "out"]) == 0
+    err = capsys.readouterr().err
+    assert err.index("warning:") < err.index("built m:")
