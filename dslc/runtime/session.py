@@ -369,16 +369,13 @@ class Predictor:
     def run(self, inputs: Mapping[str, np.ndarray], batch_size: int | None = None) -> dict[str, np.ndarray]:
         feeds = {name: inputs[name] for name in self.input_names}
         n = len(next(iter(feeds.values()))) if feeds else 0
-        if not self.batchable or not batch_size or n <= batch_size:
-            return dict(zip(self.output_names, self._run_feeds(feeds)))
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, n, batch_size):
-            chunk = {name: a[start:start + batch_size] for name, a in feeds.items()}
-            parts.append(self._run_feeds(chunk))
-        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.output_names)}
-
-    def _run_feeds(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        try:
-            return self._run(self.output_names, feeds, None)
+        try:  # no extra call on the batch-1 path: it is ~7 µs in all
+            if not self.batchable or not batch_size or n <= batch_size:
+                return dict(zip(self.output_names, self._run(self.output_names, feeds, None)))
+            parts: list[list[np.ndarray]] = []
+            for start in range(0, n, batch_size):
+                chunk = {name: a[start:start + batch_size] for name, a in feeds.items()}
+                parts.append(self._run(self.output_names, chunk, None))
         except Exception as e:  # noqa: BLE001 - see `_run`
             raise run_failure(e, "the inference graph") from None
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.output_names)}
