@@ -281,11 +281,9 @@ def _bench(program, args) -> None:
 
 
 def _os_error_message(e: OSError) -> str:
-    from dslc.fsutil import WriteError
-
-    verb = "write" if isinstance(e, WriteError) else "access"
+    """A file problem other than a failed write (`fsutil.WriteError` is a `DataError`)."""
     reason = e.strerror or str(e)
-    return f"cannot {verb} `{e.filename}`: {reason}" if e.filename else reason
+    return f"cannot access `{e.filename}`: {reason}" if e.filename else reason
 
 
 def main(argv: list[str] | None = None) -> int:
