@@ -119,11 +119,16 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         trained = {o.name: (lowered("train", o.name), lowered("eval", o.name), o) for o in objectives(model)}
     except DslcError as e:  # objectives that cannot be told apart
         errors.extend(e.diagnostics)
-    if errors:  # each graph's lowering reports the errors of the statements it shares with the others
-        raise DslcError(dict.fromkeys(errors))
-    program = build_program(infer, trained, dtype, str(path), print_ir_after)
-    # the graphs share statements, and so warnings: each once, in source order
-    program.warnings = sorted(dict.fromkeys(warnings), key=Diagnostic.sort_key)
+    # the graphs share statements, and so errors and warnings: each once; a failed compile reports its
+    # warnings with its errors (`DslcError` sorts them by position)
+    warnings = list(dict.fromkeys(warnings))
+    if errors:
+        raise DslcError(list(dict.fromkeys(errors)) + warnings)
+    try:
+        program = build_program(infer, trained, dtype, str(path), print_ir_after)
+    except DslcError as e:
+        raise DslcError(list(e.diagnostics) + warnings) from None
+    program.warnings = sorted(warnings, key=Diagnostic.sort_key)
     return program
 
 

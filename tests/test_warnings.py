@@ -9,7 +9,8 @@ import pytest
 
 import dslc
 from dslc import cli
-from dslc.diagnostics import render_all
+from dslc.compiler import compile_file
+from dslc.diagnostics import DslcError, render_all
 
 HEADER = """\
 model m {
@@ -88,3 +89,19 @@ def test_command_line_prints_warnings_before_the_output(tmp_path, monkeypatch, c
     assert cli.main(["build", "m.dl", "-o", "out"]) == 0
     err = capsys.readouterr().err
     assert err.index("warning:") < err.index("built m:")
+
+
+def test_a_failed_compile_reports_its_warnings_with_its_errors(workdir):
+    (workdir / "both.dl").write_text("""model both {
+    input  x: f32[B, 4]
+    target y: f32[B, 1]
+    p = x |> dense(1) |> sigmoid
+    q = x |> dense(7) |> nothing
+    output p
+    loss binary_cross_entropy(p, y)
+    optimizer sgd()
+}
+""")
+    with pytest.raises(DslcError) as e:
+        compile_file(workdir / "both.dl")
+    assert [(d.severity, d.span.line) for d in e.value.diagnostics] == [("error", 5), ("warning", 7)]
