@@ -22,7 +22,7 @@ from dslc.ir.graph import Builder, Node
 from dslc.ir.types import INT_DTYPES, SHORT_TO_DTYPE, TensorType, dtype_of_numpy, fits, numpy_dtype
 from dslc.layers.tensor import compare, subscript
 from dslc.losses import matches, nothing_selected_hint
-from dslc.lower_calls import Arg, CallLowering, Context, describe
+from dslc.lower_calls import TUPLE_HINT, Arg, CallLowering, Context, TupleValue, describe
 from dslc.objectives import objective_of, selected, update_selectors
 from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.passes.lower_optimizer import LR
@@ -480,6 +480,8 @@ class Lowering(CallLowering):
             return compare(self, expr, env)
         if isinstance(expr, ast.Index):  # `x[:, -1]`: see dslc/layers/tensor.py
             return subscript(self, expr, env)
+        if isinstance(expr, ast.Tuple):
+            return self.tuple_value(expr, env)
         raise TypeError(f"unknown expression {expr!r}")
 
     def lookup(self, name: ast.Name, env):
@@ -501,7 +503,22 @@ class Lowering(CallLowering):
     def with_span(self, span) -> Builder:
         return Builder(span)
 
+    def tuple_value(self, expr: ast.Tuple, env) -> TupleValue:
+        """`(a, b, ...)`: a tuple of values known when the model is built (sizes, one per spatial axis)."""
+        items = []
+        for item in expr.items:
+            value = self.eval(item, env)
+            if isinstance(value, Node):
+                raise error(f"a tuple holds numbers known when the model is built, not tensors: got `{value.type}`",
+                            item.span, "a tensor", hint=TUPLE_HINT)
+            items.append(value)
+        value = TupleValue(items)
+        value.spans = tuple(item.span for item in expr.items)
+        return value
+
     def number(self, value, span):
+        if isinstance(value, tuple):
+            raise error(f"{describe(value)} cannot be used as a number or a tensor", span, hint=TUPLE_HINT)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise error(f"expected a number or a tensor, got {describe(value)}", span)
         return value

@@ -226,10 +226,19 @@ class CallLowering:
 
     def convert(self, fn: str, p: inspect.Parameter, value, span):
         kind = p.annotation
-        wrong = lambda what: error(f"`{fn}` expects `{p.name}` to be {what}, got {describe(value)}", span)  # noqa: E731
+        hint = TUPLE_HINT if isinstance(value, tuple) else ""
+        wrong = lambda what: error(f"`{fn}` expects `{p.name}` to be {what}, got {describe(value)}", span,  # noqa: E731
+                                   hint=hint)
         if value is None and p.default is None:
             return None
-        if kind == "Tensor":
+        if kind in SIZE_KINDS:
+            if isinstance(value, tuple):
+                return size_tuple(fn, p.name, value, span)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if kind == "Size" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise wrong("a whole number or a tuple of whole numbers, one per spatial axis")
+        elif kind == "Tensor":
             if not isinstance(value, Node):
                 raise wrong("a tensor")
         elif kind == "int":
@@ -400,7 +409,54 @@ def inferred_size_hint(fn: str, params: list[inspect.Parameter], p: inspect.Para
     return f"the input size is inferred from the input: write `{fn}({value})`"
 
 
+# Sizes given per spatial axis: `Size` is a whole number or a tuple of them (`(3, 5)`); `Padding` and
+# `Stride` also take words ("same"; "kernel"), which the layer checks.
+SIZE_KINDS = ("Size", "Padding", "Stride")
+TUPLE_HINT = ("a tuple gives a size per spatial axis to a convolution, pooling or upsampling layer, "
+              "as in `conv2d(16, (3, 5))`")
+
+
+class TupleValue(tuple):
+    """The value of a tuple expression `(a, b, ...)`: a compile-time tuple that remembers where each of
+    its items was written (`spans`), so that an error about one can point at it."""
+
+    spans: tuple[Span, ...] = ()
+
+
+def size_tuple(fn: str, arg: str, value: tuple, span: Span) -> tuple[int, ...]:
+    """`value`, a tuple given as a size, with each item a whole number (an integral float counts)."""
+    spans = getattr(value, "spans", ())
+    items = []
+    for i, item in enumerate(value):
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise error(f"`{fn}` expects `{arg}` to hold whole numbers, got {describe(item)}",
+                        spans[i] if i < len(spans) else span, "not a whole number",
+                        hint="a size is a whole number, or a tuple of them with one per spatial axis, "
+                             "as in `(3, 5)`")
+        items.append(item)
+    return tuple(items)
+
+
+def tuple_text(value: tuple) -> str:
+    """`(3, 5)`, `(3,)`: a tuple as it is written in a `.dl` file."""
+    items = []
+    for item in value:
+        if isinstance(item, bool):
+            items.append("true" if item else "false")
+        elif isinstance(item, str):
+            items.append(f'"{item}"')
+        elif isinstance(item, tuple):
+            items.append(tuple_text(item))
+        else:
+            items.append(str(item))
+    return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+
+
 def describe(value) -> str:
+    if isinstance(value, tuple):
+        return f"the tuple `{tuple_text(value)}`"
     if isinstance(value, Node):
         return f"a tensor `{value.type}`"
     if isinstance(value, bool):

@@ -80,6 +80,15 @@ GRADIENT_MODELS: dict[str, tuple[str, dict[str, str]]] = {
         output pred = concat(u, h |> max_pool2d(2) |> flatten)
         loss   mse(pred, y)
     """, {}),
+    "rectangular": ("""
+        input  x: f32[B, 2, 7, 6]
+        target y: f32[B, 3]
+        h = x |> conv2d(3, (3, 2), stride = (2, 1), padding = "same", dilation = (1, 2)) |> tanh
+        a = h |> max_pool2d((2, 3), stride = (1, 2), padding = (1, 0)) |> avg_pool2d((1, 2))
+        b = h |> conv_transpose2d(2, (2, 3), stride = (1, 2), output_padding = (0, 1)) |> upsample((1, 2))
+        output pred = concat(a |> flatten, b |> global_max_pool) |> dense(3)
+        loss   mse(pred, y)
+    """, {}),
 }
 
 
@@ -152,6 +161,38 @@ LAYERS = {
     "upsample1d": (
         (2, 3), "conv1d(2, 1) |> upsample(3)", (2, 9),
         lambda x, p: F.interpolate(F.conv1d(x, p["conv1d_0.weight"], p["conv1d_0.bias"]), scale_factor=3, mode="nearest")),
+    # rectangular sizes: a tuple with one number per spatial axis, as Keras and PyTorch take them
+    "conv2d_rectangular": (
+        (2, 9, 8), "conv2d(3, (3, 5), stride = (2, 1), padding = (1, 2), dilation = (1, 2))", (3, 5, 4),
+        lambda x, p: F.conv2d(x, p["conv2d_0.weight"], p["conv2d_0.bias"], stride=(2, 1), padding=(1, 2),
+                              dilation=(1, 2))),
+    "conv2d_rectangular_same": ((2, 7, 6), 'conv2d(3, (3, 5), padding = "same")', (3, 7, 6),
+                                lambda x, p: F.conv2d(x, p["conv2d_0.weight"], p["conv2d_0.bias"], padding="same")),
+    "conv2d_rectangular_same_stride": (
+        (1, 8, 6), 'conv2d(2, (3, 5), stride = (2, 1), padding = "same")', (2, 4, 6),
+        # Keras: rows ceil(8/2) = 4 need 1 zero, at the end; columns ceil(6/1) = 6 need 4, 2 on each side
+        lambda x, p: F.conv2d(F.pad(x, (2, 2, 0, 1)), p["conv2d_0.weight"], p["conv2d_0.bias"], stride=(2, 1))),
+    "conv1d_one_tuple": ((2, 9), "conv1d(4, (3,), stride = (2,))", (4, 4),
+                         lambda x, p: F.conv1d(x, p["conv1d_0.weight"], p["conv1d_0.bias"], stride=2)),
+    "conv_transpose2d_rectangular": (
+        (2, 3, 4), "conv_transpose2d(3, (4, 3), stride = (2, 1), padding = (1, 0), output_padding = (1, 0))",
+        (3, 7, 6),
+        lambda x, p: F.conv_transpose2d(x, p["conv_transpose2d_0.weight"], p["conv_transpose2d_0.bias"],
+                                        stride=(2, 1), padding=(1, 0), output_padding=(1, 0))),
+    "max_pool2d_rectangular": (
+        (2, 5, 7), "conv2d(2, 1) |> max_pool2d((2, 1))", (2, 2, 7),
+        lambda x, p: F.max_pool2d(F.conv2d(x, p["conv2d_0.weight"], p["conv2d_0.bias"]), (2, 1))),
+    "max_pool2d_rectangular_stride_padding": (
+        (2, 5, 7), "conv2d(2, 1) |> max_pool2d((3, 2), stride = (1, 2), padding = (1, 0))", (2, 5, 3),
+        lambda x, p: F.max_pool2d(F.conv2d(x, p["conv2d_0.weight"], p["conv2d_0.bias"]), (3, 2), stride=(1, 2),
+                                  padding=(1, 0))),
+    "avg_pool2d_rectangular": (
+        (2, 5, 7), "conv2d(2, 1) |> avg_pool2d((3, 2), stride = (1, 2))", (2, 3, 3),
+        lambda x, p: F.avg_pool2d(F.conv2d(x, p["conv2d_0.weight"], p["conv2d_0.bias"]), (3, 2), stride=(1, 2))),
+    "upsample2d_per_axis": (
+        (2, 3, 2), "conv2d(2, 1) |> upsample((2, 3))", (2, 6, 6),
+        lambda x, p: F.interpolate(F.conv2d(x, p["conv2d_0.weight"], p["conv2d_0.bias"]), scale_factor=(2, 3),
+                                   mode="nearest")),
 }
 LAYER_BATCH = 3
 
@@ -203,6 +244,7 @@ def test_layer_matches_torch(name, dtype, workdir):
     ("conv2d(32, 3, init = INIT)", 16 * 9, 32 * 9),
     ("conv2d(32, 3, groups = 4, init = INIT)", 4 * 9, 32 * 9),
     ("conv_transpose2d(32, 3, init = INIT)", 32 * 9, 16 * 9),  # PyTorch's and Keras' fans of [C, F, k, k]
+    ("conv2d(32, (3, 5), init = INIT)", 16 * 15, 32 * 15),
 ])
 @pytest.mark.parametrize("init", ["he_uniform", "glorot"])
 def test_initializer_fans(layer, fan_in, fan_out, init, workdir):

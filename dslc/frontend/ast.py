@@ -130,7 +130,15 @@ class Index:
     span: Span
 
 
-Expr = Union[Number, String, Bool, Name, Unary, BinOp, Call, Pipe, Compare, Index]
+@dataclass(frozen=True)
+class Tuple:
+    """`(a, b, ...)`, `(a,)`: sizes given per spatial axis (kernels, strides, ...), a compile-time value."""
+
+    items: tuple["Expr", ...]
+    span: Span
+
+
+Expr = Union[Number, String, Bool, Name, Unary, BinOp, Call, Pipe, Compare, Index, Tuple]
 
 
 # ---- statements --------------------------------------------------------------------------------

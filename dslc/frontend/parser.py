@@ -277,7 +277,7 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
     unclosed_earlier = (innermost is not None and token.type not in ("RPAR", "RSQB")
                         and source.line_col(innermost.token.start_pos)[0] < span.line)
 
-    habit = _habit_error(source, token, prev, prev2, opened_before)
+    habit = _habit_error(source, token, prev, prev2)
     if habit is not None:
         return habit
     followed_by_equal = re.match(r"[ \t]*=", source.text[token.end_pos:]) is not None
@@ -325,6 +325,9 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
         else:
             hint = suggest(str(prev), _STATEMENT_KEYWORDS) or (
                 "a statement is `name = ...` or starts with a keyword such as `input`, `output` or `loss`")
+    elif token.type == "RPAR" and prev is not None and prev.type == "LPAR" and (
+            prev2 is None or prev2.type not in ("NAME", "REPEAT")):
+        hint = "a tuple holds one number per spatial axis, as in `(3, 5)`; one number alone is written `3`"
     elif prev is not None and prev.type == "COMMA" and token.type in ("RPAR", "RSQB"):
         hint = "remove the trailing comma"
     elif token.type in _COMPARISONS and prev2 is not None and "PLUS" in accepts and token.type not in accepts:
@@ -356,16 +359,18 @@ def _token_error(source: SourceFile, token: Token, accepts: set[str], layout: _L
             "statements belong inside the body of a `model` or a `block`")
     elif token.type in _EXPRESSION_START and "COMMA" in accepts and prev is not None \
             and prev.line == token.line:
-        hint = "separate subscripts with `,`" if innermost is not None and innermost.kind == "[" \
+        kind = innermost.kind if innermost is not None else ""
+        hint = "separate subscripts with `,`" if kind == "[" else "separate the numbers of a tuple with `,`" \
+            if kind == "(" and (innermost.after is None or innermost.after.type != "NAME") \
             else "separate arguments with `,`"
     elif token.type in _STATEMENT_START and "_NL" in accepts and prev is not None and prev.line == token.line:
         hint = "put each statement on its own line, or separate them with `;`"
     return Diagnostic(message, span, label, hint, tuple(notes))
 
 
-def _habit_error(source: SourceFile, token: Token, prev: Token | None, prev2: Token | None,
-                 opened: list[_Open]) -> Diagnostic | None:
-    """Python, NumPy and PyTorch syntax that is not part of the language: `**`, `//` and tuples."""
+def _habit_error(source: SourceFile, token: Token, prev: Token | None, prev2: Token | None) -> Diagnostic | None:
+    """Python, NumPy, Keras and PyTorch syntax that is not part of the language: `**`, `//`, calling a call's
+    result and `Sequential([...])`."""
     text = source.text
     if prev is not None and prev.end_pos == token.start_pos and (prev.type, token.type) in (
             ("STAR", "STAR"), ("SLASH", "SLASH")):
@@ -389,25 +394,6 @@ def _habit_error(source: SourceFile, token: Token, prev: Token | None, prev2: To
             and str(prev2) == "Sequential":
         return Diagnostic("there is no `Sequential`: a model is a pipeline", _token_span(source, token), "",
                           "chain the layers with `|>`, as in `logits = x |> dense(64) |> relu |> dense(10)`")
-    innermost = opened[-1] if opened else None
-    if token.type == "COMMA" and innermost is not None and innermost.kind == "(" and (
-            innermost.after is None or innermost.after.type not in ("NAME", "RPAR", "RSQB")):
-        tuple_text = re.match(r"\(([^()\n]*)\)", text[innermost.token.start_pos:])
-        hint = "write one number, as in `conv2d(4, 3)`"
-        if tuple_text:
-            items = [item.strip() for item in tuple_text.group(1).split(",")]
-            call = opened[-2] if len(opened) > 1 else None
-            rest = re.match(r"[^()\n]*\)", text[innermost.token.start_pos + tuple_text.end():])
-            if len(set(items)) == 1 and call is not None and call.after is not None and call.after.type == "NAME" \
-                    and rest:
-                before = text[call.after.start_pos:innermost.token.start_pos]
-                hint = f"write one number, as in `{before}{items[0]}{rest.group(0)}`"
-            elif len(set(items)) == 1:
-                hint = f"write `{items[0]}` for `({', '.join(items)})`"
-            elif all(item.isdigit() for item in items):
-                hint = "write one number for every axis, as in `conv2d(4, 3)`: kernels are square"
-        return Diagnostic("tuples are not part of the language: kernels, strides and dilations are one number "
-                          "for every axis", _token_span(source, token), "", hint)
     return None
 
 

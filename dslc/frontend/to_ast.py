@@ -235,6 +235,9 @@ class _ToAst(Transformer_NonRecursive):
     def name(self, meta, children):
         return ast.Name(str(children[0]), self._span(meta))
 
+    def tuple(self, meta, children):
+        return ast.Tuple(tuple(children), self._span(meta))
+
     def call(self, meta, children):
         func, *args = children
         positional, keywords = [], []

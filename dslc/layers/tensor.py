@@ -12,7 +12,7 @@ from dslc.diagnostics import error
 from dslc.frontend import ast
 from dslc.ir.graph import Builder, Node
 from dslc.ir.types import INT_DTYPES, SHORT_TO_DTYPE, broadcast_shapes, fits, normalize_axis
-from dslc.lower_calls import describe
+from dslc.lower_calls import TUPLE_HINT, describe
 
 Tensor = Node
 Value = object  # a tensor or a number; checked by the function itself
@@ -100,7 +100,8 @@ def cast(ctx, x: Tensor, dtype: str):
 
 def _number(ctx, value, arg: str, fn: str):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        ctx.fail(f"`{fn}` expects `{arg}` to be a tensor or a number, got {describe(value)}", arg=arg)
+        ctx.fail(f"`{fn}` expects `{arg}` to be a tensor or a number, got {describe(value)}", arg=arg,
+                 hint=TUPLE_HINT if isinstance(value, tuple) else "")
     return value
 
 
