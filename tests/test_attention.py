@@ -22,7 +22,7 @@ import pytest
 from dslc.compiler import compile_file
 from gradcheck import check_model_gradients, model_source
 from helpers import compile_text, make_runner
-from test_tensor_ops import check_parity, dense, make_batch
+from test_tensor_ops import check_parity, check_table_parity, dense, make_batch
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -159,10 +159,7 @@ def test_model_gradient(name, workdir):
 def test_torch_parity(name, workdir):
     """Ten AdamW steps agree with the torch twin."""
     body, kinds, twin = MODELS[name]
-    program = compile_text(workdir, f"model {name} {{\n{body}\n    optimizer adamw(lr = 0.01)\n}}", name=f"{name}_parity.dl")
-    rng = np.random.default_rng(17)
-    batches = [make_batch(program.manifest["graphs"]["train"], rng, kinds) for _ in range(10)]
-    check_parity(program, twin, batches)
+    check_table_parity(workdir, name, body, kinds, twin, "adamw(lr = 0.01)", steps=10, seed=17)
 
 
 # ---- the transformer language model ------------------------------------------------------------------

@@ -93,6 +93,14 @@ def check_parity(program, torch_loss, batches: list[dict], extra_outputs=()):
     return driver
 
 
+def check_table_parity(workdir, name: str, body: str, kinds: dict[str, str], twin, optimizer: str, steps: int,
+                       seed: int):
+    """`model name { body; optimizer ... }` against its torch twin over `steps` random batches."""
+    program = compile_text(workdir, f"model {name} {{\n{body}\n    optimizer {optimizer}\n}}", name=f"{name}_parity.dl")
+    rng = np.random.default_rng(seed)
+    check_parity(program, twin, [make_batch(program.manifest["graphs"]["train"], rng, kinds) for _ in range(steps)])
+
+
 # ---- the models and their torch twins ----------------------------------------------------------------------
 def dense(P, name, x):
     return x @ P[f"{name}.weight"] + P[f"{name}.bias"]
@@ -192,10 +200,7 @@ def test_model_gradient(name, workdir):
 def test_torch_parity(name, workdir):
     """Three SGD steps agree with the torch twin: so the values and the gradients do."""
     body, kinds, twin = MODELS[name]
-    program = compile_text(workdir, f"model {name} {{\n{body}\n    optimizer sgd(lr = 0.05)\n}}", name=f"{name}_parity.dl")
-    rng = np.random.default_rng(5)
-    batches = [make_batch(program.manifest["graphs"]["train"], rng, kinds) for _ in range(3)]
-    check_parity(program, twin, batches)
+    check_table_parity(workdir, name, body, kinds, twin, "sgd(lr = 0.05)", steps=3, seed=5)
 
 
 # ---- compile-time errors ----------------------------------------------------------------------------------
