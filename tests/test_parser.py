@@ -5,7 +5,7 @@ import pytest
 
 from dslc.diagnostics import DslcError
 from dslc.frontend import ast, parse, parse_file
-from dslc.frontend.parser import _terminal_text
+from dslc.frontend.syntax_errors import _terminal_text
 from dslc.source import SourceFile
 
 
