@@ -16,7 +16,7 @@ import unicodedata
 
 import pytest
 
-from dslc import cli, compiler, lower
+from dslc import cli, compiler, lower, lower_exprs
 from dslc.builtins import load_all
 from dslc.diagnostics import DslcError, render_all
 from dslc.emit.onnx import check, emit_graph
@@ -276,8 +276,8 @@ NESTED = {
 @pytest.mark.parametrize("kind", list(NESTED))
 def test_expressions_nest_up_to_the_limit_and_no_deeper(tmp_path, kind):
     body = "model m {{\n    input x: f32[B, 4]\n    output y = {}\n}}"
-    compile_text(tmp_path, body.format(NESTED[kind](lower.MAX_NESTING - 1)))
-    (found,) = diagnostics(tmp_path, body.format(NESTED[kind](lower.MAX_NESTING + 1)))
+    compile_text(tmp_path, body.format(NESTED[kind](lower_exprs.MAX_NESTING - 1)))
+    (found,) = diagnostics(tmp_path, body.format(NESTED[kind](lower_exprs.MAX_NESTING + 1)))
     assert found.endswith(": expression nested too deeply")
 
 
