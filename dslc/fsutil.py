@@ -48,21 +48,24 @@ def _default_mode() -> int:
 def check_writable(path: str | os.PathLike) -> Path:
     """`path` as a `Path` if a file could be written there now; `WriteError` otherwise (a directory, a
     missing or read-only parent directory), so that long jobs fail before their work, not after."""
+    target, shown = _file_target(path)
+    # a real probe: permission bits say nothing for root or for special file systems
+    os.unlink(_write_temporary(target, lambda f: None, shown))
+    return target
+
+
+def _file_target(path: str | os.PathLike) -> tuple[Path, str]:
+    """`path` and its text (for messages: `Path` drops a trailing `/`), if neither says it cannot name a
+    file: not a directory, in a directory that exists. Whether it is writable is found by writing."""
     text = os.fspath(path)
-    path = Path(text)
-    if text.endswith((os.sep, "/")) or path.is_dir():
+    target = Path(text)
+    if text.endswith((os.sep, "/")) or target.is_dir():
         raise WriteError(errno.EISDIR, "it is a directory; name the file to write", text)
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         reason = errno.ENOTDIR if directory.exists() else errno.ENOENT
         raise WriteError(reason, f"{os.strerror(reason)} (`{directory}`)", text)
-    try:  # a real probe: permission bits say nothing for root or for special file systems
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise WriteError(e.errno, e.strerror, text) from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
+    return target, text
 
 
 def make_directory(path: str | os.PathLike) -> Path:
@@ -92,8 +95,8 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Callable[[IO[bytes]], Non
     current = None
     try:
         for target, write in files.items():
-            current = check_writable(target)
-            staged.append((current, _write_temporary(current, write)))
+            current, shown = _file_target(target)  # the temporary file is the probe of `check_writable`
+            staged.append((current, _write_temporary(current, write, shown)))
         for current, tmp in staged:
             mode = os.stat(current).st_mode & 0o7777 if current.exists() else _default_mode()
             os.chmod(tmp, mode)
@@ -112,13 +115,14 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Callable[[IO[bytes]], Non
     return [path for path, _ in staged]
 
 
-def _write_temporary(path: Path, write: Callable[[IO[bytes]], None]) -> str:
-    """A flushed and fsync'ed temporary file beside `path` holding what `write` wrote; its name."""
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], shown: str) -> str:
+    """A flushed and fsync'ed temporary file beside `path` holding what `write` wrote; its name.
+    `shown`: the path as errors name it."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise WriteError(e.errno, e.strerror, str(path)) from None
+        raise WriteError(e.errno, e.strerror, shown) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -127,7 +131,7 @@ def _write_temporary(path: Path, write: Callable[[IO[bytes]], None]) -> str:
     except BaseException as e:
         os.unlink(tmp)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(e.errno, e.strerror, str(path)) from e
+            raise WriteError(e.errno, e.strerror, shown) from e
         raise
     return tmp
 
