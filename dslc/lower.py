@@ -412,10 +412,3 @@ class Lowering(ExpressionLowering, CallLowering):
         if call.func == "sgd" and spec.setting("nesterov") and not spec.setting("momentum"):
             raise error("Nesterov momentum needs `momentum` > 0", call.span, hint="add `momentum = 0.9`")
         return spec
-
-
-def lower_model(model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
-                seed: int = 0, defines: dict[str, str] | None = None, objective: str = "") -> LoweredModel:
-    """The model lowered for `mode` ("train", "eval" or "infer"); in training and evaluation, with the
-    loss, metrics and optimizer of `objective` ("" for a model's top-level training statements)."""
-    return Lowering(model, blocks, mode, float_dtype, seed, defines, objective).run()
