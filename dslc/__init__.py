@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dslc.diagnostics import DataError, DslcError
 from dslc.program import Program
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["DataError", "DslcError", "Program", "__version__", "compile"]
 
 

@@ -310,7 +310,7 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     final = program.extras["final"]["train"]
     train_flops = flops(final, symbols)
 
-    trainer = TrainStep(program.graphs["train"], spec, "cpu", threads)
+    trainer = TrainStep(program.graphs["train"], spec, "cpu", threads, initial=program.initial_values())
     predictor = Predictor(program.graphs["infer"], infer_spec, "cpu", threads)
     dslc_step = lambda: trainer.step(batch)  # noqa: E731
     dslc_infer = lambda: predictor.run(infer_inputs)  # noqa: E731
@@ -326,7 +326,8 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
         lowered = program.extras["lowered"]
         twin = TorchTwin(torch, lowered["train"], lowered["infer"], lowered["train"].notes["optimizer"])
         # the same first step: dslc's loss (before its update) against the twin's
-        first = TrainStep(program.graphs["train"], spec, "cpu", threads).step(batch)["loss"]
+        first = TrainStep(program.graphs["train"], spec, "cpu", threads,
+                          initial=program.initial_values()).step(batch)["loss"]
         twin_first = float(twin.loss(batch)["loss"].detach())
         loss_check = {"dslc": first, "torch": twin_first}
         # exported before the twin's first step, so its weights are the ones dslc's inference graph holds

@@ -36,6 +36,7 @@ def measure_memory(program, batch: dict[str, np.ndarray], *, steps: int, threads
         folder = Path(tmp)
         (folder / "train.onnx").write_bytes(program.graphs["train"])
         (folder / "spec.json").write_text(json.dumps(program.manifest["graphs"]["train"]))
+        (folder / "init.onnx").write_bytes(program.graphs["init"])
         np.savez(folder / "batch.npz", **batch)
         (folder / "twin.pickle").write_bytes(pickle.dumps((nodes, train, infer, train.notes["optimizer"])))
         peaks = {kind: _run_child(kind, folder, steps, threads) for kind in ("dslc", "torch")}
@@ -112,8 +113,10 @@ def memory_child(kind: str, folder: str, steps: int, threads: int) -> None:
     with np.load(folder / "batch.npz") as data:
         batch = dict(data)
     if kind == "dslc":
+        from dslc.emit.weights import read_init_graph
+
         trainer = TrainStep((folder / "train.onnx").read_bytes(), json.loads((folder / "spec.json").read_text()),
-                            "cpu", threads)
+                            "cpu", threads, initial=read_init_graph((folder / "init.onnx").read_bytes()))
         step = lambda: trainer.step(batch)["loss"]  # noqa: E731
     else:
         _, train, infer, optimizer = pickle.loads((folder / "twin.pickle").read_bytes())

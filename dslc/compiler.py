@@ -6,7 +6,7 @@ from pathlib import Path
 from dslc import __version__
 from dslc.diagnostics import Diagnostic, DslcError, error
 from dslc.emit import manifest as mf
-from dslc.emit.onnx import OPSET, check, emit_graph, serialize
+from dslc.emit.onnx import OPSET, check, emit_graph, emit_init_graph, serialize
 from dslc.frontend import ast
 from dslc.frontend.parser import parse_file
 from dslc.ir.graph import Graph, toposort
@@ -18,6 +18,16 @@ from dslc.passes.lower_optimizer import NEXT_SUFFIX
 from dslc.program import Program
 
 DTYPES = ("float32", "float64")
+
+
+class UnknownDimension(ValueError):
+    """Dimensions pinned with `dims` that the model does not declare."""
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        self.unknown, self.known = unknown, known
+        names = ", ".join(f"`{d}`" for d in known) or "none"
+        super().__init__(f"the model has no symbolic dimension {', '.join(f'`{d}`' for d in unknown)} "
+                         f"(its symbolic dimensions: {names})")
 
 
 def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
@@ -93,8 +103,11 @@ def pick_model(module: ast.Module) -> ast.Model:
 
 
 def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype: str = "float32", seed: int = 0,
-                 print_ir_after: str | None = None) -> Program:
-    """Compile a `.dl` file. Raises `DslcError` (the user's model is wrong) or `OSError` (no file)."""
+                 print_ir_after: str | None = None, dims: dict[str, int] | None = None) -> Program:
+    """Compile a `.dl` file. Raises `DslcError` (the user's model is wrong) or `OSError` (no file).
+
+    `dims` pins symbolic dimensions to sizes in every graph (`{"B": 64}`: static shapes for runtimes
+    and accelerators that need them); a name the model does not declare raises `UnknownDimension`."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     if print_ir_after is not None and print_ir_after not in PASS_NAMES:
@@ -103,9 +116,10 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     model = pick_model(module)
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
+    symbols: set[str] = set()
 
     def lowered(mode: str, objective: str = "") -> LoweredModel | None:
-        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective)
+        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective, dims)
         try:
             return lowering.run()
         except DslcError as e:  # lower the other graphs too: errors in training statements, say
@@ -113,6 +127,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
             return None
         finally:
             warnings.extend(lowering.ctx.warnings)
+            symbols.update(lowering.symbols)
 
     infer = lowered("infer")
     try:
@@ -124,8 +139,11 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     warnings = list(dict.fromkeys(warnings))
     if errors:
         raise DslcError(list(dict.fromkeys(errors)) + warnings)
+    unknown = sorted(set(dims or {}) - symbols)
+    if unknown:
+        raise UnknownDimension(unknown, sorted(symbols))
     try:
-        program = build_program(infer, trained, dtype, str(path), print_ir_after)
+        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims)
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
@@ -167,7 +185,7 @@ def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, e
 
 
 def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: str,
-                  print_ir_after: str | None) -> Program:
+                  print_ir_after: str | None, dims: dict[str, int] | None = None) -> Program:
     name = infer.name
     _check_infer_outputs(infer)
     used = {n.id for _, out in infer.outputs for n in toposort([out])}
@@ -205,7 +223,17 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         graphs[key] = serialize(model)
         files[key] = f"{name}.{key}.onnx"
 
+    initial = _initial_values(final)
+    if initial:
+        init = emit_init_graph(f"{name}.init", initial, doc=f"dslc initial values of model `{name}`",
+                               metadata={**metadata, "dslc.graph": "init"})
+        check(init)
+        graphs["init"] = serialize(init)
+        files["init"] = f"{name}.init.onnx"
+
     entries = {"infer": mf.infer_entry(final["infer"], files["infer"], infer.target_classes)}
+    if initial:
+        entries["init"] = mf.init_entry(files["init"], initial)
     optimizers = {}
     for objective_name, (train, ev, _) in trained.items():
         classes = {**ev.target_classes, **train.target_classes}
@@ -216,10 +244,22 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, ranges, NEXT_SUFFIX,
                                             objective_name, optimizers[objective_name])
         entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges)
-    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""))
+    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims)
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,
                    extras={"lowered": ir_graphs, "final": final})
+
+
+def _initial_values(final: dict[str, Graph]) -> list[tuple[str, object, object]]:
+    """(name, type, value) of every parameter, buffer and optimizer-state tensor of the training graphs,
+    each once, in graph order: the outputs of the init graph."""
+    seen: dict[str, tuple] = {}
+    for key, g in final.items():
+        if key.startswith("train"):
+            for n in g.inputs:
+                if n.role in ("param", "frozen", "buffer", "state") and n.name not in seen:
+                    seen[n.name] = (n.name, n.type, n.attrs["default"])
+    return list(seen.values())
 
 
 def _check_weight_size(training: Graph) -> None:

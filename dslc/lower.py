@@ -96,8 +96,11 @@ def parse_define(name: str, text: str):
 
 class Lowering(ExpressionLowering, CallLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
-                 seed: int = 0, defines: dict[str, str] | None = None, objective: str = ""):
+                 seed: int = 0, defines: dict[str, str] | None = None, objective: str = "",
+                 dims: dict[str, int] | None = None):
         self.model, self.blocks, self.mode = model, blocks, mode
+        self.dims = dims or {}  # symbolic dimensions pinned to sizes (`dslc build --dim B=64`)
+        self.symbols: set[str] = set()  # the symbolic dimensions the declarations name, pinned or not
         self.float_dtype, self.init_seed = float_dtype, seed
         self.defines = defines or {}
         self.builtins = load_all()
@@ -308,6 +311,9 @@ class Lowering(ExpressionLowering, CallLowering):
                     raise error(f"the dimension `{d.value}` must be a whole number, got {describe(value)}", d.span,
                                 hint="a dimension is a size such as `784` or a symbol such as `B`")
                 dims.append(value)
+            elif isinstance(d.value, str):
+                self.symbols.add(d.value)
+                dims.append(self.dims.get(d.value, d.value))
             else:
                 dims.append(d.value)
         role = "data" if stmt.kind == "input" else "target"

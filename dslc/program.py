@@ -77,10 +77,40 @@ class Program:
         files[out / self.manifest_file] = _writer((json.dumps(self.manifest, indent=2) + "\n").encode("utf-8"))
         return atomic_write_all(files)
 
+    def initial_values(self) -> dict[str, np.ndarray]:
+        """The starting value of every parameter, buffer and optimizer-state tensor, by name: the outputs
+        of the init graph (`<model>.init.onnx`); empty for a model without a loss."""
+        from dslc.emit.weights import read_init_graph
+
+        return read_init_graph(self.graphs["init"]) if "init" in self.graphs else {}
+
+    def export_train_state(self, weights, out_dir: str | os.PathLike) -> list[Path]:
+        """Write the graphs and the manifest to `out_dir` (as `build`) with an init graph holding the
+        parameters, buffers and optimizer state of the checkpoint `weights` (a run directory or a
+        checkpoint path) instead of the initial ones, so the run continues in any runtime. The init
+        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`."""
+        from dslc.diagnostics import DataError
+        from dslc.emit.weights import init_graph_bytes
+        from dslc.runtime.checkpoint import check_fits, load_checkpoint
+
+        if not self.trainable:
+            raise DataError(f"model `{self.name}` has no loss, so it has no training state to export",
+                            hint="export the inference model with `--weights` instead")
+        ckpt = load_checkpoint(weights)
+        check_fits(ckpt, self.manifest)
+        meta = {"dslc.version": self.manifest["dslc"], "dslc.model": self.name, "dslc.graph": "init",
+                **{f"dslc.{k}": str(ckpt.meta[k]) for k in ("epoch", "global_step", "seed") if k in ckpt.meta}}
+        init = init_graph_bytes(self.name, self.manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
+                                meta)
+        return Program(self.name, self.manifest, {**self.graphs, "init": init}).build(out_dir)
+
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
-              out_dir: str | os.PathLike, resume: bool = False, lr: float | None = None, reporter=None,
-              threads: int | None = None) -> list[dict]:
-        """Train into `out_dir`; see `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays."""
+              out_dir: str | os.PathLike, resume: bool | str | os.PathLike = False, lr: float | None = None,
+              reporter=None, threads: int | None = None) -> list[dict]:
+        """Train into `out_dir`; see `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of
+        arrays. `resume=True` continues the run in `out_dir`; a path to a state file (an init graph
+        `.onnx` or an `.npz`, one array per parameter/buffer/state name, e.g. written back by another
+        runtime) starts the run from those values."""
         from dslc.runtime.train import fit
 
         return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,

@@ -1,7 +1,7 @@
 """Shared test helpers: compile `.dl` text, run ONNX models, drive a training graph step by step.
 
     program = compile_text(tmp_path, "model m { ... }", dtype="float64")
-    driver = TrainDriver(program)                 # parameters and state start at the initializers
+    driver = TrainDriver(program)                 # parameters and state start at the init graph's values
     out = driver.step({"x": x, "y": y})           # one training step: outputs by name, params updated
     out = driver.run({"x": x, "y": y}, params={...})   # evaluate without updating anything
 
@@ -38,7 +38,7 @@ def as_bytes(model) -> bytes:
 
 def ort_session(model) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # inputs with initializers log a warning each otherwise
+    options.log_severity_level = 3
     options.intra_op_num_threads = 1  # tiny graphs: one thread is fastest and deterministic
     options.inter_op_num_threads = 1
     return ort.InferenceSession(as_bytes(model), options, providers=["CPUExecutionProvider"])
@@ -69,16 +69,21 @@ class TrainDriver:
     def __init__(self, program, runtime: str = "ort", graph: str = "train"):
         self.spec = program.manifest["graphs"][graph]
         model = program.graphs[graph]
-        inits = initializers(model)
+        inits = program.initial_values()
         self.params = {p["name"]: inits[p["name"]].copy() for p in self.spec["params"]}
         self.state = {s["name"]: inits[s["name"]].copy() for s in self.spec["state"]}
-        self.hyper = {h["name"]: inits[h["name"]].copy() for h in self.spec["hyper"]}
-        self.next_of = {e["name"]: e["next"] for e in self.spec["params"] + self.spec["state"]}
+        self.buffers = {b["name"]: inits[b["name"]].copy() for b in self.spec.get("buffers", [])}
+        self.frozen = {f["name"]: inits[f["name"]].copy() for f in self.spec.get("frozen", [])}
+        self.hyper = {h["name"]: np.asarray(h["default"], dtype=h["dtype"]) for h in self.spec["hyper"]}
+        self.next_of = {e["name"]: e["next"] for e in self.spec["params"] + self.spec["state"]
+                        + self.spec.get("buffers", [])}
         self._run = make_runner(model, runtime)
 
     def feeds(self, data: Mapping[str, np.ndarray], params=None, state=None, **hyper) -> dict[str, np.ndarray]:
         feeds = dict(data)
-        feeds.update(self.params if params is None else params)
+        feeds.update(self.buffers)
+        feeds.update(self.frozen)
+        feeds.update(self.params if params is None else params)  # `params` may hold buffers too
         feeds.update(self.state if state is None else state)
         for name, default in self.hyper.items():
             feeds[name] = np.asarray(hyper.get(name, default), dtype=default.dtype)
@@ -93,4 +98,5 @@ class TrainDriver:
         out = self.run(data, **hyper)
         self.params = {name: out[self.next_of[name]] for name in self.params}
         self.state = {name: out[self.next_of[name]] for name in self.state}
+        self.buffers = {name: out[self.next_of[name]] for name in self.buffers}
         return out

@@ -4,11 +4,12 @@ Linear regression `pred = x @ W + b` with mean squared error and plain SGD, emit
 `onnx.helper` in the exact shape the manifest contract describes:
 
     train  inputs  x [B, F], y [B, 1]           (data, target)
-           hyper   lr [] = 0.1                  (+ seed [] int64 when with_seed)
-           params  lin.W [F, 1], lin.b [1]      (inputs with defaults; next = <name>.next)
+           hyper   lr [] (default 0.1)          (+ seed [] int64 when with_seed)
+           params  lin.W [F, 1], lin.b [1]      (initial values from the init graph; next = <name>.next)
            state   opt.step [] int64            (+ noise.seed_sum [] int64 when with_seed)
            outputs loss, mse, then every `.next`
     eval   x, y, lin.W, lin.b -> loss, mse
+    init   () -> lin.W, lin.b, opt.step (+ noise.seed_sum)
     infer  x -> pred (lin.W, lin.b plain initializers)
 
 The seed variant accumulates the fed seeds in `noise.seed_sum`, so a test can check exactly which
@@ -81,16 +82,18 @@ def linreg_program(dtype: str = "float32", features: int = 3, with_seed: bool = 
         helper.make_node("Add", ["opt.step", "one"], ["opt.step.next"]),
     ]
     next_out = [_vi("lin.W.next", dt, [features, 1]), _vi("lin.b.next", dt, [1]), _vi("opt.step.next", np.int64, [])]
-    inits = {"lr": np.array(LR, dt), "lin.W": W, "lin.b": b, "opt.step": np.array(0, np.int64),
-             "two": np.array(2, dt), "one": np.array(1, np.int64), "axis0": np.array([0], np.int64)}
+    consts = {"two": np.array(2, dt), "one": np.array(1, np.int64), "axis0": np.array([0], np.int64)}
+    initial = {"lin.W": W, "lin.b": b, "opt.step": np.array(0, np.int64)}
     if with_seed:
         nodes.append(helper.make_node("Add", ["noise.seed_sum", "seed"], ["noise.seed_sum.next"]))
         next_out.append(_vi("noise.seed_sum.next", np.int64, []))
-        inits.update({"seed": np.array(0, np.int64), "noise.seed_sum": np.array(0, np.int64)})
+        initial["noise.seed_sum"] = np.array(0, np.int64)
     metrics_out = [_vi("loss", dt, []), _vi("mse", dt, [])]
-    train = _model(f"{name}.train", nodes, data_in + hyper_in + param_in + state_in, metrics_out + next_out, inits)
-    evaluate = _model(f"{name}.eval", _forward(dt), data_in + param_in, metrics_out, {"lin.W": W, "lin.b": b})
+    train = _model(f"{name}.train", nodes, data_in + hyper_in + param_in + state_in, metrics_out + next_out, consts)
+    evaluate = _model(f"{name}.eval", _forward(dt), data_in + param_in, metrics_out, {})
     infer = _model(f"{name}.infer", _forward(dt)[:2], data_in[:1], [_vi("pred", dt, ["B", 1])], {"lin.W": W, "lin.b": b})
+    init = _model(f"{name}.init", [helper.make_node("Identity", [k + "/initial"], [k]) for k in initial], [],
+                  [_vi(k, v.dtype, list(v.shape)) for k, v in initial.items()], {k + "/initial": v for k, v in initial.items()})
 
     hyper = [T("lr", [], default=LR, kind="lr")] + ([T("seed", [], "int64", default=0, kind="seed")] if with_seed else [])
     state = [T("opt.step", [], "int64", next="opt.step.next")]
@@ -100,17 +103,18 @@ def linreg_program(dtype: str = "float32", features: int = 3, with_seed: bool = 
     data = [T("x", ["B", features], role="input"), T("y", ["B", 1], role="target")]
     outputs = [T("loss", []), T("mse", [])]
     manifest = {
-        "format": "dslc-manifest/1", "dslc": "0.1.0", "model": name, "opset": OPSET, "dtype": dtype,
+        "format": "dslc-manifest/2", "dslc": "0.2.0", "model": name, "opset": OPSET, "dtype": dtype,
         "graphs": {
             "infer": {"file": f"{name}.infer.onnx", "inputs": [T("x", ["B", features])], "outputs": [T("pred", ["B", 1])]},
+            "init": {"file": f"{name}.init.onnx", "outputs": [{k: v for k, v in t.items() if k != "next"}
+                                                            for t in params + state]},
             "train": {"file": f"{name}.train.onnx", "inputs": data, "hyper": hyper, "params": params,
                       "state": state, "outputs": outputs},
             "eval": {"file": f"{name}.eval.onnx", "inputs": data, "params": [T("lin.W", [features, 1]), T("lin.b", [1])],
                      "outputs": outputs},
         },
-        "init": "initial values of params and state are the initializers of the same names in the training graph",
     }
-    return Program(name=name, manifest=manifest, graphs={"infer": infer, "train": train, "eval": evaluate},
+    return Program(name=name, manifest=manifest, graphs={"init": init, "infer": infer, "train": train, "eval": evaluate},
                    ir_text=f"graph {name}.train {{ ... }}\n", source_path=f"{name}.dl")
 
 

@@ -58,7 +58,7 @@ def test_training_and_evaluation_match_pytorch(workdir):
     program = compile_text(workdir, MODEL, name="bn.dl")
     driver = TrainDriver(program)
     spec = program.manifest["graphs"]["train"]
-    initial = initializers(program.graphs["train"])
+    initial = program.initial_values()
     buffers = {b["name"]: initial[b["name"]] for b in spec["buffers"]}
     assert [float(buffers[n].sum()) for n in sorted(buffers)] == [0.0, 3.0, 0.0, 6.0]  # means 0, variances 1
     net, layers = torch_twin(driver.params)

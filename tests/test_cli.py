@@ -103,7 +103,7 @@ def test_usage_errors_in_process(capsys, argv, message):
 
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == "dslc 0.1.0"
+    assert capsys.readouterr().out.strip() == "dslc 0.2.0"
 
 
 # ---- data and file errors: exit 3 --------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_build_writes_files_and_emit_ir_writes_nothing(fake_compiler, tmp_path, 
     assert "argument -o: `--emit ir` prints the IR and writes nothing; drop `-o`" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert cli.main(["build", "linreg.dl", "-o", "out"]) == 0
-    assert sorted(os.listdir(tmp_path / "out")) == ["linreg.dslc.json", "linreg.eval.onnx", "linreg.infer.onnx",
+    assert sorted(os.listdir(tmp_path / "out")) == ["linreg.dslc.json", "linreg.eval.onnx", "linreg.infer.onnx", "linreg.init.onnx",
                                                     "linreg.train.onnx"]
     assert capsys.readouterr().err.startswith("built linreg: out/linreg.infer.onnx, ")
 

@@ -30,7 +30,7 @@ def test_imported_blocks_repeat_with_their_own_parameters(residual):
 
 def test_manifest_describes_every_graph_input_and_output(residual):
     m = residual.manifest
-    assert m["format"] == "dslc-manifest/1" and m["model"] == "residual_mlp" and m["opset"] == 17
+    assert m["format"] == "dslc-manifest/2" and m["model"] == "residual_mlp" and m["opset"] == 17
     train = m["graphs"]["train"]
     assert [t["name"] for t in train["inputs"]] == ["x", "label"]
     assert train["inputs"][1] == {"name": "label", "dtype": "int64", "shape": ["B"], "role": "target", "classes": 3}
@@ -47,13 +47,23 @@ def test_manifest_describes_every_graph_input_and_output(residual):
     graph_inputs = [i.name for i in model.graph.input]
     expected = [t["name"] for t in train["inputs"] + train["hyper"] + train["params"] + train["state"]]
     assert graph_inputs == expected
-    initialized = {t.name for t in model.graph.initializer}
-    assert set(expected) - initialized == {"x", "label"}  # everything but the data has a default
+    assert not {t.name for t in model.graph.initializer} & set(expected)  # every input is fed: no defaults
     outputs = [o.name for o in model.graph.output]
     assert outputs == [t["name"] for t in train["outputs"]] + [t["next"] for t in train["params"] + train["state"]]
 
     infer = onnx.load_from_string(residual.graphs["infer"])
     assert [i.name for i in infer.graph.input] == ["x"]  # parameters are plain initializers
+
+    init = onnx.load_from_string(residual.graphs["init"])  # no inputs; one output per param and state
+    assert m["graphs"]["init"] == {"file": "residual_mlp.init.onnx",
+                                   "outputs": [{k: v for k, v in t.items() if k not in ("next", "init")}
+                                               for t in train["params"] + train["state"]]}
+    assert not init.graph.input and [o.name for o in init.graph.output] == [t["name"] for t in train["params"] + train["state"]]
+    from onnx.reference import ReferenceEvaluator
+    outputs = dict(zip([o.name for o in init.graph.output], ReferenceEvaluator(init).run(None, {})))
+    for name, value in residual.initial_values().items():
+        np.testing.assert_array_equal(outputs[name], value)
+    assert outputs["opt.step"] == 0 and outputs["residual_0.dense_0.weight"].std() > 0
 
 
 def test_defines_override_hyper_parameters():
@@ -67,8 +77,9 @@ def test_float64_builds_double_graphs():
     program = compile_file(MODELS / "residual.dl", dtype="float64")
     assert program.manifest["dtype"] == "float64"
     model = onnx.load_from_string(program.graphs["train"])
-    doubles = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.DOUBLE]
-    assert {t.name for t in doubles} >= {p["name"] for p in program.manifest["graphs"]["train"]["params"]}
+    doubles = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE}
+    assert doubles >= {p["name"] for p in program.manifest["graphs"]["train"]["params"]}
+    assert {v.dtype for v in program.initial_values().values()} == {np.dtype("float64"), np.dtype("int64")}
 
 
 def test_initial_values_depend_on_seed_and_name_only():
@@ -77,8 +88,7 @@ def test_initial_values_depend_on_seed_and_name_only():
     c = compile_file(MODELS / "residual.dl", seed=2)
 
     def init(program, name):
-        model = onnx.load_from_string(program.graphs["train"])
-        return next(onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+        return program.initial_values()[name]
 
     name = "residual_0.dense_0.weight"
     np.testing.assert_array_equal(init(a, name), init(b, name))

@@ -341,7 +341,7 @@ PARITY_BATCH = 16
 
 def torch_modules(program, spec: list[tuple]):
     """torch layers holding the compiled initial weights; `spec` lists (dslc layer name, module)."""
-    inits = initializers(program.graphs["train"])
+    inits = program.initial_values()
     modules = {}
     for name, module in spec:
         w = inits[f"{name}.weight"]

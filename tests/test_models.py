@@ -54,7 +54,11 @@ def test_a_loop_written_from_the_manifest_alone_matches_dslc_train(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "out" / spec["file"]), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     data = np.load(DIGITS / "train.npz")
-    feeds, step = {}, 0
+    init = ort.InferenceSession(str(tmp_path / "out" / manifest["graphs"]["init"]["file"]), options,
+                                providers=["CPUExecutionProvider"])
+    feeds = dict(zip([o.name for o in init.get_outputs()], init.run(None, {})))
+    feeds.update({h["name"]: np.array(h["default"], h["dtype"]) for h in spec["hyper"]})
+    step = 0
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(data["digit"]))
         for start in range(0, len(order), batch):

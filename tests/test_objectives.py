@@ -49,7 +49,7 @@ def two_heads(tmp_path_factory):
 
 def test_each_objective_is_a_graph_with_its_own_parameters(two_heads):
     graphs = two_heads.manifest["graphs"]
-    assert list(graphs) == ["infer", "train.first", "eval.first", "train.second", "eval.second"]
+    assert list(graphs) == ["infer", "init", "train.first", "eval.first", "train.second", "eval.second"]
     first, second = graphs["train.first"], graphs["train.second"]
     assert first["file"] == "two_heads.train.first.onnx" and first["objective"] == "first"
     assert [p["name"] for p in first["params"]] == ["shared.weight", "shared.bias", "head_a.weight", "head_a.bias"]
@@ -126,7 +126,7 @@ def test_a_named_layer_called_twice_shares_its_weights(tmp_path):
 
 def test_the_gan_learns_a_2d_gaussian(tmp_path):
     program, fake = gan_example.train(60, tmp_path / "run", quiet=True)
-    assert set(program.manifest["graphs"]) == {"infer", "train.discriminator", "eval.discriminator",
+    assert set(program.manifest["graphs"]) == {"infer", "init", "train.discriminator", "eval.discriminator",
                                               "train.generator", "eval.generator"}
     mean, cov = fake.mean(axis=0), np.cov(fake.T)
     assert np.linalg.norm(mean - gan_example.MEAN) < 0.6, mean
@@ -143,7 +143,7 @@ def test_the_gan_matches_pytorch_over_20_alternating_steps():
     torch.set_num_threads(1)
     program = dslc.compile(ROOT / "models" / "gan.dl")
     graphs = [(k, program.graphs[k], program.manifest["graphs"][k]) for k in ("train.discriminator", "train.generator")]
-    steps = SharedSteps(graphs, threads=1)
+    steps = SharedSteps(graphs, threads=1, initial=program.initial_values())
     values = steps.get_values()
 
     def tower(prefix: str, sizes):

@@ -243,7 +243,7 @@ def test_layer_parity(case, workdir):
             loss   mse(out, y)
             optimizer adam(lr = 0.01)
         }}""", name=f"{case}.dl")
-    inits = initializers(program.graphs["train"])
+    inits = program.initial_values()
     module = torch_recurrent(cell, inits, f"{cell}_0", features, units, layers, dirs == 2, s.get("activation", "tanh"))
 
     rng = np.random.default_rng(len(case))
@@ -390,7 +390,7 @@ def test_model_parity(name, dtype):
     agrees to 2e-7 and every tensor to 2.7e-5 (L2). For it, float32 checks the loss (rtol 1e-4) and
     each tensor's L2 error (1e-4)."""
     program = dslc.compile(MODELS / f"{name}.dl", dtype=dtype)
-    modules, loss = torch_model(name, initializers(program.graphs["train"]))
+    modules, loss = torch_model(name, program.initial_values())
     criteria = {"elementwise": False, "norm_rtol": 1e-4} if (name, dtype) == ("seq2seq", "float32") else {}
     run_parity(program, loss, modules, model_batches(name, np.random.default_rng(3), dtype), f"{name} ({dtype})",
                **criteria)

@@ -93,7 +93,7 @@ def assert_close(ort_out: dict, ref_out: dict, rtol: float, what: str):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_graphs_pass_the_full_checker(name, tmp_path):
     program = compile_model(tmp_path, name)
-    assert set(program.graphs) == {"infer", "eval", "train"}
+    assert set(program.graphs) == {"infer", "init", "eval", "train"}
     for kind, data in program.graphs.items():
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model, full_check=True)
@@ -116,6 +116,8 @@ def test_inference_agrees(name, dtype, tmp_path):
 def test_eval_agrees(name, tmp_path):
     program = compile_model(tmp_path, name)
     feeds = random_feeds(program.manifest["graphs"]["eval"]["inputs"], np.random.default_rng(2))
+    spec, initial = program.manifest["graphs"]["eval"], program.initial_values()
+    feeds.update({t["name"]: initial[t["name"]] for t in spec["params"] + spec["buffers"]})
     ort_out = make_runner(program.graphs["eval"], "ort")(feeds)
     ref_out = make_runner(program.graphs["eval"], "reference")(feeds)
     assert_close(ort_out, ref_out, 1e-6, f"{name} evaluation")

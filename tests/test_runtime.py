@@ -210,7 +210,7 @@ def test_unknown_device(device):
 def test_train_step_matches_numpy_and_keeps_values_on_device():
     program, d = linreg_program(), linreg_data(n=10)
     spec = program.manifest["graphs"]["train"]
-    step = session.TrainStep(program.graphs["train"], spec, threads=1)
+    step = session.TrainStep(program.graphs["train"], spec, threads=1, initial=program.initial_values())
     W, b = W0[:3].astype(F32), np.zeros(1, F32)
     for k in range(3):  # odd count: ends on the second buffer set
         out = step.step(d, {"lr": 0.05} if k == 1 else None)
@@ -229,7 +229,8 @@ def test_train_step_matches_numpy_and_keeps_values_on_device():
 
 def test_train_step_set_values_and_evaluator():
     program, d = linreg_program(), linreg_data(n=12)
-    step = session.TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=1)
+    step = session.TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=1,
+                             initial=program.initial_values())
     new = {"lin.W": np.ones((3, 1), F32), "lin.b": np.full(1, 2, F32), "opt.step": np.array(5)}
     step.set_values(new)
     assert np.array_equal(step.get_values()["lin.b"], [2]) and step.get_values()["opt.step"] == 5
@@ -384,7 +385,7 @@ def test_run_directory_contents(tmp_path):
     history = fit(program, linreg_data(n=20), epochs=2, batch_size=8, seed=3, out_dir=tmp_path / "run")
     run = tmp_path / "run"
     assert sorted(os.listdir(run)) == ["checkpoint.npz", "history.json", "linreg.dslc.json", "linreg.eval.onnx",
-                                       "linreg.infer.onnx", "linreg.train.onnx"]
+                                       "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx"]
     assert json.loads((run / "linreg.dslc.json").read_text()) == program.manifest
     assert (run / "linreg.train.onnx").read_bytes() == program.graphs["train"]
     assert json.loads((run / "history.json").read_text()) == history
@@ -526,7 +527,8 @@ def test_console_reporter_on_a_terminal(tmp_path):
 def test_build_writes_graphs_and_manifest(tmp_path):
     program = linreg_program()
     paths = program.build(tmp_path / "out")
-    assert [p.name for p in paths] == ["linreg.infer.onnx", "linreg.train.onnx", "linreg.eval.onnx", "linreg.dslc.json"]
+    assert [p.name for p in paths] == ["linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx", "linreg.eval.onnx",
+                                       "linreg.dslc.json"]
     assert temp_files(tmp_path / "out") == []
 
 
@@ -601,7 +603,7 @@ def test_compile_passes_defines_as_strings(monkeypatch):
     assert dslc.compile("m.dl", {"seed": 3, "hidden": 1}, dtype="float64", seed=7, hidden=2) == "program"
     assert calls == [("m.dl", {"hidden": "128", "rate": "0.5", "act": "relu"}, "float32", 0),
                      ("m.dl", {"seed": "3", "hidden": "2"}, "float64", 7)]
-    assert dslc.__version__ == "0.1.0" and dslc.Program is not None and dslc.DslcError and dslc.DataError
+    assert dslc.__version__ == "0.2.0" and dslc.Program is not None and dslc.DslcError and dslc.DataError
 
 
 def test_embedding_ids_out_of_range_are_a_data_error(tmp_path):

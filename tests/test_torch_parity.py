@@ -83,7 +83,7 @@ def dense_names(spec) -> list[str]:
 def torch_linears(program) -> dict[str, "torch.nn.Linear"]:
     """One `torch.nn.Linear` per dense layer, holding the compiled initial values."""
     spec = program.manifest["graphs"]["train"]
-    inits = initializers(program.graphs["train"])
+    inits = program.initial_values()
     layers = {}
     for name in dense_names(spec):
         w = inits[f"{name}.weight"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dslc.ir.graph import Graph, Node
 from dslc.ir.types import TensorType
 
-FORMAT = "dslc-manifest/1"
+FORMAT = "dslc-manifest/2"
 
 
 def tensor(name: str, t: TensorType, **extra) -> dict:
@@ -62,9 +62,17 @@ def infer_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
     }
 
 
-def manifest(model: str, version: str, opset: int, dtype: str, graphs: dict[str, dict], optimizer: dict | None) -> dict:
-    out = {"format": FORMAT, "dslc": version, "model": model, "opset": opset, "dtype": dtype, "graphs": graphs,
-           "init": "initial values of params and state are the initializers of the same names in the training graph"}
+def init_entry(file: str, values: list[tuple[str, TensorType, object]]) -> dict:
+    """The init graph: no inputs; outputs named as the training graphs' params, buffers and state."""
+    return {"file": file, "outputs": [tensor(name, t) for name, t, _ in values]}
+
+
+def manifest(model: str, version: str, opset: int, dtype: str, graphs: dict[str, dict], optimizer: dict | None,
+             dims: dict[str, int] | None = None) -> dict:
+    out = {"format": FORMAT, "dslc": version, "model": model, "opset": opset, "dtype": dtype}
+    if dims:
+        out["dims"] = dict(dims)  # symbolic dimensions pinned by `dslc build --dim`
+    out["graphs"] = graphs
     if optimizer is not None:
         out["optimizer"] = optimizer
     return out

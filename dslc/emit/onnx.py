@@ -78,8 +78,10 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = None,
                constant_roles: tuple[str, ...] = ()) -> onnx.ModelProto:
-    """The ONNX model of `graph`. Inputs with a default become inputs with an initializer of the same
-    name, except those whose role is in `constant_roles`, which become plain initializers."""
+    """The ONNX model of `graph`. Inputs whose role is in `constant_roles` become plain initializers
+    holding their default (the weights of an inference graph); every other input is a plain graph input
+    without an initializer, which every runtime lets its caller feed (initial values ship in the init
+    graph, `emit_init_graph`)."""
     e = Emitter()
     names: dict[int, str] = {}
     graph_inputs, initializers = [], []
@@ -87,9 +89,11 @@ def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = No
         names[node.id] = node.name
         if node.role not in constant_roles:
             graph_inputs.append(value_info(node.name, node.type))
-        if node.attrs.get("default") is not None:
+        elif node.attrs.get("default") is not None:
             default = np.asarray(node.attrs["default"], dtype=numpy_dtype(node.type.dtype))
             initializers.append(numpy_helper.from_array(default, node.name))
+        else:
+            raise ValueError(f"constant input `{node.name}` of graph `{graph.name}` has no value")
 
     wanted: dict[int, str] = {}  # op node -> the graph output name its value should carry
     for out_name, node in graph.outputs:
@@ -131,6 +135,29 @@ def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = No
 
     onnx_graph = helper.make_graph(e.nodes, graph.name, graph_inputs, outputs, initializer=initializers + e.initializers,
                                    doc_string=doc)
+    return _model(onnx_graph, doc, metadata)
+
+
+INIT_SUFFIX = "/initial"  # the init graph's initializer behind output `<name>`
+
+
+def emit_init_graph(name: str, values: list[tuple[str, TensorType, np.ndarray]], doc: str = "",
+                    metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """A graph without inputs whose outputs are `values`, each under its name: one `run()` of it in any
+    runtime gives the first feeds of the training graphs. Output `<name>` is `Identity` of the
+    initializer `<name>/initial`."""
+    nodes, initializers, outputs = [], [], []
+    for value_name, t, value in values:
+        array = np.asarray(value, dtype=numpy_dtype(t.dtype))
+        if tuple(array.shape) != tuple(t.shape):
+            raise ValueError(f"initial value of `{value_name}` has shape {array.shape}, expected {t.shape}")
+        initializers.append(numpy_helper.from_array(array, value_name + INIT_SUFFIX))
+        nodes.append(helper.make_node("Identity", [value_name + INIT_SUFFIX], [value_name], name=f"{value_name}/Identity"))
+        outputs.append(value_info(value_name, t))
+    return _model(helper.make_graph(nodes, name, [], outputs, initializer=initializers, doc_string=doc), doc, metadata)
+
+
+def _model(onnx_graph: onnx.GraphProto, doc: str, metadata: dict[str, str] | None) -> onnx.ModelProto:
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dslc",
                               doc_string=doc)
     model.ir_version = IR_VERSION

@@ -1,7 +1,9 @@
-"""Read and replace the initializers of a serialized ONNX model (weights in, weights out).
+"""Weights in and out of serialized ONNX models.
 
-`read_initializers` gives the compiled initial values (parameters, optimizer state, hyper-parameter
-defaults); `bind_weights` puts trained values into a graph, e.g. the inference graph for `dslc export`.
+`read_initializers` gives a model's initializers (the weights of an inference graph); `bind_weights`
+puts trained values into a graph, e.g. the inference graph for `dslc export`; `read_init_graph` and
+`init_graph_bytes` read and write the init graph (`<model>.init.onnx`) that holds the starting values of
+the training graphs' parameters, buffers and optimizer state.
 """
 from __future__ import annotations
 
@@ -43,4 +45,42 @@ def bind_weights(model_bytes: bytes, weights: Mapping[str, np.ndarray], absent_o
                 f"the model expects `{expected.dtype}{list(expected.shape)}`"
             )
         inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    return model.SerializeToString()
+
+
+def read_init_graph(model_bytes: bytes, what: str = "the init graph") -> dict[str, np.ndarray]:
+    """The outputs of an init graph (no inputs; each output an initializer, a `Constant` or `Identity`
+    of one), by name, without running it. Anything else is a `DataError`: such a graph is run by the
+    runtime that wrote it, and its outputs saved as `.npz`."""
+    try:
+        model = onnx.load_from_string(model_bytes)
+    except Exception:  # noqa: BLE001 - protobuf's errors name no file; the caller's `what` does
+        raise DataError(f"{what} is not an ONNX model") from None
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and len(node.output) == 1:
+            attr = next((a for a in node.attribute if a.name == "value"), None)
+            if attr is not None:
+                values[node.output[0]] = numpy_helper.to_array(attr.t)
+                continue
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+            continue
+        raise DataError(f"{what} computes its outputs (node `{node.name or node.op_type}` is a `{node.op_type}`); "
+                        "dslc reads init graphs whose outputs are stored values",
+                        hint="run the graph in its runtime and save the outputs as `.npz`, one array per name")
+    if model.graph.input:
+        raise DataError(f"{what} has inputs (`{model.graph.input[0].name}`); an init graph has none")
+    return {out.name: values[out.name] for out in model.graph.output if out.name in values}
+
+
+def init_graph_bytes(model_name: str, specs: list[dict], values: Mapping[str, np.ndarray],
+                     metadata: Mapping[str, str] | None = None) -> bytes:
+    """An init graph (see `emit_init_graph`) holding `values` for the manifest's init outputs `specs`."""
+    from dslc.emit.onnx import emit_init_graph
+    from dslc.ir.types import TensorType
+
+    entries = [(t["name"], TensorType(t["dtype"], tuple(t["shape"])), values[t["name"]]) for t in specs]
+    model = emit_init_graph(f"{model_name}.init", entries, doc=f"dslc initial values of model `{model_name}`",
+                            metadata=dict(metadata or {}))
     return model.SerializeToString()

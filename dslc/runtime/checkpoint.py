@@ -135,6 +135,40 @@ def _dtype_hint(values: Mapping[str, np.ndarray], model_dtype: np.dtype) -> str:
     return f"the weights were trained with `--dtype {dtype}`; pass `--dtype {dtype}` to use them"
 
 
+def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.ndarray]:
+    """Every parameter, buffer and optimizer-state value of the model from a state file: an init graph
+    (`.onnx`, as `<model>.init.onnx` or `dslc export --train-state` writes it) or an `.npz` with one array
+    per name (`numpy.savez(path, **values)`), checked against the manifest."""
+    from dslc.emit.weights import read_init_graph
+    from dslc.runtime.data import read_bytes
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        values = read_init_graph(read_bytes(path, "state file"), f"state file `{path}`")
+    else:
+        values = read_npz(path, "state file", hint="a state file is an init graph `.onnx` or an `.npz` "
+                                                   "with one array per parameter, buffer and state tensor")
+    head = f"state file `{path}` does not fit model `{manifest['model']}`"
+    _check_group("parameter", weight_specs(manifest), {k: v for k, v in values.items()
+                                                        if k not in {s["name"] for s in state_specs(manifest)}},
+                 head, "the state file lacks")
+    _check_group("optimizer state", state_specs(manifest), {k: v for k, v in values.items()
+                                                            if k in {s["name"] for s in state_specs(manifest)}},
+                 head, "the state file lacks")
+    for name, value in values.items():
+        if value.dtype.kind == "f":
+            check_finite(value, name, f"state file `{path}`", NON_FINITE_HINT)
+    return values
+
+
+def state_step(values: Mapping[str, np.ndarray], spec: dict) -> int:
+    """The optimizer steps taken, from the step counter of the training graph `spec` (`opt.step`, or
+    `opt.<objective>.step`): where a run started from `values` continues counting."""
+    counter = next((t["name"] for t in spec.get("state", [])
+                    if t["name"].endswith("step") and t["dtype"] == "int64" and t["shape"] == []), None)
+    return 0 if counter is None else max(int(values[counter]), 0)
+
+
 def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
     """Trained parameters from a run directory, a checkpoint path, or a dict of arrays, checked
     against the manifest's parameters."""

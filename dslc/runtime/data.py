@@ -77,6 +77,15 @@ def read_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] =
         ) from None
 
 
+def read_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """The whole file, or `DataError` naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {what} `{os.fspath(path)}`: {e.strerror or e}") from None
+
+
 def load_npz(path: str | os.PathLike, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
     """The arrays of `path` named by `specs`, checked and cast (see the module docstring)."""
     return check_arrays(read_npz(path, what, [s["name"] for s in specs]), specs, f"{what} `{os.fspath(path)}`")

@@ -139,14 +139,13 @@ def _run(session: ort.InferenceSession, binding, what: str) -> None:
 class TrainStep:
     """One optimizer step of the training graph per `step()` call, parameters kept on the device.
 
-    `spec` is `manifest["graphs"]["train"]`. Initial parameter/state values and hyper-parameter
-    defaults are the graph's initializers unless `initial` gives parameter/state values.
+    `spec` is `manifest["graphs"]["train"]`; `initial` holds the starting value of every parameter,
+    buffer and state tensor (`Program.initial_values()`, or a checkpoint's). Hyper-inputs not given to
+    `step` take their manifest defaults.
     """
 
-    def __init__(self, model_bytes: bytes, spec: dict, device: str = "cpu", threads: int | None = None,
-                 initial: Mapping[str, np.ndarray] | None = None):
-        from dslc.emit.weights import read_initializers
-
+    def __init__(self, model_bytes: bytes, spec: dict, device: str = "cpu", threads: int | None = None, *,
+                 initial: Mapping[str, np.ndarray]):
         self.session = make_session(model_bytes, device, threads, memory_pattern=False)
         self.device, self.device_id = parse_device(device)
         self.spec = spec
@@ -158,20 +157,9 @@ class TrainStep:
         self._scalars = {t["name"]: np.zeros((), _np_dtype(t)) for t in spec["outputs"] if t["name"] not in next_names}
         self.output_names = list(self._scalars)
         self.hyper_specs = {t["name"]: t for t in spec.get("hyper", [])}
-        inits = read_initializers(model_bytes)
-        # Inputs with defaults are bound as OrtValues: `bind_cpu_input` looks the name up among the
-        # session's plain inputs only and fails with "Failed to find NodeArg".
-        self._hyper_defaults = {
-            name: self._ortvalue(np.asarray(inits[name] if name in inits else t["default"], dtype=_np_dtype(t)))
-            for name, t in self.hyper_specs.items()
-        }
-        if initial is None:
-            initial = {t["name"]: inits.get(t["name"]) for t in self.carried}
-            for t in self.carried:  # the compiler's graph and manifest disagreeing is a bug in dslc
-                value = initial[t["name"]]
-                if value is None or value.dtype != _np_dtype(t) or list(value.shape) != list(t["shape"]):
-                    raise RuntimeError(f"training graph initializer `{t['name']}` does not match its manifest entry {t}")
-        self.set_values(initial)
+        self._hyper_defaults = {name: self._ortvalue(np.asarray(t["default"], dtype=_np_dtype(t)))
+                                for name, t in self.hyper_specs.items()}
+        self.set_values({t["name"]: initial[t["name"]] for t in self.carried if t["name"] in initial})
 
     def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(value, self.device, self.device_id)
@@ -246,10 +234,8 @@ class SharedSteps:
     values, rebound before every step (the ping-pong buffers of `TrainStep` assume a single writer).
     """
 
-    def __init__(self, graphs: list[tuple[str, bytes, dict]], device: str = "cpu", threads: int | None = None,
-                 initial: Mapping[str, np.ndarray] | None = None):
-        from dslc.emit.weights import read_initializers
-
+    def __init__(self, graphs: list[tuple[str, bytes, dict]], device: str = "cpu", threads: int | None = None, *,
+                 initial: Mapping[str, np.ndarray]):
         self.device, self.device_id = parse_device(device)
         self.graphs = []
         values: dict[str, np.ndarray] = {}
@@ -258,9 +244,8 @@ class SharedSteps:
             carried = list(spec["params"]) + list(spec.get("buffers", [])) + list(spec.get("state", []))
             next_names = {t["next"] for t in carried}
             outputs = [t["name"] for t in spec["outputs"] if t["name"] not in next_names]
-            inits = read_initializers(model_bytes)
             for t in carried + list(spec.get("frozen", [])):
-                values.setdefault(t["name"], inits[t["name"]])
+                values.setdefault(t["name"], t)
             self.graphs.append({
                 "session": make_session(model_bytes, device, threads, memory_pattern=False), "spec": spec,
                 "objective": objective,
@@ -270,7 +255,7 @@ class SharedSteps:
             })
         self.names = list(values)
         self.output_names = [f"{g['objective']}.{name}" for g in self.graphs for name in g["outputs"]]
-        self.set_values(initial if initial is not None else values)
+        self.set_values(initial)
 
     def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.array(value, order="C", copy=True), self.device, self.device_id)
@@ -291,10 +276,9 @@ class SharedSteps:
             for name in graph["data"]:
                 io.bind_cpu_input(name, batch[name])
             for name, spec in graph["hyper"].items():
-                if name in hyper:
-                    value = self._ortvalue(np.asarray(hyper[name], dtype=_np_dtype(spec)))
-                    fed.append(value)
-                    io.bind_ortvalue_input(name, value)
+                value = self._ortvalue(np.asarray(hyper.get(name, spec["default"]), dtype=_np_dtype(spec)))
+                fed.append(value)
+                io.bind_ortvalue_input(name, value)
             for name in graph["reads"]:
                 io.bind_ortvalue_input(name, self._store[name])
             for name in graph["outputs"]:
@@ -319,8 +303,8 @@ class SharedSteps:
 class Evaluator:
     """Loss and metrics of the evaluation graph (no dropout, no update) on one batch.
 
-    `spec` is `manifest["graphs"]["eval"]`: `inputs` (data and targets), `params` (inputs with
-    defaults) and `outputs` (loss, then metrics).
+    `spec` is `manifest["graphs"]["eval"]`: `inputs` (data and targets), `params` and `buffers`, and
+    `outputs` (loss, then metrics).
     """
 
     def __init__(self, model_bytes: bytes, spec: dict, device: str = "cpu", threads: int | None = None):
@@ -333,15 +317,14 @@ class Evaluator:
         for name in self.output_names:
             self._io.bind_output(name, "cpu")
 
-    def run(self, batch: Mapping[str, np.ndarray], params: Mapping[str, ort.OrtValue] | None = None) -> dict[str, float]:
-        """Loss and metrics on `batch`, with `params` (device values, e.g. `TrainStep.ortvalues()`)
-        replacing the compiled initial parameters."""
+    def run(self, batch: Mapping[str, np.ndarray], params: Mapping[str, ort.OrtValue]) -> dict[str, float]:
+        """Loss and metrics on `batch` with `params`: every parameter and buffer the graph reads, as device
+        values (e.g. `TrainStep.ortvalues()`)."""
         io = self._io
         for name in self.data_names:
             io.bind_cpu_input(name, batch[name])
-        if params is not None:
-            for name in self.param_names:
-                io.bind_ortvalue_input(name, params[name])
+        for name in self.param_names:
+            io.bind_ortvalue_input(name, params[name])
         _run(self.session, io, "the evaluation graph")
         outputs = io.get_outputs()
         return {name: float(outputs[i].numpy()) for i, name in enumerate(self.output_names)}

@@ -25,8 +25,10 @@ from dslc.runtime.checkpoint import (
     FORMAT,
     check_fits,
     load_checkpoint,
+    load_state_file,
     manifest_hash,
     save_checkpoint,
+    state_step,
 )
 from dslc.runtime.data import check_count, load_data, num_rows
 from dslc.runtime.layout import (
@@ -155,7 +157,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
 
     `train_data`/`val_data` are `.npz` paths or dicts of arrays. `epochs` is the total target, so
     with `resume=True` training continues from the checkpoint in `out_dir` to epoch `epochs` (Keras'
-    `epochs` with `initial_epoch`). `lr` overrides the compiled learning rate. The last partial batch
+    `epochs` with `initial_epoch`). `resume` may instead be the path of a state file (`load_state_file`:
+    an init graph or `.npz`, written by another runtime, say): a new run starts from its values, its
+    step counter continuing from the state's (so dropout seeds continue too). `lr` overrides the compiled learning rate. The last partial batch
     of an epoch is kept. Writes to `out_dir`: the manifest and graphs at the start, then after every
     epoch `checkpoint.npz` and `history.json` (all atomically).
 
@@ -194,23 +198,30 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
     fingerprint = data_fingerprint(arrays)
     ckpt = None
-    if resume:
+    global_step = 0
+    if resume is True:
         if not ckpt_path.exists():
             raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
                             hint="train without `--resume` to start a new run")
         ckpt = _resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
+        initial = {**ckpt.params, **ckpt.state}
+        global_step = ckpt.meta["global_step"]
     elif ckpt_path.exists():
         raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
                         hint="pass `--resume` to continue it, or choose another output directory")
+    elif resume is not False and resume is not None:  # a state file, e.g. from another runtime
+        initial = load_state_file(resume, manifest)
+        global_step = state_step(initial, spec)
+    else:
+        initial = program.initial_values()
     history: list[dict] = list(ckpt.meta.get("history", [])) if ckpt else []
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
-    global_step = ckpt.meta["global_step"] if ckpt else 0
-    initial = {**ckpt.params, **ckpt.state} if ckpt else None
     # Sessions first: an unusable device fails before anything is written.
     if len(keys) == 1 and not spec.get("frozen"):
         trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial)
     else:
-        trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads, initial)
+        trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads,
+                              initial=initial)
     evaluators = {}
     if val_arrays:
         for k, es in zip(keys, eval_specs):
