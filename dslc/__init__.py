@@ -10,7 +10,7 @@ import numbers
 import os
 from collections.abc import Mapping
 
-from dslc.diagnostics import DataError, DslcError
+from dslc.diagnostics import DataError, DslcError, UnknownDimension
 from dslc.program import Program
 
 __version__ = "0.2.0"
@@ -18,7 +18,7 @@ __all__ = ["DataError", "DslcError", "Program", "__version__", "compile"]
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
-            **hyper) -> Program:
+            dims: Mapping[str, int] | None = None, **hyper) -> Program:
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
@@ -43,9 +43,17 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
         raise DataError(f"`defines` must be a dict of model parameters, not `{type(defines).__name__}`",
                         hint="e.g. `defines={\"hidden\": 128}`, or pass them as keywords: `hidden=128`")
     values = {**(defines or {}), **hyper}
+    if dims is not None and (not isinstance(dims, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+            for k, v in dims.items())):
+        raise DataError(f"`dims` must map dimension names to positive integers, got {dims!r}",
+                        hint="e.g. `dims={\"B\": 64}`")
     try:
+        extra = {"dims": {k: int(v) for k, v in dims.items()}} if dims else {}
         return compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
-                            seed=int(seed))
+                            seed=int(seed), **extra)
+    except UnknownDimension as e:
+        raise DataError(str(e)) from None
     except OSError as e:  # no such file, a directory, an unreadable import
         name = e.filename or text
         hint = "name the model's `.dl` file" if os.path.isdir(name) else ""

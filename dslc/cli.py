@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 
-from dslc.diagnostics import DataError, DslcError, render_all
+from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
 
@@ -101,6 +101,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--print-ir-after", metavar="PASS",
                    help="print the IR after pass PASS to stdout instead (implies --emit ir)")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the initial weights (default 0)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+                   help="pin a symbolic dimension to a size in every graph, e.g. `--dim B=64` for runtimes that "
+                        "need static shapes (repeatable)")
 
     p = verb("check", "compile a model and report errors, writing nothing")
     compile_options(p)
@@ -116,7 +119,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--lr", type=_learning_rate, help="override the model's learning rate")
     device_option(p)
     p.add_argument("-o", dest="out", metavar="RUN", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in -o RUN up to --epochs")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
+                   help="continue the run in -o RUN up to --epochs; with STATE (an init graph .onnx or an .npz of "
+                        "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
+                        "in -o RUN from those values")
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -143,10 +149,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "a fresh process (a few seconds; needs PyTorch)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
 
-    p = verb("export", "write a self-contained inference model with trained weights")
+    p = verb("export", "write a self-contained inference model with trained weights, or a run's training state")
     compile_options(p)
-    p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
-    p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
+    source.add_argument("--train-state", metavar="RUN",
+                        help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
+                             "and optimizer state to the directory -o, so another runtime continues the run")
+    p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx|DIR")
     return parser, verbs.choices
 
 
@@ -161,7 +171,12 @@ def _compile(args):
             raise UsageError(f"`-D {name}` is given twice (`{name}={defines[name]}` and `{name}={value}`)")
         defines[name] = value
     extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
-    return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
+    if args.verb == "build" and args.dims:
+        extra["dims"] = dict(args.dims)
+    try:
+        return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
+    except UnknownDimension as e:
+        raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
 
 
 def _say(message: str) -> None:
@@ -200,6 +215,9 @@ def _run(args) -> int:
         _say(f"wrote {args.out}: {shapes}")
     elif args.verb == "bench":
         _bench(program, args)
+    elif args.verb == "export" and args.train_state:
+        paths = program.export_train_state(args.train_state, args.out)
+        _say(f"exported the training state of {program.name}: " + ", ".join(str(p) for p in paths))
     elif args.verb == "export":
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dslc import __version__
-from dslc.diagnostics import Diagnostic, DslcError, error
+from dslc.diagnostics import Diagnostic, DslcError, UnknownDimension, error
 from dslc.emit import manifest as mf
 from dslc.emit.onnx import OPSET, check, emit_graph, emit_init_graph, serialize
 from dslc.frontend import ast
@@ -18,16 +18,6 @@ from dslc.passes.lower_optimizer import NEXT_SUFFIX
 from dslc.program import Program
 
 DTYPES = ("float32", "float64")
-
-
-class UnknownDimension(ValueError):
-    """Dimensions pinned with `dims` that the model does not declare."""
-
-    def __init__(self, unknown: list[str], known: list[str]):
-        self.unknown, self.known = unknown, known
-        names = ", ".join(f"`{d}`" for d in known) or "none"
-        super().__init__(f"the model has no symbolic dimension {', '.join(f'`{d}`' for d in unknown)} "
-                         f"(its symbolic dimensions: {names})")
 
 
 def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:

@@ -139,3 +139,13 @@ def render(d: Diagnostic) -> str:
 
 def render_all(diagnostics: Iterable[Diagnostic]) -> str:
     return "\n\n".join(render(d) for d in diagnostics)
+
+
+class UnknownDimension(ValueError):
+    """Dimensions pinned with `dims` that the model does not declare."""
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        self.unknown, self.known = unknown, known
+        names = ", ".join(f"`{d}`" for d in known) or "none"
+        super().__init__(f"the model has no symbolic dimension {', '.join(f'`{d}`' for d in unknown)} "
+                         f"(its symbolic dimensions: {names})")

@@ -62,6 +62,24 @@ def test_onnx_runtime_computes_the_numpy_definition_exactly():
                                   uniform_numpy(SHAPE, 77, 5, np.float32).ravel().astype(np.float64))
 
 
+def test_every_runtime_draws_the_same_bits_for_100_seeds():
+    """Exact float32 arithmetic: ONNX Runtime and the reference evaluator give the numpy definition's bits,
+    with a symbolic batch and a static one (the conformance suite checks the other runtimes)."""
+    from onnx.reference import ReferenceEvaluator
+
+    for batch in ("B", 3):
+        b = Builder()
+        x = b.input("x", TensorType("float32", (batch, 5, 7)), "data")
+        s = b.input("seed", TensorType("int64", ()), "data")
+        model = emit_graph(Graph("noise", [x, s], [("u", b.random_uniform_like(x, s, salt=3))]))
+        session, reference = ort_session(model), ReferenceEvaluator(model)
+        for seed in range(0, 2**31 - 1, (2**31 - 1) // 99):
+            feeds = {"x": np.zeros((3, 5, 7), np.float32), "seed": np.array(seed, np.int64)}
+            want = uniform_numpy((3, 5, 7), seed, 3, np.float32)
+            assert session.run(None, feeds)[0].tobytes() == want.tobytes(), (batch, seed)
+            assert reference.run(None, feeds)[0].tobytes() == want.tobytes(), (batch, seed)
+
+
 def test_dropout_keeps_the_expected_fraction(u):
     for rate in (0.1, 0.5, 0.9):
         assert abs(np.mean(u >= rate) - (1 - rate)) < 0.003
