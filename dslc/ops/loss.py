@@ -25,10 +25,14 @@ class SoftmaxCrossEntropy(OpDef):
         return TensorType(logits.dtype, labels.shape)
 
     def lower(self, e, logits, labels):
-        last = logits.type.rank - 1  # not -1: onnx.reference's GatherElements mishandles negative axes
+        # The label's entry is picked by a comparison with the class numbers, not `GatherElements`:
+        # onnx.reference implements that with `np.choose`, which takes at most 64 classes.
+        last = logits.type.rank - 1
         log_probs = e.node("LogSoftmax", logits, axis=last)
-        picked = e.node("GatherElements", log_probs, e.node("Unsqueeze", labels, e.int64s([-1])), axis=last)
-        return e.node("Neg", e.node("Squeeze", picked, e.int64s([-1])))
+        classes = e.const(np.arange(logits.type.shape[-1], dtype=np.dtype(labels.type.dtype)))
+        hit = e.node("Equal", e.node("Unsqueeze", labels, e.int64s([-1])), classes)
+        picked = e.node("Where", hit, log_probs, e.scalar(0.0, logits.type.dtype))
+        return e.node("Neg", e.node("ReduceSum", picked, e.int64s([last]), keepdims=0))
 
     def torch(self, T, logits, labels):
         flat = T.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long(),
