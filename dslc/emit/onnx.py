@@ -38,6 +38,7 @@ class Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._const_names: dict[tuple, str] = {}
+        self._cache: dict[tuple, object] = {}
         self._count = 0
         self._prefix = prefix
         self._hint = "v"
@@ -51,6 +52,13 @@ class Emitter:
         out = self.fresh(self._hint)
         self.nodes.append(helper.make_node(op_type, names, [out], name=f"{out}/{op_type}", **attrs))
         return out
+
+    def cached(self, key: tuple, make):
+        """`make()` the first time `key` is asked for in this graph, the same result afterwards: values
+        that several nodes' lowerings compute alike (the random numbers' seed state)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def onnx_dtype(self, dtype: str) -> int:
         return _ONNX_DTYPES[dtype]

@@ -9,18 +9,24 @@ a runtime that fuses a multiply and an add (FMA), or evaluates in float32 what i
 still computes the same bits. Integer ops touch only the scalar seed (`Div`, `Mul`, `Sub` of
 non-negative int64 values, exact by the ONNX spec).
 
-A 24-bit state is two 12-bit halves (L, R). `mix` is a Feistel network whose round function squares
+A 24-bit state is two 12-bit halves (L, R); `mix` is a Feistel network whose round function squares
 one half:
 
     round k:  y = (R + KEY[k]) mod 4096;  z = y·y;  L, R = R, (L + z div 4096 + z mod 4096) mod 4096
-    absorb(state, v) = mix((L + v_hi) mod 4096, (R + v_lo) mod 4096)   for a 24-bit value v
 
-The seed's three parts and the salt are absorbed (on scalars, 4 rounds each); then each axis of the
-tensor, outermost first: its coordinate, itself hashed (`coordinate_hash`, 4 rounds from the axis
-number: a constant for a static axis, a short vector for a symbolic one), is absorbed with 2 rounds on
-the broadcast shape. u = (L·4096 + R) / 2^24 has 24 random bits. No `Range` and no `Reshape` of a flat
-index: each axis is a vector broadcast against the others, so runtimes that plan symbolic shapes can.
-tests/test_random.py checks uniformity and independence between neighbours, strides, seeds and salts.
+Each axis has a table of hashed coordinates, `coordinate_hash(axis, i, salt)` = mix((axis + 1 + i_hi,
+salt + i_lo) mod 4096, 3 rounds), the use site's salt entering through the last axis only (a constant
+for a static axis; for a symbolic one, a short vector computed once per graph). With the seed's halves
+(s_hi + 139·top, s_lo) for seed = top·2^24 + s_hi·4096 + s_lo:
+
+    (L, R) = mix((s_hi + 139·top + Σ_axes table_L) mod 4096, (s_lo + Σ_axes table_R) mod 4096, 3 rounds)
+    u = (L·4096 + R) / 2^24                                    (24 random bits, in [0, 1))
+
+No `Range` and no `Reshape` of a flat index: each axis's table is a vector broadcast against the others,
+so runtimes that plan symbolic shapes can. The seed's halves and the sums over the leading axes are
+shared by every use site in a graph: a dropout layer costs ~60 element-wise nodes. tests/test_random.py
+checks uniformity and independence between neighbours, strides, seeds (consecutive, and differing in
+their top bits) and salts.
 """
 from __future__ import annotations
 
@@ -30,9 +36,9 @@ from dslc.ir.graph import OpError
 from dslc.ops.registry import OpDef, Sample, op
 
 HALF = 4096.0  # 2^12: each half of the state
-KEYS = (1597.0, 3001.0, 2417.0, 683.0)
-SCALAR_ROUNDS = 4  # seed, salt and coordinates
-AXIS_ROUNDS = 2  # the absorption of an (already hashed) coordinate into the broadcast state
+KEYS = (1597.0, 3001.0, 2417.0)
+TOP = 139.0  # the seed's bits above 24 enter the left half scaled by this
+ROUNDS = 3  # of the coordinate hashes and of the final mix
 MAX_AXIS = 2**24  # coordinates must be exact in float32
 
 
@@ -41,49 +47,43 @@ def _mod(v):
     return v - np.floor(v * np.float32(1 / HALF)) * np.float32(HALF)
 
 
-def _mix(left, right, rounds: int):
-    for k in range(rounds):
-        y = _mod(right + np.float32(KEYS[k]))
+def _mix(left, right):
+    for key in KEYS[:ROUNDS]:
+        y = _mod(right + np.float32(key))
         z = y * y
         high = np.floor(z * np.float32(1 / HALF))
         left, right = right, _mod(left + high + (z - high * np.float32(HALF)))
     return left, right
 
 
-def _absorb(state, high, low, rounds: int):
-    return _mix(_mod(state[0] + high), _mod(state[1] + low), rounds)
-
-
-def _halves(values) -> tuple[np.ndarray, np.ndarray]:
-    """A non-negative integer below 2^24 (any integer: the seed's parts) as two float32 12-bit halves."""
-    v = np.asarray(values, dtype=np.int64)
-    return ((v // 4096) % 4096).astype(np.float32), (v % 4096).astype(np.float32)
-
-
-def seed_state(seed: int, salt: int) -> tuple[np.float32, np.float32]:
-    """The state after absorbing the seed (low 24 bits, then the rest with the salt)."""
+def seed_halves(seed: int) -> tuple[np.float32, np.float32]:
+    """(s_hi + 139·top, s_lo) of a seed in [0, 2^31)."""
     seed = int(seed)
-    high, low = _halves(seed % 2**24)
-    state = _absorb((np.float32(0), np.float32(0)), high, low, SCALAR_ROUNDS)
-    return _absorb(state, np.float32(seed // 2**24), np.float32(salt % 4096), SCALAR_ROUNDS)
+    top, low24 = divmod(seed, 2**24)
+    return np.float32(low24 // 4096 + TOP * top), np.float32(low24 % 4096)
 
 
-def coordinate_hash(axis: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def coordinate_hash(axis: int, n: int, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The hashed coordinates 0..n-1 of axis `axis` (from 0): two float32 vectors of halves."""
-    high, low = _halves(np.arange(n))
-    return _absorb((np.float32(axis + 1), np.float32(0)), high, low, SCALAR_ROUNDS)
+    index = np.arange(n, dtype=np.int64)
+    high, low = (index // 4096).astype(np.float32), (index % 4096).astype(np.float32)
+    return _mix(_mod(np.float32(axis + 1) + high), _mod(np.float32(salt % 4096) + low))
 
 
 def uniform_numpy(shape, seed: int, salt: int, dtype) -> np.ndarray:
-    """numpy twin of the `random_uniform_like` lowering (the same float32 operations)."""
-    rank = len(shape)
-    left, right = (np.reshape(v, (1,) * rank) for v in seed_state(seed, salt))
-    for axis, n in enumerate(shape):
+    """numpy twin of the `random_uniform_like` lowering (the same float32 operations). A rank-0 tensor
+    is drawn as shape [1]."""
+    shape = tuple(shape)
+    dims = shape or (1,)
+    rank = len(dims)
+    left, right = (np.full((1,) * rank, v, np.float32) for v in seed_halves(seed))
+    for axis, n in enumerate(dims):
         where = [n if i == axis else 1 for i in range(rank)]
-        high, low = (np.reshape(v, where) for v in coordinate_hash(axis, n))
-        left, right = _absorb((left, right), high, low, AXIS_ROUNDS)
-    u = (np.broadcast_to(left, shape) * np.float32(HALF) + np.broadcast_to(right, shape)) * np.float32(2.0**-24)
-    return u.astype(dtype)
+        table_left, table_right = coordinate_hash(axis, n, salt if axis == rank - 1 else 0)
+        left, right = left + table_left.reshape(where), right + table_right.reshape(where)
+    left, right = _mix(_mod(left), _mod(right))
+    u = (left * np.float32(HALF) + right) * np.float32(2.0**-24)
+    return u.reshape(shape).astype(dtype)
 
 
 # ---- the same operations as ONNX nodes --------------------------------------------------------------
@@ -98,22 +98,18 @@ class _Nodes:
         e = self.e
         return e.node("Sub", v, e.node("Mul", e.node("Floor", e.node("Mul", v, self.f32(1 / HALF))), self.f32(HALF)))
 
-    def mix(self, left, right, rounds: int):
+    def mix(self, left, right):
         e = self.e
-        for k in range(rounds):
-            y = self.mod(e.node("Add", right, self.f32(KEYS[k])))
+        for key in KEYS[:ROUNDS]:
+            y = self.mod(e.node("Add", right, self.f32(key)))
             z = e.node("Mul", y, y)
             high = e.node("Floor", e.node("Mul", z, self.f32(1 / HALF)))
             low = e.node("Sub", z, e.node("Mul", high, self.f32(HALF)))
             left, right = right, self.mod(e.node("Add", e.node("Add", left, high), low))
         return left, right
 
-    def absorb(self, state, high, low, rounds: int):
-        e = self.e
-        return self.mix(self.mod(e.node("Add", state[0], high)), self.mod(e.node("Add", state[1], low)), rounds)
-
-    def seed_state(self, seed, salt: int):
-        """`seed_state` of an int64 scalar input: its parts split with exact int64 `Div`/`Mul`/`Sub`."""
+    def seed_halves(self, seed):
+        """`seed_halves` of an int64 scalar input: its parts split with exact int64 `Div`/`Mul`/`Sub`."""
         e = self.e
         i64 = lambda v: e.scalar(v, "int64")  # noqa: E731
         to_f32 = lambda v: e.node("Cast", v, to=e.onnx_dtype("float32"))  # noqa: E731
@@ -124,22 +120,20 @@ class _Nodes:
 
         top, low24 = split(seed, 2**24)
         high, low = split(low24, 4096)
-        state = self.absorb((self.f32(0.0), self.f32(0.0)), to_f32(high), to_f32(low), SCALAR_ROUNDS)
-        return self.absorb(state, to_f32(top), self.f32(float(salt % 4096)), SCALAR_ROUNDS)
+        return e.node("Add", to_f32(high), e.node("Mul", to_f32(top), self.f32(TOP))), to_f32(low)
 
-    def coordinates(self, x, axis: int, rank: int):
-        """`coordinate_hash` of a symbolic axis, computed from x's shape; [n] reshaped to broadcast."""
+    def coordinates(self, x, axis: int, rank: int, salt: int):
+        """`coordinate_hash` of a symbolic axis, from x's shape: [n], unsqueezed to broadcast on `axis`."""
         e = self.e
         length = e.node("Slice", e.node("Shape", x), e.int64s([axis]), e.int64s([axis + 1]))
-        ones = e.node("Expand", self.f32(1.0), length)
-        index = e.node("Sub", e.node("CumSum", ones, e.int64s(0, scalar=True)), self.f32(1.0))
+        index = e.node("Sub", e.node("CumSum", e.node("Expand", self.f32(1.0), length), e.int64s(0, scalar=True)),
+                       self.f32(1.0))
         high = e.node("Floor", e.node("Mul", index, self.f32(1 / HALF)))
         low = e.node("Sub", index, e.node("Mul", high, self.f32(HALF)))
-        high, low = self.absorb((self.f32(float(axis + 1)), self.f32(0.0)), self.mod(high), low, SCALAR_ROUNDS)
+        table = self.mix(self.mod(e.node("Add", high, self.f32(float(axis + 1)))),
+                         self.mod(e.node("Add", low, self.f32(float(salt % 4096)))))
         others = [i for i in range(rank) if i != axis]
-        if not others:
-            return high, low
-        return (e.node("Unsqueeze", v, e.int64s(others)) for v in (high, low))
+        return tuple(e.node("Unsqueeze", v, e.int64s(others)) for v in table) if others else table
 
 
 @op("random_uniform_like", salt=0)
@@ -160,18 +154,28 @@ class RandomUniformLike(OpDef):
         return x
 
     def lower(self, e, x, seed, *, salt):
+        # The seed's halves and the sums over every axis but the last depend on the seed and the leading
+        # dimensions only: computed once per graph and shared by every use site (`Emitter.cached`).
         nodes = _Nodes(e)
-        rank = x.type.rank
-        state = nodes.seed_state(seed, salt)
-        for axis, n in enumerate(x.type.shape):
-            if isinstance(n, int):
-                where = [n if i == axis else 1 for i in range(rank)]
-                high, low = (e.const(np.reshape(v, where)) for v in coordinate_hash(axis, n))
-            else:
-                high, low = nodes.coordinates(x, axis, rank)
-            state = nodes.absorb(state, high, low, AXIS_ROUNDS)
-        left, right = state  # every axis absorbed: broadcast to x's shape
+        dims = x.type.shape or (1,)
+        rank = len(dims)
+        state = e.cached(("random.seed", seed.name), lambda: nodes.seed_halves(seed))
+        for axis, n in enumerate(dims):
+            last = axis == rank - 1
+            where = [n if i == axis else 1 for i in range(rank)]
+
+            def added(state=state, axis=axis, n=n, where=where, last=last):
+                if isinstance(n, int):
+                    table = [e.const(np.reshape(v, where)) for v in coordinate_hash(axis, n, salt if last else 0)]
+                else:
+                    table = nodes.coordinates(x, axis, rank, salt if last else 0)
+                return e.node("Add", state[0], table[0]), e.node("Add", state[1], table[1])
+
+            state = added() if last else e.cached(("random.prefix", seed.name, rank, dims[:axis + 1]), added)
+        left, right = nodes.mix(nodes.mod(state[0]), nodes.mod(state[1]))
         u = e.node("Mul", e.node("Add", e.node("Mul", left, nodes.f32(HALF)), right), nodes.f32(2.0**-24))
+        if not x.type.shape:
+            u = e.node("Reshape", u, e.int64s([]))
         return u if x.type.dtype == "float32" else e.node("Cast", u, to=e.onnx_dtype(x.type.dtype))
 
     def torch(self, T, x, seed, *, salt):
