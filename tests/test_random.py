@@ -54,6 +54,8 @@ def test_seeds_and_salts_are_independent(u):
     assert pairs(u, draw(12346)) < 1.5
     assert pairs(u, draw(12345, salt=2)) < 1.5
     assert pairs(draw(0), draw(1)) < 1.5
+    assert pairs(draw(5), draw(5 + 2**24)) < 1.5  # the seed's top bits
+    assert pairs(draw(7), draw(7 + 4096)) < 1.5
 
 
 def test_onnx_runtime_computes_the_numpy_definition_exactly():
