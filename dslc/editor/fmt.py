@@ -1,0 +1,327 @@
+"""`dslc fmt`: one canonical layout for `.dl` files, rewritten token by token.
+
+The formatter works on the token stream (comments included), not on the tree, so that every comment
+stays exactly where it was written. It keeps the line structure the author chose and canonicalizes
+the rest:
+
+- indentation: 4 spaces a block level; a statement continued on the next line (after an operator, or
+  a line starting with `|>`) 4 more; inside `(`/`[` aligned after the bracket, or 4 more than the
+  line that opened it when the bracket ends its line;
+- one space around `=`, `|>` and binary operators, after `,` and `:`, none inside brackets or after
+  a unary `-`, none around `:` in slices;
+- what follows the keyword of a declaration or a training statement starts at one column
+  (`input  image`, `target label`; `loss      ...`, `optimizer ...`), consecutive declarations pad
+  their names so that the types line up, and the trailing comments of consecutive lines line up;
+- a line longer than `WIDTH` is broken before its `|>`s: the value stays, the stages go on lines
+  of their own, as many as fit;
+- at most one blank line in a row, none at the start or end of a body or of the file.
+
+`format_source` proves each result: the formatted text must feed the parser the same tokens as the
+original (`dslc.frontend.tokens.parsed_stream`), so it always means the same program.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dslc.diagnostics import DataError
+from dslc.frontend.parser import parse
+from dslc.frontend.tokens import Token, parsed_stream, tokens
+from dslc.source import SourceFile
+
+WIDTH = 110  # of the code on a line; trailing comments may go past it
+INDENT = 4
+
+ATOM_END = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "RPAR", "RSQB", "ELLIPSIS"}
+OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "LT", "LE", "GT", "GE", "EQ", "NE", "PIPE"}
+OPENING = {"LPAR", "LSQB", "LBRACE"}
+CLOSING = {"RPAR", "RSQB", "RBRACE"}
+DECLARATIONS = {"INPUT", "TARGET"}  # what follows these keywords starts at one column; runs align their types
+TRAINING = {"LOSS", "OPTIMIZER", "METRIC", "UPDATE"}  # what follows these keywords starts at one column
+KEYWORD_COLUMN = {"INPUT": 6, "TARGET": 6, "LOSS": 9, "OPTIMIZER": 9, "METRIC": 9, "UPDATE": 9}
+
+
+class NotFormattable(Exception):
+    """The formatter would change the program: a bug in it, reported instead of writing the file."""
+
+
+@dataclass
+class _SourceLine:
+    code: list[Token]  # without whitespace and newlines; a `;` is code
+    comment: Token | None
+
+
+@dataclass
+class _Open:
+    kind: str  # "body" (of a model, block or objective), "brace" (of a `repeat`), "(" or "["
+    inner: int  # the indentation of lines inside
+    close: int  # the indentation of a line that starts with the closing bracket
+    statement: int  # the indentation of the statement around it, restored when it closes
+    repeat_args: bool = False
+
+
+@dataclass
+class _Line:
+    indent: int
+    parts: list[str] = field(default_factory=list)  # per code token: the space before it and its text
+    code: list[Token] = field(default_factory=list)
+    comment: Token | None = None
+    comment_column: int = 0  # where the comment was written (0-based)
+    statement: int = 0  # the indentation of the statement this line belongs to
+    breakable: bool = False  # in a body, not inside brackets: may be broken before its `|>`s
+
+    def text(self) -> str:
+        return " " * self.indent + "".join(self.parts).lstrip(" ") if self.parts else ""
+
+
+def format_source(source: SourceFile) -> str:
+    """The canonical layout of `source`; raises `DslcError` if it does not parse."""
+    parse(source)
+    lines = _source_lines(tokens(source))
+    formatted = _render(_layout(source, lines, _alignment(lines)))
+    if parsed_stream(SourceFile.from_text(source.path, formatted)) != parsed_stream(source):
+        raise NotFormattable(f"formatting `{source.path}` would change its meaning")
+    return formatted
+
+
+def format_text(text: str, path: str = "<text>") -> str:
+    return format_source(SourceFile.from_text(path, text))
+
+
+def _source_lines(toks: list[Token]) -> list[_SourceLine]:
+    lines = [_SourceLine([], None)]
+    for tok in toks:
+        if tok.kind == "_NL" and tok.text == "\n":
+            lines.append(_SourceLine([], None))
+        elif tok.kind == "COMMENT":
+            lines[-1].comment = tok
+        elif tok.kind != "WS":
+            lines[-1].code.append(tok)
+    return lines
+
+
+def _alignment(lines: list[_SourceLine]) -> dict[int, dict[int, int]]:
+    """{line: {token index: extra spaces after it}}: declarations and training statements pad their
+    keyword (`input  x`, `loss      l`), and runs of consecutive declarations their names."""
+    pads: dict[int, dict[int, int]] = {}
+    i = 0
+    while i < len(lines):
+        family = next((f for f in (DECLARATIONS, TRAINING) if lines[i].code and lines[i].code[0].kind in f), None)
+        if family is None:
+            i += 1
+            continue
+        run = [i]
+        while run[-1] + 1 < len(lines) and lines[run[-1] + 1].code and lines[run[-1] + 1].code[0].kind in family:
+            run.append(run[-1] + 1)
+        names = [k for k in run if family is DECLARATIONS and [t.kind for t in lines[k].code[1:3]] == ["NAME", "COLON"]]
+        name = max((len(lines[k].code[1].text) for k in names), default=0)
+        for k in run:
+            keyword = lines[k].code[0]
+            pads[k] = {0: KEYWORD_COLUMN[keyword.kind] - len(keyword.text)}
+            if k in names:
+                pads[k][2] = name - len(lines[k].code[1].text)
+        i = run[-1] + 1
+    return pads
+
+
+def _gap(prev: Token, tok: Token, unary_before: bool, in_brackets: str | None) -> int:
+    """Spaces between two tokens on one line."""
+    if unary_before or tok.kind in ("RPAR", "RSQB", "COMMA", "_NL") or prev.kind in ("LPAR", "LSQB"):
+        return 0
+    if prev.kind in ("COMMA", "_NL"):
+        return 1
+    if tok.kind == "COLON":
+        return 0
+    if prev.kind == "COLON":
+        return 0 if in_brackets == "[" else 1
+    if tok.kind == "LPAR" and prev.kind in ("NAME", "REPEAT"):
+        return 0
+    if tok.kind == "LSQB" and prev.kind in ATOM_END:
+        return 0
+    return 1
+
+
+def _layout(source: SourceFile, lines: list[_SourceLine], pads) -> list[_Line | None]:
+    """The formatted lines, `None` for a blank line."""
+    out: list[_Line | None] = []
+    stack: list[_Open] = []
+    statement = 0
+    last: Token | None = None  # the last code token so far
+    closed_repeat_args = False
+    unary = False
+    blank = False
+    comments: list[tuple[bool, Token]] = []  # comment-only lines waiting for the next code line's indentation
+
+    def blank_allowed() -> bool:
+        return bool(out) and out[-1] is not None and not (out[-1].code and out[-1].code[-1].kind in OPENING)
+
+    for number, line in enumerate(lines):
+        if not line.code:
+            if line.comment is None:
+                blank = True
+            else:
+                comments.append((blank, line.comment))
+                blank = False
+            continue
+        first = line.code[0]
+        context = stack[-1].kind if stack else None
+        continuation = False
+        if first.kind in CLOSING:
+            indent = stack[-1].close if stack else 0
+            inside = stack[-1].inner if stack else 0
+        elif context in ("(", "["):
+            indent = inside = stack[-1].inner
+        else:
+            continuation = first.kind in ("PIPE", "LBRACE") or (last is not None and last.kind in OPERATORS)
+            base = stack[-1].inner if stack else 0
+            if continuation:
+                indent = statement + INDENT
+            else:
+                indent = statement = base
+            inside = indent
+        for blank_before, comment in comments:
+            if blank_before and blank_allowed():
+                out.append(None)
+            out.append(_Line(inside, comment=comment))
+        if blank and blank_allowed() and first.kind not in CLOSING and not continuation and context not in ("(", "["):
+            out.append(None)
+        comments, blank = [], False
+
+        rendered = _Line(indent, statement=statement, breakable=context in (None, "body", "brace"))
+        column = indent
+        line_pads = pads.get(number, {})
+        for j, tok in enumerate(line.code):
+            gap = 0 if j == 0 else _gap(line.code[j - 1], tok, unary, stack[-1].kind if stack else None) \
+                + line_pads.get(j - 1, 0)
+            unary = tok.kind == "MINUS" and (last is None or last.kind not in ATOM_END)
+            rendered.parts.append(" " * gap + tok.text)
+            column += gap
+            at = column
+            column += len(tok.text)
+            ends_line = j == len(line.code) - 1
+            if tok.kind == "LBRACE":
+                if last is not None and last.kind == "RPAR" and closed_repeat_args:
+                    stack.append(_Open("brace", indent + INDENT if ends_line else at + 2, indent, statement))
+                else:
+                    stack.append(_Open("body", statement + INDENT, statement, statement))
+            elif tok.kind in ("LPAR", "LSQB"):
+                kind = "(" if tok.kind == "LPAR" else "["
+                stack.append(_Open(kind, indent + INDENT if ends_line else at + 1, indent, statement,
+                                   repeat_args=last is not None and last.kind == "REPEAT"))
+            elif tok.kind in CLOSING and stack:
+                closed = stack.pop()
+                closed_repeat_args = closed.repeat_args
+                if closed.kind in ("body", "brace"):
+                    statement = closed.statement
+            last = tok
+        rendered.code = list(line.code)
+        if line.comment is not None:
+            rendered.comment = line.comment
+            rendered.comment_column = source.line_col(line.comment.start)[1] - 1
+        out.append(rendered)
+    for blank_before, comment in comments:  # comments at the end of the file
+        if blank_before and blank_allowed():
+            out.append(None)
+        out.append(_Line(0, comment=comment))
+    return _break_long_lines(out)
+
+
+def _break_long_lines(lines: list[_Line | None]) -> list[_Line | None]:
+    out: list[_Line | None] = []
+    for line in lines:
+        out.extend(_broken(line) if line is not None and line.breakable and len(line.text()) > WIDTH else [line])
+    return out
+
+
+def _broken(line: _Line) -> list[_Line]:
+    """A line too long, broken before its `|>`s outside brackets: its value on the first line (unless
+    it starts with `|>`), then as many stages a line as fit."""
+    depth, cuts = 0, []
+    for j, tok in enumerate(line.code):
+        if tok.kind in OPENING:
+            depth += 1
+        elif tok.kind in CLOSING:
+            depth -= 1
+            if depth < 0:
+                return [line]
+        elif tok.kind == "PIPE" and depth == 0 and j > 0:
+            cuts.append(j)
+        elif tok.kind == "_NL":  # several statements on the line
+            return [line]
+    if depth != 0 or not cuts:
+        return [line]
+    pieces = [(a, b) for a, b in zip([0] + cuts, cuts + [len(line.code)])]
+    indent = line.indent if line.code[0].kind == "PIPE" else line.statement + INDENT
+    out: list[_Line] = []
+    if line.code[0].kind != "PIPE":
+        head, pieces = pieces[0], pieces[1:]
+        out.append(_piece(line, line.indent, *head))
+    current = pieces[0]
+    for a, b in pieces[1:]:
+        if len(_piece(line, indent, current[0], b).text()) <= WIDTH:
+            current = (current[0], b)
+        else:
+            out.append(_piece(line, indent, *current))
+            current = (a, b)
+    out.append(_piece(line, indent, *current))
+    out[-1].comment = line.comment  # where it was written is no guide any more: after the code
+    return out
+
+
+def _piece(line: _Line, indent: int, a: int, b: int) -> _Line:
+    return _Line(indent, line.parts[a:b], line.code[a:b], statement=line.statement)
+
+
+def _render(lines: list[_Line | None]) -> str:
+    """The text, with the trailing comments of consecutive lines aligned: at the column the first of
+    them was written at, or further right where a line's code needs it."""
+    while lines and lines[-1] is None:
+        lines.pop()
+    texts = [line.text() if line is not None else "" for line in lines]
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line is None or line.comment is None:
+            i += 1
+            continue
+        if not line.code:
+            texts[i] = " " * line.indent + line.comment.text
+            i += 1
+            continue
+        run = [i]
+        while run[-1] + 1 < len(lines) and lines[run[-1] + 1] is not None and lines[run[-1] + 1].code \
+                and lines[run[-1] + 1].comment is not None:
+            run.append(run[-1] + 1)
+        column = max([line.comment_column] + [len(texts[k]) + 2 for k in run])
+        for k in run:
+            texts[k] = texts[k].ljust(column) + lines[k].comment.text
+        i = run[-1] + 1
+    return "\n".join(texts) + "\n" if texts else ""
+
+
+def check_formatted(source: SourceFile) -> str | None:
+    """The formatted text if it differs from `source`'s, else None."""
+    formatted = format_source(source)
+    return formatted if formatted != source.text else None
+
+
+
+def dl_files(paths: list[str]) -> list[Path]:
+    """The `.dl` files named, and those under the folders named, in order; raises `DataError` for a path
+    that does not exist."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*.dl") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"cannot read `{given}`: No such file or directory")
+    return list(dict.fromkeys(files))
+
+
+def diff(path: str, before: str, after: str) -> str:
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        f"{path} (as written)", f"{path} (formatted)"))
