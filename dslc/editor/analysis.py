@@ -21,7 +21,7 @@ from dslc.frontend.tokens import Token, tokens
 from dslc.initializers import INITIALIZERS, Initializer
 from dslc.ir.graph import Node
 from dslc.lower import Lowering
-from dslc.lower_calls import TupleValue
+from dslc.lower_calls import TupleValue, tuple_text
 from dslc.optim import OPTIMIZERS
 from dslc.source import SourceFile, Span
 
@@ -207,7 +207,7 @@ def _shown(value) -> str | None:
     if isinstance(value, str):
         return f'`"{value}"`'
     if isinstance(value, TupleValue):
-        return f"`({', '.join(str(v) for v in value)}{',' if len(value) == 1 else ''})`"
+        return f"`{tuple_text(value)}`"
     if isinstance(value, Initializer):
         return f"initializer `{value}`"
     return None
