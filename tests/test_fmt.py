@@ -227,6 +227,11 @@ def test_trailing_comments_line_up_on_consecutive_lines():
                                  "    h = x  # c\n    k = x\n}\n")
 
 
+def test_crlf_tabs_and_a_bom_become_the_canonical_text():
+    text = "\ufeffmodel m {\r\n\tinput x: f32[B, 4]  # c\r\n\toutput y = x\r\n}\r\n"
+    assert format_text(text) == "model m {\n    input  x: f32[B, 4]  # c\n    output y = x\n}\n"
+
+
 def test_a_syntax_error_is_reported_not_formatted():
     with pytest.raises(DslcError) as info:
         format_text("model m {\n    x = = 1\n}\n", "bad.dl")

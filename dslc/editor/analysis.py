@@ -22,7 +22,7 @@ from dslc.initializers import INITIALIZERS, Initializer
 from dslc.ir.graph import Node
 from dslc.lower import Lowering
 from dslc.lower_calls import TupleValue, tuple_text
-from dslc.optim import OPTIMIZERS
+from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.source import SourceFile, Span
 
 
@@ -71,6 +71,11 @@ class RecordingLowering(Lowering):
         node = super().declare_input(stmt, env)
         self.records.add(self.records.values, stmt.name_span, node)
         return node
+
+    def optimizer(self, call, env):
+        spec = super().optimizer(call, env)
+        self.records.add(self.records.values, call.func_span, spec)
+        return spec
 
     def call(self, func, func_span, span, args, kwargs, env):
         before = set(self.param_index)
@@ -210,6 +215,9 @@ def _shown(value) -> str | None:
         return f"`{tuple_text(value)}`"
     if isinstance(value, Initializer):
         return f"initializer `{value}`"
+    if isinstance(value, OptimizerSpec):
+        settings = ", ".join(f"{k} = {_literal(value.setting(k))}" for k in OPTIMIZERS[value.kind][0])
+        return f"optimizer `{value.kind}({settings})`"
     return None
 
 
@@ -309,6 +317,9 @@ def analyze(path: str, text: str) -> Analysis:
         analysis.diagnostics = list(program.warnings)
     except DslcError as e:
         analysis.diagnostics = list(e.diagnostics)
+    except Exception as e:  # noqa: BLE001 - a bug in dslc: said in the editor, as `dslc check` says it
+        analysis.diagnostics = [Diagnostic(f"internal compiler error: {type(e).__name__}: {e}", None,
+                                           hint="this is a bug in dslc; please report it with the model file")]
     model = analysis.module.models[0]
     records = analysis.records = Records(path)
     try:
@@ -318,6 +329,6 @@ def analyze(path: str, text: str) -> Analysis:
     for mode, objective in runs:
         try:
             RecordingLowering(model, analysis.blocks, mode, objective=objective, records=records).run()
-        except DslcError:
-            pass  # reported by the compile above; what lowered before the error is recorded
+        except Exception:  # noqa: BLE001 - reported by the compile above; what lowered before it is recorded
+            pass
     return analysis

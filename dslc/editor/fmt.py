@@ -94,8 +94,8 @@ def _source_lines(toks: list[Token]) -> list[_SourceLine]:
     for tok in toks:
         if tok.kind == "_NL" and tok.text == "\n":
             lines.append(_SourceLine([], None))
-        elif tok.kind == "COMMENT":
-            lines[-1].comment = tok
+        elif tok.kind == "COMMENT":  # without the `\r` of a CRLF line end: the file is written with `\n`s
+            lines[-1].comment = Token(tok.kind, tok.text.rstrip("\r"), tok.start, tok.end)
         elif tok.kind != "WS":
             lines[-1].code.append(tok)
     return lines

@@ -24,7 +24,7 @@ from dslc import __version__
 from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError
 from dslc.editor.analysis import Analysis, analyze, catalogue_entry
-from dslc.editor.fmt import format_text
+from dslc.editor.fmt import NotFormattable, format_text
 from dslc.frontend.tokens import keywords
 from dslc.initializers import INITIALIZERS
 from dslc.optim import OPTIMIZERS
@@ -187,7 +187,7 @@ def formatting(ls: DlServer, params: lsp.DocumentFormattingParams) -> list[lsp.T
     source = SourceFile.from_text(path_of(params.text_document.uri), document.source)
     try:
         formatted = format_text(document.source, source.path)
-    except DslcError:
+    except (DslcError, NotFormattable):
         return []  # a file that does not parse is left as it is; its diagnostics say why
     if formatted == document.source:
         return []
