@@ -194,7 +194,9 @@ def test_completion_offers_layers_and_keyword_arguments(client):
     assert labels[:4] == ["units =", "bias =", "init =", "bias_init ="]  # dense's keywords first
     outside = client.request("textDocument/completion", {"textDocument": {"uri": uri},
                                                          "position": {"line": 4, "character": 4}})
-    assert "dense" in [i["label"] for i in outside["items"]] and "units =" not in [i["label"] for i in outside["items"]]
+    outside = [i["label"] for i in outside["items"]]
+    assert "dense" in outside and "units =" not in outside
+    assert {"hidden", "image", "label", "logits", "probs"} <= set(outside)  # the model's names
 
 
 def test_definition_symbols_and_formatting(client):
@@ -210,6 +212,18 @@ def test_definition_symbols_and_formatting(client):
     edits = client.request("textDocument/formatting", {"textDocument": {"uri": uri},
                                                        "options": {"tabSize": 4, "insertSpaces": True}})
     assert [e["newText"] for e in edits] == [GOOD]
+
+
+def test_notes_become_related_locations(client):
+    text = GOOD.replace("    output probs", "    logits = image |> dense(10)\n    output probs")
+    uri = open_file(client, "twice.dl", text)
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"] == "`logits` is defined twice (defined again here)\nhint: give the new value another name"
+    assert d["range"]["start"] == {"line": 5, "character": 4}
+    (note,) = d["relatedInformation"]
+    assert note["message"] == "first defined here"
+    assert note["location"] == {"uri": uri, "range": {"start": {"line": 4, "character": 4},
+                                                      "end": {"line": 4, "character": 10}}}
 
 
 def test_changes_are_checked_once_after_a_burst(client):

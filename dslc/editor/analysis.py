@@ -158,13 +158,16 @@ class Analysis:
             return None
         if tok.kind != "NAME":
             return None
-        for scope in self.symbols():
-            if scope.span.start <= offset < scope.span.end:
-                for symbol in _flatten(scope.children):
-                    if symbol.name == tok.text:
-                        return symbol.name_span
+        for symbol in self.names_in_scope(offset):
+            if symbol.name == tok.text:
+                return symbol.name_span
         block = self.blocks.get(tok.text)
         return block.name_span if block is not None else None
+
+    def names_in_scope(self, offset: int) -> list[Symbol]:
+        """The parameters and values of the model or block around `offset`."""
+        scope = next((s for s in self.symbols() if s.span.start <= offset < s.span.end), None)
+        return [s for s in _flatten(scope.children) if s.kind != "objective"] if scope else []
 
     def symbols(self) -> list[Symbol]:
         if self.module is None:

@@ -175,10 +175,14 @@ def document_symbols(ls: DlServer, params: lsp.DocumentSymbolParams) -> list[lsp
 def completion(ls: DlServer, params: lsp.CompletionParams) -> lsp.CompletionList:
     document = ls.workspace.get_text_document(params.text_document.uri)
     source = SourceFile.from_text(path_of(params.text_document.uri), document.source)
-    cached = ls.analyses.get(params.text_document.uri)
-    blocks = cached[1].blocks if cached else {}
-    return lsp.CompletionList(is_incomplete=False,
-                              items=completions(source.text[:offset_of(source, params.position)], blocks))
+    cached = ls.analyses.get(params.text_document.uri)  # of the last text checked: the text being typed may not parse
+    offset = offset_of(source, params.position)
+    items = completions(source.text[:offset], cached[1].blocks if cached else {})
+    if cached:
+        for symbol in cached[1].names_in_scope(offset):
+            items.append(lsp.CompletionItem(label=symbol.name, kind=lsp.CompletionItemKind.Variable, detail=symbol.kind,
+                                            sort_text=f"1{symbol.name}"))
+    return lsp.CompletionList(is_incomplete=False, items=items)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
