@@ -226,6 +226,16 @@ def test_notes_become_related_locations(client):
                                                       "end": {"line": 4, "character": 10}}}
 
 
+def test_a_warning_is_published_as_a_warning(client):
+    text = GOOD.replace("output probs = softmax(logits)", "output p = logits |> sigmoid") \
+        .replace("target label: i64[B]", "target label: f32[B, 10]") \
+        .replace("cross_entropy(logits, label)", "binary_cross_entropy(p, label)")
+    uri = open_file(client, "warn.dl", text)
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["severity"] == 2 and d["message"].startswith("`binary_cross_entropy` applies the sigmoid itself")
+    assert d["relatedInformation"][0]["message"] == "the `sigmoid` is here"
+
+
 def test_changes_are_checked_once_after_a_burst(client):
     uri = open_file(client, "burst.dl", GOOD)
     diagnostics_of(client, uri)
