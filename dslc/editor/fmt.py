@@ -144,87 +144,104 @@ def _gap(prev: Token, tok: Token, unary_before: bool, in_brackets: str | None) -
 
 def _layout(source: SourceFile, lines: list[_SourceLine], pads) -> list[_Line | None]:
     """The formatted lines, `None` for a blank line."""
-    out: list[_Line | None] = []
-    stack: list[_Open] = []
-    statement = 0
-    last: Token | None = None  # the last code token so far
-    closed_repeat_args = False
-    unary = False
-    blank = False
-    comments: list[tuple[bool, Token]] = []  # comment-only lines waiting for the next code line's indentation
-
-    def blank_allowed() -> bool:
-        return bool(out) and out[-1] is not None and not (out[-1].code and out[-1].code[-1].kind in OPENING)
-
+    layout = _Layout(source)
     for number, line in enumerate(lines):
+        layout.add(line, pads.get(number, {}))
+    layout.flush_comments(0)  # comments at the end of the file
+    return _break_long_lines(layout.out)
+
+
+class _Layout:
+    """Lays out the lines one by one, tracking the open brackets and the statement being written."""
+
+    def __init__(self, source: SourceFile):
+        self.source = source
+        self.out: list[_Line | None] = []
+        self.stack: list[_Open] = []
+        self.statement = 0  # the indentation of the current statement
+        self.last: Token | None = None  # the last code token so far
+        self.closed_repeat_args = False  # the last bracket closed was `repeat(...)`'s: a `{` opens its stages
+        self.unary = False  # the last token was a unary minus
+        self.blank = False  # blank lines were seen since the last line laid out
+        self.comments: list[tuple[bool, Token]] = []  # comment-only lines waiting for the next code line
+
+    def add(self, line: _SourceLine, pads: dict[int, int]) -> None:
         if not line.code:
             if line.comment is None:
-                blank = True
+                self.blank = True
             else:
-                comments.append((blank, line.comment))
-                blank = False
-            continue
+                self.comments.append((self.blank, line.comment))
+                self.blank = False
+            return
         first = line.code[0]
-        context = stack[-1].kind if stack else None
-        continuation = False
-        if first.kind in CLOSING:
-            indent = stack[-1].close if stack else 0
-            inside = stack[-1].inner if stack else 0
-        elif context in ("(", "["):
-            indent = inside = stack[-1].inner
-        else:
-            continuation = first.kind in ("PIPE", "LBRACE") or (last is not None and last.kind in OPERATORS)
-            base = stack[-1].inner if stack else 0
-            if continuation:
-                indent = statement + INDENT
-            else:
-                indent = statement = base
-            inside = indent
-        for blank_before, comment in comments:
-            if blank_before and blank_allowed():
-                out.append(None)
-            out.append(_Line(inside, comment=comment))
-        if blank and blank_allowed() and first.kind not in CLOSING and not continuation and context not in ("(", "["):
-            out.append(None)
-        comments, blank = [], False
+        context = self.stack[-1].kind if self.stack else None
+        indent, inside, continuation = self._indentation(first, context)
+        self.flush_comments(inside)
+        if self.blank and self._blank_allowed() and first.kind not in CLOSING and not continuation \
+                and context not in ("(", "["):
+            self.out.append(None)
+        self.blank = False
+        rendered = self._render(line, indent, pads)
+        rendered.breakable = context in (None, "body", "brace")
+        self.out.append(rendered)
 
-        rendered = _Line(indent, statement=statement, breakable=context in (None, "body", "brace"))
+    def _indentation(self, first: Token, context: str | None) -> tuple[int, int, bool]:
+        """The indentation of a line starting with `first`, that of a comment line before it, and whether
+        it continues the statement of the line before."""
+        if first.kind in CLOSING:
+            return (self.stack[-1].close, self.stack[-1].inner, False) if self.stack else (0, 0, False)
+        if context in ("(", "["):
+            return self.stack[-1].inner, self.stack[-1].inner, False
+        if first.kind in ("PIPE", "LBRACE") or (self.last is not None and self.last.kind in OPERATORS):
+            return self.statement + INDENT, self.statement + INDENT, True
+        self.statement = self.stack[-1].inner if self.stack else 0
+        return self.statement, self.statement, False
+
+    def _blank_allowed(self) -> bool:
+        previous = self.out[-1] if self.out else None
+        return previous is not None and not (previous.code and previous.code[-1].kind in OPENING)
+
+    def flush_comments(self, indent: int) -> None:
+        for blank_before, comment in self.comments:
+            if blank_before and self._blank_allowed():
+                self.out.append(None)
+            self.out.append(_Line(indent, comment=comment))
+        self.comments = []
+
+    def _render(self, line: _SourceLine, indent: int, pads: dict[int, int]) -> _Line:
+        rendered = _Line(indent, statement=self.statement, code=list(line.code))
         column = indent
-        line_pads = pads.get(number, {})
         for j, tok in enumerate(line.code):
-            gap = 0 if j == 0 else _gap(line.code[j - 1], tok, unary, stack[-1].kind if stack else None) \
-                + line_pads.get(j - 1, 0)
-            unary = tok.kind == "MINUS" and (last is None or last.kind not in ATOM_END)
+            gap = 0 if j == 0 else _gap(line.code[j - 1], tok, self.unary, self.stack[-1].kind if self.stack else None) \
+                + pads.get(j - 1, 0)
+            self.unary = tok.kind == "MINUS" and (self.last is None or self.last.kind not in ATOM_END)
             rendered.parts.append(" " * gap + tok.text)
             column += gap
-            at = column
+            self._track(tok, indent, column, ends_line=j == len(line.code) - 1)
             column += len(tok.text)
-            ends_line = j == len(line.code) - 1
-            if tok.kind == "LBRACE":
-                if last is not None and last.kind == "RPAR" and closed_repeat_args:
-                    stack.append(_Open("brace", indent + INDENT if ends_line else at + 2, indent, statement))
-                else:
-                    stack.append(_Open("body", statement + INDENT, statement, statement))
-            elif tok.kind in ("LPAR", "LSQB"):
-                kind = "(" if tok.kind == "LPAR" else "["
-                stack.append(_Open(kind, indent + INDENT if ends_line else at + 1, indent, statement,
-                                   repeat_args=last is not None and last.kind == "REPEAT"))
-            elif tok.kind in CLOSING and stack:
-                closed = stack.pop()
-                closed_repeat_args = closed.repeat_args
-                if closed.kind in ("body", "brace"):
-                    statement = closed.statement
-            last = tok
-        rendered.code = list(line.code)
+            self.last = tok
         if line.comment is not None:
             rendered.comment = line.comment
-            rendered.comment_column = source.line_col(line.comment.start)[1] - 1
-        out.append(rendered)
-    for blank_before, comment in comments:  # comments at the end of the file
-        if blank_before and blank_allowed():
-            out.append(None)
-        out.append(_Line(0, comment=comment))
-    return _break_long_lines(out)
+            rendered.comment_column = self.source.line_col(line.comment.start)[1] - 1
+        return rendered
+
+    def _track(self, tok: Token, indent: int, at: int, ends_line: bool) -> None:
+        """Open or close a bracket at column `at` of a line indented by `indent`: lines inside a bracket
+        that ends its line are indented one level more, else they align after it."""
+        last = self.last
+        if tok.kind == "LBRACE":
+            if last is not None and last.kind == "RPAR" and self.closed_repeat_args:
+                self.stack.append(_Open("brace", indent + INDENT if ends_line else at + 2, indent, self.statement))
+            else:
+                self.stack.append(_Open("body", self.statement + INDENT, self.statement, self.statement))
+        elif tok.kind in ("LPAR", "LSQB"):
+            self.stack.append(_Open("(" if tok.kind == "LPAR" else "[", indent + INDENT if ends_line else at + 1,
+                                    indent, self.statement, repeat_args=last is not None and last.kind == "REPEAT"))
+        elif tok.kind in CLOSING and self.stack:
+            closed = self.stack.pop()
+            self.closed_repeat_args = closed.repeat_args
+            if closed.kind in ("body", "brace"):
+                self.statement = closed.statement
 
 
 def _break_long_lines(lines: list[_Line | None]) -> list[_Line | None]:
