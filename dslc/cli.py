@@ -235,13 +235,13 @@ def _run(args) -> int:
 
 def _fmt(args) -> int:
     from dslc.editor.fmt import diff, dl_files, format_source
+    from dslc.frontend.parser import read_source
     from dslc.fsutil import atomic_write_text
-    from dslc.source import SourceFile
 
     errors, changed = [], []
     for path in dl_files(args.files):
-        source = SourceFile.read(path)
         try:
+            source = read_source(path)
             formatted = format_source(source)
         except DslcError as e:
             errors.extend(e.diagnostics)

@@ -263,6 +263,9 @@ def test_fmt_errors_exit_codes(tmp_path, capsys):
     assert f"{bad}:2:" in capsys.readouterr().err
     assert bad.read_text(encoding="utf-8") == "model m {\n    x = = 1\n}\n"
     assert cli.main(["fmt", str(tmp_path / "missing.dl")]) == 3
+    (tmp_path / "latin1.dl").write_bytes("model m { # caf\xe9\n}\n".encode("latin-1"))
+    assert cli.main(["fmt", "--check", str(tmp_path / "latin1.dl")]) == 1
+    assert "error: the file is not UTF-8 text" in capsys.readouterr().err
 
 
 def test_ci_check_passes_on_the_repository():
