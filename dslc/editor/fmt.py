@@ -325,13 +325,14 @@ def check_formatted(source: SourceFile) -> str | None:
 
 
 def dl_files(paths: list[str]) -> list[Path]:
-    """The `.dl` files named, and those under the folders named, in order; raises `DataError` for a path
-    that does not exist."""
+    """The `.dl` files named, and those under the folders named (not in hidden folders such as `.venv`),
+    in order; raises `DataError` for a path that does not exist."""
     files: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*.dl") if p.is_file()))
+            files.extend(sorted(p for p in path.rglob("*.dl") if p.is_file()
+                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
         elif path.is_file():
             files.append(path)
         else:
