@@ -83,18 +83,30 @@ class DlServer(LanguageServer):
             self.analyses[uri] = cached
         return cached[1]
 
-    def publish(self, uri: str) -> None:
-        self.pending.pop(uri, None)
+    def publish(self, uri: str, analysis: Analysis | None = None) -> None:
         document = self.workspace.get_text_document(uri)
-        analysis = self.analysis(uri)
+        analysis = analysis or self.analysis(uri)
         diagnostics = [_diagnostic(d, analysis) for d in analysis.diagnostics]
         self.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=document.version))
 
     def publish_later(self, uri: str) -> None:
+        """Check the document `DEBOUNCE` seconds from now, unless it changes again before: the compiler
+        then runs in a worker thread, so that hover and completion keep answering meanwhile."""
         if uri in self.pending:
             self.pending[uri].cancel()
-        self.pending[uri] = asyncio.get_running_loop().call_later(DEBOUNCE, self.publish, uri)
+        loop = asyncio.get_running_loop()
+        self.pending[uri] = loop.call_later(DEBOUNCE, lambda: loop.create_task(self._check(uri)))
+
+    async def _check(self, uri: str) -> None:
+        self.pending.pop(uri, None)
+        document = self.workspace.get_text_document(uri)
+        version, text = document.version, document.source
+        analysis = await asyncio.get_running_loop().run_in_executor(None, analyze, path_of(uri), text)
+        if self.workspace.get_text_document(uri).version != version:
+            return  # changed meanwhile: the check of the newer text publishes
+        self.analyses[uri] = (version, analysis)
+        self.publish(uri, analysis)
 
 
 def _diagnostic(d: Diagnostic, analysis: Analysis) -> lsp.Diagnostic:
