@@ -68,3 +68,15 @@ def test_a_file_of_blocks_is_checked_without_a_model():
     assert analysis.diagnostics == []  # no "defines no model"
     assert hover_at(analysis, "attention(n").startswith("```\nattention(")  # the catalogue entry
     assert [s.name for s in analysis.symbols()] == ["feed_forward", "transformer_block"]
+
+
+def test_a_repeated_block_is_shown_once_with_its_count():
+    path = ROOT / "models" / "transformer_lm.dl"
+    text = path.read_text(encoding="utf-8")
+    analysis = analyze(str(path), text)
+    shown = hover_at(analysis, "transformer_block(")
+    assert shown.startswith("`transformer_block`: `f32[B, 64, 128]` → `f32[B, 64, 128]` (2 calls)\n")
+    assert "- ... and 5 more\n- 198,144 parameters each" in shown
+    # two layer norms, attention (the key without bias), the feed-forward network
+    assert 2 * 128 * 2 + (4 * 128 * 128 + 3 * 128) + (128 * 512 + 512 + 512 * 128 + 128) == 198_144
+    assert hover_at(analysis, "logits = h") == "`logits`: `f32[B, 64, 256]`"

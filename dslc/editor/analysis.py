@@ -239,36 +239,48 @@ def _value_hover(span: Span, values: list) -> str:
     return head + "one of, by call:\n" + "\n".join(f"- {s}" for s in shown)
 
 
+MAX_PARAMS_SHOWN = 10
+
+
 def _call_hover(calls: list[CallRecord], analysis: Analysis) -> str:
+    """Each distinct lowering of the call: its input and result types and the parameters it made; calls
+    alike but for their layers' names (a `repeat`, a block used twice) are shown once, counted."""
     func = calls[0].func
     lines = []
-    for call in _unique_calls(calls):
+    for group in _groups(calls):
+        call = group[0]
         result = _shown(call.result)
+        times = f" ({len(group)} calls)" if len(group) > 1 else ""
         if isinstance(call.first, Node) and isinstance(call.result, Node):
-            lines.append(f"`{func}`: `{call.first.type}` → `{call.result.type}`")
+            lines.append(f"`{func}`: `{call.first.type}` → `{call.result.type}`{times}")
         elif result:
-            lines.append(f"`{func}` → {result}")
+            lines.append(f"`{func}` → {result}{times}")
         if call.params:
-            total = sum(math.prod(int(d) for d in p.type.shape) for p in call.params)
-            for p in call.params:
-                count = math.prod(int(d) for d in p.type.shape)
-                lines.append(f"- `{p.name}`: `{p.type}` ({count:,})")
-            lines.append(f"- {total:,} parameters")
+            for p in call.params[:MAX_PARAMS_SHOWN]:
+                lines.append(f"- `{p.name}`: `{p.type}` ({_count(p):,})")
+            if len(call.params) > MAX_PARAMS_SHOWN:
+                lines.append(f"- ... and {len(call.params) - MAX_PARAMS_SHOWN} more")
+            each = " each" if len(group) > 1 else ""
+            lines.append(f"- {sum(_count(p) for p in call.params):,} parameters{each}")
     entry = catalogue_entry(func, analysis.blocks)
     if entry:
         lines += ["", "---", entry]
     return "\n".join(lines)
 
 
-def _unique_calls(calls: list[CallRecord]) -> list[CallRecord]:
-    seen, out = set(), []
+def _count(param: Node) -> int:
+    return math.prod(int(d) for d in param.type.shape)
+
+
+def _groups(calls: list[CallRecord]) -> list[list[CallRecord]]:
+    """The calls grouped by their types (the parameters' names apart), each lowering of the same call
+    (inference, training) once."""
+    groups: dict[tuple, dict[tuple, CallRecord]] = {}
     for call in calls:
-        key = (str(getattr(call.first, "type", "")), str(getattr(call.result, "type", call.result)),
-               tuple((p.name, str(p.type)) for p in call.params))
-        if key not in seen:
-            seen.add(key)
-            out.append(call)
-    return out
+        shapes = (str(getattr(call.first, "type", "")), str(getattr(call.result, "type", call.result)),
+                  tuple(str(p.type) for p in call.params))
+        groups.setdefault(shapes, {}).setdefault(tuple(p.name for p in call.params), call)
+    return [list(group.values()) for group in groups.values()]
 
 
 def catalogue_entry(name: str, blocks: dict[str, ast.Block] | None = None) -> str:
