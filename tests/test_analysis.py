@@ -41,6 +41,7 @@ def test_a_block_called_with_two_shapes_shows_both(tmp_path):
     assert hover_at(analysis, "sgd") == ("`sgd`: optimizer `sgd(lr = 0.01, momentum = 0.9, nesterov = false, "
                                          "weight_decay = 0.0, decay = 0.0)`")
     assert hover_at(analysis, "lr, momentum").startswith("`lr`: `0.01`")
+    assert hover_at(analysis, "lr = 0.01") == "`lr`: `0.01` (known when the model is built)"
 
 
 def test_definitions_and_symbols(tmp_path):

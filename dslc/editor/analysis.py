@@ -67,6 +67,11 @@ class RecordingLowering(Lowering):
         super().define(env, defined, name, value, span)
         self.records.add(self.records.values, span, value)
 
+    def hyper_param(self, p, env):
+        value = super().hyper_param(p, env)
+        self.records.add(self.records.values, p.span.source.span(p.span.start, p.span.start + len(p.name)), value)
+        return value
+
     def declare_input(self, stmt, env):
         node = super().declare_input(stmt, env)
         self.records.add(self.records.values, stmt.name_span, node)
