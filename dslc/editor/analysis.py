@@ -69,7 +69,7 @@ class RecordingLowering(Lowering):
 
     def hyper_param(self, p, env):
         value = super().hyper_param(p, env)
-        self.records.add(self.records.values, p.span.source.span(p.span.start, p.span.start + len(p.name)), value)
+        self.records.add(self.records.values, param_name_span(p), value)
         return value
 
     def declare_input(self, stmt, env):
@@ -180,11 +180,15 @@ class Analysis:
         out = []
         for definition in sorted(self.module.blocks + self.module.models, key=lambda d: d.span.start):
             kind = "model" if isinstance(definition, ast.Model) else "block"
-            children = [Symbol(p.name, "parameter", p.span, p.span.source.span(p.span.start, p.span.start + len(p.name)))
-                        for p in definition.params]
+            children = [Symbol(p.name, "parameter", p.span, param_name_span(p)) for p in definition.params]
             children += _statement_symbols(definition.body)
             out.append(Symbol(definition.name, kind, definition.span, definition.name_span, children))
         return out
+
+
+def param_name_span(p: ast.Param) -> Span:
+    """The name of a model's or block's parameter (its span covers `name = default`)."""
+    return p.span.source.span(p.span.start, p.span.start + len(p.name))
 
 
 def _statement_symbols(body) -> list[Symbol]:
