@@ -264,6 +264,10 @@ def test_an_imported_block_and_a_syntax_error(client):
                                                         "position": {"line": 4, "character": 22}})
     assert target["uri"] == (client.folder / "lib.dl").as_uri() and target["range"]["start"] == {"line": 0,
                                                                                                   "character": 6}
+    imported = client.request("textDocument/definition", {"textDocument": {"uri": uri},
+                                                          "position": {"line": 0, "character": 10}})  # "lib.dl"
+    assert imported["uri"] == (client.folder / "lib.dl").as_uri() and imported["range"]["start"] == {"line": 0,
+                                                                                                    "character": 0}
     client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
                                              "contentChanges": [{"text": text.replace("twice(3)", "twice(3")}]})
     (d,) = diagnostics_of(client, uri)["diagnostics"]
