@@ -157,6 +157,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
                              "and optimizer state to the directory -o, so another runtime continues the run")
     p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx|DIR")
+
+    p = verbs.add_parser("fmt", help="rewrite .dl files in the canonical layout",
+                         description="rewrite .dl files in the canonical layout (comments are kept)")
+    p.add_argument("files", metavar="FILE", nargs="+", help=".dl files, or folders to format every .dl file in")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; print the diff of each file not formatted and exit 1 if there is one")
+    verbs.add_parser("lsp", help="run the language server on stdin and stdout (needs `pip install 'dslc[lsp]'`)")
     return parser, verbs.choices
 
 
@@ -184,6 +191,8 @@ def _say(message: str) -> None:
 
 
 def _run(args) -> int:
+    if args.verb in ("fmt", "lsp"):
+        return _fmt(args) if args.verb == "fmt" else _lsp()
     program = _compile(args)
     if program.warnings:  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
@@ -221,6 +230,45 @@ def _run(args) -> int:
     elif args.verb == "export":
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")
+    return EXIT_OK
+
+
+def _fmt(args) -> int:
+    from dslc.editor.fmt import diff, dl_files, format_source
+    from dslc.frontend.parser import read_source
+    from dslc.fsutil import atomic_write_text
+
+    errors, changed = [], []
+    for path in dl_files(args.files):
+        try:
+            source = read_source(path)
+            formatted = format_source(source)
+        except DslcError as e:
+            errors.extend(e.diagnostics)
+            continue
+        if formatted != path.read_text(encoding="utf-8"):
+            changed.append(path)
+            if args.check:
+                sys.stdout.write(diff(str(path), source.text, formatted))
+            else:
+                atomic_write_text(path, formatted)
+    if errors:
+        raise DslcError(errors)
+    if args.check and changed:
+        _say(f"{len(changed)} file{'s' * (len(changed) != 1)} not formatted: run `dslc fmt` on "
+             + " ".join(str(p) for p in changed))
+        return EXIT_MODEL
+    if changed:
+        _say("formatted " + ", ".join(str(p) for p in changed))
+    return EXIT_OK
+
+
+def _lsp() -> int:
+    try:
+        from dslc.editor.lsp import serve
+    except ImportError as e:
+        raise DataError(f"`dslc lsp` needs the `lsp` extra ({e})", hint="pip install 'dslc[lsp]'") from None
+    serve()
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ from dslc.diagnostics import Diagnostic, DslcError, UnknownDimension, error
 from dslc.emit import manifest as mf
 from dslc.emit.onnx import OPSET, check, emit_graph, emit_init_graph, serialize
 from dslc.frontend import ast
-from dslc.frontend.parser import parse_file
+from dslc.frontend.parser import parse, parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
 from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
@@ -16,13 +16,15 @@ from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
 from dslc.program import Program
+from dslc.source import SourceFile
 
 DTYPES = ("float32", "float64")
 
 
-def load_module(path: str | Path) -> tuple[ast.Module, dict[str, ast.Block]]:
-    """Parse a file and, transitively, its imports; returns the module and every block it can use."""
-    root = parse_file(path)
+def load_module(path: str | Path, text: str | None = None) -> tuple[ast.Module, dict[str, ast.Block]]:
+    """Parse a file (or `text`, as the file at `path`: an editor's unsaved buffer) and, transitively,
+    its imports; returns the module and every block it can use."""
+    root = parse_file(path) if text is None else parse(SourceFile.from_text(str(path), text))
     modules: list[ast.Module] = []  # each after the files it imports: the order its definitions are read in
     seen = {Path(root.source.path).resolve()}
     stack = [(root, iter(root.imports))]
@@ -93,8 +95,10 @@ def pick_model(module: ast.Module) -> ast.Model:
 
 
 def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype: str = "float32", seed: int = 0,
-                 print_ir_after: str | None = None, dims: dict[str, int] | None = None) -> Program:
-    """Compile a `.dl` file. Raises `DslcError` (the user's model is wrong) or `OSError` (no file).
+                 print_ir_after: str | None = None, dims: dict[str, int] | None = None,
+                 text: str | None = None) -> Program:
+    """Compile a `.dl` file (`text`: its contents, if not those on disk). Raises `DslcError` (the user's
+    model is wrong) or `OSError` (no file).
 
     `dims` pins symbolic dimensions to sizes in every graph (`{"B": 64}`: static shapes for runtimes
     and accelerators that need them); a name the model does not declare raises `UnknownDimension`."""
@@ -102,7 +106,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise ValueError(f"dtype must be one of {DTYPES}")
     if print_ir_after is not None and print_ir_after not in PASS_NAMES:
         raise ValueError(f"no pass `{print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
-    module, blocks = load_module(path)
+    module, blocks = load_module(path, text)
     model = pick_model(module)
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []

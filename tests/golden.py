@@ -27,3 +27,22 @@ def assert_golden(path: Path, actual: str, bless: bool) -> None:
         raise AssertionError(f"{relative(path)} does not exist; run `pytest --bless` to create it")
     expected = path.read_text(encoding="utf-8")
     assert actual == expected, f"{relative(path)} differs (run `pytest --bless` to accept the new output)"
+
+
+def parsing_dl_files() -> list[Path]:
+    """Every `.dl` file of the repository that parses: the models, examples and most test fixtures
+    (not the syntax-error cases, nor the one that is not UTF-8)."""
+    from dslc.diagnostics import DslcError
+    from dslc.frontend.parser import parse
+    from dslc.source import NotUtf8, SourceFile
+
+    files = []
+    for path in sorted(ROOT.rglob("*.dl")):
+        if ".venv" in path.parts:
+            continue
+        try:
+            parse(SourceFile.read(path))
+        except (DslcError, NotUtf8):
+            continue
+        files.append(path)
+    return files

@@ -3,6 +3,8 @@
 - `lark` is imported only under `dslc/frontend/`;
 - `onnx` (and `onnx.*`) only under `dslc/emit/`;
 - `onnxruntime` only under `dslc/runtime/`;
+- `pygls` and `lsprotocol` only in `dslc/editor/lsp.py`, `pygments` only in `dslc/editor/highlight.py`
+  (optional dependencies), and `dslc.editor` only by itself and the CLI: the compiler knows no editor;
 - only `dslc/cli.py` prints or exits: no bare `print(...)`, `sys.exit`, `exit()`/`quit()` or `os._exit`
   elsewhere (`dslc/runtime/progress.py` writes through a rich `Console` it is given or creates; that is
   an attribute call, `console.print(...)`, and is allowed).
@@ -23,6 +25,9 @@ IMPORT_HOMES = {
     "lark": "dslc/frontend/",
     "onnx": "dslc/emit/",
     "onnxruntime": "dslc/runtime/",
+    "pygls": "dslc/editor/lsp.py",
+    "lsprotocol": "dslc/editor/lsp.py",
+    "pygments": "dslc/editor/highlight.py",
 }
 PRINTS_AND_EXITS = ("dslc/cli.py", "dslc/__main__.py")
 
@@ -87,6 +92,20 @@ def test_heavy_dependency_has_one_home(module):
             if name == module:
                 violations.append(f"{rel}:{line}: imports `{module}` (allowed only under `{home}`)")
     assert not violations, f"`{module}` imported outside `{home}`:\n  " + "\n  ".join(violations)
+
+
+def test_only_the_cli_uses_the_editor_package():
+    violations = []
+    for path in sources():
+        rel = relative(path)
+        if rel.startswith("dslc/editor/") or rel == "dslc/cli.py":
+            continue
+        for node in ast.walk(parse(path)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "dslc.editor" or n.startswith("dslc.editor.") for n in names):
+                violations.append(f"{rel}:{node.lineno}: imports `dslc.editor`")
+    assert not violations, "\n  ".join(violations)
 
 
 def test_only_the_cli_prints_or_exits():

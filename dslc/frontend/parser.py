@@ -48,14 +48,18 @@ def parse(source: SourceFile) -> ast.Module:
 
 def parse_file(path: str | Path) -> ast.Module:
     """Read and parse a file; the path is shown in diagnostics as given."""
+    return parse(read_source(path))
+
+
+def read_source(path: str | Path) -> SourceFile:
+    """Read a `.dl` file; raises `DslcError` at the first byte that is not UTF-8."""
     try:
-        source = SourceFile.read(path)
+        return SourceFile.read(path)
     except NotUtf8 as e:
         span = e.source.span(e.offset, e.offset + 1)
         raise DslcError(Diagnostic("the file is not UTF-8 text", span, f"this byte (0x{e.byte:02x}) is not UTF-8",
                                    "model files are UTF-8 text: save it as UTF-8, or check that "
                                    "this is the file you meant")) from None
-    return parse(source)
 
 
 @functools.cache

@@ -1,0 +1,283 @@
+"""`dslc fmt`: the canonical layout, idempotent, comments kept, and the same program.
+
+- every `.dl` of models/ and examples/ is formatted (CI also runs `dslc fmt --check models examples`);
+- formatting is idempotent on every `.dl` in the repository that parses, and on a fuzzed corpus made
+  from the bundled models (random spaces, blank lines and line breaks where the layout allows them);
+- the fuzzed layouts of a model all format to the same code (the layout is canonical), and the
+  graphs built from the formatted file are byte-identical to those of the original;
+- the layout rules, case by case; the command line's exit codes and diff.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dslc import cli
+from dslc.compiler import compile_file
+from dslc.diagnostics import DslcError
+from dslc.editor.fmt import WIDTH, format_source, format_text
+from dslc.frontend.tokens import parsed_stream, tokens
+from dslc.source import SourceFile
+from golden import parsing_dl_files
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = sorted((ROOT / "models").rglob("*.dl")) + sorted((ROOT / "examples").rglob("*.dl")) + \
+    sorted((ROOT / "tests" / "models").glob("*.dl"))
+MODELS = [p for p in BUNDLED if "model " in p.read_text(encoding="utf-8") and p.name != "bad.dl"]  # bad.dl: an error
+
+
+
+
+def fuzz(text: str, seed: int, newlines: bool = True) -> str:
+    """`text` laid out differently where that cannot change its meaning: more spaces between tokens and
+    indentation, and with `newlines`, blank lines and line breaks before `|>` and after `(` and `,`
+    (the formatter keeps the author's line breaks and single blank lines)."""
+    rng = random.Random(seed)
+    source = SourceFile.from_text("fuzz.dl", text)
+    out, depth = [], 0
+    for tok in tokens(source):
+        if tok.kind == "WS":
+            out.append(" " * rng.randint(1, 4))
+            continue
+        if tok.kind == "_NL" and tok.text == "\n":
+            out.append("\n" * (rng.choice([1, 1, 1, 2, 3]) if newlines else 1) + " " * rng.randint(0, 9))
+            continue
+        if tok.kind == "PIPE" and newlines and rng.random() < 0.3:
+            out.append("\n" + " " * rng.randint(0, 12))
+        out.append(" " * rng.choice([0, 0, 1, 2]) if tok.kind != "COMMENT" else " ")
+        out.append(tok.text)
+        depth += tok.kind in ("LPAR", "LSQB") or -(tok.kind in ("RPAR", "RSQB"))
+        if depth > 0 and tok.kind in ("LPAR", "COMMA") and newlines and rng.random() < 0.2:
+            out.append("\n" + " " * rng.randint(0, 12))
+    return "".join(out)
+
+
+def without_comments(text: str) -> list[str]:
+    """The lines of `text` with their comments cut off (trailing comments align by where they were written)."""
+    source = SourceFile.from_text("x.dl", text)
+    cut = list(text)
+    for tok in tokens(source):
+        if tok.kind == "COMMENT":
+            cut[tok.start:tok.end] = [""] * (tok.end - tok.start)
+    return [line.rstrip() for line in "".join(cut).splitlines()]
+
+
+def comments(text: str) -> list[str]:
+    return [t.text for t in tokens(SourceFile.from_text("x.dl", text)) if t.kind == "COMMENT"]
+
+
+# ---- the repository ----------------------------------------------------------------------------
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_bundled_files_are_formatted(path):
+    text = path.read_text(encoding="utf-8")
+    assert format_text(text, str(path)) == text, f"run `dslc fmt {path.relative_to(ROOT)}`"
+
+
+def test_every_parsing_file_formats_idempotently():
+    checked = 0
+    for path in parsing_dl_files():
+        once = format_source(SourceFile.read(path))
+        assert format_text(once, str(path)) == once, path
+        assert comments(once) == comments(path.read_text(encoding="utf-8")), path
+        checked += 1
+    assert checked > 100  # the models, examples, and most diagnostic fixtures
+
+
+# ---- the fuzzed corpus -------------------------------------------------------------------------
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_fuzzed_layouts_format_to_one_layout(path):
+    text = path.read_text(encoding="utf-8")
+    for seed in range(10):
+        messy = fuzz(text, seed, newlines=False)
+        assert messy != text
+        formatted = format_text(messy)
+        assert without_comments(formatted) == without_comments(text), seed
+        assert comments(formatted) == comments(text)
+        assert format_text(formatted) == formatted, seed
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_fuzzed_line_breaks_format_idempotently(path):
+    text = path.read_text(encoding="utf-8")
+    for seed in range(10):
+        messy = fuzz(text, seed)
+        formatted = format_text(messy)
+        assert format_text(formatted) == formatted, seed
+        assert parsed_stream(SourceFile.from_text("a", formatted)) == parsed_stream(SourceFile.from_text("b", text))
+        assert comments(formatted) == comments(text)
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_formatting_keeps_the_graphs_byte_identical(path, tmp_path, monkeypatch):
+    """A fuzzed layout of the model, formatted, builds the same ONNX bytes and manifest as the original."""
+    monkeypatch.chdir(ROOT)
+    original = compile_file(path.relative_to(ROOT))
+    copy = tmp_path / path.relative_to(ROOT)
+    shutil.copytree(path.parent, copy.parent)  # with the files it imports
+    copy.write_text(format_text(fuzz(path.read_text(encoding="utf-8"), seed=7)), encoding="utf-8")
+    assert copy.read_text(encoding="utf-8") != fuzz(path.read_text(encoding="utf-8"), seed=7)
+    monkeypatch.chdir(tmp_path)
+    formatted = compile_file(path.relative_to(ROOT))
+    assert formatted.graphs == original.graphs
+    assert formatted.manifest == original.manifest
+
+
+# ---- the rules ---------------------------------------------------------------------------------
+MESSY = """\
+# header
+
+
+import   "blocks.dl"
+block  res( x,width ,rate=0.0 ){
+
+  # leading comment
+  h=x|>dense( width )|>relu  # c1
+  return x+h   # c2
+
+}
+model m(a=1,b = -2) {
+input x:f32[B,4]
+target yy : i64[ B ]
+    z = x[:, 1:3] |> dense(a*2 , init=normal(std=0.01)) |> relu |> dense(10) |> relu |> dense(10) |> relu |> dense(10) |> softmax
+    w = (x[...,::2],)
+    q = -x * -(1 + 2)
+    k = x |> repeat(2) {
+        dense(4)
+        |> relu
+    }
+    v = f(a,
+      b,
+            c)
+    u = g(
+  a, b
+  )
+    output o = z +
+        w
+    loss mse(z,y); metric acc = 1
+        # trailing body comment
+    metric  top=accuracy(z, y)
+}
+# end
+"""
+
+TIDY = """\
+# header
+
+import "blocks.dl"
+block res(x, width, rate = 0.0) {
+    # leading comment
+    h = x |> dense(width) |> relu  # c1
+    return x + h                   # c2
+}
+model m(a = 1, b = -2) {
+    input  x:  f32[B, 4]
+    target yy: i64[B]
+    z = x[:, 1:3]
+        |> dense(a * 2, init = normal(std = 0.01)) |> relu |> dense(10) |> relu |> dense(10) |> relu
+        |> dense(10) |> softmax
+    w = (x[..., ::2],)
+    q = -x * -(1 + 2)
+    k = x |> repeat(2) {
+        dense(4)
+            |> relu
+    }
+    v = f(a,
+          b,
+          c)
+    u = g(
+        a, b
+    )
+    output o = z +
+        w
+    loss      mse(z, y); metric acc = 1
+    # trailing body comment
+    metric    top = accuracy(z, y)
+}
+# end
+"""
+
+
+def test_the_layout_rules():
+    assert format_text(MESSY) == TIDY
+    assert format_text(TIDY) == TIDY
+
+
+def test_a_long_pipeline_is_broken_before_its_stages():
+    stages = " |> ".join(f"dense({n})" for n in range(100, 130))
+    text = f"model m {{\n    input  x: f32[B, 4]\n    output y = x |> {stages}  # why\n}}\n"
+    formatted = format_text(text)
+    lines = formatted.splitlines()
+    assert lines[2] == "    output y = x"
+    assert all(line.startswith("        |> dense(") for line in lines[3:-1])
+    assert all(len(line) <= WIDTH for line in lines[3:-2]) and lines[-2].endswith("  # why")
+    assert max(len(line.split("  #")[0]) for line in lines) <= WIDTH
+    assert " ".join(line.strip() for line in lines[2:-1]).replace("  # why", "") == f"output y = x |> {stages}"
+    assert format_text(formatted) == formatted
+
+
+def test_trailing_comments_line_up_on_consecutive_lines():
+    """At the column of the first, or two spaces after the longest code."""
+    text = "model m {\n    input  x: f32[B, 4]   # a\n    target y: f32[B, 4] # b\n\n    h = x # c\n    k = x\n}\n"
+    assert format_text(text) == ("model m {\n    input  x: f32[B, 4]   # a\n    target y: f32[B, 4]   # b\n\n"
+                                 "    h = x  # c\n    k = x\n}\n")
+
+
+def test_crlf_tabs_and_a_bom_become_the_canonical_text():
+    text = "\ufeffmodel m {\r\n\tinput x: f32[B, 4]  # c\r\n\toutput y = x\r\n}\r\n"
+    assert format_text(text) == "model m {\n    input  x: f32[B, 4]  # c\n    output y = x\n}\n"
+
+
+def test_a_syntax_error_is_reported_not_formatted():
+    with pytest.raises(DslcError) as info:
+        format_text("model m {\n    x = = 1\n}\n", "bad.dl")
+    assert info.value.diagnostics[0].span.line == 2
+
+
+# ---- the command line ----------------------------------------------------------------------------
+def test_fmt_rewrites_and_check_reports(tmp_path, capsys):
+    messy = tmp_path / "m.dl"
+    messy.write_text(MESSY, encoding="utf-8")
+    tidy = tmp_path / "sub" / "t.dl"
+    tidy.parent.mkdir()
+    tidy.write_text(TIDY, encoding="utf-8")
+    assert cli.main(["fmt", "--check", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"--- {messy} (as written)" in out and "+    target yy: i64[B]" in out and str(tidy) not in out
+    assert "1 file not formatted" in err
+    assert messy.read_text(encoding="utf-8") == MESSY  # --check writes nothing
+    assert cli.main(["fmt", str(messy), str(tidy)]) == 0
+    assert messy.read_text(encoding="utf-8") == TIDY
+    assert f"formatted {messy}" in capsys.readouterr().err
+    assert cli.main(["fmt", "--check", str(tmp_path)]) == 0
+
+
+def test_fmt_errors_exit_codes(tmp_path, capsys):
+    bad = tmp_path / "bad.dl"
+    bad.write_text("model m {\n    x = = 1\n}\n", encoding="utf-8")
+    assert cli.main(["fmt", str(bad)]) == 1
+    assert f"{bad}:2:" in capsys.readouterr().err
+    assert bad.read_text(encoding="utf-8") == "model m {\n    x = = 1\n}\n"
+    assert cli.main(["fmt", str(tmp_path / "missing.dl")]) == 3
+    (tmp_path / "latin1.dl").write_bytes("model m { # caf\xe9\n}\n".encode("latin-1"))
+    assert cli.main(["fmt", "--check", str(tmp_path / "latin1.dl")]) == 1
+    assert "error: the file is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_ci_check_passes_on_the_repository():
+    """The line CI runs."""
+    result = subprocess.run([sys.executable, "-m", "dslc", "fmt", "--check", "models", "examples"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lsp_without_its_extra_says_what_to_install():
+    code = "import sys; sys.modules['pygls'] = None; from dslc.cli import main; sys.exit(main(['lsp']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 3, result.stderr
+    assert "`dslc lsp` needs the `lsp` extra" in result.stderr and "pip install 'dslc[lsp]'" in result.stderr

@@ -1,0 +1,275 @@
+"""`dslc lsp` end to end: a small JSON-RPC client starts the server as a process and talks the Language
+Server Protocol with it over stdio, as an editor does.
+
+Set `LSP_TRANSCRIPT=FILE` to write every message of the session (both ways) to FILE as JSON lines.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pygls", reason="the language server needs the `lsp` extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BROKEN = """\
+model m(hidden = 32) {
+    input  image: f32[B, 8, 8]
+    target label: i64[B]
+
+    logits = image |> dense(hidden) |> relu |> dense(10)
+    output probs = softmax(logits)
+}
+"""
+
+GOOD = """\
+model m(hidden = 32) {
+    input  image: f32[B, 64]
+    target label: i64[B]
+
+    logits = image |> dense(hidden) |> relu |> dense(10)
+    output probs = softmax(logits)
+
+    loss      cross_entropy(logits, label)
+    optimizer adam(lr = 0.01)
+}
+"""
+
+
+class Client:
+    """A JSON-RPC 2.0 client over the server's stdin/stdout, with `Content-Length` framing."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]):
+        self.process = subprocess.Popen([sys.executable, "-m", "dslc", "lsp"], cwd=cwd, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+        self.messages: queue.Queue = queue.Queue()
+        self.transcript: list[tuple[str, dict]] = []
+        self.notifications: list[dict] = []
+        self.next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        stream = self.process.stdout
+        while True:
+            headers = {}
+            while True:
+                line = stream.readline()
+                if not line:
+                    return
+                line = line.decode("ascii").strip()
+                if not line:
+                    break
+                key, _, value = line.partition(":")
+                headers[key.lower()] = value.strip()
+            body = json.loads(stream.read(int(headers["content-length"])))
+            self.transcript.append(("server", body))
+            self.messages.put(body)
+
+    def send(self, message: dict) -> None:
+        message = {"jsonrpc": "2.0", **message}
+        self.transcript.append(("client", message))
+        data = json.dumps(message).encode("utf-8")
+        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        self.process.stdin.flush()
+
+    def notify(self, method: str, params: dict) -> None:
+        self.send({"method": method, "params": params})
+
+    def request(self, method: str, params: dict, timeout: float = 60):
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            if message.get("id") == self.next_id and "method" not in message:
+                assert "error" not in message, message
+                return message["result"]
+            self.notifications.append(message)
+
+    def notification(self, method: str, timeout: float = 60) -> dict:
+        """The next notification `method` (one received already, or the next to come)."""
+        for i, message in enumerate(self.notifications):
+            if message.get("method") == method:
+                return self.notifications.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            if message.get("method") == method:
+                return message
+            self.notifications.append(message)
+
+    def close(self) -> None:
+        try:
+            self.request("shutdown", None, timeout=10)
+            self.notify("exit", None)
+            self.process.wait(timeout=10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            if os.environ.get("LSP_TRANSCRIPT"):
+                with open(os.environ["LSP_TRANSCRIPT"], "a", encoding="utf-8") as f:
+                    for who, message in self.transcript:
+                        f.write(json.dumps({"from": who, "message": message}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lsp")
+    c = Client(folder, {"DSLC_LSP_DEBOUNCE": "0.3"})
+    result = c.request("initialize", {"processId": os.getpid(), "rootUri": folder.as_uri(), "capabilities": {}})
+    capabilities = result["capabilities"]
+    assert capabilities["hoverProvider"] and capabilities["definitionProvider"]
+    assert capabilities["documentFormattingProvider"] and capabilities["documentSymbolProvider"]
+    assert "(" in capabilities["completionProvider"]["triggerCharacters"]
+    c.notify("initialized", {})
+    c.folder = folder
+    yield c
+    c.close()
+
+
+def open_file(client: Client, name: str, text: str) -> str:
+    path = client.folder / name
+    path.write_text(text, encoding="utf-8")
+    uri = path.as_uri()
+    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "dl", "version": 1,
+                                                            "text": text}})
+    return uri
+
+
+def diagnostics_of(client: Client, uri: str) -> dict:
+    while True:
+        params = client.notification("textDocument/publishDiagnostics")["params"]
+        if params["uri"] == uri:
+            return params
+
+
+def test_an_error_is_published_at_its_range(client):
+    uri = open_file(client, "broken.dl", BROKEN)
+    published = diagnostics_of(client, uri)
+    (d,) = published["diagnostics"]
+    assert d["message"].startswith("`dense` expects a 2-D input, got `f32[B, 8, 8]`")
+    assert "hint: insert `flatten` before `dense`" in d["message"]
+    assert d["severity"] == 1 and d["source"] == "dslc"
+    assert d["range"] == {"start": {"line": 4, "character": 13}, "end": {"line": 4, "character": 18}}  # `image`
+    assert BROKEN.splitlines()[4][13:18] == "image"
+
+
+def test_hover_shows_the_inferred_shapes(client):
+    uri = open_file(client, "good.dl", GOOD)
+    assert diagnostics_of(client, uri)["diagnostics"] == []
+    line = GOOD.splitlines()[4]  # logits = image |> dense(hidden) |> relu |> dense(10)
+    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri},
+                                                  "position": {"line": 4, "character": line.index("dense") + 2}})
+    text = hover["contents"]["value"]
+    assert "`dense`: `f32[B, 64]` → `f32[B, 32]`" in text
+    assert "`dense_0.weight`: `f32[64, 32]` (2,048)" in text and "2,080 parameters" in text
+    assert "dense(x, units" in text  # the catalogue entry
+    assert hover["range"] == {"start": {"line": 4, "character": line.index("dense")},
+                              "end": {"line": 4, "character": line.index("dense") + 5}}
+    value = client.request("textDocument/hover", {"textDocument": {"uri": uri},
+                                                  "position": {"line": 5, "character": GOOD.splitlines()[5].index("logits") + 1}})
+    assert value["contents"]["value"] == "`logits`: `f32[B, 10]`"
+    relu = client.request("textDocument/hover", {"textDocument": {"uri": uri},
+                                                 "position": {"line": 4, "character": line.index("relu")}})
+    assert relu["contents"]["value"].startswith("`relu`: `f32[B, 32]` → `f32[B, 32]`")
+
+
+def test_completion_offers_layers_and_keyword_arguments(client):
+    uri = open_file(client, "complete.dl", GOOD)
+    diagnostics_of(client, uri)
+    line = GOOD.splitlines()[4]
+    result = client.request("textDocument/completion", {"textDocument": {"uri": uri},
+                                                        "position": {"line": 4, "character": line.index("hidden")}})
+    labels = [item["label"] for item in result["items"]]
+    assert "dense" in labels and "conv2d" in labels and "adam" in labels and "he" in labels
+    assert labels[:4] == ["units =", "bias =", "init =", "bias_init ="]  # dense's keywords first
+    outside = client.request("textDocument/completion", {"textDocument": {"uri": uri},
+                                                         "position": {"line": 4, "character": 4}})
+    outside = [i["label"] for i in outside["items"]]
+    assert "dense" in outside and "units =" not in outside
+    assert {"hidden", "image", "label", "logits", "probs"} <= set(outside)  # the model's names
+
+
+def test_definition_symbols_and_formatting(client):
+    uri = open_file(client, "nav.dl", GOOD.replace("    loss      cross", "    loss cross"))
+    diagnostics_of(client, uri)
+    target = client.request("textDocument/definition", {"textDocument": {"uri": uri},
+                                                        "position": {"line": 7, "character": 27}})  # `logits`
+    assert target["uri"] == uri and target["range"]["start"] == {"line": 4, "character": 4}
+    symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+    (model,) = symbols
+    assert model["name"] == "m" and [c["name"] for c in model["children"]] == ["hidden", "image", "label", "logits",
+                                                                               "probs"]
+    edits = client.request("textDocument/formatting", {"textDocument": {"uri": uri},
+                                                       "options": {"tabSize": 4, "insertSpaces": True}})
+    assert [e["newText"] for e in edits] == [GOOD]
+
+
+def test_notes_become_related_locations(client):
+    text = GOOD.replace("    output probs", "    logits = image |> dense(10)\n    output probs")
+    uri = open_file(client, "twice.dl", text)
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"] == "`logits` is defined twice (defined again here)\nhint: give the new value another name"
+    assert d["range"]["start"] == {"line": 5, "character": 4}
+    (note,) = d["relatedInformation"]
+    assert note["message"] == "first defined here"
+    assert note["location"] == {"uri": uri, "range": {"start": {"line": 4, "character": 4},
+                                                      "end": {"line": 4, "character": 10}}}
+
+
+def test_a_warning_is_published_as_a_warning(client):
+    text = GOOD.replace("output probs = softmax(logits)", "output p = logits |> sigmoid") \
+        .replace("target label: i64[B]", "target label: f32[B, 10]") \
+        .replace("cross_entropy(logits, label)", "binary_cross_entropy(p, label)")
+    uri = open_file(client, "warn.dl", text)
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["severity"] == 2 and d["message"].startswith("`binary_cross_entropy` applies the sigmoid itself")
+    assert d["relatedInformation"][0]["message"] == "the `sigmoid` is here"
+
+
+def test_changes_are_checked_once_after_a_burst(client):
+    uri = open_file(client, "burst.dl", GOOD)
+    diagnostics_of(client, uri)
+    for version, text in enumerate([GOOD.replace("64", "8, 8"), GOOD.replace("dense(10)", "dense(1"), BROKEN], 2):
+        client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version},
+                                                 "contentChanges": [{"text": text}]})
+    published = diagnostics_of(client, uri)
+    assert published["version"] == 4  # only the last text was checked
+    assert published["diagnostics"][0]["range"]["start"] == {"line": 4, "character": 13}
+    time.sleep(0.6)  # no other publication follows
+    client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}})
+    assert not [n for n in client.notifications if n.get("method") == "textDocument/publishDiagnostics"]
+
+
+def test_an_imported_block_and_a_syntax_error(client):
+    (client.folder / "lib.dl").write_text("block twice(x, width) {\n    return x |> dense(width) |> dense(width)\n}\n",
+                                          encoding="utf-8")
+    text = 'import "lib.dl"\n\nmodel u {\n    input  x: f32[B, 4]\n    output y = x |> twice(3)\n}\n'
+    uri = open_file(client, "user.dl", text)
+    assert diagnostics_of(client, uri)["diagnostics"] == []
+    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri},
+                                                  "position": {"line": 4, "character": 22}})
+    assert "`twice`: `f32[B, 4]` → `f32[B, 3]`" in hover["contents"]["value"]
+    assert "27 parameters" in hover["contents"]["value"]  # 4·3 + 3 + 3·3 + 3
+    target = client.request("textDocument/definition", {"textDocument": {"uri": uri},
+                                                        "position": {"line": 4, "character": 22}})
+    assert target["uri"] == (client.folder / "lib.dl").as_uri() and target["range"]["start"] == {"line": 0,
+                                                                                                  "character": 6}
+    imported = client.request("textDocument/definition", {"textDocument": {"uri": uri},
+                                                          "position": {"line": 0, "character": 10}})  # "lib.dl"
+    assert imported["uri"] == (client.folder / "lib.dl").as_uri() and imported["range"]["start"] == {"line": 0,
+                                                                                                    "character": 0}
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                             "contentChanges": [{"text": text.replace("twice(3)", "twice(3")}]})
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"] == "unexpected `}` (expected `,` or `)`)"
+    assert d["range"] == {"start": {"line": 5, "character": 0}, "end": {"line": 5, "character": 1}}
