@@ -231,6 +231,8 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         train_key, eval_key = graph_keys(objective_name)
         optimizers[objective_name] = {"kind": train.optimizer.kind,
                                       "settings": {**_defaults(train.optimizer), **train.optimizer.settings}}
+        if train.optimizer.schedule:
+            optimizers[objective_name]["schedule"] = [part.as_json() for part in train.optimizer.schedule]
         entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, ranges, NEXT_SUFFIX,
                                             objective_name, optimizers[objective_name])
         entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges)

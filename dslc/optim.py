@@ -4,7 +4,11 @@ Every optimizer takes a learning rate `lr` (a hyper-input of the training graph,
 schedule it), `weight_decay` and Keras-style learning-rate `decay`:
 
     t = step + 1                               # `opt.step` counts the steps taken
-    lr_t = lr / (1 + decay * step)
+    lr_t = lr / (1 + decay * step)            # or the `schedule`'s rate (dslc/schedules.py)
+    if clip_value: grads = [clip(g, -clip_value, clip_value) for g in grads]
+    if clip_norm:                              # torch.nn.utils.clip_grad_norm_
+        norm = sqrt(sum((g ** 2).sum() for g in grads))
+        grads = [g * min(clip_norm / (norm + 1e-6), 1) for g in grads]
     for p, g in zip(params, grads):
         if weight_decay and kind != "adamw":  g = g + weight_decay * p
         sgd:      v = momentum * v + g;  d = g + momentum * v if nesterov else v (d = g without momentum)
@@ -26,6 +30,7 @@ import numpy as np
 
 from dslc.ir.graph import Builder, Node
 from dslc.ir.types import TensorType, numpy_dtype
+from dslc.schedules import Schedule, scheduled_rate
 from dslc.source import Span
 
 # name -> (defaults of its settings, state slots per parameter)
@@ -38,6 +43,10 @@ OPTIMIZERS: dict[str, tuple[dict[str, float | bool], tuple[str, ...]]] = {
     "adamw": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "decay": 0.0}, ("m", "v")),
 }
 STEP = "step"
+# settings every optimizer has: gradient clipping by value and by global norm (0: off)
+CLIPPING = {"clip_norm": 0.0, "clip_value": 0.0}
+for _defaults, _slots in OPTIMIZERS.values():
+    _defaults.update(CLIPPING)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class OptimizerSpec:
     kind: str
     settings: dict = field(default_factory=dict)
     span: Span | None = None
+    schedule: tuple[Schedule, ...] = ()
 
     def setting(self, key):
         return self.settings.get(key, OPTIMIZERS[self.kind][0][key])
@@ -76,6 +86,22 @@ def state_inputs(b: Builder, spec: OptimizerSpec, params: list[Node], prefix: st
     return states
 
 
+def clipped(b: Builder, spec: OptimizerSpec, grads: list[Node]) -> list[Node]:
+    """The gradients clipped element-wise to ±clip_value, or scaled by min(1, clip_norm / (‖g‖ + 1e-6))
+    with ‖g‖ the norm of all of them together (PyTorch's `clip_grad_value_` / `clip_grad_norm_`)."""
+    clip_value, clip_norm = spec.setting("clip_value"), spec.setting("clip_norm")
+    if clip_value:
+        return [b.clip(g, low=-float(clip_value), high=float(clip_value)) for g in grads]
+    if not clip_norm:
+        return grads
+    total = b.reduce_sum(b.mul(grads[0], grads[0]), axes=None)
+    for g in grads[1:]:
+        total = b.add(total, b.reduce_sum(b.mul(g, g), axes=None))
+    c = lambda v: b.scalar_like(v, total)  # noqa: E731
+    scale = b.clip(b.div(c(clip_norm), b.add(b.sqrt(total), c(1e-6))), low=None, high=1.0)
+    return [b.mul(g, scale) for g in grads]
+
+
 def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: list[Node], lr: Node,
                   states: list[Node]) -> tuple[list[Node], list[Node]]:
     """Next values of `params` and of `states` (same order as `state_inputs`)."""
@@ -85,7 +111,11 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
     c = lambda v: b.const(v, dtype)  # noqa: E731
     step_f = b.cast(step, to=dtype)
     decay = spec.setting("decay")
-    lr_t = b.div(lr, b.add(c(1.0), b.mul(c(decay), step_f))) if decay else lr
+    if spec.schedule:
+        lr_t = scheduled_rate(b, spec.schedule, lr, step, dtype)
+    else:
+        lr_t = b.div(lr, b.add(c(1.0), b.mul(c(decay), step_f))) if decay else lr
+    grads = clipped(b, spec, grads)
     wd = spec.setting("weight_decay")
     kind = spec.kind
 
