@@ -38,6 +38,8 @@ class LoweredModel:
     loss: Node | None = None
     loss_span: Span | None = None
     metrics: list[tuple[str, Node]] = field(default_factory=list)
+    metric_aggregates: dict[int, dict] = field(default_factory=dict)  # node id -> `Context.note_metric`
+    metric_reduce: dict[str, dict] = field(default_factory=dict)  # metric name -> its manifest entry's keys
     optimizer: OptimizerSpec | None = None
     params: list[Node] = field(default_factory=list)  # trainable (role "param", or "frozen" when this
     # objective does not update them)
@@ -374,7 +376,10 @@ class Lowering(ExpressionLowering, CallLowering):
                     else "a target" if clash.role == "target" else "an input"
                 raise error(f"metric `{name}` has the same name as {what}", stmt.span,
                             hint="name it: `metric other = ...`")
-            self.result.metrics.append((name, self.scalar(self.eval(stmt.value, env), stmt.value.span, "a metric")))
+            value = self.eval(stmt.value, env)
+            aggregate = self.result.metric_aggregates.get(value.id) if isinstance(value, Node) else None
+            self.result.metrics.append((name, value if aggregate else self.scalar(value, stmt.value.span, "a metric")))
+            self.result.metric_reduce[name] = aggregate or {"reduce": "mean"}
 
     def function_named(self, text: str, default: str) -> str:
         """The built-in function `text` names (also in another case), or `default`."""

@@ -103,6 +103,13 @@ class Context:
         if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
             self._l.result.target_classes[value.name] = classes
 
+    def note_metric(self, value: Node, /, **aggregate) -> Node:
+        """Record how a driver aggregates metric `value` over batches (`reduce = "sum"`: add the batch
+        values, then compute `value` from the sum); returns `value`. Scalar metrics without a note are
+        batch means."""
+        self._l.result.metric_aggregates[value.id] = aggregate
+        return value
+
     def note_range(self, value: Node, lo: float, hi: float) -> None:
         """Record that input or target `value` holds values in [lo, hi] (probabilities), so that the
         data loader rejects values outside it with a clear message."""
