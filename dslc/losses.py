@@ -52,10 +52,23 @@ def mse(ctx, prediction: Tensor, target: Tensor):
 
 
 @builtin("loss")
-def cross_entropy(ctx, logits: Tensor, target: Tensor):
+def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 0.0):
     """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over examples.
     `target` is either integer class labels (the logits' shape without the class axis) or
-    probabilities / one-hot rows (the logits' shape)."""
+    probabilities / one-hot rows (the logits' shape). `label_smoothing = ε` mixes the target with the
+    uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's `label_smoothing`."""
+    if not 0 <= label_smoothing <= 1:
+        ctx.fail(f"`label_smoothing` must be in [0, 1], got {label_smoothing}", arg="label_smoothing")
+    loss = _cross_entropy(ctx, logits, target)
+    if not label_smoothing:
+        return loss
+    # (1-ε)·CE(target) + ε·CE(uniform): the cross-entropy is linear in the target
+    uniform = ctx.b.reduce_mean(ctx.b.neg(ctx.b.reduce_mean(ctx.b.log_softmax(logits, axis=-1), axes=(-1,))))
+    return ctx.b.add(ctx.b.mul(loss, ctx.b.scalar_like(1.0 - label_smoothing, loss)),
+                     ctx.b.mul(uniform, ctx.b.scalar_like(label_smoothing, uniform)))
+
+
+def _cross_entropy(ctx, logits: Tensor, target: Tensor):
     _warn_squashed(ctx, logits, "logits", "softmax",
                    f"`cross_entropy` applies the softmax itself, but {_shown(ctx, 'logits', 'its input')} is already a "
                    "softmax output", hint="pass the logits (the value before `softmax`)")
