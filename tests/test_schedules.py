@@ -4,7 +4,10 @@
   graph: the bias moves by -lr_t), against `torch.optim.lr_scheduler` (StepLR, ExponentialLR,
   CosineAnnealingLR, LinearLR, SequentialLR) to 1e-12 relative; the base rate stays the `lr` input.
 - An MLP trained 30 steps with Adam under a warm-up then cosine schedule, and with clipping by global
-  norm and by value, against torch (`clip_grad_norm_`, `clip_grad_value_`), as in test_torch_parity.
+  norm and by value, against torch (`clip_grad_norm_`, `clip_grad_value_`), as in test_torch_parity;
+  `dslc bench`'s PyTorch twin clips the same way.
+- The ONNX reference evaluator runs schedules, clipping, nadam, label smoothing and the count metrics
+  as ONNX Runtime does (standard ops only).
 """
 from __future__ import annotations
 
@@ -200,3 +203,51 @@ def test_clip_norm_scale_is_exact(workdir):
     assert norm > 0.01
     for k in start:
         np.testing.assert_allclose(start[k] - clip.params[k], grads[k] * 0.01 / (norm + 1e-6), rtol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["nadam(lr = 0.01, clip_norm = 0.3)", "sgd(lr = 0.5, clip_value = 0.01)"])
+def test_bench_twin_clips_and_updates_like_the_graph(optimizer, workdir):
+    """`dslc bench --compare torch`'s twin clips as the graph does and knows `nadam`: three steps agree."""
+    from dslc.twin import TorchTwin
+
+    program = compile_text(workdir, MLP.format(optimizer=optimizer), name="twin.dl")
+    lowered = program.extras["lowered"]
+    twin = TorchTwin(torch, lowered["train"], lowered["infer"], lowered["train"].notes["optimizer"])
+    driver = TrainDriver(program)
+    for step, (x, label) in enumerate(batches(seed=5, steps=3)):
+        batch = {"x": x, "label": label}
+        np.testing.assert_allclose(twin.loss_and_step(batch), driver.step(batch)["loss"], rtol=1e-5,
+                                   err_msg=f"step {step}")
+
+
+def test_bench_twin_has_no_lion(workdir):
+    from dslc.twin import MissingTwin, make_optimizer
+
+    program = compile_text(workdir, MLP.format(optimizer="lion()"), name="lion.dl")
+    with pytest.raises(MissingTwin, match="no `lion` optimizer"):
+        make_optimizer(torch, program.extras["lowered"]["train"].notes["optimizer"], [])
+
+
+def test_reference_evaluator_runs_the_new_graph_parts(workdir):
+    """Schedules, clipping, nadam, label smoothing and the count metrics are standard ONNX: the ONNX
+    reference evaluator computes the same three steps as ONNX Runtime."""
+    program = compile_text(workdir, """
+    model portable {
+        input  x: f32[B, 6]
+        target label: i64[B]
+        logits = x |> dense(8) |> relu |> dense(3)
+        output logits
+        loss      cross_entropy(logits, label, label_smoothing = 0.1)
+        optimizer nadam(lr = 0.01, clip_norm = 0.5, schedule = linear_warmup(2) then cosine(10, min_lr = 0.001))
+        metric    f1(logits, label, average = "weighted")
+        metric    cm = confusion_matrix(logits, label)
+        metric    top_k_accuracy(logits, label, k = 2)
+        metric    mae(softmax(logits), softmax(logits) * 0.5)
+    }""", name="portable.dl")
+    ort_driver, reference = TrainDriver(program), TrainDriver(program, runtime="reference")
+    for x, label in batches(seed=9, steps=3):
+        ours, theirs = ort_driver.step({"x": x, "label": label}), reference.step({"x": x, "label": label})
+        for name in ("loss", "f1", "cm", "top_k_accuracy", "mae"):
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for name, value in ort_driver.params.items():
+        np.testing.assert_allclose(value, reference.params[name], rtol=1e-5, atol=1e-6, err_msg=name)
