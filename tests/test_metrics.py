@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from helpers import compile_text
 
@@ -44,10 +45,11 @@ model multi {
 def epoch(program, data: dict) -> dict:
     spec = program.manifest["graphs"]["eval"]
     evaluator = Evaluator(program.graphs["eval"], spec)
+    params = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in program.initial_values().items()}
     sums = EpochMetrics(output_specs([spec]))
     for start in range(0, N, BATCH):
         batch = {k: v[start:start + BATCH] for k, v in data.items()}
-        sums.add(evaluator.run(batch), len(batch["s"]))
+        sums.add(evaluator.run(batch, params), len(batch["s"]))
     return {**sums.values(), **sums.matrices()}
 
 
