@@ -35,7 +35,7 @@ def catalogue() -> str:
     parts += ["", "### Optimizers", "",
               "Every optimizer takes `lr` (the training graph's `lr` input), `weight_decay`, Keras-style `decay`"
               " (lr / (1 + decay · step)) or a `schedule`, and `clip_norm` or `clip_value` (0: no clipping); the"
-              " update rules are PyTorch's.", "",
+              " update rules are PyTorch's (`lion`, which PyTorch lacks: its paper's).", "",
               "| optimizer | settings and defaults |", "|---|---|"]
     for name, (settings, _) in OPTIMIZERS.items():
         shown = ", ".join(f"{k} = {'true' if v is True else 'false' if v is False else v}" for k, v in settings.items()

@@ -65,12 +65,11 @@ def accuracy(ctx, scores: Tensor, target: Tensor, threshold: float = 0.0):
 def _confusion(ctx, scores: Tensor, target: Tensor, threshold: float, fn: str) -> tuple[Tensor, int]:
     b = ctx.b
     predicted, actual, k = predictions(ctx, scores, target, threshold, fn)
-    # one-hot of true·K + predicted, summed over the examples: the counts of the K·K (true, predicted) pairs
+    # a 1 added at true·K + predicted for each example: the counts of the K·K (true, predicted) pairs, in
+    # memory of the batch's size (a one-hot of the pairs would take B·K² values)
     pair = b.add(b.mul(actual, b.const(k, "int64")), predicted)
-    counts = b.one_hot(pair, depth=k * k, dtype=_float(ctx, scores))
-    if counts.type.rank > 1:
-        counts = b.reduce_sum(counts, axes=tuple(range(counts.type.rank - 1)))
-    return b.reshape(counts, shape=(k, k)), k
+    ones = b.expand_like(b.const(1.0, _float(ctx, scores)), pair)
+    return b.reshape(b.scatter_add_rows(pair, ones, rows=k * k), shape=(k, k)), k
 
 
 @builtin("metric")
