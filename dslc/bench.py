@@ -320,11 +320,15 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     if compare_torch:
         import torch
 
-        from dslc.twin import TorchTwin
+        from dslc.twin import MissingTwin, TorchTwin
 
         torch.set_num_threads(threads)
         lowered = program.extras["lowered"]
-        twin = TorchTwin(torch, lowered["train"], lowered["infer"], lowered["train"].notes["optimizer"])
+        try:
+            twin = TorchTwin(torch, lowered["train"], lowered["infer"], lowered["train"].notes["optimizer"])
+        except MissingTwin as e:  # an op, or an optimizer (`lion`), PyTorch has no counterpart of
+            raise DataError(f"{e}: `--compare torch` cannot build the PyTorch twin of `{program.name}`",
+                            hint="drop `--compare torch`") from None
         # the same first step: dslc's loss (before its update) against the twin's
         first = TrainStep(program.graphs["train"], spec, "cpu", threads,
                           initial=program.initial_values()).step(batch)["loss"]

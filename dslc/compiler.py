@@ -235,9 +235,11 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         train_key, eval_key = graph_keys(objective_name)
         optimizers[objective_name] = {"kind": train.optimizer.kind,
                                       "settings": {**_defaults(train.optimizer), **train.optimizer.settings}}
+        if train.optimizer.schedule:
+            optimizers[objective_name]["schedule"] = [part.as_json() for part in train.optimizer.schedule]
         entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, ranges, NEXT_SUFFIX,
-                                            objective_name, optimizers[objective_name])
-        entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges)
+                                            objective_name, optimizers[objective_name], train.metric_reduce)
+        entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges, ev.metric_reduce)
     manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims)
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,

@@ -1,6 +1,7 @@
 """Hints for what Keras and PyTorch users write out of habit: their names of layers and losses
-(`Conv2D`, `CrossEntropyLoss`), keywords dslc does without (`activation`, `input_shape`), and PyTorch's
-(in, out) sizes (`linear(20, 10)`). `lower_calls` asks these when a call goes wrong."""
+(`Conv2D`, `CrossEntropyLoss`), keywords dslc does without (`activation`, `input_shape`), PyTorch's
+(in, out) sizes (`linear(20, 10)`) and positional options (`conv1d(1, 25, 5, 2, 1)`). `lower_calls` asks
+these when a call goes wrong."""
 from __future__ import annotations
 
 import inspect
@@ -70,23 +71,62 @@ def keyword_hint(fn: str, kw, args: list[Arg], kwargs) -> str:
     return ""
 
 
-def inferred_size_hint(fn: str, params: list[inspect.Parameter], p: inspect.Parameter, bound: dict, args: list[Arg],
-                       env) -> str:
-    """`linear(20, 10)`, PyTorch's (in, out): a number given positionally for a flag or a string that follows
-    a size argument (itself positional, the first after the input) is the output size, the input size is inferred."""
-    arg = bound.get(p.name)
-    if p.annotation not in ("bool", "str") or arg not in args:  # given positionally
+# PyTorch's positional order of the layers whose options dslc takes by name only: (PyTorch's argument,
+# dslc's; None for the input size dslc infers)
+_CONV = (("in_channels", None), ("out_channels", "filters"), ("kernel_size", "kernel"), ("stride", "stride"),
+         ("padding", "padding"), ("dilation", "dilation"), ("groups", "groups"), ("bias", "bias"))
+_CONV_TRANSPOSE = _CONV[:5] + (("output_padding", "output_padding"), ("groups", "groups"), ("bias", "bias"),
+                               ("dilation", "dilation"))
+_POOL = (("kernel_size", "kernel"), ("stride", "stride"), ("padding", "padding"))
+_LINEAR = (("in_features", None), ("out_features", "units"), ("bias", "bias"))
+_RECURRENT = (("input_size", None), ("hidden_size", "units"), ("num_layers", "layers"))
+_TORCH_ORDER = {
+    "conv1d": ("Conv1d", _CONV), "conv2d": ("Conv2d", _CONV),
+    "conv_transpose1d": ("ConvTranspose1d", _CONV_TRANSPOSE), "conv_transpose2d": ("ConvTranspose2d", _CONV_TRANSPOSE),
+    "max_pool1d": ("MaxPool1d", _POOL), "max_pool2d": ("MaxPool2d", _POOL),
+    "avg_pool1d": ("AvgPool1d", _POOL), "avg_pool2d": ("AvgPool2d", _POOL),
+    "dense": ("Linear", _LINEAR), "linear": ("Linear", _LINEAR),
+    "batch_norm": ("BatchNorm1d", (("num_features", None), ("eps", "eps"), ("momentum", "momentum"))),
+    "layer_norm": ("LayerNorm", (("normalized_shape", None), ("eps", "eps"))),
+    "rnn": ("RNN", _RECURRENT), "gru": ("GRU", _RECURRENT), "lstm": ("LSTM", _RECURRENT),
+}
+
+
+def positional_hint(fn: str, params: list[inspect.Parameter], args: list[Arg]) -> str:
+    """For too many positional arguments to a layer whose options are keyword-only (`conv1d(1, 25, 5, 2, 1)`):
+    the call with the options named, read in dslc's order and, where it differs, in PyTorch's; or empty."""
+    options = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    if not options or not positional:
         return ""
-    index = params.index(p)
-    size = params[index - 1] if index >= 2 else None
-    if size is None or size.annotation != "int" or params[index - 2].annotation != "Tensor" or bound.get(size.name) not in args:
+    inputs = next((i for i, p in enumerate(positional) if p.annotation != "Tensor"), len(positional))
+    text = lambda arg: arg.span.source.text[arg.span.start:arg.span.end]  # noqa: E731
+    shown = [text(a) for a in args[:inputs] if not a.evaluated]  # the piped input is not written
+    written = [text(a) for a in args[inputs:]]
+    names = [p.name for p in positional[inputs:]]
+    extra = written[len(names):]
+    if len(extra) > len(options):
         return ""
-    if isinstance(arg.expr, ast.Number):
-        value = arg.expr.value
-    elif isinstance(arg.expr, ast.Name):
-        value = env.get(arg.expr.id)
-    else:
-        return ""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return ""
-    return f"the input size is inferred from the input: write `{fn}({value})`"
+    kinds = {p.name: p.annotation for p in params}
+    ours = f"`{fn}({', '.join(shown + written[:len(names)] + [f'{k} = {v}' for k, v in zip(options, extra)])})`"
+    # read in dslc's order only where the extra values land on numeric options (`dense(20, 10)`: not `bias = 10`)
+    numeric = all(kinds[k] not in ("bool", "str", "Init") for k in options[:len(extra)])
+    hint = f"`{fn}` takes its options by name: {ours}" if numeric else ""
+    torch_name, order = _TORCH_ORDER.get(fn, ("", ()))
+    if len(written) > len(order):
+        return hint
+    parts, inferred = list(shown), []
+    for (torch_arg, dslc_arg), value, arg in zip(order, written, args[inputs:]):
+        if isinstance(arg.expr, ast.Tuple) and kinds.get(dslc_arg) not in ("Size", "Padding", "Stride"):
+            return hint  # `dense(10, (3, 3))` is no PyTorch call
+        if dslc_arg is None:
+            inferred.append(torch_arg)
+        else:
+            parts.append(value if dslc_arg in names else f"{dslc_arg} = {value}")
+    call = f"`{fn}({', '.join(parts)})`"
+    if call == ours:
+        return hint
+    torch_call = f"`{torch_name}({', '.join(t for t, _ in order[:len(written)])})`"
+    return (f"{hint or f'`{fn}` takes its options by name'}; in PyTorch's order, {torch_call}, this is {call}"
+            + (f" (dslc infers `{inferred[0]}` from the input)" if inferred else ""))
+

@@ -17,6 +17,11 @@ class Initializer:
     def sample(self, shape: tuple[int, ...], fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
         return INITIALIZERS[self.kind][1](shape, fan_in, fan_out, rng, **self.args)
 
+    def recurrent(self, units: int) -> "Initializer":
+        """This initializer for the weights and biases of a recurrent layer of `units`: PyTorch draws all of
+        them from U(±1/√units), whatever their fans."""
+        return Initializer("torch", {"fan": units}) if self.kind == "torch" else self
+
     def __str__(self) -> str:
         return self.kind + (f"({', '.join(f'{k} = {v}' for k, v in self.args.items())})" if self.args else "")
 
@@ -43,6 +48,22 @@ def _he_uniform(shape, fan_in, fan_out, rng):
     return rng.uniform(-limit, limit, shape)
 
 
+def _torch(shape, fan_in, fan_out, rng, fan=None):
+    # nn.Linear/ConvNd: kaiming_uniform(a=√5) is U(±√(6/((1 + 5)·fan_in))) = U(±1/√fan_in), and the bias
+    # U(±1/√fan_in) with the weight's fan_in; nn.RNN/GRU/LSTM: every tensor U(±1/√hidden_size) (`fan`)
+    bound = 1.0 / np.sqrt(fan or fan_in)
+    return rng.uniform(-bound, bound, shape)
+
+
+def _lecun_normal(shape, fan_in, fan_out, rng):
+    return rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)
+
+
+def _lecun_uniform(shape, fan_in, fan_out, rng):
+    limit = np.sqrt(3.0 / fan_in)
+    return rng.uniform(-limit, limit, shape)
+
+
 def _normal(shape, fan_in, fan_out, rng, std=0.05, mean=0.0):
     return rng.normal(mean, std, shape)
 
@@ -61,6 +82,11 @@ INITIALIZERS = {
     "glorot_normal": ({}, _glorot_normal, "N(0, 2/(fan_in + fan_out))"),
     "he": ({}, _he_normal, "N(0, 2/fan_in) — He/Kaiming normal, for ReLU layers"),
     "he_uniform": ({}, _he_uniform, "U(±√(6/fan_in))"),
+    "lecun": ({}, _lecun_normal, "N(0, 1/fan_in) — LeCun normal, for SELU and tanh layers"),
+    "lecun_uniform": ({}, _lecun_uniform, "U(±√(3/fan_in))"),
+    "torch": ({}, _torch, "PyTorch's defaults: U(±1/√fan_in) for the weights and biases of `dense`/`linear` and "
+              "convolutions (fan_in of the weight), U(±1/√units) for every tensor of `rnn`, `gru` and `lstm`; "
+              "give it to both: `init = torch, bias_init = torch`"),
     "normal": ({"std": 0.05, "mean": 0.0}, _normal, "N(mean, std²)"),
     "uniform": ({"low": -0.05, "high": 0.05}, _uniform, "U(low, high)"),
     "zeros": ({}, lambda shape, fi, fo, rng: np.zeros(shape), "all 0 — the default for biases"),

@@ -1,4 +1,4 @@
-"""Losses, weight penalties and metrics callable from `.dl` files. Each returns a scalar."""
+"""Losses and weight penalties callable from `.dl` files (metrics: `dslc/metrics.py`). Each returns a scalar."""
 from __future__ import annotations
 
 import fnmatch
@@ -52,10 +52,23 @@ def mse(ctx, prediction: Tensor, target: Tensor):
 
 
 @builtin("loss")
-def cross_entropy(ctx, logits: Tensor, target: Tensor):
+def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 0.0):
     """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over examples.
     `target` is either integer class labels (the logits' shape without the class axis) or
-    probabilities / one-hot rows (the logits' shape)."""
+    probabilities / one-hot rows (the logits' shape). `label_smoothing = ε` mixes the target with the
+    uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's `label_smoothing`."""
+    if not 0 <= label_smoothing <= 1:
+        ctx.fail(f"`label_smoothing` must be in [0, 1], got {label_smoothing}", arg="label_smoothing")
+    loss = _cross_entropy(ctx, logits, target)
+    if not label_smoothing:
+        return loss
+    # (1-ε)·CE(target) + ε·CE(uniform): the cross-entropy is linear in the target
+    uniform = ctx.b.reduce_mean(ctx.b.neg(ctx.b.reduce_mean(ctx.b.log_softmax(logits, axis=-1), axes=(-1,))))
+    return ctx.b.add(ctx.b.mul(loss, ctx.b.scalar_like(1.0 - label_smoothing, loss)),
+                     ctx.b.mul(uniform, ctx.b.scalar_like(label_smoothing, uniform)))
+
+
+def _cross_entropy(ctx, logits: Tensor, target: Tensor):
     _warn_squashed(ctx, logits, "logits", "softmax",
                    f"`cross_entropy` applies the softmax itself, but {_shown(ctx, 'logits', 'its input')} is already a "
                    "softmax output", hint="pass the logits (the value before `softmax`)")
@@ -167,37 +180,3 @@ def _total(ctx, terms: list[Tensor]) -> Tensor:
     for term in terms[1:]:
         total = ctx.b.add(total, term)
     return total
-
-
-# ---- metrics ------------------------------------------------------------------------------------
-@builtin("metric")
-def accuracy(ctx, scores: Tensor, target: Tensor, threshold: float = 0.0):
-    """Fraction of correct predictions. Several classes (last axis > 1): the arg-max of `scores`
-    against integer labels or the arg-max of one-hot/probability targets. One score per example:
-    `scores > threshold` against `target > 0.5` (threshold 0 suits logits; use 0.5 for probabilities)."""
-    b = ctx.b
-    s, t = scores.type, target.type
-    if s.rank >= 1 and s.shape[-1] != 1 and t.dtype in INT_DTYPES and t.shape == s.shape[:-1]:
-        ctx.note_classes(target, s.shape[-1])
-        hits = b.equal(b.argmax(scores, axis=-1), b.cast(target, to="int64"))
-    elif s.rank >= 1 and s.shape[-1] != 1 and t.shape == s.shape and t.is_float:
-        hits = b.equal(b.argmax(scores, axis=-1), b.argmax(target, axis=-1))
-    elif t.shape == s.shape:
-        if threshold <= 0:
-            p, y = _shown(ctx, "scores", "`scores`"), _shown(ctx, "target", "`target`")
-            _warn_squashed(ctx, scores, "scores", "sigmoid",
-                           f"`accuracy` thresholds at {threshold:g}, but {p} is a sigmoid output in (0, 1): every "
-                           "prediction counts as positive", hint="pass the logits (the value before `sigmoid`), or "
-                           f"write `accuracy({p[1:-1]}, {y[1:-1]}, threshold = 0.5)`")
-        predicted = b.greater(scores, b.scalar_like(threshold, scores))
-        actual = b.greater(b.cast(target, to=s.dtype), b.scalar_like(0.5, scores))
-        hits = b.equal(b.cast(predicted, to="int64"), b.cast(actual, to="int64"))
-    elif s.rank >= 1 and s.shape[-1] == 1 and t.shape == s.shape[:-1]:
-        ctx.fail(f"`accuracy` of scores `{s}` and targets `{t}`: one score per example needs a target of its shape",
-                 arg="target", hint=f"one score column is binary accuracy against 0/1 targets of shape "
-                                    f"[{', '.join(map(str, s.shape))}] (`scores > threshold`); class labels need "
-                                    "a score column per class")
-    else:
-        ctx.fail(f"`accuracy` of scores `{s}` and targets `{t}`: shapes do not fit", arg="target",
-                 hint="give integer labels (the scores' shape without the class axis) or targets of the scores' shape")
-    return b.reduce_mean(b.cast(hits, to=s.dtype if s.is_float else ctx.float_dtype))

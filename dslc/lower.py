@@ -25,6 +25,7 @@ from dslc.lower_exprs import POISON, ExpressionLowering, Poisoned
 from dslc.objectives import objective_of, selected, update_selectors
 from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.passes.lower_optimizer import LR
+from dslc.schedules import parse_schedule
 from dslc.source import Span
 
 
@@ -37,6 +38,8 @@ class LoweredModel:
     loss: Node | None = None
     loss_span: Span | None = None
     metrics: list[tuple[str, Node]] = field(default_factory=list)
+    metric_aggregates: dict[int, dict] = field(default_factory=dict)  # node id -> `Context.note_metric`
+    metric_reduce: dict[str, dict] = field(default_factory=dict)  # metric name -> its manifest entry's keys
     optimizer: OptimizerSpec | None = None
     params: list[Node] = field(default_factory=list)  # trainable (role "param", or "frozen" when this
     # objective does not update them)
@@ -373,7 +376,10 @@ class Lowering(ExpressionLowering, CallLowering):
                     else "a target" if clash.role == "target" else "an input"
                 raise error(f"metric `{name}` has the same name as {what}", stmt.span,
                             hint="name it: `metric other = ...`")
-            self.result.metrics.append((name, self.scalar(self.eval(stmt.value, env), stmt.value.span, "a metric")))
+            value = self.eval(stmt.value, env)
+            aggregate = self.result.metric_aggregates.get(value.id) if isinstance(value, Node) else None
+            self.result.metrics.append((name, value if aggregate else self.scalar(value, stmt.value.span, "a metric")))
+            self.result.metric_reduce[name] = aggregate or {"reduce": "mean"}
 
     def function_named(self, text: str, default: str) -> str:
         """The built-in function `text` names (also in another case), or `default`."""
@@ -396,10 +402,12 @@ class Lowering(ExpressionLowering, CallLowering):
             raise error(f"`{call.func}` takes the learning rate as its only positional argument", call.args[1].span,
                         hint="name the others, e.g. `momentum = 0.9`")
         given = [("lr", a.span, a) for a in call.args] + [(k.name, k.span, k.value) for k in call.kwargs]
+        schedule = next((k for k in call.kwargs if k.name == "schedule"), None)
+        given = [g for g in given if g[0] != "schedule"]
         for key, span, expr in given:
             if key not in defaults:
                 raise error(f"`{call.func}` has no setting `{key}`", span,
-                            hint=suggest(key, defaults) or f"its settings: {', '.join(defaults)}")
+                            hint=suggest(key, [*defaults, "schedule"]) or f"its settings: {', '.join(defaults)}, schedule")
             value = self.eval(expr, env)
             if isinstance(defaults[key], bool):
                 if not isinstance(value, bool):
@@ -414,7 +422,13 @@ class Lowering(ExpressionLowering, CallLowering):
                             hint="the fraction of the running average kept at each step, in [0, 1); "
                                  f"`{call.func}`'s default is {defaults[key]:g}")
             settings[key] = value
-        spec = OptimizerSpec(call.func, settings, call.span)
+        parts = parse_schedule(schedule.value, lambda e: self.eval(e, env)) if schedule else ()
+        spec = OptimizerSpec(call.func, settings, call.span, parts)
+        if parts and "decay" in settings:
+            raise error("`decay` and `schedule` both change the learning rate; keep one", call.span,
+                        hint="Keras' `decay = d` is the rate lr / (1 + d·step)")
+        if "clip_norm" in settings and "clip_value" in settings:
+            raise error("`clip_norm` and `clip_value` both clip the gradients; keep one", call.span)
         if call.func == "sgd" and spec.setting("nesterov") and not spec.setting("momentum"):
             raise error("Nesterov momentum needs `momentum` > 0", call.span, hint="add `momentum = 0.9`")
         return spec

@@ -4,6 +4,7 @@ builtins are called with."""
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from dslc.builtins import Builtin
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest, warning
 from dslc.frontend import ast
-from dslc.habits import foreign_hint, inferred_size_hint, keyword_hint
+from dslc.habits import foreign_hint, keyword_hint, positional_hint
 from dslc.initializers import INITIALIZERS, Initializer
 from dslc.ir.graph import Builder, Node
 from dslc.losses import ValueName
@@ -26,6 +27,19 @@ class Arg:
     expr: object = None
     value: object = None
     evaluated: bool = False
+
+
+def number_function(func: str, values: list, span: Span):
+    """`sqrt(40)`, `pow(2, 0.5)`: the number, or an error where it has no finite real value."""
+    try:
+        result = NUMBER_FUNCTIONS[func](*values)
+    except (ValueError, OverflowError, ZeroDivisionError, TypeError):
+        result = None
+    if isinstance(result, complex) or result is None or (isinstance(result, float) and not math.isfinite(result)):
+        raise error(f"`{func}({', '.join(map(str, values))})` has no finite real value", span)
+    if isinstance(result, int) and abs(result) > ast.MAX_INT:
+        raise error("the result of this arithmetic is too large for a 64-bit integer", span)
+    return result
 
 
 class Context:
@@ -103,6 +117,13 @@ class Context:
         if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
             self._l.result.target_classes[value.name] = classes
 
+    def note_metric(self, value: Node, /, **aggregate) -> Node:
+        """Record how a driver aggregates metric `value` over batches (`reduce = "sum"`: add the batch
+        values, then compute `value` from the sum); returns `value`. Scalar metrics without a note are
+        batch means."""
+        self._l.result.metric_aggregates[value.id] = aggregate
+        return value
+
     def note_range(self, value: Node, lo: float, hi: float) -> None:
         """Record that input or target `value` holds values in [lo, hi] (probabilities), so that the
         data loader rejects values outside it with a clear message."""
@@ -110,10 +131,19 @@ class Context:
             self._l.result.target_ranges[value.name] = (lo, hi)
 
 
+# functions that, given only numbers, are computed when the model is built: `uniform(low = -1 / sqrt(40))`
+NUMBER_FUNCTIONS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "pow": lambda x, p: x ** p}
+
+
 class CallLowering:
     def call(self, func: str, func_span: Span, span: Span, args: list[Arg], kwargs, env):
         if func in self.blocks:
             return self.call_block(self.blocks[func], span, args, kwargs, env)
+        if func in NUMBER_FUNCTIONS and func in self.builtins and not kwargs:
+            # evaluated once here: a tensor argument goes on to the builtin as a computed value
+            args = [a if a.evaluated else Arg(a.span, value=self.eval(a.expr, env), evaluated=True) for a in args]
+            if args and all(isinstance(a.value, (int, float)) and not isinstance(a.value, bool) for a in args):
+                return number_function(func, [a.value for a in args], span)
         if func in INITIALIZERS:
             return self.initializer(func, span, args, kwargs, env)
         fn = self.builtins.get(func)
@@ -137,7 +167,8 @@ class CallLowering:
                 bound.setdefault(varargs.name, []).append(arg)
             else:
                 raise error(f"`{what}` takes {len(positional)} positional argument{'s' * (len(positional) != 1)}, "
-                            f"got {len(args)}", arg.span, label="unexpected argument", hint=f"call it as `{usage}`")
+                            f"got {len(args)}", arg.span, label="unexpected argument",
+                            hint=positional_hint(what, params, args) or f"call it as `{usage}`")
         names = {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
         for kw in kwargs:
             if kw.name not in names:
@@ -168,13 +199,7 @@ class CallLowering:
                         keyword[p.name] = value
                 continue
             items = bound[p.name] if p.kind is p.VAR_POSITIONAL else [bound[p.name]]
-            try:
-                values = [self.convert(fn.name, p, self.arg_value(arg, p.annotation, env), arg.span) for arg in items]
-            except DslcError as e:
-                hint = inferred_size_hint(fn.name, params, p, bound, args, env)
-                if not hint:
-                    raise
-                raise DslcError([replace(d, hint=hint) for d in e.diagnostics]) from None
+            values = [self.convert(fn.name, p, self.arg_value(arg, p.annotation, env), arg.span) for arg in items]
             spans[p.name] = items[0].span
             if p.kind is p.VAR_POSITIONAL:
                 varargs.extend(values)

@@ -66,6 +66,9 @@ class ExpressionLowering:
             if isinstance(value, Node):
                 return self.with_span(expr.span).neg(value)
             return -self.number(value, expr.operand.span)
+        if isinstance(expr, ast.BinOp) and expr.op == "then":
+            raise error("`then` joins learning-rate schedules, in an optimizer's `schedule`", expr.span,
+                        hint="`optimizer adam(lr = 0.001, schedule = linear_warmup(100) then cosine(1000))`")
         if isinstance(expr, ast.BinOp):  # `a + b + c ...` nests to the left: evaluated in a loop, at any length
             chain = [expr]
             while isinstance(chain[-1].left, ast.BinOp):

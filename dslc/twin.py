@@ -43,6 +43,7 @@ class TorchTwin:
         self._train = _program(train)
         self._infer = _program(infer)
         updated = [self.params[n.name] for n in train.inputs if n.role == "param"]
+        self.spec = optimizer
         self.optimizer = make_optimizer(T, optimizer, updated)
 
     def _values(self, graph: Graph, batch: Mapping[str, np.ndarray]) -> dict[int, object]:
@@ -76,11 +77,21 @@ class TorchTwin:
         outputs = self.loss(batch)
         loss = outputs["loss"]
         loss.backward()
+        self.clip()
         self.optimizer.step()
         for name in self.buffers:
             if name + ".next" in outputs:
                 self.buffers[name] = outputs[name + ".next"].detach()
         return float(loss.detach())
+
+    def clip(self) -> None:
+        """The optimizer's `clip_norm`/`clip_value`, as a PyTorch user clips before `step()` (its schedule,
+        like Keras `decay`, is left out: a per-step rate change costs PyTorch nothing measurable)."""
+        setting, params = self.spec.setting, [p for p in self.params.values() if p.grad is not None]
+        if setting("clip_norm"):
+            self.T.nn.utils.clip_grad_norm_(params, setting("clip_norm"))
+        elif setting("clip_value"):
+            self.T.nn.utils.clip_grad_value_(params, setting("clip_value"))
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, object]:
         with self.T.no_grad():
@@ -99,6 +110,11 @@ def make_optimizer(T, spec, params):
                                weight_decay=s("weight_decay"))
     if spec.kind == "adagrad":
         return T.optim.Adagrad(params, lr=s("lr"), eps=s("eps"), weight_decay=s("weight_decay"))
+    if spec.kind == "nadam":
+        return T.optim.NAdam(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"),
+                             weight_decay=s("weight_decay"), momentum_decay=s("momentum_decay"))
+    if spec.kind not in ("adam", "adamw"):
+        raise MissingTwin(f"`torch.optim` has no `{spec.kind}` optimizer")
     cls = T.optim.Adam if spec.kind == "adam" else T.optim.AdamW
     return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"))
 

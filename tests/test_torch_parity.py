@@ -4,10 +4,12 @@
   configuration, from identical initial weights (the training graph's initializers; dense weights are
   `[in, out]`, `torch.nn.Linear` stores `[out, in]`) on identical batches. The optimizer settings given to
   torch are the compiled manifest's (so its defaults are checked too); Keras-style `decay` is applied
-  by setting the torch param group's lr to `lr / (1 + decay·step)` before each step. At every step the
+  by setting the torch param group's lr to `lr / (1 + decay·step)` before each step. Lion, which torch
+  lacks, is compared with a torch optimizer written here from the paper's algorithm. At every step the
   loss and every parameter must agree element-wise to rtol 1e-4 (atol 1e-6 of the tensor's largest
   magnitude, for elements that cross 0), and each parameter tensor to an L2-norm relative error 1e-5.
-- Each loss alone (mse, cross-entropy with labels and with probabilities, binary cross-entropy on
+- Each loss alone (mse, cross-entropy with labels and with probabilities, with and without label
+  smoothing, binary cross-entropy on
   logits, l1/l2 penalties added to a loss) and `accuracy`: loss, metric and one SGD step.
 """
 from __future__ import annotations
@@ -51,7 +53,27 @@ OPTIMIZERS = {
     "adam_decay": "adam(lr = 0.02, decay = 0.1)",
     "adamw": "adamw(lr = 0.01)",
     "adamw_weight_decay_decay": "adamw(lr = 0.01, weight_decay = 0.1, beta2 = 0.99, decay = 0.02)",
+    "nadam": "nadam(lr = 0.01)",
+    "nadam_weight_decay": "nadam(lr = 0.005, beta1 = 0.8, momentum_decay = 0.01, weight_decay = 0.05, decay = 0.1)",
+    "lion": "lion(lr = 0.001)",
+    "lion_weight_decay": "lion(lr = 0.002, beta1 = 0.8, beta2 = 0.95, weight_decay = 0.5)",
 }
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion as in Chen et al. 2023 (Algorithm 2): the reference, since torch has none."""
+
+    def __init__(self, params, lr, beta1, beta2, weight_decay):
+        super().__init__(params, {"lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                update = (group["beta1"] * m + (1 - group["beta1"]) * p.grad).sign()
+                p.mul_(1 - group["lr"] * group["weight_decay"]).sub_(group["lr"] * update)
+                m.mul_(group["beta2"]).add_((1 - group["beta2"]) * p.grad)
 
 
 def torch_optimizer(kind: str, s: dict, params):
@@ -67,6 +89,11 @@ def torch_optimizer(kind: str, s: dict, params):
     if kind in ("adam", "adamw"):
         cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
         return cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"], weight_decay=s["weight_decay"])
+    if kind == "nadam":
+        return torch.optim.NAdam(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
+                                 weight_decay=s["weight_decay"], momentum_decay=s["momentum_decay"])
+    if kind == "lion":
+        return Lion(params, s["lr"], s["beta1"], s["beta2"], s["weight_decay"])
     raise ValueError(kind)
 
 
@@ -166,6 +193,20 @@ LOSS_MODELS = {
         output pred = out
         loss   cross_entropy(out, y)
     """, lambda out, t, layers: F.cross_entropy(out, t["y"])),
+    "cross_entropy_label_smoothing": ("""
+        input  x: f32[B, 4]
+        target y: i64[B]
+        out = x |> dense(3)
+        output pred = out
+        loss   cross_entropy(out, y, label_smoothing = 0.1)
+    """, lambda out, t, layers: F.cross_entropy(out, t["y"], label_smoothing=0.1)),
+    "cross_entropy_probabilities_label_smoothing": ("""
+        input  x: f32[B, 4]
+        target y: f32[B, 3]
+        out = x |> dense(3)
+        output pred = out
+        loss   cross_entropy(out, y, label_smoothing = 0.25)
+    """, lambda out, t, layers: F.cross_entropy(out, t["y"], label_smoothing=0.25)),
     "binary_cross_entropy": ("""
         input  x: f32[B, 4]
         target y: f32[B, 2]
@@ -187,9 +228,9 @@ LOSS_MODELS = {
 
 
 def loss_targets(name: str, rng) -> np.ndarray:
-    if name == "cross_entropy_labels":
+    if name in ("cross_entropy_labels", "cross_entropy_label_smoothing"):
         return rng.integers(0, 3, BATCH).astype(np.int64)
-    if name == "cross_entropy_probabilities":
+    if name in ("cross_entropy_probabilities", "cross_entropy_probabilities_label_smoothing"):
         e = np.exp(rng.standard_normal((BATCH, 3)))
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     if name == "binary_cross_entropy":

@@ -25,8 +25,16 @@ def _default(node: Node):
     return float(str(value)) if value.dtype.kind == "f" else value.item()
 
 
+def reduced_outputs(graph: Graph, metrics: dict[str, dict], skip=()) -> list[dict]:
+    """The loss and metric outputs, each with how a driver aggregates it over the batches of an epoch:
+    `"reduce": "mean"` — a batch mean, averaged weighted by batch size; `"reduce": "sum"` — batch counts,
+    summed, then (with `"value"`) the metric computed from the sum (see `dslc/runtime/metrics.py`)."""
+    return [tensor(name, node.type, **metrics.get(name, {"reduce": "mean"})) for name, node in graph.outputs
+            if name not in skip]
+
+
 def train_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]],
-                next_suffix: str, objective: str, optimizer: dict) -> dict:
+                next_suffix: str, objective: str, optimizer: dict, metrics: dict[str, dict]) -> dict:
     carried = {n.name + next_suffix for n in graph.inputs}
     entry = {
         "file": file,
@@ -36,7 +44,7 @@ def train_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[s
         "frozen": [tensor(n.name, n.type) for n in graph.inputs_with_role("frozen")],
         "buffers": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("buffer")],
         "state": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("state")],
-        "outputs": [tensor(name, node.type) for name, node in graph.outputs if name not in carried],
+        "outputs": reduced_outputs(graph, metrics, skip=carried),
         "optimizer": optimizer,
     }
     if objective:
@@ -44,13 +52,14 @@ def train_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[s
     return entry
 
 
-def eval_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]]) -> dict:
+def eval_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]],
+               metrics: dict[str, dict]) -> dict:
     return {
         "file": file,
         "inputs": [input_entry(n, classes, ranges) for n in graph.inputs_with_role("data", "target")],
         "params": [tensor(n.name, n.type) for n in graph.inputs_with_role("param")],
         "buffers": [tensor(n.name, n.type) for n in graph.inputs_with_role("buffer")],
-        "outputs": [tensor(name, node.type) for name, node in graph.outputs],
+        "outputs": reduced_outputs(graph, metrics),
     }
 
 

@@ -69,6 +69,7 @@ def _join_or(items: list[str]) -> str:
 def _expected(accepts: set[str]) -> str:
     """`expected ...` in words, from the set of terminals the parser could take."""
     left, items = set(accepts), []
+    left.discard("THEN")  # `then` joins only schedules: naming it after every expression would mislead
     for group, words in (
         (_STATEMENT_START, "a statement such as `x = ...`, `input ...`, `loss ...`"),
         (_EXPRESSION_START, "an expression"),

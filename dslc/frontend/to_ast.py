@@ -152,6 +152,13 @@ class _ToAst(Transformer_NonRecursive):
         value, *stages = children
         return ast.Pipe(value, tuple(stages), self._span(meta))
 
+    def then(self, meta, children):
+        """`a then b then c` as `BinOp("then")` nested to the left, like `a + b + c`."""
+        value = children[0]
+        for right in children[1:]:
+            value = ast.BinOp("then", value, right, Span(value.span.source, value.span.start, right.span.end))
+        return value
+
     def repeat(self, meta, children):
         count, *stages = children
         return ast.Repeat(count, tuple(stages), self._span(meta))

@@ -13,7 +13,7 @@ Tensor = Node
 
 
 @builtin("layer")
-def attention(ctx, q: Tensor, k: Tensor, v: Tensor, heads: int, causal: bool = False, key_mask: Tensor = None,
+def attention(ctx, q: Tensor, k: Tensor, v: Tensor, heads: int, *, causal: bool = False, key_mask: Tensor = None,
               name: str = None):
     """Multi-head scaled dot-product attention with its projections (PyTorch's `nn.MultiheadAttention`,
     `batch_first=True`): queries `q` `[B, Tq, D]` attend to keys `k` and values `v` `[B, Tk, D]`;

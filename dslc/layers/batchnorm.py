@@ -12,7 +12,7 @@ Tensor = Node
 
 
 @builtin("layer")
-def batch_norm(ctx, x: Tensor, momentum: float = 0.1, eps: float = 1e-5, name: str = None):
+def batch_norm(ctx, x: Tensor, *, momentum: float = 0.1, eps: float = 1e-5, name: str = None):
     """Batch normalization over the channel axis 1 of `[B, C]`, `[B, C, L]` or `[B, C, H, W]` (PyTorch's
     BatchNorm1d/2d): in training, each channel is normalized with the batch's mean and (biased)
     variance, then scaled by `weight` (ones) and shifted by `bias` (zeros); the buffers `running_mean`

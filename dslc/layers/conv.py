@@ -182,7 +182,7 @@ def _conv(ctx, n, what, x, filters, kernel, stride, padding, dilation, groups, b
 
 
 @builtin("layer")
-def conv1d(ctx, x: Tensor, filters: int, kernel: Size, stride: Size = 1, padding: Padding = 0, dilation: Size = 1,
+def conv1d(ctx, x: Tensor, filters: int, kernel: Size, *, stride: Size = 1, padding: Padding = 0, dilation: Size = 1,
            groups: int = 1, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros", name: str = None):
     """1-D convolution (cross-correlation, as PyTorch's `Conv1d`): `[B, C, L]` → `[B, filters, L']`,
     L' = ⌊(L + 2·padding - dilation·(kernel - 1) - 1) / stride⌋ + 1. `padding` is zeros on each side, or
@@ -193,7 +193,7 @@ def conv1d(ctx, x: Tensor, filters: int, kernel: Size, stride: Size = 1, padding
 
 
 @builtin("layer")
-def conv2d(ctx, x: Tensor, filters: int, kernel: Size, stride: Size = 1, padding: Padding = 0, dilation: Size = 1,
+def conv2d(ctx, x: Tensor, filters: int, kernel: Size, *, stride: Size = 1, padding: Padding = 0, dilation: Size = 1,
            groups: int = 1, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros", name: str = None):
     """2-D convolution (PyTorch's `Conv2d`): `[B, C, H, W]` → `[B, filters, H', W']`, H' = ⌊(H + 2·padding -
     dilation·(kernel - 1) - 1) / stride⌋ + 1, and W' alike. `kernel`, `stride`, `padding` and `dilation` are
@@ -231,7 +231,7 @@ def _conv_transpose(ctx, n, what, x, filters, kernel, stride, padding, output_pa
 
 
 @builtin("layer")
-def conv_transpose1d(ctx, x: Tensor, filters: int, kernel: Size, stride: Size = 1, padding: Size = 0,
+def conv_transpose1d(ctx, x: Tensor, filters: int, kernel: Size, *, stride: Size = 1, padding: Size = 0,
                      output_padding: Size = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
                      init: Init = "glorot", bias_init: Init = "zeros", name: str = None):
     """Transposed 1-D convolution (PyTorch's `ConvTranspose1d`, the gradient of `conv1d` with respect to
@@ -243,7 +243,7 @@ def conv_transpose1d(ctx, x: Tensor, filters: int, kernel: Size, stride: Size = 
 
 
 @builtin("layer")
-def conv_transpose2d(ctx, x: Tensor, filters: int, kernel: Size, stride: Size = 1, padding: Size = 0,
+def conv_transpose2d(ctx, x: Tensor, filters: int, kernel: Size, *, stride: Size = 1, padding: Size = 0,
                      output_padding: Size = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
                      init: Init = "glorot", bias_init: Init = "zeros", name: str = None):
     """Transposed 2-D convolution (PyTorch's `ConvTranspose2d`), the usual upsampling layer of decoders:
@@ -271,7 +271,7 @@ def _pool(ctx, n, what, op, x, kernel, stride, padding):
 
 
 @builtin("layer")
-def max_pool1d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding: Size = 0):
+def max_pool1d(ctx, x: Tensor, kernel: Size, *, stride: Stride = "kernel", padding: Size = 0):
     """Maximum over windows of `kernel` steps, moved by `stride` (default: the window, so they tile):
     `[B, C, L]` → `[B, C, ⌊(L + 2·padding - kernel) / stride⌋ + 1]`; padding (at most kernel/2) never
     wins. The gradient goes to each window's maximum, shared equally among ties."""
@@ -279,7 +279,7 @@ def max_pool1d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding:
 
 
 @builtin("layer")
-def max_pool2d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding: Size = 0):
+def max_pool2d(ctx, x: Tensor, kernel: Size, *, stride: Stride = "kernel", padding: Size = 0):
     """Maximum over windows of `kernel` (`2` for 2×2, or `(2, 1)`) moved by `stride` (default: the window,
     so they tile): `[B, C, H, W]` → `[B, C, ⌊(H + 2·padding - kernel) / stride⌋ + 1, ...]` on each axis;
     padding (at most kernel/2) never wins. The gradient goes to each window's maximum, shared equally
@@ -288,7 +288,7 @@ def max_pool2d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding:
 
 
 @builtin("layer")
-def avg_pool1d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding: Size = 0):
+def avg_pool1d(ctx, x: Tensor, kernel: Size, *, stride: Stride = "kernel", padding: Size = 0):
     """Mean over windows of `kernel` steps moved by `stride` (default: the window): `[B, C, L]` →
     `[B, C, ⌊(L + 2·padding - kernel) / stride⌋ + 1]`. Padding (at most kernel/2) counts as zeros in
     the mean (PyTorch's default `count_include_pad=True`)."""
@@ -296,7 +296,7 @@ def avg_pool1d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding:
 
 
 @builtin("layer")
-def avg_pool2d(ctx, x: Tensor, kernel: Size, stride: Stride = "kernel", padding: Size = 0):
+def avg_pool2d(ctx, x: Tensor, kernel: Size, *, stride: Stride = "kernel", padding: Size = 0):
     """Mean over windows of `kernel` (`2` for 2×2, or `(3, 2)`) moved by `stride` (default: the window):
     `[B, C, H, W]` → `[B, C, ⌊(H + 2·padding - kernel) / stride⌋ + 1, ...]` on each axis. Padding (at
     most kernel/2) counts as zeros in the mean (PyTorch's default `count_include_pad=True`)."""

@@ -16,7 +16,7 @@ Init = Initializer
 
 # ---- layers -------------------------------------------------------------------------------------
 @builtin("layer")
-def dense(ctx, x: Tensor, units: int, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros",
+def dense(ctx, x: Tensor, units: int, *, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros",
           name: str = None):
     """Fully connected layer: y = x @ weight + bias, weight `[in, units]`, bias `[units]`.
     Input `[B, in]`; outputs `[B, units]`."""
@@ -32,7 +32,7 @@ def dense(ctx, x: Tensor, units: int, bias: bool = True, init: Init = "glorot", 
 
 
 @builtin("layer")
-def linear(ctx, x: Tensor, units: int, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros",
+def linear(ctx, x: Tensor, units: int, *, bias: bool = True, init: Init = "glorot", bias_init: Init = "zeros",
            name: str = None):
     """y = x @ weight + bias over the last axis (PyTorch's `nn.Linear`): `[..., in]` → `[..., units]`,
     for inputs of rank 2 or more — per time step of a sequence, say. For 2-D inputs it is `dense`."""

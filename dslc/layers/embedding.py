@@ -13,7 +13,7 @@ Init = Initializer
 
 
 @builtin("layer")
-def embedding(ctx, ids: Tensor, vocab: int, dim: int, init: Init = "normal", name: str = None):
+def embedding(ctx, ids: Tensor, vocab: int, dim: int, *, init: Init = "normal", name: str = None):
     """A learned vector per token: integer ids `[B, ...]` (usually `i64[B, T]`) → `[B, ..., dim]`, row
     `ids[...]` of the table `weight` `[vocab, dim]` (PyTorch's `nn.Embedding`). Ids must lie in
     [0, vocab): ONNX Runtime stops with an error at run time on an id outside [-vocab, vocab) and counts
@@ -36,7 +36,7 @@ def embedding(ctx, ids: Tensor, vocab: int, dim: int, init: Init = "normal", nam
 
 
 @builtin("layer")
-def positional_embedding(ctx, x: Tensor, max_len: int, init: Init = "normal", name: str = None):
+def positional_embedding(ctx, x: Tensor, max_len: int, *, init: Init = "normal", name: str = None):
     """A learned vector per position added to a sequence: `x` `[B, T, D]` + rows 0..T-1 of `weight`
     `[max_len, D]` (GPT-style); T must be a number no larger than `max_len`. `init` defaults to
     N(0, 0.05²)."""

@@ -9,7 +9,7 @@ Tensor = Node
 
 
 @builtin("layer")
-def layer_norm(ctx, x: Tensor, eps: float = 1e-5, name: str = None):
+def layer_norm(ctx, x: Tensor, *, eps: float = 1e-5, name: str = None):
     """Layer normalization over the last axis (PyTorch's `nn.LayerNorm(D)`): each vector `x[..., :]` is
     normalized to mean 0 and variance 1 (biased variance, `eps` added), then scaled by `weight`
     (ones) and shifted by `bias` (zeros), both `[D]`. Any rank ≥ 1 with a known last dimension."""

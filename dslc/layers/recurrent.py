@@ -28,7 +28,7 @@ WIDTH = {"rnn": 1, "gru": 1, "lstm": 2}  # states per unit: h (and c)
 
 
 @builtin("layer")
-def rnn(ctx, x: Tensor, units: int, activation: str = "tanh", return_sequences: bool = False,
+def rnn(ctx, x: Tensor, units: int, *, activation: str = "tanh", return_sequences: bool = False,
         bidirectional: bool = False, layers: int = 1, initial_state: Tensor = None, return_state: bool = False,
         init: Init = "glorot", bias_init: Init = "zeros", name: str = None):
     """Elman RNN (PyTorch's `nn.RNN`, batch first): h_t = act(x_t·W_ih + b_ih + h_{t-1}·W_hh + b_hh),
@@ -45,7 +45,7 @@ def rnn(ctx, x: Tensor, units: int, activation: str = "tanh", return_sequences: 
 
 
 @builtin("layer")
-def gru(ctx, x: Tensor, units: int, return_sequences: bool = False, bidirectional: bool = False, layers: int = 1,
+def gru(ctx, x: Tensor, units: int, *, return_sequences: bool = False, bidirectional: bool = False, layers: int = 1,
         initial_state: Tensor = None, return_state: bool = False, init: Init = "glorot", bias_init: Init = "zeros",
         name: str = None):
     """Gated recurrent unit (PyTorch's `nn.GRU`, batch first; gates r, z, n with the reset gate applied to
@@ -57,7 +57,7 @@ def gru(ctx, x: Tensor, units: int, return_sequences: bool = False, bidirectiona
 
 
 @builtin("layer")
-def lstm(ctx, x: Tensor, units: int, return_sequences: bool = False, bidirectional: bool = False, layers: int = 1,
+def lstm(ctx, x: Tensor, units: int, *, return_sequences: bool = False, bidirectional: bool = False, layers: int = 1,
          initial_state: Tensor = None, return_state: bool = False, init: Init = "glorot", bias_init: Init = "zeros",
          name: str = None):
     """Long short-term memory (PyTorch's `nn.LSTM`, batch first; gates i, f, g, o). Input `[B, T, F]` (T a
@@ -86,6 +86,7 @@ def _recurrent(ctx, cell, x, units, return_sequences, bidirectional, layers, ini
 
     b = ctx.b
     layer = ctx.new_layer(cell, name)
+    init, bias_init = init.recurrent(units), bias_init.recurrent(units)
     seq, finals = x, []
     for k in range(layers):
         outs = []

@@ -183,6 +183,27 @@ class Sign(Unary):
         return [None]
 
 
+@op("cos")
+class Cos(Unary):
+    """y = cos x (learning-rate schedules compute it in float64; ONNX Cos has float and double kernels)"""
+    onnx = "Cos"
+    evaluate = staticmethod(np.cos)
+
+    def grad(self, b, g, out, x):
+        # -sin x = cos(x + π/2): no `sin` op for one gradient
+        return [b.mul(g, b.cos(b.add(x, b.scalar_like(math.pi / 2, x))))]
+
+
+@op("floor")
+class Floor(Unary):
+    """y = ⌊x⌋ (gradient zero almost everywhere)"""
+    onnx = "Floor"
+    evaluate = staticmethod(np.floor)
+
+    def grad(self, b, g, out, x):
+        return [None]
+
+
 @op("erf")
 class Erf(Unary):
     """y = erf x (ONNX Erf; in float64 graphs computed from standard ops, see `lower_erf`)"""

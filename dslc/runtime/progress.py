@@ -33,7 +33,8 @@ def format_seconds(seconds: float) -> str:
 
 
 def format_metrics(logs: Mapping[str, float]) -> str:
-    return " - ".join(f"{k} {format_number(v)}" for k, v in logs.items() if k not in _NOT_METRICS)
+    return " - ".join(f"{k} {format_number(v)}" for k, v in logs.items()
+                      if k not in _NOT_METRICS and isinstance(v, (int, float)))  # not a confusion matrix
 
 
 def format_epoch(record: Mapping, epochs: int) -> str:

@@ -129,6 +129,12 @@ def run_failure(error: Exception, what: str) -> DataError:
                           "the table an `embedding` or `gather` indexes)")
 
 
+def _reported(value: np.ndarray):
+    """A loss or metric output as the caller gets it: a float, or a copy of a count matrix
+    (`confusion_matrix`)."""
+    return float(value) if value.ndim == 0 else np.array(value, copy=True)
+
+
 def _run(session: ort.InferenceSession, binding, what: str) -> None:
     try:
         session.run_with_iobinding(binding)
@@ -154,7 +160,7 @@ class TrainStep:
         self.data_names = [t["name"] for t in spec["inputs"]]
         # loss and metrics (scalars) land in host arrays bound once: reading them back through
         # `get_outputs()` would wrap every output, parameters included (~11 µs of a 300 µs MLP step)
-        self._scalars = {t["name"]: np.zeros((), _np_dtype(t)) for t in spec["outputs"] if t["name"] not in next_names}
+        self._scalars = {t["name"]: np.zeros(t["shape"], _np_dtype(t)) for t in spec["outputs"] if t["name"] not in next_names}
         self.output_names = list(self._scalars)
         self.hyper_specs = {t["name"]: t for t in spec.get("hyper", [])}
         self._hyper_defaults = {name: self._ortvalue(np.asarray(t["default"], dtype=_np_dtype(t)))
@@ -216,7 +222,7 @@ class TrainStep:
         _run(self.session, io, "the training step")
         self._parity ^= 1
         self._current, self._spare = self._spare, self._current
-        return {name: float(value) for name, value in self._scalars.items()}
+        return {name: _reported(value) for name, value in self._scalars.items()}
 
     def ortvalues(self) -> dict[str, ort.OrtValue]:
         """The current parameter and state values, on the device (valid until the next step)."""
@@ -288,7 +294,7 @@ class SharedSteps:
             _run(graph["session"], io, f"the training step of objective `{graph['objective']}`")
             outputs = io.get_outputs()
             for i, name in enumerate(graph["outputs"]):
-                results[f"{graph['objective']}.{name}"] = float(outputs[i].numpy())
+                results[f"{graph['objective']}.{name}"] = _reported(outputs[i].numpy())
             for j, t in enumerate(graph["carried"]):
                 self._store[t["name"]] = outputs[len(graph["outputs"]) + j]
         return results
@@ -327,7 +333,7 @@ class Evaluator:
             io.bind_ortvalue_input(name, params[name])
         _run(self.session, io, "the evaluation graph")
         outputs = io.get_outputs()
-        return {name: float(outputs[i].numpy()) for i, name in enumerate(self.output_names)}
+        return {name: _reported(outputs[i].numpy()) for i, name in enumerate(self.output_names)}
 
 
 class Predictor:

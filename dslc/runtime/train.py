@@ -38,6 +38,7 @@ from dslc.runtime.layout import (
     train_keys,
     weight_specs,
 )
+from dslc.runtime.metrics import EpochMetrics, output_specs
 
 HISTORY_FILE = "history.json"
 SEED_MULTIPLIER = 1_000_003
@@ -93,8 +94,11 @@ def _spec_by_kind(specs: list[dict], kind: str) -> dict | None:
     return next((t for t in specs if t.get("kind") == kind), None)
 
 
-def _weighted_means(sums: Mapping[str, float], count: int) -> dict[str, float]:
-    return {k: v / count for k, v in sums.items()}
+def _epoch_values(metrics: EpochMetrics) -> dict:
+    """The loss and metrics of an epoch from their batch values (`dslc/runtime/metrics.py`: batch means
+    averaged by batch size, count metrics such as F1 computed from summed confusion matrices); summed
+    `confusion_matrix` outputs as nested lists under their names."""
+    return {**metrics.values(), **metrics.matrices()}
 
 
 def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int, int, int, float | None]:
@@ -254,7 +258,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         reporter.epoch_start(epoch + 1, epochs, steps)
         t0 = time.perf_counter()
         order = epoch_order(seed, epoch, n)
-        sums = dict.fromkeys(trainer.output_names, 0.0)
+        sums = EpochMetrics(output_specs(specs))
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
             hypers = []
@@ -270,11 +274,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                     raise _diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
                                     f"(global step {global_step})", lr_used, ckpt_path)
             global_step += 1
-            for k, v in out.items():
-                sums[k] += v * len(idx)
-            reporter.step_end(i + 1, _weighted_means(sums, min(start + batch_size, n)))
+            sums.add(out, len(idx))
+            reporter.step_end(i + 1, sums.values())
         train_time = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "steps": global_step, **_weighted_means(sums, n)}
+        record = {"epoch": epoch + 1, "steps": global_step, **_epoch_values(sums)}
         for prefix, evaluator in evaluators.items():
             values = _evaluate(evaluator, trainer, val_arrays, n_val, batch_size)
             if not math.isfinite(values["loss"]):
@@ -348,12 +351,10 @@ def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray],
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:
-    """Loss and metrics over `arrays` in order, means weighted by batch size, current parameters."""
+    """Loss and metrics over `arrays` in order (`_epoch_values`), current parameters."""
     params = trainer.ortvalues()
-    sums = dict.fromkeys(evaluator.output_names, 0.0)
+    sums = EpochMetrics(output_specs([evaluator.spec]))
     for start in range(0, n, batch_size):
         batch = {k: a[start:start + batch_size] for k, a in arrays.items()}
-        rows = len(next(iter(batch.values())))
-        for k, v in evaluator.run(batch, params).items():
-            sums[k] += v * rows
-    return _weighted_means(sums, n)
+        sums.add(evaluator.run(batch, params), len(next(iter(batch.values()))))
+    return _epoch_values(sums)
