@@ -39,7 +39,7 @@ def test_a_block_called_with_two_shapes_shows_both(tmp_path):
     assert "`linear`: `f32[B, 4]` → `f32[B, 3]`" in linear and "`linear`: `f32[B, 6]` → `f32[B, 5]`" in linear
     assert "`project_1.linear_0.weight`: `f32[6, 5]` (30)" in linear
     assert hover_at(analysis, "sgd") == ("`sgd`: optimizer `sgd(lr = 0.01, momentum = 0.9, nesterov = false, "
-                                         "weight_decay = 0.0, decay = 0.0)`")
+                                         "weight_decay = 0.0, decay = 0.0, clip_norm = 0.0, clip_value = 0.0)`")
     assert hover_at(analysis, "lr, momentum").startswith("`lr`: `0.01`")
     assert hover_at(analysis, "lr = 0.01") == "`lr`: `0.01` (known when the model is built)"
 

@@ -10,7 +10,7 @@ from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Whitespace
 
 KEYWORDS = ("block", "import", "input", "loss", "metric", "model", "objective", "optimizer", "output", "repeat",
-            "return", "target", "update")
+            "return", "target", "then", "update")
 CONSTANTS = ("true", "false")
 DTYPES = ("f32", "f64", "i32", "i64", "bool")
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
