@@ -158,8 +158,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, object]) -> Path:
-    """`numpy.savez(path, **arrays)`, atomically. Keys may contain `/` and `.` (`param/dense.W`)."""
+def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, object],
+                    then: Callable[[], None] = lambda: None) -> Path:
+    """`numpy.savez(path, **arrays)`, atomically. Keys may contain `/` and `.` (`param/dense.W`). `then`
+    is called once the arrays are in the temporary file, before it is renamed (fault-injection tests)."""
     import numpy as np  # the only non-stdlib import here, kept local so the module stays light
 
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    def write(f: IO[bytes]) -> None:
+        np.savez(f, **arrays)
+        then()
+
+    return atomic_write(path, write)

@@ -384,16 +384,17 @@ def test_run_directory_contents(tmp_path):
     program = linreg_program()
     history = fit(program, linreg_data(n=20), epochs=2, batch_size=8, seed=3, out_dir=tmp_path / "run")
     run = tmp_path / "run"
-    assert sorted(os.listdir(run)) == ["checkpoint.npz", "history.json", "linreg.dslc.json", "linreg.eval.onnx",
-                                       "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx"]
+    assert sorted(os.listdir(run)) == [".lock", "checkpoint.npz", "history.jsonl", "linreg.dslc.json",
+                                       "linreg.eval.onnx", "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx"]
     assert json.loads((run / "linreg.dslc.json").read_text()) == program.manifest
     assert (run / "linreg.train.onnx").read_bytes() == program.graphs["train"]
-    assert json.loads((run / "history.json").read_text()) == history
+    assert [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()] == history
     _, _, meta = params_of(run)
     assert {k: meta[k] for k in ("format", "model", "epoch", "global_step", "seed", "batch_size", "lr")} == {
-        "format": "dslc-checkpoint/1", "model": "linreg", "epoch": 2, "global_step": 6, "seed": 3,
+        "format": "dslc-checkpoint/2", "model": "linreg", "epoch": 2, "global_step": 6, "seed": 3,
         "batch_size": 8, "lr": None}
-    assert meta["manifest_sha256"] == checkpoint.manifest_hash(program.manifest) and meta["history"] == history
+    assert meta["manifest_sha256"] == checkpoint.manifest_hash(program.manifest) and meta["record"] == history[-1]
+    assert "history" not in meta  # the checkpoint's size does not grow with the epochs
 
 
 @pytest.mark.parametrize("with_seed", [False, True])

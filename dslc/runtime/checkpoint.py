@@ -2,16 +2,27 @@
 
 Layout (a plain `.npz`, readable with `numpy.load(path)` and no pickle):
 
-    param/<name>   each trainable parameter, e.g. `param/dense1.W`
+    param/<name>   each parameter and buffer, e.g. `param/dense1.W`
     state/<name>   each optimizer state tensor, e.g. `state/opt.step`
-    meta           a 0-d string array holding JSON: format, dslc version, model, epoch (epochs
-                   completed), global_step, seed, batch_size, lr, data (`{rows, blake2b}` of the
-                   training arrays, see `train.data_fingerprint`), manifest_sha256, history
+    meta           a 0-d string array holding a JSON object (see `check_meta` for its schema):
+                   format (`dslc-checkpoint/2`), dslc version, model, epoch (epochs completed),
+                   global_step, seed, batch_size, lr, data (`{rows, blake2b}` of the training arrays,
+                   see `train.data_fingerprint`), manifest_sha256, record (the history entry of the
+                   last completed epoch)
+
+Its size is proportional to the parameters: the run's history is not in it but in
+`<run>/history.jsonl` (see `dslc.runtime.history`), which is appended to after each checkpoint and
+checked against the checkpoint's `epoch` when read. Format `dslc-checkpoint/1` (dslc 0.1: the whole
+history in `meta.history`, rewritten every epoch) is still read.
+
+Reading never trusts the file: members are read one at a time with their headers checked first
+(`dslc.runtime.npz`), and, given the model's manifest, only the members the model needs are read.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,11 +32,12 @@ import numpy as np
 
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_save_npz
-from dslc.runtime.data import check_finite, read_npz
+from dslc.runtime.data import check_finite, open_npz
 from dslc.runtime.layout import state_specs, weight_specs
 
 CHECKPOINT_FILE = "checkpoint.npz"
-FORMAT = "dslc-checkpoint/1"
+FORMAT = "dslc-checkpoint/2"
+FORMAT_1 = "dslc-checkpoint/1"
 
 
 @dataclass
@@ -50,35 +62,99 @@ def checkpoint_path(weights: str | os.PathLike) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarray],
                     state: Mapping[str, np.ndarray], meta: dict) -> Path:
+    from dslc.runtime.faults import fault_point
+
     arrays: dict[str, object] = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"state/{k}": v for k, v in state.items()})
     arrays["meta"] = np.array(json.dumps(meta))
-    return atomic_save_npz(path, arrays)
+    return atomic_save_npz(path, arrays, then=lambda: fault_point("checkpoint-write"))
 
 
-def load_checkpoint(weights: str | os.PathLike) -> Checkpoint:
-    """The checkpoint in run directory `weights` (or at that `.npz` path)."""
+def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, with_state: bool = True) -> Checkpoint:
+    """The checkpoint in run directory `weights` (or at that `.npz` path). Given the model's `manifest`,
+    the checkpoint must fit it (see `check_fits`), which is checked on the members' headers before
+    any array is read, and only the model's parameters (and, `with_state`, optimizer state) are read."""
     path = checkpoint_path(weights)
     if not path.exists() and not Path(weights).suffix:
         raise DataError(
             f"cannot read `{path}`: No such file or directory",
             hint=f"train the model first with `dslc train ... -o {weights}`",
         )
-    arrays = read_npz(path, "checkpoint", hint=DAMAGED_HINT)
-    if "meta" not in arrays:
-        raise DataError(f"`{path}` is not a dslc checkpoint (it has no `meta` entry)")
-    try:
-        meta = json.loads(str(arrays.pop("meta")[()]))
-    except ValueError:
-        raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)") from None
-    if meta.get("format") != FORMAT:
-        raise DataError(f"`{path}` has checkpoint format `{meta.get('format')}`, expected `{FORMAT}`")
-    for key, value in arrays.items():
-        if value.dtype.kind == "f":
-            check_finite(value, key, f"checkpoint `{path}`", NON_FINITE_HINT)
-    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
-    return Checkpoint(path, params, state, meta)
+    with open_npz(path, "checkpoint", hint=DAMAGED_HINT) as archive:
+        if "meta" not in archive:
+            raise DataError(f"`{path}` is not a dslc checkpoint (it has no `meta` entry)")
+        meta_array = archive["meta"]
+        try:
+            meta = json.loads(str(meta_array[()])) if meta_array.dtype.kind == "U" and meta_array.ndim == 0 else None
+        except ValueError:
+            meta = None
+        if meta is None:
+            raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)")
+        check_meta(meta, path)
+        groups = {prefix: {k[len(prefix):]: k for k in archive if k.startswith(prefix)} for prefix in ("param/", "state/")}
+        if manifest is not None:
+            headers = {prefix: {name: archive.header(key) for name, key in members.items()}
+                       for prefix, members in groups.items()}
+            _check_fits_headers(path, meta, manifest, headers["param/"], headers["state/"] if with_state else None)
+            wanted = [t["name"] for t in weight_specs(manifest)]
+            groups = {"param/": {n: groups["param/"][n] for n in wanted},
+                      "state/": {t["name"]: groups["state/"][t["name"]] for t in state_specs(manifest)}
+                      if with_state else {}}
+        loaded = {prefix: {name: archive[key] for name, key in members.items()} for prefix, members in groups.items()}
+    for prefix, members in loaded.items():
+        for name, value in members.items():
+            if value.dtype.kind == "f":
+                check_finite(value, prefix + name, f"checkpoint `{path}`", NON_FINITE_HINT)
+    return Checkpoint(path, loaded["param/"], loaded["state/"], meta)
+
+
+def _is_count(value, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_record(value) -> bool:
+    return isinstance(value, dict) and _is_count(value.get("epoch"), 1)
+
+
+# key -> (required, test, what the value must be); `record` is checked by format
+META_SCHEMA = {
+    "format": (True, lambda v: isinstance(v, str), "a string"),
+    "model": (True, lambda v: isinstance(v, str), "a string"),
+    "epoch": (True, _is_count, "a non-negative integer"),
+    "global_step": (True, _is_count, "a non-negative integer"),
+    "seed": (False, _is_count, "a non-negative integer"),
+    "batch_size": (False, lambda v: _is_count(v, 1), "a positive integer"),
+    "lr": (False, lambda v: v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)), "a number or null"),
+    "data": (False, lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "manifest_sha256": (False, lambda v: isinstance(v, str), "a string"),
+    "dslc": (False, lambda v: isinstance(v, str), "a string"),
+    "history": (False, lambda v: isinstance(v, list) and all(_is_record(r) for r in v),
+                "a list of history entries (objects with a positive integer `epoch`)"),
+    "record": (False, _is_record, "a history entry (an object with a positive integer `epoch`)"),
+}
+
+
+def check_meta(meta, path: Path) -> None:
+    """`DataError` ("checkpoint metadata is invalid: ...") unless `meta` is an object of `META_SCHEMA`
+    in a format this dslc reads, whose last history entry is the checkpoint's epoch."""
+    def invalid(reason: str) -> DataError:
+        return DataError(f"checkpoint metadata is invalid in `{path}`: {reason}", hint=DAMAGED_HINT)
+
+    if not isinstance(meta, dict):
+        raise invalid(f"it is a JSON {type(meta).__name__}, expected an object")
+    if meta.get("format") not in (FORMAT, FORMAT_1):
+        raise DataError(f"`{path}` has checkpoint format `{meta.get('format')}`, expected `{FORMAT}`",
+                        hint="it was written by another version of dslc; train again with this one")
+    for key, (required, test, what) in META_SCHEMA.items():
+        if key not in meta:
+            if required:
+                raise invalid(f"`{key}` is missing")
+        elif not test(meta[key]):
+            raise invalid(f"`{key}` is {json.dumps(meta[key])[:60]}, expected {what}")
+    last = meta["record"] if meta["format"] == FORMAT else (meta.get("history") or [None])[-1]
+    if meta["epoch"] > 0 and (last is None or last["epoch"] != meta["epoch"]):
+        key = "record" if meta["format"] == FORMAT else "history"
+        raise invalid(f"`{key}` does not end with the entry of epoch {meta['epoch']}, the checkpoint's `epoch`")
 
 
 DAMAGED_HINT = ("the checkpoint is damaged (e.g. cut short by a full disk or an interrupted copy); "
@@ -90,45 +166,55 @@ MISMATCH_HINT = (
 )
 
 
-def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> None:
-    """`DataError` unless the checkpoint holds exactly the model's parameters and buffers (and optimizer
-    state), with the same names, dtypes and shapes."""
+def _check_fits_headers(path: Path, meta: dict, manifest: dict, params: Mapping, state: Mapping | None) -> None:
     model = manifest["model"]
-    if ckpt.meta.get("model") != model:
+    if meta.get("model") != model:
         raise DataError(
-            f"checkpoint `{ckpt.path}` was written for model `{ckpt.meta.get('model')}`, not `{model}`",
+            f"checkpoint `{path}` was written for model `{meta.get('model')}`, not `{model}`",
             hint="pass the run directory of this model",
         )
-    groups = [("parameter", weight_specs(manifest), ckpt.params)]
-    if with_state:
-        groups.append(("optimizer state", state_specs(manifest), ckpt.state))
-    for kind, specs, values in groups:
-        _check_group(kind, specs, values, f"checkpoint `{ckpt.path}` does not fit model `{model}`",
+    groups = [("parameter", weight_specs(manifest), params)]
+    if state is not None:
+        groups.append(("optimizer state", state_specs(manifest), state))
+    for kind, specs, signatures in groups:
+        _check_group(kind, specs, signatures, f"checkpoint `{path}` does not fit model `{model}`",
                      "the checkpoint lacks")
 
 
-def _check_group(kind: str, specs: list[dict], values: Mapping[str, np.ndarray], head: str,
-                 lacks: str) -> None:
-    """`lacks` begins the message for a missing entry: `the checkpoint lacks`, `the weights lack`."""
+def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> None:
+    """`DataError` unless the checkpoint holds exactly the model's parameters and buffers (and optimizer
+    state), with the same names, dtypes and shapes."""
+    _check_fits_headers(ckpt.path, ckpt.meta, manifest, _signatures(ckpt.params),
+                        _signatures(ckpt.state) if with_state else None)
+
+
+def _signatures(values: Mapping[str, np.ndarray]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    return {name: (value.dtype, value.shape) for name, value in values.items()}
+
+
+def _check_group(kind: str, specs: list[dict], signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+                 head: str, lacks: str) -> None:
+    """`signatures` maps each name to its (dtype, shape). `lacks` begins the message for a missing entry:
+    `the checkpoint lacks`, `the weights lack`."""
     for spec in specs:
         name = spec["name"]
-        if name not in values:
+        if name not in signatures:
             raise DataError(f"{head}: {lacks} {kind} `{name}`, which the model has", hint=MISMATCH_HINT)
-        value, want = values[name], (np.dtype(spec["dtype"]), list(spec["shape"]))
-        if (value.dtype, list(value.shape)) != want:
+        (dtype, shape), want = signatures[name], (np.dtype(spec["dtype"]), list(spec["shape"]))
+        if (dtype, list(shape)) != want:
             raise DataError(
-                f"{head}: {kind} `{name}` is `{value.dtype}{list(value.shape)}` in the checkpoint "
+                f"{head}: {kind} `{name}` is `{dtype}{list(shape)}` in the checkpoint "
                 f"but `{want[0]}{want[1]}` in the model",
-                hint=_dtype_hint(values, want[0]) if list(value.shape) == want[1] else MISMATCH_HINT,
+                hint=_dtype_hint(signatures, want[0]) if list(shape) == want[1] else MISMATCH_HINT,
             )
-    extra = sorted(set(values) - {s["name"] for s in specs})
+    extra = sorted(set(signatures) - {s["name"] for s in specs})
     if extra:
         raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=MISMATCH_HINT)
 
 
-def _dtype_hint(values: Mapping[str, np.ndarray], model_dtype: np.dtype) -> str:
+def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], model_dtype: np.dtype) -> str:
     """The `--dtype` to use when every float array of the checkpoint has one dtype, not the model's."""
-    trained = {v.dtype for v in values.values() if v.dtype.kind == "f"}
+    trained = {dtype for dtype, _ in signatures.values() if dtype.kind == "f"}
     if len(trained) != 1 or model_dtype in trained:
         return MISMATCH_HINT
     dtype = trained.pop()
@@ -143,18 +229,23 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
     from dslc.runtime.data import read_bytes
 
     path = Path(path)
+    head = f"state file `{path}` does not fit model `{manifest['model']}`"
+    state_names = {s["name"] for s in state_specs(manifest)}
+
+    def check(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> None:
+        _check_group("parameter", weight_specs(manifest), {k: v for k, v in signatures.items() if k not in state_names},
+                     head, "the state file lacks")
+        _check_group("optimizer state", state_specs(manifest), {k: v for k, v in signatures.items() if k in state_names},
+                     head, "the state file lacks")
+
     if path.suffix == ".onnx":
         values = read_init_graph(read_bytes(path, "state file"), f"state file `{path}`")
+        check(_signatures(values))
     else:
-        values = read_npz(path, "state file", hint="a state file is an init graph `.onnx` or an `.npz` "
-                                                   "with one array per parameter, buffer and state tensor")
-    head = f"state file `{path}` does not fit model `{manifest['model']}`"
-    _check_group("parameter", weight_specs(manifest), {k: v for k, v in values.items()
-                                                        if k not in {s["name"] for s in state_specs(manifest)}},
-                 head, "the state file lacks")
-    _check_group("optimizer state", state_specs(manifest), {k: v for k, v in values.items()
-                                                            if k in {s["name"] for s in state_specs(manifest)}},
-                 head, "the state file lacks")
+        with open_npz(path, "state file", hint="a state file is an init graph `.onnx` or an `.npz` with one "
+                                               "array per parameter, buffer and state tensor") as archive:
+            check(_Headers(archive, {name: name for name in archive}))  # before reading any array
+            values = {name: archive[name] for name in archive}
     for name, value in values.items():
         if value.dtype.kind == "f":
             check_finite(value, name, f"state file `{path}`", NON_FINITE_HINT)
@@ -174,12 +265,10 @@ def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
     against the manifest's parameters."""
     if isinstance(weights, Mapping):
         params = {k: np.asarray(v) for k, v in weights.items()}
-        _check_group("parameter", weight_specs(manifest), params,
+        _check_group("parameter", weight_specs(manifest), _signatures(params),
                      f"the weights do not fit model `{manifest['model']}`", "the weights lack")
         for name, value in params.items():
             if value.dtype.kind == "f":
                 check_finite(value, name, "the weights", NON_FINITE_HINT)
         return params
-    ckpt = load_checkpoint(weights)
-    check_fits(ckpt, manifest, with_state=False)
-    return ckpt.params
+    return load_checkpoint(weights, manifest, with_state=False).params

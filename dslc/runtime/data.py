@@ -20,7 +20,6 @@ from __future__ import annotations
 import difflib
 import numbers
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -47,34 +46,14 @@ def describe(spec: dict) -> str:
     return f"`{spec['name']}` `{spec['dtype']}{format_shape(spec['shape'])}`"
 
 
-NPY_MAGIC = b"\x93NUMPY"
+def open_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] = (), hint: str = ""):
+    """The `.npz` file at `path` as a lazy `NpzArchive` (a context manager), or `DataError` saying why it
+    cannot be read. `names` (the arrays the caller wants) only make the default hint concrete; `hint`
+    replaces it (e.g. for checkpoints, which dslc writes itself)."""
+    from dslc.runtime.npz import NpzArchive
 
-
-def read_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] = (),
-             hint: str = "") -> dict[str, np.ndarray]:
-    """All arrays of an `.npz` file, or `DataError` saying why it cannot be read. `names` (the arrays
-    the caller wants) only make the default hint concrete; `hint` replaces it (e.g. for checkpoints,
-    which dslc writes itself)."""
-    path = os.fspath(path)
     hint = hint or f"save the arrays with `numpy.savez(path, {', '.join(f'{n}=...' for n in names) or 'name=array, ...'})`"
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(len(NPY_MAGIC))
-        # np.load itself picks the format by these bytes and tries unpickling anything not a zip
-        if magic.startswith(NPY_MAGIC):
-            raise DataError(f"cannot read {what} `{path}`: it is a single `.npy` array, "
-                            "expected an `.npz` archive of named arrays", hint=hint)
-        if not magic.startswith(b"PK"):
-            reason = "the file is empty" if not magic else "it is not a zip archive"
-            raise DataError(f"cannot read {what} `{path}`: not a valid `.npz` archive ({reason})", hint=hint)
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except OSError as e:
-        raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
-    except (ValueError, zipfile.BadZipFile, EOFError) as e:  # a damaged zip, or pickled arrays inside
-        raise DataError(
-            f"cannot read {what} `{path}`: not a valid `.npz` archive ({type(e).__name__}: {e})", hint=hint,
-        ) from None
+    return NpzArchive(path, what, hint)
 
 
 def read_bytes(path: str | os.PathLike, what: str) -> bytes:
@@ -87,8 +66,10 @@ def read_bytes(path: str | os.PathLike, what: str) -> bytes:
 
 
 def load_npz(path: str | os.PathLike, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
-    """The arrays of `path` named by `specs`, checked and cast (see the module docstring)."""
-    return check_arrays(read_npz(path, what, [s["name"] for s in specs]), specs, f"{what} `{os.fspath(path)}`")
+    """The arrays of `path` named by `specs`, checked and cast (see the module docstring); the other
+    members of the archive are never read."""
+    with open_npz(path, what, [s["name"] for s in specs]) as archive:
+        return check_arrays(archive, specs, f"{what} `{os.fspath(path)}`")
 
 
 def load_data(source, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
@@ -165,7 +146,7 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
             raise DataError(wrong)
         with np.errstate(over="ignore", invalid="ignore"):  # values too large for `want` become inf: see below
             out = np.asarray(array, dtype=want, order="C")
-        bad = _non_finite(out)
+        bad = non_finite_mask(out)
         if bad is not None:
             at, value = _index(bad, array.shape), array[bad][0]
             if np.isfinite(value):
@@ -227,13 +208,13 @@ def _check_range(values: np.ndarray, lo: float, hi: float, name: str, where: str
 
 def check_finite(array: np.ndarray, name: str, where: str, hint: str) -> None:
     """`DataError` at the first NaN/inf of float `array`."""
-    bad = _non_finite(array)
+    bad = non_finite_mask(array)
     if bad is not None:
         raise DataError(f"array `{name}` in {where} contains {array[bad][0]} at index {_index(bad, array.shape)}",
                         hint=hint)
 
 
-def _non_finite(array: np.ndarray) -> np.ndarray | None:
+def non_finite_mask(array: np.ndarray) -> np.ndarray | None:
     """The mask of the NaN/inf entries of float `array`, or None when every entry is finite."""
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(array.sum()):  # fast path: NaN/inf make the sum non-finite (6x faster than isfinite)

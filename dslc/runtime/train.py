@@ -9,7 +9,6 @@ so training 2 epochs and resuming to 4 gives the same bits as training 4 epochs 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import numbers
 import time
@@ -19,18 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from dslc.diagnostics import DataError
-from dslc.fsutil import atomic_write_text
 from dslc.runtime.checkpoint import (
     CHECKPOINT_FILE,
     FORMAT,
-    check_fits,
     load_checkpoint,
     load_state_file,
     manifest_hash,
     save_checkpoint,
     state_step,
 )
-from dslc.runtime.data import check_count, load_data, num_rows
+from dslc.runtime.data import check_count, load_data, non_finite_mask, num_rows
+from dslc.runtime.faults import fault_point
+from dslc.runtime.history import HistoryLog, read_history
 from dslc.runtime.layout import (
     eval_key,
     objective_of,
@@ -39,8 +38,8 @@ from dslc.runtime.layout import (
     weight_specs,
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
+from dslc.runtime.runlock import locks_run_directory
 
-HISTORY_FILE = "history.json"
 SEED_MULTIPLIER = 1_000_003
 
 
@@ -133,8 +132,7 @@ def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
 
 
 def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, reporter: Reporter):
-    ckpt = load_checkpoint(ckpt_path)
-    check_fits(ckpt, manifest)
+    ckpt = load_checkpoint(ckpt_path, manifest)
     meta = ckpt.meta
     if meta.get("manifest_sha256") != manifest_hash(manifest):
         reporter.warn("the compiled model differs from the one that wrote the checkpoint "
@@ -154,6 +152,7 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
     return ckpt
 
 
+@locks_run_directory
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
         reporter: Reporter | None = None, threads: int | None = None) -> list[dict]:
@@ -218,7 +217,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         global_step = state_step(initial, spec)
     else:
         initial = program.initial_values()
-    history: list[dict] = list(ckpt.meta.get("history", [])) if ckpt else []
+    history = _history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
     if len(keys) == 1 and not spec.get("frozen"):
@@ -234,6 +233,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size == 1 or n % batch_size == 1:
         _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     program.build(out_dir)  # creates the run directory
+    history_log = HistoryLog(out_dir, history)  # restored from the checkpoint after a kill
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
     lr_used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
@@ -269,6 +269,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                 hypers.append(hyper)
             batch = {k: a[idx] for k, a in arrays.items()}
             out = _step(trainer, batch, hypers)
+            fault_point("step")
             for loss_name in loss_names:
                 if not math.isfinite(out[loss_name]):
                     raise _diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
@@ -290,8 +291,11 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         history.append(record)
         meta = {"format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
                 "global_step": global_step, **settings, "data": fingerprint,
-                "manifest_sha256": manifest_hash(manifest), "history": history}
-        _save_epoch(out_dir, manifest, trainer.get_values(), meta)
+                "manifest_sha256": manifest_hash(manifest), "record": record}
+        values = trainer.get_values()
+        _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
+                             lr_used, ckpt_path)
+        _save_epoch(out_dir, manifest, values, meta, history_log)
         reporter.epoch_end(record)
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
     return history
@@ -342,12 +346,40 @@ def _diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> 
     return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate (`--lr`, now {lr:g}); {last}")
 
 
-def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict) -> None:
-    """`checkpoint.npz` (parameters and buffers, optimizer state) then `history.json`, each replaced
-    atomically."""
+def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict,
+                history_log: HistoryLog) -> None:
+    """`checkpoint.npz` (parameters and buffers, optimizer state; replaced atomically), then the
+    epoch's entry appended to `history.jsonl` (see `dslc.runtime.history` for why this order)."""
     save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in weight_specs(manifest)},
                     {t["name"]: values[t["name"]] for t in state_specs(manifest)}, meta)
-    atomic_write_text(out_dir / HISTORY_FILE, json.dumps(meta["history"], indent=2) + "\n")
+    fault_point("checkpoint-saved")
+    history_log.append(meta["record"])
+
+
+def _history_so_far(out_dir: Path, ckpt, reporter: Reporter) -> list[dict]:
+    """The history up to the checkpoint being resumed (none for a fresh run)."""
+    if ckpt is None:
+        return []
+    history, warning = read_history(out_dir, ckpt.meta)
+    if warning:
+        reporter.warn(warning)
+    return history
+
+
+def _check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when: str, lr: float,
+                         ckpt_path: Path) -> None:
+    """`DataError` naming the first parameter, buffer or optimizer-state tensor about to be saved that
+    holds a NaN/inf (the loss can stay finite while they overflow, e.g. a huge learning rate in the
+    last step, or Adam's second moment). Raised before the checkpoint is written: the last good one
+    stays in place."""
+    graphs = [manifest["graphs"][k] for k in train_keys(manifest)]
+    kinds = {"params": "parameter", "frozen": "parameter", "buffers": "buffer", "state": "optimizer state"}
+    for group, kind in kinds.items():
+        for name in dict.fromkeys(t["name"] for g in graphs for t in g.get(group, [])):
+            value = values[name]
+            bad = non_finite_mask(value) if value.dtype.kind == "f" else None
+            if bad is not None:
+                raise _diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:

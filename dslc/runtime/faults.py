@@ -1,0 +1,32 @@
+"""Fault injection for tests: make this process die at a named point of a training run.
+
+`DSLC_FAULT=<point>:<n>` sends the process SIGKILL the n-th time (from 1) it passes `<point>`;
+`DSLC_FAULT=<point>:<n>:STOP` sends SIGSTOP instead (a test then holds a run mid-way, e.g. to start a
+second run against its lock). Points, in the order a training epoch passes them:
+
+    step               after each training step
+    checkpoint-write   inside the checkpoint's atomic write: data written, not yet renamed
+    checkpoint-saved   after the checkpoint is in place, before its history entry is appended
+    history-write      inside the history append: half the line written and flushed
+
+Unset (always, outside tests), `fault_point` is one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+_passes: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    spec = os.environ.get("DSLC_FAULT")
+    if not spec:
+        return
+    point, _, rest = spec.partition(":")
+    if point != name:
+        return
+    count, _, how = rest.partition(":")
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGSTOP if how == "STOP" else signal.SIGKILL)
