@@ -93,6 +93,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         p.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,cuda:N}",
                        help="where to run (default cpu; `cuda` is GPU 0)")
 
+    def threads_option(p: argparse.ArgumentParser, also: str = "") -> None:
+        p.add_argument("--threads", type=_positive, help=f"intra-op threads for ONNX Runtime{also} (default: all cores)")
+
     p = verb("build", "compile a model and write its graphs and manifest")
     compile_options(p)
     p.add_argument("-o", dest="out", metavar="DIR", help="output directory (default .)")
@@ -123,6 +126,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                    help="continue the run in -o RUN up to --epochs; with STATE (an init graph .onnx or an .npz of "
                         "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
                         "in -o RUN from those values")
+    threads_option(p)
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -131,6 +135,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     device_option(p)
+    threads_option(p)
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
     compile_options(p)
@@ -141,7 +146,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "rounds)")
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
-    p.add_argument("--threads", type=_positive, help="intra-op threads for ONNX Runtime and PyTorch (default: all cores)")
+    threads_option(p, " and PyTorch")
     p.add_argument("--compare", choices=["torch"],
                    help="also time the model's PyTorch eager twin, and its inference exported by torch.onnx.export")
     p.add_argument("--memory", action="store_true",
@@ -212,13 +217,15 @@ def _run(args) -> int:
         reporter = ConsoleReporter(sys.stdout)
         try:
             program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter)
+                          device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
+                          threads=args.threads)
         finally:
             reporter.close()
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
-        outputs = program.predict(args.input, args.weights, device=args.device, batch_size=args.batch_size)
+        outputs = program.predict(args.input, args.weights, device=args.device, batch_size=args.batch_size,
+                                  threads=args.threads)
         atomic_save_npz(args.out, outputs)
         shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
         _say(f"wrote {args.out}: {shapes}")
@@ -277,6 +284,7 @@ def _check_trainable(program, args) -> None:
     (exit 1) or the command line's (exit 2)."""
     from dslc.diagnostics import error
     from dslc.runtime.layout import train_keys
+    from dslc.runtime.train import lr_out_of_range
 
     keys = train_keys(program.manifest)
     if not keys:
@@ -287,6 +295,8 @@ def _check_trainable(program, args) -> None:
     elif args.lr is not None and len(keys) > 1:
         raise UsageError(f"`--lr`: model `{program.name}` has several objectives, each with its own learning rate; "
                          "set each objective's `lr` in the model (or with -D) instead")
+    elif lr_out_of_range(program.manifest, args.lr):
+        raise UsageError(f"`--lr`: {lr_out_of_range(program.manifest, args.lr)}")
 
 
 def _bench(program, args) -> None:

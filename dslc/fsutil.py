@@ -73,6 +73,10 @@ def make_directory(path: str | os.PathLike) -> Path:
     file stands at `path` or at one of its parents."""
     path = Path(path)
     for part in [path, *path.parents]:
+        if part.is_symlink() and not part.exists():  # mkdir would say "File exists"
+            what = "it is" if part == path else f"`{part}` is"
+            raise WriteError(errno.ENOENT, f"{what} a symbolic link to `{os.readlink(part)}`, which does not exist",
+                             str(path))
         if part.exists() and not part.is_dir():
             raise WriteError(errno.ENOTDIR, "it is a file, not a directory" if part == path else
                              f"`{part}` is a file, not a directory", str(path))

@@ -93,8 +93,7 @@ def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, wi
         check_meta(meta, path)
         groups = {prefix: {k[len(prefix):]: k for k in archive if k.startswith(prefix)} for prefix in ("param/", "state/")}
         if manifest is not None:
-            headers = {prefix: {name: archive.header(key) for name, key in members.items()}
-                       for prefix, members in groups.items()}
+            headers = {prefix: _Headers(archive, members) for prefix, members in groups.items()}
             _check_fits_headers(path, meta, manifest, headers["param/"], headers["state/"] if with_state else None)
             wanted = [t["name"] for t in weight_specs(manifest)]
             groups = {"param/": {n: groups["param/"][n] for n in wanted},
@@ -106,6 +105,22 @@ def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, wi
             if value.dtype.kind == "f":
                 check_finite(value, prefix + name, f"checkpoint `{path}`", NON_FINITE_HINT)
     return Checkpoint(path, loaded["param/"], loaded["state/"], meta)
+
+
+class _Headers(Mapping):
+    """name -> (dtype, shape) of the archive's members, each header read when looked up."""
+
+    def __init__(self, archive, members: dict[str, str]):
+        self.archive, self.members = archive, members
+
+    def __getitem__(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        return self.archive.header(self.members[name])
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
 
 
 def _is_count(value, minimum: int = 0) -> bool:

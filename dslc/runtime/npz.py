@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from typing import IO
@@ -136,19 +137,19 @@ class NpzArchive(Mapping):
 
     def _read_header(self, f: IO[bytes], name: str) -> tuple[np.dtype, tuple[int, ...], bool]:
         info = self._members[name]
+        magic = f.read(len(NPY_MAGIC) + 2)
+        if not magic.startswith(NPY_MAGIC) or len(magic) < len(NPY_MAGIC) + 2:
+            self._fail("it is not a `.npy` array (save the arrays with `numpy.savez`)", name)
+        readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+        if (magic[-2], magic[-1]) not in readers:
+            self._fail(f"its `.npy` format version {magic[-2]}.{magic[-1]} is not supported", name)
         try:
-            magic = f.read(len(NPY_MAGIC) + 2)
-            if not magic.startswith(NPY_MAGIC) or len(magic) < len(NPY_MAGIC) + 2:
-                self._fail("it is not a `.npy` array (save the arrays with `numpy.savez`)", name)
-            version = (magic[-2], magic[-1])
-            if version == (1, 0):
-                shape, fortran, dtype = npy.read_array_header_1_0(f, max_header_size=MAX_HEADER)
-            elif version == (2, 0):
-                shape, fortran, dtype = npy.read_array_header_2_0(f, max_header_size=MAX_HEADER)
-            else:
-                self._fail(f"its `.npy` format version {version[0]}.{version[1]} is not supported", name)
-        except (ValueError, EOFError, zipfile.BadZipFile, OSError) as e:
-            self._fail(f"its `.npy` header is malformed ({type(e).__name__}: {str(e)[:200]})", name)
+            with warnings.catch_warnings():  # numpy warns before re-parsing headers it cannot read
+                warnings.simplefilter("ignore")
+                shape, fortran, dtype = readers[magic[-2], magic[-1]](f, max_header_size=MAX_HEADER)
+        except Exception:  # noqa: BLE001 - numpy's parser raises ValueError, EOFError, tokenize errors...
+            self._fail("its `.npy` header is malformed (not a dictionary of `descr`, `fortran_order` and "
+                       "`shape`, or cut short)", name)
         if any(d < 0 for d in shape):
             self._fail(f"its `.npy` header gives the negative shape {shape}", name)
         if dtype.hasobject:

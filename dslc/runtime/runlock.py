@@ -15,6 +15,7 @@ import functools
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,15 +47,36 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
     make_directory(out_dir)
     lock_path = out_dir / LOCK_FILE
     fd = _acquire(lock_path, out_dir)
+    _releasing.stack = [*getattr(_releasing, "stack", []), []]
     try:
         remove_temporaries(out_dir)
         yield out_dir
+        _run_callbacks(failing=False)
     except BaseException:
+        _run_callbacks(failing=True)
         if created and os.listdir(out_dir) == [LOCK_FILE]:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     finally:
+        _releasing.stack = _releasing.stack[:-1]
         os.close(fd)  # releases the lock
+
+
+_releasing = threading.local()  # .stack: per `run_lock` being held by this thread, its callbacks
+
+
+def when_released(callback: Callable[[bool], None]) -> None:
+    """Call `callback(failing)` before the innermost run lock this thread holds is released (`failing`:
+    the run raised). Outside a run lock the callback is never called (API callers of internals)."""
+    stack = getattr(_releasing, "stack", [])
+    if stack:
+        stack[-1].append(callback)
+
+
+def _run_callbacks(failing: bool) -> None:
+    callbacks, _releasing.stack[-1] = _releasing.stack[-1], []
+    for callback in callbacks:
+        callback(failing)
 
 
 def _acquire(lock_path: Path, out_dir: Path) -> int:

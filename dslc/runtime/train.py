@@ -8,6 +8,7 @@ so training 2 epochs and resuming to 4 gives the same bits as training 4 epochs 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -39,6 +40,7 @@ from dslc.runtime.layout import (
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory
+from dslc.runtime.saver import EpochSaver
 
 SEED_MULTIPLIER = 1_000_003
 
@@ -116,7 +118,21 @@ def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int,
                         hint="set each objective's `lr` in the model (or with -D) and drop `--lr`")
     if lr is not None and _spec_by_kind(program.manifest["graphs"]["train"].get("hyper", []), "lr") is None:
         raise DataError(f"model `{program.name}` has no learning rate to override", hint="drop `--lr`")
+    problem = lr_out_of_range(program.manifest, lr)
+    if problem:
+        raise DataError(problem, hint="a learning rate this large overflows every update; use a smaller one")
     return int(epochs), int(batch_size), int(seed), None if lr is None else float(lr)
+
+
+def lr_out_of_range(manifest: dict, lr: float | None) -> str | None:
+    """Why `lr` cannot be fed to the training graph (it would become inf in the graph's dtype), or None."""
+    spec = _spec_by_kind(manifest["graphs"].get("train", {}).get("hyper", []), "lr")
+    if lr is None or spec is None:
+        return None
+    largest = float(np.finfo(np.dtype(spec["dtype"])).max)
+    if lr <= largest:
+        return None
+    return f"the learning rate {lr:g} does not fit in `{spec['dtype']}` (at most {largest:.6g})"
 
 
 def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
@@ -234,6 +250,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     program.build(out_dir)  # creates the run directory
     history_log = HistoryLog(out_dir, history)  # restored from the checkpoint after a kill
+    saver = EpochSaver()
+    model_hash = manifest_hash(manifest)
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
     lr_used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
@@ -291,12 +309,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         history.append(record)
         meta = {"format": FORMAT, "dslc": __version__, "model": program.name, "epoch": epoch + 1,
                 "global_step": global_step, **settings, "data": fingerprint,
-                "manifest_sha256": manifest_hash(manifest), "record": record}
+                "manifest_sha256": model_hash, "record": record}
         values = trainer.get_values()
         _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
-        _save_epoch(out_dir, manifest, values, meta, history_log)
+        saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log))
         reporter.epoch_end(record)
+    saver.wait()
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
     return history
 
