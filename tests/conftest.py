@@ -13,6 +13,8 @@ from golden import assert_golden  # noqa: E402
 def pytest_addoption(parser):
     parser.addoption("--bless", action="store_true", default=False,
                      help="rewrite golden files (tests/diagnostics/*.stderr, ...) with the current output")
+    parser.addoption("--fault-kills", type=int, default=0, metavar="N",
+                     help="also SIGKILL `dslc train` at N random moments, resuming each (tests/test_fault_injection.py)")
 
 
 @pytest.fixture
