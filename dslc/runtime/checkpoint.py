@@ -33,6 +33,7 @@ import numpy as np
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_save_npz
 from dslc.runtime.data import check_finite, open_npz
+from dslc.runtime.faults import fault_point
 from dslc.runtime.layout import state_specs, weight_specs
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -62,8 +63,6 @@ def checkpoint_path(weights: str | os.PathLike) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarray],
                     state: Mapping[str, np.ndarray], meta: dict) -> Path:
-    from dslc.runtime.faults import fault_point
-
     arrays: dict[str, object] = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"state/{k}": v for k, v in state.items()})
     arrays["meta"] = np.array(json.dumps(meta))

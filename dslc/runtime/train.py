@@ -179,8 +179,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     `epochs` with `initial_epoch`). `resume` may instead be the path of a state file (`load_state_file`:
     an init graph or `.npz`, written by another runtime, say): a new run starts from its values, its
     step counter continuing from the state's (so dropout seeds continue too). `lr` overrides the compiled learning rate. The last partial batch
-    of an epoch is kept. Writes to `out_dir`: the manifest and graphs at the start, then after every
-    epoch `checkpoint.npz` and `history.json` (all atomically).
+    of an epoch is kept. Holds the lock on `out_dir` for the whole run (`runlock`). Writes to `out_dir`:
+    the manifest and graphs at the start, then after every epoch `checkpoint.npz` (atomically) and a line
+    of `history.jsonl` (see `dslc.runtime.history`).
 
     History entries: `epoch` (from 1), `steps` (global steps done), the training loss and metrics
     (means over the epoch weighted by batch size), `val_`-prefixed validation loss and metrics,
@@ -290,6 +291,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             fault_point("step")
             for loss_name in loss_names:
                 if not math.isfinite(out[loss_name]):
+                    saver.wait()  # the hint names the last checkpoint: let a pending save land first
                     raise _diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
                                     f"(global step {global_step})", lr_used, ckpt_path)
             global_step += 1
@@ -301,6 +303,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             values = _evaluate(evaluator, trainer, val_arrays, n_val, batch_size)
             if not math.isfinite(values["loss"]):
                 what = "the validation loss" + (f" of objective `{prefix[:-1]}`" if prefix else "")
+                saver.wait()
                 raise _diverged(what, values["loss"], f"after epoch {epoch + 1} (global step {global_step})",
                                 lr_used, ckpt_path)
             record.update({f"val_{prefix}{k}": v for k, v in values.items()})
@@ -311,6 +314,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                 "global_step": global_step, **settings, "data": fingerprint,
                 "manifest_sha256": model_hash, "record": record}
         values = trainer.get_values()
+        saver.wait()  # the previous epoch's save (had a whole epoch to finish): its checkpoint is the last good one
         _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
         saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log))
