@@ -1,8 +1,8 @@
 """Fault injection for tests: make this process die at a named point of a training run.
 
 `DSLC_FAULT=<point>:<n>` sends the process SIGKILL the n-th time (from 1) it passes `<point>`;
-`DSLC_FAULT=<point>:<n>:STOP` sends SIGSTOP instead (a test then holds a run mid-way, e.g. to start a
-second run against its lock). Points, in the order a training epoch passes them:
+`DSLC_FAULT=<point>:<n>:<SIGNAL>` sends that signal instead: `STOP` holds a run mid-way (e.g. to start
+a second run against its lock), `INT` is a Ctrl-C. Points, in the order a training epoch passes them:
 
     step               after each training step
     checkpoint-write   inside the checkpoint's atomic write: data written, not yet renamed
@@ -29,4 +29,4 @@ def fault_point(name: str) -> None:
     count, _, how = rest.partition(":")
     _passes[name] = _passes.get(name, 0) + 1
     if _passes[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGSTOP if how == "STOP" else signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{how or 'KILL'}"))
