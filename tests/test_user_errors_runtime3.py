@@ -293,6 +293,23 @@ def re_match(pattern: str, text: str) -> bool:
     return True
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_the_member_reader_matches_numpy_load(tmp_path, compressed):
+    rng = np.random.default_rng(0)
+    arrays = {"f32": rng.normal(size=(5, 3)).astype(np.float32), "fortran": np.asfortranarray(rng.normal(size=(4, 6))),
+              "big_endian": np.arange(7, dtype=">i4"), "bool": rng.random((2, 2, 2)) > 0.5, "scalar": np.float16(2.5),
+              "empty": np.zeros((0, 4), np.int64), "text": np.array("{\"a\": 1}"), "nested/name.x": np.arange(3)}
+    path = tmp_path / "a.npz"
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    with data.open_npz(path) as archive, np.load(path) as reference:
+        assert sorted(archive) == sorted(reference.files)
+        for name in reference.files:
+            got, want = archive[name], reference[name]
+            assert (got.dtype, got.shape, got.flags.f_contiguous) == (want.dtype, want.shape, want.flags.f_contiguous)
+            assert np.array_equal(got, want), name
+            assert archive.header(name) == (want.dtype, want.shape)
+
+
 def test_a_member_inflating_to_gigabytes_is_refused_from_its_sizes(tmp_path):
     """A deflated member whose central-directory size is beyond deflate's 1:1032 ratio is a crafted file."""
     path = write_npz(tmp_path / "d.npz", {"x.npy": npy_header("{'descr': '<f4', 'fortran_order': False, "
