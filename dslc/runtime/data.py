@@ -57,9 +57,11 @@ def open_npz(path: str | os.PathLike, what: str = "data", names: Iterable[str] =
 
 
 def read_bytes(path: str | os.PathLike, what: str) -> bytes:
-    """The whole file, or `DataError` naming it."""
+    """The whole file, or `DataError` naming it (or saying it is a FIFO, a device...: not read)."""
+    from dslc.runtime.npz import open_regular_file
+
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path, what) as f:
             return f.read()
     except OSError as e:
         raise DataError(f"cannot read {what} `{os.fspath(path)}`: {e.strerror or e}") from None
