@@ -405,3 +405,15 @@ def test_threads_reach_every_session_of_train_and_predict(workdir, tmp_path, mon
                  ["predict", "--input", "d.npz", "-o", "y.npz"]):
         assert cli.main([verb[0], str(workdir / "mlp.dl"), *verb[1:], "--threads", "0"]) == 2
         assert capsys.readouterr().err.endswith("argument --threads: expected a positive integer, got `0`\n")
+
+
+def test_an_npz_state_file_is_checked_on_its_headers_before_it_is_read(mlp, good_run, tmp_path):
+    ckpt = checkpoint.load_checkpoint(good_run)
+    values = {**ckpt.params, **ckpt.state}
+    np.savez(tmp_path / "state.npz", **values)
+    history = fit(mlp, xy(8), epochs=1, batch_size=4, out_dir=tmp_path / "from_state", resume=tmp_path / "state.npz")
+    assert history[-1]["steps"] == int(values["opt.step"]) + 2  # the step counter continues from the state's
+    with zipfile.ZipFile(tmp_path / "state.npz", "a") as z:  # an extra member announcing 14.6 TiB
+        z.writestr("junk.npy", npy_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 4), }\n"))
+    with pytest.raises(DataError, match=r"does not fit model `mlp`: it has parameter `junk`, which the model"):
+        fit(mlp, xy(8), epochs=1, batch_size=4, out_dir=tmp_path / "refused", resume=tmp_path / "state.npz")

@@ -24,7 +24,7 @@ import hashlib
 import json
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,19 +246,22 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
     head = f"state file `{path}` does not fit model `{manifest['model']}`"
     state_names = {s["name"] for s in state_specs(manifest)}
 
-    def check(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> None:
-        _check_group("parameter", weight_specs(manifest), {k: v for k, v in signatures.items() if k not in state_names},
+    def check(signatures: Callable[[Iterable[str]], Mapping[str, tuple[np.dtype, tuple[int, ...]]]],
+              names: Iterable[str]) -> None:
+        """`signatures(names)`: (dtype, shape) by name, looked up lazily (an `.npz` reads only the headers
+        of the names the model has)."""
+        _check_group("parameter", weight_specs(manifest), signatures([n for n in names if n not in state_names]),
                      head, "the state file lacks")
-        _check_group("optimizer state", state_specs(manifest), {k: v for k, v in signatures.items() if k in state_names},
+        _check_group("optimizer state", state_specs(manifest), signatures([n for n in names if n in state_names]),
                      head, "the state file lacks")
 
     if path.suffix == ".onnx":
         values = read_init_graph(read_bytes(path, "state file"), f"state file `{path}`")
-        check(_signatures(values))
+        check(lambda names: _signatures({n: values[n] for n in names}), list(values))
     else:
         with open_npz(path, "state file", hint="a state file is an init graph `.onnx` or an `.npz` with one "
                                                "array per parameter, buffer and state tensor") as archive:
-            check(_Headers(archive, {name: name for name in archive}))  # before reading any array
+            check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
             values = {name: archive[name] for name in archive}
     for name, value in values.items():
         if value.dtype.kind == "f":
