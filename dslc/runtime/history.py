@@ -1,8 +1,9 @@
 """A run's history: `<run>/history.jsonl`, one JSON object per completed epoch, one per line.
 
 Each epoch writes its checkpoint first (atomically, its metadata holding the epoch's own history entry
-as `record`), then appends the entry to this file and fsyncs it. The cost is one line per epoch, not
-the whole history. The checkpoint is the truth: a kill between the two writes leaves the file one
+as `record`), then appends the entry to this file. The cost is one line per epoch, not the whole
+history, and no fsync: the page cache outlives a killed process, and after a power loss the
+checkpoint (fsync'ed) restores the last entry, a warning naming any earlier ones lost. The checkpoint is the truth: a kill between the two writes leaves the file one
 epoch behind, a kill inside the append leaves a torn last line, and the next run in the folder
 (`--resume`) restores the file from the checkpoint (`read_history`, then `HistoryLog` rewrites it
 atomically if it differs) before appending again. A fresh run replaces any history left without a
@@ -81,7 +82,6 @@ class HistoryLog:
                 _write_all(fd, data[:half])
                 fault_point("history-write")
                 _write_all(fd, data[half:])
-                os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as e:
