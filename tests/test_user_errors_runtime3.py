@@ -4,6 +4,7 @@ checkpoint an epoch apart after a kill, crash leftovers, malformed `.npz` member
 metadata, FIFOs and devices given as data, a dangling symlink as the run folder; and `--threads`."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -76,6 +77,14 @@ def test_the_api_refuses_a_locked_run_folder_and_leaves_a_new_one_untouched(mlp,
     # the refused run wrote nothing; the holder's directory (created by it) is kept
     assert os.listdir(tmp_path / "run") == [runlock.LOCK_FILE]
     fit(mlp, xy(8), epochs=1, batch_size=4, out_dir=tmp_path / "run")  # released
+
+
+def test_a_file_system_without_locks_trains_unlocked(mlp, tmp_path, monkeypatch):
+    def unsupported(fd):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(runlock, "_lock", unsupported)
+    assert len(fit(mlp, xy(8), epochs=2, batch_size=4, out_dir=tmp_path / "run")) == 2
 
 
 # ---- 2. non-finite values are never checkpointed -------------------------------------------------------

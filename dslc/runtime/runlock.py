@@ -4,13 +4,15 @@ The lock is an OS lock (`flock` on POSIX, `msvcrt.locking` on Windows) on the fi
 kernel releases it when the process ends, a crash or `kill -9` included: there is never a stale lock
 to remove by hand. The file stays in place between runs; it records the process id of its holder only
 so that the refusal can name it. (The stdlib suffices here: `filelock` would add a dependency for the
-same `flock` call.)
+same `flock` call.) On a file system that cannot lock at all (`ENOLCK`, `EOPNOTSUPP`: some FUSE
+mounts), the run goes ahead unlocked rather than not at all.
 
 Under the lock, the leftovers of a run killed inside an atomic write (`.checkpoint.npz.XXXXXXXX.tmp`,
 see `dslc.fsutil`) are removed: no other process can be writing them.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -86,7 +88,9 @@ def _acquire(lock_path: Path, out_dir: Path) -> int:
         raise DataError(f"cannot lock the run directory `{out_dir}`: {e.strerror}") from None
     try:
         _lock(fd)
-    except OSError:
+    except OSError as e:
+        if e.errno in UNSUPPORTED:  # a file system without locks (some FUSE mounts): run unlocked, as before
+            return fd
         holder = _read_holder(fd)
         os.close(fd)
         raise DataError(f"`{out_dir}` is in use by another training run{holder}",
@@ -97,6 +101,10 @@ def _acquire(lock_path: Path, out_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+# errors of a file system that cannot lock at all, as opposed to a lock held elsewhere
+UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS} if os.name != "nt" else set()
 
 
 def _still_there(fd: int, lock_path: Path) -> bool:
