@@ -91,13 +91,12 @@ class Program:
         graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`."""
         from dslc.diagnostics import DataError
         from dslc.emit.weights import init_graph_bytes
-        from dslc.runtime.checkpoint import check_fits, load_checkpoint
+        from dslc.runtime.checkpoint import load_checkpoint
 
         if not self.trainable:
             raise DataError(f"model `{self.name}` has no loss, so it has no training state to export",
                             hint="export the inference model with `--weights` instead")
-        ckpt = load_checkpoint(weights)
-        check_fits(ckpt, self.manifest)
+        ckpt = load_checkpoint(weights, self.manifest)  # checked on the members' headers before reading them
         meta = {"dslc.version": self.manifest["dslc"], "dslc.model": self.name, "dslc.graph": "init",
                 **{f"dslc.{k}": str(ckpt.meta[k]) for k in ("epoch", "global_step", "seed") if k in ckpt.meta}}
         init = init_graph_bytes(self.name, self.manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
