@@ -336,6 +336,20 @@ def test_a_member_inflating_to_gigabytes_is_refused_from_its_sizes(tmp_path):
     assert info.compress_size < 100
 
 
+def test_a_member_larger_than_the_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    """Linux overcommits: without the check, np.empty of a 1000:1 deflated member would succeed and the
+    process be OOM-killed while inflating it."""
+    from dslc.runtime import npz
+
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, x=np.zeros((4096, 4), np.float32))
+    monkeypatch.setattr(npz, "physical_memory", lambda: 32 * 1024)
+    with pytest.raises(DataError) as e:
+        data.load_npz(path, [{"name": "x", "dtype": "float32", "shape": ["B", 4]}])
+    assert e.value.message == (f"cannot read array `x` in training data `{path}`: it holds 64.0 KiB, more than this "
+                               "machine's memory (32.0 KiB)")
+
+
 def test_members_the_command_does_not_read_are_never_decompressed(good_run, mlp, tmp_path):
     """A 3 GiB member would take seconds and gigabytes to inflate; an unreadable one proves it is not read."""
     broken = npy_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 4), }\n")

@@ -10,8 +10,8 @@ member that is not an `.npy` array, and blocks forever on a FIFO. `NpzArchive` i
 - parses each member's `.npy` header (at most `MAX_HEADER` bytes) and checks it before allocating:
   a shape of non-negative integers, a dtype without Python objects, and a size no larger than the
   bytes the archive really holds for it (stored members: their size in the file; compressed ones:
-  at most `MAX_DEFLATE_RATIO` times it, the most deflate can achieve). Allocations are therefore
-  bounded by the file's size.
+  at most `MAX_DEFLATE_RATIO` times it, the most deflate can achieve), and no larger than the
+  machine's physical memory. Allocations are therefore bounded by the file's size and the memory.
 
 Every refusal is a `DataError` naming the file and the member.
 """
@@ -120,7 +120,14 @@ class NpzArchive(Mapping):
             raise KeyError(name)
         with self._open(name) as f:
             dtype, shape, fortran = self._read_header(f, name)
-            array = np.empty(shape[::-1] if fortran else shape, dtype)
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            memory = physical_memory()
+            if memory is not None and nbytes > memory:  # Linux overcommits: np.empty would "succeed"
+                self._fail(f"it holds {_size(nbytes)}, more than this machine's memory ({_size(memory)})", name)
+            try:
+                array = np.empty(shape[::-1] if fortran else shape, dtype)
+            except MemoryError:
+                self._fail(f"there is not enough memory for its {_size(nbytes)}", name)
             buffer, done = memoryview(array.reshape(-1).view(np.uint8)), 0
             while done < len(buffer):
                 got = f.readinto(buffer[done:])
@@ -162,6 +169,14 @@ class NpzArchive(Mapping):
             self._fail(f"its header announces `{dtype}` of shape {shape} ({_size(nbytes)}), but the archive holds "
                        f"{_size(max(min(held, bound), 0))} for it (a damaged or crafted file)", name)
         return dtype, shape, fortran
+
+
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes, where the OS says (Linux, macOS)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _size(nbytes: int) -> str:
