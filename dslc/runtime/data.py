@@ -61,7 +61,7 @@ def read_bytes(path: str | os.PathLike, what: str) -> bytes:
     from dslc.runtime.npz import open_regular_file
 
     try:
-        with open_regular_file(path, what) as f:
+        with open_regular_file(path, what, hint="pass the path of a file") as f:
             return f.read()
     except OSError as e:
         raise DataError(f"cannot read {what} `{os.fspath(path)}`: {e.strerror or e}") from None

@@ -34,7 +34,7 @@ MAX_HEADER = 10_000  # numpy's own default limit for the header text
 MAX_DEFLATE_RATIO = 1032  # deflate's largest possible expansion (258-byte matches in 2-bit codes)
 
 
-def open_regular_file(path: str | os.PathLike, what: str) -> IO[bytes]:
+def open_regular_file(path: str | os.PathLike, what: str, hint: str = "pass the path of an `.npz` file") -> IO[bytes]:
     """`path` opened for reading in binary mode, or `DataError` unless it is a regular file. The open
     does not block (`O_NONBLOCK`), so a FIFO without a writer is refused instead of waited on."""
     path = os.fspath(path)
@@ -46,8 +46,7 @@ def open_regular_file(path: str | os.PathLike, what: str) -> IO[bytes]:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise DataError(f"cannot read {what} `{path}`: it is {_file_kind(mode)}, not a regular file",
-                        hint="pass the path of an `.npz` file")
+        raise DataError(f"cannot read {what} `{path}`: it is {_file_kind(mode)}, not a regular file", hint=hint)
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
