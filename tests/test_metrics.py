@@ -167,7 +167,7 @@ def test_fit_history_aggregates_from_counts(multiclass, tmp_path):
                            for i in range(0, N, BATCH)])
     assert abs(batch_means - record["val_f1_macro"]) > 1e-3
     assert record["val_cm"] == sk.confusion_matrix(y, pred, labels=range(5)).tolist()
-    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    saved = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert saved[0]["val_cm"] == record["val_cm"]
 
 
