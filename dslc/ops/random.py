@@ -7,7 +7,7 @@ is a whole number below 2^24 held in float32, and every operation on them is exa
 12-bit numbers, sums below 2^24, scaling by powers of two, floor), so no rounding happens anywhere:
 a runtime that fuses a multiply and an add (FMA), or evaluates in float32 what it was given in float64,
 still computes the same bits. Integer ops touch only the scalar seed (`Div`, `Mul`, `Sub` of
-non-negative int64 values, exact by the ONNX spec).
+non-negative int64 values, exact by the ONNX spec; see `seed_halves` for OpenVINO's division).
 
 A 24-bit state is two 12-bit halves (L, R); `mix` is a Feistel network whose round function squares
 one half:
@@ -24,7 +24,7 @@ for a static axis; for a symbolic one, a short vector computed once per graph). 
 
 No `Range` and no `Reshape` of a flat index: each axis's table is a vector broadcast against the others,
 so runtimes that plan symbolic shapes can. The seed's halves and the sums over the leading axes are
-shared by every use site in a graph: a dropout layer costs ~60 element-wise nodes. tests/test_random.py
+shared by every use site in a graph: a dropout layer costs ~50 element-wise nodes. tests/test_random.py
 checks uniformity and independence between neighbours, strides, seeds (consecutive, and differing in
 their top bits) and salts.
 """
@@ -95,10 +95,13 @@ class _Nodes:
         return self.e.scalar(v, "float32")
 
     def mod(self, v):
+        # not ONNX `Mod` (fmod=1): as exact, but ONNX Runtime's float kernel made the digits step 2.4x slower
         e = self.e
         return e.node("Sub", v, e.node("Mul", e.node("Floor", e.node("Mul", v, self.f32(1 / HALF))), self.f32(HALF)))
 
     def mix(self, left, right):
+        """`_mix` of unreduced halves (sums of tables below 2^24): reducing them first changes nothing,
+        each round's sums are reduced in it."""
         e = self.e
         for key in KEYS[:ROUNDS]:
             y = self.mod(e.node("Add", right, self.f32(key)))
@@ -109,17 +112,21 @@ class _Nodes:
         return left, right
 
     def seed_halves(self, seed):
-        """`seed_halves` of an int64 scalar input: its parts split with exact int64 `Div`/`Mul`/`Sub`."""
+        """`seed_halves` of an int64 scalar input, split with int64 `Div`/`Mul`/`Sub`. OpenVINO divides
+        integers through float32 (2^31 - 2 divided by 2^24 gave 128), so the quotient by 2^24 is corrected
+        by the sign of its exact remainder; the remainder, below 2^24, divides exactly either way."""
         e = self.e
         i64 = lambda v: e.scalar(v, "int64")  # noqa: E731
         to_f32 = lambda v: e.node("Cast", v, to=e.onnx_dtype("float32"))  # noqa: E731
+        as_int = lambda v: e.node("Cast", v, to=e.onnx_dtype("int64"))  # noqa: E731
 
-        def split(v, d):
-            quotient = e.node("Div", v, i64(d))
-            return quotient, e.node("Sub", v, e.node("Mul", quotient, i64(d)))
-
-        top, low24 = split(seed, 2**24)
-        high, low = split(low24, 4096)
+        top = e.node("Div", seed, i64(2**24))
+        rest = e.node("Sub", seed, e.node("Mul", top, i64(2**24)))
+        off = e.node("Sub", as_int(e.node("GreaterOrEqual", rest, i64(2**24))), as_int(e.node("Less", rest, i64(0))))
+        top = e.node("Add", top, off)
+        low24 = e.node("Sub", rest, e.node("Mul", off, i64(2**24)))
+        high = e.node("Div", low24, i64(4096))
+        low = e.node("Sub", low24, e.node("Mul", high, i64(4096)))
         return e.node("Add", to_f32(high), e.node("Mul", to_f32(top), self.f32(TOP))), to_f32(low)
 
     def coordinates(self, x, axis: int, rank: int, salt: int):
@@ -129,9 +136,8 @@ class _Nodes:
         index = e.node("Sub", e.node("CumSum", e.node("Expand", self.f32(1.0), length), e.int64s(0, scalar=True)),
                        self.f32(1.0))
         high = e.node("Floor", e.node("Mul", index, self.f32(1 / HALF)))
-        low = e.node("Sub", index, e.node("Mul", high, self.f32(HALF)))
-        table = self.mix(self.mod(e.node("Add", high, self.f32(float(axis + 1)))),
-                         self.mod(e.node("Add", low, self.f32(float(salt % 4096)))))
+        low = self.mod(index)
+        table = self.mix(e.node("Add", high, self.f32(float(axis + 1))), e.node("Add", low, self.f32(float(salt % 4096))))
         others = [i for i in range(rank) if i != axis]
         return tuple(e.node("Unsqueeze", v, e.int64s(others)) for v in table) if others else table
 
@@ -172,7 +178,7 @@ class RandomUniformLike(OpDef):
                 return e.node("Add", state[0], table[0]), e.node("Add", state[1], table[1])
 
             state = added() if last else e.cached(("random.prefix", seed.name, rank, dims[:axis + 1]), added)
-        left, right = nodes.mix(nodes.mod(state[0]), nodes.mod(state[1]))
+        left, right = nodes.mix(*state)
         u = e.node("Mul", e.node("Add", e.node("Mul", left, nodes.f32(HALF)), right), nodes.f32(2.0**-24))
         if not x.type.shape:
             u = e.node("Reshape", u, e.int64s([]))
