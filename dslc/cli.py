@@ -12,6 +12,7 @@ import sys
 import traceback
 
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
+from dslc.spelling import command_line
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
 
@@ -127,6 +128,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
                         "in -o RUN from those values")
     threads_option(p)
+    training_options(p)
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -172,6 +174,31 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return parser, verbs.choices
 
 
+def training_options(p: argparse.ArgumentParser) -> None:
+    """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
+    p.add_argument("--val-split", type=_fraction, metavar="F",
+                   help="hold out this fraction of the training data for validation (chosen by --seed)")
+    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max",
+                   help="stop when the monitored value (default val_loss, else loss) stops improving "
+                        "(default patience 5); keeps RUN/best.npz")
+    p.add_argument("--restore-best", action="store_true",
+                   help="at the end, make the best epoch's weights the run's checkpoint (RUN/best.npz)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--log-format", choices=["text", "jsonl"], default="text",
+                   help="`jsonl`: one JSON object per event on stdout, for scripts")
+    p.add_argument("--log-every", type=_positive, metavar="N", help="also log the running means every N steps")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got `{text}`")
+    return value
+
+
 def _compile(args):
     if not os.path.exists(args.model):
         raise DataError(f"cannot read `{args.model}`: No such file or directory")
@@ -211,14 +238,15 @@ def _run(args) -> int:
             paths = program.build(args.out or ".")
             _say(f"built {program.name}: " + ", ".join(str(p) for p in paths))
     elif args.verb == "train":
-        from dslc.runtime.progress import ConsoleReporter
+        from dslc.runtime.progress import make_reporter
 
         _check_trainable(program, args)
-        reporter = ConsoleReporter(sys.stdout)
+        reporter = make_reporter(args.log_format, args.quiet, args.log_every)
         try:
             program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                           device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
-                          threads=args.threads)
+                          threads=args.threads, val_split=args.val_split, early_stopping=args.early_stopping,
+                          restore_best=args.restore_best)
         finally:
             reporter.close()
     elif args.verb == "predict":
@@ -379,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
-        return _run(args)
+        with command_line():
+            return _run(args)
     except UsageError as e:
         verbs[args.verb].print_usage(sys.stderr)
         _say(f"dslc {args.verb}: error: {e}")

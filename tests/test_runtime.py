@@ -385,7 +385,8 @@ def test_run_directory_contents(tmp_path):
     history = fit(program, linreg_data(n=20), epochs=2, batch_size=8, seed=3, out_dir=tmp_path / "run")
     run = tmp_path / "run"
     assert sorted(os.listdir(run)) == [".lock", "checkpoint.npz", "history.jsonl", "linreg.dslc.json",
-                                       "linreg.eval.onnx", "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx"]
+                                       "linreg.eval.onnx", "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx",
+                                       "metrics.csv"]
     assert json.loads((run / "linreg.dslc.json").read_text()) == program.manifest
     assert (run / "linreg.train.onnx").read_bytes() == program.graphs["train"]
     assert [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()] == history
@@ -451,14 +452,14 @@ def test_fresh_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tmp_path):
     with pytest.raises(DataError) as e:
         fit(program, d, epochs=1, batch_size=8, out_dir=tmp_path)
     assert e.value.message == f"`{tmp_path}` already holds a training run (checkpoint.npz)"
-    assert e.value.hint == "pass `--resume` to continue it, or choose another output directory"
+    assert e.value.hint == "pass `resume=True` to continue it, or choose another output directory"
 
 
 def test_diverging_loss_stops_with_a_hint(tmp_path):
     with pytest.raises(DataError) as e:
         fit(linreg_program(), linreg_data(n=64), epochs=50, batch_size=8, lr=1e3, out_dir=tmp_path)
     assert re.fullmatch(r"the loss became (inf|nan) at epoch \d+, step \d+ \(global step \d+\)", e.value.message)
-    assert e.value.hint.startswith("lower the learning rate (`--lr`, now 1000); ")
+    assert e.value.hint.startswith("lower the learning rate (`lr=...`, now 1000); ")
 
 
 @pytest.mark.parametrize("kwargs, message", [

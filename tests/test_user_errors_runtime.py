@@ -114,7 +114,7 @@ def test_non_finite_validation_loss_stops_training(workdir, tmp_path):
     with pytest.raises(DataError) as e:
         fit(program, xy(8), val, epochs=2, batch_size=4, out_dir=tmp_path)
     assert e.value.message == "the validation loss became inf after epoch 1 (global step 2)"
-    assert e.value.hint == "lower the learning rate (`--lr`, now 0.1); no checkpoint was written"
+    assert e.value.hint == "lower the learning rate (`lr=...`, now 0.1); no checkpoint was written"
     assert not (tmp_path / "checkpoint.npz").exists()
 
 
