@@ -12,9 +12,10 @@ from collections.abc import Mapping
 
 from dslc.diagnostics import DataError, DslcError, UnknownDimension
 from dslc.program import Program
+from dslc.runtime.callbacks import Callback, EarlyStopping
 
 __version__ = "0.2.0"
-__all__ = ["DataError", "DslcError", "Program", "__version__", "compile"]
+__all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "Program", "__version__", "compile"]
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,

@@ -27,6 +27,7 @@ from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.passes.lower_optimizer import LR
 from dslc.schedules import parse_schedule
 from dslc.source import Span
+from dslc.spelling import define, option
 
 
 @dataclass
@@ -93,7 +94,7 @@ def parse_define(name: str, text: str):
             raise ValueError("is not a finite number", "a value is a finite number, `true`, `false` or a string")
         return value
     string = DefinedString(low)
-    string.define = f"-D {name}={text}"
+    string.define = define(name, text)  # as the caller wrote it, for messages
     return string
 
 
@@ -271,7 +272,7 @@ class Lowering(ExpressionLowering, CallLowering):
             if name not in known:
                 hint = suggest(name, known) or (f"its hyper-parameters: {', '.join(f'`{k}`' for k in sorted(known))}"
                                                 if known else "it has none")
-                message = f"model `{self.model.name}` has no hyper-parameter `{name}` (given with -D)"
+                message = f"model `{self.model.name}` has no hyper-parameter `{name}` ({option('defined')})"
                 self.errors.append(Diagnostic(message, self.model.name_span, hint=hint))
         for p in self.model.params:
             with self.statement(env, name=p.name):
@@ -284,11 +285,11 @@ class Lowering(ExpressionLowering, CallLowering):
                 return parse_define(p.name, self.defines[p.name])
             except ValueError as e:
                 what, hint = e.args
-                raise error(f"`-D {p.name}={self.defines[p.name]}` {what}", p.span,
-                            label="the hyper-parameter given with -D", hint=hint) from None
+                raise error(f"{define(p.name, self.defines[p.name])} {what}", p.span,
+                            label=f"the hyper-parameter {option('defined')}", hint=hint) from None
         if p.default is None:
             raise error(f"hyper-parameter `{p.name}` has no default and no value", p.span,
-                        hint=f"give it a default (`{p.name} = ...`) or pass `-D {p.name}=...`")
+                        hint=f"give it a default (`{p.name} = ...`) or pass {define(p.name, '...')}")
         return self.eval(p.default, env)
 
     def define(self, env, defined, name, value, span):

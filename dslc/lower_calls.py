@@ -412,7 +412,7 @@ def describe(value) -> str:
         return f"the number `{value}`"
     if isinstance(value, str):
         origin = getattr(value, "define", None)  # a `-D` value that is no number: `dslc.lower.DefinedString`
-        return f"the string \"{value}\"" + (f" (from `{origin}`)" if origin else "")
+        return f"the string \"{value}\"" + (f" (from {origin})" if origin else "")
     if isinstance(value, Initializer):
         return f"the initializer `{value}`"
     return type(value).__name__
