@@ -139,6 +139,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     device_option(p)
     threads_option(p)
 
+    p = verb("evaluate", "loss and metrics of trained weights on labelled data")
+    compile_options(p)
+    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz (or best.npz)")
+    p.add_argument("--data", required=True, metavar="TEST.npz", help="inputs and targets")
+    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    device_option(p)
+
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
     compile_options(p)
     p.add_argument("--batch-size", type=_positive, default=64, help="training batch size (default 64)")
@@ -257,6 +265,8 @@ def _run(args) -> int:
         atomic_save_npz(args.out, outputs)
         shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
         _say(f"wrote {args.out}: {shapes}")
+    elif args.verb == "evaluate":
+        _evaluate(program, args)
     elif args.verb == "bench":
         _bench(program, args)
     elif args.verb == "export" and args.train_state:
@@ -325,6 +335,21 @@ def _check_trainable(program, args) -> None:
                          "set each objective's `lr` in the model (or with -D) instead")
     elif lr_out_of_range(program.manifest, args.lr):
         raise UsageError(f"`--lr`: {lr_out_of_range(program.manifest, args.lr)}")
+
+
+def _evaluate(program, args) -> None:
+    import json
+
+    from dslc.runtime.progress import format_number
+
+    results = program.evaluate(args.data, args.weights, batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
+        return
+    width = max(len(k) for k in results)
+    print(f"{program.name} on {args.data} (weights {args.weights})")
+    for name, value in results.items():
+        print(f"  {name:<{width}}  {format_number(value)}")
 
 
 def _bench(program, args) -> None:

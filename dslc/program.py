@@ -133,6 +133,14 @@ class Program:
             if close is not None:
                 close()
 
+    def evaluate(self, data, weights=None, *, batch_size: int = 256, device: str = "cpu",
+                 threads: int | None = None) -> dict[str, float]:
+        """Loss and every metric of `weights` (a run folder, checkpoint or dict of arrays) on labelled
+        `data`; see `dslc.runtime.evaluate.evaluate`."""
+        from dslc.runtime.evaluate import evaluate
+
+        return evaluate(self, data, weights, batch_size=batch_size, device=device, threads=threads)
+
     def trained_model(self, weights=None) -> bytes:
         """The inference graph with the trained parameters of `weights` (a run directory, a
         `checkpoint.npz` path or a dict of parameter arrays) in place of the initial ones.

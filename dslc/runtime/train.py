@@ -452,10 +452,7 @@ def _check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when:
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:
-    """Loss and metrics over `arrays` in order (`_epoch_values`), current parameters."""
-    params = trainer.ortvalues()
-    sums = EpochMetrics(output_specs([evaluator.spec]))
-    for start in range(0, n, batch_size):
-        batch = {k: a[start:start + batch_size] for k, a in arrays.items()}
-        sums.add(evaluator.run(batch, params), len(next(iter(batch.values()))))
-    return _epoch_values(sums)
+    """Loss and metrics over `arrays` in order (`evaluate.over_batches`), current parameters."""
+    from dslc.runtime.evaluate import over_batches
+
+    return over_batches(evaluator, trainer.ortvalues(), arrays, batch_size)
