@@ -139,6 +139,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     device_option(p)
     threads_option(p)
 
+    p = verb("summary", "the layers, parameters, FLOPs and memory of a model")
+    compile_options(p)
+    p.add_argument("-B", "--batch-size", type=_positive, default=32,
+                   help="batch size of the FLOPs and activation-memory figures (default 32)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+                   help="size of a symbolic dimension other than the batch `B` (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
     p = verb("evaluate", "loss and metrics of trained weights on labelled data")
     compile_options(p)
     p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz (or best.npz)")
@@ -267,6 +275,11 @@ def _run(args) -> int:
         _say(f"wrote {args.out}: {shapes}")
     elif args.verb == "evaluate":
         _evaluate(program, args)
+    elif args.verb == "summary":
+        import json
+
+        summary = program.summary(args.batch_size, dict(args.dims))
+        print(json.dumps(summary) if args.json else summary)
     elif args.verb == "bench":
         _bench(program, args)
     elif args.verb == "export" and args.train_state:

@@ -141,6 +141,10 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
+    program.extras["layers"] = {}  # every layer's (kind, output type), inference graph's first
+    for lowered_model in [infer] + [t for t, _, _ in trained.values()]:
+        for layer, entry in lowered_model.layers.items():
+            program.extras["layers"].setdefault(layer, entry)
     return program
 
 

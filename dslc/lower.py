@@ -51,6 +51,7 @@ class LoweredModel:
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
     target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    layers: dict[str, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first call
 
 
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.

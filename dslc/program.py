@@ -133,6 +133,15 @@ class Program:
             if close is not None:
                 close()
 
+    def summary(self, batch_size: int = 32, dims: dict[str, int] | None = None):
+        """Keras's `model.summary()`: a `dict` of the layers and totals that shows as the table (print
+        it, or leave it as a notebook cell's value); FLOPs and memory at `batch_size`, other symbolic
+        dimensions sized by `dims`. See `dslc.summary`."""
+        from dslc.runtime.data import check_count
+        from dslc.summary import summarize
+
+        return summarize(self, check_count(batch_size, "batch_size", "the batch size"), dims)
+
     def evaluate(self, data, weights=None, *, batch_size: int = 256, device: str = "cpu",
                  threads: int | None = None) -> dict[str, float]:
         """Loss and every metric of `weights` (a run folder, checkpoint or dict of arrays) on labelled
