@@ -19,14 +19,15 @@ __all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "Program", "__
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
-            dims: Mapping[str, int] | None = None, **hyper) -> Program:
+            dims: Mapping[str, int] | None = None, freeze=(), **hyper) -> Program:
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
     numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
     `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
-    too). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
+    too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
+    fixed (`dslc train --freeze`). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
     Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
     shows one as the command line does).
@@ -49,8 +50,12 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
             for k, v in dims.items())):
         raise DataError(f"`dims` must map dimension names to positive integers, got {dims!r}",
                         hint="e.g. `dims={\"B\": 64}`")
+    if isinstance(freeze, str):
+        freeze = (freeze,)
     try:
         extra = {"dims": {k: int(v) for k, v in dims.items()}} if dims else {}
+        if freeze:
+            extra["freeze"] = tuple(freeze)
         return compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
                             seed=int(seed), **extra)
     except UnknownDimension as e:

@@ -203,6 +203,11 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=["text", "jsonl"], default="text",
                    help="`jsonl`: one JSON object per event on stdout, for scripts")
     p.add_argument("--log-every", type=_positive, metavar="N", help="also log the running means every N steps")
+    p.add_argument("--init-from", metavar="RUN_OR_ONNX",
+                   help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
+    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
+                   help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
+                        "(repeatable)")
 
 
 def _fraction(text: str) -> float:
@@ -228,6 +233,8 @@ def _compile(args):
     extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
     if args.verb == "build" and args.dims:
         extra["dims"] = dict(args.dims)
+    if getattr(args, "freeze", None):
+        extra["freeze"] = tuple(args.freeze)
     try:
         return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
     except UnknownDimension as e:
@@ -262,7 +269,7 @@ def _run(args) -> int:
             program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                           device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
                           threads=args.threads, val_split=args.val_split, early_stopping=args.early_stopping,
-                          restore_best=args.restore_best)
+                          restore_best=args.restore_best, init_from=args.init_from)
         finally:
             reporter.close()
     elif args.verb == "predict":

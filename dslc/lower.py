@@ -102,7 +102,7 @@ def parse_define(name: str, text: str):
 class Lowering(ExpressionLowering, CallLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                  seed: int = 0, defines: dict[str, str] | None = None, objective: str = "",
-                 dims: dict[str, int] | None = None):
+                 dims: dict[str, int] | None = None, freeze: tuple[str, ...] = ()):
         self.model, self.blocks, self.mode = model, blocks, mode
         self.dims = dims or {}  # symbolic dimensions pinned to sizes (`dslc build --dim B=64`)
         self.symbols: set[str] = set()  # the symbolic dimensions the declarations name, pinned or not
@@ -112,6 +112,7 @@ class Lowering(ExpressionLowering, CallLowering):
         self.result = LoweredModel(model.name, objective=objective)
         self.objective = objective_of(model, objective) if mode != "infer" else None
         self.updates = update_selectors(self.objective) if self.objective is not None and mode == "train" else None
+        self.freeze = freeze if mode == "train" else ()  # parameters no training graph updates (`--freeze`)
         self.ctx = Context(self)
         self.scope: list[str] = []
         self.layer_counts: dict[tuple, int] = {}
@@ -191,7 +192,9 @@ class Lowering(ExpressionLowering, CallLowering):
         self.param_bytes = total
         values = init.sample(shape, fan_in, fan_out, rng_for(self.init_seed, name))
         default = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
-        role = "param" if self.updates is None or selected(self.updates, name, kind) else "frozen"
+        updated = (self.updates is None or selected(self.updates, name, kind)) and not any(
+            matches(sel, name, kind) for sel in self.freeze)
+        role = "param" if updated else "frozen"
         node = Builder(span).input(name, t, role, default=default, init=str(init))
         self.result.params.append(node)
         self.param_index[name] = node

@@ -11,8 +11,12 @@ from contextvars import ContextVar
 
 _ON_COMMAND_LINE: ContextVar[bool] = ContextVar("dslc_on_command_line", default=False)
 
-# name -> (command line, Python)
+# name -> (command line, Python); `{}` takes the value given to `option`
 OPTIONS = {
+    "dtype": ("`--dtype {}`", "`dtype=\"{}\"` (of `dslc.compile`)"),
+    "batch_size_of": ("`--batch-size {}`", "`batch_size={}`"),
+    "device": ("`--device {}`", "`device=\"{}\"`"),
+    "dim": ("`--dim {}=N`", "`dims={{\"{}\": N}}`"),
     "resume": ("`--resume`", "`resume=True`"),
     "no_resume": ("without `--resume`", "with `resume=False`"),
     "lr": ("`--lr`", "`lr=...`"),
@@ -35,10 +39,10 @@ def on_command_line() -> bool:
     return _ON_COMMAND_LINE.get()
 
 
-def option(name: str) -> str:
-    """How the caller writes option `name`: "`--resume`" or "`resume=True`"."""
+def option(name: str, value: object = "") -> str:
+    """How the caller writes option `name` (set to `value`): "`--resume`" or "`resume=True`"."""
     cli, python = OPTIONS[name]
-    return cli if on_command_line() else python
+    return (cli if on_command_line() else python).format(value)
 
 
 def define(name: str, value: str) -> str:

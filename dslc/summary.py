@@ -22,6 +22,7 @@ import numpy as np
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.types import numpy_dtype
 from dslc.runtime.layout import state_specs, train_keys
+from dslc.spelling import option
 
 
 def _size(spec: dict) -> int:
@@ -122,7 +123,7 @@ def _bytes_text(n: int) -> str:
 
 def _flops_text(n: float | None, missing: list[str]) -> str:
     if n is None:
-        return "needs the size of " + ", ".join(f"`{d}` (`--dim {d}=N`)" for d in missing)
+        return "needs the size of " + ", ".join(f"`{d}` ({option('dim', d)})" for d in missing)
     for unit, size in (("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
         if n >= size:
             return f"{n / size:.2f} {unit}"

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from dslc.diagnostics import DataError
+from dslc.spelling import option
 
 
 def check_count(value, argument: str, what: str, minimum: int = 1) -> int:
@@ -152,7 +153,7 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
         if bad is not None:
             at, value = _index(bad, array.shape), array[bad][0]
             if np.isfinite(value):
-                larger = " or compile with `--dtype float64`" if want == np.float32 else ""
+                larger = f" or compile with {option('dtype', 'float64')}" if want == np.float32 else ""
                 raise DataError(
                     f"array `{name}` in {where} has the value {value} at index {at}, which does not fit in `{want}`",
                     hint=f"`{want}` holds magnitudes up to {np.finfo(want).max:.3g}; rescale the data{larger}",

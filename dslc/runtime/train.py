@@ -257,6 +257,12 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         global_step = state_step(initial, spec)
     else:
         initial = program.initial_values()
+    if init_from is not None and ckpt is None:  # fine-tuning: another run's weights where they fit
+        from dslc.runtime.finetune import initial_weights
+
+        loaded, report = initial_weights(init_from, manifest)
+        initial = {**initial, **loaded}
+        reporter.note(report.text())
     history = _history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
@@ -401,7 +407,7 @@ def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: li
                  f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})")
         below = next((b for b in range(batch_size - 1, 1, -1) if n % b != 1), None)
         above = next(b for b in range(batch_size + 1, n + 2) if n % b != 1)
-        sizes = " or ".join(f"`--batch-size {b}`" for b in (below, above) if b is not None)
+        sizes = " or ".join(option("batch_size_of", b) for b in (below, above) if b is not None)
         hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
     raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
                     f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
