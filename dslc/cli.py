@@ -114,7 +114,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     p = verb("train", "train a model; checkpoints after every epoch")
     compile_options(p)
-    p.add_argument("--data", required=True, metavar="TRAIN.npz", help="training data")
+    p.add_argument("--data", required=True, metavar="TRAIN", help="training data: .npz, a folder of .npy files, or .csv")
     p.add_argument("--val", metavar="VAL.npz", help="validation data")
     p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
     p.add_argument("--batch-size", required=True, type=_positive)
@@ -129,6 +129,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "in -o RUN from those values")
     threads_option(p)
     training_options(p)
+    csv_options(p)
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -138,6 +139,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     device_option(p)
     threads_option(p)
+    csv_options(p, target=False)
 
     p = verb("summary", "the layers, parameters, FLOPs and memory of a model")
     compile_options(p)
@@ -154,6 +156,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     device_option(p)
+    csv_options(p)
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
     compile_options(p)
@@ -188,6 +191,26 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                    help="write nothing; print the diff of each file not formatted and exit 1 if there is one")
     verbs.add_parser("lsp", help="run the language server on stdin and stdout (needs `pip install 'dslc[lsp]'`)")
     return parser, verbs.choices
+
+
+def csv_options(p: argparse.ArgumentParser, target: bool = True) -> None:
+    p.add_argument("--inputs", metavar="COL,COL...",
+                   help="CSV data: the columns stacked into the model's input (default: columns named after it)")
+    if target:
+        p.add_argument("--target", metavar="COL[,COL...]", help="CSV data: the column(s) of the model's target")
+
+
+def _data(path: str | None, args):
+    """A data argument, with the CSV columns of `--inputs`/`--target` when given."""
+    inputs, target = getattr(args, "inputs", None), getattr(args, "target", None)
+    if path is None or not (inputs or target):
+        return path
+    if not path.lower().endswith(".csv"):
+        raise UsageError(f"`--inputs` and `--target` choose the columns of CSV data; `{path}` is not a `.csv` file")
+    from dslc.runtime.datafiles import CsvColumns
+
+    split = lambda text: tuple(c.strip() for c in text.split(",")) if text else ()
+    return CsvColumns(path, split(inputs), split(target))
 
 
 def training_options(p: argparse.ArgumentParser) -> None:
@@ -266,7 +289,7 @@ def _run(args) -> int:
         _check_trainable(program, args)
         reporter = make_reporter(args.log_format, args.quiet, args.log_every)
         try:
-            program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                           device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
                           threads=args.threads, val_split=args.val_split, early_stopping=args.early_stopping,
                           restore_best=args.restore_best, init_from=args.init_from)
@@ -275,7 +298,7 @@ def _run(args) -> int:
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
-        outputs = program.predict(args.input, args.weights, device=args.device, batch_size=args.batch_size,
+        outputs = program.predict(_data(args.input, args), args.weights, device=args.device, batch_size=args.batch_size,
                                   threads=args.threads)
         atomic_save_npz(args.out, outputs)
         shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
@@ -362,7 +385,7 @@ def _evaluate(program, args) -> None:
 
     from dslc.runtime.progress import format_number
 
-    results = program.evaluate(args.data, args.weights, batch_size=args.batch_size, device=args.device)
+    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device)
     if args.json:
         print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
         return
