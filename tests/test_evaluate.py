@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +32,7 @@ def test_evaluate_matches_numpy_on_the_checkpoint(tmp_path):
         program.evaluate({"x": test["x"]}, tmp_path)
 
 
-def test_evaluate_on_the_command_line(tmp_path, monkeypatch, capsys):
-    fake = types.ModuleType("dslc.compiler")
-    fake.compile_file = lambda path, defines=None, dtype="float32", **kw: linreg_program(dtype)
-    monkeypatch.setitem(sys.modules, "dslc.compiler", fake)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "linreg.dl").write_text("# fake\n")
+def test_evaluate_on_the_command_line(linreg_cli, capsys):
     np.savez("test.npz", **linreg_data(n=12, seed=3))
     linreg_program().train(linreg_data(n=40), epochs=1, batch_size=8, out_dir="run", verbose=0)
     want = linreg_program().evaluate("test.npz", "run")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
-import types
 import warnings
 
 import numpy as np
@@ -176,14 +174,9 @@ def test_metrics_csv_has_keras_csvlogger_columns(tmp_path):
 
 
 @pytest.fixture
-def fake_compiler(monkeypatch, tmp_path):
-    fake = types.ModuleType("dslc.compiler")
-    fake.compile_file = lambda path, defines=None, dtype="float32", **kw: linreg_program(dtype)
-    monkeypatch.setitem(sys.modules, "dslc.compiler", fake)
-    (tmp_path / "linreg.dl").write_text("# compiled by the fake compiler\n")
-    np.savez(tmp_path / "train.npz", **DATA)
-    np.savez(tmp_path / "val.npz", **VAL)
-    monkeypatch.chdir(tmp_path)
+def fake_compiler(linreg_cli):
+    np.savez(linreg_cli / "train.npz", **DATA)
+    np.savez(linreg_cli / "val.npz", **VAL)
 
 
 def train_cli(*flags):
