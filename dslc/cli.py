@@ -175,6 +175,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "a fresh process (a few seconds; needs PyTorch)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
 
+    p = verbs.add_parser("plot", help="draw a run's training curves into RUN/curves.png",
+                         description="draw a run's training curves (loss and metrics, training and validation) "
+                                     "into RUN/curves.png; needs matplotlib: pip install 'dslc[plot]'")
+    p.add_argument("run", metavar="RUN", help="a run directory of `dslc train`")
+    p.add_argument("-o", dest="out", metavar="FILE.png", help="where to write the picture (default RUN/curves.png)")
+
     p = verb("export", "write a self-contained inference model with trained weights, or a run's training state")
     compile_options(p)
     source = p.add_mutually_exclusive_group()
@@ -226,6 +232,7 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=["text", "jsonl"], default="text",
                    help="`jsonl`: one JSON object per event on stdout, for scripts")
     p.add_argument("--log-every", type=_positive, metavar="N", help="also log the running means every N steps")
+    p.add_argument("--plot", action="store_true", help="at the end, draw RUN/curves.png (needs `dslc[plot]`)")
     p.add_argument("--init-from", metavar="RUN_OR_ONNX",
                    help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
     p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
@@ -271,6 +278,11 @@ def _say(message: str) -> None:
 def _run(args) -> int:
     if args.verb in ("fmt", "lsp"):
         return _fmt(args) if args.verb == "fmt" else _lsp()
+    if args.verb == "plot":  # reads a run, compiles nothing
+        from dslc.runtime.plot import plot_run
+
+        _say(f"wrote {plot_run(args.run, args.out)}")
+        return EXIT_OK
     program = _compile(args)
     if program.warnings:  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
@@ -287,6 +299,10 @@ def _run(args) -> int:
         from dslc.runtime.progress import make_reporter
 
         _check_trainable(program, args)
+        if args.plot:  # fail before training, not after it
+            from dslc.runtime.plot import check_matplotlib
+
+            check_matplotlib()
         reporter = make_reporter(args.log_format, args.quiet, args.log_every)
         try:
             program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -295,6 +311,10 @@ def _run(args) -> int:
                           restore_best=args.restore_best, init_from=args.init_from)
         finally:
             reporter.close()
+        if args.plot:
+            from dslc.runtime.plot import plot_run
+
+            _say(f"wrote {plot_run(args.out)}")
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
