@@ -87,9 +87,15 @@ def summarize(program, batch_size: int = 32, dims: Mapping[str, int] | None = No
         updated = {k: {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in inits.items()
                    if "." in k}
     weights = {**updated, **frozen, **buffers}
+    found = program.extras.get("layers", {})
+    owner = {}  # weight -> the innermost layer whose name prefixes it (`attention_0.q.weight`: `attention_0`)
+    for w in weights:
+        prefixes = [layer for layer in found if w.startswith(layer + ".")]
+        if prefixes:
+            owner[w] = max(prefixes, key=len)
     layers = []
-    for name, (kind, output) in program.extras.get("layers", {}).items():
-        mine = [t for w, t in weights.items() if w.rsplit(".", 1)[0] == name and w not in buffers]
+    for name, (kind, output) in found.items():
+        mine = [t for w, t in weights.items() if owner.get(w) == name and w not in buffers]
         layers.append({"name": name, "kind": kind, "output": str(output), "params": sum(map(_size, mine)),
                        "frozen": bool(mine) and all(t["name"] in frozen for t in mine)})
     sizes = {"B": batch_size, **(dims or {})}

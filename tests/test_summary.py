@@ -32,6 +32,13 @@ def test_summary_of_the_digits_model():
     assert repr(s) == text  # a notebook shows the table
 
 
+def test_every_parameter_belongs_to_one_layer():
+    s = dslc.compile(ROOT / "models" / "transformer_lm.dl").summary()
+    attention = next(l for l in s["layers"] if l["kind"] == "attention")
+    assert attention["params"] == 4 * 128 * 128 + 3 * 128  # query, key, value, out; the key has no bias
+    assert sum(l["params"] for l in s["layers"]) == s["trainable"]
+
+
 def test_peak_activation_estimate_on_a_hand_built_graph():
     """x [B, 10] -> a = relu(x) -> b = a * a -> c = b + a -> output c: a lives until c, so a, b and c
     (3 × 40 bytes per example) are alive at once."""
