@@ -115,7 +115,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p = verb("train", "train a model; checkpoints after every epoch")
     compile_options(p)
     p.add_argument("--data", required=True, metavar="TRAIN", help="training data: .npz, a folder of .npy files, or .csv")
-    p.add_argument("--val", metavar="VAL.npz", help="validation data")
+    p.add_argument("--val", metavar="VAL", help="validation data (formats as --data)")
     p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
     p.add_argument("--batch-size", required=True, type=_positive)
     p.add_argument("--seed", type=_non_negative, default=0,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dslc.diagnostics import DataError, suggest
 from dslc.fsutil import atomic_write, atomic_write_text
+from dslc.runtime.checkpoint import CHECKPOINT_FILE
 
 BEST_FILE = "best.npz"
 METRICS_CSV = "metrics.csv"
@@ -228,8 +229,8 @@ class RunHooks:
         if self.restore_best and self.tracker is not None and self.tracker.best_epoch is not None and best.exists():
             if self.tracker.best_epoch != history[-1]["epoch"] and self.reporter is not None:
                 self.reporter.note(f"restored the weights of epoch {self.tracker.best_epoch} "
-                                   f"(best `{self.tracker.monitor}` {self.tracker.best:.6g}) into checkpoint.npz")
-            copy_file(best, self.out_dir / "checkpoint.npz")
+                                   f"(best `{self.tracker.monitor}` {self.tracker.best:.6g}) into {CHECKPOINT_FILE}")
+            copy_file(best, self.out_dir / CHECKPOINT_FILE)
         for cb in self.callbacks:
             if callable(getattr(cb, "on_train_end", None)):
                 cb.on_train_end(history)
