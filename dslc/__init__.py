@@ -15,7 +15,12 @@ from dslc.program import Program
 from dslc.runtime.callbacks import Callback, EarlyStopping
 
 __version__ = "0.2.0"
-__all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "Program", "__version__", "compile"]
+__all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "ModelWarning", "Program", "__version__", "compile"]
+
+
+class ModelWarning(UserWarning):
+    """A likely mistake in a model that still compiles (`Program.warnings`), raised by `dslc.compile` as a
+    Python warning with the diagnostic as the command line prints it."""
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
@@ -30,7 +35,7 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
     fixed (`dslc train --freeze`). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
     Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
-    shows one as the command line does).
+    shows one as the command line does), and each is raised as a Python warning, `dslc.ModelWarning`.
     """
     from dslc.compiler import compile_file
 
@@ -56,14 +61,22 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
         extra = {"dims": {k: int(v) for k, v in dims.items()}} if dims else {}
         if freeze:
             extra["freeze"] = tuple(freeze)
-        return compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
-                            seed=int(seed), **extra)
+        program = compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
+                               seed=int(seed), **extra)
     except UnknownDimension as e:
         raise DataError(str(e)) from None
     except OSError as e:  # no such file, a directory, an unreadable import
         name = e.filename or text
         hint = "name the model's `.dl` file" if os.path.isdir(name) else ""
         raise DataError(f"cannot read `{name}`: {e.strerror or e}", hint=hint) from None
+    if program.warnings:
+        import warnings
+
+        from dslc.diagnostics import render
+
+        for diagnostic in program.warnings:
+            warnings.warn(render(diagnostic), ModelWarning, stacklevel=2)
+    return program
 
 
 def define_text(name, value) -> str:

@@ -599,10 +599,11 @@ def test_inference_only_program_predicts_without_weights():
 def test_compile_passes_defines_as_strings(monkeypatch):
     calls = []
     fake = types.ModuleType("dslc.compiler")
-    fake.compile_file = lambda path, defines, dtype, seed: calls.append((path, defines, dtype, seed)) or "program"
+    program = types.SimpleNamespace(warnings=[])
+    fake.compile_file = lambda path, defines, dtype, seed: calls.append((path, defines, dtype, seed)) or program
     monkeypatch.setitem(sys.modules, "dslc.compiler", fake)
-    assert dslc.compile("m.dl", hidden=128, rate=0.5, act="relu") == "program"
-    assert dslc.compile("m.dl", {"seed": 3, "hidden": 1}, dtype="float64", seed=7, hidden=2) == "program"
+    assert dslc.compile("m.dl", hidden=128, rate=0.5, act="relu") is program
+    assert dslc.compile("m.dl", {"seed": 3, "hidden": 1}, dtype="float64", seed=7, hidden=2) is program
     assert calls == [("m.dl", {"hidden": "128", "rate": "0.5", "act": "relu"}, "float32", 0),
                      ("m.dl", {"seed": "3", "hidden": "2"}, "float64", 7)]
     assert dslc.__version__ == "0.2.0" and dslc.Program is not None and dslc.DslcError and dslc.DataError
