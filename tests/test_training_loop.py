@@ -95,6 +95,14 @@ def test_early_stopping_on_real_values_and_resume(tmp_path):
     assert len(resumed) == 5 and resumed.stopped_epoch == 5
 
 
+def test_an_early_stopping_object_serves_several_runs(tmp_path):
+    stopping = EarlyStopping(patience=2)
+    for run in ("a", "b"):  # the second run starts from a clean state, monitoring what its data allows
+        history = linreg_program().train(DATA, VAL if run == "a" else None, epochs=10, batch_size=8, lr=0.0,
+                                         out_dir=tmp_path / run, verbose=0, early_stopping=stopping)
+        assert len(history) == 3 and stopping.monitor == ("val_loss" if run == "a" else "loss")
+
+
 def test_early_stopping_monitor_and_mode():
     assert [better_direction(n) for n in ("val_loss", "mse", "val_mae", "gen.loss", "val_accuracy", "f1")] == [
         "min", "min", "min", "min", "max", "max"]

@@ -103,6 +103,7 @@ class EarlyStopping(Callback):
             raise DataError(f"early stopping's patience must be a non-negative integer, got {patience!r}")
         if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
             raise DataError(f"early stopping's min_delta must be a non-negative number, got {min_delta!r}")
+        self.requested = (monitor, mode)  # as given: a run fills in the defaults, the next one starts again
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, float(min_delta), mode
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -126,7 +127,9 @@ class EarlyStopping(Callback):
         return cls(**settings)
 
     def resolve(self, names: Sequence[str], validated: bool) -> None:
-        """Fix the monitored name and direction against the names an epoch will log."""
+        """Start a run: fix the monitored name and direction against the names an epoch will log."""
+        self.monitor, self.mode = self.requested
+        self.best, self.best_epoch, self.wait = None, None, 0
         if self.monitor is None:
             self.monitor = "val_loss" if "val_loss" in names else "loss" if "loss" in names else names[0]
         if self.monitor not in names:
