@@ -11,7 +11,6 @@ from manifest_graphs import linreg_data, linreg_program
 import dslc
 from dslc import cli
 from dslc.diagnostics import DataError
-from dslc.emit.weights import read_initializers
 from dslc.runtime import checkpoint
 from dslc.runtime.train import Reporter, fit
 
@@ -51,7 +50,7 @@ def test_init_from_reports_mismatched_and_missing_weights(tmp_path):
         init_from=tmp_path / "a")
     got = checkpoint.load_checkpoint(tmp_path / "w").params
     assert np.array_equal(got["lin.b"], source["lin.b"])
-    assert np.array_equal(got["lin.W"], read_initializers(wider.graphs["train"])["lin.W"])  # kept its initial value
+    assert np.array_equal(got["lin.W"], wider.initial_values()["lin.W"])  # kept its initial value
     assert notes.notes == [f"initialized 1 of 2 weights from `{tmp_path / 'a'}`; shapes differ (initial values "
                            "kept): `lin.W` [3, 1] there, [4, 1] here"]
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
@@ -81,7 +80,7 @@ def test_freeze_keeps_the_selected_parameters_fixed(tmp_path):
     data = {"x": rng.normal(size=(32, 4)).astype(np.float32), "y": rng.normal(size=(32, 2)).astype(np.float32)}
     history = program.train(data, epochs=3, batch_size=8, out_dir=tmp_path / "run", verbose=0)
     assert history[-1]["loss"] < history[0]["loss"]
-    initial, after = read_initializers(program.graphs["train"]), checkpoint.load_checkpoint(tmp_path / "run").params
+    initial, after = program.initial_values(), checkpoint.load_checkpoint(tmp_path / "run").params
     for name in ("enc.weight", "enc.bias", "enc2.weight", "enc2.bias"):
         assert np.array_equal(after[name], initial[name]), name
     assert not np.array_equal(after["head.weight"], initial["head.weight"])
