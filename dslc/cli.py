@@ -409,10 +409,17 @@ def _evaluate(program, args) -> None:
     if args.json:
         print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
         return
-    width = max(len(k) for k in results)
+    scalars = {k: v for k, v in results.items() if isinstance(v, float)}
+    width = max(map(len, scalars))
     print(f"{program.name} on {args.data} (weights {args.weights})")
-    for name, value in results.items():
+    for name, value in scalars.items():
         print(f"  {name:<{width}}  {format_number(value)}")
+    for name, matrix in results.items():
+        if name not in scalars:  # a confusion matrix: rows are the true classes, columns the predicted
+            cell = max(len(str(c)) for row in matrix for c in row)
+            print(f"  {name} (rows: true class, columns: predicted class)")
+            for row in matrix:
+                print("    " + " ".join(str(c).rjust(cell) for c in row))
 
 
 def _bench(program, args) -> None:

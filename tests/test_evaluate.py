@@ -57,3 +57,37 @@ def test_evaluate_a_real_model_agrees_with_its_predictions(tmp_path):
     l2 = sum(float(np.sum(v.astype(np.float64) ** 2)) for k, v in checkpoint.load_checkpoint(tmp_path).params.items()
              if k.endswith(".weight"))
     assert got["loss"] == pytest.approx(float(np.mean(-np.log(picked))) + 1e-5 * l2, rel=1e-4)
+
+
+COUNTS = """
+model counts {
+    input x: f32[B, 4]
+    target y: i64[B]
+    output z = x |> dense(3)
+    loss cross_entropy(z, y)
+    optimizer sgd(lr = 0.1)
+    metric f1_macro = f1(z, y, average = "macro")
+    metric cm = confusion_matrix(z, y)
+}
+"""
+
+
+def test_evaluate_count_metrics_match_scikit_learn(tmp_path, monkeypatch, capsys):
+    """F1 from the summed confusion matrix (not a mean of batch F1s), and the matrix itself."""
+    sk = pytest.importorskip("sklearn.metrics")
+    (tmp_path / "counts.dl").write_text(COUNTS)
+    program = dslc.compile(tmp_path / "counts.dl")
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((50, 4)).astype(np.float32), "y": rng.integers(0, 3, 50)}
+    weights = {k: v for k, v in program.initial_values().items() if not k.startswith("opt.")}
+    got = program.evaluate(data, weights, batch_size=7)
+    pred = program.predict(data, weights)["z"].argmax(1)
+    assert got["f1_macro"] == pytest.approx(sk.f1_score(data["y"], pred, average="macro"), abs=1e-6)
+    assert got["cm"] == sk.confusion_matrix(data["y"], pred, labels=range(3)).tolist()
+    monkeypatch.chdir(tmp_path)
+    np.savez("d.npz", **data)
+    program.train(data, epochs=1, batch_size=50, lr=0.0, out_dir="run", verbose=0)  # lr 0: the initial weights
+    assert cli.main(["evaluate", "counts.dl", "--weights", "run", "--data", "d.npz"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-4] == "  cm (rows: true class, columns: predicted class)"
+    assert [[int(c) for c in line.split()] for line in out[-3:]] == got["cm"]

@@ -24,7 +24,7 @@ def png_size(path) -> tuple[int, int]:
 
 def test_quantities_put_losses_first_and_pair_validation():
     history = [{"epoch": 1, "steps": 3, "accuracy": 0.5, "loss": 1.0, "val_accuracy": 0.4, "val_loss": 1.1,
-                "val_extra": 2.0, "time": 0.1, "samples_per_s": 10.0}]
+                "val_extra": 2.0, "time": 0.1, "samples_per_s": 10.0, "cm": [[1, 0], [0, 1]]}]
     assert quantities(history) == ["loss", "accuracy", "extra"]
     gan = [{"epoch": 1, "discriminator.accuracy": 1, "discriminator.loss": 1, "generator.loss": 2}]
     assert quantities(gan) == ["discriminator.loss", "generator.loss", "discriminator.accuracy"]
