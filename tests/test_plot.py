@@ -40,7 +40,7 @@ def test_plot_a_run_and_train_with_plot(linreg_cli, capsys):
     assert cli.main(["plot", "run", "-o", "c.png"]) == 0
     assert png_size(linreg_cli / "c.png") == (840, 320)
     assert cli.main(["plot", "nowhere"]) == 3
-    assert capsys.readouterr().err.endswith("error: `nowhere` holds no training history (`nowhere/history.json` is "
+    assert capsys.readouterr().err.endswith("error: `nowhere` holds no training history (`nowhere/history.jsonl` is "
                                             "missing)\nhint: train into it first: `dslc train ... -o nowhere`\n")
 
 

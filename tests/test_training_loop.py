@@ -197,7 +197,7 @@ def test_jsonl_log_format(fake_compiler, capsys):
     assert [e["event"] for e in events] == ["start"] + ["step", "step", "epoch"] * 2 + ["end"]
     assert events[0]["samples"] == 40 and events[0]["steps_per_epoch"] == 5
     assert [(e["epoch"], e["step"]) for e in events if e["event"] == "step"] == [(1, 2), (1, 4), (2, 2), (2, 4)]
-    history = json.loads(open("run/history.json").read())
+    history = [json.loads(line) for line in open("run/history.jsonl")]
     assert [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "epoch"] == history
     assert events[-1]["epochs"] == 2 and events[-1]["checkpoint"].endswith("checkpoint.npz")
 
@@ -220,7 +220,7 @@ def test_cli_early_stopping_val_split_and_restore_best(fake_compiler, capsys):
     out = capsys.readouterr().out
     assert "early stopping: `val_loss` has not improved for 2 epochs (best " in out and "at epoch 1)" in out
     assert "30 samples, 10 validation samples" in out
-    assert len(json.loads(open("run/history.json").read())) == 3
+    assert len(open("run/history.jsonl").readlines()) == 3
     assert train_cli("--epochs", "3", "-o", "bad", "--early-stopping", "monitor=val_loss") == 3
     assert capsys.readouterr().err == ("error: early stopping monitors `val_loss`, which the run does not log\n"
                                        "hint: pass validation data (`--val` or `--val-split`), or monitor `loss`\n")

@@ -1,11 +1,11 @@
 """What the training loop does around each epoch besides training: early stopping, the best
 checkpoint, `metrics.csv`, and the user's callbacks.
 
-    RUN/checkpoint.npz  the last epoch (train.py)          RUN/history.json  every epoch (train.py)
+    RUN/checkpoint.npz  the last epoch (train.py)          RUN/history.jsonl  every epoch (train.py)
     RUN/best.npz        a copy of the checkpoint of the best epoch so far (with early stopping or
                         `restore_best`); `--restore-best` copies it over checkpoint.npz at the end
     RUN/metrics.csv     one row per epoch: `epoch`, then the other history keys sorted (the columns of
-                        Keras's CSVLogger; dslc's `epoch` counts from 1, as in history.json)
+                        Keras's CSVLogger; dslc's `epoch` counts from 1, as in history.jsonl)
 
 Early stopping follows Keras's `EarlyStopping`: an epoch improves when its monitored value beats the
 best so far by more than `min_delta` (lower for losses, higher for accuracies); training stops after

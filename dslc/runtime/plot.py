@@ -1,5 +1,5 @@
 """Training curves: `dslc plot RUN` (and `dslc train --plot`) draws `RUN/curves.png` from the run's
-history, one panel per quantity (the loss first, then each metric), training and validation in each.
+history (`RUN/history.jsonl`), one panel per quantity (the loss first, then each metric), training and validation in each.
 
 matplotlib is an optional extra (`pip install 'dslc[plot]'`), imported only here and only when a plot
 is drawn (its import takes ~0.6 s); without it the command says how to install it.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_write
+from dslc.runtime.history import HISTORY_FILE
 
 CURVES_FILE = "curves.png"
 _NOT_CURVES = ("epoch", "steps", "time", "samples_per_s")
@@ -36,17 +37,25 @@ def check_matplotlib() -> None:
 
 
 def read_history(run: str | os.PathLike) -> list[dict]:
-    path = Path(run) / "history.json"
+    """The epochs of `RUN/history.jsonl` (see `dslc.runtime.history`), up to a torn or damaged line."""
+    path = Path(run) / HISTORY_FILE
     try:
-        history = json.loads(path.read_text(encoding="utf-8"))
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"`{run}` holds no training history (`{path}` is missing)",
                         hint=f"train into it first: `dslc train ... -o {run}`") from None
-    except OSError as e:
-        raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
-    except ValueError as e:
-        raise DataError(f"`{path}` is not JSON ({e})") from None
-    if not isinstance(history, list) or not history or not all(isinstance(r, dict) and "epoch" in r for r in history):
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read `{path}`: {getattr(e, 'strerror', None) or e}") from None
+    history = []
+    for text in lines:
+        try:
+            record = json.loads(text)
+        except ValueError:
+            break  # a line cut short by a killed run
+        if not isinstance(record, dict) or "epoch" not in record:
+            break
+        history.append(record)
+    if not history:
         raise DataError(f"`{path}` holds no epochs", hint="train at least one epoch")
     return history
 
