@@ -3,6 +3,7 @@ file, the array or column, and the index."""
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 import pytest
@@ -41,6 +42,9 @@ def test_a_folder_of_npy_files_is_memory_mapped_and_trains_like_the_npz(tmp_path
     assert strip(a) == strip(b)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="training data folder `.*empty` holds no `.npy` files"):
+        load_data(tmp_path / "empty", SPECS)
+    os.mkfifo(tmp_path / "empty" / "x.npy")  # refused, not read (a read would block)
+    with pytest.raises(DataError, match="cannot read training data `.*x.npy`: it is not a regular file"):
         load_data(tmp_path / "empty", SPECS)
     np.save(tmp_path / "d" / "y.npy", np.ones((29, 1), np.float32))
     with pytest.raises(DataError, match="arrays in training data `.*d` disagree on dimension `B`"):

@@ -49,6 +49,8 @@ def read_npy_folder(path: str | os.PathLike, what: str = "data") -> dict[str, np
                         hint="save one array per file, named after the model's inputs: `numpy.save(\"x.npy\", x)`")
     arrays = {}
     for file in files:
+        if not file.is_file():  # a FIFO would block the read
+            raise DataError(f"cannot read {what} `{file}`: it is not a regular file")
         try:
             arrays[file.stem] = np.load(file, mmap_mode="r", allow_pickle=False)
         except OSError as e:
