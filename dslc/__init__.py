@@ -12,23 +12,30 @@ from collections.abc import Mapping
 
 from dslc.diagnostics import DataError, DslcError, UnknownDimension
 from dslc.program import Program
+from dslc.runtime.callbacks import Callback, EarlyStopping
 
 __version__ = "0.2.0"
-__all__ = ["DataError", "DslcError", "Program", "__version__", "compile"]
+__all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "ModelWarning", "Program", "__version__", "compile"]
+
+
+class ModelWarning(UserWarning):
+    """A likely mistake in a model that still compiles (`Program.warnings`), raised by `dslc.compile` as a
+    Python warning with the diagnostic as the command line prints it."""
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
-            dims: Mapping[str, int] | None = None, **hyper) -> Program:
+            dims: Mapping[str, int] | None = None, freeze=(), **hyper) -> Program:
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
     numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
     `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
-    too). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
+    too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
+    fixed (`dslc train --freeze`). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
     Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
-    shows one as the command line does).
+    shows one as the command line does), and each is raised as a Python warning, `dslc.ModelWarning`.
     """
     from dslc.compiler import compile_file
 
@@ -48,16 +55,28 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
             for k, v in dims.items())):
         raise DataError(f"`dims` must map dimension names to positive integers, got {dims!r}",
                         hint="e.g. `dims={\"B\": 64}`")
+    if isinstance(freeze, str):
+        freeze = (freeze,)
     try:
         extra = {"dims": {k: int(v) for k, v in dims.items()}} if dims else {}
-        return compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
-                            seed=int(seed), **extra)
+        if freeze:
+            extra["freeze"] = tuple(freeze)
+        program = compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
+                               seed=int(seed), **extra)
     except UnknownDimension as e:
         raise DataError(str(e)) from None
     except OSError as e:  # no such file, a directory, an unreadable import
         name = e.filename or text
         hint = "name the model's `.dl` file" if os.path.isdir(name) else ""
         raise DataError(f"cannot read `{name}`: {e.strerror or e}", hint=hint) from None
+    if program.warnings:
+        import warnings
+
+        from dslc.diagnostics import render
+
+        for diagnostic in program.warnings:
+            warnings.warn(render(diagnostic), ModelWarning, stacklevel=2)
+    return program
 
 
 def define_text(name, value) -> str:

@@ -12,6 +12,7 @@ import sys
 import traceback
 
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
+from dslc.spelling import command_line
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
 
@@ -113,8 +114,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     p = verb("train", "train a model; checkpoints after every epoch")
     compile_options(p)
-    p.add_argument("--data", required=True, metavar="TRAIN.npz", help="training data")
-    p.add_argument("--val", metavar="VAL.npz", help="validation data")
+    p.add_argument("--data", required=True, metavar="TRAIN", help="training data: .npz, a folder of .npy files, or .csv")
+    p.add_argument("--val", metavar="VAL", help="validation data (formats as --data)")
     p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
     p.add_argument("--batch-size", required=True, type=_positive)
     p.add_argument("--seed", type=_non_negative, default=0,
@@ -127,6 +128,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
                         "in -o RUN from those values")
     threads_option(p)
+    training_options(p)
+    csv_options(p)
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -136,6 +139,24 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     device_option(p)
     threads_option(p)
+    csv_options(p, target=False)
+
+    p = verb("summary", "the layers, parameters, FLOPs and memory of a model")
+    compile_options(p)
+    p.add_argument("-B", "--batch-size", type=_positive, default=32,
+                   help="batch size of the FLOPs and activation-memory figures (default 32)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+                   help="size of a symbolic dimension other than the batch `B` (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+    p = verb("evaluate", "loss and metrics of trained weights on labelled data")
+    compile_options(p)
+    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz (or best.npz)")
+    p.add_argument("--data", required=True, metavar="TEST.npz", help="inputs and targets")
+    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    device_option(p)
+    csv_options(p)
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
     compile_options(p)
@@ -153,6 +174,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                    help="also measure the training step's peak memory (RSS) with dslc and with PyTorch, each in "
                         "a fresh process (a few seconds; needs PyTorch)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+
+    p = verbs.add_parser("plot", help="draw a run's training curves into RUN/curves.png",
+                         description="draw a run's training curves (loss and metrics, training and validation) "
+                                     "into RUN/curves.png; needs matplotlib: pip install 'dslc[plot]'")
+    p.add_argument("run", metavar="RUN", help="a run directory of `dslc train`")
+    p.add_argument("-o", dest="out", metavar="FILE.png", help="where to write the picture (default RUN/curves.png)")
 
     p = verb("export", "write a self-contained inference model with trained weights, or a run's training state")
     compile_options(p)
@@ -172,6 +199,57 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return parser, verbs.choices
 
 
+def csv_options(p: argparse.ArgumentParser, target: bool = True) -> None:
+    p.add_argument("--inputs", metavar="COL,COL...",
+                   help="CSV data: the columns stacked into the model's input (default: columns named after it)")
+    if target:
+        p.add_argument("--target", metavar="COL[,COL...]", help="CSV data: the column(s) of the model's target")
+
+
+def _data(path: str | None, args):
+    """A data argument, with the CSV columns of `--inputs`/`--target` when given."""
+    inputs, target = getattr(args, "inputs", None), getattr(args, "target", None)
+    if path is None or not (inputs or target):
+        return path
+    if not path.lower().endswith(".csv"):
+        raise UsageError(f"`--inputs` and `--target` choose the columns of CSV data; `{path}` is not a `.csv` file")
+    from dslc.runtime.datafiles import CsvColumns
+
+    split = lambda text: tuple(c.strip() for c in text.split(",")) if text else ()
+    return CsvColumns(path, split(inputs), split(target))
+
+
+def training_options(p: argparse.ArgumentParser) -> None:
+    """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
+    p.add_argument("--val-split", type=_fraction, metavar="F",
+                   help="hold out this fraction of the training data for validation (chosen by --seed)")
+    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max",
+                   help="stop when the monitored value (default val_loss, else loss) stops improving "
+                        "(default patience 5); keeps RUN/best.npz")
+    p.add_argument("--restore-best", action="store_true",
+                   help="at the end, make the best epoch's weights the run's checkpoint (RUN/best.npz)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--log-format", choices=["text", "jsonl"], default="text",
+                   help="`jsonl`: one JSON object per event on stdout, for scripts")
+    p.add_argument("--log-every", type=_positive, metavar="N", help="also log the running means every N steps")
+    p.add_argument("--plot", action="store_true", help="at the end, draw RUN/curves.png (needs `dslc[plot]`)")
+    p.add_argument("--init-from", metavar="RUN_OR_ONNX",
+                   help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
+    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
+                   help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
+                        "(repeatable)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got `{text}`")
+    return value
+
+
 def _compile(args):
     if not os.path.exists(args.model):
         raise DataError(f"cannot read `{args.model}`: No such file or directory")
@@ -185,6 +263,8 @@ def _compile(args):
     extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
     if args.verb == "build" and args.dims:
         extra["dims"] = dict(args.dims)
+    if getattr(args, "freeze", None):
+        extra["freeze"] = tuple(args.freeze)
     try:
         return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
     except UnknownDimension as e:
@@ -198,6 +278,11 @@ def _say(message: str) -> None:
 def _run(args) -> int:
     if args.verb in ("fmt", "lsp"):
         return _fmt(args) if args.verb == "fmt" else _lsp()
+    if args.verb == "plot":  # reads a run, compiles nothing
+        from dslc.runtime.plot import plot_run
+
+        _say(f"wrote {plot_run(args.run, args.out)}")
+        return EXIT_OK
     program = _compile(args)
     if program.warnings:  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
@@ -211,24 +296,40 @@ def _run(args) -> int:
             paths = program.build(args.out or ".")
             _say(f"built {program.name}: " + ", ".join(str(p) for p in paths))
     elif args.verb == "train":
-        from dslc.runtime.progress import ConsoleReporter
+        from dslc.runtime.progress import make_reporter
 
         _check_trainable(program, args)
-        reporter = ConsoleReporter(sys.stdout)
+        if args.plot:  # fail before training, not after it
+            from dslc.runtime.plot import check_matplotlib
+
+            check_matplotlib()
+        reporter = make_reporter(args.log_format, args.quiet, args.log_every)
         try:
-            program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                           device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
-                          threads=args.threads)
+                          threads=args.threads, val_split=args.val_split, early_stopping=args.early_stopping,
+                          restore_best=args.restore_best, init_from=args.init_from)
         finally:
             reporter.close()
+        if args.plot:
+            from dslc.runtime.plot import plot_run
+
+            _say(f"wrote {plot_run(args.out)}")
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
-        outputs = program.predict(args.input, args.weights, device=args.device, batch_size=args.batch_size,
+        outputs = program.predict(_data(args.input, args), args.weights, device=args.device, batch_size=args.batch_size,
                                   threads=args.threads)
         atomic_save_npz(args.out, outputs)
         shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
         _say(f"wrote {args.out}: {shapes}")
+    elif args.verb == "evaluate":
+        _evaluate(program, args)
+    elif args.verb == "summary":
+        import json
+
+        summary = program.summary(args.batch_size, dict(args.dims))
+        print(json.dumps(summary) if args.json else summary)
     elif args.verb == "bench":
         _bench(program, args)
     elif args.verb == "export" and args.train_state:
@@ -297,6 +398,28 @@ def _check_trainable(program, args) -> None:
                          "set each objective's `lr` in the model (or with -D) instead")
     elif lr_out_of_range(program.manifest, args.lr):
         raise UsageError(f"`--lr`: {lr_out_of_range(program.manifest, args.lr)}")
+
+
+def _evaluate(program, args) -> None:
+    import json
+
+    from dslc.runtime.progress import format_number
+
+    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
+        return
+    scalars = {k: v for k, v in results.items() if isinstance(v, float)}
+    width = max(map(len, scalars))
+    print(f"{program.name} on {args.data} (weights {args.weights})")
+    for name, value in scalars.items():
+        print(f"  {name:<{width}}  {format_number(value)}")
+    for name, matrix in results.items():
+        if name not in scalars:  # a confusion matrix: rows are the true classes, columns the predicted
+            cell = max(len(str(c)) for row in matrix for c in row)
+            print(f"  {name} (rows: true class, columns: predicted class)")
+            for row in matrix:
+                print("    " + " ".join(str(c).rjust(cell) for c in row))
 
 
 def _bench(program, args) -> None:
@@ -379,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
-        return _run(args)
+        with command_line():
+            return _run(args)
     except UsageError as e:
         verbs[args.verb].print_usage(sys.stderr)
         _say(f"dslc {args.verb}: error: {e}")

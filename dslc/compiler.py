@@ -96,12 +96,14 @@ def pick_model(module: ast.Module) -> ast.Model:
 
 def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype: str = "float32", seed: int = 0,
                  print_ir_after: str | None = None, dims: dict[str, int] | None = None,
-                 text: str | None = None) -> Program:
+                 text: str | None = None, freeze: tuple[str, ...] = ()) -> Program:
     """Compile a `.dl` file (`text`: its contents, if not those on disk). Raises `DslcError` (the user's
     model is wrong) or `OSError` (no file).
 
     `dims` pins symbolic dimensions to sizes in every graph (`{"B": 64}`: static shapes for runtimes
-    and accelerators that need them); a name the model does not declare raises `UnknownDimension`."""
+    and accelerators that need them); a name the model does not declare raises `UnknownDimension`.
+    `freeze`: parameter selectors (layer names, globs such as `enc*`, `weights`...) that no training
+    graph updates: they become `frozen` inputs, read but not written (fine-tuning)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     if print_ir_after is not None and print_ir_after not in PASS_NAMES:
@@ -113,7 +115,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     symbols: set[str] = set()
 
     def lowered(mode: str, objective: str = "") -> LoweredModel | None:
-        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective, dims)
+        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective, dims, tuple(freeze))
         try:
             return lowering.run()
         except DslcError as e:  # lower the other graphs too: errors in training statements, say
@@ -136,12 +138,34 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     unknown = sorted(set(dims or {}) - symbols)
     if unknown:
         raise UnknownDimension(unknown, sorted(symbols))
+    check_freeze(model.name, trained, freeze)
     try:
         program = build_program(infer, trained, dtype, str(path), print_ir_after, dims)
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
+    program.extras["layers"] = {}  # every layer's (kind, output type), inference graph's first
+    for lowered_model in [infer] + [t for t, _, _ in trained.values()]:
+        for layer, entry in lowered_model.layers.items():
+            program.extras["layers"].setdefault(layer, entry)
     return program
+
+
+def check_freeze(model: str, trained: dict, freeze) -> None:
+    """`DataError` when a `freeze` selector picks no parameter, or when they leave nothing to train."""
+    from dslc.diagnostics import DataError
+    from dslc.losses import matches, nothing_selected_hint
+    from dslc.spelling import option
+
+    lowered = [t for t, _, _ in trained.values()]
+    params = {p.name: p for t in lowered for p in t.params}
+    kinds = {name: kind for t in lowered for name, kind in t.param_kinds.items()}
+    for selector in freeze:
+        if not any(matches(selector, name, kinds[name]) for name in params):
+            raise DataError(f"{option('freeze')} `{selector}` selects no parameter of model `{model}`",
+                            hint=nothing_selected_hint(selector, list(params.values())))
+    if freeze and lowered and not any(p.role == "param" for t in lowered for p in t.params):
+        raise DataError(f"{option('freeze')} leaves model `{model}` nothing to train", hint="freeze some layers, not all")
 
 
 def _check_infer_outputs(infer: LoweredModel) -> None:

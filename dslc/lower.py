@@ -27,6 +27,7 @@ from dslc.optim import OPTIMIZERS, OptimizerSpec
 from dslc.passes.lower_optimizer import LR
 from dslc.schedules import parse_schedule
 from dslc.source import Span
+from dslc.spelling import define, option
 
 
 @dataclass
@@ -50,6 +51,7 @@ class LoweredModel:
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
     target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    layers: dict[str, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first call
 
 
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
@@ -93,14 +95,14 @@ def parse_define(name: str, text: str):
             raise ValueError("is not a finite number", "a value is a finite number, `true`, `false` or a string")
         return value
     string = DefinedString(low)
-    string.define = f"-D {name}={text}"
+    string.define = define(name, text)  # as the caller wrote it, for messages
     return string
 
 
 class Lowering(ExpressionLowering, CallLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                  seed: int = 0, defines: dict[str, str] | None = None, objective: str = "",
-                 dims: dict[str, int] | None = None):
+                 dims: dict[str, int] | None = None, freeze: tuple[str, ...] = ()):
         self.model, self.blocks, self.mode = model, blocks, mode
         self.dims = dims or {}  # symbolic dimensions pinned to sizes (`dslc build --dim B=64`)
         self.symbols: set[str] = set()  # the symbolic dimensions the declarations name, pinned or not
@@ -110,6 +112,7 @@ class Lowering(ExpressionLowering, CallLowering):
         self.result = LoweredModel(model.name, objective=objective)
         self.objective = objective_of(model, objective) if mode != "infer" else None
         self.updates = update_selectors(self.objective) if self.objective is not None and mode == "train" else None
+        self.freeze = freeze if mode == "train" else ()  # parameters no training graph updates (`--freeze`)
         self.ctx = Context(self)
         self.scope: list[str] = []
         self.layer_counts: dict[tuple, int] = {}
@@ -189,7 +192,9 @@ class Lowering(ExpressionLowering, CallLowering):
         self.param_bytes = total
         values = init.sample(shape, fan_in, fan_out, rng_for(self.init_seed, name))
         default = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
-        role = "param" if self.updates is None or selected(self.updates, name, kind) else "frozen"
+        updated = (self.updates is None or selected(self.updates, name, kind)) and not any(
+            matches(sel, name, kind) for sel in self.freeze)
+        role = "param" if updated else "frozen"
         node = Builder(span).input(name, t, role, default=default, init=str(init))
         self.result.params.append(node)
         self.param_index[name] = node
@@ -271,7 +276,7 @@ class Lowering(ExpressionLowering, CallLowering):
             if name not in known:
                 hint = suggest(name, known) or (f"its hyper-parameters: {', '.join(f'`{k}`' for k in sorted(known))}"
                                                 if known else "it has none")
-                message = f"model `{self.model.name}` has no hyper-parameter `{name}` (given with -D)"
+                message = f"model `{self.model.name}` has no hyper-parameter `{name}` ({option('defined')})"
                 self.errors.append(Diagnostic(message, self.model.name_span, hint=hint))
         for p in self.model.params:
             with self.statement(env, name=p.name):
@@ -284,11 +289,11 @@ class Lowering(ExpressionLowering, CallLowering):
                 return parse_define(p.name, self.defines[p.name])
             except ValueError as e:
                 what, hint = e.args
-                raise error(f"`-D {p.name}={self.defines[p.name]}` {what}", p.span,
-                            label="the hyper-parameter given with -D", hint=hint) from None
+                raise error(f"{define(p.name, self.defines[p.name])} {what}", p.span,
+                            label=f"the hyper-parameter {option('defined')}", hint=hint) from None
         if p.default is None:
             raise error(f"hyper-parameter `{p.name}` has no default and no value", p.span,
-                        hint=f"give it a default (`{p.name} = ...`) or pass `-D {p.name}=...`")
+                        hint=f"give it a default (`{p.name} = ...`) or pass {define(p.name, '...')}")
         return self.eval(p.default, env)
 
     def define(self, env, defined, name, value, span):

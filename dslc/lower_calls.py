@@ -213,6 +213,9 @@ class CallLowering:
         values = dict(zip([p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD], leading)) | keyword
         for layer, made in self.ctx._made.items():
             self.check_shared(layer, made, values, spans, span)
+            output = result[0] if isinstance(result, (tuple, list)) else result  # a recurrent layer's sequence
+            if isinstance(output, Node):  # for `dslc summary`: the first call of each layer
+                self.result.layers.setdefault(layer, (self.layer_kinds[layer], output.type))
         return result
 
     def check_shared(self, layer: str, made: dict, values: dict, spans: dict, span: Span) -> None:
@@ -412,7 +415,7 @@ def describe(value) -> str:
         return f"the number `{value}`"
     if isinstance(value, str):
         origin = getattr(value, "define", None)  # a `-D` value that is no number: `dslc.lower.DefinedString`
-        return f"the string \"{value}\"" + (f" (from `{origin}`)" if origin else "")
+        return f"the string \"{value}\"" + (f" (from {origin})" if origin else "")
     if isinstance(value, Initializer):
         return f"the initializer `{value}`"
     return type(value).__name__

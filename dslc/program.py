@@ -104,16 +104,51 @@ class Program:
         return Program(self.name, self.manifest, {**self.graphs, "init": init}).build(out_dir)
 
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
-              out_dir: str | os.PathLike, resume: bool | str | os.PathLike = False, lr: float | None = None,
-              reporter=None, threads: int | None = None) -> list[dict]:
-        """Train into `out_dir`; see `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of
-        arrays. `resume=True` continues the run in `out_dir`; a path to a state file (an init graph
-        `.onnx` or an `.npz`, one array per parameter/buffer/state name, e.g. written back by another
-        runtime) starts the run from those values."""
+              out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
+              lr: float | None = None, reporter=None, threads: int | None = None, verbose: int = 1, callbacks=(),
+              val_split: float | None = None, early_stopping=None, restore_best: bool = False, init_from=None):
+        """Train into `out_dir` (None: a new temporary folder, `history.out_dir`); see
+        `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays. `resume=True` continues
+        the run in `out_dir`; a path to a state file (an init graph `.onnx` or an `.npz`, one array per
+        parameter/buffer/state name, e.g. written back by another runtime) starts the run from those values.
+        `verbose` as Keras's (0 silent, 1 a progress bar on a terminal, 2 a line per epoch); the loop's
+        warnings are Python warnings. `callbacks`: objects with `on_epoch_end(epoch, logs)` /
+        `on_step_end(step, logs)` (return True to stop), see `dslc.Callback`. Returns a
+        `dslc.runtime.callbacks.History`."""
+        from dslc.runtime.progress import python_reporter
         from dslc.runtime.train import fit
 
-        return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                   out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads)
+        if out_dir is None:
+            import tempfile
+
+            out_dir = tempfile.mkdtemp(prefix=f"dslc-{self.name}-")
+        reporter = reporter or python_reporter(verbose)
+        try:
+            return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                       out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads,
+                       val_split=val_split, callbacks=callbacks, early_stopping=early_stopping,
+                       restore_best=restore_best, init_from=init_from)
+        finally:
+            close = getattr(reporter, "close", None)
+            if close is not None:
+                close()
+
+    def summary(self, batch_size: int = 32, dims: dict[str, int] | None = None):
+        """Keras's `model.summary()`: a `dict` of the layers and totals that shows as the table (print
+        it, or leave it as a notebook cell's value); FLOPs and memory at `batch_size`, other symbolic
+        dimensions sized by `dims`. See `dslc.summary`."""
+        from dslc.runtime.data import check_count
+        from dslc.summary import summarize
+
+        return summarize(self, check_count(batch_size, "batch_size", "the batch size"), dims)
+
+    def evaluate(self, data, weights=None, *, batch_size: int = 256, device: str = "cpu",
+                 threads: int | None = None) -> dict[str, float]:
+        """Loss and every metric of `weights` (a run folder, checkpoint or dict of arrays) on labelled
+        `data`; see `dslc.runtime.evaluate.evaluate`."""
+        from dslc.runtime.evaluate import evaluate
+
+        return evaluate(self, data, weights, batch_size=batch_size, device=device, threads=threads)
 
     def trained_model(self, weights=None) -> bytes:
         """The inference graph with the trained parameters of `weights` (a run directory, a
@@ -122,15 +157,16 @@ class Program:
         from dslc.diagnostics import DataError
         from dslc.emit.weights import bind_weights
         from dslc.runtime.checkpoint import load_params
+        from dslc.spelling import option
 
         if weights is None:
             if self.trainable:
                 raise DataError(f"model `{self.name}` is trained, so it needs the weights of a training run",
-                                hint="pass `--weights RUN` (the `-o` directory of `dslc train`) or a checkpoint.npz")
+                                hint=f"pass {option('weights')} or a checkpoint.npz")
             return self.graphs["infer"]
         if not self.trainable:
             raise DataError(f"model `{self.name}` has no loss, so it has no trained weights to load",
-                            hint="drop `--weights`")
+                            hint=f"drop {option('no_weights')}")
         params = load_params(weights, self.manifest)  # checked against the model's parameters
         return bind_weights(self.graphs["infer"], params, absent_ok=params)  # the inference graph may use fewer
 

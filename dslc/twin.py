@@ -119,25 +119,28 @@ def make_optimizer(T, spec, params):
     return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"))
 
 
+def concrete(t, dims: Mapping[str, int]):
+    """TensorType `t` with its symbolic dims (`B`, products such as `B*T`) bound to `dims`."""
+    from dslc.ir.types import TensorType
+
+    shape = []
+    for d in t.shape:
+        if isinstance(d, int):
+            shape.append(d)
+        else:  # a symbol or a product of symbols (`B*T`)
+            value = 1
+            for factor in str(d).split("*"):
+                value *= int(factor) if factor.isdigit() else dims[factor]
+            shape.append(value)
+    return TensorType(t.dtype, tuple(shape))
+
+
 def flops(graph: Graph, dims: Mapping[str, int]) -> int:
     """FLOPs of one run of `graph` with symbolic dims bound to `dims` (matrix products and convolutions)."""
-    def concrete(node: Node):
-        from dslc.ir.types import TensorType
-
-        shape = []
-        for d in node.type.shape:
-            if isinstance(d, int):
-                shape.append(d)
-            else:  # a symbol or a product of symbols (`B*T`)
-                value = 1
-                for factor in str(d).split("*"):
-                    value *= int(factor) if factor.isdigit() else dims[factor]
-                shape.append(value)
-        return TensorType(node.type.dtype, tuple(shape))
-
     total = 0
     for node in toposort([n for _, n in graph.outputs]):
         if node.op in ("input", "const"):
             continue
-        total += get_op(node.op).flops(concrete(node), *[concrete(i) for i in node.inputs], **node.attrs)
+        total += get_op(node.op).flops(concrete(node.type, dims), *[concrete(i.type, dims) for i in node.inputs],
+                                       **node.attrs)
     return total

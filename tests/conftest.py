@@ -32,3 +32,19 @@ def golden(bless):
 def workdir(tmp_path_factory, request):
     """A directory shared by one test module's tests for the `.dl` files they compile."""
     return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+
+
+@pytest.fixture
+def linreg_cli(monkeypatch, tmp_path):
+    """Run `dslc` in `tmp_path` on `linreg.dl`, compiled to the hand-built linear regression of
+    tests/manifest_graphs.py (any flags reach it; none change it)."""
+    import types
+
+    from manifest_graphs import linreg_program
+
+    fake = types.ModuleType("dslc.compiler")
+    fake.compile_file = lambda path, defines=None, dtype="float32", **kw: linreg_program(dtype)
+    monkeypatch.setitem(sys.modules, "dslc.compiler", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linreg.dl").write_text("# compiled by the fake compiler\n")
+    return tmp_path

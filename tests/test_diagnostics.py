@@ -10,6 +10,7 @@ import pytest
 
 from dslc.compiler import compile_file
 from dslc.diagnostics import DslcError, render_all
+from dslc.spelling import command_line
 from golden import ROOT, relative
 
 CASES = sorted(p for p in (ROOT / "tests" / "diagnostics").glob("*.dl") if not p.name.startswith("syntax_"))
@@ -26,7 +27,7 @@ def _defines(path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case", CASES, ids=[p.stem for p in CASES])
 def test_semantic_error(case: Path, golden, monkeypatch):
     monkeypatch.chdir(ROOT)
-    with pytest.raises(DslcError) as info:
+    with pytest.raises(DslcError) as info, command_line():  # the goldens are what `dslc build` prints
         compile_file(relative(case), defines=_defines(case))
     golden(case.with_suffix(".stderr"), render_all(info.value.diagnostics))
 

@@ -385,7 +385,8 @@ def test_run_directory_contents(tmp_path):
     history = fit(program, linreg_data(n=20), epochs=2, batch_size=8, seed=3, out_dir=tmp_path / "run")
     run = tmp_path / "run"
     assert sorted(os.listdir(run)) == [".lock", "checkpoint.npz", "history.jsonl", "linreg.dslc.json",
-                                       "linreg.eval.onnx", "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx"]
+                                       "linreg.eval.onnx", "linreg.infer.onnx", "linreg.init.onnx", "linreg.train.onnx",
+                                       "metrics.csv"]
     assert json.loads((run / "linreg.dslc.json").read_text()) == program.manifest
     assert (run / "linreg.train.onnx").read_bytes() == program.graphs["train"]
     assert [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()] == history
@@ -451,14 +452,14 @@ def test_fresh_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tmp_path):
     with pytest.raises(DataError) as e:
         fit(program, d, epochs=1, batch_size=8, out_dir=tmp_path)
     assert e.value.message == f"`{tmp_path}` already holds a training run (checkpoint.npz)"
-    assert e.value.hint == "pass `--resume` to continue it, or choose another output directory"
+    assert e.value.hint == "pass `resume=True` to continue it, or choose another output directory"
 
 
 def test_diverging_loss_stops_with_a_hint(tmp_path):
     with pytest.raises(DataError) as e:
         fit(linreg_program(), linreg_data(n=64), epochs=50, batch_size=8, lr=1e3, out_dir=tmp_path)
     assert re.fullmatch(r"the loss became (inf|nan) at epoch \d+, step \d+ \(global step \d+\)", e.value.message)
-    assert e.value.hint.startswith("lower the learning rate (`--lr`, now 1000); ")
+    assert e.value.hint.startswith("lower the learning rate (`lr=...`, now 1000); ")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -598,10 +599,11 @@ def test_inference_only_program_predicts_without_weights():
 def test_compile_passes_defines_as_strings(monkeypatch):
     calls = []
     fake = types.ModuleType("dslc.compiler")
-    fake.compile_file = lambda path, defines, dtype, seed: calls.append((path, defines, dtype, seed)) or "program"
+    program = types.SimpleNamespace(warnings=[])
+    fake.compile_file = lambda path, defines, dtype, seed: calls.append((path, defines, dtype, seed)) or program
     monkeypatch.setitem(sys.modules, "dslc.compiler", fake)
-    assert dslc.compile("m.dl", hidden=128, rate=0.5, act="relu") == "program"
-    assert dslc.compile("m.dl", {"seed": 3, "hidden": 1}, dtype="float64", seed=7, hidden=2) == "program"
+    assert dslc.compile("m.dl", hidden=128, rate=0.5, act="relu") is program
+    assert dslc.compile("m.dl", {"seed": 3, "hidden": 1}, dtype="float64", seed=7, hidden=2) is program
     assert calls == [("m.dl", {"hidden": "128", "rate": "0.5", "act": "relu"}, "float32", 0),
                      ("m.dl", {"seed": "3", "hidden": "2"}, "float64", 7)]
     assert dslc.__version__ == "0.2.0" and dslc.Program is not None and dslc.DslcError and dslc.DataError

@@ -16,6 +16,7 @@ import unicodedata
 
 import pytest
 
+import dslc
 from dslc import cli, compiler, lower, lower_exprs
 from dslc.builtins import load_all
 from dslc.diagnostics import DslcError, render_all
@@ -23,6 +24,7 @@ from dslc.emit.onnx import check, emit_graph
 from dslc.ir.graph import Builder, Graph
 from dslc.ir.types import DTYPES, TensorType
 from dslc.ops import REGISTRY
+from dslc.spelling import command_line
 from golden import ROOT
 from helpers import compile_text, ort_session  # a session fails where ORT has no kernel
 
@@ -238,8 +240,22 @@ MLP = """
 ])
 def test_unusable_define_values_are_diagnostics_that_name_the_define(tmp_path, define, message):
     name, value = define.split("=")
-    (found,) = diagnostics(tmp_path, MLP, defines={name: value})
+    with command_line():
+        (found,) = diagnostics(tmp_path, MLP, defines={name: value})
     assert found.split(": ", 1)[1] == message
+    (found,) = diagnostics(tmp_path, MLP, defines={name: value})  # from Python: a keyword argument
+    assert found.split(": ", 1)[1] == message.replace("-D ", "")
+
+
+def test_unknown_hyper_parameter_is_named_as_the_caller_gave_it(tmp_path):
+    (path := tmp_path / "m.dl").write_text(MLP)
+    with pytest.raises(DslcError) as e:
+        dslc.compile(path, hiden=64)
+    assert e.value.diagnostics[0].message == "model `m` has no hyper-parameter `hiden` (a keyword argument of " \
+                                             "`dslc.compile`)"
+    with pytest.raises(DslcError) as e, command_line():
+        dslc.compile(path, hiden=64)
+    assert e.value.diagnostics[0].message == "model `m` has no hyper-parameter `hiden` (given with -D)"
 
 
 def test_huge_dense_layers_fail_before_their_weights_are_drawn(tmp_path):

@@ -82,7 +82,7 @@ def test_batch_norm_with_a_one_sample_last_batch_is_refused_before_training(work
 
 @pytest.mark.parametrize("n, batch_size, message, hint", [
     (9, 1, "with a batch size of 1 every batch has 1 sample",
-     "choose a batch size that leaves no batch of 1 sample, e.g. `--batch-size 3`"),
+     "choose a batch size that leaves no batch of 1 sample, e.g. `batch_size=3`"),
     (1, 4, "the training data has 1 sample", "train on 2 or more samples, or remove `batch_norm`"),
 ])
 def test_batch_norm_with_only_one_sample_batches(workdir, tmp_path, n, batch_size, message, hint):
@@ -114,7 +114,7 @@ def test_non_finite_validation_loss_stops_training(workdir, tmp_path):
     with pytest.raises(DataError) as e:
         fit(program, xy(8), val, epochs=2, batch_size=4, out_dir=tmp_path)
     assert e.value.message == "the validation loss became inf after epoch 1 (global step 2)"
-    assert e.value.hint == "lower the learning rate (`--lr`, now 0.1); no checkpoint was written"
+    assert e.value.hint == "lower the learning rate (`lr=...`, now 0.1); no checkpoint was written"
     assert not (tmp_path / "checkpoint.npz").exists()
 
 
@@ -154,7 +154,7 @@ def test_float32_weights_in_a_float64_model_hint_at_dtype(mlp_run, workdir, tmp_
                              "--input", tmp_path / "x.npz", "-o", tmp_path / "y.npz"])
     assert err == (f"error: checkpoint `{run / 'checkpoint.npz'}` does not fit model `mlp`: parameter "
                    "`dense_0.weight` is `float32[4, 3]` in the checkpoint but `float64[4, 3]` in the model\n"
-                   "hint: the weights were trained with `--dtype float32`; pass `--dtype float32` to use them\n")
+                   "hint: the weights are `float32`; pass `--dtype float32` to use them\n")
 
 
 # ---- data files -------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_float64_values_too_large_for_float32_are_named_without_a_numpy_warning(
     assert e.value.message == (f"array `x` in training data `{tmp_path / 'big.npz'}` has the value 1e+39 at index "
                                "(1, 2), which does not fit in `float32`")
     assert e.value.hint == ("`float32` holds magnitudes up to 3.4e+38; rescale the data "
-                            "or compile with `--dtype float64`")
+                            "or compile with `dtype=\"float64\"` (of `dslc.compile`)")
 
 
 def test_npy_file_as_data(workdir, tmp_path, capsys):

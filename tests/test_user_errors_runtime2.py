@@ -138,7 +138,7 @@ def test_run_failures_without_a_node_and_out_of_memory():
     assert e.message == "running the evaluation graph failed on this data: something odd"
     assert "bug in dslc" in e.hint
     e = session.run_failure(RuntimeError("Failed to allocate memory for requested buffer"), "the training step")
-    assert (e.message, e.hint) == ("out of memory while running the training step", "use a smaller `--batch-size`")
+    assert (e.message, e.hint) == ("out of memory while running the training step", "use a smaller `batch_size=...`")
 
 
 # ---- 2. resuming on other training data ----------------------------------------------------------------

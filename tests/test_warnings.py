@@ -4,6 +4,7 @@ inference, training and evaluation, and printed by the command line before a ver
 from __future__ import annotations
 
 import textwrap
+import warnings
 
 import pytest
 
@@ -23,7 +24,8 @@ model m {
 def warnings_of(tmp_path, body: str) -> list[str]:
     path = tmp_path / "m.dl"
     path.write_text(HEADER + textwrap.indent(textwrap.dedent(body), "    ") + "    optimizer adam(lr = 0.01)\n}\n")
-    return [d.message for d in dslc.compile(path).warnings]
+    with warnings.catch_warnings(record=True):  # each also a `dslc.ModelWarning`, checked above
+        return [d.message for d in dslc.compile(path).warnings]
 
 
 def test_binary_cross_entropy_of_a_sigmoid_renders_like_an_error(tmp_path, monkeypatch):
@@ -35,7 +37,10 @@ def test_binary_cross_entropy_of_a_sigmoid_renders_like_an_error(tmp_path, monke
     optimizer adam(lr = 0.01)
 }
 """)
-    program = dslc.compile("m.dl")
+    with pytest.warns(dslc.ModelWarning) as caught:  # from Python, each is also a Python warning
+        program = dslc.compile("m.dl")
+    assert [str(w.message) for w in caught] == [render_all(program.warnings)]
+    assert caught[0].filename == __file__
     assert render_all(program.warnings) == """\
 m.dl:7:31: warning: `binary_cross_entropy` applies the sigmoid itself, but `p` is already a sigmoid output
   |

@@ -182,3 +182,8 @@ def check(model: onnx.ModelProto) -> None:
 
 def serialize(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
+
+
+def node_count(model_bytes: bytes) -> int:
+    """The number of nodes in a serialized model's main graph (`dslc summary`)."""
+    return len(onnx.load_from_string(model_bytes).graph.node)

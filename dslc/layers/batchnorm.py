@@ -7,6 +7,7 @@ import numpy as np
 from dslc.builtins import builtin
 from dslc.initializers import Initializer
 from dslc.ir.graph import Node
+from dslc.spelling import option
 
 Tensor = Node
 
@@ -23,7 +24,7 @@ def batch_norm(ctx, x: Tensor, *, momentum: float = 0.1, eps: float = 1e-5, name
     if x.type.dtype != ctx.float_dtype:
         what = "a floating-point input" if not x.type.is_float else f"an input of the model's dtype `{ctx.float_dtype}`"
         ctx.fail(f"`batch_norm` needs {what}, got `{x.type}`", arg="x", hint='convert it with `cast(x, "f32")`'
-                 + (", or build with `--dtype float64`" if x.type.is_float else ""))
+                 + (f", or build with {option('dtype', 'float64')}" if x.type.is_float else ""))
     if x.type.rank < 2:
         ctx.fail(f"`batch_norm` expects `[B, C, ...]`, got `{x.type}`", arg="x")
     channels = x.type.shape[1]

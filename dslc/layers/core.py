@@ -9,6 +9,7 @@ from dslc.builtins import builtin
 from dslc.initializers import Initializer
 from dslc.ir.graph import Node
 from dslc.ir.types import DTYPES
+from dslc.spelling import option
 
 Tensor = Node
 Init = Initializer
@@ -48,7 +49,7 @@ def _affine(ctx, x, units, bias, init, bias_init, name, kind):
         weights = DTYPES[ctx.float_dtype][0]
         what = "a floating-point input" if not x.type.is_float else f"an input of its weights' dtype `{weights}`"
         ctx.fail(f"`{kind}` needs {what}, got `{x.type}`", arg="x", hint='convert it with `cast(x, "f32")`'
-                 + (", or build with `--dtype float64`" if x.type.is_float else ""))
+                 + (f", or build with {option('dtype', 'float64')}" if x.type.is_float else ""))
     fan_in = x.type.shape[-1]
     if not isinstance(fan_in, int):
         ctx.fail(f"`{kind}` needs a known number of input features, got `{x.type}`", arg="x",

@@ -35,6 +35,7 @@ from dslc.fsutil import atomic_save_npz
 from dslc.runtime.data import check_finite, open_npz
 from dslc.runtime.faults import fault_point
 from dslc.runtime.layout import state_specs, weight_specs
+from dslc.spelling import option
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = "dslc-checkpoint/2"
@@ -232,7 +233,7 @@ def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], mode
     if len(trained) != 1 or model_dtype in trained:
         return MISMATCH_HINT
     dtype = trained.pop()
-    return f"the weights were trained with `--dtype {dtype}`; pass `--dtype {dtype}` to use them"
+    return f"the weights are `{dtype}`; pass {option('dtype', dtype)} to use them"
 
 
 def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.ndarray]:

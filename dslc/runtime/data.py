@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from dslc.diagnostics import DataError
+from dslc.spelling import option
 
 
 def check_count(value, argument: str, what: str, minimum: int = 1) -> int:
@@ -75,7 +76,16 @@ def load_npz(path: str | os.PathLike, specs: list[dict], what: str = "training d
 
 
 def load_data(source, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
-    """`source` is an `.npz` path or a mapping of arrays; returns the checked arrays."""
+    """`source` is an `.npz` path, a folder of `.npy` files, a `.csv` path (or `datafiles.CsvColumns`),
+    or a mapping of arrays; returns the checked arrays."""
+    from dslc.runtime import datafiles
+
+    if isinstance(source, datafiles.CsvColumns) or (
+            isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".csv")):
+        path = source.path if isinstance(source, datafiles.CsvColumns) else os.fspath(source)
+        return check_arrays(datafiles.read_csv_columns(source, specs), specs, f"{what} `{path}`")
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        return check_arrays(datafiles.read_npy_folder(source, what), specs, f"{what} `{os.fspath(source)}`")
     if isinstance(source, (str, os.PathLike)):
         return load_npz(source, specs, what)
     if isinstance(source, Mapping):
@@ -152,7 +162,7 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
         if bad is not None:
             at, value = _index(bad, array.shape), array[bad][0]
             if np.isfinite(value):
-                larger = " or compile with `--dtype float64`" if want == np.float32 else ""
+                larger = f" or compile with {option('dtype', 'float64')}" if want == np.float32 else ""
                 raise DataError(
                     f"array `{name}` in {where} has the value {value} at index {at}, which does not fit in `{want}`",
                     hint=f"`{want}` holds magnitudes up to {np.finfo(want).max:.3g}; rescale the data{larger}",

@@ -3,11 +3,16 @@ per epoch otherwise (logs stay small: no carriage-return updates in files).
 
     epoch 3/10 - 0.4s - 4312 samples/s - loss 0.2310 - accuracy 0.9412 - val_loss 0.2501 - val_accuracy 0.9333
 
-The CLI creates the reporter with the stream to write to; the training loop only calls its methods.
+The CLI creates the reporter with the stream to write to (`make_reporter`: text, `-q`, `--log-format
+jsonl`); `python_reporter` gives `program.train` Keras's `verbose` levels, with the loop's warnings
+raised as Python warnings. The training loop only calls the reporters' methods.
 """
 from __future__ import annotations
 
+import json
+import sys
 import time
+import warnings
 from collections.abc import Mapping
 from typing import IO
 
@@ -48,8 +53,11 @@ def format_epoch(record: Mapping, epochs: int) -> str:
 class ConsoleReporter(Reporter):
     """Writes progress to `stream`; a live bar only when `tty` (default: `stream.isatty()`)."""
 
-    def __init__(self, stream: IO[str], tty: bool | None = None, refresh_every: float = 0.1):
+    def __init__(self, stream: IO[str], tty: bool | None = None, refresh_every: float = 0.1,
+                 log_every: int | None = None):
         self.stream = stream
+        self.log_every = log_every
+        self.epoch = 0
         self.tty = stream.isatty() if tty is None else tty
         self.refresh_every = refresh_every
         self.epochs = 0
@@ -80,7 +88,11 @@ class ConsoleReporter(Reporter):
     def warn(self, message: str) -> None:
         self._line(f"warning: {message}")
 
+    def note(self, message: str) -> None:
+        self._line(message)
+
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch, self.steps = epoch, steps
         if not self.tty:
             return
         from rich.markup import escape
@@ -103,6 +115,8 @@ class ConsoleReporter(Reporter):
         self._last_refresh = 0.0
 
     def step_end(self, step: int, logs: Mapping[str, float]) -> None:
+        if self.log_every and step % self.log_every == 0:
+            self._line(f"epoch {self.epoch}/{self.epochs} - step {step}/{self.steps} - {format_metrics(logs)}")
         if self._progress is None:
             return
         now = time.monotonic()
@@ -130,3 +144,100 @@ class ConsoleReporter(Reporter):
         self._line(f"trained {info['model']} for {count(done, 'epoch')} in "
                    f"{format_seconds(info['time'])}" + (f" - {metrics}" if metrics else ""))
         self._line(f"weights: {info['checkpoint']}")
+
+
+class QuietReporter(Reporter):
+    """`-q`: warnings only, on `stream` (stderr)."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def warn(self, message: str) -> None:
+        self.stream.write(f"warning: {message}\n")
+        self.stream.flush()
+
+
+class JsonLinesReporter(Reporter):
+    """`--log-format jsonl`: one JSON object per line and event, `{"event": ...}`: `start` (the run's
+    info), `warning` and `note` (`message`), `step` (every `log_every` steps: `epoch`, `step` and the
+    running means), `epoch` (the history entry), `end` (`epochs` trained, `time`, `checkpoint`)."""
+
+    def __init__(self, stream: IO[str], log_every: int | None = None):
+        self.stream, self.log_every = stream, log_every
+        self.epoch = 0
+
+    def _emit(self, event: str, fields: Mapping) -> None:
+        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+        self.stream.flush()
+
+    def start(self, info: dict) -> None:
+        self._emit("start", info)
+
+    def warn(self, message: str) -> None:
+        self._emit("warning", {"message": message})
+
+    def note(self, message: str) -> None:
+        self._emit("note", {"message": message})
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch = epoch
+
+    def step_end(self, step: int, logs: Mapping[str, float]) -> None:
+        if self.log_every and step % self.log_every == 0:
+            self._emit("step", {"epoch": self.epoch, "step": step, **logs})
+
+    def epoch_end(self, record: dict) -> None:
+        self._emit("epoch", record)
+
+    def end(self, history: list[dict], info: dict) -> None:
+        done = (history[-1]["epoch"] - info["initial_epoch"]) if history else 0
+        self._emit("end", {"epochs": done, "time": info["time"], "checkpoint": info["checkpoint"]})
+
+
+def make_reporter(log_format: str = "text", quiet: bool = False, log_every: int | None = None) -> Reporter:
+    """The reporter of `dslc train`'s options: jsonl on stdout, quiet (warnings on stderr), or text."""
+    if log_format == "jsonl":
+        return JsonLinesReporter(sys.stdout, log_every)
+    if quiet:
+        return QuietReporter(sys.stderr)
+    return ConsoleReporter(sys.stdout, log_every=log_every)
+
+
+class _PythonWarnings:
+    """Mixed into a reporter: warnings become `warnings.warn(message, UserWarning)`."""
+
+    def warn(self, message: str) -> None:
+        warnings.warn(message, UserWarning, stacklevel=_first_caller_outside_dslc())
+
+
+def _first_caller_outside_dslc() -> int:
+    """The `stacklevel` that points a warning at the user's line (`program.train(...)`)."""
+    import os
+
+    import dslc
+
+    root = os.path.dirname(dslc.__file__)
+    frame, level = sys._getframe(1), 1  # the frame of `warn`, which is level 1
+    while frame is not None and frame.f_code.co_filename.startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class SilentPythonReporter(_PythonWarnings, Reporter):
+    pass
+
+
+class PythonConsoleReporter(_PythonWarnings, ConsoleReporter):
+    pass
+
+
+def python_reporter(verbose: int = 1) -> Reporter:
+    """Keras's `verbose` for `program.train`: 0 silent, 1 a bar on a terminal (a line per epoch
+    otherwise), 2 a line per epoch; warnings are Python warnings at every level."""
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        from dslc.diagnostics import DataError
+
+        raise DataError(f"`verbose` must be 0, 1 or 2, got {verbose!r}")
+    if verbose == 0:
+        return SilentPythonReporter()
+    return PythonConsoleReporter(sys.stdout, tty=None if verbose == 1 else False)

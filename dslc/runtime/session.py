@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dslc.diagnostics import DataError
+from dslc.spelling import option
 
 CUDA_HINT = (
     "install `dslc[gpu]` (onnxruntime-gpu) on a machine with an NVIDIA GPU and CUDA 12, "
@@ -117,7 +118,7 @@ def run_failure(error: Exception, what: str) -> DataError:
     and op when ORT's message does, e.g. the `Gather` of an `embedding` meeting an index out of range."""
     text = str(error).strip()
     if "failed to allocate" in text.lower() or "bad_alloc" in text.lower() or "out of memory" in text.lower():
-        return DataError(f"out of memory while running {what}", hint="use a smaller `--batch-size`")
+        return DataError(f"out of memory while running {what}", hint=f"use a smaller {option('batch_size')}")
     match = _NODE_FAILURE.search(text)
     if match is None:
         return DataError(f"running {what} failed on this data: {text.removeprefix('Error in execution: ')}",
@@ -260,7 +261,9 @@ class SharedSteps:
                 "data": [t["name"] for t in spec["inputs"]],
             })
         self.names = list(values)
-        self.output_names = [f"{g['objective']}.{name}" for g in self.graphs for name in g["outputs"]]
+        # `<objective>.loss`...; a single objective's (whose `update` or `--freeze` leaves `frozen` parameters) plain
+        self.prefixes = [f"{g['objective']}." if len(self.graphs) > 1 else "" for g in self.graphs]
+        self.output_names = [prefix + name for g, prefix in zip(self.graphs, self.prefixes) for name in g["outputs"]]
         self.set_values(initial)
 
     def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
@@ -276,7 +279,7 @@ class SharedSteps:
         """One step of every objective on `batch`, in order; `hypers[k]` are objective k's hyper-inputs.
         Returns `<objective>.<loss or metric>` values."""
         results = {}
-        for graph, hyper in zip(self.graphs, hypers):
+        for graph, hyper, prefix in zip(self.graphs, hypers, self.prefixes):
             io = graph["session"].io_binding()
             fed = []
             for name in graph["data"]:
@@ -294,7 +297,7 @@ class SharedSteps:
             _run(graph["session"], io, f"the training step of objective `{graph['objective']}`")
             outputs = io.get_outputs()
             for i, name in enumerate(graph["outputs"]):
-                results[f"{graph['objective']}.{name}"] = _reported(outputs[i].numpy())
+                results[prefix + name] = _reported(outputs[i].numpy())
             for j, t in enumerate(graph["carried"]):
                 self._store[t["name"]] = outputs[len(graph["outputs"]) + j]
         return results

@@ -41,6 +41,7 @@ from dslc.runtime.layout import (
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory
 from dslc.runtime.saver import EpochSaver
+from dslc.spelling import option
 
 SEED_MULTIPLIER = 1_000_003
 
@@ -74,6 +75,9 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         """Something the user should know that does not stop training."""
+
+    def note(self, message: str) -> None:
+        """Something that happened, worth a line (early stopping, restored weights)."""
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         """`epoch` counts from 1."""
@@ -115,9 +119,9 @@ def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int,
         raise DataError(f"the learning rate must be a finite non-negative number, got {lr}")
     if lr is not None and len(train_keys(program.manifest)) > 1:
         raise DataError(f"model `{program.name}` has several objectives, each with its own learning rate",
-                        hint="set each objective's `lr` in the model (or with -D) and drop `--lr`")
+                        hint=f"set each objective's `lr` in the model (or with -D) and drop {option('lr')}")
     if lr is not None and _spec_by_kind(program.manifest["graphs"]["train"].get("hyper", []), "lr") is None:
-        raise DataError(f"model `{program.name}` has no learning rate to override", hint="drop `--lr`")
+        raise DataError(f"model `{program.name}` has no learning rate to override", hint=f"drop {option('lr')}")
     problem = lr_out_of_range(program.manifest, lr)
     if problem:
         raise DataError(problem, hint="a learning rate this large overflows every update; use a smaller one")
@@ -153,7 +157,7 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
     if meta.get("manifest_sha256") != manifest_hash(manifest):
         reporter.warn("the compiled model differs from the one that wrote the checkpoint "
                       "(its parameters still fit, so training continues from it)")
-    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate"}
+    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
     shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
     for key, value in settings.items():
         if meta.get(key) != value:
@@ -171,7 +175,8 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
 @locks_run_directory
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
-        reporter: Reporter | None = None, threads: int | None = None) -> list[dict]:
+        reporter: Reporter | None = None, threads: int | None = None, val_split: float | None = None,
+        callbacks=(), early_stopping=None, restore_best: bool = False, init_from=None) -> list[dict]:
     """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
 
     `train_data`/`val_data` are `.npz` paths or dicts of arrays. `epochs` is the total target, so
@@ -186,8 +191,15 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     History entries: `epoch` (from 1), `steps` (global steps done), the training loss and metrics
     (means over the epoch weighted by batch size), `val_`-prefixed validation loss and metrics,
     `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
+
+    `val_split` holds out that fraction of the training samples for validation (chosen by `seed`, see
+    `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping` or its text) and
+    `restore_best`: see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
+    `callbacks.History`.
     """
     from dslc import __version__
+    from dslc.runtime.callbacks import EarlyStopping, History, RunHooks
+    from dslc.runtime.datafiles import split_validation
     from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
 
     reporter = reporter or Reporter()
@@ -203,6 +215,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     n = num_rows(arrays)
     if n == 0:
         raise DataError("the training data has no samples")
+    fingerprint = data_fingerprint(arrays)  # of all the data: a split is a setting
+    if val_split is not None:
+        if val_data is not None:
+            raise DataError("give validation data or a validation split, not both",
+                            hint=f"drop {option('val')} or {option('val_split')}")
+        arrays, val_data = split_validation(arrays, val_split, seed)
+        n = num_rows(arrays)
     eval_specs = [manifest["graphs"].get(eval_key(k)) for k in keys]
     eval_spec = eval_specs[0]
     val_arrays, n_val = None, 0
@@ -216,24 +235,34 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             raise DataError("the validation data has no samples")
 
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
-    fingerprint = data_fingerprint(arrays)
+    if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
+        settings["val_split"] = float(val_split)
+    if isinstance(early_stopping, str):
+        early_stopping = EarlyStopping.parse(early_stopping)
+    hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
     ckpt = None
     global_step = 0
     if resume is True:
         if not ckpt_path.exists():
             raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
-                            hint="train without `--resume` to start a new run")
+                            hint=f"train {option('no_resume')} to start a new run")
         ckpt = _resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
         initial = {**ckpt.params, **ckpt.state}
         global_step = ckpt.meta["global_step"]
     elif ckpt_path.exists():
         raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
-                        hint="pass `--resume` to continue it, or choose another output directory")
+                        hint=f"pass {option('resume')} to continue it, or choose another output directory")
     elif resume is not False and resume is not None:  # a state file, e.g. from another runtime
         initial = load_state_file(resume, manifest)
         global_step = state_step(initial, spec)
     else:
         initial = program.initial_values()
+    if init_from is not None and ckpt is None:  # fine-tuning: another run's weights where they fit
+        from dslc.runtime.finetune import initial_weights
+
+        loaded, report = initial_weights(init_from, manifest)
+        initial = {**initial, **loaded}
+        reporter.note(report.text())
     history = _history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
@@ -247,6 +276,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         for k, es in zip(keys, eval_specs):
             prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
             evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads)
+    names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
+    hooks.check(names, bool(evaluators), history)
     if batch_size == 1 or n % batch_size == 1:
         _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     program.build(out_dir)  # creates the run directory
@@ -267,12 +298,14 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if first_epoch >= epochs:
         reporter.warn(f"the checkpoint already has {count(first_epoch, 'epoch')} of training; nothing to do "
                       f"(raise the number of epochs to continue)")
-        return history
+        return History(history, out_dir)
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
+    hooks.begin(info)
     reporter.start(info)
     started = time.perf_counter()
+    stopped = None
     for epoch in range(first_epoch, epochs):
         reporter.epoch_start(epoch + 1, epochs, steps)
         t0 = time.perf_counter()
@@ -296,7 +329,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                                     f"(global step {global_step})", lr_used, ckpt_path)
             global_step += 1
             sums.add(out, len(idx))
-            reporter.step_end(i + 1, sums.values())
+            logs = sums.values()
+            reporter.step_end(i + 1, logs)
+            if hooks.step_hooks and hooks.step_end(i + 1, logs):
+                stopped = epoch
+                break
+        if stopped is not None:
+            break
         train_time = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "steps": global_step, **_epoch_values(sums)}
         for prefix, evaluator in evaluators.items():
@@ -317,11 +356,21 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         saver.wait()  # the previous epoch's save (had a whole epoch to finish): its checkpoint is the last good one
         _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
-        saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log))
+        stop = hooks.epoch_end(record, history)  # callbacks and early stopping see the epoch before its save
+        saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log,
+                                       hooks.after_save(history)))
         reporter.epoch_end(record)
+        if stop:
+            stopped = epoch + 1
+            break
     saver.wait()
+    if stopped is not None:
+        reporter.note(hooks.stop_note)
+    hooks.end(history)
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
-    return history
+    result = History(history, out_dir)
+    result.stopped_epoch, result.best_epoch = stopped, hooks.best_epoch
+    return result
 
 
 def count(n: int, noun: str) -> str:
@@ -358,7 +407,7 @@ def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: li
                  f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})")
         below = next((b for b in range(batch_size - 1, 1, -1) if n % b != 1), None)
         above = next(b for b in range(batch_size + 1, n + 2) if n % b != 1)
-        sizes = " or ".join(f"`--batch-size {b}`" for b in (below, above) if b is not None)
+        sizes = " or ".join(option("batch_size_of", b) for b in (below, above) if b is not None)
         hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
     raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
                     f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
@@ -366,17 +415,20 @@ def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: li
 
 def _diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:
     last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
-    return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate (`--lr`, now {lr:g}); {last}")
+    return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate ({option('lr')}, now {lr:g}); {last}")
 
 
 def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict,
-                history_log: HistoryLog) -> None:
+                history_log: HistoryLog, then=None) -> None:
     """`checkpoint.npz` (parameters and buffers, optimizer state; replaced atomically), then the
-    epoch's entry appended to `history.jsonl` (see `dslc.runtime.history` for why this order)."""
+    epoch's entry appended to `history.jsonl` (see `dslc.runtime.history` for why this order), then
+    `then()` (`callbacks.RunHooks.after_save`: best.npz, metrics.csv)."""
     save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in weight_specs(manifest)},
                     {t["name"]: values[t["name"]] for t in state_specs(manifest)}, meta)
     fault_point("checkpoint-saved")
     history_log.append(meta["record"])
+    if then is not None:
+        then()
 
 
 def _history_so_far(out_dir: Path, ckpt, reporter: Reporter) -> list[dict]:
@@ -406,10 +458,7 @@ def _check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when:
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:
-    """Loss and metrics over `arrays` in order (`_epoch_values`), current parameters."""
-    params = trainer.ortvalues()
-    sums = EpochMetrics(output_specs([evaluator.spec]))
-    for start in range(0, n, batch_size):
-        batch = {k: a[start:start + batch_size] for k, a in arrays.items()}
-        sums.add(evaluator.run(batch, params), len(next(iter(batch.values()))))
-    return _epoch_values(sums)
+    """Loss and metrics over `arrays` in order (`evaluate.over_batches`), current parameters."""
+    from dslc.runtime.evaluate import over_batches
+
+    return over_batches(evaluator, trainer.ortvalues(), arrays, batch_size)

@@ -10,6 +10,7 @@ and covariance of generated points next to the target's.
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,10 @@ def train(epochs: int, out: Path, n: int = 4096, batch_size: int = 128, seed: in
     program = dslc.compile(ROOT / "models" / "gan.dl", seed=seed)
     rng = np.random.default_rng(seed)
     for epoch in range(1, epochs + 1):
-        history = program.train(epoch_data(rng, n), epochs=epoch, batch_size=batch_size, seed=seed,
-                                out_dir=out, resume=epoch > 1)
+        with warnings.catch_warnings():  # each epoch draws fresh data, which resuming warns about: the point here
+            warnings.filterwarnings("ignore", message="the training data differs from the checkpoint's")
+            history = program.train(epoch_data(rng, n), epochs=epoch, batch_size=batch_size, seed=seed,
+                                    out_dir=out, resume=epoch > 1, verbose=0)
         if not quiet and epoch % 10 == 0:
             last = history[-1]
             print(f"epoch {epoch}: discriminator loss {last['discriminator.loss']:.3f}, "

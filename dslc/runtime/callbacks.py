@@ -1,0 +1,263 @@
+"""What the training loop does around each epoch besides training: early stopping, the best
+checkpoint, `metrics.csv`, and the user's callbacks.
+
+    RUN/checkpoint.npz  the last epoch (train.py)          RUN/history.jsonl  every epoch (train.py)
+    RUN/best.npz        a copy of the checkpoint of the best epoch so far (with early stopping or
+                        `restore_best`); `--restore-best` copies it over checkpoint.npz at the end
+    RUN/metrics.csv     one row per epoch: `epoch`, then the other history keys sorted (the columns of
+                        Keras's CSVLogger; dslc's `epoch` counts from 1, as in history.jsonl)
+
+Early stopping follows Keras's `EarlyStopping`: an epoch improves when its monitored value beats the
+best so far by more than `min_delta` (lower for losses, higher for accuracies); training stops after
+the epoch that makes `patience` epochs in a row without improvement. Its state is a function of the
+history, so a resumed run stops where an uninterrupted one would have.
+
+A user callback is any object with some of the methods of `Callback`; a method returning `True` stops
+training (after that step or epoch; a step's stop leaves the checkpoint of the last whole epoch).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dslc.diagnostics import DataError, suggest
+from dslc.fsutil import atomic_write, atomic_write_text
+from dslc.runtime.checkpoint import CHECKPOINT_FILE
+
+BEST_FILE = "best.npz"
+METRICS_CSV = "metrics.csv"
+# words in metric names that say which way is better (Keras's "auto" mode looks for "acc")
+_HIGHER = ("acc", "f1", "precision", "recall", "auc", "iou", "r2")
+_LOWER = ("loss", "mse", "mae", "error", "entropy", "perplexity", "nll", "rmse")
+
+
+class Callback:
+    """Hooks of the training loop; subclass it or write any object with some of these methods.
+    A method that returns `True` stops training."""
+
+    def on_train_begin(self, info: dict) -> bool | None:
+        """Before the first epoch; `info` as `Reporter.start` gets it."""
+
+    def on_step_end(self, step: int, logs: Mapping[str, float]) -> bool | None:
+        """After step `step` (from 1) of the epoch; `logs` are the epoch's running means."""
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> bool | None:
+        """After epoch `epoch` (from 1), as its checkpoint is saved; `logs` is its history entry."""
+
+    def on_train_end(self, history: list[dict]) -> None:
+        """After the last epoch (or the stop)."""
+
+
+class History(list):
+    """The history `train` returns: one dict per epoch (a list, as before), plus `out_dir` (the run
+    folder: a temporary one when none was given), `stopped_epoch` (the epoch after which early stopping
+    or a callback stopped training, else None), `best_epoch` (of the monitored value, when one is) and
+    `history` (Keras's `History.history`: each key's values over the epochs)."""
+
+    def __init__(self, records=(), out_dir: Path | None = None):
+        super().__init__(records)
+        self.out_dir = out_dir
+        self.stopped_epoch: int | None = None
+        self.best_epoch: int | None = None
+
+    @property
+    def history(self) -> dict[str, list]:
+        keys = dict.fromkeys(k for record in self for k in record if k != "epoch")
+        return {k: [record.get(k) for record in self] for k in keys}
+
+
+def better_direction(name: str) -> str:
+    """`min` or `max` for a metric's name (`val_loss`, `gen.accuracy`), or `DataError`."""
+    base = name.rsplit(".", 1)[-1].lower()
+    if any(word in base for word in _LOWER):
+        return "min"
+    if any(word in base for word in _HIGHER):
+        return "max"
+    raise DataError(f"early stopping cannot tell whether `{name}` is better lower or higher",
+                    hint=f"add `mode=min` or `mode=max` to {option_text('early_stopping')}")
+
+
+def option_text(name: str) -> str:
+    from dslc.spelling import option
+
+    return option(name)
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs in a row.
+    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None`: from the name (losses
+    and errors `min`, accuracies and F-scores `max`). `patience=None` never stops: it only tracks the
+    best epoch (for `restore_best`)."""
+
+    KEYS = ("monitor", "patience", "min_delta", "mode")
+
+    def __init__(self, monitor: str | None = None, patience: int | None = 5, min_delta: float = 0.0,
+                 mode: str | None = None):
+        if mode not in (None, "min", "max"):
+            raise DataError(f"early stopping's mode must be `min` or `max`, got `{mode}`")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
+            raise DataError(f"early stopping's patience must be a non-negative integer, got {patience!r}")
+        if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
+            raise DataError(f"early stopping's min_delta must be a non-negative number, got {min_delta!r}")
+        self.requested = (monitor, mode)  # as given: a run fills in the defaults, the next one starts again
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, float(min_delta), mode
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.wait = 0
+
+    @classmethod
+    def parse(cls, text: str) -> EarlyStopping:
+        """`monitor=val_loss,patience=5,min_delta=0,mode=min`, every key optional (`""`: the defaults)."""
+        settings: dict[str, object] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, eq, value = (s.strip() for s in item.partition("="))
+            if not eq or key not in cls.KEYS:
+                close = suggest(key, cls.KEYS)
+                raise DataError(f"early stopping: expected `key=value` with a key among "
+                                f"{', '.join(f'`{k}`' for k in cls.KEYS)}, got `{item}`",
+                                hint=close or "e.g. `monitor=val_loss,patience=5,min_delta=0`")
+            try:
+                settings[key] = {"patience": int, "min_delta": float}.get(key, str)(value)
+            except ValueError:
+                raise DataError(f"early stopping: `{key}` must be a number, got `{value}`") from None
+        return cls(**settings)
+
+    def resolve(self, names: Sequence[str], validated: bool) -> None:
+        """Start a run: fix the monitored name and direction against the names an epoch will log."""
+        self.monitor, self.mode = self.requested
+        self.best, self.best_epoch, self.wait = None, None, 0
+        if self.monitor is None:
+            self.monitor = "val_loss" if "val_loss" in names else "loss" if "loss" in names else names[0]
+        if self.monitor not in names:
+            hint = suggest(self.monitor, names) or f"the run logs {', '.join(f'`{n}`' for n in names)}"
+            if self.monitor.startswith("val_") and not validated:
+                hint = f"pass validation data ({option_text('val')} or {option_text('val_split')}), or monitor " \
+                       f"`{self.monitor[4:]}`"
+            raise DataError(f"early stopping monitors `{self.monitor}`, which the run does not log", hint=hint)
+        self.mode = self.mode or better_direction(self.monitor)
+
+    def improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> bool:
+        """Whether to stop; `improved` says whether this epoch became the best."""
+        value = float(logs[self.monitor])
+        self.improved = self.improves(value)
+        if self.improved:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return False
+        self.wait += 1
+        return self.patience is not None and self.wait >= self.patience
+
+    def describe_stop(self) -> str:
+        return (f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} "
+                f"(best {self.best:.6g} at epoch {self.best_epoch})")
+
+
+class RunHooks:
+    """The loop's side of callbacks: called by `fit` at the start, after each step and each
+    checkpointed epoch, and at the end. Returns `True` where training must stop."""
+
+    def __init__(self, out_dir: Path, callbacks: Sequence = (), early_stopping: EarlyStopping | None = None,
+                 restore_best: bool = False, reporter=None):
+        self.out_dir = Path(out_dir)
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not any(callable(getattr(cb, m, None)) for m in ("on_train_begin", "on_step_end", "on_epoch_end",
+                                                                 "on_train_end")):
+                raise DataError(f"callback {cb!r} has none of the methods `on_train_begin`, `on_step_end`, "
+                                "`on_epoch_end`, `on_train_end`", hint="subclass `dslc.Callback`")
+        self.tracker = early_stopping or (EarlyStopping(patience=None) if restore_best else None)
+        self.restore_best = restore_best
+        self.reporter = reporter
+        self.step_hooks = [cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))]
+        self.stop_note = ""
+
+    def check(self, names: Sequence[str], validated: bool, history: Sequence[dict]) -> None:
+        """Before anything is written: check the monitored name, then replay a resumed run's history."""
+        if self.tracker is not None:
+            self.tracker.resolve(list(names), validated)
+            for record in history:
+                if self.tracker.monitor in record:
+                    self.tracker.on_epoch_end(record["epoch"], record)
+
+    def begin(self, info: dict) -> None:
+        for cb in self.callbacks:
+            if callable(getattr(cb, "on_train_begin", None)):
+                cb.on_train_begin(info)
+
+    def step_end(self, step: int, logs: Mapping[str, float]) -> bool:
+        stop = False
+        for hook in self.step_hooks:
+            stop = hook(step, logs) is True or stop
+        if stop:
+            self.stop_note = f"a callback stopped training at step {step} of the epoch; the checkpoint is the " \
+                             "last whole epoch's"
+        return stop
+
+    def epoch_end(self, record: dict, history: Sequence[dict]) -> bool:
+        """After the epoch, before its save: the callbacks and early stopping; whether to stop."""
+        epoch = record["epoch"]
+        stop = False
+        for cb in self.callbacks:
+            if callable(getattr(cb, "on_epoch_end", None)) and cb.on_epoch_end(epoch, record) is True:
+                stop = True
+                self.stop_note = f"a callback stopped training after epoch {epoch}"
+        if self.tracker is not None and self.tracker.on_epoch_end(epoch, record):
+            stop = True
+            self.stop_note = self.tracker.describe_stop()
+        return stop
+
+    def after_save(self, history: Sequence[dict]):
+        """What to write once the epoch's checkpoint is saved (on the saving thread): best.npz when the
+        epoch improved, and metrics.csv, as of `history` now."""
+        improved = self.tracker is not None and self.tracker.improved
+        rows = list(history)
+
+        def write() -> None:
+            if improved:
+                copy_file(self.out_dir / CHECKPOINT_FILE, self.out_dir / BEST_FILE)
+            write_metrics_csv(self.out_dir / METRICS_CSV, rows)
+        return write
+
+    def end(self, history: list[dict]) -> None:
+        """Restore the best checkpoint when asked, then the callbacks' `on_train_end`."""
+        best = self.out_dir / BEST_FILE
+        if self.restore_best and self.tracker is not None and self.tracker.best_epoch is not None and best.exists():
+            if self.tracker.best_epoch != history[-1]["epoch"] and self.reporter is not None:
+                self.reporter.note(f"restored the weights of epoch {self.tracker.best_epoch} "
+                                   f"(best `{self.tracker.monitor}` {self.tracker.best:.6g}) into {CHECKPOINT_FILE}")
+            copy_file(best, self.out_dir / CHECKPOINT_FILE)
+        for cb in self.callbacks:
+            if callable(getattr(cb, "on_train_end", None)):
+                cb.on_train_end(history)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return None if self.tracker is None else self.tracker.best_epoch
+
+
+def copy_file(source: Path, target: Path) -> None:
+    with open(source, "rb") as f:
+        atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+
+
+def write_metrics_csv(path: Path, history: Sequence[dict]) -> None:
+    """`epoch`, then every other key of the history sorted (Keras's CSVLogger columns), one row per epoch."""
+    keys = sorted({k for record in history for k in record} - {"epoch"})
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for record in history:
+        writer.writerow([record["epoch"], *(_cell(record.get(k)) for k in keys)])
+    atomic_write_text(path, text.getvalue())
+
+
+def _cell(value) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,144 @@
+"""Data beyond `.npz` files: the validation split held out of the training data, a folder of `.npy`
+files (memory-mapped), and CSV files. `data.load_data` reads them all; every error names the file, the
+array or column and the index.
+"""
+from __future__ import annotations
+
+import csv
+import numbers
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dslc.diagnostics import DataError, suggest
+from dslc.runtime.data import num_rows
+
+SPLIT_STREAM = 0x5E1F  # the split's random stream, apart from the epochs' (`epoch_order` uses [seed, epoch])
+
+
+def split_validation(arrays: Mapping[str, np.ndarray], fraction: float,
+                     seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(training, validation) arrays: `n - int(n * (1 - fraction))` samples (Keras's count) go to
+    validation, the ones `np.random.default_rng([seed, SPLIT_STREAM]).permutation(n)` lists first; both
+    parts keep the data's order. A function of the seed alone, so a resumed run validates on the same
+    samples."""
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
+        raise DataError(f"the validation split must be a fraction between 0 and 1, got {fraction!r}",
+                        hint="e.g. 0.1 holds out 10% of the training samples")
+    n = num_rows(arrays)
+    n_val = n - int(n * (1 - fraction))
+    if n_val >= n:  # n_val >= 1 for any fraction > 0
+        raise DataError(f"a validation split of {fraction:g} of {n} samples leaves no training sample",
+                        hint="use a smaller split")
+    held = np.zeros(n, bool)
+    held[np.random.default_rng([seed, SPLIT_STREAM]).permutation(n)[:n_val]] = True
+    return ({k: a[~held] for k, a in arrays.items()}, {k: a[held] for k, a in arrays.items()})
+
+
+# ---- a folder of `.npy` files ------------------------------------------------------------------------
+def read_npy_folder(path: str | os.PathLike, what: str = "data") -> dict[str, np.ndarray]:
+    """`<name>.npy` of folder `path` as arrays named `<name>`, memory-mapped (read from disk as batches
+    need them, so the data may be larger than memory; stored in the model's dtype they are not copied)."""
+    folder = Path(path)
+    files = sorted(folder.glob("*.npy"))
+    if not files:
+        raise DataError(f"{what} folder `{folder}` holds no `.npy` files",
+                        hint="save one array per file, named after the model's inputs: `numpy.save(\"x.npy\", x)`")
+    arrays = {}
+    for file in files:
+        if not file.is_file():  # a FIFO would block the read
+            raise DataError(f"cannot read {what} `{file}`: it is not a regular file")
+        try:
+            arrays[file.stem] = np.load(file, mmap_mode="r", allow_pickle=False)
+        except OSError as e:
+            raise DataError(f"cannot read `{file}`: {e.strerror or e}") from None
+        except ValueError as e:  # not an .npy file, or object arrays
+            raise DataError(f"cannot read {what} `{file}`: not a valid `.npy` array ({e})",
+                            hint="save it with `numpy.save`") from None
+    return arrays
+
+
+# ---- CSV ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CsvColumns:
+    """A CSV file with a header row, and which columns feed the model: `inputs` are stacked (in this
+    order) into its one data input, `target` into its one target. Without them, each input or target
+    `name` reads the column `name` (a `[B]` or `[B, 1]` array) or the columns `name_0`, `name_1`, ...
+    (a `[B, K]` array)."""
+    path: str
+    inputs: tuple[str, ...] = ()
+    target: tuple[str, ...] = ()
+
+
+def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read `{path}` as CSV ({e})") from None
+    if not rows:
+        raise DataError(f"CSV file `{path}` is empty", hint="the first row names the columns")
+    header = [h.strip() for h in rows[0]]
+    body = [r for r in rows[1:] if r]  # a trailing blank line
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise DataError(f"CSV file `{path}` row {i} (line {i + 2}) has {len(row)} fields, the header {len(header)}")
+    return header, body
+
+
+def _column(path: str, header: list[str], body: list[list[str]], name: str) -> np.ndarray:
+    index = header.index(name)
+    values = np.empty(len(body))
+    for i, row in enumerate(body):
+        text = row[index].strip()
+        try:
+            values[i] = float(text)
+        except ValueError:
+            raise DataError(f"CSV file `{path}` column `{name}` row {i} (line {i + 2}): `{text}` is not a number",
+                            hint="every column the model reads holds numbers (class labels as 0, 1, ...)") from None
+    return values
+
+
+def read_csv_columns(source: CsvColumns | str | os.PathLike, specs: list[dict]) -> dict[str, np.ndarray]:
+    """The model's arrays from a CSV file (see `CsvColumns`)."""
+    from dslc.spelling import option
+
+    if not isinstance(source, CsvColumns):
+        source = CsvColumns(os.fspath(source))
+    path = source.path
+    header, body = _read_csv(path)
+    chosen: dict[str, tuple[str, ...]] = {}
+    for role, names, flag in (("input", source.inputs, "inputs"), ("target", source.target, "target")):
+        if not names:
+            continue
+        of_role = [s for s in specs if s.get("role", "input") == role]
+        if len(of_role) != 1:
+            listing = ", ".join(f"`{s['name']}`" for s in of_role) or "none"
+            raise DataError(f"{option(flag)} needs a model with one {role}; this one has {listing}",
+                            hint=f"name the CSV columns after the model's {role}s instead")
+        chosen[of_role[0]["name"]] = tuple(names)
+    arrays = {}
+    for spec in specs:
+        name, shape = spec["name"], spec["shape"]
+        columns = chosen.get(name)
+        if columns is None:
+            width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+            if name in header:
+                columns = (name,)
+            elif width and all(f"{name}_{k}" in header for k in range(width)):
+                columns = tuple(f"{name}_{k}" for k in range(width))
+            else:
+                continue  # check_arrays names the missing array
+        for column in columns:
+            if column not in header:
+                close = suggest(column, header)
+                raise DataError(f"CSV file `{path}` has no column `{column}`",
+                                hint=close or f"its columns: {', '.join(f'`{h}`' for h in header)}")
+        stacked = np.stack([_column(path, header, body, c) for c in columns], axis=1)
+        arrays[name] = stacked[:, 0] if len(shape) == 1 else stacked
+    return arrays

@@ -1,0 +1,100 @@
+"""Data formats besides `.npz`: a folder of `.npy` files (memory-mapped) and CSV; each error names the
+file, the array or column, and the index."""
+from __future__ import annotations
+
+import mmap
+import os
+
+import numpy as np
+import pytest
+from manifest_graphs import linreg_data, linreg_program
+
+from dslc import cli
+from dslc.diagnostics import DataError
+from dslc.runtime.data import load_data
+from dslc.runtime.datafiles import CsvColumns
+from dslc.runtime.train import Reporter, fit
+
+SPECS = linreg_program().manifest["graphs"]["train"]["inputs"]  # x f32[B, 3] (input), y f32[B, 1] (target)
+DATA = linreg_data(n=30)
+
+
+def strip(history):
+    return [{k: v for k, v in e.items() if k not in ("time", "samples_per_s")} for e in history]
+
+
+def write_csv(path, header, rows):
+    path.write_text(",".join(header) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
+def test_a_folder_of_npy_files_is_memory_mapped_and_trains_like_the_npz(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name, array in DATA.items():
+        np.save(tmp_path / "d" / f"{name}.npy", array)
+    np.save(tmp_path / "d" / "unused.npy", np.zeros(2))  # arrays the model does not read are ignored
+    arrays = load_data(tmp_path / "d", SPECS)
+    base = arrays["x"]
+    while getattr(base, "base", None) is not None and not isinstance(base, mmap.mmap):
+        base = base.base
+    assert isinstance(base, mmap.mmap)  # read from the file, not copied into memory
+    a = fit(linreg_program(), tmp_path / "d", epochs=2, batch_size=8, out_dir=tmp_path / "a", reporter=Reporter())
+    b = fit(linreg_program(), DATA, epochs=2, batch_size=8, out_dir=tmp_path / "b", reporter=Reporter())
+    assert strip(a) == strip(b)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="training data folder `.*empty` holds no `.npy` files"):
+        load_data(tmp_path / "empty", SPECS)
+    os.mkfifo(tmp_path / "empty" / "x.npy")  # refused, not read (a read would block)
+    with pytest.raises(DataError, match="cannot read training data `.*x.npy`: it is not a regular file"):
+        load_data(tmp_path / "empty", SPECS)
+    np.save(tmp_path / "d" / "y.npy", np.ones((29, 1), np.float32))
+    with pytest.raises(DataError, match="arrays in training data `.*d` disagree on dimension `B`"):
+        load_data(tmp_path / "d", SPECS)
+
+
+def test_csv_with_columns_named_after_the_model(tmp_path):
+    rows = np.concatenate([DATA["x"], DATA["y"]], axis=1)
+    write_csv(tmp_path / "t.csv", ["x_0", "x_1", "x_2", "y"], [[repr(float(v)) for v in r] for r in rows])
+    arrays = load_data(tmp_path / "t.csv", SPECS)
+    np.testing.assert_array_equal(arrays["x"], DATA["x"])
+    np.testing.assert_array_equal(arrays["y"], DATA["y"])
+
+
+def test_csv_with_chosen_columns_trains_like_the_arrays(tmp_path):
+    rows = np.concatenate([DATA["y"], DATA["x"][:, ::-1]], axis=1)  # columns in another order
+    write_csv(tmp_path / "t.csv", ["label", "c", "b", "a"], [[repr(float(v)) for v in r] for r in rows])
+    source = CsvColumns(str(tmp_path / "t.csv"), inputs=("a", "b", "c"), target=("label",))
+    a = fit(linreg_program(), source, epochs=2, batch_size=8, out_dir=tmp_path / "a", reporter=Reporter())
+    b = fit(linreg_program(), DATA, epochs=2, batch_size=8, out_dir=tmp_path / "b", reporter=Reporter())
+    assert strip(a) == strip(b)
+
+
+@pytest.mark.parametrize("header, rows, columns, message", [
+    (["a", "b", "c", "label"], [[1, 2, 3, 4], [1, "abc", 3, 4]], ("a", "b", "c"),
+     "CSV file `{}` column `b` row 1 (line 3): `abc` is not a number"),
+    (["a", "b", "c", "label"], [[1, 2, 3, 4], [1, 2, 3]], ("a", "b", "c"),
+     "CSV file `{}` row 1 (line 3) has 3 fields, the header 4"),
+    (["a", "b", "c", "label"], [[1, 2, 3, 4]], ("a", "bb", "c"), "CSV file `{}` has no column `bb`"),
+    (["a", "b", "c", "label"], [[1, 2, 3, "nan"]], ("a", "b", "c"),
+     "array `y` in training data `{}` contains nan at index (0, 0)"),
+])
+def test_csv_errors_name_the_file_column_and_row(tmp_path, header, rows, columns, message):
+    write_csv(tmp_path / "t.csv", header, rows)
+    with pytest.raises(DataError) as e:
+        load_data(CsvColumns(str(tmp_path / "t.csv"), columns, ("label",)), SPECS)
+    assert e.value.message == message.format(tmp_path / "t.csv")
+
+
+def test_csv_on_the_command_line(linreg_cli, tmp_path, capsys):
+    rows = np.concatenate([DATA["x"], DATA["y"]], axis=1)
+    write_csv(tmp_path / "t.csv", ["p", "q", "r", "out"], [[repr(float(v)) for v in r] for r in rows])
+    assert cli.main(["train", "linreg.dl", "--data", "t.csv", "--inputs", "p,q,r", "--target", "out", "--epochs", "1",
+                     "--batch-size", "8", "-o", "run", "-q"]) == 0
+    assert cli.main(["evaluate", "linreg.dl", "--weights", "run", "--data", "t.csv", "--inputs", "p,q,r",
+                     "--target", "out", "--json"]) == 0
+    assert '"loss"' in capsys.readouterr().out
+    assert cli.main(["predict", "linreg.dl", "--weights", "run", "--input", "t.csv", "--inputs", "p,q,r",
+                     "-o", "y.npz"]) == 0
+    assert np.load("y.npz")["pred"].shape == (30, 1)
+    assert cli.main(["train", "linreg.dl", "--data", "t.npz", "--inputs", "p", "--epochs", "1", "--batch-size", "8",
+                     "-o", "r2"]) == 2
+    assert "`t.npz` is not a `.csv` file" in capsys.readouterr().err

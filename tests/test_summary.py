@@ -1,0 +1,80 @@
+"""`dslc summary` and `program.summary()`: layers, parameter counts, FLOPs, memory, node counts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dslc
+from dslc import cli
+from dslc.ir.graph import Builder, Graph
+from dslc.ir.types import TensorType
+from dslc.summary import peak_activation_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_summary_of_the_digits_model():
+    program = dslc.compile(ROOT / "examples" / "digits" / "digits.dl")
+    s = program.summary(batch_size=32)
+    assert [(l["name"], l["kind"], l["output"], l["params"]) for l in s["layers"]] == [
+        ("dense_0", "dense", "f32[B, 128]", 64 * 128 + 128), ("dense_1", "dense", "f32[B, 128]", 128 * 128 + 128),
+        ("dense_2", "dense", "f32[B, 10]", 128 * 10 + 10)]
+    assert s["trainable"] == program.num_parameters == 26_122 and s["frozen"] == s["buffers"] == 0
+    assert s["weight_bytes"] == 4 * 26_122 and s["state_bytes"] == 2 * 4 * 26_122 + 8  # Adam's m, v and its step
+    assert s["infer_flops_per_example"] == 2 * (64 * 128 + 128 * 128 + 128 * 10)  # multiply-adds of the matrices
+    # the step: forward, the weight gradients, and the input gradients of every layer but the first
+    assert s["train_flops_per_example"] == 2 * (64 * 128 + 128 * 128 + 128 * 10) * 3 - 2 * 64 * 128
+    assert s["nodes"]["infer"] > 0 and s["nodes"]["train"] > s["nodes"]["eval"] > s["nodes"]["infer"]
+    text = str(s)
+    assert "dense_1  dense  f32[B, 128]  16,512" in text and "parameters: 26,122 (26,122 trainable, 0 frozen)" in text
+    assert repr(s) == text  # a notebook shows the table
+
+
+def test_every_parameter_belongs_to_one_layer():
+    s = dslc.compile(ROOT / "models" / "transformer_lm.dl").summary()
+    attention = next(l for l in s["layers"] if l["kind"] == "attention")
+    assert attention["params"] == 4 * 128 * 128 + 3 * 128  # query, key, value, out; the key has no bias
+    assert sum(l["params"] for l in s["layers"]) == s["trainable"]
+
+
+def test_peak_activation_estimate_on_a_hand_built_graph():
+    """x [B, 10] -> a = relu(x) -> b = a * a -> c = b + a -> output c: a lives until c, so a, b and c
+    (3 × 40 bytes per example) are alive at once."""
+    b = Builder()
+    x = b.input("x", TensorType("float32", ("B", 10)), "data")
+    a = b.relu(x)
+    sq = b.mul(a, a)
+    c = b.add(sq, a)
+    graph = Graph("g", [x], [("c", c)])
+    assert peak_activation_bytes(graph, {"B": 8}) == 3 * 8 * 10 * 4
+    chain = Graph("h", [x], [("r", b.relu(b.relu(b.relu(x))))])  # each value dies at its only use
+    assert peak_activation_bytes(chain, {"B": 8}) == 2 * 8 * 10 * 4
+
+
+def test_summary_on_the_command_line(capsys):
+    model = str(ROOT / "models" / "text_rnn.dl")
+    assert cli.main(["summary", model, "-B", "16", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert [l["kind"] for l in s["layers"]] == ["embedding", "gru", "dense"] and s["batch_size"] == 16
+    assert s["layers"][0]["output"].startswith("f32[B, ") and s["peak_activation_bytes"] > 0
+    assert cli.main(["summary", model]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model text_rnn\n") and "training step's peak activation memory at batch 32" in out
+
+
+@pytest.mark.parametrize("dims, shown", [((), "needs the size of `T` (`--dim T=N`)"), (("--dim", "T=20"), "kFLOP")])
+def test_summary_needs_the_other_symbolic_dims_for_flops(tmp_path, capsys, dims, shown):
+    (tmp_path / "seq.dl").write_text("""
+model seq {
+    input x: f32[B, T, 4]
+    target y: f32[B, T, 2]
+    output p = x |> linear(8) |> tanh |> linear(2)
+    loss mse(p, y)
+    optimizer sgd(lr = 0.1)
+}
+""")
+    assert cli.main(["summary", str(tmp_path / "seq.dl"), *dims]) == 0
+    out = capsys.readouterr().out
+    assert "linear_0  linear  f32[B, T, 8]" in out and shown in out
