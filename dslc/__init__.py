@@ -18,13 +18,14 @@ __all__ = ["DataError", "DslcError", "Program", "__version__", "compile"]
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
-            dims: Mapping[str, int] | None = None, **hyper) -> Program:
+            dims: Mapping[str, int] | None = None, split: bool = False, **hyper) -> Program:
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
     numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
-    `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
+    `defines={...}`. `split=True` also compiles the gradient and update graphs that gradient accumulation
+    and data-parallel training run (`dslc build --split`). `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
     too). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
     Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
@@ -50,6 +51,8 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
                         hint="e.g. `dims={\"B\": 64}`")
     try:
         extra = {"dims": {k: int(v) for k, v in dims.items()}} if dims else {}
+        if split:
+            extra["split"] = True
         return compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
                             seed=int(seed), **extra)
     except UnknownDimension as e:

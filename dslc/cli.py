@@ -107,6 +107,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="pin a symbolic dimension to a size in every graph, e.g. `--dim B=64` for runtimes that "
                         "need static shapes (repeatable)")
+    p.add_argument("--split", action="store_true",
+                   help="also write each training step as a gradient graph and an update graph (<model>.grad.onnx, "
+                        "<model>.apply.onnx), for gradient accumulation and data-parallel training")
 
     p = verb("check", "compile a model and report errors, writing nothing")
     compile_options(p)
@@ -127,6 +130,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
                         "in -o RUN from those values")
     threads_option(p)
+    p.add_argument("--accumulate", type=_positive, default=1, metavar="K",
+                   help="compute each batch's gradient in K micro-batches (less memory, same step)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="train data-parallel in N local MPI processes (needs `dslc[mpi]`); under `mpiexec -n N` "
+                        "the ranks are found by themselves")
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -185,6 +193,8 @@ def _compile(args):
     extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
     if args.verb == "build" and args.dims:
         extra["dims"] = dict(args.dims)
+    if getattr(args, "split", False) or _scaled_out(args):
+        extra["split"] = True
     try:
         return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
     except UnknownDimension as e:
@@ -214,13 +224,21 @@ def _run(args) -> int:
         from dslc.runtime.progress import ConsoleReporter
 
         _check_trainable(program, args)
-        reporter = ConsoleReporter(sys.stdout)
+        from dslc.runtime import distributed
+
+        comm = distributed.world()
+        if comm is not None and args.workers:
+            raise UsageError("`--workers` starts MPI processes itself; under `mpiexec` drop it")
+        reporter = ConsoleReporter(sys.stdout) if comm is None or comm.Get_rank() == 0 else None
         try:
-            program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
-                          threads=args.threads)
+            with distributed.abort_on_error(comm):
+                program.train(args.data, args.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                              device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
+                              accumulate=args.accumulate, workers=args.workers, comm=comm,
+                              threads=distributed.rank_threads() if comm is not None and not args.threads else args.threads)
         finally:
-            reporter.close()
+            if reporter is not None:
+                reporter.close()
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
@@ -277,6 +295,15 @@ def _lsp() -> int:
         raise DataError(f"`dslc lsp` needs the `lsp` extra ({e})", hint="pip install 'dslc[lsp]'") from None
     serve()
     return EXIT_OK
+
+
+def _scaled_out(args) -> bool:
+    """Whether `dslc train` runs through the split graphs: accumulating, or data-parallel."""
+    if args.verb != "train":
+        return False
+    from dslc.runtime.distributed import launched_by_mpi
+
+    return args.accumulate > 1 or bool(args.workers) or launched_by_mpi()
 
 
 def _check_trainable(program, args) -> None:

@@ -105,15 +105,27 @@ class Program:
 
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike, resume: bool | str | os.PathLike = False, lr: float | None = None,
-              reporter=None, threads: int | None = None) -> list[dict]:
+              reporter=None, threads: int | None = None, accumulate: int = 1, workers: int | None = None,
+              comm=None) -> list[dict]:
         """Train into `out_dir`; see `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of
         arrays. `resume=True` continues the run in `out_dir`; a path to a state file (an init graph
         `.onnx` or an `.npz`, one array per parameter/buffer/state name, e.g. written back by another
-        runtime) starts the run from those values."""
+        runtime) starts the run from those values.
+
+        `accumulate=K` computes each batch's gradient in K micro-batches; `workers=N` trains in N local
+        MPI processes (`dslc.runtime.distributed`), `comm` on the ranks of an MPI communicator the caller
+        started. All three need a program compiled with `split=True` and give the single-process step."""
+        if workers is not None:
+            from dslc.runtime.distributed import launch
+
+            return launch(self, workers, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
+                          device=device, out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads,
+                          accumulate=accumulate)
         from dslc.runtime.train import fit
 
         return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                   out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads)
+                   out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads, accumulate=accumulate,
+                   comm=comm)
 
     def trained_model(self, weights=None) -> bytes:
         """The inference graph with the trained parameters of `weights` (a run directory, a

@@ -171,7 +171,8 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
 @locks_run_directory
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
-        reporter: Reporter | None = None, threads: int | None = None) -> list[dict]:
+        reporter: Reporter | None = None, threads: int | None = None, accumulate: int = 1,
+        comm=None) -> list[dict]:
     """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
 
     `train_data`/`val_data` are `.npz` paths or dicts of arrays. `epochs` is the total target, so
@@ -186,12 +187,19 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     History entries: `epoch` (from 1), `steps` (global steps done), the training loss and metrics
     (means over the epoch weighted by batch size), `val_`-prefixed validation loss and metrics,
     `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
+
+    `accumulate` > 1 or an MPI communicator `comm` (`dslc.runtime.distributed`) train through the split
+    graphs: each batch of `batch_size` rows is sharded over the ranks and cut into `accumulate`
+    micro-batches, and the step equals the single-process one (`dslc.runtime.accumulate`). Only rank 0
+    writes the run directory, validates and reports.
     """
     from dslc import __version__
     from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
 
-    reporter = reporter or Reporter()
+    writer = comm is None or comm.Get_rank() == 0
+    reporter = (reporter if writer else None) or Reporter()
     epochs, batch_size, seed, lr = _prepare(program, epochs, batch_size, seed, lr)
+    accumulate = check_count(accumulate, "accumulate", "the number of micro-batches per step")
     manifest = program.manifest
     keys = train_keys(manifest)
     specs = [manifest["graphs"][k] for k in keys]
@@ -237,20 +245,25 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     history = _history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
-    if len(keys) == 1 and not spec.get("frozen"):
+    if accumulate > 1 or comm is not None:
+        from dslc.runtime.accumulate import SplitSteps
+
+        trainer = SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
+    elif len(keys) == 1 and not spec.get("frozen"):
         trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial)
     else:
         trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads,
                               initial=initial)
     evaluators = {}
-    if val_arrays:
+    if val_arrays and writer:
         for k, es in zip(keys, eval_specs):
             prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
             evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads)
     if batch_size == 1 or n % batch_size == 1:
         _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
-    program.build(out_dir)  # creates the run directory
-    history_log = HistoryLog(out_dir, history)  # restored from the checkpoint after a kill
+    if writer:
+        program.build(out_dir)  # creates the run directory
+    history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
     saver = EpochSaver()
     model_hash = manifest_hash(manifest)
 
@@ -317,7 +330,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         saver.wait()  # the previous epoch's save (had a whole epoch to finish): its checkpoint is the last good one
         _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
-        saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log))
+        if writer:
+            saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log))
         reporter.epoch_end(record)
     saver.wait()
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
