@@ -144,6 +144,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     device_option(p)
     threads_option(p)
+    p.add_argument("--dask", nargs="?", const="", metavar="ADDRESS",
+                   help="run on a Dask cluster (a local one without ADDRESS) over data larger than memory: --input is "
+                        "a .npy, a directory of <input>.npy or of .npz files; -o is an .npz or a directory of "
+                        "<output>.npy (needs `dslc[dask]`)")
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
     compile_options(p)
@@ -239,6 +243,14 @@ def _run(args) -> int:
         finally:
             if reporter is not None:
                 reporter.close()
+    elif args.verb == "predict" and args.dask is not None:
+        from dslc.runtime import dask_predict
+
+        if args.device != "cpu":
+            raise UsageError("`--dask` runs on the workers' CPUs; drop `--device`")
+        paths = dask_predict.predict(program, args.input, args.out, args.weights, address=args.dask or None,
+                                     batch_size=args.batch_size, progress=dask_predict.Progress(sys.stderr))
+        _say("wrote " + ", ".join(str(p) for p in paths))
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
