@@ -22,6 +22,7 @@ rows get fresh masks, as fresh as the fused step's, but not the same ones).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -61,11 +62,21 @@ class SplitSteps:
         specs: dict[str, dict] = {}
         for grad_key, apply_key in split_graph_keys(manifest, train_keys):
             grad, apply = manifest["graphs"][grad_key], manifest["graphs"][apply_key]
+            scalars = [t["name"] for t in grad["outputs"]]
+            # one float64 vector per step: rows, then Σ b·scalar, Σ b·gradient, Σ b·next buffer — one Allreduce
+            layout, offset = {}, 1
+            for name, shape in [(name, ()) for name in scalars] + [
+                    (t["name"], tuple(t["shape"])) for t in grad["grads"]] + [
+                    (t["next"], tuple(t["shape"])) for t in grad.get("buffers", [])]:
+                layout[name] = (offset, offset + math.prod(shape), shape)
+                offset += math.prod(shape)
             self.objectives.append({
-                "name": grad.get("objective", ""), "grad": grad, "apply": apply,
+                "name": grad.get("objective", ""), "grad": grad, "apply": apply, "scalars": scalars,
                 "grad_session": make_session(program.graphs[grad_key], device, threads),
                 "apply_session": make_session(program.graphs[apply_key], device, threads),
-                "scalars": [t["name"] for t in grad["outputs"]],
+                "layout": layout, "size": offset,
+                "dtypes": {t["name"]: _np_dtype(t) for t in grad["grads"]} | {
+                    t["next"]: _np_dtype(t) for t in grad.get("buffers", [])},
             })
             for group in (grad["params"], grad.get("frozen", []), grad.get("buffers", []), apply.get("state", [])):
                 for t in group:
@@ -109,14 +120,11 @@ class SplitSteps:
         rows = np.arange(n)[mine]
         micro = [m for m in np.array_split(rows, self.accumulate) if len(m)]
         buffers = grad.get("buffers", [])
-        # one float64 vector: rows, then Σ b·scalar, Σ b·gradient, Σ b·next buffer — a single Allreduce
-        parts = [("rows", ())] + [(name, ()) for name in objective["scalars"]]
-        parts += [(t["name"], tuple(t["shape"])) for t in grad["grads"]]
-        parts += [(t["next"], tuple(t["shape"])) for t in buffers]
-        total = np.zeros(sum(int(np.prod(shape)) for _, shape in parts))
+        layout, dtypes = objective["layout"], objective["dtypes"]
+        total = np.zeros(objective["size"])
         seed_spec = next((t for t in grad.get("hyper", []) if t.get("kind") == "seed"), None)
         fixed = {t["name"]: self._store[t["name"]] for t in grad["params"] + grad.get("frozen", []) + buffers}
-        names = [name for name, _ in parts[1:]]
+        names = list(layout)
         for j, idx in enumerate(micro):
             feeds = {t["name"]: batch[t["name"]][idx] for t in grad["inputs"]}
             feeds.update(fixed)
@@ -126,21 +134,15 @@ class SplitSteps:
                     value = (int(value) + (self.rank * self.accumulate + j) * MICRO_SEED_STRIDE) % 2**31
                 feeds[t["name"]] = np.asarray(value, dtype=_np_dtype(t))
             outputs = _run(objective["grad_session"], names, feeds, "the gradient graph")
-            chunks = [np.array([len(idx)], dtype=np.float64)]
-            chunks += [len(idx) * np.asarray(v, dtype=np.float64).reshape(-1) for v in outputs]
-            total += np.concatenate(chunks)
+            total[0] += len(idx)
+            for name, value in zip(names, outputs):
+                start, stop, _ = layout[name]
+                total[start:stop] += len(idx) * value.reshape(-1).astype(np.float64)
         if self.comm is not None:
             from mpi4py import MPI
 
             self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
-        means = {}
-        offset = 1
-        for name, shape in parts[1:]:
-            size = int(np.prod(shape))
-            means[name] = (total[offset:offset + size] / total[0]).reshape(shape)
-            offset += size
-        dtypes = {t["name"]: _np_dtype(t) for t in grad["grads"]}
-        dtypes.update({t["next"]: _np_dtype(t) for t in buffers})
+        means = {name: (total[start:stop] / total[0]).reshape(shape) for name, (start, stop, shape) in layout.items()}
         feeds = {t["name"]: self._store[t["name"]] for t in apply["params"] + apply.get("state", [])}
         feeds.update({t["name"]: means[t["name"]].astype(dtypes[t["name"]]) for t in apply["grads"]})
         for t in apply.get("hyper", []):
