@@ -15,6 +15,7 @@ from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
 from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
+from dslc.passes.split import SPLIT_PASSES
 from dslc.program import Program
 from dslc.source import SourceFile
 
@@ -108,6 +109,8 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise ValueError(f"dtype must be one of {DTYPES}")
     if print_ir_after is not None and print_ir_after not in PASS_NAMES:
         raise ValueError(f"no pass `{print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
+    if print_ir_after in SPLIT_PASSES:  # they only run on the split graphs
+        split = True
     module, blocks = load_module(path, text)
     model = pick_model(module)
     errors: list[Diagnostic] = []

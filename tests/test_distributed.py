@@ -50,17 +50,20 @@ def test_two_workers_equal_one_process_and_resume(program, data, tmp_path):
     assert b.state["opt.step"] == 15
 
 
-def _failing_rank(tmp_path: Path, action: str) -> dict[str, str]:
-    """The environment of a job whose rank 1 runs `action` at its third training step."""
+def _failing_rank(tmp_path: Path, action: str, at_step: int = 3, once: bool = False) -> dict[str, str]:
+    """The environment of a job whose rank 1 runs `action` at its `at_step`-th training step (with
+    `once`, only in the first job started)."""
+    marker = tmp_path / "failed-once"
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(f"""
         import os
-        if os.environ.get("PMI_RANK") == "1":
+        if os.environ.get("PMI_RANK") == "1" and not ({once} and os.path.exists({str(marker)!r})):
             from dslc.diagnostics import DataError
             from dslc.runtime import accumulate
             original, calls = accumulate.SplitSteps.step, [0]
             def step(self, *args):
                 calls[0] += 1
-                if calls[0] == 3:
+                if calls[0] == {at_step}:
+                    open({str(marker)!r}, "w").close()
                     {action}
                 return original(self, *args)
             accumulate.SplitSteps.step = step
@@ -75,7 +78,32 @@ def test_a_dead_worker_stops_the_job_with_a_clear_error(program, data, tmp_path,
         program.train(data, epochs=2, batch_size=12, out_dir=tmp_path / "run", workers=2)
     assert "a training worker stopped with exit code 9 (it died or was killed" in e.value.message
     assert "all 2 workers were stopped" in e.value.message
-    assert e.value.hint == "no epoch was completed"
+    assert e.value.hint == "no epoch was completed"  # nothing to retry from
+
+
+class Warnings:
+    def __init__(self):
+        self.messages = []
+
+    def warn(self, message):
+        self.messages.append(message)
+
+    def close(self):
+        pass
+
+
+def test_a_worker_dying_after_a_checkpoint_is_retried_from_it(program, data, tmp_path, monkeypatch):
+    for name, value in _failing_rank(tmp_path, "os._exit(9)", at_step=8, once=True).items():
+        monkeypatch.setenv(name, value)  # rank 1 dies in epoch 2 (5 steps an epoch) of the first job
+    reporter = Warnings()
+    history = program.train(data, epochs=3, batch_size=12, out_dir=tmp_path / "run", workers=2, reporter=reporter)
+    assert reporter.messages == ["a training worker died (exit code 9); all 2 workers start again from the last "
+                                 "checkpoint (retry 1 of 1)"]
+    assert [h["steps"] for h in history] == [5, 10, 15]
+    fit(program, data, epochs=3, batch_size=12, out_dir=tmp_path / "single")
+    a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "run")
+    for name in a.params:
+        assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
 
 
 def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):

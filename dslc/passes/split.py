@@ -14,6 +14,7 @@ from dslc.ir.graph import Builder, Graph
 from dslc.passes.autodiff import GRAD_PREFIX
 
 GRAD_SUFFIX = ".grad"
+SPLIT_PASSES = ("name_gradients", "gradient_inputs")  # passes of the split pipelines only
 
 
 def gradient_name(param: str) -> str:

@@ -191,5 +191,5 @@ class Progress:
             return
         self.last = now
         rate = done / max(now - self.started, 1e-9)
-        print(f"predicted {done:,}/{total:,} rows ({100 * done / total:.0f}%, {rate:,.0f} rows/s)", file=self.stream,
-              flush=True)
+        self.stream.write(f"predicted {done:,}/{total:,} rows ({100 * done / total:.0f}%, {rate:,.0f} rows/s)\n")
+        self.stream.flush()

@@ -73,7 +73,8 @@ def abort_on_error(comm):
             text = f"error ({where}): the model has errors"
         else:
             text = f"error ({where}): {type(e).__name__}: {e}"
-        print(text, file=sys.stderr, flush=True)
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
         sys.stdout.flush()
         comm.Abort(code)
 
@@ -91,8 +92,13 @@ def mpiexec() -> str:
     return found
 
 
-def launch(program, workers: int, train, val=None, *, reporter=None, threads: int | None = None, **settings):
+def launch(program, workers: int, train, val=None, *, reporter=None, threads: int | None = None, retries: int = 1,
+           **settings):
     """Train `program` in `workers` local MPI processes (`mpiexec -n workers`); return the history.
+
+    A worker that dies (killed, or crashed without an error of dslc's) stops the job; when an epoch was
+    checkpointed, the job starts again from it, up to `retries` times (resume is exact, so the run
+    still equals an uninterrupted one).
 
     The compiled program and any in-memory data go to the workers through a temporary job file. Each
     worker's ONNX Runtime gets `cores // workers` threads unless `threads` is given. The workers print
@@ -126,17 +132,23 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
                "data": data, "console": isinstance(reporter, ConsoleReporter),
                "settings": {**settings, "threads": threads or max(1, default_threads() // workers)}}
         job_file = job_dir / "job.pickle"
-        job_file.write_bytes(pickle.dumps(job))
         if reporter is not None:
             reporter.close()  # the workers write the terminal from here on
-        done = subprocess.run([command, "-n", str(workers), sys.executable, "-m", "dslc.runtime.distributed",
-                               str(job_file)])
+        checkpoint = Path(settings["out_dir"]) / "checkpoint.npz"
+        for attempt in range(retries + 1):
+            job_file.write_bytes(pickle.dumps(job))
+            done = subprocess.run([command, "-n", str(workers), sys.executable, "-c", WORKER_COMMAND, str(job_file)])
+            kind = {3: "bad data or files", 1: "errors in the model", 130: "an interrupt"}.get(done.returncode)
+            if done.returncode == 0 or kind or attempt == retries or not checkpoint.exists():
+                break
+            if reporter is not None:
+                reporter.warn(f"a training worker died (exit code {done.returncode}); all {workers} workers start "
+                              f"again from the last checkpoint (retry {attempt + 1} of {retries})")
+            job["settings"]["resume"] = True
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
     if done.returncode != 0:
-        kind = {3: "bad data or files", 1: "errors in the model", 130: "an interrupt"}.get(done.returncode)
         why = f" ({kind}, see its message above)" if kind else " (it died or was killed: no message of its own)"
-        checkpoint = Path(settings["out_dir"]) / "checkpoint.npz"
         hint = (f"the last completed epoch is saved in `{checkpoint}`; run again with `--resume` to continue"
                 if checkpoint.exists() else "no epoch was completed")
         raise DataError(f"a training worker stopped with exit code {done.returncode}{why}; "
@@ -145,8 +157,12 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
     return json.loads(history_file.read_text()) if history_file.exists() else []
 
 
-def _worker(job_file: str) -> int:
-    """A rank started by `launch`: train with the job's program, data and settings."""
+WORKER_COMMAND = "import sys; from dslc.runtime.distributed import run_worker; run_worker(sys.argv[1])"
+
+
+def run_worker(job_file: str) -> None:
+    """A rank started by `launch`: train with the job's program, data and settings (a failure aborts
+    the job with its exit code, see `abort_on_error`)."""
     from dslc.runtime.progress import ConsoleReporter
     from dslc.runtime.train import fit
 
@@ -161,8 +177,3 @@ def _worker(job_file: str) -> int:
         finally:
             if reporter is not None:
                 reporter.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1]))
