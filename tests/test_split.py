@@ -97,6 +97,8 @@ model acc {
     loss      cross_entropy(logits, y) + 1e-3 * l2(weights)
     optimizer OPTIMIZER
     metric    accuracy(logits, y)
+    metric    f1(logits, y)
+    metric    confusion_matrix(logits, y)
 }
 """
 
@@ -113,8 +115,10 @@ def test_accumulation_equals_one_step_on_the_whole_batch(tmp_path, optimizer):
     assert len(a.params) == 6
     for name in a.params:  # measured 2.5e-7 (summation order: float64 sums of float32 micro-batch gradients)
         assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
-    for key in ("loss", "accuracy"):
+    for key in ("loss", "accuracy", "f1"):
         assert accumulated[-1][key] == pytest.approx(fused[-1][key], rel=1e-5)
+    assert accumulated[-1]["confusion_matrix"] == fused[-1]["confusion_matrix"]  # summed, not averaged
+    assert np.sum(fused[-1]["confusion_matrix"]) == 53
     assert fused[-1]["loss"] < fused[0]["loss"]
 
 

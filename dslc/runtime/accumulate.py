@@ -6,7 +6,8 @@ cuts them into `accumulate` micro-batches m of b_m rows (sizes differ by at most
 skipped). Then
 
     g      = Σ_m b_m · grad(m) / Σ_m b_m          (sums over every micro-batch of every rank: one Allreduce)
-    loss   = Σ_m b_m · loss(m) / Σ_m b_m          (metrics and next buffers alike)
+    loss   = Σ_m b_m · loss(m) / Σ_m b_m          (metrics and next buffers alike; counts such as a
+                                                   confusion matrix, `"reduce": "sum"`, are summed)
     params, state = apply(params, g, state, lr)   (the same on every rank)
 
 which is the step on the whole batch exactly when the loss is a mean over the batch's rows (every
@@ -63,9 +64,10 @@ class SplitSteps:
         for grad_key, apply_key in split_graph_keys(manifest, train_keys):
             grad, apply = manifest["graphs"][grad_key], manifest["graphs"][apply_key]
             scalars = [t["name"] for t in grad["outputs"]]
-            # one float64 vector per step: rows, then Σ b·scalar, Σ b·gradient, Σ b·next buffer — one Allreduce
+            # one float64 vector per step: rows, then Σ b·output (Σ output for counts, such as a confusion
+            # matrix: `"reduce": "sum"`), Σ b·gradient, Σ b·next buffer — one Allreduce
             layout, offset = {}, 1
-            for name, shape in [(name, ()) for name in scalars] + [
+            for name, shape in [(t["name"], tuple(t["shape"])) for t in grad["outputs"]] + [
                     (t["name"], tuple(t["shape"])) for t in grad["grads"]] + [
                     (t["next"], tuple(t["shape"])) for t in grad.get("buffers", [])]:
                 layout[name] = (offset, offset + math.prod(shape), shape)
@@ -75,6 +77,7 @@ class SplitSteps:
                 "grad_session": make_session(program.graphs[grad_key], device, threads),
                 "apply_session": make_session(program.graphs[apply_key], device, threads),
                 "layout": layout, "size": offset,
+                "counts": {t["name"] for t in grad["outputs"] if t.get("reduce") == "sum"},
                 "dtypes": {t["name"]: _np_dtype(t) for t in grad["grads"]} | {
                     t["next"]: _np_dtype(t) for t in grad.get("buffers", [])},
             })
@@ -137,12 +140,14 @@ class SplitSteps:
             total[0] += len(idx)
             for name, value in zip(names, outputs):
                 start, stop, _ = layout[name]
-                total[start:stop] += len(idx) * value.reshape(-1).astype(np.float64)
+                weight = 1 if name in objective["counts"] else len(idx)
+                total[start:stop] += weight * value.reshape(-1).astype(np.float64)
         if self.comm is not None:
             from mpi4py import MPI
 
             self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
-        means = {name: (total[start:stop] / total[0]).reshape(shape) for name, (start, stop, shape) in layout.items()}
+        means = {name: (total[start:stop] / (1 if name in objective["counts"] else total[0])).reshape(shape)
+                 for name, (start, stop, shape) in layout.items()}
         feeds = {t["name"]: self._store[t["name"]] for t in apply["params"] + apply.get("state", [])}
         feeds.update({t["name"]: means[t["name"]].astype(dtypes[t["name"]]) for t in apply["grads"]})
         for t in apply.get("hyper", []):
@@ -155,7 +160,7 @@ class SplitSteps:
             value = means[t["next"]]
             self._store[t["name"]] = np.rint(value).astype(dtypes[t["next"]]) if dtypes[t["next"]].kind in "iu" \
                 else value.astype(dtypes[t["next"]])
-        return {name: float(means[name]) for name in objective["scalars"]}
+        return {name: float(means[name]) if means[name].ndim == 0 else means[name] for name in objective["scalars"]}
 
 
 def _run(session, names: list[str], feeds: dict, what: str) -> list[np.ndarray]:
