@@ -103,7 +103,10 @@ model acc {
 """
 
 
-@pytest.mark.parametrize("optimizer", ["sgd(lr = 0.1, momentum = 0.9, nesterov = true)", "adam(lr = 0.01)"])
+@pytest.mark.parametrize("optimizer", [
+    "sgd(lr = 0.1, momentum = 0.9, nesterov = true)", "adam(lr = 0.01)",
+    # the update graph clips the mean gradient of the whole batch, as the fused step does
+    "adamw(lr = 0.01, clip_norm = 0.3, schedule = linear_warmup(3) then cosine(20))"])
 def test_accumulation_equals_one_step_on_the_whole_batch(tmp_path, optimizer):
     program = compile_text(tmp_path, ACCUMULATE_MODEL.replace("OPTIMIZER", optimizer), split=True)
     rng = np.random.default_rng(1)
