@@ -103,12 +103,14 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
     The compiled program and any in-memory data go to the workers through a temporary job file. Each
     worker's ONNX Runtime gets `cores // workers` threads unless `threads` is given. The workers print
     progress when `reporter` is the console's; another reporter is not called (read the returned
-    history, or `RUN/history.json`)."""
+    history, or `RUN/history.jsonl`)."""
     import json
 
     import numpy as np
 
     from dslc.runtime.data import check_count
+    from dslc.runtime.checkpoint import CHECKPOINT_FILE
+    from dslc.runtime.history import HISTORY_FILE
     from dslc.runtime.progress import ConsoleReporter
     from dslc.runtime.session import default_threads
 
@@ -134,7 +136,7 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
         job_file = job_dir / "job.pickle"
         if reporter is not None:
             reporter.close()  # the workers write the terminal from here on
-        checkpoint = Path(settings["out_dir"]) / "checkpoint.npz"
+        checkpoint = Path(settings["out_dir"]) / CHECKPOINT_FILE
         for attempt in range(retries + 1):
             job_file.write_bytes(pickle.dumps(job))
             done = subprocess.run([command, "-n", str(workers), sys.executable, "-c", WORKER_COMMAND, str(job_file)])
@@ -153,8 +155,9 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
                 if checkpoint.exists() else "no epoch was completed")
         raise DataError(f"a training worker stopped with exit code {done.returncode}{why}; "
                         f"all {workers} workers were stopped", hint=hint)
-    history_file = Path(settings["out_dir"]) / "history.json"
-    return json.loads(history_file.read_text()) if history_file.exists() else []
+    history_file = Path(settings["out_dir"]) / HISTORY_FILE  # rank 0 wrote it as `fit` returns it
+    return [json.loads(text) for text in history_file.read_text(encoding="utf-8").splitlines() if text.strip()] \
+        if history_file.exists() else []
 
 
 WORKER_COMMAND = "import sys; from dslc.runtime.distributed import run_worker; run_worker(sys.argv[1])"
