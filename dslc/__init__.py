@@ -24,7 +24,7 @@ class ModelWarning(UserWarning):
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
-            dims: Mapping[str, int] | None = None, freeze=(), **hyper) -> Program:
+            dims: Mapping[str, int] | None = None, freeze=(), split: bool = False, **hyper) -> Program:
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
@@ -32,7 +32,9 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
     `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
     too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
-    fixed (`dslc train --freeze`). Raises `DslcError` for errors in the model, `DataError` for bad arguments or unreadable files.
+    fixed (`dslc train --freeze`). `split=True` also compiles the gradient and update graphs that gradient
+    accumulation and data-parallel training run (`dslc build --split`). Raises `DslcError` for errors in
+    the model, `DataError` for bad arguments or unreadable files.
     Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
     shows one as the command line does), and each is raised as a Python warning, `dslc.ModelWarning`.
@@ -61,6 +63,8 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
         extra = {"dims": {k: int(v) for k, v in dims.items()}} if dims else {}
         if freeze:
             extra["freeze"] = tuple(freeze)
+        if split:
+            extra["split"] = True
         program = compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
                                seed=int(seed), **extra)
     except UnknownDimension as e:

@@ -108,6 +108,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="pin a symbolic dimension to a size in every graph, e.g. `--dim B=64` for runtimes that "
                         "need static shapes (repeatable)")
+    p.add_argument("--split", action="store_true",
+                   help="also write each training step as a gradient graph and an update graph (<model>.grad.onnx, "
+                        "<model>.apply.onnx), for gradient accumulation and data-parallel training")
 
     p = verb("check", "compile a model and report errors, writing nothing")
     compile_options(p)
@@ -130,6 +133,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     threads_option(p)
     training_options(p)
     csv_options(p)
+    p.add_argument("--accumulate", type=_positive, default=1, metavar="K",
+                   help="compute each batch's gradient in K micro-batches (less memory, same step)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="train data-parallel in N local MPI processes (needs `dslc[mpi]`); under `mpiexec -n N` "
+                        "the ranks are found by themselves")
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
@@ -140,6 +148,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     device_option(p)
     threads_option(p)
     csv_options(p, target=False)
+    p.add_argument("--dask", nargs="?", const="", metavar="ADDRESS",
+                   help="run on a Dask cluster (a local one without ADDRESS) over data larger than memory: --input is "
+                        "a .npy, a directory of <input>.npy or of .npz files; -o is an .npz or a directory of "
+                        "<output>.npy (needs `dslc[dask]`)")
 
     p = verb("summary", "the layers, parameters, FLOPs and memory of a model")
     compile_options(p)
@@ -265,6 +277,8 @@ def _compile(args):
         extra["dims"] = dict(args.dims)
     if getattr(args, "freeze", None):
         extra["freeze"] = tuple(args.freeze)
+    if getattr(args, "split", False) or _scaled_out(args):
+        extra["split"] = True
     try:
         return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
     except UnknownDimension as e:
@@ -303,18 +317,37 @@ def _run(args) -> int:
             from dslc.runtime.plot import check_matplotlib
 
             check_matplotlib()
-        reporter = make_reporter(args.log_format, args.quiet, args.log_every)
+        from dslc.runtime import distributed
+
+        comm = distributed.world()
+        if comm is not None and args.workers:
+            raise UsageError("`--workers` starts MPI processes itself; under `mpiexec` drop it")
+        writer = comm is None or comm.Get_rank() == 0
+        reporter = make_reporter(args.log_format, args.quiet, args.log_every) if writer else None
+        threads = distributed.rank_threads() if comm is not None and not args.threads else args.threads
         try:
-            program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          device=args.device, out_dir=args.out, resume=args.resume, lr=args.lr, reporter=reporter,
-                          threads=args.threads, val_split=args.val_split, early_stopping=args.early_stopping,
-                          restore_best=args.restore_best, init_from=args.init_from)
+            with distributed.abort_on_error(comm):
+                program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs,
+                              batch_size=args.batch_size, seed=args.seed, device=args.device, out_dir=args.out,
+                              resume=args.resume, lr=args.lr, reporter=reporter, verbose=1 if writer else 0,
+                              threads=threads, val_split=args.val_split, early_stopping=args.early_stopping,
+                              restore_best=args.restore_best, init_from=args.init_from,
+                              accumulate=args.accumulate, workers=args.workers, comm=comm)
         finally:
-            reporter.close()
-        if args.plot:
+            if reporter is not None:
+                reporter.close()
+        if args.plot and writer:
             from dslc.runtime.plot import plot_run
 
             _say(f"wrote {plot_run(args.out)}")
+    elif args.verb == "predict" and args.dask is not None:
+        from dslc.runtime import dask_predict
+
+        if args.device != "cpu":
+            raise UsageError("`--dask` runs on the workers' CPUs; drop `--device`")
+        paths = dask_predict.predict(program, args.input, args.out, args.weights, address=args.dask or None,
+                                     batch_size=args.batch_size, progress=dask_predict.Progress(sys.stderr))
+        _say("wrote " + ", ".join(str(p) for p in paths))
     elif args.verb == "predict":
         from dslc.fsutil import atomic_save_npz
 
@@ -378,6 +411,15 @@ def _lsp() -> int:
         raise DataError(f"`dslc lsp` needs the `lsp` extra ({e})", hint="pip install 'dslc[lsp]'") from None
     serve()
     return EXIT_OK
+
+
+def _scaled_out(args) -> bool:
+    """Whether `dslc train` runs through the split graphs: accumulating, or data-parallel."""
+    if args.verb != "train":
+        return False
+    from dslc.runtime.distributed import launched_by_mpi
+
+    return args.accumulate > 1 or bool(args.workers) or launched_by_mpi()
 
 
 def _check_trainable(program, args) -> None:

@@ -15,6 +15,7 @@ from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
 from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
+from dslc.passes.split import SPLIT_PASSES
 from dslc.program import Program
 from dslc.source import SourceFile
 
@@ -96,18 +97,22 @@ def pick_model(module: ast.Module) -> ast.Model:
 
 def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype: str = "float32", seed: int = 0,
                  print_ir_after: str | None = None, dims: dict[str, int] | None = None,
-                 text: str | None = None, freeze: tuple[str, ...] = ()) -> Program:
+                 text: str | None = None, freeze: tuple[str, ...] = (), split: bool = False) -> Program:
     """Compile a `.dl` file (`text`: its contents, if not those on disk). Raises `DslcError` (the user's
     model is wrong) or `OSError` (no file).
 
     `dims` pins symbolic dimensions to sizes in every graph (`{"B": 64}`: static shapes for runtimes
     and accelerators that need them); a name the model does not declare raises `UnknownDimension`.
     `freeze`: parameter selectors (layer names, globs such as `enc*`, `weights`...) that no training
-    graph updates: they become `frozen` inputs, read but not written (fine-tuning)."""
+    graph updates: they become `frozen` inputs, read but not written (fine-tuning).
+    `split` also emits each training step cut at the gradients (`grad` and `apply` graphs, see
+    `dslc/passes/split.py`), for gradient accumulation and data-parallel training."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     if print_ir_after is not None and print_ir_after not in PASS_NAMES:
         raise ValueError(f"no pass `{print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
+    if print_ir_after in SPLIT_PASSES:  # they only run on the split graphs
+        split = True
     module, blocks = load_module(path, text)
     model = pick_model(module)
     errors: list[Diagnostic] = []
@@ -140,7 +145,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise UnknownDimension(unknown, sorted(symbols))
     check_freeze(model.name, trained, freeze)
     try:
-        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims)
+        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims, split)
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
@@ -181,6 +186,11 @@ def graph_keys(objective: str) -> tuple[str, str]:
     return ("train", "eval") if not objective else (f"train.{objective}", f"eval.{objective}")
 
 
+def split_keys(objective: str) -> tuple[str, str]:
+    """The manifest keys of an objective's gradient and update graphs (`dslc build --split`)."""
+    return ("grad", "apply") if not objective else (f"grad.{objective}", f"apply.{objective}")
+
+
 def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, ev: LoweredModel, dtype: str):
     where = f"objective `{objective.name}`" if objective.name else f"model `{name}`"
     if train.loss is None:
@@ -203,7 +213,7 @@ def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, e
 
 
 def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: str,
-                  print_ir_after: str | None, dims: dict[str, int] | None = None) -> Program:
+                  print_ir_after: str | None, dims: dict[str, int] | None = None, split: bool = False) -> Program:
     name = infer.name
     _check_infer_outputs(infer)
     used = {n.id for _, out in infer.outputs for n in toposort([out])}
@@ -217,6 +227,11 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
             ir_graphs.update(_training_graphs(name, objective, train, ev, dtype))
         except DslcError as e:  # report every objective's missing statements at once
             errors.extend(e.diagnostics)
+            continue
+        if split:  # the same lowered step, run through the grad and apply pipelines
+            step = ir_graphs[graph_keys(objective_name)[0]]
+            for key in split_keys(objective_name):
+                ir_graphs[key] = Graph(f"{name}.{key}", step.inputs, step.outputs, dict(step.notes))
     if errors:
         raise DslcError(errors)
 
@@ -264,6 +279,12 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, ranges, NEXT_SUFFIX,
                                             objective_name, optimizers[objective_name], train.metric_reduce)
         entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges, ev.metric_reduce)
+        if split:
+            grad_key, apply_key = split_keys(objective_name)
+            entries[grad_key] = mf.grad_entry(final[grad_key], files[grad_key], classes, ranges, NEXT_SUFFIX,
+                                              objective_name, train.metric_reduce)
+            entries[apply_key] = mf.apply_entry(final[apply_key], files[apply_key], NEXT_SUFFIX, objective_name,
+                                                optimizers[objective_name])
     manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims)
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,

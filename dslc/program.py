@@ -106,7 +106,8 @@ class Program:
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
               lr: float | None = None, reporter=None, threads: int | None = None, verbose: int = 1, callbacks=(),
-              val_split: float | None = None, early_stopping=None, restore_best: bool = False, init_from=None):
+              val_split: float | None = None, early_stopping=None, restore_best: bool = False, init_from=None,
+              accumulate: int = 1, workers: int | None = None, comm=None):
         """Train into `out_dir` (None: a new temporary folder, `history.out_dir`); see
         `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays. `resume=True` continues
         the run in `out_dir`; a path to a state file (an init graph `.onnx` or an `.npz`, one array per
@@ -114,7 +115,12 @@ class Program:
         `verbose` as Keras's (0 silent, 1 a progress bar on a terminal, 2 a line per epoch); the loop's
         warnings are Python warnings. `callbacks`: objects with `on_epoch_end(epoch, logs)` /
         `on_step_end(step, logs)` (return True to stop), see `dslc.Callback`. Returns a
-        `dslc.runtime.callbacks.History`."""
+        `dslc.runtime.callbacks.History`.
+
+        `accumulate=K` computes each batch's gradient in K micro-batches; `workers=N` trains in N local
+        MPI processes (`dslc.runtime.distributed`; callbacks, early stopping, a validation split and
+        fine-tuning are options of one process), `comm` on the ranks of an MPI communicator the caller
+        started. All three need a program compiled with `split=True` and give the single-process step."""
         from dslc.runtime.progress import python_reporter
         from dslc.runtime.train import fit
 
@@ -124,10 +130,21 @@ class Program:
             out_dir = tempfile.mkdtemp(prefix=f"dslc-{self.name}-")
         reporter = reporter or python_reporter(verbose)
         try:
+            if workers is not None:
+                from dslc.diagnostics import DataError
+                from dslc.runtime.distributed import launch
+
+                if callbacks or early_stopping or val_split is not None or restore_best or init_from is not None:
+                    raise DataError("`workers=` trains with the loop's basic options only",
+                                    hint="drop `callbacks`, `early_stopping`, `val_split`, `restore_best` and "
+                                         "`init_from`, or train in one process")
+                return launch(self, workers, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
+                              device=device, out_dir=out_dir, resume=resume, lr=lr, reporter=reporter,
+                              threads=threads, accumulate=accumulate)
             return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
                        out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads,
                        val_split=val_split, callbacks=callbacks, early_stopping=early_stopping,
-                       restore_best=restore_best, init_from=init_from)
+                       restore_best=restore_best, init_from=init_from, accumulate=accumulate, comm=comm)
         finally:
             close = getattr(reporter, "close", None)
             if close is not None:

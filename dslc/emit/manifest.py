@@ -33,18 +33,64 @@ def reduced_outputs(graph: Graph, metrics: dict[str, dict], skip=()) -> list[dic
             if name not in skip]
 
 
+def _hyper(graph: Graph) -> list[dict]:
+    return [tensor(n.name, n.type, default=_default(n), kind=n.attrs.get("kind")) for n in graph.inputs_with_role("hyper")]
+
+
 def train_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]],
                 next_suffix: str, objective: str, optimizer: dict, metrics: dict[str, dict]) -> dict:
     carried = {n.name + next_suffix for n in graph.inputs}
     entry = {
         "file": file,
         "inputs": [input_entry(n, classes, ranges) for n in graph.inputs_with_role("data", "target")],
-        "hyper": [tensor(n.name, n.type, default=_default(n), kind=n.attrs.get("kind")) for n in graph.inputs_with_role("hyper")],
+        "hyper": _hyper(graph),
         "params": [tensor(n.name, n.type, next=n.name + next_suffix, init=n.attrs.get("init")) for n in graph.inputs_with_role("param")],
         "frozen": [tensor(n.name, n.type) for n in graph.inputs_with_role("frozen")],
         "buffers": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("buffer")],
         "state": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("state")],
         "outputs": reduced_outputs(graph, metrics, skip=carried),
+        "optimizer": optimizer,
+    }
+    if objective:
+        entry["objective"] = objective
+    return entry
+
+
+def grad_entry(graph: Graph, file: str, classes: dict[str, int], ranges: dict[str, tuple[float, float]],
+               next_suffix: str, objective: str, metrics: dict[str, dict]) -> dict:
+    """The gradient half of a split training step: `outputs` are loss and metrics, `grads` the
+    gradient of each parameter (`param` names it), `buffers` carry their `next` as in the fused step."""
+    entry = {
+        "file": file,
+        "inputs": [input_entry(n, classes, ranges) for n in graph.inputs_with_role("data", "target")],
+        "hyper": _hyper(graph),
+        "params": [tensor(n.name, n.type) for n in graph.inputs_with_role("param")],
+        "frozen": [tensor(n.name, n.type) for n in graph.inputs_with_role("frozen")],
+        "buffers": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("buffer")],
+        "outputs": reduced_outputs(graph, metrics, skip={n.name + next_suffix for n in graph.inputs}
+                                   | set(_grad_names(graph))),
+        "grads": [tensor(name, graph.output(name).type, param=p.name) for p, name in
+                  zip(graph.inputs_with_role("param"), _grad_names(graph))],
+    }
+    if objective:
+        entry["objective"] = objective
+    return entry
+
+
+def _grad_names(graph: Graph) -> list[str]:
+    from dslc.passes.split import gradient_name
+
+    return [gradient_name(p.name) for p in graph.inputs_with_role("param")]
+
+
+def apply_entry(graph: Graph, file: str, next_suffix: str, objective: str, optimizer: dict) -> dict:
+    """The update half of a split training step: every parameter's gradient in, next values out."""
+    entry = {
+        "file": file,
+        "hyper": _hyper(graph),
+        "params": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("param")],
+        "grads": [tensor(n.name, n.type, param=n.attrs["param"]) for n in graph.inputs_with_role("grad")],
+        "state": [tensor(n.name, n.type, next=n.name + next_suffix) for n in graph.inputs_with_role("state")],
         "optimizer": optimizer,
     }
     if objective:

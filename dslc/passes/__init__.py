@@ -12,6 +12,7 @@ from dslc.passes.infer_shapes import infer_shapes
 from dslc.passes.lower_optimizer import lower_optimizer
 from dslc.passes.reorder import reorder
 from dslc.passes.simplify import simplify
+from dslc.passes.split import gradient_inputs, name_gradients
 
 Pass = Callable[[Graph], Graph]
 
@@ -21,8 +22,14 @@ PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
     "eval": (("infer_shapes", infer_shapes), ("reorder", reorder), ("simplify", simplify), ("fuse", fuse)),
     "train": (("infer_shapes", infer_shapes), ("reorder", reorder), ("autodiff", autodiff),
               ("lower_optimizer", lower_optimizer), ("simplify", simplify), ("fuse", fuse)),
+    # `dslc build --split`: the training step cut at the gradients (see passes/split.py)
+    "grad": (("infer_shapes", infer_shapes), ("reorder", reorder), ("autodiff", autodiff),
+             ("name_gradients", name_gradients), ("simplify", simplify), ("fuse", fuse)),
+    "apply": (("gradient_inputs", gradient_inputs), ("lower_optimizer", lower_optimizer), ("simplify", simplify),
+              ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "reorder", "autodiff", "lower_optimizer", "simplify", "fuse")
+PASS_NAMES = ("lower", "infer_shapes", "reorder", "autodiff", "name_gradients", "gradient_inputs", "lower_optimizer",
+              "simplify", "fuse")
 
 
 def run(graph: Graph, kind: str, print_after: str | None = None, printed: list[str] | None = None) -> Graph:

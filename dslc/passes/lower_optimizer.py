@@ -29,5 +29,5 @@ def lower_optimizer(graph: Graph) -> Graph:
     outputs += [(p.name + NEXT_SUFFIX, n) for p, n in zip(params, next_params)]
     outputs += [(s.name + NEXT_SUFFIX, n) for s, n in zip(states, next_states)]
     inputs = (graph.inputs_with_role("data", "target") + [lr] + graph.inputs_with_role("hyper") + params
-              + graph.inputs_with_role("frozen", "buffer") + states)
+              + graph.inputs_with_role("grad", "frozen", "buffer") + states)
     return Graph(graph.name, inputs, outputs, dict(graph.notes))

@@ -34,6 +34,9 @@ def locks_run_directory(fit: Callable) -> Callable:
     """Decorate `fit(..., out_dir=...)` to run under `run_lock(out_dir)`."""
     @functools.wraps(fit)
     def locked(*args, out_dir, **kwargs):
+        comm = kwargs.get("comm")  # MPI ranks other than 0 (`dslc/runtime/distributed.py`) only read the run
+        if comm is not None and comm.Get_rank() != 0:
+            return fit(*args, out_dir=out_dir, **kwargs)
         with run_lock(out_dir):
             return fit(*args, out_dir=out_dir, **kwargs)
     return locked

@@ -176,7 +176,8 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
         reporter: Reporter | None = None, threads: int | None = None, val_split: float | None = None,
-        callbacks=(), early_stopping=None, restore_best: bool = False, init_from=None) -> list[dict]:
+        callbacks=(), early_stopping=None, restore_best: bool = False, init_from=None, accumulate: int = 1,
+        comm=None) -> list[dict]:
     """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
 
     `train_data`/`val_data` are `.npz` paths or dicts of arrays. `epochs` is the total target, so
@@ -196,14 +197,21 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping` or its text) and
     `restore_best`: see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
     `callbacks.History`.
+
+    `accumulate` > 1 or an MPI communicator `comm` (`dslc.runtime.distributed`) train through the split
+    graphs: each batch of `batch_size` rows is sharded over the ranks and cut into `accumulate`
+    micro-batches, and the step equals the single-process one (`dslc.runtime.accumulate`). Only rank 0
+    writes the run directory, validates, reports and runs the callbacks; every rank stops where they say.
     """
     from dslc import __version__
     from dslc.runtime.callbacks import EarlyStopping, History, RunHooks
     from dslc.runtime.datafiles import split_validation
     from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
 
-    reporter = reporter or Reporter()
+    writer = comm is None or comm.Get_rank() == 0
+    reporter = (reporter if writer else None) or Reporter()
     epochs, batch_size, seed, lr = _prepare(program, epochs, batch_size, seed, lr)
+    accumulate = check_count(accumulate, "accumulate", "the number of micro-batches per step")
     manifest = program.manifest
     keys = train_keys(manifest)
     specs = [manifest["graphs"][k] for k in keys]
@@ -266,22 +274,28 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     history = _history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
-    if len(keys) == 1 and not spec.get("frozen"):
+    if accumulate > 1 or comm is not None:
+        from dslc.runtime.accumulate import SplitSteps
+
+        trainer = SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
+    elif len(keys) == 1 and not spec.get("frozen"):
         trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial)
     else:
         trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads,
                               initial=initial)
     evaluators = {}
-    if val_arrays:
+    if val_arrays and writer:
         for k, es in zip(keys, eval_specs):
             prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
             evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads)
     names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
-    hooks.check(names, bool(evaluators), history)
+    if writer:
+        hooks.check(names, bool(evaluators), history)
     if batch_size == 1 or n % batch_size == 1:
         _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
-    program.build(out_dir)  # creates the run directory
-    history_log = HistoryLog(out_dir, history)  # restored from the checkpoint after a kill
+    if writer:
+        program.build(out_dir)  # creates the run directory
+    history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
     saver = EpochSaver()
     model_hash = manifest_hash(manifest)
 
@@ -302,7 +316,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
-    hooks.begin(info)
+    if writer:
+        hooks.begin(info)
     reporter.start(info)
     started = time.perf_counter()
     stopped = None
@@ -331,7 +346,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             sums.add(out, len(idx))
             logs = sums.values()
             reporter.step_end(i + 1, logs)
-            if hooks.step_hooks and hooks.step_end(i + 1, logs):
+            if hooks.step_hooks and _stop_after_step(hooks, i + 1, logs, writer, comm):
                 stopped = epoch
                 break
         if stopped is not None:
@@ -356,9 +371,12 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         saver.wait()  # the previous epoch's save (had a whole epoch to finish): its checkpoint is the last good one
         _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
-        stop = hooks.epoch_end(record, history)  # callbacks and early stopping see the epoch before its save
-        saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log,
-                                       hooks.after_save(history)))
+        stop = hooks.epoch_end(record, history) if writer else False  # they see the epoch before its save
+        if comm is not None:
+            stop = comm.bcast(stop, root=0)
+        if writer:
+            saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log,
+                                           hooks.after_save(history)))
         reporter.epoch_end(record)
         if stop:
             stopped = epoch + 1
@@ -366,11 +384,18 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     saver.wait()
     if stopped is not None:
         reporter.note(hooks.stop_note)
-    hooks.end(history)
+    if writer:
+        hooks.end(history)
     reporter.end(history, {**info, "time": time.perf_counter() - started, "checkpoint": str(ckpt_path)})
     result = History(history, out_dir)
     result.stopped_epoch, result.best_epoch = stopped, hooks.best_epoch
     return result
+
+
+def _stop_after_step(hooks, step: int, logs, writer: bool, comm) -> bool:
+    """Whether the step callbacks stop training: rank 0's decision, on every rank."""
+    stop = hooks.step_end(step, logs) if writer else False
+    return comm.bcast(stop, root=0) if comm is not None else stop
 
 
 def count(n: int, noun: str) -> str:

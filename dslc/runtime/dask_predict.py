@@ -1,0 +1,195 @@
+"""Batch inference over data larger than memory on a Dask cluster (`dslc predict --dask [ADDRESS]`,
+the `dslc[dask]` extra).
+
+Inputs are read where they lie, by the workers: a memory-mapped `.npy` (a model with one input), a
+directory with one `<input>.npy` per input (memory-mapped, cut into chunks of rows), or a directory
+of `.npz` files (one chunk each, in file-name order). The scheduler only ships (file, rows) pairs and
+the trained inference graph, once per worker; each worker builds its ONNX Runtime session itself
+(sessions do not pickle) and keeps it for every chunk it runs. The client writes each chunk's outputs
+at its rows of a memory-mapped `.npy` per output as chunks finish, so the results are in input order
+whatever order the chunks finish in, and memory holds a few chunks, never the dataset.
+
+Without an address a `LocalCluster` of threads starts in this process (`processes=False`: 0.15 s to
+start against 2.9 s for worker processes here, and ONNX Runtime releases the GIL while it runs).
+On a real cluster every worker needs dslc installed and must see the input paths (a shared file
+system); the outputs are written by the client.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import zipfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from dslc.diagnostics import DataError
+
+DASK_HINT = "install the Dask extra: pip install 'dslc[dask]'"
+CHUNK_ROWS = 65536
+
+
+def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
+    """The tasks' chunks: `{"rows": (start, stop), "files": {name: .npy path}}` of memory-mapped arrays,
+    or `{"rows": (start, stop), "npz": path}` per `.npz` file; `DataError` for anything else."""
+    path = Path(inputs)
+    if path.suffix == ".npy" and path.is_file():
+        if len(names) != 1:
+            raise DataError(f"`{path}` is one array, but the model reads {len(names)} inputs ({', '.join(names)})",
+                            hint="give a directory with one `<input>.npy` per input")
+        files = {names[0]: path}
+    elif path.is_dir() and all((path / f"{n}.npy").is_file() for n in names):
+        files = {n: path / f"{n}.npy" for n in names}
+    elif path.is_dir() and sorted(path.glob("*.npz")):
+        chunks, start = [], 0
+        for npz in sorted(path.glob("*.npz")):
+            with np.load(npz) as arrays:
+                if names and names[0] not in arrays.files:
+                    raise DataError(f"`{npz}` has no array `{names[0]}`", hint=f"it holds {', '.join(arrays.files)}")
+                rows = _npy_rows(arrays, names[0]) if names else 1
+            chunks.append({"rows": (start, start + rows), "npz": str(npz)})
+            start += rows
+        return chunks
+    else:
+        raise DataError(f"cannot read `{inputs}` as data for `--dask`",
+                        hint="give a `.npy` file (one input), a directory with one `<input>.npy` per input, "
+                             "or a directory of `.npz` files")
+    rows = set()
+    for name, file in files.items():
+        rows.add(np.load(file, mmap_mode="r").shape[0])
+    if len(rows) != 1:
+        raise DataError(f"the inputs have different numbers of rows ({', '.join(str(r) for r in sorted(rows))})")
+    n = rows.pop()
+    return [{"rows": (s, min(s + chunk_rows, n)), "files": {k: str(v) for k, v in files.items()}}
+            for s in range(0, n, chunk_rows)]
+
+
+def _npy_rows(npz, name: str) -> int:
+    """Rows of one array in an `.npz`, from its header: the array is not read."""
+    with npz.zip.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = read_header(f)[0]
+    return shape[0] if shape else 1
+
+
+def run_chunk(model, spec: dict, chunk: dict, batch_size: int, threads: int | None) -> tuple:
+    """On a worker: the outputs of one chunk, `("ok", start, {name: array})`, or `("error", message,
+    hint)` (exceptions of dslc's own kinds are returned as text: they need not unpickle on the client)."""
+    from dask.distributed import get_worker
+
+    from dslc.runtime.data import load_data
+    from dslc.runtime.session import Predictor
+
+    try:
+        worker = get_worker()
+        sessions = worker.__dict__.setdefault("_dslc_predictors", {})
+        key = hashlib.sha256(model).hexdigest()
+        if key not in sessions:  # one session per worker, for every chunk it runs
+            sessions[key] = Predictor(model, spec, threads=threads)
+        start, stop = chunk["rows"]
+        if "npz" in chunk:
+            arrays = load_data(chunk["npz"], spec["inputs"], f"input data `{chunk['npz']}`")
+        else:
+            raw = {name: np.load(file, mmap_mode="r")[start:stop] for name, file in chunk["files"].items()}
+            arrays = load_data(raw, spec["inputs"], f"input data (rows {start} to {stop - 1})")
+        return ("ok", start, sessions[key].run(arrays, batch_size))
+    except DataError as e:
+        return ("error", e.message, e.hint)
+
+
+def predict(program, inputs, out, weights=None, *, address: str | None = None, batch_size: int = 256,
+            chunk_rows: int = CHUNK_ROWS, workers: int | None = None, progress=None) -> list[Path]:
+    """Run the inference graph of `program` with `weights` over `inputs` (see `chunks_of`) on the Dask
+    cluster at `address` (a `LocalCluster` of `workers` threads when None) and write the outputs to
+    `out`: an `.npz`, or a directory with one `<output>.npy` each. `progress(rows_done, rows)` is called
+    as chunks finish. Returns the written paths."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise DataError("`--dask` needs Dask", hint=DASK_HINT) from None
+    from dslc.runtime.data import check_count
+    from dslc.runtime.session import default_threads
+
+    batch_size = check_count(batch_size, "batch_size", "the batch size")
+    chunk_rows = check_count(chunk_rows, "chunk_rows", "the rows per chunk")
+    spec = program.manifest["graphs"]["infer"]
+    model = program.trained_model(weights)
+    chunks = chunks_of(inputs, [t["name"] for t in spec["inputs"]], chunk_rows)
+    total = chunks[-1]["rows"][1] if chunks else 0
+    if total == 0:
+        raise DataError(f"`{inputs}` has no rows")
+    out = Path(out)
+    staging = out.parent / f".{out.name}.dslc-partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
+        if address is None:
+            workers = workers or default_threads()
+            cluster = cleanup.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                                                         dashboard_address=None))
+            threads = max(1, default_threads() // workers)
+        else:
+            cluster, threads = address, None  # every core of each worker's machine
+        with Client(cluster) as client:
+            shared = client.scatter(model, broadcast=True)
+            futures = [client.submit(run_chunk, shared, spec, c, batch_size, threads, pure=False) for c in chunks]
+            outputs: dict[str, np.ndarray] = {}
+            done = 0
+            for future in as_completed(futures):
+                result = future.result()
+                if result[0] == "error":
+                    client.cancel(futures)
+                    raise DataError(result[1], hint=result[2])
+                _, start, values = result
+                for name, value in values.items():
+                    if name not in outputs:
+                        outputs[name] = np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+",
+                                                                   dtype=value.dtype, shape=(total, *value.shape[1:]))
+                    outputs[name][start:start + len(value)] = value
+                done += len(next(iter(values.values())))
+                if progress is not None:
+                    progress(done, total)
+            for array in outputs.values():
+                array.flush()
+            del outputs
+        return _publish(staging, out, [t["name"] for t in spec["outputs"]])
+
+
+def _publish(staging: Path, out: Path, names: list[str]) -> list[Path]:
+    """Move the finished outputs into place: an `.npz` (stored, not compressed) or a directory of `.npy`."""
+    if out.suffix == ".npz":
+        partial = staging / "outputs.npz"
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name in names:
+                z.write(staging / f"{name}.npy", f"{name}.npy")
+        os.replace(partial, out)
+        return [out]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        os.replace(staging / f"{name}.npy", out / f"{name}.npy")
+        paths.append(out / f"{name}.npy")
+    return paths
+
+
+class Progress:
+    """`progress(done, total)` for the command line: a line on stderr at most every `every` seconds and
+    at the end."""
+
+    def __init__(self, stream, every: float = 1.0):
+        self.stream, self.every, self.last = stream, every, 0.0
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        self.stream.write(f"predicted {done:,}/{total:,} rows ({100 * done / total:.0f}%, {rate:,.0f} rows/s)\n")
+        self.stream.flush()

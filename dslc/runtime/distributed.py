@@ -1,0 +1,182 @@
+"""Data-parallel training on MPI (`mpi4py`; the `dslc[mpi]` extra brings the PyPI `mpich` wheel).
+
+    mpiexec -n 4 dslc train m.dl --data train.npz --epochs 10 --batch-size 256 -o runs/m
+    dslc train m.dl ... --workers 2          # starts `mpiexec -n 2` itself, on this machine
+    program.train(..., workers=2)            # the same from Python
+
+Every rank loads the training data, walks the same epoch order and takes its shard of each global
+batch; `SplitSteps` sums the shards' gradients with one `Allreduce` and applies the update on every
+rank, so the ranks stay identical (`dslc/runtime/accumulate.py`). Rank 0 alone writes the run
+directory (which must be on a file system every rank sees, for `--resume`), validates and reports.
+A rank that fails aborts the whole job (`MPI.Abort`): the others would otherwise wait for it forever.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from dslc.diagnostics import DataError, DslcError
+
+MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
+# environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+EXIT_CODES = {DataError: 3, DslcError: 1, KeyboardInterrupt: 130}
+
+
+def launched_by_mpi() -> bool:
+    """Whether this process is one of several started by `mpiexec`."""
+    return any(os.environ.get(name, "1").isdigit() and int(os.environ.get(name, "1")) > 1 for name in _SIZE_VARIABLES)
+
+
+def world():
+    """`MPI.COMM_WORLD` when started by `mpiexec` with more than one process, else None."""
+    if not launched_by_mpi():
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise DataError("this process was started by mpiexec, but mpi4py is not installed", hint=MPI_HINT) from None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def rank_threads() -> int:
+    """ONNX Runtime threads for one rank: this machine's cores shared by the ranks on it (spinning
+    threads of several ranks on the same cores slowed the digits model 5x)."""
+    from dslc.runtime.session import default_threads
+
+    local = next((os.environ[n] for n in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE") if n in os.environ), "1")
+    return max(1, default_threads() // max(1, int(local) if local.isdigit() else 1))
+
+
+@contextmanager
+def abort_on_error(comm):
+    """On a rank, turn any failure into a message naming the rank and `MPI.Abort` (which stops every
+    rank, with the exit code of the error's kind) — instead of leaving the other ranks blocked."""
+    if comm is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException as e:  # noqa: BLE001 - every failure must stop the other ranks
+        code = next((c for kind, c in EXIT_CODES.items() if isinstance(e, kind)), 101)
+        where = f"worker {comm.Get_rank()} of {comm.Get_size()}"
+        if isinstance(e, DataError):
+            text = f"error ({where}): {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")
+        elif isinstance(e, DslcError):
+            text = f"error ({where}): the model has errors"
+        else:
+            text = f"error ({where}): {type(e).__name__}: {e}"
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        comm.Abort(code)
+
+
+def mpiexec() -> str:
+    """The `mpiexec` next to this Python (the mpich wheel's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        found = None
+    if found is None:
+        raise DataError("`--workers` needs MPI: mpi4py and an `mpiexec`", hint=MPI_HINT)
+    return found
+
+
+def launch(program, workers: int, train, val=None, *, reporter=None, threads: int | None = None, retries: int = 1,
+           **settings):
+    """Train `program` in `workers` local MPI processes (`mpiexec -n workers`); return the history.
+
+    A worker that dies (killed, or crashed without an error of dslc's) stops the job; when an epoch was
+    checkpointed, the job starts again from it, up to `retries` times (resume is exact, so the run
+    still equals an uninterrupted one).
+
+    The compiled program and any in-memory data go to the workers through a temporary job file. Each
+    worker's ONNX Runtime gets `cores // workers` threads unless `threads` is given. The workers print
+    progress when `reporter` is the console's; another reporter is not called (read the returned
+    history, or `RUN/history.jsonl`)."""
+    import json
+
+    import numpy as np
+
+    from dslc.runtime.data import check_count
+    from dslc.runtime.checkpoint import CHECKPOINT_FILE
+    from dslc.runtime.history import HISTORY_FILE
+    from dslc.runtime.progress import ConsoleReporter
+    from dslc.runtime.session import default_threads
+
+    workers = check_count(workers, "workers", "the number of workers")
+    if workers == 1:
+        from dslc.runtime.train import fit
+
+        return fit(program, train, val, reporter=reporter, threads=threads, **settings)
+    command = mpiexec()
+    job_dir = Path(tempfile.mkdtemp(prefix="dslc-job-"))
+    try:
+        data = {}
+        for key, value in (("train", train), ("val", val)):
+            if isinstance(value, dict):  # arrays cross as a file, not in the pickle
+                path = job_dir / f"{key}.npz"
+                np.savez(path, **value)
+                value = str(path)
+            data[key] = value
+        job = {"program": type(program)(program.name, program.manifest, program.graphs,
+                                        source_path=program.source_path),
+               "data": data, "console": isinstance(reporter, ConsoleReporter),
+               "settings": {**settings, "threads": threads or max(1, default_threads() // workers)}}
+        job_file = job_dir / "job.pickle"
+        if reporter is not None:
+            reporter.close()  # the workers write the terminal from here on
+        checkpoint = Path(settings["out_dir"]) / CHECKPOINT_FILE
+        for attempt in range(retries + 1):
+            job_file.write_bytes(pickle.dumps(job))
+            done = subprocess.run([command, "-n", str(workers), sys.executable, "-c", WORKER_COMMAND, str(job_file)])
+            kind = {3: "bad data or files", 1: "errors in the model", 130: "an interrupt"}.get(done.returncode)
+            if done.returncode == 0 or kind or attempt == retries or not checkpoint.exists():
+                break
+            if reporter is not None:
+                reporter.warn(f"a training worker died (exit code {done.returncode}); all {workers} workers start "
+                              f"again from the last checkpoint (retry {attempt + 1} of {retries})")
+            job["settings"]["resume"] = True
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+    if done.returncode != 0:
+        why = f" ({kind}, see its message above)" if kind else " (it died or was killed: no message of its own)"
+        hint = (f"the last completed epoch is saved in `{checkpoint}`; run again with `--resume` to continue"
+                if checkpoint.exists() else "no epoch was completed")
+        raise DataError(f"a training worker stopped with exit code {done.returncode}{why}; "
+                        f"all {workers} workers were stopped", hint=hint)
+    history_file = Path(settings["out_dir"]) / HISTORY_FILE  # rank 0 wrote it as `fit` returns it
+    return [json.loads(text) for text in history_file.read_text(encoding="utf-8").splitlines() if text.strip()] \
+        if history_file.exists() else []
+
+
+WORKER_COMMAND = "import sys; from dslc.runtime.distributed import run_worker; run_worker(sys.argv[1])"
+
+
+def run_worker(job_file: str) -> None:
+    """A rank started by `launch`: train with the job's program, data and settings (a failure aborts
+    the job with its exit code, see `abort_on_error`)."""
+    from dslc.runtime.progress import ConsoleReporter
+    from dslc.runtime.train import fit
+
+    job = pickle.loads(Path(job_file).read_bytes())
+    comm = world()
+    with abort_on_error(comm):
+        rank = comm.Get_rank() if comm is not None else 0
+        reporter = ConsoleReporter(sys.stdout) if job["console"] and rank == 0 else None
+        try:
+            fit(job["program"], job["data"]["train"], job["data"]["val"], reporter=reporter, comm=comm,
+                **job["settings"])
+        finally:
+            if reporter is not None:
+                reporter.close()

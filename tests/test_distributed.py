@@ -1,0 +1,126 @@
+"""Data-parallel training on 2 local MPI ranks (mpi4py + the mpich wheel, `dslc[mpi]`): the same
+parameters as single-process training with the same global batch, resume across launches, and a
+worker that fails or dies stopping the job with a clear message."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dslc.diagnostics import DataError
+from dslc.runtime.checkpoint import load_checkpoint
+from dslc.runtime.train import fit
+from helpers import compile_text
+from test_split import ACCUMULATE_MODEL, relative_difference
+
+pytest.importorskip("mpi4py")
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="the mpich wheel's mpiexec is not installed")
+
+MODEL = ACCUMULATE_MODEL.replace("OPTIMIZER", "adam(lr = 0.01)")
+
+
+@pytest.fixture(scope="module")
+def program(workdir):
+    return compile_text(workdir, MODEL, split=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(2)
+    return {"x": rng.standard_normal((53, 6)).astype(np.float32), "y": rng.integers(0, 3, 53)}
+
+
+def test_two_workers_equal_one_process_and_resume(program, data, tmp_path):
+    # global batches of 12 rows (the last one 5): each rank takes 6 (2, 3) rows, in 2 micro-batches
+    single = fit(program, data, epochs=3, batch_size=12, out_dir=tmp_path / "single")
+    first = program.train(data, epochs=1, batch_size=12, out_dir=tmp_path / "mpi", workers=2, accumulate=2)
+    assert len(first) == 1
+    history = program.train(data, epochs=3, batch_size=12, out_dir=tmp_path / "mpi", workers=2, resume=True)
+    assert [h["steps"] for h in history] == [5, 10, 15]
+    a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "mpi")
+    for name in a.params:  # measured ≤ 3e-7: float64 sums of float32 shard gradients, another order
+        assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
+    assert history[-1]["loss"] == pytest.approx(single[-1]["loss"], rel=1e-5)
+    assert b.state["opt.step"] == 15
+
+
+def _failing_rank(tmp_path: Path, action: str, at_step: int = 3, once: bool = False) -> dict[str, str]:
+    """The environment of a job whose rank 1 runs `action` at its `at_step`-th training step (with
+    `once`, only in the first job started)."""
+    marker = tmp_path / "failed-once"
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import os
+        if os.environ.get("PMI_RANK") == "1" and not ({once} and os.path.exists({str(marker)!r})):
+            from dslc.diagnostics import DataError
+            from dslc.runtime import accumulate
+            original, calls = accumulate.SplitSteps.step, [0]
+            def step(self, *args):
+                calls[0] += 1
+                if calls[0] == {at_step}:
+                    open({str(marker)!r}, "w").close()
+                    {action}
+                return original(self, *args)
+            accumulate.SplitSteps.step = step
+    """))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_dead_worker_stops_the_job_with_a_clear_error(program, data, tmp_path, monkeypatch):
+    for name, value in _failing_rank(tmp_path, "os._exit(9)").items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DataError) as e:
+        program.train(data, epochs=2, batch_size=12, out_dir=tmp_path / "run", workers=2)
+    assert "a training worker stopped with exit code 9 (it died or was killed" in e.value.message
+    assert "all 2 workers were stopped" in e.value.message
+    assert e.value.hint == "no epoch was completed"  # nothing to retry from
+
+
+class Warnings:
+    def __init__(self):
+        self.messages = []
+
+    def warn(self, message):
+        self.messages.append(message)
+
+    def close(self):
+        pass
+
+
+def test_a_worker_dying_after_a_checkpoint_is_retried_from_it(program, data, tmp_path, monkeypatch):
+    for name, value in _failing_rank(tmp_path, "os._exit(9)", at_step=8, once=True).items():
+        monkeypatch.setenv(name, value)  # rank 1 dies in epoch 2 (5 steps an epoch) of the first job
+    reporter = Warnings()
+    history = program.train(data, epochs=3, batch_size=12, out_dir=tmp_path / "run", workers=2, reporter=reporter)
+    assert reporter.messages == ["a training worker died (exit code 9); all 2 workers start again from the last "
+                                 "checkpoint (retry 1 of 1)"]
+    assert [h["steps"] for h in history] == [5, 10, 15]
+    fit(program, data, epochs=3, batch_size=12, out_dir=tmp_path / "single")
+    a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "run")
+    for name in a.params:
+        assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
+
+
+def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    model, npz = tmp_path / "m.dl", tmp_path / "d.npz"
+    model.write_text(textwrap.dedent(MODEL))
+    rng = np.random.default_rng(3)
+    np.savez(npz, x=rng.standard_normal((40, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
+               "--epochs", "2", "--batch-size", "8"]
+    ok = subprocess.run(command + ["-o", str(tmp_path / "ok")], capture_output=True, text=True, cwd=root, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert [line.split(" - ")[0] for line in ok.stdout.splitlines() if line.startswith("epoch")] == \
+        ["epoch 1/2", "epoch 2/2"]  # rank 0 reports, once
+    env = _failing_rank(tmp_path, 'raise DataError("the disk is full", hint="free some space")')
+    bad = subprocess.run(command + ["-o", str(tmp_path / "bad")], capture_output=True, text=True, cwd=root,
+                         env=env, timeout=120)
+    assert bad.returncode == 3
+    assert "error (worker 1 of 2): the disk is full\nhint: free some space" in bad.stderr
+    assert "Traceback" not in bad.stderr
