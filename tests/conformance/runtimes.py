@@ -24,7 +24,7 @@ JS_DIR = Path(__file__).resolve().parent / "js"
 JS_INSTALL = "(cd tests/conformance/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci)"
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(Exception):
     """The runtime's package is not installed: the message says how to install it."""
 
 
@@ -82,14 +82,20 @@ def python_runtime(open_graph):
     return run
 
 
+def node_with_packages(backend: str) -> str:
+    """The path of node, once onnxruntime-<backend> is installed in js/."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeUnavailable(f"node is not on PATH: install Node.js >= 18, then {JS_INSTALL}")
+    if not (JS_DIR / "node_modules" / f"onnxruntime-{backend}").is_dir():
+        raise RuntimeUnavailable(f"onnxruntime-{backend} is not installed: {JS_INSTALL}")
+    return node
+
+
 def js_runtime(backend: str):
     """onnxruntime-node or onnxruntime-web (wasm), run by `js/driver.mjs` in node."""
     def run(out_dir, batches, run_seed, workdir):
-        node = shutil.which("node")
-        if node is None:
-            raise RuntimeUnavailable(f"node is not on PATH: install Node.js >= 18, then {JS_INSTALL}")
-        if not (JS_DIR / "node_modules" / f"onnxruntime-{backend}").is_dir():
-            raise RuntimeUnavailable(f"onnxruntime-{backend} is not installed: {JS_INSTALL}")
+        node = node_with_packages(backend)
         data, result = Path(workdir) / f"{backend}.data.bin", Path(workdir) / f"{backend}.result.bin"
         tensorfile.write(data, {f"{s}.{n}": v for s, batch in enumerate(batches) for n, v in batch.items()})
         # V8 compiles onnxruntime-web's large wasm module with its optimizing tier in the background, which
