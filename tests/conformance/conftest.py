@@ -3,8 +3,6 @@ and with them pinned for the runtimes that need static shapes), its batches, and
 results, the reference every other runtime is compared with. The options live in tests/conftest.py."""
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 from pathlib import Path
 
@@ -29,8 +27,9 @@ def conformance_steps(request) -> int:
 
 @pytest.fixture(scope="session")
 def build(tmp_path_factory):
-    """`build(model_path, static) -> out_dir`: `dslc build`, once per model and variant."""
-    from dslc.cli import main
+    """`build(model_path, static) -> out_dir`: what `dslc build` writes (`--dim B=4` when static), once per
+    model and variant."""
+    from dslc.compiler import compile_file
 
     built = {}
 
@@ -38,11 +37,7 @@ def build(tmp_path_factory):
         key = (source, static)
         if key not in built:
             out = tmp_path_factory.mktemp(f"{source.stem}.{'static' if static else 'symbolic'}")
-            dims = ["--dim", f"B={BATCH}"] if static else []
-            stderr = io.StringIO()
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
-                code = main(["build", str(source), "-o", str(out), *dims])
-            assert code == 0, f"dslc build {source} {' '.join(dims)} failed:\n{stderr.getvalue()}"
+            compile_file(source, dims={"B": BATCH} if static else None).build(out)
             built[key] = out
         return built[key]
     return get

@@ -36,8 +36,6 @@ EXPECTED_FAILURES = {
     ("transformer_lm", "onnx.reference"):
         "onnx.reference's GatherElements uses np.choose, which takes at most 64 choices: "
         "'Need at least 0 and at most 64 array objects.' (the cross-entropy over 256 classes)",
-    **{(model, "openvino"): "OpenVINO computes the float64 dropout hash in float32: other masks, losses differ "
-                            "from step 0 (dslc-manifest/1 graphs; issue 9 section 2)" for model in ("digits", "cnn_digits")},
 }
 
 
