@@ -121,6 +121,9 @@ RUNTIMES = {r.name: r for r in [
     Runtime("onnx.reference", python_runtime(_reference), static=False),
     Runtime("tract", python_runtime(_tract), static=True),
     Runtime("openvino", python_runtime(_openvino), static=True),
+    # where they need static shapes: the same two runtimes on the symbolic build
+    Runtime("tract, symbolic B", python_runtime(_tract), static=False),
+    Runtime("openvino, symbolic B", python_runtime(_openvino), static=False),
     Runtime("onnxruntime-node", js_runtime("node"), static=False),
     Runtime("onnxruntime-web", js_runtime("web"), static=False),
 ]}

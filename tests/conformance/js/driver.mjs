@@ -18,8 +18,8 @@ const result = {};
 
 const tensor = (t) => new ort.Tensor(t.dtype, t.data, t.shape);
 const plain = (t) => ({ dtype: t.type, shape: t.dims, data: t.data });
-const typed = (dtype, numbers) => TYPED[dtype].from(numbers, dtype === "int64" ? BigInt : Number);
-const scalar = (entry, value) => tensor({ dtype: entry.dtype, shape: [], data: typed(entry.dtype, [value]) });
+const scalar = (entry, value) =>
+  tensor({ dtype: entry.dtype, shape: [], data: TYPED[entry.dtype].of(entry.dtype === "int64" ? BigInt(value) : value) });
 const open = (file) => ort.InferenceSession.create(readFileSync(join(outDir, file)));
 const entries = (g, parts) => parts.flatMap((part) => g[part] ?? []);
 const objectives = (kind) =>
@@ -48,14 +48,16 @@ for (let s = 0; s < steps; s++) {
     }
     for (const t of entries(g, ["params", "frozen", "buffers", "state"])) feeds[t.name] = values[t.name];
     const out = await session.run(feeds);
-    rows.push(g.outputs.map((t) => out[t.name].data[0]));
+    rows.push(g.outputs.map((t) => out[t.name]));
     for (const t of entries(g, ["params", "buffers", "state"])) values[t.name] = out[t.next];
   }
 }
 for (const [objective, g, , rows] of trainers) {
-  g.outputs.forEach((t, i) => {
+  g.outputs.forEach((t, i) => {  // each step's output, stacked
     const column = rows.map((row) => row[i]);
-    result[`train.${objective}.${t.name}`] = { dtype: t.dtype, shape: [column.length], data: typed(t.dtype, column) };
+    const data = new TYPED[column[0].type](column.reduce((n, v) => n + v.data.length, 0));
+    column.forEach((v, s) => data.set(v.data, s * v.data.length));
+    result[`train.${objective}.${t.name}`] = { dtype: column[0].type, shape: [column.length, ...column[0].dims], data };
   });
 }
 for (const [name, t] of Object.entries(values)) result[`final.${name}`] = plain(t);
