@@ -1,14 +1,14 @@
-"""The six runtimes of the conformance suite, each driven through the embedder's protocol.
+"""The six runtimes of the conformance suite, each driven through the embedder's protocol (tract and
+OpenVINO twice: on the static build, and on the symbolic one to show what needs static shapes).
 
 A runtime is `run(out_dir, batches, run_seed, workdir) -> {name: array}` (the result of
-`protocol.run_protocol`). The Python runtimes plug a graph loader into `protocol.py`; the two
+`protocol.run_protocol`). The Python runtimes plug a graph loader (`*_graph(path, inputs, outputs)
+-> run(feeds) -> {output: array}`) into `protocol.py`; the two
 JavaScript runtimes run the same protocol in `js/driver.mjs` under node, exchanging tensors through
 `tensorfile` files. `static` runtimes get a build whose symbolic dimensions are pinned (`--dim B=4`).
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ class RuntimeUnavailable(Exception):
     """The runtime's package is not installed: the message says how to install it."""
 
 
-def _ort(path: Path, inputs: list[str], outputs: list[str]):
+def ort_graph(path: Path, inputs: list[str], outputs: list[str]):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -37,14 +37,14 @@ def _ort(path: Path, inputs: list[str], outputs: list[str]):
     return lambda feeds: dict(zip(outputs, session.run(outputs, feeds)))
 
 
-def _reference(path: Path, inputs: list[str], outputs: list[str]):
+def reference_graph(path: Path, inputs: list[str], outputs: list[str]):
     from onnx.reference import ReferenceEvaluator
 
     evaluator = ReferenceEvaluator(str(path))
     return lambda feeds: dict(zip(outputs, evaluator.run(outputs, feeds)))
 
 
-def _tract(path: Path, inputs: list[str], outputs: list[str]):
+def tract_graph(path: Path, inputs: list[str], outputs: list[str]):
     try:
         import tract
     except ImportError as e:
@@ -60,7 +60,7 @@ def _tract(path: Path, inputs: list[str], outputs: list[str]):
     return run
 
 
-def _openvino(path: Path, inputs: list[str], outputs: list[str]):
+def openvino_graph(path: Path, inputs: list[str], outputs: list[str]):
     try:
         import openvino as ov
     except ImportError as e:
@@ -117,13 +117,13 @@ class Runtime:
 
 
 RUNTIMES = {r.name: r for r in [
-    Runtime("onnxruntime", python_runtime(_ort), static=False),
-    Runtime("onnx.reference", python_runtime(_reference), static=False),
-    Runtime("tract", python_runtime(_tract), static=True),
-    Runtime("openvino", python_runtime(_openvino), static=True),
+    Runtime("onnxruntime", python_runtime(ort_graph), static=False),
+    Runtime("onnx.reference", python_runtime(reference_graph), static=False),
+    Runtime("tract", python_runtime(tract_graph), static=True),
+    Runtime("openvino", python_runtime(openvino_graph), static=True),
     # where they need static shapes: the same two runtimes on the symbolic build
-    Runtime("tract, symbolic B", python_runtime(_tract), static=False),
-    Runtime("openvino, symbolic B", python_runtime(_openvino), static=False),
+    Runtime("tract, symbolic B", python_runtime(tract_graph), static=False),
+    Runtime("openvino, symbolic B", python_runtime(openvino_graph), static=False),
     Runtime("onnxruntime-node", js_runtime("node"), static=False),
     Runtime("onnxruntime-web", js_runtime("web"), static=False),
 ]}

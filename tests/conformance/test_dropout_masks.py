@@ -43,17 +43,13 @@ def expose_mask(out_dir) -> None:
 
 
 @pytest.fixture(scope="module")
-def mask_builds(tmp_path_factory):
-    from dslc.compiler import compile_file
-
+def mask_builds(build, tmp_path_factory):
+    """{static: the build's directory, its training graph outputting the mask}"""
     source = tmp_path_factory.mktemp("masks") / "masks.dl"
     source.write_text(MODEL)
-    builds = {}
-    for static in (False, True):
-        out = tmp_path_factory.mktemp("masks.static" if static else "masks.symbolic")
-        compile_file(source, dims={"B": BATCH} if static else None).build(out)
+    builds = {static: build(source, static) for static in (False, True)}
+    for out in builds.values():
         expose_mask(out)
-        builds[static] = out
     return builds
 
 

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 
 from protocol import run_protocol
-from runtimes import _ort, node_with_packages
+from runtimes import node_with_packages, ort_graph
 from test_conformance import ROOT
 
 BATCH = 32
@@ -29,6 +29,6 @@ def test_node_example_prints_the_losses_of_python(build, tmp_path):
     data = np.load(ROOT / "examples/digits/train.npz")
     rows = len(data["digit"])
     batches = [{name: data[name][start:start + BATCH] for name in data.files} for start in range(0, rows, BATCH)]
-    expected = run_protocol(out, _ort, batches, run_seed=0)["train.-.loss"]
+    expected = run_protocol(out, ort_graph, batches, run_seed=0)["train.-.loss"]
     assert len(printed) == len(batches) == 45
     assert printed == [float(loss) for loss in expected]  # onnxruntime-node 1.31 computes what the Python package does, bit for bit
