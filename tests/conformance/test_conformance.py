@@ -33,9 +33,6 @@ MODEL_BOUNDS = {
 
 # Cells that fail, with the runtime's own error (xfail strict: they turn red when they start passing)
 EXPECTED_FAILURES = {
-    ("transformer_lm", "onnx.reference"):
-        "onnx.reference's GatherElements uses np.choose, which takes at most 64 choices: "
-        "'Need at least 0 and at most 64 array objects.' (the cross-entropy over 256 classes)",
     # the filter gradient of a convolution is a Conv whose kernel is an activation, [B, ...] with B symbolic
     **{(model, "tract, symbolic B"): "tract: Translating node \"conv_weight_grad_…/Conv\" ConvHir ToTypedTranslator: "
                                      "Expect concrete shape for kernel" for model in ("lenet", "autoencoder")},
