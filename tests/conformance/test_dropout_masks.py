@@ -1,6 +1,6 @@
 """Dropout draws the same masks, bit for bit, in all six runtimes: 100 training steps (100 seeds) of a
 small model whose training graph also outputs its dropout's keep mask (the `GreaterOrEqual` of the
-noise and the rate, added as a graph output after the loss), and the keep rate is 1 - rate within
+noise, shaped like the layer's input, and the rate, added as a graph output after the loss), and the keep rate is 1 - rate within
 sampling error."""
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def expose_mask(out_dir) -> None:
     manifest = json.loads(manifest_path.read_text())
     train = manifest["graphs"]["train"]
     model = onnx.load(out_dir / train["file"])
-    (mask,) = [n.output[0] for n in model.graph.node if n.op_type == "GreaterOrEqual"]
     shape = [d if isinstance(d, int) else str(d) for d in next(t for t in train["inputs"] if t["name"] == "x")["shape"]]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    # the comparison of the noise, shaped like x, with the rate (the random op's own comparisons are scalars)
+    (mask,) = [n.output[0] for n in model.graph.node if n.op_type == "GreaterOrEqual" and ranks.get(n.output[0]) == len(shape)]
     position = len(train["outputs"])
     model.graph.output.insert(position, onnx.helper.make_tensor_value_info(mask, onnx.TensorProto.BOOL, shape))
     onnx.save(model, out_dir / train["file"])
