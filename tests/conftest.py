@@ -15,6 +15,10 @@ def pytest_addoption(parser):
                      help="rewrite golden files (tests/diagnostics/*.stderr, ...) with the current output")
     parser.addoption("--fault-kills", type=int, default=0, metavar="N",
                      help="also SIGKILL `dslc train` at N random moments, resuming each (tests/test_fault_injection.py)")
+    parser.addoption("--conformance", choices=["quick", "full"], default="quick",
+                     help="tests/conformance: 20 training steps per model and runtime (quick) or 100 (full)")
+    parser.addoption("--conformance-table", metavar="README.md",
+                     help="write the runtime x model matrix of tests/conformance between its markers in this file")
 
 
 @pytest.fixture
