@@ -240,6 +240,8 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
     for key, g in ir_graphs.items():
         try:
             final[key] = run(g, key.split(".")[0], print_ir_after, printed)
+            if key.startswith("train"):
+                final[key] = _carried_in_input_order(final[key])
         except DslcError as e:  # a loss without gradients, say: each objective's is reported
             errors.extend(e.diagnostics)
     if errors:
@@ -289,6 +291,17 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,
                    extras={"lowered": ir_graphs, "final": final})
+
+
+def _carried_in_input_order(training: Graph) -> Graph:
+    """The training graph with its outputs as the manifest lists them: loss and metrics, then the next
+    value of each parameter, buffer and state tensor in the order of the inputs (a runtime that returns
+    outputs by position, as tract does, then pairs them with the manifest's entries)."""
+    nexts = {f"{n.name}{NEXT_SUFFIX}" for n in training.inputs}
+    rank = {f"{n.name}{NEXT_SUFFIX}": i for i, n in enumerate(training.inputs)}
+    first = [(name, node) for name, node in training.outputs if name not in nexts]
+    carried = sorted(((name, node) for name, node in training.outputs if name in nexts), key=lambda o: rank[o[0]])
+    return Graph(training.name, training.inputs, first + carried, training.notes)
 
 
 def _initial_values(final: dict[str, Graph]) -> list[tuple[str, object, object]]:

@@ -35,11 +35,6 @@ MODEL_BOUNDS = {
 
 # Cells that fail, with the runtime's own error (xfail strict: they turn red when they start passing)
 EXPECTED_FAILURES = {
-    # the training graph's outputs are loss, metrics, buffers' next, params' next, state's next, not the
-    # manifest's order (params, buffers, state); tract returns outputs by position only
-    **{("batchnorm", runtime): "tract: Input at index 4 has incorrect dtype or shape (got 8,F32 …, expected to match "
-                               "fact 8,1,3,3,F32): the graph's outputs put the buffers' next values before the "
-                               "parameters', against the manifest's order" for runtime in ("tract", "tract, symbolic B")},
     # the filter gradient of a convolution is a Conv whose kernel is an activation, [B, ...] with B symbolic
     **{(model, "tract, symbolic B"): "tract: Translating node \"conv_weight_grad_…/Conv\" ConvHir ToTypedTranslator: "
                                      "Expect concrete shape for kernel" for model in ("lenet", "autoencoder")},
