@@ -99,45 +99,61 @@ class TorchTwin:
         return {name: values[node.id] for name, node in self.infer_graph.outputs}
 
 
-def make_optimizer(T, spec, params):
+def make_optimizer(T, spec, params, foreach: bool | None = None):
     """The `torch.optim` optimizer with the settings of a dslc `OptimizerSpec` (Keras `decay` is left
-    out: a per-step learning-rate change costs PyTorch nothing measurable)."""
+    out: a per-step learning-rate change costs PyTorch nothing measurable). `foreach` picks torch's
+    multi-tensor update (None: torch's default, a loop over parameters on the CPU)."""
     s = spec.setting
     if spec.kind == "sgd":
-        return T.optim.SGD(params, lr=s("lr"), momentum=s("momentum"), nesterov=s("nesterov"), weight_decay=s("weight_decay"))
+        return T.optim.SGD(params, lr=s("lr"), momentum=s("momentum"), nesterov=s("nesterov"), weight_decay=s("weight_decay"),
+                           foreach=foreach)
     if spec.kind == "rmsprop":
         return T.optim.RMSprop(params, lr=s("lr"), alpha=s("rho"), eps=s("eps"), momentum=s("momentum"),
-                               weight_decay=s("weight_decay"))
+                               weight_decay=s("weight_decay"), foreach=foreach)
     if spec.kind == "adagrad":
-        return T.optim.Adagrad(params, lr=s("lr"), eps=s("eps"), weight_decay=s("weight_decay"))
+        return T.optim.Adagrad(params, lr=s("lr"), eps=s("eps"), weight_decay=s("weight_decay"), foreach=foreach)
     if spec.kind == "nadam":
         return T.optim.NAdam(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"),
-                             weight_decay=s("weight_decay"), momentum_decay=s("momentum_decay"))
+                             weight_decay=s("weight_decay"), momentum_decay=s("momentum_decay"), foreach=foreach)
     if spec.kind not in ("adam", "adamw"):
         raise MissingTwin(f"`torch.optim` has no `{spec.kind}` optimizer")
     cls = T.optim.Adam if spec.kind == "adam" else T.optim.AdamW
-    return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"))
+    return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"),
+               foreach=foreach)
+
+
+def _concrete(node: Node, dims: Mapping[str, int]):
+    """`node`'s type with its symbolic dims (`B`, or products such as `B*T`) bound to `dims`."""
+    from dslc.ir.types import TensorType
+
+    shape = []
+    for d in node.type.shape:
+        if isinstance(d, int):
+            shape.append(d)
+        else:
+            value = 1
+            for factor in str(d).split("*"):
+                value *= int(factor) if factor.isdigit() else dims[factor]
+            shape.append(value)
+    return TensorType(node.type.dtype, tuple(shape))
 
 
 def flops(graph: Graph, dims: Mapping[str, int]) -> int:
     """FLOPs of one run of `graph` with symbolic dims bound to `dims` (matrix products and convolutions)."""
-    def concrete(node: Node):
-        from dslc.ir.types import TensorType
-
-        shape = []
-        for d in node.type.shape:
-            if isinstance(d, int):
-                shape.append(d)
-            else:  # a symbol or a product of symbols (`B*T`)
-                value = 1
-                for factor in str(d).split("*"):
-                    value *= int(factor) if factor.isdigit() else dims[factor]
-                shape.append(value)
-        return TensorType(node.type.dtype, tuple(shape))
-
     total = 0
     for node in toposort([n for _, n in graph.outputs]):
         if node.op in ("input", "const"):
             continue
-        total += get_op(node.op).flops(concrete(node), *[concrete(i) for i in node.inputs], **node.attrs)
+        total += get_op(node.op).flops(_concrete(node, dims), *[_concrete(i, dims) for i in node.inputs], **node.attrs)
     return total
+
+
+def io_bytes(graph: Graph, dims: Mapping[str, int]) -> int:
+    """The bytes one run of `graph` must move at least: every input read once and every output written
+    once (for a training step: the batch, parameters and optimizer state in, their next values out) — the
+    traffic of a perfectly fused step, whose intermediates never leave the caches."""
+    def size(node: Node) -> int:
+        t = _concrete(node, dims)
+        return int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+
+    return sum(size(n) for n in graph.inputs) + sum(size(n) for _, n in graph.outputs)
