@@ -1,37 +1,66 @@
-"""`dslc bench`: time a model's training step and inference in ONNX Runtime, optionally against its
-PyTorch twin (interleaved in one process, never at the same time) and against the twin's inference
-exported by `torch.onnx.export` and run by ONNX Runtime; relate the training step to the machine's
-measured float32 matrix-multiply throughput; optionally measure the training step's peak memory.
+"""`dslc bench`: time a model's training step and inference in ONNX Runtime, optionally against other ways
+to run the same model (`--compare`, see `dslc/peers.py`): the PyTorch twin (dslc's IR run by PyTorch op by
+op) with its inference exported by `torch.onnx.export` and run by ONNX Runtime, and the hand-written peers —
+idiomatic PyTorch eager, the same step under `torch.compile`, and JAX with `jax.jit` + optax. Every column
+is timed in one process, interleaved with the others and never at the same time; each is checked against
+dslc's first step before it is timed. The training step is also related to the machine's measured GEMM
+peak and memory bandwidth (`dslc/bench_machine.py`), and optionally its peak memory is measured.
 
-    ratio               = dslc time / PyTorch time            (below 1: dslc is faster)
+    ratio               = dslc time / the column's time            (below 1: dslc is faster)
     infer_vs_torch_onnx = dslc inference / exported inference
-    flop_utilization    = training-step FLOPs / step time / measured GEMM FLOP/s
+    flop_utilization    = training-step FLOPs / step time / measured GEMM FLOP/s   (never above 1: see below)
+    roofline_ms         = max(FLOPs / GEMM peak, bytes the step must move / bandwidth)
     rss_ratio           = dslc's peak-RSS increase / PyTorch's (each in a fresh process, see dslc/bench_memory.py)
 
-Peak memory is measured by `dslc/bench_memory.py` (child processes of its own).
+Times are medians with the 10th and 90th percentiles of the single calls. A utilization above 100% or a
+step faster than its roofline cannot be real: the GEMM peak or the bandwidth was measured while the
+machine was busy. Such a value is not reported as a result (None in the JSON, the raw value beside it)
+and the run is flagged, as it is when the thread-scaling check finds the machine contended.
 """
 from __future__ import annotations
 
-import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from dslc.bench_machine import bandwidth_gbs, contention, gemm_gflops, machine  # noqa: F401  (the bench's face)
+from dslc.bench_timing import Timing, interleaved
 from dslc.diagnostics import DataError
-from dslc.ir.graph import Builder, Graph
-from dslc.ir.types import TensorType
 from dslc.runtime.layout import train_keys
 
-SETTLE_S = 0.05  # between timed blocks: ONNX Runtime workers keep spinning for a while after a run
-GEMM_SIZE = 1024
 EXPORT_OPSET = 17
 EXPORT_RTOL = 1e-4
+# a column's first step against dslc's: the loss and the inference outputs (from the initial weights)
+# within CHECK_RTOL; the updated parameters element-wise within PARAM_RTOL of each tensor's scale (see
+# `compare_outputs`) and each parameter's update (new - initial) within UPDATE_RTOL in L2 norm. Adam's
+# first update is ±lr wherever |gradient| ≫ eps but turns on the rounding of gradients the size of eps
+# (1e-8): the transformer has such elements, where PyTorch and JAX sum in another order than ONNX Runtime
+# (largest element difference 2e-4 of a 0.4 scale; update L2 difference ≤ 1.5e-3).
+CHECK_RTOL = 1e-4
+PARAM_RTOL = 1e-3
+UPDATE_RTOL = 1e-2
 MEMORY_FIELDS = ("train_peak_rss_mb", "train_rss_increase_mb", "torch_train_peak_rss_mb",
                  "torch_train_rss_increase_mb", "rss_ratio", "memory_steps")
+
+
+def _ratio(ours: Timing, theirs: Timing | None) -> float | None:
+    """dslc's median over another column's (below 1: dslc is faster); None when that was not timed."""
+    return None if theirs is None else ours.median_ms / theirs.median_ms
+
+
+@dataclass
+class Column:
+    """One way of running the model besides dslc: its timings (None: not timed), its first-step check
+    and why it was not timed."""
+    train: Timing | None = None
+    infer: Timing | None = None
+    check: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def as_json(self, dslc_train: Timing, dslc_infer: Timing) -> dict:
+        return {"train": self.train and self.train.as_json(), "infer": self.infer and self.infer.as_json(),
+                "train_ratio": _ratio(dslc_train, self.train), "infer_ratio": _ratio(dslc_infer, self.infer),
+                "check": self.check, "error": self.error}
 
 
 @dataclass
@@ -43,50 +72,98 @@ class BenchResult:
     threads: int
     gemm_gflops: float
     train_flops: int
-    train_step_ms: float
-    infer_ms: float
-    torch_train_step_ms: float | None = None
-    torch_infer_ms: float | None = None
-    loss_check: dict = field(default_factory=dict)
-    torch_onnx_infer_ms: float | None = None
-    torch_onnx_check: dict = field(default_factory=dict)  # see `compare_outputs`
-    torch_onnx_error: str | None = None  # why the exported inference was not timed
+    train: Timing
+    infer: Timing
+    train_bytes: int = 0
+    bandwidth_gbs: float | None = None
+    machine_check: dict = field(default_factory=dict)  # see `bench_machine.contention`
+    columns: dict[str, Column] = field(default_factory=dict)  # "twin", "torch-onnx", "torch", "torch-compile", "jax"
     memory: dict = field(default_factory=dict)  # see `measure_memory`
 
     @property
-    def train_ratio(self) -> float | None:
-        return None if self.torch_train_step_ms is None else self.train_step_ms / self.torch_train_step_ms
+    def train_step_ms(self) -> float:
+        return self.train.median_ms
 
     @property
-    def infer_ratio(self) -> float | None:
-        return None if self.torch_infer_ms is None else self.infer_ms / self.torch_infer_ms
+    def infer_ms(self) -> float:
+        return self.infer.median_ms
 
     @property
-    def infer_vs_torch_onnx(self) -> float | None:
-        return None if self.torch_onnx_infer_ms is None else self.infer_ms / self.torch_onnx_infer_ms
-
-    @property
-    def flop_utilization(self) -> float:
+    def measured_utilization(self) -> float:
         return self.train_flops / (self.train_step_ms * 1e-3) / (self.gemm_gflops * 1e9)
 
+    @property
+    def flop_utilization(self) -> float | None:
+        """The share of the GEMM peak the step reaches; None when the measurement says more than all of it."""
+        return self.measured_utilization if self.measured_utilization <= 1 else None
+
+    @property
+    def roofline_ms(self) -> float | None:
+        """The least time the step can take here: max(FLOPs / GEMM peak, bytes moved / bandwidth)."""
+        if not self.bandwidth_gbs:
+            return None
+        return 1e3 * max(self.train_flops / (self.gemm_gflops * 1e9), self.train_bytes / (self.bandwidth_gbs * 1e9))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why the timings of this run should not be taken as results."""
+        notes = [f"contended machine: {reason}" for reason in self.machine_check.get("reasons", [])]
+        if self.flop_utilization is None:
+            notes.append(f"the step reached {100 * self.measured_utilization:.0f}% of the GEMM peak measured before "
+                         f"it: the peak was measured while the machine was busy, so no utilization is reported")
+        if self.roofline_ms is not None and self.train_step_ms < self.roofline_ms:
+            notes.append(f"the step ({self.train_step_ms:.3g} ms) beat its roofline bound ({self.roofline_ms:.3g} ms): "
+                         f"the peak or the bandwidth was measured while the machine was busy")
+        return notes
+
+    def fastest_peer(self, which: str) -> tuple[str, Timing] | None:
+        """The fastest hand-written peer (torch, torch-compile, jax) for "train" or "infer"."""
+        from dslc.peers import PEERS
+
+        timed = [(name, getattr(c, which)) for name, c in self.columns.items()
+                 if name in PEERS and getattr(c, which) is not None]
+        return min(timed, key=lambda pair: pair[1].median_ms) if timed else None
+
+    def _twin(self, which: str) -> Timing | None:
+        column = self.columns.get("twin")
+        return getattr(column, which) if column else None
+
+    def _twin_loss_check(self) -> dict:
+        loss = self.columns["twin"].check.get("loss") if "twin" in self.columns else None
+        return {"dslc": loss["dslc"], "torch": loss["column"]} if loss else {}
+
     def as_json(self) -> dict:
+        twin_train, twin_infer = self._twin("train"), self._twin("infer")
+        exported = self.columns.get("torch-onnx")
+        onnx_infer = exported.infer if exported else None
+        ratio = _ratio
+        fastest = {}
+        for which, ours in (("train", self.train), ("infer", self.infer)):
+            found = self.fastest_peer(which)
+            fastest[which] = found and {"column": found[0], "median_ms": found[1].median_ms,
+                                        "ratio": ours.median_ms / found[1].median_ms}
         return {
             "model": self.model, "batch_size": self.batch_size, "infer_batch_size": self.infer_batch_size,
             "steps": self.steps, "threads": self.threads, "gemm_gflops": self.gemm_gflops,
-            "train_gflop_per_step": self.train_flops / 1e9,
-            "train_step_ms": self.train_step_ms, "torch_train_step_ms": self.torch_train_step_ms,
-            "train_ratio": self.train_ratio, "infer_ms": self.infer_ms, "torch_infer_ms": self.torch_infer_ms,
-            "infer_ratio": self.infer_ratio, "flop_utilization": self.flop_utilization, "loss_check": self.loss_check,
-            "torch_onnx_infer_ms": self.torch_onnx_infer_ms, "infer_vs_torch_onnx": self.infer_vs_torch_onnx,
-            "torch_onnx_check": self.torch_onnx_check, "torch_onnx_error": self.torch_onnx_error,
+            "bandwidth_gbs": self.bandwidth_gbs, "machine_check": self.machine_check, "warnings": self.warnings,
+            "train_gflop_per_step": self.train_flops / 1e9, "train_mb_per_step": self.train_bytes / 1e6,
+            "train_step_ms": self.train_step_ms, "train_step_p10_ms": self.train.p10_ms,
+            "train_step_p90_ms": self.train.p90_ms, "infer_ms": self.infer_ms, "infer_p10_ms": self.infer.p10_ms,
+            "infer_p90_ms": self.infer.p90_ms,
+            "flop_utilization": self.flop_utilization, "measured_flop_utilization": self.measured_utilization,
+            "roofline_ms": self.roofline_ms,
+            "roofline_fraction": None if self.roofline_ms is None else self.roofline_ms / self.train_step_ms,
+            # the PyTorch twin under its names of round 1
+            "torch_train_step_ms": twin_train and twin_train.median_ms, "train_ratio": ratio(self.train, twin_train),
+            "torch_infer_ms": twin_infer and twin_infer.median_ms, "infer_ratio": ratio(self.infer, twin_infer),
+            "loss_check": self._twin_loss_check(),
+            "torch_onnx_infer_ms": onnx_infer and onnx_infer.median_ms,
+            "infer_vs_torch_onnx": ratio(self.infer, onnx_infer),
+            "torch_onnx_check": exported.check if exported else {}, "torch_onnx_error": exported and exported.error,
+            "columns": {name: c.as_json(self.train, self.infer) for name, c in self.columns.items()},
+            "fastest_peer": fastest,
             **{key: self.memory.get(key) for key in MEMORY_FIELDS},
         }
-
-
-def machine() -> dict:
-
-    return {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
-            "cores": os.cpu_count()}
 
 
 def symbols(manifest: dict) -> set[str]:
@@ -122,56 +199,6 @@ def synthetic_batch(specs: list[dict], dims: dict[str, int], rng: np.random.Gene
         else:
             batch[t["name"]] = rng.random(shape) < 0.5
     return batch
-
-
-def _matmul_model(size: int) -> bytes:
-    """c = a @ b for float32 `size`×`size` inputs `a` and `b`, serialized ONNX."""
-    from dslc.emit.onnx import emit_graph, serialize
-
-    b = Builder()
-    x = b.input("a", TensorType("float32", (size, size)), "data")
-    y = b.input("b", TensorType("float32", (size, size)), "data")
-    return serialize(emit_graph(Graph("gemm", [x, y], [("c", b.matmul(x, y))])))
-
-
-def gemm_gflops(threads: int | None, size: int = GEMM_SIZE, repeats: int = 10) -> float:
-    """Measured float32 GEMM throughput of ONNX Runtime here (median of `repeats` `size`³ products)."""
-    from dslc.runtime.session import make_session
-
-    session = make_session(_matmul_model(size), "cpu", threads)
-    rng = np.random.default_rng(0)
-    feeds = {"a": rng.standard_normal((size, size), dtype=np.float32), "b": rng.standard_normal((size, size), dtype=np.float32)}
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
-
-
-def interleaved(jobs: list[tuple[str, Callable[[], object]]], per_round: int, rounds: int,
-                warmup: int) -> dict[str, float]:
-    """The median time (ms) of each job, every job warmed up first, then timed in `rounds` alternating
-    blocks of `per_round` calls, never two at once, so that drifting machine load hits all alike."""
-    for _, fn in jobs:
-        for _ in range(warmup):
-            fn()
-    timers: dict[str, list[float]] = {key: [] for key, _ in jobs}
-    for _ in range(rounds):
-        for key, fn in jobs:
-            time.sleep(SETTLE_S)  # let the previous job's spinning worker threads go idle (FACTS: pools fight)
-            timers[key] += _timed(fn, per_round)
-    return {key: 1e3 * statistics.median(times) for key, times in timers.items()}
-
-
-def _timed(fn, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 class _TensorFeeds:
@@ -279,15 +306,68 @@ def _exported_inference(T, twin, spec: dict, inputs: dict[str, np.ndarray], expe
     return (lambda: exported.run(inputs)), check, None
 
 
+def check_first_step(column, batch: dict, infer_inputs: dict, want: dict) -> dict:
+    """`column`'s inference on the initial weights and its first training step against dslc's (`want`:
+    `loss`, `initial` and updated `params`, `infer` outputs), with the tolerances at the top of this file."""
+    got_infer = column.infer(column.prepare(infer_inputs))
+    loss = column.step(column.prepare(batch))
+    weights = column.weights()
+    loss_check = {"dslc": want["loss"], "column": loss, "rel_diff": abs(loss - want["loss"]) / max(abs(want["loss"]), 1e-30)}
+    params = compare_outputs(weights, want["params"], PARAM_RTOL)
+    worst_update = 0.0
+    for name, expected in want["params"].items():
+        if name in weights and weights[name].shape == expected.shape:
+            update = expected.astype(np.float64) - want["initial"][name]
+            error = np.linalg.norm(weights[name] - expected.astype(np.float64)) / max(np.linalg.norm(update), 1e-30)
+            worst_update = max(worst_update, float(error))
+    params.update(update_rel_l2=worst_update, update_rtol=UPDATE_RTOL)
+    infer = compare_outputs(got_infer, want["infer"], CHECK_RTOL)
+    passed = loss_check["rel_diff"] <= CHECK_RTOL and params["passed"] and worst_update <= UPDATE_RTOL and infer["passed"]
+    return {"loss": loss_check, "params": params, "infer": infer, "passed": bool(passed)}
+
+
+def _failed_check(check: dict) -> str:
+    parts = []
+    if check["loss"]["rel_diff"] > CHECK_RTOL:
+        parts.append(f"loss {check['loss']['column']:.6g} vs dslc's {check['loss']['dslc']:.6g}")
+    if not check["params"]["passed"] or check["params"]["update_rel_l2"] > UPDATE_RTOL:
+        parts.append(f"updated parameters (largest difference {check['params']['max_abs_diff']:.3g}, update L2 "
+                     f"{check['params']['update_rel_l2']:.3g})")
+    if not check["infer"]["passed"]:
+        parts.append(f"inference outputs (largest difference {check['infer']['max_abs_diff']:.3g})")
+    return "its first step differs from dslc's: " + ", ".join(parts)
+
+
+def _checked(name: str, make, batch, infer_inputs, want, jobs) -> Column:
+    """The column `make()` builds, checked against dslc's first step and, when it agrees, added to `jobs`
+    (its data prepared once, as a data loader would). Any failure is reported, not raised."""
+    from dslc.peers import PeerError
+
+    try:
+        column = make()
+        check = check_first_step(column, batch, infer_inputs, want)
+    except PeerError as e:
+        return Column(error=str(e))
+    except Exception as e:  # noqa: BLE001 - a peer library's failure (a compiler missing, ...) skips its column
+        return Column(error=f"failed: {_error_line(e)}")
+    if not check["passed"]:
+        return Column(check=check, error=_failed_check(check))
+    prepared, prepared_inputs = column.prepare(batch), column.prepare(infer_inputs)
+    jobs += [(f"{name}:train", lambda: column.step(prepared)), (f"{name}:infer", lambda: column.infer(prepared_inputs))]
+    return Column(check=check)
+
+
 def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps: int = 50, warmup: int = 10,
-        dims: dict[str, int] | None = None, compare_torch: bool = False, memory: bool = False,
-        threads: int | None = None, rounds: int = 5) -> BenchResult:
-    """Benchmark `program` (a single-objective model). Times are medians over `steps` steps, taken in
-    `rounds` alternating blocks of dslc and PyTorch so that drifting machine load hits both alike.
-    `compare_torch` adds the PyTorch twin and its exported inference; `memory` the peak RSS of `steps`
-    training steps of dslc and of the twin, after the timings, each in a fresh process."""
+        dims: dict[str, int] | None = None, compare: tuple[str, ...] = (), memory: bool = False,
+        threads: int | None = None, rounds: int = 5, peers_folder=None) -> BenchResult:
+    """Benchmark `program` (a single-objective model). Times are taken over `steps` calls per column, in
+    `rounds` alternating blocks of all columns so that drifting machine load hits all alike. `compare`
+    names the columns beside dslc (`dslc.peers.COLUMNS`: "twin" adds the exported inference too);
+    `memory` adds the peak RSS of `steps` training steps of dslc and of the twin, after the timings,
+    each in a fresh process."""
+    from dslc.peers import COLUMNS, PEERS, TwinColumn, import_library, make_column
     from dslc.runtime.session import Predictor, TrainStep, default_threads
-    from dslc.twin import flops
+    from dslc.twin import flops, io_bytes
 
     keys = train_keys(program.manifest)
     if not keys:
@@ -305,50 +385,62 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     symbols = {"B": batch_size, **(dims or {})}
     batch = synthetic_batch(spec["inputs"], symbols, rng)
     infer_inputs = synthetic_batch(infer_spec["inputs"], {**symbols, "B": infer_batch_size}, rng)
+    libraries = {column: import_library(column) for column in compare}  # a missing library fails before timing
 
-    gemm = gemm_gflops(threads)
+    machine_check = contention(threads)
+    bandwidth = bandwidth_gbs(threads)
     final = program.extras["final"]["train"]
-    train_flops = flops(final, symbols)
 
-    trainer = TrainStep(program.graphs["train"], spec, "cpu", threads, initial=program.initial_values())
+    initial = program.initial_values()
+    trainer = TrainStep(program.graphs["train"], spec, "cpu", threads, initial=initial)
     predictor = Predictor(program.graphs["infer"], infer_spec, "cpu", threads)
-    dslc_step = lambda: trainer.step(batch)  # noqa: E731
-    dslc_infer = lambda: predictor.run(infer_inputs)  # noqa: E731
-    jobs = [("train", dslc_step), ("infer", dslc_infer)]
+    jobs = [("dslc:train", lambda: trainer.step(batch)), ("dslc:infer", lambda: predictor.run(infer_inputs))]
 
-    loss_check, onnx_check, onnx_error = {}, {}, None
-    if compare_torch:
-        import torch
-
+    columns: dict[str, Column] = {}
+    if compare:
+        weights = {t["name"]: initial[t["name"]] for t in spec["params"]}
+        first = TrainStep(program.graphs["train"], spec, "cpu", threads, initial=initial)
+        want = {"loss": first.step(batch)["loss"], "initial": weights, "infer": predictor.run(infer_inputs)}
+        after = first.get_values()
+        want["params"] = {name: after[name] for name in weights}
+        for column, library in libraries.items():
+            if column != "jax":
+                library.set_num_threads(threads)
+    if "twin" in compare:
         from dslc.twin import MissingTwin, TorchTwin
 
-        torch.set_num_threads(threads)
+        torch = libraries["twin"]
         lowered = program.extras["lowered"]
         try:
             twin = TorchTwin(torch, lowered["train"], lowered["infer"], lowered["train"].notes["optimizer"])
         except MissingTwin as e:  # an op, or an optimizer (`lion`), PyTorch has no counterpart of
-            raise DataError(f"{e}: `--compare torch` cannot build the PyTorch twin of `{program.name}`",
-                            hint="drop `--compare torch`") from None
-        # the same first step: dslc's loss (before its update) against the twin's
-        first = TrainStep(program.graphs["train"], spec, "cpu", threads,
-                          initial=program.initial_values()).step(batch)["loss"]
-        twin_first = float(twin.loss(batch)["loss"].detach())
-        loss_check = {"dslc": first, "torch": twin_first}
-        # exported before the twin's first step, so its weights are the ones dslc's inference graph holds
-        exported, onnx_check, onnx_error = _exported_inference(torch, twin, infer_spec, infer_inputs,
-                                                               dslc_infer(), threads)
-        if exported is not None:
-            # next to dslc's inference, not just before dslc's training step: there, in about half of the
-            # runs, it made the MLP step ~1.5x slower (ONNX Runtime's workers spin ~30 ms after a run)
-            jobs.append(("torch_onnx_infer", exported))
-        jobs += [("torch_train", lambda: twin.loss_and_step(batch)), ("torch_infer", lambda: twin.infer(infer_inputs))]
+            columns["twin"] = Column(error=f"no PyTorch twin: {e}")
+        else:
+            # exported before the twin's first step, so its weights are the ones dslc's inference graph holds
+            exported, onnx_check, onnx_error = _exported_inference(torch, twin, infer_spec, infer_inputs,
+                                                                   want["infer"], threads)
+            columns["torch-onnx"] = Column(check=onnx_check, error=onnx_error)
+            if exported is not None:
+                # next to dslc's inference, not just before dslc's training step: there, in about half of the
+                # runs, it made the MLP step ~1.5x slower (ONNX Runtime's workers spin ~30 ms after a run)
+                jobs.insert(2, ("torch-onnx:infer", exported))
+            columns["twin"] = _checked("twin", lambda: TwinColumn(twin), batch, infer_inputs, want, jobs)
+    for name in PEERS:
+        if name in compare:
+            columns[name] = _checked(name, lambda name=name: make_column(name, program, weights, peers_folder),
+                                     batch, infer_inputs, want, jobs)
+    columns = {name: columns[name] for name in ("torch-onnx",) + COLUMNS if name in columns}
 
     rounds = min(rounds, steps)
     per_round = -(-steps // rounds)
-    ms = interleaved(jobs, per_round, rounds, warmup)
-    result = BenchResult(program.name, batch_size, infer_batch_size, per_round * rounds, threads, gemm, train_flops,
-                         ms["train"], ms["infer"], ms.get("torch_train"), ms.get("torch_infer"), loss_check,
-                         ms.get("torch_onnx_infer"), onnx_check, onnx_error)
+    timings = interleaved(jobs, per_round, rounds, warmup)
+    for key, timing in timings.items():
+        name, which = key.split(":")
+        if name != "dslc":
+            setattr(columns[name], which, timing)
+    result = BenchResult(program.name, batch_size, infer_batch_size, per_round * rounds, threads,
+                         machine_check["gemm_gflops"], flops(final, symbols), timings["dslc:train"],
+                         timings["dslc:infer"], io_bytes(final, symbols), bandwidth, machine_check, columns)
     if memory:
         from dslc.bench_memory import measure_memory
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslc.bench import _matmul_model
+from dslc.bench_machine import _matmul_model
 
 
 def measure_memory(program, batch: dict[str, np.ndarray], *, steps: int, threads: int) -> dict:

@@ -62,6 +62,15 @@ def _dim(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
+def _compare(text: str) -> tuple[str, ...]:
+    from dslc.peers import parse_compare
+
+    try:
+        return parse_compare(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _learning_rate(text: str) -> float:
     try:
         value = float(text)
@@ -180,8 +189,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     threads_option(p, " and PyTorch")
-    p.add_argument("--compare", choices=["torch"],
-                   help="also time the model's PyTorch eager twin, and its inference exported by torch.onnx.export")
+    p.add_argument("--compare", metavar="LIST", type=_compare, default=(),
+                   help="also time the model run other ways, each checked against dslc's first step: `twin` (dslc's "
+                        "IR by PyTorch op by op, and its inference via torch.onnx.export), the hand-written peers "
+                        "`torch`, `torch-compile`, `jax` (examples/bench/peers/), comma-separated, or `all`")
+    p.add_argument("--peers", metavar="DIR", help="where the hand-written peers are (default: examples/bench/peers "
+                                                  "of dslc's source tree)")
     p.add_argument("--memory", action="store_true",
                    help="also measure the training step's peak memory (RSS) with dslc and with PyTorch, each in "
                         "a fresh process (a few seconds; needs PyTorch)")
@@ -468,6 +481,7 @@ def _bench(program, args) -> None:
     import json
 
     from dslc import bench
+    from dslc.bench_report import report_lines
     from dslc.fsutil import atomic_write_text, check_writable
 
     dims = dict(args.dims)
@@ -484,38 +498,15 @@ def _bench(program, args) -> None:
                          f"give their sizes with " + " ".join(f"`--dim {d}=N`" for d in missing))
     if args.json:
         check_writable(args.json)
-    if args.compare == "torch" or args.memory:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            flag = "--compare torch" if args.compare == "torch" else "--memory"
-            raise DataError(f"`{flag}` needs PyTorch", hint="pip install 'dslc[dev]' (torch==2.13.0, CPU)") from None
+    if args.memory:
+        from dslc.peers import import_library
+
+        import_library("twin", "--memory")  # the memory child runs the twin
     result = bench.run(program, batch_size=args.batch_size, infer_batch_size=args.infer_batch_size, steps=args.steps,
-                       dims=dims, compare_torch=args.compare == "torch", memory=args.memory, threads=args.threads)
+                       dims=dims, compare=args.compare, memory=args.memory, threads=args.threads,
+                       peers_folder=args.peers)
     r = result.as_json()
-    print(f"{program.name}: batch {r['batch_size']} (inference {r['infer_batch_size']}), {r['threads']} threads, "
-          f"medians of {r['steps']} steps; GEMM peak {r['gemm_gflops']:.0f} GFLOP/s")
-    line = f"  train step  {r['train_step_ms']:8.3f} ms"
-    if r["torch_train_step_ms"] is not None:
-        line += f"   torch {r['torch_train_step_ms']:8.3f} ms   ratio {r['train_ratio']:.2f}"
-    print(line + f"   {r['train_gflop_per_step']:.3f} GFLOP, {100 * r['flop_utilization']:.0f}% of GEMM peak")
-    line = f"  inference   {r['infer_ms']:8.3f} ms"
-    if r["torch_infer_ms"] is not None:
-        line += f"   torch {r['torch_infer_ms']:8.3f} ms   ratio {r['infer_ratio']:.2f}"
-    print(line)
-    if r["torch_onnx_infer_ms"] is not None:
-        print(f"  {'exported':<23}   torch {r['torch_onnx_infer_ms']:8.3f} ms   ratio {r['infer_vs_torch_onnx']:.2f}"
-              f"   torch.onnx.export + ONNX Runtime; outputs match dslc's (largest difference "
-              f"{r['torch_onnx_check']['max_abs_diff']:.2g})")
-    elif r["torch_onnx_error"]:
-        print(f"  exported    not timed: {r['torch_onnx_error']}")
-    if r["train_peak_rss_mb"] is not None:
-        ratio = "n/a" if r["rss_ratio"] is None else f"{r['rss_ratio']:.2f}"
-        print(f"  train RSS   {r['train_rss_increase_mb']:8.1f} MB   torch {r['torch_train_rss_increase_mb']:8.1f} MB   "
-              f"ratio {ratio}   peak-RSS increase over the imports in a fresh process, {r['memory_steps']} steps "
-              f"(peaks: dslc {r['train_peak_rss_mb']:.0f} MB, torch {r['torch_train_peak_rss_mb']:.0f} MB)")
-    if r["loss_check"]:
-        print(f"  first-step loss: dslc {r['loss_check']['dslc']:.6g}, torch {r['loss_check']['torch']:.6g}")
+    print("\n".join(report_lines(r)))
     if args.json:
         document = {"machine": bench.machine(), "workloads": {program.name: r}}
         atomic_write_text(args.json, json.dumps(document, indent=2) + "\n")

@@ -99,24 +99,27 @@ class TorchTwin:
         return {name: values[node.id] for name, node in self.infer_graph.outputs}
 
 
-def make_optimizer(T, spec, params):
+def make_optimizer(T, spec, params, foreach: bool | None = None):
     """The `torch.optim` optimizer with the settings of a dslc `OptimizerSpec` (Keras `decay` is left
-    out: a per-step learning-rate change costs PyTorch nothing measurable)."""
+    out: a per-step learning-rate change costs PyTorch nothing measurable). `foreach` picks torch's
+    multi-tensor update (None: torch's default, a loop over parameters on the CPU)."""
     s = spec.setting
     if spec.kind == "sgd":
-        return T.optim.SGD(params, lr=s("lr"), momentum=s("momentum"), nesterov=s("nesterov"), weight_decay=s("weight_decay"))
+        return T.optim.SGD(params, lr=s("lr"), momentum=s("momentum"), nesterov=s("nesterov"), weight_decay=s("weight_decay"),
+                           foreach=foreach)
     if spec.kind == "rmsprop":
         return T.optim.RMSprop(params, lr=s("lr"), alpha=s("rho"), eps=s("eps"), momentum=s("momentum"),
-                               weight_decay=s("weight_decay"))
+                               weight_decay=s("weight_decay"), foreach=foreach)
     if spec.kind == "adagrad":
-        return T.optim.Adagrad(params, lr=s("lr"), eps=s("eps"), weight_decay=s("weight_decay"))
+        return T.optim.Adagrad(params, lr=s("lr"), eps=s("eps"), weight_decay=s("weight_decay"), foreach=foreach)
     if spec.kind == "nadam":
         return T.optim.NAdam(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"),
-                             weight_decay=s("weight_decay"), momentum_decay=s("momentum_decay"))
+                             weight_decay=s("weight_decay"), momentum_decay=s("momentum_decay"), foreach=foreach)
     if spec.kind not in ("adam", "adamw"):
         raise MissingTwin(f"`torch.optim` has no `{spec.kind}` optimizer")
     cls = T.optim.Adam if spec.kind == "adam" else T.optim.AdamW
-    return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"))
+    return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"),
+               foreach=foreach)
 
 
 def concrete(t, dims: Mapping[str, int]):
@@ -144,3 +147,14 @@ def flops(graph: Graph, dims: Mapping[str, int]) -> int:
         total += get_op(node.op).flops(concrete(node.type, dims), *[concrete(i.type, dims) for i in node.inputs],
                                        **node.attrs)
     return total
+
+
+def io_bytes(graph: Graph, dims: Mapping[str, int]) -> int:
+    """The bytes one run of `graph` must move at least: every input read once and every output written
+    once (for a training step: the batch, parameters and optimizer state in, their next values out) — the
+    traffic of a perfectly fused step, whose intermediates never leave the caches."""
+    def size(node: Node) -> int:
+        t = concrete(node.type, dims)
+        return int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+
+    return sum(size(n) for n in graph.inputs) + sum(size(n) for _, n in graph.outputs)

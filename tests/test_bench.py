@@ -1,6 +1,7 @@
 """`dslc bench` in its short mode (the harness, not the timings): the JSON it writes, the inference
 exported by `torch.onnx.export` checked against dslc's, the peak-memory children, the FLOP count taken
-from the IR, and the PyTorch twin computing the same training step as the ONNX graphs."""
+from the IR, and the PyTorch twin computing the same training step as the ONNX graphs. The hand-written
+peers (`--compare torch,torch-compile,jax`) are in test_bench_peers.py."""
 from __future__ import annotations
 
 import json
@@ -19,20 +20,23 @@ from helpers import TrainDriver
 torch = pytest.importorskip("torch")
 
 FIELDS = ("train_step_ms", "torch_train_step_ms", "train_ratio", "infer_ms", "torch_infer_ms", "infer_ratio",
-          "flop_utilization", "torch_onnx_infer_ms", "infer_vs_torch_onnx", "train_peak_rss_mb",
+          "measured_flop_utilization", "torch_onnx_infer_ms", "infer_vs_torch_onnx", "train_peak_rss_mb",
           "torch_train_peak_rss_mb", "rss_ratio")
 
 
 def test_bench_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", str(ROOT / "models" / "mlp.dl"), "--batch-size", "16", "--infer-batch-size", "1",
-                 "--steps", "3", "--compare", "torch", "--memory", "--json", str(out)])
+                 "--steps", "3", "--compare", "twin", "--memory", "--json", str(out)])
     assert code == 0
     document = json.loads(out.read_text())
     result = document["workloads"]["mlp"]
     for field in FIELDS:
         assert isinstance(result[field], float) and result[field] > 0, field
     assert result["train_ratio"] == pytest.approx(result["train_step_ms"] / result["torch_train_step_ms"])
+    # a utilization is a result only when it is possible (see test_bench_peers.py for the guard)
+    assert result["flop_utilization"] in (None, result["measured_flop_utilization"])
+    assert result["columns"]["twin"]["check"]["passed"]
     assert result["loss_check"]["dslc"] == pytest.approx(result["loss_check"]["torch"], rel=1e-5)
     # the exported model was run on the benchmark inputs and agreed with dslc's inference graph
     assert result["torch_onnx_error"] is None
@@ -57,7 +61,7 @@ def test_bench_goes_on_when_the_export_fails(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "export_twin_inference", refuse)
     out = tmp_path / "bench.json"
     assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--batch-size", "8", "--steps", "2",
-                 "--compare", "torch", "--json", str(out)]) == 0
+                 "--compare", "twin", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["workloads"]["mlp"]
     assert result["torch_onnx_error"] == ("torch.onnx.export + ONNX Runtime failed: RuntimeError: Unsupported: "
                                           "ONNX export of operator `frobnicate`")

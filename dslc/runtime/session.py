@@ -143,6 +143,18 @@ def _run(session: ort.InferenceSession, binding, what: str) -> None:
         raise run_failure(e, what) from None
 
 
+def bound_runner(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray],
+                 outputs: Mapping[str, np.ndarray]):
+    """A function running `session` on `feeds` into the preallocated host arrays `outputs`, all bound once:
+    no allocation per run (a fresh output would be paged in on every call)."""
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    for name, value in outputs.items():
+        binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(value))
+    return lambda: session.run_with_iobinding(binding)
+
+
 class TrainStep:
     """One optimizer step of the training graph per `step()` call, parameters kept on the device.
 

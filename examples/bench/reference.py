@@ -1,106 +1,207 @@
-"""The reference performance workloads of issue 4, each timed by `dslc bench --compare torch` in one
-process (dslc, PyTorch eager and the PyTorch twin's inference exported by `torch.onnx.export` and run by
-ONNX Runtime, interleaved, never at the same time), as a markdown table and JSON. `--memory` adds the
-training step's peak RSS, dslc and PyTorch each in a fresh process (`dslc bench --memory`).
+"""The reference performance workloads, each timed by `dslc bench` in one process against the columns of
+`--compare` (the PyTorch twin and its inference exported by torch.onnx.export; the hand-written peers in
+examples/bench/peers/: PyTorch eager, torch.compile, JAX), interleaved, never at the same time, every
+column checked against dslc's first step before it is timed. Prints markdown tables (medians with the
+10th-90th percentile spread) and the machine's state; `--readme FILE` rewrites the block between
+`<!-- bench:begin -->` and `<!-- bench:end -->` in FILE with them, so README's table is this output.
 
-    python examples/bench/reference.py [--steps 200] [--memory] [--json bench.json] [--only mlp-adam ...]
+    python examples/bench/reference.py [--compare all] [--steps 200] [--memory] [--json bench.json]
+                                       [--only mlp-adam ...] [--readme README.md]
+    python examples/bench/reference.py --from-json bench.json --readme README.md    # tables of a saved run
 
-Needs PyTorch (the `dev` extra). README's performance table is this script's output.
+Needs PyTorch (the `dev` extra) and, for `jax`, JAX and optax (the `bench` extra).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import re
 from pathlib import Path
 
 import dslc
-from dslc import bench
+from dslc import bench, bench_machine
+from dslc.fsutil import atomic_write_text
+from dslc.peers import PEERS, parse_compare
 
 ROOT = Path(__file__).resolve().parents[2]
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
-# name -> (model, -D values, training batch, inference batch, targets: train ratio, inference ratio)
+# name -> (model, -D values, training batch, inference batch)
 WORKLOADS = {
-    "mlp-sgd-nesterov": ("models/mlp.dl", {}, 128, 1, 0.5, 0.3),
-    "mlp-adam": ("examples/bench/mlp_adam.dl", {}, 128, 1, 0.5, 0.3),
-    "lenet-adam": ("models/lenet.dl", {}, 64, 128, 0.7, 0.35),
-    "gru-adam": ("models/text_rnn.dl", {"vocab": 1000, "length": 40, "dim": 128, "hidden": 128}, 100, 100, 0.8, None),
-    "transformer-adamw": ("models/transformer_lm.dl", {"rate": 0}, 32, 32, 0.8, None),
+    "mlp-sgd-nesterov": ("models/mlp.dl", {}, 128, 1),
+    "mlp-adam": ("examples/bench/mlp_adam.dl", {}, 128, 1),
+    "lenet-adam": ("models/lenet.dl", {}, 64, 128),
+    "gru-adam": ("models/text_rnn.dl", {"vocab": 1000, "length": 40, "dim": 128, "hidden": 128}, 100, 100),
+    "transformer-adamw": ("models/transformer_lm.dl", {"rate": 0}, 32, 32),
 }
+TARGET = 0.8  # issue 14: dslc's training step and inference at most 0.8x the fastest peer's
 RSS_TARGET = 1.0  # dslc's training step uses no more memory than PyTorch's
+NAMES = {"twin": "twin", "torch-onnx": "torch.onnx.export + ORT", "torch": "PyTorch", "torch-compile": "torch.compile",
+         "jax": "JAX"}
 
 
-def row(name: str, batch: int, infer_batch: int, train_target: float, infer_target: float | None, r: dict,
-        memory: bool) -> str:
-    infer_goal = f" (≤ {infer_target})" if infer_target else ""
-    cells = [f"{name} (batch {batch}, inference {infer_batch})", f"{r['train_step_ms']:.3f}",
-             f"{r['torch_train_step_ms']:.3f}", f"{r['train_ratio']:.2f} (≤ {train_target})",
-             f"{100 * r['flop_utilization']:.0f}%", f"{r['infer_ms']:.3f}", f"{r['torch_infer_ms']:.3f}",
-             f"{r['infer_ratio']:.2f}{infer_goal}"]
-    if r["torch_onnx_infer_ms"] is not None:
-        cells += [f"{r['torch_onnx_infer_ms']:.3f}", f"{r['infer_vs_torch_onnx']:.2f}"]
-    else:
-        cells += ["export failed¹", "—"]
+def _ms(timing: dict | None) -> str:
+    if timing is None:
+        return "—"
+    return f"{timing['median_ms']:.3f} ({timing['p10_ms']:.3f}–{timing['p90_ms']:.3f})"
+
+
+def _column(r: dict, name: str, which: str, notes: list[str]) -> str:
+    c = r["columns"].get(name)
+    if c is None:
+        return "—"
+    if c["error"]:
+        notes.append(f"{r['model']}, {NAMES[name]}: {c['error']}")
+        return f"not timed{_superscript(len(notes))}"
+    return _ms(c[which])
+
+
+def _superscript(n: int) -> str:
+    return "".join("⁰¹²³⁴⁵⁶⁷⁸⁹"[int(d)] for d in str(n))
+
+
+def _fastest(r: dict, which: str) -> str:
+    found = r["fastest_peer"][which]
+    if not found:
+        return "—"
+    verdict = "met" if found["ratio"] <= TARGET else "not met"
+    return f"{found['ratio']:.2f} vs {NAMES[found['column']]} ({verdict})"
+
+
+def tables(results: dict[str, dict], columns: tuple[str, ...], memory: bool) -> tuple[list[str], list[str]]:
+    """The training and inference tables (and with `memory` the peak-RSS one) and their footnotes."""
+    notes: list[str] = []
+    peers = [c for c in ("twin",) + PEERS if c in columns]
+    train = ["| workload | dslc (ms) | " + " | ".join(f"{NAMES[c]} (ms)" for c in peers)
+             + f" | ratio to the fastest peer (target ≤ {TARGET}) | roofline bound (ms) | step ÷ bound | FLOP utilization |",
+             "|---" * (len(peers) + 6) + "|"]
+    infer_columns = (["torch-onnx"] if "twin" in columns else []) + peers
+    infer = ["| workload | dslc (ms) | " + " | ".join(f"{NAMES[c]} (ms)" for c in infer_columns)
+             + f" | ratio to the fastest peer (target ≤ {TARGET}) |", "|---" * (len(infer_columns) + 3) + "|"]
+    rss = ["| workload | train peak RSS dslc / PyTorch twin (MB) | increase over imports dslc / twin (MB) | "
+           f"RSS ratio (target ≤ {RSS_TARGET:g}) |", "|---|---|---|---|"]
+    for name, r in results.items():
+        label = f"{name} (batch {r['batch_size']})"
+        utilization = "withheld (contended)" if r["flop_utilization"] is None else f"{100 * r['flop_utilization']:.0f}%"
+        train.append("| " + " | ".join([label, _ms({"median_ms": r["train_step_ms"], "p10_ms": r["train_step_p10_ms"],
+                                                     "p90_ms": r["train_step_p90_ms"]})]
+                                        + [_column(r, c, "train", notes) for c in peers]
+                                        + [_fastest(r, "train"), f"{r['roofline_ms']:.3f}",
+                                           _over_bound(r), utilization]) + " |")
+        infer.append("| " + " | ".join([f"{name} (batch {r['infer_batch_size']})",
+                                         _ms({"median_ms": r["infer_ms"], "p10_ms": r["infer_p10_ms"],
+                                              "p90_ms": r["infer_p90_ms"]})]
+                                        + [_column(r, c, "infer", []) for c in infer_columns]
+                                        + [_fastest(r, "infer")]) + " |")
+        if memory:
+            rss.append(f"| {name} | {r['train_peak_rss_mb']:.0f} / {r['torch_train_peak_rss_mb']:.0f} | "
+                       f"{r['train_rss_increase_mb']:.1f} / {r['torch_train_rss_increase_mb']:.1f} | {r['rss_ratio']:.2f} |")
+    lines = ["Training step:", "", *train, "", "Inference:", "", *infer]
     if memory:
-        cells += [f"{r['train_peak_rss_mb']:.0f} / {r['torch_train_peak_rss_mb']:.0f}",
-                  f"{r['train_rss_increase_mb']:.1f} / {r['torch_train_rss_increase_mb']:.1f}",
-                  f"{r['rss_ratio']:.2f} (≤ {RSS_TARGET:g})"]
-    return "| " + " | ".join(cells) + " |"
+        lines += ["", "Training-step memory (each side in a fresh process):", "", *rss]
+    return lines, notes
 
 
-def contended(threads: int, steps: int = 160) -> tuple[float, float]:
-    """Median MLP training-step times (ms) with 1 and with `threads` threads, interleaved. On an
-    uncontended machine more threads are faster; on a VM with a busy sibling vCPU, one thread wins
-    and every ratio drifts towards 1 (see README, Performance)."""
-    import numpy as np
+def _over_bound(r: dict) -> str:
+    over = 1 / r["roofline_fraction"]
+    return f"{over:.1f}" if over >= 1 else "below the bound: withheld (contended)"
 
-    from dslc.runtime.session import TrainStep
 
-    program = dslc.compile(ROOT / "models/mlp.dl")
-    spec = program.manifest["graphs"]["train"]
-    batch = bench.synthetic_batch(spec["inputs"], {"B": 128}, np.random.default_rng(0))
-    trainers = {n: TrainStep(program.graphs["train"], spec, "cpu", n) for n in (1, threads)}
-    ms = bench.interleaved([(str(n), lambda t=t: t.step(batch)) for n, t in trainers.items()], steps // 4, 4, 5)
-    return ms["1"], ms[str(threads)]
+def versions() -> str:
+    import onnxruntime
+
+    found = [f"onnxruntime {onnxruntime.__version__}"]
+    for module in ("torch", "jax"):
+        try:
+            found.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    return ", ".join(found)
+
+
+def block(results: dict[str, dict], check: dict, columns: tuple[str, ...], steps: int, memory: bool,
+          command: str, date: str | None = None, libraries: str | None = None) -> list[str]:
+    """The generated README block: how it was made (`date` and `libraries` of a saved run; default: today,
+    this environment's), the machine's state, the tables, the footnotes."""
+    gemm = max(r["gemm_gflops"] for r in results.values())
+    bandwidth = max(r["bandwidth_gbs"] for r in results.values())
+    contended = [name for name, r in results.items() if r["machine_check"]["contended"]]
+    state = (f"**contended** during {len(contended)} of {len(results)} workloads ({', '.join(contended)}): read "
+             f"ratios, not times, and expect them closer to 1 than on an idle machine" if contended else "not contended")
+    table, notes = tables(results, columns, memory)
+    threads = f"{check['threads']} thread{'s' if check['threads'] > 1 else ''}"
+    return [
+        f"Generated by `{command}` on {date or datetime.date.today().isoformat()}: {check['cores']} cores "
+        f"({bench_machine.machine()['machine']}), {libraries or versions()}; {threads}; medians of {steps} "
+        f"calls per column with the 10th–90th percentile in parentheses; measured GEMM peak {gemm:.0f} GFLOP/s, "
+        f"memory bandwidth {bandwidth:.1f} GB/s. Machine before the first workload: "
+        f"{bench_machine.scaling_text(check)}, load average "
+        f"{check['load_average']:.1f} on {check['cores']} cores; {state}.",
+        "", *table, *([""] + [f"{_superscript(i + 1)} {note}" for i, note in enumerate(notes)] if notes else []),
+    ]
+
+
+def rewrite_readme(path: Path, lines: list[str]) -> None:
+    text = path.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no `{BEGIN}` … `{END}` block to rewrite")
+    replacement = BEGIN + "\n" + "\n".join(lines) + "\n" + END
+    atomic_write_text(path, pattern.sub(lambda _: replacement, text))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", type=parse_compare, default=parse_compare("all"),
+                        help="columns beside dslc: `all` (default) or a comma-separated list of twin, torch, "
+                             "torch-compile, jax")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory", action="store_true", help="also measure the training step's peak RSS")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
+    parser.add_argument("--readme", type=Path, help=f"rewrite the {BEGIN} … {END} block of this file")
+    parser.add_argument("--from-json", type=Path, help="print (and with --readme write) the tables of a run saved "
+                                                        "with --json instead of running the workloads")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results = saved["workloads"]
+        first = next(iter(results.values()))
+        columns = tuple(name for name in ("twin",) + PEERS if name in first["columns"])
+        lines = block(results, saved["machine_check"], columns, first["steps"], first["train_peak_rss_mb"] is not None,
+                      saved["command"], saved.get("date"), saved.get("versions"))
+        print("\n".join(lines))
+        if args.readme:
+            rewrite_readme(args.readme, lines)
+        return
+    check = bench_machine.contention(args.threads)
+    print(f"machine: {bench_machine.scaling_text(check)}; load average "
+          f"{check['load_average']:.1f} on {check['cores']} cores" + ("; CONTENDED: " + "; ".join(check["reasons"])
+                                                                       if check["contended"] else ""), flush=True)
     results = {}
-    header = ["workload", "train step (ms)", "PyTorch (ms)", "ratio (target)", "FLOP utilization", "inference (ms)",
-              "PyTorch (ms)", "ratio (target)", "torch.onnx.export + ORT (ms)", "ratio"]
-    if args.memory:
-        header += ["train peak RSS dslc / PyTorch (MB)", "increase over imports dslc / PyTorch (MB)",
-                   "RSS ratio (target)"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    if args.threads > 1:
-        one, many = contended(args.threads)
-        print(f"MLP step: {one:.3f} ms on 1 thread, {many:.3f} ms on {args.threads}")
-        if one <= many:
-            print("warning: one thread is as fast as several: the machine looks contended; the ratios below will "
-                  "read closer to 1 than on an idle machine")
-    for name, (model, defines, batch, infer_batch, train_target, infer_target) in WORKLOADS.items():
+    for name, (model, defines, batch, infer_batch) in WORKLOADS.items():
         if args.only and name not in args.only:
             continue
         program = dslc.compile(ROOT / model, **defines)
-        r = bench.run(program, batch_size=batch, infer_batch_size=infer_batch, steps=args.steps, compare_torch=True,
-                      memory=args.memory, threads=args.threads).as_json()
-        results[name] = r
-        rows.append(row(name, batch, infer_batch, train_target, infer_target, r, args.memory))
-        print(rows[-1], flush=True)
-    gemm = max(r["gemm_gflops"] for r in results.values())
-    print(f"\nmeasured float32 GEMM peak: {gemm:.0f} GFLOP/s ({args.threads} threads); machine: {bench.machine()}")
-    print("\n".join(rows))
-    failed = {name: r["torch_onnx_error"] for name, r in results.items() if r["torch_onnx_error"]}
-    if failed:
-        print("\n¹ " + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+        results[name] = bench.run(program, batch_size=batch, infer_batch_size=infer_batch, steps=args.steps,
+                                  compare=args.compare, memory=args.memory, threads=args.threads).as_json()
+        r = results[name]
+        print(f"{name}: dslc {r['train_step_ms']:.3f} ms, fastest peer {_fastest(r, 'train')}; inference "
+              f"{r['infer_ms']:.3f} ms, {_fastest(r, 'infer')}" + "".join(f"\n  warning: {w}" for w in r["warnings"]),
+              flush=True)
+    compared = "all" if args.compare == parse_compare("all") else ",".join(args.compare)
+    command = "python examples/bench/reference.py --compare " + compared + (
+        f" --steps {args.steps}" if args.steps != 200 else "") + (" --memory" if args.memory else "")
+    lines = block(results, check, args.compare, args.steps, args.memory, command)
+    print("\n" + "\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"machine": bench.machine(), "workloads": results}, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps({"machine": bench_machine.machine(), "machine_check": check,
+                                                 "command": command, "date": datetime.date.today().isoformat(),
+                                                 "versions": versions(), "workloads": results}, indent=2) + "\n")
+    if args.readme:
+        rewrite_readme(args.readme, lines)
 
 
 if __name__ == "__main__":

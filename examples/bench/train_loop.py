@@ -1,0 +1,160 @@
+"""A whole training run, end to end: `dslc train` of examples/digits against the plain PyTorch loop a user
+would write for the same model (`DataLoader`, `for x, y in loader: loss.backward(); opt.step()`, an
+evaluation pass and a `torch.save` checkpoint per epoch), and where `dslc train`'s wall time goes.
+
+    python examples/bench/train_loop.py [--epochs 30] [--batch-size 32] [--repeats 3] [--json FILE]
+
+Two measurements:
+  * each side as a fresh process, timed from outside (Python start-up and imports included: what a user
+    waits for), the sides alternating `--repeats` times;
+  * inside one process, `dslc train` (the CLI's `main`, compile included) with the training and
+    evaluation steps timed as they run: the share of the wall time spent outside them (compiling,
+    batching, metrics, checkpoints, the console) — issue 14's target is ≤ 5%. (train_overhead.py measures
+    the same share per epoch from the history's epoch times, without wrapping anything.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "examples" / "digits"
+
+
+def torch_run(epochs: int, batch_size: int, out_dir: Path) -> float:
+    """The PyTorch loop for digits.dl (64-128-128-10, ReLU, dropout 0.2, Adam lr 0.002, cross-entropy plus
+    1e-5·Σw² on the weights); returns the final test accuracy."""
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    train, test = np.load(DIGITS / "train.npz"), np.load(DIGITS / "test.npz")
+    loader = DataLoader(TensorDataset(torch.from_numpy(train["image"]), torch.from_numpy(train["digit"])),
+                        batch_size=batch_size, shuffle=True)
+    test_loader = DataLoader(TensorDataset(torch.from_numpy(test["image"]), torch.from_numpy(test["digit"])),
+                             batch_size=batch_size)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 128), nn.ReLU(),
+                          nn.Dropout(0.2), nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.002)
+    weights = [m.weight for m in model if isinstance(m, nn.Linear)]
+    accuracy = 0.0
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y) + 1e-5 * sum((w ** 2).sum() for w in weights)
+            loss.backward()
+            opt.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                correct += int((model(x).argmax(1) == y).sum())
+        accuracy = correct / len(test["digit"])
+        torch.save(model.state_dict(), out_dir / "model.pt")
+    return accuracy
+
+
+def dslc_args(epochs: int, batch_size: int, out_dir: Path) -> list[str]:
+    return ["train", str(DIGITS / "digits.dl"), "--data", str(DIGITS / "train.npz"), "--val", str(DIGITS / "test.npz"),
+            "--epochs", str(epochs), "--batch-size", str(batch_size), "-o", str(out_dir)]
+
+
+def dslc_breakdown(epochs: int, batch_size: int) -> dict:
+    """`dslc train` in this process (the CLI's `main`, its output discarded) with its parts timed as they
+    run: compiling, creating the ONNX Runtime sessions, the training loop (`fit`) and inside it the
+    training steps and the evaluation runs. Seconds of each."""
+    import contextlib
+    import io
+
+    from dslc import compiler
+    from dslc.cli import main
+    from dslc.runtime import session, train
+
+    spent = {"compile": 0.0, "sessions": 0.0, "loop": 0.0, "train_steps": 0.0, "eval_steps": 0.0}
+    timers = [(compiler, "compile_file", "compile"), (session.TrainStep, "__init__", "sessions"),
+              (session.Evaluator, "__init__", "sessions"), (train, "fit", "loop"),
+              (session.TrainStep, "step", "train_steps"), (session.Evaluator, "run", "eval_steps")]
+
+    def timed(original, key):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - t0
+        return wrapper
+
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in timers]
+    for (owner, name, key), (_, _, original) in zip(timers, originals):
+        setattr(owner, name, timed(original, key))
+    try:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            t0 = time.perf_counter()
+            code = main(dslc_args(epochs, batch_size, Path(tmp) / "run"))
+            wall = time.perf_counter() - t0
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    if code != 0:
+        raise SystemExit(f"dslc train failed with exit code {code}")
+    steps = spent["train_steps"] + spent["eval_steps"]
+    return {"wall_s": wall, **{f"{k}_s": v for k, v in spent.items()}, "outside_steps_share": 1 - steps / wall,
+            "loop_outside_steps_share": 1 - steps / spent["loop"]}
+
+
+def child_seconds(command: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--torch-child", type=Path, help=argparse.SUPPRESS)  # run the PyTorch loop, write accuracy
+    args = parser.parse_args()
+    if args.torch_child:
+        args.torch_child.write_text(str(torch_run(args.epochs, args.batch_size, args.torch_child.parent)))
+        return
+
+    times = {"dslc": [], "torch": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        accuracy_file = Path(tmp) / "accuracy.txt"
+        for repeat in range(args.repeats):  # a fresh run directory each time: dslc train refuses to overwrite a run
+            times["dslc"].append(child_seconds([sys.executable, "-m", "dslc", *dslc_args(args.epochs, args.batch_size,
+                                                                                          Path(tmp) / f"run{repeat}")]))
+            times["torch"].append(child_seconds([sys.executable, __file__, "--epochs", str(args.epochs), "--batch-size",
+                                                 str(args.batch_size), "--torch-child", str(accuracy_file)]))
+        torch_accuracy = float(accuracy_file.read_text())
+    dslc_s, torch_s = statistics.median(times["dslc"]), statistics.median(times["torch"])
+    inside = dslc_breakdown(args.epochs, args.batch_size)
+    print(f"digits, {args.epochs} epochs of batch {args.batch_size}, each side a fresh process (medians of "
+          f"{args.repeats}, alternating):")
+    print(f"  dslc train     {dslc_s:7.2f} s  {sorted(round(t, 2) for t in times['dslc'])}")
+    print(f"  PyTorch loop   {torch_s:7.2f} s  {sorted(round(t, 2) for t in times['torch'])}   final test accuracy "
+          f"{torch_accuracy:.3f}")
+    print(f"  PyTorch / dslc {torch_s / dslc_s:7.2f}×  (issue 14's target: ≥ 3)")
+    print(f"inside one process: `dslc train` {inside['wall_s']:.2f} s: compiling {inside['compile_s']:.2f} s, "
+          f"sessions {inside['sessions_s']:.2f} s, the training loop {inside['loop_s']:.2f} s of which training steps "
+          f"{inside['train_steps_s']:.2f} s and evaluation {inside['eval_steps_s']:.2f} s")
+    print(f"  outside the training and evaluation steps: {100 * inside['outside_steps_share']:.0f}% of the wall time "
+          f"(target ≤ 5%); {100 * inside['loop_outside_steps_share']:.0f}% of the training loop's")
+    if args.json:
+        args.json.write_text(json.dumps({"dslc_s": times["dslc"], "torch_s": times["torch"], "ratio": torch_s / dslc_s,
+                                         "torch_accuracy": torch_accuracy, "inside": inside}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
