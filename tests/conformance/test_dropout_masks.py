@@ -10,11 +10,14 @@ import numpy as np
 import onnx
 import pytest
 
-from data import BATCH, DATA_SEED, RUN_SEED, batches
+from data import BATCH, DATA_SEED, batches
 from protocol import load_manifest
 from runtimes import RUNTIMES
 
 STEPS = 100
+# step seeds (run_seed * 1000003 + step) near 2^31: the seed's bits above 24 are used (OpenVINO divides
+# int64 through float32, which the graph's seed split corrects; see dslc/ops/random.py)
+RUN_SEED = 2147
 RATE = 0.2
 MODEL = f"""
 model masks {{
