@@ -24,13 +24,15 @@ class ModelWarning(UserWarning):
 
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
-            dims: Mapping[str, int] | None = None, freeze=(), split: bool = False, **hyper) -> Program:
+            dims: Mapping[str, int] | None = None, freeze=(), split: bool = False,
+            import_path: str | os.PathLike | list = (), **hyper) -> Program:
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
     numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
-    they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`) goes in
-    `defines={...}`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
+    they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`, `dims`,
+    `freeze`, `split`, `import_path`) goes in `defines={...}`. `import_path` (a folder or a list of them)
+    is where `import` may also read from, like `--import-path`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
     too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
     fixed (`dslc train --freeze`). `split=True` also compiles the gradient and update graphs that gradient
     accumulation and data-parallel training run (`dslc build --split`). Raises `DslcError` for errors in
@@ -51,6 +53,9 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
     if defines is not None and not isinstance(defines, Mapping):
         raise DataError(f"`defines` must be a dict of model parameters, not `{type(defines).__name__}`",
                         hint="e.g. `defines={\"hidden\": 128}`, or pass them as keywords: `hidden=128`")
+    folders = [import_path] if isinstance(import_path, (str, os.PathLike)) else list(import_path)
+    if not all(isinstance(f, (str, os.PathLike)) for f in folders):
+        raise DataError(f"`import_path` must be a folder or a list of folders, got {import_path!r}")
     values = {**(defines or {}), **hyper}
     if dims is not None and (not isinstance(dims, Mapping) or not all(
             isinstance(k, str) and isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
@@ -66,7 +71,7 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
         if split:
             extra["split"] = True
         program = compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
-                               seed=int(seed), **extra)
+                               seed=int(seed), import_path=[os.fspath(f) for f in folders], **extra)
     except UnknownDimension as e:
         raise DataError(str(e)) from None
     except OSError as e:  # no such file, a directory, an unreadable import

@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 
-from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
+from dslc.diagnostics import DataError, DslcError, UnknownDimension, printable, render_all
 from dslc.spelling import command_line
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
@@ -98,6 +98,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                        help="set a model parameter (repeatable)")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="floating-point type of the graphs (default float32)")
+        p.add_argument("--import-path", dest="import_path", metavar="DIR", action="append", default=[],
+                       help="a folder `import` may read `.dl` files from besides the model's own (repeatable)")
 
     def device_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,cuda:N}",
@@ -293,7 +295,8 @@ def _compile(args):
     if getattr(args, "split", False) or _scaled_out(args):
         extra["split"] = True
     try:
-        return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0), **extra)
+        return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0),
+                            import_path=args.import_path, **extra)
     except UnknownDimension as e:
         raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
 
@@ -545,10 +548,10 @@ def main(argv: list[str] | None = None) -> int:
         _say(render_all(e.diagnostics))
         return EXIT_MODEL
     except DataError as e:
-        _say(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else ""))
+        _say(printable(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")))
         return EXIT_DATA
     except OSError as e:
-        _say(f"error: {_os_error_message(e)}")
+        _say(printable(f"error: {_os_error_message(e)}"))
         return EXIT_DATA
     except KeyboardInterrupt:
         _say("error: interrupted")

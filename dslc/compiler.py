@@ -1,13 +1,15 @@
 """The compiler driver: `.dl` file → lowered IR → pass pipelines → ONNX graphs + manifest."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dslc import __version__
-from dslc.diagnostics import Diagnostic, DslcError, UnknownDimension, error
+from dslc.diagnostics import DataError, Diagnostic, DslcError, UnknownDimension, error
 from dslc.emit import manifest as mf
 from dslc.emit.onnx import OPSET, check, emit_graph, emit_init_graph, serialize
 from dslc.frontend import ast
+from dslc.frontend.imports import ImportRoots, resolve_import, shown_path
 from dslc.frontend.parser import parse, parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
@@ -22,9 +24,11 @@ from dslc.source import SourceFile
 DTYPES = ("float32", "float64")
 
 
-def load_module(path: str | Path, text: str | None = None) -> tuple[ast.Module, dict[str, ast.Block]]:
+def load_module(path: str | Path, text: str | None = None, import_path=()) -> tuple[ast.Module, dict[str, ast.Block]]:
     """Parse a file (or `text`, as the file at `path`: an editor's unsaved buffer) and, transitively,
-    its imports; returns the module and every block it can use."""
+    its imports; returns the module and every block it can use. Imports read only `.dl` files inside
+    the file's folder or an `import_path` folder (`resolve_import`)."""
+    roots = ImportRoots.of(path, import_path)
     root = parse_file(path) if text is None else parse(SourceFile.from_text(str(path), text))
     modules: list[ast.Module] = []  # each after the files it imports: the order its definitions are read in
     seen = {Path(root.source.path).resolve()}
@@ -36,18 +40,14 @@ def load_module(path: str | Path, text: str | None = None) -> tuple[ast.Module, 
             stack.pop()
             modules.append(module)
             continue
-        shown = Path(module.source.path)
-        target = shown.parent / imp.path
-        if target.is_dir():
-            raise error(f"the imported path `{imp.path}` is a folder, not a file", imp.span,
-                        hint=f"import a file in it, such as `import \"{imp.path.rstrip('/')}/blocks.dl\"`")
-        if not target.is_file():
-            raise error(f"cannot find the imported file `{imp.path}`", imp.span,
-                        hint=f"import paths are relative to the importing file's folder, `{shown.parent.as_posix()}/`")
-        if target.resolve() not in seen:
-            seen.add(target.resolve())
-            child = parse_file(target)
-            stack.append((child, iter(child.imports)))
+        try:
+            target = resolve_import(imp, module.source.path, roots)
+            if target.resolve() not in seen:
+                seen.add(target.resolve())
+                child = parse_file(target)
+                stack.append((child, iter(child.imports)))
+        except OSError as e:  # unreadable, not a regular file, too large, a name too long for the system
+            raise error(f"cannot read the imported file `{shown_path(imp.path)}`: {e.strerror or e}", imp.span) from None
     blocks: dict[str, ast.Block] = {}
     errors: list[Diagnostic] = []
     for module in modules:
@@ -97,9 +97,11 @@ def pick_model(module: ast.Module) -> ast.Model:
 
 def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype: str = "float32", seed: int = 0,
                  print_ir_after: str | None = None, dims: dict[str, int] | None = None,
-                 text: str | None = None, freeze: tuple[str, ...] = (), split: bool = False) -> Program:
+                 text: str | None = None, freeze: tuple[str, ...] = (), split: bool = False,
+                 import_path=()) -> Program:
     """Compile a `.dl` file (`text`: its contents, if not those on disk). Raises `DslcError` (the user's
-    model is wrong) or `OSError` (no file).
+    model is wrong), `OSError` (no file, or not a readable model file) or `DataError` (an `import_path`
+    entry that is not a folder).
 
     `dims` pins symbolic dimensions to sizes in every graph (`{"B": 64}`: static shapes for runtimes
     and accelerators that need them); a name the model does not declare raises `UnknownDimension`.
@@ -113,7 +115,11 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise ValueError(f"no pass `{print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
     if print_ir_after in SPLIT_PASSES:  # they only run on the split graphs
         split = True
-    module, blocks = load_module(path, text)
+    for folder in import_path:
+        if not os.path.isdir(folder):
+            raise DataError(f"the import path `{folder}` is not a folder",
+                            hint="`--import-path DIR` names a folder that imported files are looked up in")
+    module, blocks = load_module(path, text, import_path)
     model = pick_model(module)
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []

@@ -18,6 +18,11 @@ from typing import Iterable
 from dslc.source import Span
 
 TAB = 4  # columns between tab stops when a source line is shown
+# What a diagnostic echoes is bounded: a source line is shown as a window of this many columns around
+# its span, a message, label or hint up to this many characters (a file of one 20 MB line, or a name
+# made of megabytes, must not flood the terminal)
+EXCERPT_COLUMNS = 160
+MAX_TEXT = 1000
 
 
 @dataclass(frozen=True)
@@ -91,15 +96,37 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     return f"did you mean `{close[0]}`?" if close else ""
 
 
+def escape(ch: str) -> str:
+    """A character as shown: itself when printable, else an escape (`\\x1b`, `\\u202e`), so that text
+    from a file cannot move the cursor, recolour the terminal or reorder what is shown (ANSI escape
+    sequences start with the control character ESC; bidirectional overrides are format characters)."""
+    if ch.isprintable() or ch == " ":
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` with every non-printable character escaped (line breaks kept), cut after `limit` characters."""
+    cut = len(text) > limit
+    text = text[:limit]
+    shown = "".join(ch if ch == "\n" else escape(ch) for ch in text)
+    return shown + ("…" if cut else "")
+
+
 def _expand(text: str) -> tuple[str, list[int]]:
-    """`text` as shown, tabs expanded to stops of `TAB` columns, and the screen column at which each
-    character starts (plus one for the end): wide (CJK) characters take two columns, combining marks none."""
+    """`text` as shown, tabs expanded to stops of `TAB` columns, other non-printable characters escaped,
+    and the screen column at which each character starts (plus one for the end): wide (CJK) characters
+    take two columns, combining marks none."""
     shown, columns = [], [0]
     for ch in text:
         column = columns[-1]
         if ch == "\t":
             width = TAB - column % TAB
             ch = " " * width
+        elif not ch.isprintable() and ch != " ":
+            ch = escape(ch)
+            width = len(ch)
         else:
             width = 0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
         shown.append(ch)
@@ -107,14 +134,30 @@ def _expand(text: str) -> tuple[str, list[int]]:
     return "".join(shown), columns
 
 
+def _window(line: str, first: int, last: int) -> tuple[str, int, int]:
+    """The characters of `line` shown for a span over characters `first`..`last`: all of them when the
+    line is short, else a window of about `EXCERPT_COLUMNS` characters from a little before the span,
+    marked `…` where cut. Returns the text and the span's new `first` and `last`."""
+    if len(line) <= EXCERPT_COLUMNS:
+        return line, first, last
+    start = max(0, min(first - EXCERPT_COLUMNS // 4, len(line) - EXCERPT_COLUMNS))
+    end = start + EXCERPT_COLUMNS
+    lead = "…" if start > 0 else ""
+    text = lead + line[start:end] + ("…" if end < len(line) else "")
+    shift = len(lead) - start
+    return text, first + shift, min(last + shift, len(text))
+
+
 def _render_snippet(span: Span, label: str, marker: str) -> list[str]:
     source = span.source
     line, col = source.line_col(span.start)
     end_line, end_col = source.line_col(max(span.start, span.end - 1))
-    text, columns = _expand(source.line_text(line))
+    raw = source.line_text(line)
+    last = min(end_col, len(raw)) if end_line == line else len(raw)  # a span may end at the newline
+    raw, first, last = _window(raw, col - 1, last)
+    text, columns = _expand(raw)
     width = len(str(line))
-    last = min(end_col, len(columns) - 1) if end_line == line else len(columns) - 1  # a span may end at the newline
-    start = columns[col - 1]
+    start = columns[first]
     carets = marker * max(1, columns[last] - start)
     gutter = " " * width
     out = [f"{gutter} |", f"{line} | {text}", f"{gutter} | {' ' * start}{carets}" + (f" {label}" if label else "")]
@@ -122,18 +165,20 @@ def _render_snippet(span: Span, label: str, marker: str) -> list[str]:
 
 
 def render(d: Diagnostic) -> str:
-    head = f"{d.severity}: {d.message}"
+    """The diagnostic as text; whatever came from a file (names, paths, source lines) is shown printable
+    and bounded (`printable`, `EXCERPT_COLUMNS`)."""
+    head = f"{d.severity}: {printable(d.message)}"
     if d.span is not None:
-        head = f"{d.span.source.path}:{d.span.line}:{d.span.col}: {head}"
+        head = f"{printable(d.span.source.path)}:{d.span.line}:{d.span.col}: {head}"
     lines = [head]
     if d.span is not None:
-        lines += _render_snippet(d.span, d.label, "^")
+        lines += _render_snippet(d.span, printable(d.label), "^")
     for note, span in d.notes:
-        lines.append(f"note: {note}")
-        lines.append(f"  --> {span.source.path}:{span.line}:{span.col}")
+        lines.append(f"note: {printable(note)}")
+        lines.append(f"  --> {printable(span.source.path)}:{span.line}:{span.col}")
         lines += _render_snippet(span, "", "-")
     if d.hint:
-        lines.append(f"hint: {d.hint}")
+        lines.append(f"hint: {printable(d.hint)}")
     return "\n".join(lines)
 
 

@@ -1,10 +1,46 @@
 """Source text and spans: byte offsets into a file, turned into line/column only when shown."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BOM = "\ufeff"
+# A model file is a few kilobytes; the limit keeps a mistaken argument (a data file, a disk image) from
+# being read whole
+MAX_SOURCE_BYTES = 1 << 20
+
+
+class UnreadableSource(OSError):
+    """A path that names no model text: not a regular file (a FIFO, a device, a folder), or too large."""
+
+
+def read_source_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file of at most `MAX_SOURCE_BYTES`. Opened without blocking, so that a FIFO
+    is refused rather than waited on; raises `UnreadableSource` (an `OSError`) naming the problem."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableSource(0, f"not a regular file ({_file_kind(info.st_mode)})", str(path))
+        if info.st_size > MAX_SOURCE_BYTES:
+            raise UnreadableSource(0, f"the file has {info.st_size:,} bytes; a model file has at most "
+                                      f"{MAX_SOURCE_BYTES:,}", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)  # a file that grows while being read stops here too
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise UnreadableSource(0, f"the file has more than {MAX_SOURCE_BYTES:,} bytes", str(path))
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 @dataclass(frozen=True)
@@ -15,8 +51,9 @@ class SourceFile:
 
     @staticmethod
     def read(path: str | Path) -> "SourceFile":
-        """The file's text; raises `NotUtf8` at the first byte that is not UTF-8."""
-        data = Path(path).read_bytes()
+        """The file's text; raises `NotUtf8` at the first byte that is not UTF-8, `UnreadableSource` for
+        what is not a regular file of at most `MAX_SOURCE_BYTES`."""
+        data = read_source_bytes(path)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -203,7 +203,7 @@ def test_interrupted_training_exits_130_with_a_resume_hint(fake_compiler, npz, c
 def test_check_and_defines(fake_compiler, capsys):
     assert cli.main(["check", "linreg.dl", "-D", "hidden=128", "-Dact=relu=x", "--dtype", "float64"]) == 0
     assert capsys.readouterr() == ("", "checked linreg: 4 parameters\n")
-    assert fake_compiler.calls == [("linreg.dl", {"hidden": "128", "act": "relu=x"}, "float64", {"seed": 0})]
+    assert fake_compiler.calls == [("linreg.dl", {"hidden": "128", "act": "relu=x"}, "float64", {"seed": 0, "import_path": []})]
 
 
 def test_build_writes_files_and_emit_ir_writes_nothing(fake_compiler, tmp_path, capsys):
