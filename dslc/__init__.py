@@ -6,16 +6,30 @@
 """
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Mapping
 
-from dslc.diagnostics import DataError, DslcError, UnknownDimension
-from dslc.program import Program
-from dslc.runtime.callbacks import Callback, EarlyStopping
-
 __version__ = "0.2.0"
 __all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "ModelWarning", "Program", "__version__", "compile"]
+
+
+def __getattr__(name: str):
+    """`dslc.Program`, `dslc.DslcError`, `dslc.DataError`, `dslc.Callback`, `dslc.EarlyStopping`, imported
+    when first used: `import dslc` itself loads nothing, so that the `dslc` command can catch Ctrl-C while
+    numpy and onnx load."""
+    if name in ("DataError", "DslcError"):
+        from dslc import diagnostics
+
+        return getattr(diagnostics, name)
+    if name == "Program":
+        from dslc.program import Program
+
+        return Program
+    if name in ("Callback", "EarlyStopping"):
+        from dslc.runtime import callbacks
+
+        return getattr(callbacks, name)
+    raise AttributeError(f"module 'dslc' has no attribute {name!r}")
 
 
 class ModelWarning(UserWarning):
@@ -25,15 +39,15 @@ class ModelWarning(UserWarning):
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
             dims: Mapping[str, int] | None = None, freeze=(), split: bool = False,
-            import_path: str | os.PathLike | list = (), **hyper) -> Program:
+            import_path: str | os.PathLike | list = (), **hyper) -> "Program":
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
     numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`, `dims`,
     `freeze`, `split`, `import_path`) goes in `defines={...}`. `import_path` (a folder or a list of them)
-    is where `import` may also read from, like `--import-path`. `seed` seeds the parameter initializers (`dslc train --seed` passes its seed here
-    too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
+    is where `import` may also read from, like `--import-path`. `seed` seeds the parameter initializers
+    (`dslc train --seed` passes its seed here too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
     fixed (`dslc train --freeze`). `split=True` also compiles the gradient and update graphs that gradient
     accumulation and data-parallel training run (`dslc build --split`). Raises `DslcError` for errors in
     the model, `DataError` for bad arguments or unreadable files.
@@ -41,7 +55,10 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
     shows one as the command line does), and each is raised as a Python warning, `dslc.ModelWarning`.
     """
+    import numbers
+
     from dslc.compiler import compile_file
+    from dslc.diagnostics import DataError, UnknownDimension
 
     if not isinstance(path, (str, os.PathLike)):
         raise DataError(f"the model path must be a string or a path, not `{type(path).__name__}`")
@@ -90,6 +107,10 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
 
 def define_text(name, value) -> str:
     """The `-D name=value` text of a model parameter given from Python."""
+    import numbers
+
+    from dslc.diagnostics import DataError
+
     if not isinstance(name, str):
         raise DataError(f"model parameter names must be strings, got {name!r}")
     if isinstance(value, bool):  # before the numbers: `True` is an `int`

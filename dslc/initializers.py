@@ -76,6 +76,33 @@ def _constant(shape, fan_in, fan_out, rng, value=0.0):
     return np.full(shape, value)
 
 
+def argument_problem(kind: str, args: dict[str, float], dtype: str) -> tuple[str, str, str] | None:
+    """The first argument of initializer `kind` that cannot give finite weights of the float `dtype`
+    (`float32`, `float64`): (its name, the message, a hint); None when all can."""
+    largest = float(np.finfo(dtype).max)
+    for key, value in args.items():
+        if not abs(value) <= largest:
+            return key, f"`{kind}` argument `{key} = {value:g}` is beyond the range of `{dtype}`", \
+                f"`{dtype}` holds magnitudes up to {largest:.3g}"
+    if kind == "normal":
+        if args.get("std", 0.05) < 0:
+            return "std", f"`normal` needs `std` >= 0, got {args['std']:g}", "`std` is the standard deviation"
+        if abs(args.get("mean", 0.0)) + NORMAL_REACH * args.get("std", 0.05) > largest:
+            return "std", f"`normal(std = {args.get('std', 0.05):g})` draws weights beyond the range of `{dtype}`", \
+                f"draws reach the mean ± {NORMAL_REACH:g} std; `{dtype}` holds magnitudes up to {largest:.3g}"
+    if kind == "uniform":
+        low, high = args.get("low", -0.05), args.get("high", 0.05)
+        if low > high:
+            return "high", f"`uniform` needs `low` <= `high`, got `low = {low:g}`, `high = {high:g}`", \
+                "swap them"
+        if not np.isfinite(high - low):  # numpy draws low + (high - low) * u in float64
+            return "high", f"`uniform(low = {low:g}, high = {high:g})`: the width `high - low` is beyond the " \
+                "range of `float64`, in which the values are drawn", "narrow the interval"
+    return None
+
+
+NORMAL_REACH = 10.0  # a normal draw beyond 10 std has a probability of ~1e-23
+
 # name -> (parameters with defaults, sampler, doc)
 INITIALIZERS = {
     "glorot": ({}, _glorot_uniform, "U(±√(6/(fan_in + fan_out))) — Glorot/Xavier uniform, the default for `dense`"),

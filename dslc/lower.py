@@ -17,8 +17,9 @@ from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import rng_for
-from dslc.ir.graph import Builder, Node
-from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtype
+from dslc.limits import Budget
+from dslc.ir.graph import Builder, Node, OpError, check_type
+from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, fits, numpy_dtype
 from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import CallLowering, Context, describe
 from dslc.lower_exprs import POISON, ExpressionLowering, Poisoned
@@ -126,6 +127,7 @@ class Lowering(ExpressionLowering, CallLowering):
         self.param_bytes = 0
         self.nesting = 0  # of `eval`, in blocks too: each level is a few Python frames
         self.errors: list[Diagnostic] = []  # of the statements lowered so far (`statement`)
+        self.budget = Budget()
 
     # ---- names and parameters ---------------------------------------------------------------------
     def new_layer(self, kind: str, explicit: str | None, span: Span, name_span: Span | None = None) -> str:
@@ -324,11 +326,20 @@ class Lowering(ExpressionLowering, CallLowering):
                 dims.append(self.dims.get(d.value, d.value))
             else:
                 dims.append(d.value)
+            if dims[-1] == 0:
+                raise error(f"`{stmt.name}` has a dimension of size 0", d.span, hint=(
+                    "a tensor with no elements has no values to compute with (a max over none is -inf, a "
+                    "mean NaN): every static dimension is at least 1"))
         role = "data" if stmt.kind == "input" else "target"
         if self.objective is not None and stmt.name in HYPER_INPUTS:
             raise error(f"the name `{stmt.name}` is reserved for the training graph's {_HYPER_WHAT[stmt.name]} input",
                         stmt.name_span, hint=f"rename this {stmt.kind}")
-        node = Builder(stmt.span).input(stmt.name, TensorType(dtype, tuple(dims)), role)
+        declared = TensorType(dtype, tuple(dims))
+        try:
+            check_type(declared)
+        except OpError as e:
+            raise error(e.message.replace("the result", f"`{stmt.name}`"), stmt.type.span, hint=e.hint) from None
+        node = Builder(stmt.span).input(stmt.name, declared, role)
         self.result.inputs.append(node)
         return node
 
@@ -419,6 +430,9 @@ class Lowering(ExpressionLowering, CallLowering):
                     raise error(f"`{key}` must be `true` or `false`", expr.span)
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise error(f"`{key}` must be a non-negative number, got {describe(value)}", expr.span)
+            elif not fits(value, self.float_dtype):
+                raise error(f"`{key} = {value:g}` is beyond the range of the graph's `{self.float_dtype}`", expr.span,
+                            hint=f"it holds magnitudes up to {float(np.finfo(numpy_dtype(self.float_dtype)).max):.3g}")
             elif key == "eps" and value == 0:
                 raise error("`eps` must be positive, got 0", expr.span,
                             hint=f"it keeps the update from dividing by zero; `{call.func}`'s default is {defaults[key]:g}")

@@ -13,7 +13,7 @@ from dslc.builtins import Builtin
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest, warning
 from dslc.frontend import ast
 from dslc.habits import foreign_hint, keyword_hint, positional_hint
-from dslc.initializers import INITIALIZERS, Initializer
+from dslc.initializers import INITIALIZERS, Initializer, argument_problem
 from dslc.ir.graph import Builder, Node
 from dslc.losses import ValueName
 from dslc.source import Span
@@ -107,6 +107,10 @@ class Context:
     def seed_input(self) -> Node:
         return self._l.seed_input()
 
+    def recurrent_steps(self, steps: int, cell: str) -> None:
+        """Before a recurrent layer unrolls `steps` time steps (T × layers × directions): `dslc.limits`."""
+        self._l.budget.recurrent(steps, self._call_span, cell)
+
     def next_salt(self) -> int:
         self._l.salt += 1
         return self._l.salt
@@ -137,6 +141,7 @@ NUMBER_FUNCTIONS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": 
 
 class CallLowering:
     def call(self, func: str, func_span: Span, span: Span, args: list[Arg], kwargs, env):
+        self.budget.check(span, f"this call of `{func}`")
         if func in self.blocks:
             return self.call_block(self.blocks[func], span, args, kwargs, env)
         if func in NUMBER_FUNCTIONS and func in self.builtins and not kwargs:
@@ -199,6 +204,10 @@ class CallLowering:
                         keyword[p.name] = value
                 continue
             items = bound[p.name] if p.kind is p.VAR_POSITIONAL else [bound[p.name]]
+            if p.annotation == "Selector" and items[0].evaluated:  # `x |> l2`
+                raise error(f"`{fn.name}` selects parameters; it cannot be a stage of `|>`", span,
+                            f"this stage receives {describe(items[0].value)}",
+                            hint=f"call it on its own, as in `loss mse(p, y) + 0.01 * {fn.name}(weights)`")
             values = [self.convert(fn.name, p, self.arg_value(arg, p.annotation, env), arg.span) for arg in items]
             spans[p.name] = items[0].span
             if p.kind is p.VAR_POSITIONAL:
@@ -301,6 +310,10 @@ class CallLowering:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise error(f"`{func}` expects `{key}` to be a number, got {describe(value)}", arg.span)
             values[key] = float(value)
+        problem = argument_problem(func, values, self.float_dtype)
+        if problem is not None:
+            key, message, hint = problem
+            raise error(message, bound[key].span if key in bound else span, hint=hint)
         return Initializer(func, values)
 
     def call_block(self, block: ast.Block, span, args, kwargs, env):

@@ -194,8 +194,10 @@ class ExpressionLowering:
                 if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                     raise error(f"`repeat` needs a non-negative whole number of times, got {describe(count)}",
                                 stage.count.span)
+                self.budget.repeat(count, stage.count.span)
                 with self.nested(stage.span):
                     for _ in range(count):
+                        self.budget.repetition(stage.span)
                         value = self.pipe(value, span, stage.stages, env)
                 span = stage.span
                 continue

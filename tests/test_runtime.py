@@ -600,12 +600,15 @@ def test_compile_passes_defines_as_strings(monkeypatch):
     calls = []
     fake = types.ModuleType("dslc.compiler")
     program = types.SimpleNamespace(warnings=[])
-    fake.compile_file = lambda path, defines, dtype, seed: calls.append((path, defines, dtype, seed)) or program
+    fake.compile_file = lambda path, defines, dtype, seed, import_path: calls.append(
+        (path, defines, dtype, seed) + ((import_path,) if import_path else ())) or program
     monkeypatch.setitem(sys.modules, "dslc.compiler", fake)
     assert dslc.compile("m.dl", hidden=128, rate=0.5, act="relu") is program
     assert dslc.compile("m.dl", {"seed": 3, "hidden": 1}, dtype="float64", seed=7, hidden=2) is program
+    assert dslc.compile("m.dl", import_path="lib") is program
     assert calls == [("m.dl", {"hidden": "128", "rate": "0.5", "act": "relu"}, "float32", 0),
-                     ("m.dl", {"seed": "3", "hidden": "2"}, "float64", 7)]
+                     ("m.dl", {"seed": "3", "hidden": "2"}, "float64", 7),
+                     ("m.dl", {}, "float32", 0, ["lib"])]
     assert dslc.__version__ == "0.2.0" and dslc.Program is not None and dslc.DslcError and dslc.DataError
 
 

@@ -170,7 +170,7 @@ def test_resume_from_a_checkpoint_without_a_data_fingerprint_does_not_warn(mlp, 
 # ---- 3. the Python API raises dslc's exceptions -------------------------------------------------------
 @pytest.mark.parametrize("call, message", [
     (lambda d: dslc.compile(d / "nope.dl"), "cannot read `{d}/nope.dl`: No such file or directory"),
-    (lambda d: dslc.compile(d), "cannot read `{d}`: Is a directory"),
+    (lambda d: dslc.compile(d), "cannot read `{d}`: not a regular file (a folder)"),
     (lambda d: dslc.compile(d / "mlp.dl", dtype="float16"), "unknown dtype `float16`"),
     (lambda d: dslc.compile(d / "mlp.dl", seed="x"), "the seed must be a non-negative integer, got 'x'"),
     (lambda d: dslc.compile(d / "mlp.dl", defines="hidden=3"), "`defines` must be a dict of model parameters, not `str`"),

@@ -20,6 +20,12 @@ from dslc.source import Span
 _ids = itertools.count()
 
 
+def next_node_id() -> int:
+    """The id the next node gets (the call uses it up): ids grow by one per node made, so two calls
+    bound the nodes made between them."""
+    return next(_ids)
+
+
 @dataclass(frozen=True, eq=False)
 class Node:
     op: str
@@ -90,6 +96,37 @@ class OpError(Exception):
         self.message, self.hint, self.label = message, hint, label
 
 
+# Static dimensions, and the number of elements of a tensor of static shape, stay below this: shapes are
+# int64 in ONNX, and ONNX Runtime and the ONNX shape inference multiply them in int64
+MAX_ELEMENTS = 2**62
+
+
+def check_type(t: TensorType) -> None:
+    """Raises `OpError` for a type whose static dimensions (or their product) no int64 shape can hold."""
+    static = [d for d in t.shape if isinstance(d, int)]
+    total = 1
+    for d in static:
+        total *= d
+    if total > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in static):
+        raise OpError(f"the result `{t}` is too large: its static dimensions multiply to {total:.3g} elements",
+                      hint=f"a tensor holds at most 2^62 ({MAX_ELEMENTS:.3g}) elements; check the sizes and "
+                           "strides")
+
+
+def number_error(value, dtype: str) -> tuple[str, str, str]:
+    """The message, label and hint for a finite number beyond the range of the float `dtype`."""
+    largest = float(np.finfo(numpy_dtype(dtype)).max)
+    return (f"the number {float(np.max(np.abs(value))):g} is beyond the range of `{dtype}`", "",
+            f"`{dtype}` holds magnitudes up to {largest:.3g}")
+
+
+def check_number(value: float, dtype: str) -> None:
+    """Raises `OpError` for a finite number that `dtype` turns into infinity."""
+    if np.isfinite(value) and abs(value) > float(np.finfo(numpy_dtype(dtype)).max):
+        message, label, hint = number_error(value, dtype)
+        raise OpError(message, hint, label)
+
+
 class Builder:
     """Creates typed nodes: `b.emit("add", x, y)` or `b.add(x, y)`; the shape rule runs at once."""
 
@@ -113,6 +150,11 @@ class Builder:
         try:
             opdef.check_dtypes(*[i.type for i in inputs])
             out_type = opdef.infer(*[i.type for i in inputs], **attrs)
+            check_type(out_type)
+            if out_type.is_float:
+                for value in attrs.values():
+                    if isinstance(value, float):
+                        check_number(value, out_type.dtype)
         except OpError as e:
             raise DslcError(Diagnostic(e.message, span, e.label, e.hint)) from None
         return Node(op, tuple(inputs), attrs, out_type, span)
@@ -125,7 +167,12 @@ class Builder:
         raise AttributeError(op)
 
     def const(self, value, dtype: str) -> Node:
-        array = np.asarray(value, dtype=numpy_dtype(dtype))
+        try:
+            with np.errstate(over="raise"):
+                array = np.asarray(value, dtype=numpy_dtype(dtype))
+        except FloatingPointError:
+            message, label, hint = number_error(value, dtype)
+            raise DslcError(Diagnostic(message, self.span, label, hint)) from None
         return Node("const", (), {"value": array}, TensorType(dtype, array.shape), self.span)
 
     def scalar_like(self, value: float, like: Node) -> Node:

@@ -80,6 +80,7 @@ def _recurrent(ctx, cell, x, units, return_sequences, bidirectional, layers, ini
                  hint="`return_sequences = true` gives every step's output; `return_state = true` the final state "
                       "of every layer and direction (for another layer's `initial_state`)")
     dirs = 2 if bidirectional else 1
+    ctx.recurrent_steps(steps * layers * dirs, cell)
     gates, width = GATES[cell], WIDTH[cell]
     initial = _initial_states(ctx, cell, x, initial_state, batch, units, layers * dirs) if initial_state is not None \
         else None

@@ -1,0 +1,118 @@
+"""Inputs that broke the compiler (issue 10), beyond the golden diagnostics in tests/diagnostics
+(`init_*`, `optimizer_lr_out_of_range`, `layer_number_out_of_range`, `zero_dimension`, `shape_*`,
+`penalty_as_stage`, `limit_*`): no numpy warning leaks from them, the limits fail fast, and Ctrl-C
+while the command's imports load exits 130 without a traceback."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dslc.compiler import compile_file
+from dslc.diagnostics import DslcError
+from dslc.limits import MAX_OPERATIONS, MAX_RECURRENT_STEPS
+from golden import ROOT
+from helpers import compile_text
+
+CASES = ROOT / "tests" / "diagnostics"
+NUMBERS = sorted([*CASES.glob("init_*.dl"), CASES / "optimizer_lr_out_of_range.dl",
+                  CASES / "layer_number_out_of_range.dl"])
+
+
+@pytest.mark.parametrize("case", NUMBERS, ids=[p.stem for p in NUMBERS])
+def test_numbers_beyond_the_float_type_are_errors_without_a_numpy_warning(case: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning ("overflow encountered in cast") fails the test
+        with pytest.raises(DslcError):
+            compile_file(case)
+
+
+def test_uniform_bounds_whose_width_overflows_float64(tmp_path):
+    text = """
+        model m {
+            input x: f32[B, 4]
+            output p = x |> dense(2, init = uniform(low = -1e308, high = 1e308))
+        }"""
+    with pytest.raises(DslcError, match=r"the width `high - low` is beyond the range of `float64`"):
+        compile_text(tmp_path, text, dtype="float64")
+    # bounds at the edge of float32 whose width does not fit float32 draw fine (in float64)
+    program = compile_text(tmp_path, text.replace("1e308", "3e38"))
+    weight = program.extras["final"]["infer"].inputs[1].attrs["default"]
+    assert abs(weight).max() <= 3e38 and abs(weight).max() > 1e37
+
+
+def test_derived_dimensions_at_the_edge_of_the_limit_still_compile(tmp_path):
+    program = compile_text(tmp_path, """
+        model m {
+            input x: f32[B, 2147483648, 2147483648]
+            output p = x |> flatten
+        }""")
+    assert str(program.extras["final"]["infer"].outputs[0][1].type) == "f32[B, 4611686018427387904]"
+
+
+@pytest.mark.parametrize("body", [
+    "output p = x |> repeat(100000000) { relu }",
+    "output p = x |> repeat(10000) { repeat(10000) { same } }",
+    "output p = x |> repeat(100000) { dense(4) |> relu }",
+    "output p = reshape(x, 10, 4) |> gru(4, layers = 100000)",
+])
+def test_a_model_beyond_the_limits_fails_within_seconds(tmp_path, body):
+    started = time.monotonic()
+    with pytest.raises(DslcError, match="operations|time steps"):
+        compile_text(tmp_path, f"block same(x) {{\n    return x\n}}\nmodel m {{\n    input x: f32[B, 40]\n    {body}\n}}")
+    assert time.monotonic() - started < 60  # minutes (and gigabytes) before; ~3 s on a loaded 2-core machine
+
+
+def test_recurrent_steps_are_counted_over_the_whole_graph(tmp_path):
+    half = MAX_RECURRENT_STEPS // 2
+    text = f"""
+        model m {{
+            input x: f32[B, {half}, 1]
+            output a = x |> gru(2)
+            output b = x |> gru(2, bidirectional = true)
+        }}"""
+    with pytest.raises(DslcError) as info:
+        compile_text(tmp_path, text)
+    [d] = info.value.diagnostics
+    assert d.span.line == 4 and f"({half:,} before it)" in d.message
+    assert compile_text(tmp_path, text.replace("output b", "# output b")).name == "m"
+
+
+def test_the_operation_limit_counts_operations(tmp_path):
+    layers = MAX_OPERATIONS // 4 + 1  # a dense with relu is 4 (matmul, add, relu, and the bias)
+    with pytest.raises(DslcError, match=f"more than {MAX_OPERATIONS:,} operations"):
+        compile_text(tmp_path, f"model m {{\n    input x: f32[B, 4]\n    output p = x |> repeat({layers}) {{ dense(4) |> relu }}\n}}")
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------------
+READY = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); from dslc.__main__ import run; sys.exit(run())"
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.1, 0.3, 0.6])
+def test_ctrl_c_while_the_imports_load_exits_130_quietly(delay):
+    """SIGINT `delay` seconds after the interpreter is up (the imports of numpy, onnx and lark take the
+    first half second or more): `error: interrupted`, exit 130, no traceback."""
+    child = subprocess.Popen([sys.executable, "-c", READY, "check", str(ROOT / "models" / "mlp.dl")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130 and err == "error: interrupted\n", (child.returncode, err)
+
+
+def test_the_console_script_runs_the_quiet_entry_point():
+    script = Path(sys.executable).parent / "dslc"
+    if not script.exists():
+        pytest.skip("the `dslc` console script is not installed next to this interpreter")
+    assert "from dslc.__main__ import run" in script.read_text()
+    child = subprocess.Popen([str(script), "check", str(ROOT / "models" / "mlp.dl")], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130 and "Traceback" not in err, (child.returncode, err)
