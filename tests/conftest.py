@@ -19,6 +19,10 @@ def pytest_addoption(parser):
                      help="tests/conformance: 20 training steps per model and runtime (quick) or 100 (full)")
     parser.addoption("--conformance-table", metavar="README.md",
                      help="write the runtime x model matrix of tests/conformance between its markers in this file")
+    parser.addoption("--fuzz", type=int, default=0, metavar="N",
+                     help="also run N fuzz cases after the fixed corpus of tests/test_fuzz.py (seeds from --fuzz-seed)")
+    parser.addoption("--fuzz-seed", type=int, default=1000, metavar="S",
+                     help="first seed of the --fuzz cases (default 1000)")
 
 
 @pytest.fixture
