@@ -10,7 +10,7 @@ from dslc.emit import manifest as mf
 from dslc.emit.onnx import OPSET, check, emit_graph, emit_init_graph, serialize
 from dslc.frontend import ast
 from dslc.frontend.imports import ImportRoots, resolve_import, shown_path
-from dslc.frontend.parser import parse, parse_file
+from dslc.frontend.parser import TokenBudget, parse, parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
 from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
@@ -29,7 +29,8 @@ def load_module(path: str | Path, text: str | None = None, import_path=()) -> tu
     its imports; returns the module and every block it can use. Imports read only `.dl` files inside
     the file's folder or an `import_path` folder (`resolve_import`)."""
     roots = ImportRoots.of(path, import_path)
-    root = parse_file(path) if text is None else parse(SourceFile.from_text(str(path), text))
+    budget = TokenBudget()  # of all the files together
+    root = parse_file(path, budget) if text is None else parse(SourceFile.from_text(str(path), text), budget)
     modules: list[ast.Module] = []  # each after the files it imports: the order its definitions are read in
     seen = {Path(root.source.path).resolve()}
     stack = [(root, iter(root.imports))]
@@ -44,7 +45,7 @@ def load_module(path: str | Path, text: str | None = None, import_path=()) -> tu
             target = resolve_import(imp, module.source.path, roots)
             if target.resolve() not in seen:
                 seen.add(target.resolve())
-                child = parse_file(target)
+                child = parse_file(target, budget)
                 stack.append((child, iter(child.imports)))
         except OSError as e:  # unreadable, not a regular file, too large, a name too long for the system
             raise error(f"cannot read the imported file `{shown_path(imp.path)}`: {e.strerror or e}", imp.span) from None

@@ -223,6 +223,10 @@ class Lowering(ExpressionLowering, CallLowering):
         env = self.hyper_params()
         defined: dict[str, Span] = {}
         for stmt in self.model.body:
+            try:
+                self.budget.check(stmt.span, "this statement")
+            except DslcError as e:  # the statements after it would cross the limit too: stop here
+                raise DslcError(self.errors + e.diagnostics) from None
             if isinstance(stmt, ast.InputDecl):
                 with self.statement(env, defined, stmt.name, stmt.name_span):
                     self.define(env, defined, stmt.name, self.declare_input(stmt, env), stmt.name_span)

@@ -75,6 +75,7 @@ class ExpressionLowering:
                 chain.append(chain[-1].left)
             value = self.eval(chain[-1].left, env)
             for binop in reversed(chain):
+                self.budget.check(binop.right.span, "this term")
                 value = self.binop(binop, value, self.eval(binop.right, env))
             return value
         if isinstance(expr, ast.Call):

@@ -15,6 +15,7 @@ import pytest
 
 from dslc.compiler import compile_file
 from dslc.diagnostics import DslcError
+from dslc.frontend.parser import MAX_TOKENS
 from dslc.limits import MAX_OPERATIONS, MAX_RECURRENT_STEPS
 from golden import ROOT
 from helpers import compile_text
@@ -66,6 +67,20 @@ def test_a_model_beyond_the_limits_fails_within_seconds(tmp_path, body):
     with pytest.raises(DslcError, match="operations|time steps"):
         compile_text(tmp_path, f"block same(x) {{\n    return x\n}}\nmodel m {{\n    input x: f32[B, 40]\n    {body}\n}}")
     assert time.monotonic() - started < 60  # minutes (and gigabytes) before; ~3 s on a loaded 2-core machine
+
+
+def test_a_model_of_too_many_tokens_fails_within_seconds(tmp_path):
+    """200,000 terms in a 800 kB file (within the byte limit) took a minute to parse."""
+    started = time.monotonic()
+    with pytest.raises(DslcError, match=f"more than {MAX_TOKENS:,} tokens") as info:
+        compile_text(tmp_path, "model m {\n    input x: f32[B, 4]\n    output y = x" + " + x" * 200_000 + "\n}")
+    assert time.monotonic() - started < 60
+    assert len(str(info.value)) < 1000  # the line of 800,000 characters is shown as a window
+    # imported files count with the model
+    (tmp_path / "lib.dl").write_text("block b(x) {\n    return x" + " + x" * (MAX_TOKENS // 2) + "\n}\n")
+    with pytest.raises(DslcError, match="tokens"):
+        compile_text(tmp_path, 'import "lib.dl"\nmodel m {\n    input x: f32[B, 4]\n    output y = x'
+                     + " + x" * (MAX_TOKENS // 2) + "\n}")
 
 
 def test_recurrent_steps_are_counted_over_the_whole_graph(tmp_path):

@@ -25,13 +25,33 @@ from dslc.frontend import ast, to_ast
 from dslc.source import NotUtf8, SourceFile
 
 
-def parse(source: SourceFile) -> ast.Module:
-    """Parse one `.dl` file; raises `DslcError` with a positioned diagnostic on a syntax error."""
+# Tokens of a model file and its imports together. Parsing takes 50-150 µs a token (Lark's LALR parser in
+# Python), so the limit keeps any input parsed within seconds; the bundled models have 80-260 each.
+MAX_TOKENS = 20_000
+
+
+@dataclass
+class TokenBudget:
+    """The tokens still allowed to the files of one compilation (`MAX_TOKENS` in all)."""
+
+    left: int = MAX_TOKENS
+
+
+def parse(source: SourceFile, budget: TokenBudget | None = None) -> ast.Module:
+    """Parse one `.dl` file; raises `DslcError` with a positioned diagnostic on a syntax error, or when
+    the file takes more tokens than `budget` has left (a fresh `TokenBudget` when not given)."""
+    budget = budget if budget is not None else TokenBudget()
     lark = lark_parser()
     layout = _Layout()
     interactive = lark.parse_interactive()
     try:
         for token in layout.process(lark.lex(source.text)):
+            budget.left -= 1
+            if budget.left < 0:
+                raise DslcError(Diagnostic(
+                    f"the model has more than {MAX_TOKENS:,} tokens", source.span(token.start_pos, token.end_pos),
+                    "the limit is crossed here", hint="a model file and its imports together are limited to this "
+                    "many tokens (names, numbers, operators), so that parsing stays fast: make the model smaller"))
             interactive.feed_token(token)
         end = layout.last.end_pos if layout.last else 0
         tree = interactive.feed_token(Token("$END", "", end, end_pos=end))
@@ -46,9 +66,9 @@ def parse(source: SourceFile) -> ast.Module:
     return to_ast.build(tree, source)
 
 
-def parse_file(path: str | Path) -> ast.Module:
+def parse_file(path: str | Path, budget: TokenBudget | None = None) -> ast.Module:
     """Read and parse a file; the path is shown in diagnostics as given."""
-    return parse(read_source(path))
+    return parse(read_source(path), budget)
 
 
 def read_source(path: str | Path) -> SourceFile:
