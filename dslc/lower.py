@@ -62,7 +62,9 @@ HYPER_INPUTS = (LR, SEED)  # inputs of the training graph besides the data; para
 
 
 def byte_size(nbytes: int) -> str:
-    """`1.5 GiB`, `12.0 MiB`, `300 bytes`"""
+    """`1.5 GiB`, `12.0 MiB`, `300 bytes`; `about 10^20 TiB` for sizes beyond a float's range"""
+    if nbytes >= 2**40 * 10**9:  # as digits: dividing an integer beyond 1e308 overflows a float
+        return f"about 10^{len(str(nbytes // 2**40)) - 1} TiB"
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= size:
             return f"{nbytes / size:,.1f} {unit}"

@@ -4,6 +4,7 @@
 while the command's imports load exits 130 without a traceback."""
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -131,3 +132,15 @@ def test_the_console_script_runs_the_quiet_entry_point():
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130 and "Traceback" not in err, (child.returncode, err)
+
+
+# ---- found by the fuzzer (tests/test_fuzz.py --fuzz) ---------------------------------------------------
+@pytest.mark.parametrize("call, message", [
+    # seed 1387: the size of a 309-digit shape was formatted as a float (OverflowError)
+    ('conv2d(4, 3, padding = 1e308)', "is too large: its static dimensions multiply to more than 2^62 elements"),
+    # seed 1496: the bytes of a parameter of 10^616 elements were divided as floats (OverflowError)
+    ('conv2d(4, 1e308)', "needs about 10^605 TiB for its parameter `weight`"),
+])
+def test_absurd_sizes_are_diagnostics(tmp_path, call, message):
+    with pytest.raises(DslcError, match=re.escape(message)):
+        compile_text(tmp_path, f"model m {{\n    input x: f32[B, 1, 8, 8]\n    output y = x |> {call}\n}}")

@@ -103,14 +103,14 @@ MAX_ELEMENTS = 2**62
 
 def check_type(t: TensorType) -> None:
     """Raises `OpError` for a type whose static dimensions (or their product) no int64 shape can hold."""
-    static = [d for d in t.shape if isinstance(d, int)]
     total = 1
-    for d in static:
-        total *= d
-    if total > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in static):
-        raise OpError(f"the result `{t}` is too large: its static dimensions multiply to {total:.3g} elements",
-                      hint=f"a tensor holds at most 2^62 ({MAX_ELEMENTS:.3g}) elements; check the sizes and "
-                           "strides")
+    for d in t.shape:
+        if isinstance(d, int):
+            total *= d
+            if total > MAX_ELEMENTS:  # stop here: the product of huge sizes may not even fit a float
+                raise OpError(f"the result `{t}` is too large: its static dimensions multiply to more than "
+                              f"2^62 elements", hint="a tensor holds at most 2^62 (4.6e18) elements; check the "
+                                                     "sizes and strides")
 
 
 def number_error(value, dtype: str) -> tuple[str, str, str]:
