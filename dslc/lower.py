@@ -17,9 +17,9 @@ from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import rng_for
-from dslc.limits import Budget
 from dslc.ir.graph import Builder, Node, OpError, check_type
 from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, fits, numpy_dtype
+from dslc.limits import Budget
 from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import CallLowering, Context, describe
 from dslc.lower_exprs import POISON, ExpressionLowering, Poisoned
@@ -342,9 +342,9 @@ class Lowering(ExpressionLowering, CallLowering):
                         stmt.name_span, hint=f"rename this {stmt.kind}")
         declared = TensorType(dtype, tuple(dims))
         try:
-            check_type(declared)
+            check_type(declared, f"`{stmt.name}`")
         except OpError as e:
-            raise error(e.message.replace("the result", f"`{stmt.name}`"), stmt.type.span, hint=e.hint) from None
+            raise error(e.message, stmt.type.span, hint=e.hint) from None
         node = Builder(stmt.span).input(stmt.name, declared, role)
         self.result.inputs.append(node)
         return node

@@ -101,14 +101,15 @@ class OpError(Exception):
 MAX_ELEMENTS = 2**62
 
 
-def check_type(t: TensorType) -> None:
-    """Raises `OpError` for a type whose static dimensions (or their product) no int64 shape can hold."""
+def check_type(t: TensorType, what: str = "the result") -> None:
+    """Raises `OpError` for a type whose static dimensions (or their product) no int64 shape can hold;
+    `what` names the tensor in the message."""
     total = 1
     for d in t.shape:
         if isinstance(d, int):
             total *= d
             if total > MAX_ELEMENTS:  # stop here: the product of huge sizes may not even fit a float
-                raise OpError(f"the result `{t}` is too large: its static dimensions multiply to more than "
+                raise OpError(f"{what} `{t}` is too large: its static dimensions multiply to more than "
                               f"2^62 elements", hint="a tensor holds at most 2^62 (4.6e18) elements; check the "
                                                      "sizes and strides")
 
