@@ -125,9 +125,10 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
     symbols: set[str] = set()
+    drawn: dict = {}  # the parameters' initial values, drawn once for all the graphs
 
     def lowered(mode: str, objective: str = "") -> LoweredModel | None:
-        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective, dims, tuple(freeze))
+        lowering = Lowering(model, blocks, mode, dtype, seed, defines, objective, dims, tuple(freeze), drawn)
         try:
             return lowering.run()
         except DslcError as e:  # lower the other graphs too: errors in training statements, say

@@ -105,8 +105,12 @@ def parse_define(name: str, text: str):
 class Lowering(ExpressionLowering, CallLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                  seed: int = 0, defines: dict[str, str] | None = None, objective: str = "",
-                 dims: dict[str, int] | None = None, freeze: tuple[str, ...] = ()):
+                 dims: dict[str, int] | None = None, freeze: tuple[str, ...] = (), drawn: dict | None = None):
         self.model, self.blocks, self.mode = model, blocks, mode
+        # initial values by (parameter, initializer, shape), shared by the lowerings of one compilation:
+        # each graph's lowering would draw the same values again (seconds and a copy per GB)
+        self.drawn = drawn if drawn is not None else {}
+        self.undrawn: list[tuple[Node, object, int, int]] = []  # drawn once the model is lowered
         self.dims = dims or {}  # symbolic dimensions pinned to sizes (`dslc build --dim B=64`)
         self.symbols: set[str] = set()  # the symbolic dimensions the declarations name, pinned or not
         self.float_dtype, self.init_seed = float_dtype, seed
@@ -194,12 +198,11 @@ class Lowering(ExpressionLowering, CallLowering):
                         hint="the weights of a graph must fit in one ONNX file, "
                              f"at most {MAX_WEIGHT_BYTES / 2**30:g} GiB: make the layer smaller")
         self.param_bytes = total
-        values = init.sample(shape, fan_in, fan_out, rng_for(self.init_seed, name))
-        default = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
         updated = (self.updates is None or selected(self.updates, name, kind)) and not any(
             matches(sel, name, kind) for sel in self.freeze)
         role = "param" if updated else "frozen"
-        node = Builder(span).input(name, t, role, default=default, init=str(init))
+        node = Builder(span).input(name, t, role, default=None, init=str(init))
+        self.undrawn.append((node, init, fan_in, fan_out))
         self.result.params.append(node)
         self.param_index[name] = node
         self.result.param_kinds[name] = kind
@@ -257,7 +260,19 @@ class Lowering(ExpressionLowering, CallLowering):
             raise DslcError(self.errors)
         if self.updates:
             self.check_updates()
+        self.draw_initial_values()
         return self.result
+
+    def draw_initial_values(self) -> None:
+        """The parameters' initial values, drawn only once the whole model is lowered: a model whose
+        parameters exceed `MAX_WEIGHT_BYTES` is refused before any is drawn."""
+        for node, init, fan_in, fan_out in self.undrawn:
+            key = (node.name, str(init), node.type.shape)
+            if key not in self.drawn:
+                values = init.sample(node.type.shape, fan_in, fan_out, rng_for(self.init_seed, node.name))
+                self.drawn[key] = np.asarray(values, dtype=numpy_dtype(self.float_dtype))
+            node.attrs["default"] = self.drawn[key]
+        self.undrawn = []
 
     @contextmanager
     def statement(self, env: dict, defined: dict | None = None, name: str | None = None, span: Span | None = None):

@@ -410,10 +410,29 @@ def one_training_step(program, lr: float = 1e-3) -> dict[str, np.ndarray] | None
         driver = TrainDriver(program, graph=key)
         hyper = {h["name"]: lr for h in spec["hyper"] if h.get("kind") == "lr"}
         outputs = driver.step(data, **hyper)
-        for name, value in outputs.items():
-            assert not (value.dtype.kind == "f" and not np.isfinite(value).all()), \
-                f"`{key}` output `{name}` is not finite after one step"
+        bad = [name for name, value in outputs.items() if value.dtype.kind == "f" and not np.isfinite(value).all()]
+        assert not bad or _overflows_in_torch(program, key, data), \
+            f"`{key}` output `{bad[0]}` is not finite after one step (PyTorch's twin stays finite)"
     return outputs
+
+
+def _overflows_in_torch(program, key: str, data: dict) -> bool:
+    """Whether the model overflows by itself (a mutated `leaky_relu(3.4e38)`, say): the PyTorch twin of
+    the step (`dslc.twin`: forward, autograd, `torch.optim`) gets a non-finite loss, gradient, parameter
+    or optimizer state on the same data too."""
+    import torch
+
+    from dslc.twin import TorchTwin
+
+    lowered = program.extras["lowered"]
+    twin = TorchTwin(torch, lowered[key], lowered["infer"], lowered[key].notes["optimizer"])
+    loss = twin.loss(data)["loss"]
+    loss.backward()
+    tensors = [loss] + [p.grad for p in twin.params.values() if p.grad is not None]
+    twin.optimizer.step()
+    tensors += list(twin.params.values()) + [v for state in twin.optimizer.state.values() for v in state.values()
+                                             if torch.is_tensor(v) and v.is_floating_point()]
+    return not all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _random_input(spec: dict, shape: list[int], rng: np.random.Generator) -> np.ndarray:

@@ -144,3 +144,18 @@ def test_the_console_script_runs_the_quiet_entry_point():
 def test_absurd_sizes_are_diagnostics(tmp_path, call, message):
     with pytest.raises(DslcError, match=re.escape(message)):
         compile_text(tmp_path, f"model m {{\n    input x: f32[B, 1, 8, 8]\n    output y = x |> {call}\n}}")
+
+
+def test_parameters_are_drawn_only_once_the_model_fits(tmp_path):
+    """Seed 5010: `lstm(100000000)` made a first parameter of 1.6 GB (within the weight limit) and drew it
+    (65 s, 3 GB) before the second one crossed the limit; values are now drawn after the whole model is
+    lowered, once for all graphs."""
+    started = time.monotonic()
+    with pytest.raises(DslcError, match="needs 145,519.2 TiB for its parameter `weight_hh_l0`"):
+        compile_text(tmp_path, "model m {\n    input x: f32[B, 20, 1]\n    output y = x |> lstm(100000000)\n}")
+    assert time.monotonic() - started < 20
+    program = compile_text(tmp_path, "model m {\n    input x: f32[B, 4]\n    target t: f32[B, 2]\n"
+                                     "    output y = x |> dense(2)\n    loss mse(y, t)\n    optimizer sgd(lr = 0.1)\n}")
+    infer, train = program.extras["final"]["infer"], program.extras["final"]["train"]
+    weight = lambda g: next(n for n in g.inputs if n.name == "dense_0.weight").attrs["default"]  # noqa: E731
+    assert weight(infer) is weight(train)  # one draw, shared
