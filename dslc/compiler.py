@@ -305,10 +305,9 @@ def _carried_in_input_order(training: Graph) -> Graph:
     """The training graph with its outputs as the manifest lists them: loss and metrics, then the next
     value of each parameter, buffer and state tensor in the order of the inputs (a runtime that returns
     outputs by position, as tract does, then pairs them with the manifest's entries)."""
-    nexts = {f"{n.name}{NEXT_SUFFIX}" for n in training.inputs}
     rank = {f"{n.name}{NEXT_SUFFIX}": i for i, n in enumerate(training.inputs)}
-    first = [(name, node) for name, node in training.outputs if name not in nexts]
-    carried = sorted(((name, node) for name, node in training.outputs if name in nexts), key=lambda o: rank[o[0]])
+    first = [(name, node) for name, node in training.outputs if name not in rank]
+    carried = sorted(((name, node) for name, node in training.outputs if name in rank), key=lambda o: rank[o[0]])
     return Graph(training.name, training.inputs, first + carried, training.notes)
 
 
