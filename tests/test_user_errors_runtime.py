@@ -19,7 +19,7 @@ BN = """
 model bn {
     input x: f32[B, 4]
     target y: f32[B, 1]
-    h = x |> dense(8) |> batch_norm |> relu |> dense(1)
+    h = x |> dense(8, bias = false) |> batch_norm |> relu |> dense(1)
     output h
     loss mse(h, y)
     optimizer adam()

@@ -110,3 +110,20 @@ def test_a_failed_compile_reports_its_warnings_with_its_errors(workdir):
     with pytest.raises(DslcError) as e:
         compile_file(workdir / "both.dl")
     assert [(d.severity, d.span.line) for d in e.value.diagnostics] == [("error", 5), ("warning", 7)]
+
+
+def test_a_bias_before_batch_norm_is_named_with_the_fix(tmp_path):
+    """The channel's batch mean cancels a dense or convolution bias right before `batch_norm`: its gradient
+    is zero plus rounding noise, which Adam turns into lr-sized steps. Not a bias on another axis (`linear`
+    over a sequence's features, normalized over its time axis 1), nor a layer built without one."""
+    found = warnings_of(tmp_path, """\
+        h = x |> dense(6) |> batch_norm |> relu
+        s = reshape(x, 1, 2, 2) |> conv2d(3, 2) |> batch_norm |> flatten
+        t = reshape(x, 2, 2) |> linear(5) |> batch_norm |> flatten
+        u = x |> dense(6, bias = false) |> batch_norm
+        p = concat(h, s, t, u, axis = 1) |> dense(1)
+        output p
+        loss mse(p, y)
+    """)
+    assert sorted(found) == [f"the bias of `{layer}` is cancelled by `batch_norm`, which subtracts each channel's "
+                             f"batch mean" for layer in ("conv2d_0", "dense_0")]

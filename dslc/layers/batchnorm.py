@@ -34,6 +34,7 @@ def batch_norm(ctx, x: Tensor, *, momentum: float = 0.1, eps: float = 1e-5, name
         ctx.fail(f"`batch_norm` momentum must be in [0, 1], got {momentum}", arg="momentum")
     if eps <= 0:
         ctx.fail(f"`batch_norm` eps must be positive, got {eps}", arg="eps")
+    _warn_cancelled_bias(ctx, x)
     layer = ctx.new_layer("batch_norm", name)
     weight = ctx.param(layer, "weight", (channels,), Initializer("ones"), "scale", fan_in=channels, fan_out=channels)
     bias = ctx.param(layer, "bias", (channels,), Initializer("zeros"), "bias", fan_in=channels, fan_out=channels)
@@ -57,3 +58,17 @@ def batch_norm(ctx, x: Tensor, *, momentum: float = 0.1, eps: float = 1e-5, name
         var = spread(running_var)
     normalized = b.div(centered, b.sqrt(b.add(var, b.scalar_like(eps, x))))
     return b.add(b.mul(normalized, spread(weight)), spread(bias))
+
+
+def _warn_cancelled_bias(ctx, x: Tensor) -> None:
+    """Warn when `x` is a `dense` or convolution output with a bias: batch normalization subtracts each
+    channel's batch mean, bias included, so that bias only ever gets a zero gradient plus rounding
+    noise, which Adam scales up to steps of the learning rate's size (the runtimes then disagree on it)."""
+    if x.op not in ("gemm", "conv") or len(x.inputs) < 3:
+        return
+    bias = x.inputs[2]
+    if bias.op == "input" and bias.role == "param" and ctx.param_kind(bias) == "bias":
+        layer = bias.name.rsplit(".", 1)[0]
+        ctx.warn(f"the bias of `{layer}` is cancelled by `batch_norm`, which subtracts each channel's batch mean",
+                 arg="x", label="a layer with a bias",
+                 hint="build that layer with `bias = false` (batch_norm's own `bias` takes its place)")
