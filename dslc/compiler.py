@@ -13,7 +13,7 @@ from dslc.frontend.imports import ImportRoots, resolve_import, shown_path
 from dslc.frontend.parser import TokenBudget, parse, parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
-from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
+from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size, name_plain_layers
 from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
@@ -157,10 +157,11 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
-    program.extras["layers"] = {}  # every layer's (kind, output type), inference graph's first
+    layers: dict = {}  # every layer's (kind, output type), inference graph's first
     for lowered_model in [infer] + [t for t, _, _ in trained.values()]:
         for layer, entry in lowered_model.layers.items():
-            program.extras["layers"].setdefault(layer, entry)
+            layers.setdefault(layer, entry)
+    program.extras["layers"] = name_plain_layers(layers)
     return program
 
 

@@ -52,13 +52,40 @@ class LoweredModel:
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
     target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-    layers: dict[str, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first call
+    layers: dict[str | tuple, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first
+    # call; a layer without parameters (`relu`, `flatten`, `max_pool2d`...) is keyed by `plain_layer_key`
 
 
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
 MAX_WEIGHT_BYTES = 2**31 - 2**27
 SEED = "seed"
 HYPER_INPUTS = (LR, SEED)  # inputs of the training graph besides the data; parameters and state have dotted names
+
+
+def plain_layer_key(site: tuple, occurrence: int, kind: str) -> tuple:
+    """The key of a layer without parameters in `LoweredModel.layers`: (scope, its kind, call site, run)."""
+    return (site[0], kind, *site[1:], occurrence)
+
+
+def name_plain_layers(layers: dict) -> dict[str, tuple]:
+    """`layers` (named layers and `plain_layer_key`s, in the order of their first calls) with every
+    layer named: the ones without parameters `<kind>_<k>` in their scope, counted per kind in call order
+    (`relu_0`, `block_0.dropout_1`), skipping names the model's layers hold."""
+    counts: dict[tuple, int] = {}
+    named: dict[str, tuple] = {}
+    for key, entry in layers.items():
+        if isinstance(key, str):
+            named[key] = entry
+            continue
+        scope, kind = key[0], key[1]
+        while True:
+            k = counts.get((scope, kind), 0)
+            counts[(scope, kind)] = k + 1
+            name = f"{scope}.{kind}_{k}" if scope else f"{kind}_{k}"
+            if name not in layers and name not in named:
+                break
+        named[name] = entry
+    return named
 
 
 def byte_size(nbytes: int) -> str:
@@ -126,6 +153,7 @@ class Lowering(ExpressionLowering, CallLowering):
         self.param_index: dict[str, Node] = {}
         self.layer_kinds: dict[str, str] = {}  # layer name -> kind (`dense`, a block's name, ...)
         self.layer_calls: dict[str, tuple] = {}  # layer name -> (its parameters, settings, span) at its first call
+        self.plain_calls: dict[tuple, int] = {}  # (scope, call site) -> calls so far of a layer without parameters
         self.sharing_stack: list[bool] = []
         self.entered_scopes: set[str] = set()
         self.salt = 0
@@ -159,6 +187,18 @@ class Lowering(ExpressionLowering, CallLowering):
                         hint="give this layer another name")
         self.layer_kinds[full] = kind
         return full
+
+    def note_plain_layer(self, kind: str, span: Span, output: Node) -> None:
+        """For `dslc summary`: a call of a layer or activation that makes no parameters (`relu`,
+        `dropout`, `flatten`...). It has no name, so it is keyed by its scope, its call site and how often
+        that site ran (`repeat`); the graphs agree on these keys, and `name_plain_layers` names them.
+        Inside a shared scope it is the first call's layer again, listed once."""
+        if self.sharing:
+            return
+        site = (".".join(self.scope), span.source.path, span.start, span.end)
+        n = self.plain_calls.get(site, 0)
+        self.plain_calls[site] = n + 1
+        self.result.layers.setdefault(plain_layer_key(site, n, kind), (kind, output.type))
 
     def enter_scope(self, block: str, explicit: str | None, span: Span, name_span: Span | None = None) -> None:
         """Open the scope of a block call; re-entering a named scope shares its parameters."""
