@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dslc import declared_callbacks
 from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
@@ -52,6 +53,7 @@ class LoweredModel:
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
     target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    callbacks: dict[str, tuple[dict, ast.Callback]] = field(default_factory=dict)  # declared: settings, statement
     layers: dict[str | tuple, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first
     # call; a layer without parameters (`relu`, `flatten`, `max_pool2d`...) is keyed by `plain_layer_key`
 
@@ -283,6 +285,10 @@ class Lowering(ExpressionLowering, CallLowering):
                     self.output(stmt, env, defined)
             elif isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric, ast.Objective)):
                 pass  # training statements: evaluated after the forward pass
+            elif isinstance(stmt, ast.Callback):
+                if self.mode == "infer":  # a setting of the training loop: read once
+                    with self.statement(env):
+                        self.callback(stmt, env)
             elif isinstance(stmt, ast.Update):
                 self.errors.append(Diagnostic("`update` belongs in an `objective`", stmt.span, hint=(
                     "a single loss updates every parameter; declare objectives to split them")))
@@ -457,6 +463,15 @@ class Lowering(ExpressionLowering, CallLowering):
             aggregate = self.result.metric_aggregates.get(value.id) if isinstance(value, Node) else None
             self.result.metrics.append((name, value if aggregate else self.scalar(value, stmt.value.span, "a metric")))
             self.result.metric_reduce[name] = aggregate or {"reduce": "mean"}
+
+    def callback(self, stmt: ast.Callback, env) -> None:
+        settings = declared_callbacks.declare(stmt, lambda expr: self.eval(expr, env))
+        first = self.result.callbacks.get(stmt.call.func)
+        if first is not None:
+            raise DslcError(Diagnostic(f"a model declares `callback {stmt.call.func}` once", stmt.span,
+                                       hint="give all its settings in one call",
+                                       notes=(("first declared here", first[1].span),)))
+        self.result.callbacks[stmt.call.func] = (settings, stmt)
 
     def function_named(self, text: str, default: str) -> str:
         """The built-in function `text` names (also in another case), or `default`."""

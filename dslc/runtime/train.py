@@ -176,7 +176,7 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
         reporter: Reporter | None = None, threads: int | None = None, val_split: float | None = None,
-        callbacks=(), early_stopping=None, restore_best: bool = False, init_from=None, accumulate: int = 1,
+        callbacks=(), early_stopping=None, restore_best: bool | None = None, init_from=None, accumulate: int = 1,
         comm=None) -> list[dict]:
     """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
 
@@ -194,8 +194,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
 
     `val_split` holds out that fraction of the training samples for validation (chosen by `seed`, see
-    `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping` or its text) and
-    `restore_best`: see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
+    `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping`, its text, or
+    False/"off"; None: the model's `callback early_stopping(...)`, if any) and `restore_best` (None: the
+    model's): see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
     `callbacks.History`.
 
     `accumulate` > 1 or an MPI communicator `comm` (`dslc.runtime.distributed`) train through the split
@@ -204,7 +205,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     writes the run directory, validates, reports and runs the callbacks; every rank stops where they say.
     """
     from dslc import __version__
-    from dslc.runtime.callbacks import EarlyStopping, History, RunHooks
+    from dslc.runtime.callbacks import History, RunHooks, run_stopping
     from dslc.runtime.datafiles import split_validation
     from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
 
@@ -245,8 +246,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
     if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
         settings["val_split"] = float(val_split)
-    if isinstance(early_stopping, str):
-        early_stopping = EarlyStopping.parse(early_stopping)
+    early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
     ckpt = None
     global_step = 0
