@@ -143,11 +143,14 @@ def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
     """`{"rows", "blake2b"}` of the training arrays the model reads: a 16-byte blake2b over each
     array's name, dtype, shape and raw bytes, in name order. Stored in the checkpoint so that resuming
     on other data warns (the data is part of what makes a resumed run match an uninterrupted one)."""
+    from dslc.runtime.rows import row_blocks
+
     digest = hashlib.blake2b(digest_size=16)
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(array.reshape(-1).view(np.uint8))
+        array = arrays[name]
+        digest.update(f"{name}\0{array.dtype.str}\0{tuple(array.shape)}\0".encode())
+        for _, block in row_blocks(array):  # memory-mapped data a block at a time: the same digest
+            digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))
     return {"rows": num_rows(arrays), "blake2b": digest.hexdigest()}
 
 
