@@ -170,3 +170,25 @@ def test_hover_and_completion(tmp_path):
     labels = [item.label for item in completions(before, {})]
     assert labels[:5] == ["monitor =", "patience =", "min_delta =", "mode =", "restore_best ="]
     assert "early_stopping" in labels and "callback" in labels
+
+
+def test_the_recipe_example_trains_with_everything_it_declares(tmp_path):
+    """examples/digits/digits_recipe.dl: torch init, label smoothing, clipping, warm-up then cosine,
+    F1/top-3/confusion matrix and declared early stopping, end to end on the bundled digits."""
+    import numpy as np
+
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    program = dslc.compile(root / "digits_recipe.dl")
+    manifest = program.manifest
+    assert manifest["early_stopping"] == {"monitor": "val_accuracy", "patience": 8, "restore_best": True}
+    assert manifest["optimizer"]["settings"]["clip_norm"] == 1.0
+    assert [p["kind"] for p in manifest["optimizer"]["schedule"]] == ["linear_warmup", "cosine"]
+    assert {p["init"] for p in manifest["graphs"]["train"]["params"]} == {"torch"}
+    history = program.train(root / "train.npz", epochs=40, batch_size=32, val_split=0.1, out_dir=tmp_path / "r",
+                            verbose=0)
+    assert history.stopped_epoch is not None and history.stopped_epoch < 40
+    assert history.best_epoch == history.stopped_epoch - 8
+    scores = program.evaluate(root / "test.npz", weights=tmp_path / "r")
+    assert scores["accuracy"] > 0.96 and scores["f1"] > 0.96 and scores["top3"] > 0.99
+    assert np.asarray(scores["confusion_matrix"]).sum() == 359
