@@ -250,7 +250,7 @@ def training_options(p: argparse.ArgumentParser) -> None:
     """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
     p.add_argument("--val-split", type=_fraction, metavar="F",
                    help="hold out this fraction of the training data for validation (chosen by --seed)")
-    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max",
+    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
                         "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
                         "`callback early_stopping(...)`; `off` drops it")
