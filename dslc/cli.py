@@ -250,10 +250,11 @@ def training_options(p: argparse.ArgumentParser) -> None:
     """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
     p.add_argument("--val-split", type=_fraction, metavar="F",
                    help="hold out this fraction of the training data for validation (chosen by --seed)")
-    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max",
+    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
-                        "(default patience 5); keeps RUN/best.npz")
-    p.add_argument("--restore-best", action="store_true",
+                        "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
+                        "`callback early_stopping(...)`; `off` drops it")
+    p.add_argument("--restore-best", action="store_true", default=None,
                    help="at the end, make the best epoch's weights the run's checkpoint (RUN/best.npz)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     p.add_argument("--log-format", choices=["text", "jsonl"], default="text",

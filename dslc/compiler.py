@@ -13,7 +13,7 @@ from dslc.frontend.imports import ImportRoots, resolve_import, shown_path
 from dslc.frontend.parser import TokenBudget, parse, parse_file
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.printer import print_graph
-from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size
+from dslc.lower import MAX_WEIGHT_BYTES, LoweredModel, Lowering, byte_size, name_plain_layers
 from dslc.objectives import objectives
 from dslc.passes import PASS_NAMES, run
 from dslc.passes.lower_optimizer import NEXT_SUFFIX
@@ -153,15 +153,36 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         raise UnknownDimension(unknown, sorted(symbols))
     check_freeze(model.name, trained, freeze)
     try:
-        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims, split)
+        callbacks = declared_callbacks(infer, trained)
+        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims, split, callbacks)
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
-    program.extras["layers"] = {}  # every layer's (kind, output type), inference graph's first
+    layers: dict = {}  # every layer's (kind, output type), inference graph's first
     for lowered_model in [infer] + [t for t, _, _ in trained.values()]:
         for layer, entry in lowered_model.layers.items():
-            program.extras["layers"].setdefault(layer, entry)
+            layers.setdefault(layer, entry)
+    program.extras["layers"] = name_plain_layers(layers)
     return program
+
+
+def declared_callbacks(infer: LoweredModel, trained: dict) -> dict[str, dict]:
+    """The settings of the model's `callback`s for the manifest, their monitors checked against the
+    loss and metrics training logs (`<objective>.loss`... with several objectives; no matrices)."""
+    from dslc.declared_callbacks import check_monitor
+
+    if infer.callbacks and not trained:
+        stmt = next(iter(infer.callbacks.values()))[1]
+        raise error(f"model `{infer.name}` declares a callback of training, but has no `loss`", stmt.span,
+                    hint="add a `loss` and an `optimizer`, or remove the callback")
+    logged = []
+    for objective, (train, _, _) in trained.items():
+        prefix = f"{objective}." if len(trained) > 1 else ""
+        logged += [prefix + name for name in ["loss", *(m for m, _ in train.metrics)]
+                   if not ("counts" in train.metric_reduce.get(name, {}) and "value" not in train.metric_reduce[name])]
+    for settings, stmt in infer.callbacks.values():
+        check_monitor(settings, stmt, logged)
+    return {func: settings for func, (settings, _) in infer.callbacks.items()}
 
 
 def check_freeze(model: str, trained: dict, freeze) -> None:
@@ -221,7 +242,8 @@ def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, e
 
 
 def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: str,
-                  print_ir_after: str | None, dims: dict[str, int] | None = None, split: bool = False) -> Program:
+                  print_ir_after: str | None, dims: dict[str, int] | None = None, split: bool = False,
+                  callbacks: dict[str, dict] | None = None) -> Program:
     name = infer.name
     _check_infer_outputs(infer)
     used = {n.id for _, out in infer.outputs for n in toposort([out])}
@@ -295,7 +317,7 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
                                               objective_name, train.metric_reduce)
             entries[apply_key] = mf.apply_entry(final[apply_key], files[apply_key], NEXT_SUFFIX, objective_name,
                                                 optimizers[objective_name])
-    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims)
+    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims, callbacks)
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,
                    extras={"lowered": ir_graphs, "final": final})

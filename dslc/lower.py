@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dslc import declared_callbacks
 from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
@@ -52,13 +53,41 @@ class LoweredModel:
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
     target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-    layers: dict[str, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first call
+    callbacks: dict[str, tuple[dict, ast.Callback]] = field(default_factory=dict)  # declared: settings, statement
+    layers: dict[str | tuple, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first
+    # call; a layer without parameters (`relu`, `flatten`, `max_pool2d`...) is keyed by `plain_layer_key`
 
 
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
 MAX_WEIGHT_BYTES = 2**31 - 2**27
 SEED = "seed"
 HYPER_INPUTS = (LR, SEED)  # inputs of the training graph besides the data; parameters and state have dotted names
+
+
+def plain_layer_key(site: tuple, occurrence: int, kind: str) -> tuple:
+    """The key of a layer without parameters in `LoweredModel.layers`: (scope, its kind, call site, run)."""
+    return (site[0], kind, *site[1:], occurrence)
+
+
+def name_plain_layers(layers: dict) -> dict[str, tuple]:
+    """`layers` (named layers and `plain_layer_key`s, in the order of their first calls) with every
+    layer named: the ones without parameters `<kind>_<k>` in their scope, counted per kind in call order
+    (`relu_0`, `block_0.dropout_1`), skipping names the model's layers hold."""
+    counts: dict[tuple, int] = {}
+    named: dict[str, tuple] = {}
+    for key, entry in layers.items():
+        if isinstance(key, str):
+            named[key] = entry
+            continue
+        scope, kind = key[0], key[1]
+        while True:
+            k = counts.get((scope, kind), 0)
+            counts[(scope, kind)] = k + 1
+            name = f"{scope}.{kind}_{k}" if scope else f"{kind}_{k}"
+            if name not in layers and name not in named:
+                break
+        named[name] = entry
+    return named
 
 
 def byte_size(nbytes: int) -> str:
@@ -126,6 +155,7 @@ class Lowering(ExpressionLowering, CallLowering):
         self.param_index: dict[str, Node] = {}
         self.layer_kinds: dict[str, str] = {}  # layer name -> kind (`dense`, a block's name, ...)
         self.layer_calls: dict[str, tuple] = {}  # layer name -> (its parameters, settings, span) at its first call
+        self.plain_calls: dict[tuple, int] = {}  # (scope, call site) -> calls so far of a layer without parameters
         self.sharing_stack: list[bool] = []
         self.entered_scopes: set[str] = set()
         self.salt = 0
@@ -159,6 +189,18 @@ class Lowering(ExpressionLowering, CallLowering):
                         hint="give this layer another name")
         self.layer_kinds[full] = kind
         return full
+
+    def note_plain_layer(self, kind: str, span: Span, output: Node) -> None:
+        """For `dslc summary`: a call of a layer or activation that makes no parameters (`relu`,
+        `dropout`, `flatten`...). It has no name, so it is keyed by its scope, its call site and how often
+        that site ran (`repeat`); the graphs agree on these keys, and `name_plain_layers` names them.
+        Inside a shared scope it is the first call's layer again, listed once."""
+        if self.sharing:
+            return
+        site = (".".join(self.scope), span.source.path, span.start, span.end)
+        n = self.plain_calls.get(site, 0)
+        self.plain_calls[site] = n + 1
+        self.result.layers.setdefault(plain_layer_key(site, n, kind), (kind, output.type))
 
     def enter_scope(self, block: str, explicit: str | None, span: Span, name_span: Span | None = None) -> None:
         """Open the scope of a block call; re-entering a named scope shares its parameters."""
@@ -243,6 +285,10 @@ class Lowering(ExpressionLowering, CallLowering):
                     self.output(stmt, env, defined)
             elif isinstance(stmt, (ast.Loss, ast.Optimizer, ast.Metric, ast.Objective)):
                 pass  # training statements: evaluated after the forward pass
+            elif isinstance(stmt, ast.Callback):
+                if self.mode == "infer":  # a setting of the training loop: read once
+                    with self.statement(env):
+                        self.callback(stmt, env)
             elif isinstance(stmt, ast.Update):
                 self.errors.append(Diagnostic("`update` belongs in an `objective`", stmt.span, hint=(
                     "a single loss updates every parameter; declare objectives to split them")))
@@ -417,6 +463,15 @@ class Lowering(ExpressionLowering, CallLowering):
             aggregate = self.result.metric_aggregates.get(value.id) if isinstance(value, Node) else None
             self.result.metrics.append((name, value if aggregate else self.scalar(value, stmt.value.span, "a metric")))
             self.result.metric_reduce[name] = aggregate or {"reduce": "mean"}
+
+    def callback(self, stmt: ast.Callback, env) -> None:
+        settings = declared_callbacks.declare(stmt, lambda expr: self.eval(expr, env))
+        first = self.result.callbacks.get(stmt.call.func)
+        if first is not None:
+            raise DslcError(Diagnostic(f"a model declares `callback {stmt.call.func}` once", stmt.span,
+                                       hint="give all its settings in one call",
+                                       notes=(("first declared here", first[1].span),)))
+        self.result.callbacks[stmt.call.func] = (settings, stmt)
 
     def function_named(self, text: str, default: str) -> str:
         """The built-in function `text` names (also in another case), or `default`."""

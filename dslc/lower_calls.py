@@ -220,11 +220,13 @@ class CallLowering:
         self.ctx.b = Builder(span)
         result = fn.fn(self.ctx, *leading, *varargs, **keyword)
         values = dict(zip([p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD], leading)) | keyword
+        output = result[0] if isinstance(result, (tuple, list)) else result  # a recurrent layer's sequence
         for layer, made in self.ctx._made.items():
             self.check_shared(layer, made, values, spans, span)
-            output = result[0] if isinstance(result, (tuple, list)) else result  # a recurrent layer's sequence
             if isinstance(output, Node):  # for `dslc summary`: the first call of each layer
                 self.result.layers.setdefault(layer, (self.layer_kinds[layer], output.type))
+        if not self.ctx._made and fn.category in ("layer", "activation") and isinstance(output, Node):
+            self.note_plain_layer(fn.name, span, output)
         return result
 
     def check_shared(self, layer: str, made: dict, values: dict, spans: dict, span: Span) -> None:

@@ -106,7 +106,7 @@ class Program:
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
               lr: float | None = None, reporter=None, threads: int | None = None, verbose: int = 1, callbacks=(),
-              val_split: float | None = None, early_stopping=None, restore_best: bool = False, init_from=None,
+              val_split: float | None = None, early_stopping=None, restore_best: bool | None = None, init_from=None,
               accumulate: int = 1, workers: int | None = None, comm=None):
         """Train into `out_dir` (None: a new temporary folder, `history.out_dir`); see
         `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays. `resume=True` continues

@@ -1,7 +1,8 @@
 """`dslc summary` and `program.summary()`: a Keras-style table of a compiled model.
 
 Each layer (in the order of its first call; a shared layer once) with its kind, output type (symbolic:
-`f32[B, 128]`) and parameter count; then the totals: trainable parameters, frozen ones (updated by no
+`f32[B, 128]`) and parameter count — layers and activations without parameters too (`relu_0`,
+`dropout_0`, `max_pool2d_0`, `flatten_0`: 0), as Keras lists them; then the totals: trainable parameters, frozen ones (updated by no
 objective), buffers (batch-norm statistics), the bytes of the weights and of the optimizer state, the
 FLOPs per example of inference and of a training step (matrix products and convolutions, the numbers
 `dslc bench` uses), an estimate of the training step's peak activation memory at a batch size, and the

@@ -51,6 +51,59 @@ def test_a_folder_of_npy_files_is_memory_mapped_and_trains_like_the_npz(tmp_path
         load_data(tmp_path / "d", SPECS)
 
 
+def test_memory_mapped_data_is_split_and_converted_by_batch_never_held_whole(tmp_path, monkeypatch):
+    """A float64 `.npy` folder for a float32 model, with `--val-split`: the arrays stay mapped (the split
+    is an index, the conversion per batch), Python's allocations stay far below the data's size, and the
+    run is the run on the same arrays in memory, bit for bit (fingerprint included)."""
+    import tracemalloc
+
+    from dslc.runtime import rows
+    from dslc.runtime.datafiles import split_validation
+    from dslc.runtime.rows import RowView
+
+    monkeypatch.setattr(rows, "BLOCK_BYTES", 2**20)  # whole-array passes read 1 MiB at a time (16 MiB normally)
+    n, features = 60_000, 64
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(n, features)), "y": rng.normal(size=(n, 1))}  # float64: 30.7 MB and 0.5 MB
+    (tmp_path / "d").mkdir()
+    for name, array in data.items():
+        np.save(tmp_path / "d" / f"{name}.npy", array)
+    specs = linreg_program(features=features).manifest["graphs"]["train"]["inputs"]
+    arrays = load_data(tmp_path / "d", specs)
+    assert all(isinstance(a, RowView) and isinstance(a.base, np.memmap) and a.dtype == np.float32
+               for a in arrays.values())
+    train, val = split_validation(arrays, 0.1, seed=5)
+    assert isinstance(train["x"], RowView) and isinstance(val["x"].base, np.memmap) and len(val["x"]) == 6_000
+    held = split_validation({"i": np.arange(n)}, 0.1, seed=5)[1]["i"]  # the held-out rows, in order
+    assert np.array_equal(val["x"][[0, 5]], data["x"][held[[0, 5]]].astype(np.float32))
+
+    run = lambda source, name: fit(linreg_program(features=features), source, epochs=1, batch_size=1024,
+                                   seed=5, val_split=0.1, out_dir=tmp_path / name, reporter=Reporter())
+    in_memory = run(data, "in_memory")  # first: the modules the loop imports are not counted below
+    tracemalloc.start()
+    mapped = run(tmp_path / "d", "mapped")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < data["x"].nbytes / 8, f"{peak / 2**20:.1f} MiB allocated for {data['x'].nbytes / 2**20:.1f} MiB"
+    assert strip(mapped) == strip(in_memory)
+    from dslc.runtime.checkpoint import load_checkpoint
+    a, b = load_checkpoint(tmp_path / "mapped" / "checkpoint.npz"), load_checkpoint(tmp_path / "in_memory" / "checkpoint.npz")
+    assert a.meta["data"] == b.meta["data"] and all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def test_memory_mapped_checks_name_the_row_past_the_first_block(tmp_path, monkeypatch):
+    from dslc.runtime import rows
+
+    monkeypatch.setattr(rows, "BLOCK_BYTES", 8 * 3 * 4)  # 4 rows of x a block
+    (tmp_path / "d").mkdir()
+    x = DATA["x"].astype(np.float64)
+    x[13, 2] = np.nan
+    np.save(tmp_path / "d" / "x.npy", x)
+    np.save(tmp_path / "d" / "y.npy", DATA["y"])
+    with pytest.raises(DataError, match=r"array `x` in training data `.*d` contains nan at index \(13, 2\)"):
+        load_data(tmp_path / "d", SPECS)
+
+
 def test_csv_with_columns_named_after_the_model(tmp_path):
     rows = np.concatenate([DATA["x"], DATA["y"]], axis=1)
     write_csv(tmp_path / "t.csv", ["x_0", "x_1", "x_2", "y"], [[repr(float(v)) for v in r] for r in rows])

@@ -320,7 +320,7 @@ def test_metric_spans():
 
 
 # ---- keywords and errors -----------------------------------------------------------------------
-KEYWORDS = "model block import input target output return loss optimizer metric objective update repeat then true false".split()
+KEYWORDS = "model block import input target output return loss optimizer metric objective update callback repeat then true false".split()
 
 
 def test_reserved_keywords_are_exactly_the_documented_ones():

@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_summary_of_the_digits_model():
     program = dslc.compile(ROOT / "examples" / "digits" / "digits.dl")
     s = program.summary(batch_size=32)
+    hidden = ("f32[B, 128]", 0)
     assert [(l["name"], l["kind"], l["output"], l["params"]) for l in s["layers"]] == [
-        ("dense_0", "dense", "f32[B, 128]", 64 * 128 + 128), ("dense_1", "dense", "f32[B, 128]", 128 * 128 + 128),
-        ("dense_2", "dense", "f32[B, 10]", 128 * 10 + 10)]
+        ("dense_0", "dense", "f32[B, 128]", 64 * 128 + 128), ("relu_0", "relu", *hidden),
+        ("dropout_0", "dropout", *hidden),
+        ("dense_1", "dense", "f32[B, 128]", 128 * 128 + 128), ("relu_1", "relu", *hidden),
+        ("dropout_1", "dropout", *hidden),
+        ("dense_2", "dense", "f32[B, 10]", 128 * 10 + 10), ("softmax_0", "softmax", "f32[B, 10]", 0)]
     assert s["trainable"] == program.num_parameters == 26_122 and s["frozen"] == s["buffers"] == 0
     assert s["weight_bytes"] == 4 * 26_122 and s["state_bytes"] == 2 * 4 * 26_122 + 8  # Adam's m, v and its step
     assert s["infer_flops_per_example"] == 2 * (64 * 128 + 128 * 128 + 128 * 10)  # multiply-adds of the matrices
@@ -28,8 +32,47 @@ def test_summary_of_the_digits_model():
     assert s["train_flops_per_example"] == 2 * (64 * 128 + 128 * 128 + 128 * 10) * 3 - 2 * 64 * 128
     assert s["nodes"]["infer"] > 0 and s["nodes"]["train"] > s["nodes"]["eval"] > s["nodes"]["infer"]
     text = str(s)
-    assert "dense_1  dense  f32[B, 128]  16,512" in text and "parameters: 26,122 (26,122 trainable, 0 frozen)" in text
+    assert "dense_1    dense    f32[B, 128]  16,512" in text and "parameters: 26,122 (26,122 trainable, 0 frozen)" in text
     assert repr(s) == text  # a notebook shows the table
+
+
+def test_every_layer_is_listed_with_its_output_as_keras_lists_them():
+    """Pooling, flatten, activations given as stages, reshape: a row each with 0 parameters, in call order."""
+    s = dslc.compile(ROOT / "models" / "lenet.dl").summary()
+    assert [(l["name"], l["output"], l["params"]) for l in s["layers"]] == [
+        ("conv2d_0", "f32[B, 6, 28, 28]", 156), ("relu_0", "f32[B, 6, 28, 28]", 0),
+        ("max_pool2d_0", "f32[B, 6, 14, 14]", 0), ("conv2d_1", "f32[B, 16, 10, 10]", 2416),
+        ("relu_1", "f32[B, 16, 10, 10]", 0), ("max_pool2d_1", "f32[B, 16, 5, 5]", 0),
+        ("flatten_0", "f32[B, 400]", 0), ("dense_0", "f32[B, 120]", 48120), ("relu_2", "f32[B, 120]", 0),
+        ("dense_1", "f32[B, 84]", 10164), ("relu_3", "f32[B, 84]", 0), ("dense_2", "f32[B, 10]", 850),
+        ("softmax_0", "f32[B, 10]", 0)]
+    assert "max_pool2d_1  max_pool2d  f32[B, 16, 5, 5]         0" in str(s)
+
+
+def test_layers_without_parameters_in_blocks_repeats_and_shared_scopes(tmp_path):
+    (tmp_path / "m.dl").write_text("""
+block unit(x) {
+    return x |> dense(8) |> tanh
+}
+model m {
+    input  x: f32[B, 12]
+    target y: f32[B, 8]
+    h = x |> reshape(3, 4) |> flatten |> repeat(2) { dense(12) |> relu }
+    a = unit(h, name = "u")
+    b = unit(h, name = "u")
+    output p = a + b
+    loss mse(p, y) + mean(sigmoid(p))
+    optimizer sgd(lr = 0.1)
+}
+""")
+    s = dslc.compile(tmp_path / "m.dl").summary()
+    assert [(l["name"], l["kind"], l["output"]) for l in s["layers"]] == [
+        ("reshape_0", "reshape", "f32[B, 3, 4]"), ("flatten_0", "flatten", "f32[B, 12]"),
+        ("dense_0", "dense", "f32[B, 12]"), ("relu_0", "relu", "f32[B, 12]"),
+        ("dense_1", "dense", "f32[B, 12]"), ("relu_1", "relu", "f32[B, 12]"),
+        ("u.dense_0", "dense", "f32[B, 8]"), ("u.tanh_0", "tanh", "f32[B, 8]"),  # the shared scope once
+        ("sigmoid_0", "sigmoid", "f32[B, 8]")]  # in the loss: the training graph's
+    assert sum(l["params"] for l in s["layers"]) == s["trainable"] == 2 * (12 * 12 + 12) + 12 * 8 + 8
 
 
 def test_every_parameter_belongs_to_one_layer():
@@ -57,7 +100,7 @@ def test_summary_on_the_command_line(capsys):
     model = str(ROOT / "models" / "text_rnn.dl")
     assert cli.main(["summary", model, "-B", "16", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert [l["kind"] for l in s["layers"]] == ["embedding", "gru", "dense"] and s["batch_size"] == 16
+    assert [l["kind"] for l in s["layers"]] == ["embedding", "gru", "dense", "softmax"] and s["batch_size"] == 16
     assert s["layers"][0]["output"].startswith("f32[B, ") and s["peak_activation_bytes"] > 0
     assert cli.main(["summary", model]) == 0
     out = capsys.readouterr().out

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dslc.builtins import load_all
+from dslc.declared_callbacks import CALLBACKS
+from dslc.declared_callbacks import DOCS as CALLBACK_DOCS
+from dslc.declared_callbacks import usage as callback_usage
 from dslc.diagnostics import Diagnostic, DslcError
 from dslc.frontend import ast
 from dslc.frontend.tokens import Token, tokens
@@ -300,6 +303,8 @@ def catalogue_entry(name: str, blocks: dict[str, ast.Block] | None = None) -> st
     if name in OPTIMIZERS:
         settings = ", ".join(f"{k} = {_literal(v)}" for k, v in OPTIMIZERS[name][0].items())
         return f"```\n{name}({settings})\n```\noptimizer"
+    if name in CALLBACKS:
+        return f"```\ncallback {callback_usage(name)}\n```\n{CALLBACK_DOCS[name]}"
     if name in INITIALIZERS:
         args, _, doc = INITIALIZERS[name]
         call = name + (f"({', '.join(f'{k} = {v}' for k, v in args.items())})" if args else "")

@@ -38,8 +38,8 @@ OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "LT", "LE", "GT", "GE", "EQ
 OPENING = {"LPAR", "LSQB", "LBRACE"}
 CLOSING = {"RPAR", "RSQB", "RBRACE"}
 DECLARATIONS = {"INPUT", "TARGET"}  # what follows these keywords starts at one column; runs align their types
-TRAINING = {"LOSS", "OPTIMIZER", "METRIC", "UPDATE"}  # what follows these keywords starts at one column
-KEYWORD_COLUMN = {"INPUT": 6, "TARGET": 6, "LOSS": 9, "OPTIMIZER": 9, "METRIC": 9, "UPDATE": 9}
+TRAINING = {"LOSS", "OPTIMIZER", "METRIC", "UPDATE", "CALLBACK"}  # what follows these keywords starts at one column
+KEYWORD_COLUMN = {"INPUT": 6, "TARGET": 6, "LOSS": 9, "OPTIMIZER": 9, "METRIC": 9, "UPDATE": 9, "CALLBACK": 9}
 
 
 class NotFormattable(Exception):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Whitespace
 
-KEYWORDS = ("block", "import", "input", "loss", "metric", "model", "objective", "optimizer", "output", "repeat",
-            "return", "target", "then", "update")
+KEYWORDS = ("block", "callback", "import", "input", "loss", "metric", "model", "objective", "optimizer", "output",
+            "repeat", "return", "target", "then", "update")
 CONSTANTS = ("true", "false")
 DTYPES = ("f32", "f64", "i32", "i64", "bool")
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -22,6 +22,7 @@ from pygls.uris import from_fs_path
 
 from dslc import __version__
 from dslc.builtins import load_all
+from dslc.declared_callbacks import CALLBACKS
 from dslc.diagnostics import Diagnostic, DslcError
 from dslc.editor.analysis import Analysis, analyze, catalogue_entry
 from dslc.editor.fmt import NotFormattable, format_text
@@ -249,6 +250,8 @@ def completions(before: str, blocks: dict) -> list[lsp.CompletionItem]:
             names = [p.name for p in builtins[call].signature.parameters.values()][1:]  # the first is the input
         elif call in OPTIMIZERS:
             names = list(OPTIMIZERS[call][0])
+        elif call in CALLBACKS:
+            names = list(CALLBACKS[call])
         elif call in INITIALIZERS:
             names = list(INITIALIZERS[call][0])
         elif call in blocks:
@@ -272,6 +275,11 @@ def completions(before: str, blocks: dict) -> list[lsp.CompletionItem]:
                                         sort_text=f"2{name}"))
     for name in OPTIMIZERS:
         items.append(lsp.CompletionItem(label=name, kind=lsp.CompletionItemKind.Constructor, detail="optimizer",
+                                        sort_text=f"2{name}"))
+    for name in CALLBACKS:
+        items.append(lsp.CompletionItem(label=name, kind=lsp.CompletionItemKind.Event, detail="callback",
+                                        documentation=lsp.MarkupContent(lsp.MarkupKind.Markdown,
+                                                                        catalogue_entry(name, blocks)),
                                         sort_text=f"2{name}"))
     for word in keywords():
         items.append(lsp.CompletionItem(label=word, kind=lsp.CompletionItemKind.Keyword, sort_text=f"3{word}"))

@@ -123,11 +123,15 @@ def init_entry(file: str, values: list[tuple[str, TensorType, object]]) -> dict:
 
 
 def manifest(model: str, version: str, opset: int, dtype: str, graphs: dict[str, dict], optimizer: dict | None,
-             dims: dict[str, int] | None = None) -> dict:
+             dims: dict[str, int] | None = None, callbacks: dict[str, dict] | None = None) -> dict:
+    """`callbacks`: the model's `callback` statements, each a top-level key with the settings given
+    (`"early_stopping": {"monitor": "val_accuracy", "patience": 5}`): settings of the training loop
+    that a driver may follow (`dslc.declared_callbacks`); absent when the model declares none."""
     out = {"format": FORMAT, "dslc": version, "model": model, "opset": opset, "dtype": dtype}
     if dims:
         out["dims"] = dict(dims)  # symbolic dimensions pinned by `dslc build --dim`
     out["graphs"] = graphs
     if optimizer is not None:
         out["optimizer"] = optimizer
+    out.update(callbacks or {})
     return out

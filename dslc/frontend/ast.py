@@ -218,6 +218,14 @@ class Update:
 
 
 @dataclass(frozen=True)
+class Callback:
+    """`callback early_stopping(patience = 5)`: a setting of the training loop declared in the model."""
+
+    call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
 class Objective:
     """`objective name { loss ...; optimizer ...; metric ...; update ... }`: one training step graph."""
 
@@ -227,7 +235,7 @@ class Objective:
     name_span: Span
 
 
-Stmt = Union[InputDecl, Assign, Output, Return, Loss, Optimizer, Metric, Update, Objective]
+Stmt = Union[InputDecl, Assign, Output, Return, Loss, Optimizer, Metric, Update, Objective, Callback]
 
 
 # ---- top level ---------------------------------------------------------------------------------

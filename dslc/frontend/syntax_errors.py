@@ -18,8 +18,10 @@ from dslc.source import SourceFile, Span
 if TYPE_CHECKING:
     from dslc.frontend.parser import _Layout, _Open
 
-_STATEMENT_KEYWORDS = ("input", "target", "output", "loss", "optimizer", "metric", "return", "objective", "update")
-_STATEMENT_START = {"NAME", "INPUT", "TARGET", "OUTPUT", "RETURN", "LOSS", "OPTIMIZER", "METRIC", "OBJECTIVE", "UPDATE"}
+_STATEMENT_KEYWORDS = ("input", "target", "output", "loss", "optimizer", "metric", "return", "objective", "update",
+                       "callback")
+_STATEMENT_START = {"NAME", "INPUT", "TARGET", "OUTPUT", "RETURN", "LOSS", "OPTIMIZER", "METRIC", "OBJECTIVE", "UPDATE",
+                    "CALLBACK"}
 _EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "LPAR", "MINUS"}
 _STAGE_START = {"NAME", "REPEAT"}
 _DIM_START = {"INT", "NAME"}
@@ -32,6 +34,7 @@ _KEYWORD_HINTS = {
     "optimizer": "declare the optimizer without `=`, as in `optimizer sgd(lr = 0.01)`, or choose another name",
     "metric": "name a metric with `metric acc = accuracy(logits, y)`, or choose another name",
     "output": "name an output with `output probs = softmax(logits)`, or choose another name",
+    "callback": "declare a callback without `=`, as in `callback early_stopping(patience = 5)`, or choose another name",
 }
 
 

@@ -147,6 +147,9 @@ class _ToAst(Transformer_NonRecursive):
     def update(self, meta, children):
         return ast.Update(tuple(children), self._span(meta))
 
+    def callback(self, meta, children):
+        return ast.Callback(children[0], self._span(meta))
+
     # ---- expressions ---------------------------------------------------------------------------
     def pipe(self, meta, children):
         value, *stages = children

@@ -24,15 +24,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dslc.declared_callbacks import direction
 from dslc.diagnostics import DataError, suggest
 from dslc.fsutil import atomic_write, atomic_write_text
 from dslc.runtime.checkpoint import CHECKPOINT_FILE
 
 BEST_FILE = "best.npz"
 METRICS_CSV = "metrics.csv"
-# words in metric names that say which way is better (Keras's "auto" mode looks for "acc")
-_HIGHER = ("acc", "f1", "precision", "recall", "auc", "iou", "r2")
-_LOWER = ("loss", "mse", "mae", "error", "entropy", "perplexity", "nll", "rmse")
 
 
 class Callback:
@@ -72,11 +70,9 @@ class History(list):
 
 def better_direction(name: str) -> str:
     """`min` or `max` for a metric's name (`val_loss`, `gen.accuracy`), or `DataError`."""
-    base = name.rsplit(".", 1)[-1].lower()
-    if any(word in base for word in _LOWER):
-        return "min"
-    if any(word in base for word in _HIGHER):
-        return "max"
+    found = direction(name)
+    if found is not None:
+        return found
     raise DataError(f"early stopping cannot tell whether `{name}` is better lower or higher",
                     hint=f"add `mode=min` or `mode=max` to {option_text('early_stopping')}")
 
@@ -104,15 +100,17 @@ class EarlyStopping(Callback):
         if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
             raise DataError(f"early stopping's min_delta must be a non-negative number, got {min_delta!r}")
         self.requested = (monitor, mode)  # as given: a run fills in the defaults, the next one starts again
+        self.origin = "early stopping"  # in messages; the model's `callback` names itself
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, float(min_delta), mode
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
 
     @classmethod
-    def parse(cls, text: str) -> EarlyStopping:
-        """`monitor=val_loss,patience=5,min_delta=0,mode=min`, every key optional (`""`: the defaults)."""
-        settings: dict[str, object] = {}
+    def parse(cls, text: str, declared: Mapping | None = None) -> EarlyStopping:
+        """`monitor=val_loss,patience=5,min_delta=0,mode=min`, every key optional (`""`: the defaults),
+        each replacing the `declared` one (the model's `callback early_stopping(...)`)."""
+        settings: dict[str, object] = {k: v for k, v in (declared or {}).items() if k in cls.KEYS}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, eq, value = (s.strip() for s in item.partition("="))
             if not eq or key not in cls.KEYS:
@@ -137,7 +135,7 @@ class EarlyStopping(Callback):
             if self.monitor.startswith("val_") and not validated:
                 hint = f"pass validation data ({option_text('val')} or {option_text('val_split')}), or monitor " \
                        f"`{self.monitor[4:]}`"
-            raise DataError(f"early stopping monitors `{self.monitor}`, which the run does not log", hint=hint)
+            raise DataError(f"{self.origin} monitors `{self.monitor}`, which the run does not log", hint=hint)
         self.mode = self.mode or better_direction(self.monitor)
 
     def improves(self, value: float) -> bool:
@@ -158,6 +156,28 @@ class EarlyStopping(Callback):
     def describe_stop(self) -> str:
         return (f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} "
                 f"(best {self.best:.6g} at epoch {self.best_epoch})")
+
+
+OFF = ("off", "none", "false", "no")
+
+
+def run_stopping(manifest: Mapping, early_stopping, restore_best: bool | None) -> tuple[EarlyStopping | None, bool]:
+    """A run's early stopping and `restore_best`: the model's `callback early_stopping(...)` (the
+    manifest's `"early_stopping"`), its keys replaced by those of a text given (`patience=3`), replaced
+    whole by an `EarlyStopping`, dropped by `False` or `"off"` (with its `restore_best`, unless that is
+    given); `restore_best=None`: the declared one."""
+    declared = dict(manifest.get("early_stopping") or {})
+    declared_restore = bool(declared.pop("restore_best", False))
+    if early_stopping is False or (isinstance(early_stopping, str) and early_stopping.strip().lower() in OFF):
+        return None, bool(restore_best)
+    restore = declared_restore if restore_best is None else bool(restore_best)
+    if isinstance(early_stopping, str):
+        return EarlyStopping.parse(early_stopping, declared), restore
+    if early_stopping is None and "early_stopping" in manifest:
+        stopping = EarlyStopping(**declared)
+        stopping.origin = "the model's `callback early_stopping`"
+        return stopping, restore
+    return early_stopping, restore
 
 
 class RunHooks:

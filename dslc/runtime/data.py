@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from dslc.diagnostics import DataError
+from dslc.runtime.rows import RowView, row_blocks
 from dslc.spelling import option
 
 
@@ -111,18 +112,39 @@ def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) ->
                 hint=f"the data has `{close[0]}` but the model reads `{name}`: rename `{close[0]}` to `{name}`"
                 if close else f"the model reads {', '.join(describe(s) for s in specs)}",
             )
+        array = arrays[name]
+        if isinstance(array, (np.memmap, RowView)) and array.ndim:  # larger than memory: checked block by block
+            _check_shape(array, spec, where, sizes)
+            out[name] = _mapped(array, spec, where)
+            continue
         try:
-            array = np.asarray(arrays[name])
+            array = np.asarray(array)
         except (ValueError, TypeError) as e:  # ragged nested lists, say
             raise DataError(f"array `{name}` in {where} is not a regular array ({e})",
                             hint="every row must have the same shape; pass numpy arrays") from None
         _check_shape(array, spec, where, sizes)
-        out[name] = _cast(array, spec, where)
-        if "classes" in spec and np.issubdtype(out[name].dtype, np.integer):
-            _check_labels(out[name], spec["classes"], name, where, spec.get("role") == "target")
-        if "range" in spec:
-            _check_range(out[name], *spec["range"], name, where)
+        out[name] = _checked(array, spec, where)
     return out
+
+
+def _checked(array: np.ndarray, spec: dict, where: str, first_row: int = 0) -> np.ndarray:
+    """`array` (rows from `first_row` on of the named array) cast to its spec's dtype, its values checked."""
+    out = _cast(array, spec, where, first_row)
+    if "classes" in spec and np.issubdtype(out.dtype, np.integer):
+        _check_labels(out, spec["classes"], spec["name"], where, spec.get("role") == "target", first_row)
+    if "range" in spec:
+        _check_range(out, *spec["range"], spec["name"], where, first_row)
+    return out
+
+
+def _mapped(array, spec: dict, where: str):
+    """A memory-mapped array (or a `RowView` of one) checked a block of rows at a time (never whole in
+    memory), and kept mapped: as it is in the model's dtype, else a `RowView` converting each batch as it
+    is read."""
+    for start, block in row_blocks(array):
+        _checked(block, spec, where, start)
+    want = np.dtype(spec["dtype"])
+    return array if array.dtype == want else RowView(array, want)
 
 
 def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None:
@@ -149,7 +171,7 @@ def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None
                 )
 
 
-def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
+def _cast(array: np.ndarray, spec: dict, where: str, first_row: int = 0) -> np.ndarray:
     name, want = spec["name"], np.dtype(spec["dtype"])
     have = array.dtype
     wrong = f"array `{name}` in {where} has dtype `{have}`, expected `{want}`"
@@ -160,7 +182,7 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
             out = np.asarray(array, dtype=want, order="C")
         bad = non_finite_mask(out)
         if bad is not None:
-            at, value = _index(bad, array.shape), array[bad][0]
+            at, value = _index(bad, array.shape, first_row), array[bad][0]
             if np.isfinite(value):
                 larger = f" or compile with {option('dtype', 'float64')}" if want == np.float32 else ""
                 raise DataError(
@@ -174,7 +196,7 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
         if np.issubdtype(have, np.floating):
             whole = np.isfinite(array) & (np.floor(array) == array)
             if not whole.all():
-                at = _index(~whole, array.shape)
+                at = _index(~whole, array.shape, first_row)
                 raise DataError(
                     f"array `{name}` in {where} has dtype `{have}` with the non-integer value "
                     f"{array[~whole][0]} at index {at}, expected `{want}`",
@@ -193,25 +215,25 @@ def _cast(array: np.ndarray, spec: dict, where: str) -> np.ndarray:
     raise DataError(wrong)
 
 
-def _check_labels(labels: np.ndarray, classes: int, name: str, where: str, target: bool) -> None:
+def _check_labels(labels: np.ndarray, classes: int, name: str, where: str, target: bool, first_row: int = 0) -> None:
     bad = (labels < 0) | (labels >= classes)
     if bad.any():
-        value = labels[bad][0]
+        value, at = labels[bad][0], _index(bad, labels.shape, first_row)
         if target:
             raise DataError(
-                f"label {value} out of range for {classes} classes in array `{name}` at index {_index(bad, labels.shape)}",
+                f"label {value} out of range for {classes} classes in array `{name}` at index {at}",
                 hint=f"class labels must lie in 0..{classes - 1}; check {where}",
             )
         raise DataError(
-            f"id {value} out of range for {classes} entries in array `{name}` at index {_index(bad, labels.shape)}",
+            f"id {value} out of range for {classes} entries in array `{name}` at index {at}",
             hint=f"ids (e.g. of an `embedding`) must lie in 0..{classes - 1}; check {where}",
         )
 
 
-def _check_range(values: np.ndarray, lo: float, hi: float, name: str, where: str) -> None:
+def _check_range(values: np.ndarray, lo: float, hi: float, name: str, where: str, first_row: int = 0) -> None:
     bad = (values < lo) | (values > hi)
     if bad.any():
-        at = _index(bad, values.shape)
+        at = _index(bad, values.shape, first_row)
         raise DataError(
             f"value {values[bad][0]} out of range [{lo}, {hi}] in array `{name}` at index {at}",
             hint=f"`{name}` holds probabilities (e.g. 0/1 labels), which must lie in [{lo}, {hi}]; check {where}",
@@ -235,12 +257,14 @@ def non_finite_mask(array: np.ndarray) -> np.ndarray | None:
     return bad if bad.any() else None
 
 
-def _index(mask: np.ndarray, shape) -> str:
-    """Position of the first True in `mask`: `57` for 1-D arrays, `(3, 5)` otherwise."""
+def _index(mask: np.ndarray, shape, first_row: int = 0) -> str:
+    """Position of the first True in `mask`: `57` for 1-D arrays, `(3, 5)` otherwise; `mask` covers the
+    rows from `first_row` on."""
     flat = int(np.flatnonzero(mask)[0])
     if len(shape) == 1:
-        return str(flat)
-    return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
+        return str(flat + first_row)
+    at = [int(i) for i in np.unravel_index(flat, shape)]
+    return str(tuple([at[0] + first_row, *at[1:]]))
 
 
 def num_rows(arrays: Mapping[str, np.ndarray]) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from dslc.diagnostics import DataError, suggest
 from dslc.runtime.data import num_rows
+from dslc.runtime.rows import take_rows
 
 SPLIT_STREAM = 0x5E1F  # the split's random stream, apart from the epochs' (`epoch_order` uses [seed, epoch])
 
@@ -24,7 +25,7 @@ def split_validation(arrays: Mapping[str, np.ndarray], fraction: float,
     """(training, validation) arrays: `n - int(n * (1 - fraction))` samples (Keras's count) go to
     validation, the ones `np.random.default_rng([seed, SPLIT_STREAM]).permutation(n)` lists first; both
     parts keep the data's order. A function of the seed alone, so a resumed run validates on the same
-    samples."""
+    samples. Memory-mapped data is split by index (`rows.RowView`), not copied."""
     if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
         raise DataError(f"the validation split must be a fraction between 0 and 1, got {fraction!r}",
                         hint="e.g. 0.1 holds out 10% of the training samples")
@@ -35,13 +36,15 @@ def split_validation(arrays: Mapping[str, np.ndarray], fraction: float,
                         hint="use a smaller split")
     held = np.zeros(n, bool)
     held[np.random.default_rng([seed, SPLIT_STREAM]).permutation(n)[:n_val]] = True
-    return ({k: a[~held] for k, a in arrays.items()}, {k: a[held] for k, a in arrays.items()})
+    kept, val = np.flatnonzero(~held), np.flatnonzero(held)
+    return ({k: take_rows(a, kept) for k, a in arrays.items()}, {k: take_rows(a, val) for k, a in arrays.items()})
 
 
 # ---- a folder of `.npy` files ------------------------------------------------------------------------
 def read_npy_folder(path: str | os.PathLike, what: str = "data") -> dict[str, np.ndarray]:
     """`<name>.npy` of folder `path` as arrays named `<name>`, memory-mapped (read from disk as batches
-    need them, so the data may be larger than memory; stored in the model's dtype they are not copied)."""
+    need them, so the data may be larger than memory; in another dtype than the model's, each batch is
+    converted as it is read: `data.check_arrays`)."""
     folder = Path(path)
     files = sorted(folder.glob("*.npy"))
     if not files:

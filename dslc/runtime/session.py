@@ -374,7 +374,8 @@ class Predictor:
         feeds = {name: inputs[name] for name in self.input_names}
         n = len(next(iter(feeds.values()))) if feeds else 0
         try:  # no extra call on the batch-1 path: it is ~7 µs in all
-            if not self.batchable or not batch_size or n <= batch_size:
+            if not self.batchable or not batch_size or n <= batch_size:  # (a `RowView` read whole here)
+                feeds = {name: np.asarray(a) for name, a in feeds.items()}
                 return dict(zip(self.output_names, self._run(self.output_names, feeds, None)))
             parts: list[list[np.ndarray]] = []
             for start in range(0, n, batch_size):

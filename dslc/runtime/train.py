@@ -143,11 +143,14 @@ def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
     """`{"rows", "blake2b"}` of the training arrays the model reads: a 16-byte blake2b over each
     array's name, dtype, shape and raw bytes, in name order. Stored in the checkpoint so that resuming
     on other data warns (the data is part of what makes a resumed run match an uninterrupted one)."""
+    from dslc.runtime.rows import row_blocks
+
     digest = hashlib.blake2b(digest_size=16)
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(array.reshape(-1).view(np.uint8))
+        array = arrays[name]
+        digest.update(f"{name}\0{array.dtype.str}\0{tuple(array.shape)}\0".encode())
+        for _, block in row_blocks(array):  # memory-mapped data a block at a time: the same digest
+            digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))
     return {"rows": num_rows(arrays), "blake2b": digest.hexdigest()}
 
 
@@ -176,7 +179,7 @@ def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, re
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
         reporter: Reporter | None = None, threads: int | None = None, val_split: float | None = None,
-        callbacks=(), early_stopping=None, restore_best: bool = False, init_from=None, accumulate: int = 1,
+        callbacks=(), early_stopping=None, restore_best: bool | None = None, init_from=None, accumulate: int = 1,
         comm=None) -> list[dict]:
     """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
 
@@ -194,8 +197,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
 
     `val_split` holds out that fraction of the training samples for validation (chosen by `seed`, see
-    `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping` or its text) and
-    `restore_best`: see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
+    `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping`, its text, or
+    False/"off"; None: the model's `callback early_stopping(...)`, if any) and `restore_best` (None: the
+    model's): see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
     `callbacks.History`.
 
     `accumulate` > 1 or an MPI communicator `comm` (`dslc.runtime.distributed`) train through the split
@@ -204,7 +208,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     writes the run directory, validates, reports and runs the callbacks; every rank stops where they say.
     """
     from dslc import __version__
-    from dslc.runtime.callbacks import EarlyStopping, History, RunHooks
+    from dslc.runtime.callbacks import History, RunHooks, run_stopping
     from dslc.runtime.datafiles import split_validation
     from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
 
@@ -245,8 +249,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
     if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
         settings["val_split"] = float(val_split)
-    if isinstance(early_stopping, str):
-        early_stopping = EarlyStopping.parse(early_stopping)
+    early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
     ckpt = None
     global_step = 0

@@ -1,0 +1,114 @@
+"""Callbacks declared in a model: `callback early_stopping(monitor = "val_accuracy", patience = 5)`.
+
+A callback is a setting of the training loop, not of the graphs. Its arguments are checked when the
+model compiles (each error at its argument) and the settings given are recorded in the manifest
+(`"early_stopping": {"patience": 5, ...}`), where `dslc train` and `program.train` read them; the
+command line's `--early-stopping k=v,...` and `early_stopping=` replace them key by key, and
+`--early-stopping off` / `early_stopping=False` drop them (`dslc.runtime.callbacks.declared_stopping`).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from dslc.diagnostics import error, suggest
+from dslc.frontend import ast
+
+# callback -> its settings and their defaults; None: chosen by the run (the monitor: `val_loss` with
+# validation data, else `loss`; the mode: from the monitor's name)
+CALLBACKS = {
+    "early_stopping": {"monitor": None, "patience": 5, "min_delta": 0.0, "mode": None, "restore_best": False},
+}
+DOCS = {
+    "early_stopping": "callback of the training loop: stop when `monitor` (default `val_loss` with validation data, "
+                      "else `loss`) has not improved by more than `min_delta` for `patience` epochs in a row; "
+                      "`mode` from the name unless given; `restore_best` makes the best epoch's weights the run's "
+                      "checkpoint. `--early-stopping` and `early_stopping=` override it key by key.",
+}
+USAGE = 'callback early_stopping(monitor = "val_loss", patience = 5, min_delta = 0.0, mode = "min", restore_best = true)'
+
+# words in metric names that say which way is better (Keras's "auto" mode looks for "acc")
+_HIGHER = ("acc", "f1", "precision", "recall", "auc", "iou", "r2")
+_LOWER = ("loss", "mse", "mae", "error", "entropy", "perplexity", "nll", "rmse")
+
+
+def usage(name: str) -> str:
+    """`early_stopping(monitor = "...", patience = 5, ...)`: a callback with its defaults."""
+    shown = lambda v: '"..."' if v is None else "true" if v is True else "false" if v is False else str(v)
+    return f"{name}({', '.join(f'{k} = {shown(v)}' for k, v in CALLBACKS[name].items())})"
+
+
+def direction(name: str) -> str | None:
+    """`min` or `max` for a logged name (`val_loss`, `gen.accuracy`), None when its words do not say."""
+    base = name.rsplit(".", 1)[-1].lower()
+    if any(word in base for word in _LOWER):
+        return "min"
+    if any(word in base for word in _HIGHER):
+        return "max"
+    return None
+
+
+def declare(stmt: ast.Callback, evaluate: Callable) -> dict:
+    """The settings a `callback` statement gives (`evaluate(expr)` computes an argument: numbers,
+    strings, hyper-parameters); errors point at the argument."""
+    call = stmt.call
+    if call.func not in CALLBACKS:
+        raise error(f"unknown callback `{call.func}`", call.func_span,
+                    hint=suggest(call.func, CALLBACKS) or f"callbacks: {', '.join(CALLBACKS)}")
+    defaults = CALLBACKS[call.func]
+    if call.args:
+        raise error(f"`{call.func}` takes its settings by name", call.args[0].span,
+                    hint=f"as in `{USAGE}`")
+    settings: dict = {}
+    for kw in call.kwargs:
+        if kw.name not in defaults:
+            raise error(f"`{call.func}` has no setting `{kw.name}`", kw.span,
+                        hint=suggest(kw.name, defaults) or f"its settings: {', '.join(defaults)}")
+        if kw.name in settings:
+            raise error(f"argument `{kw.name}` given twice", kw.span)
+        settings[kw.name] = _checked(kw.name, evaluate(kw.value), kw.value.span)
+    return settings
+
+
+def _checked(key: str, value, span):
+    from dslc.lower_calls import describe  # (the runtime imports `direction` without the lowering)
+
+    got = describe(value)
+    if key == "monitor":
+        if not isinstance(value, str) or not value:
+            raise error(f"`monitor` must name a logged value as a string, got {got}", span,
+                        hint='as in `monitor = "val_loss"` or `monitor = "val_accuracy"`')
+    elif key == "mode":
+        if value not in ("min", "max") or not isinstance(value, str):
+            raise error(f'`mode` must be "min" or "max", got {got}', span,
+                        hint='"min" when lower is better (losses), "max" when higher is (accuracies)')
+    elif key == "restore_best":
+        if not isinstance(value, bool):
+            raise error(f"`restore_best` must be `true` or `false`, got {got}", span)
+    elif key == "patience":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise error(f"`patience` must be a whole number of epochs, at least 0, got {got}", span)
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise error(f"`min_delta` must be a non-negative number, got {got}", span,
+                    hint="the least change of the monitored value that counts as an improvement")
+    else:
+        value = float(value)
+    return value
+
+
+def check_monitor(settings: dict, stmt: ast.Callback, logged: list[str]) -> None:
+    """The declared monitor must be a value the run logs (`logged`: the training graph's loss and
+    metrics; `val_` ones with validation data), and its direction known (from its name or `mode`)."""
+    monitor = settings.get("monitor")
+    if monitor is None:
+        return
+    span = next(k.value.span for k in stmt.call.kwargs if k.name == "monitor")
+    names = logged + [f"val_{n}" for n in logged]
+    if monitor not in names:
+        raise error(f"early stopping monitors `{monitor}`, which training does not log", span,
+                    hint=suggest(monitor, names) or f"it logs {', '.join(f'`{n}`' for n in names)}")
+    if "mode" not in settings and direction(monitor) is None:
+        raise error(f"early stopping cannot tell whether `{monitor}` is better lower or higher", span,
+                    hint='add `mode = "min"` or `mode = "max"`')
