@@ -418,15 +418,16 @@ def _step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[
     return trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
 
 
-# Training data up to this size is gathered in the epoch's order once per epoch, so that batches are
-# contiguous slices (digits: 3.7 µs less per step); larger data (memory-mapped folders of `.npy`, say)
-# is gathered batch by batch.
+# Training data in memory up to this size is gathered in the epoch's order once per epoch, so that
+# batches are contiguous slices (digits: 3.7 µs less per step); larger data, and memory-mapped data
+# (never held whole, `dslc/runtime/rows.py`), is gathered batch by batch.
 EPOCH_GATHER_BYTES = 64 << 20
 
 
 def _in_epoch_order(arrays: Mapping[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray] | None:
-    """The arrays' rows in `order`, or None when they are larger than `EPOCH_GATHER_BYTES`."""
-    if sum(a.nbytes for a in arrays.values()) > EPOCH_GATHER_BYTES:
+    """The arrays' rows in `order`, or None for memory-mapped data or more than `EPOCH_GATHER_BYTES`."""
+    if not all(type(a) is np.ndarray for a in arrays.values()) or \
+            sum(a.nbytes for a in arrays.values()) > EPOCH_GATHER_BYTES:
         return None
     return {k: a[order] for k, a in arrays.items()}
 
