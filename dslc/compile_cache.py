@@ -7,11 +7,11 @@ imports neither onnx nor lark: the entry's files are the program's graphs (bytes
 and the init graph is read by `dslc.emit.weights.read_init_graph` without onnx.
 
 An entry is keyed by the model file's resolved path, the compile options (`-D`, `--dtype`, `--seed`,
-`--freeze`, `--split`, `--dim`, `--import-path`) and the dslc installation (its version and the size and
+`--freeze`, `--split`, `--dim`) and the dslc installation (its version and the size and
 modification time of every file of the package and the grammar); it records the text of every `.dl` file
 the compile read (the model and its imports) and is used only while each of them still holds that text.
 Programs with warnings are not kept (their diagnostics point into the source), nor programs whose graphs
-are larger than `MAX_ENTRY_BYTES`. At most `MAX_ENTRIES` entries are kept, the least recently used
+are larger than `MAX_ENTRY_BYTES`, nor compiles with `--import-path` (see `entry_key`). At most `MAX_ENTRIES` entries are kept, the least recently used
 dropped first.
 
 Where: `$DSLC_CACHE_DIR`, else `$XDG_CACHE_HOME/dslc`, else `~/.cache/dslc`. `DSLC_NO_CACHE=1` turns the
@@ -61,8 +61,10 @@ def compile_cached(path: str | os.PathLike, **options):
 
 def entry_key(path: str | os.PathLike, options: dict) -> str | None:
     """The entry's name: a hash of the resolved model path, the options and the installation; None for
-    options that ask for more than graphs and manifest (`text`, `print_ir_after`)."""
-    if options.get("text") is not None or options.get("print_ir_after"):
+    options that ask for more than graphs and manifest (`text`, `print_ir_after`), and with an
+    `import_path`: an import found in one of its folders would be shadowed by a file of that name
+    created later in the importing file's folder, which the recorded file texts cannot tell."""
+    if options.get("text") is not None or options.get("print_ir_after") or options.get("import_path"):
         return None
     try:
         model = str(Path(path).resolve())
@@ -73,7 +75,6 @@ def entry_key(path: str | os.PathLike, options: dict) -> str | None:
         "defines": sorted((options.get("defines") or {}).items()), "dtype": options.get("dtype", "float32"),
         "seed": options.get("seed", 0), "freeze": list(options.get("freeze", ())),
         "split": bool(options.get("split", False)), "dims": sorted((options.get("dims") or {}).items()),
-        "import_path": [os.path.realpath(p) for p in options.get("import_path", ())],
     }
     return hashlib.blake2b(json.dumps(setting).encode(), digest_size=16).hexdigest()
 

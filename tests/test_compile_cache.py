@@ -104,6 +104,9 @@ def test_other_options_or_a_changed_import_compile_again(cache, tmp_path):
         assert len(compiles) == 4 and changed.graphs["train"] != first.graphs["train"]
         compile_cache.compile_cached(model)
         assert len(compiles) == 4
+        compile_cache.compile_cached(model, import_path=[str(tmp_path / "blocks")])  # never cached
+        compile_cache.compile_cached(model, import_path=[str(tmp_path / "blocks")])
+        assert len(compiles) == 6
     finally:
         dslc.compiler.compile_file = saved
 
