@@ -278,11 +278,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+# verbs that use only a program's graphs and manifest (`dslc/compile_cache.py`); `check` always compiles
+CACHED_VERBS = ("build", "train", "predict", "evaluate", "export")
+
+
 def _compile(args):
     if not os.path.exists(args.model):
         raise DataError(f"cannot read `{args.model}`: No such file or directory")
-    from dslc.compiler import compile_file
-
     defines: dict[str, str] = {}
     for name, value in args.defines:
         if name in defines:
@@ -295,6 +297,10 @@ def _compile(args):
         extra["freeze"] = tuple(args.freeze)
     if getattr(args, "split", False) or _scaled_out(args):
         extra["split"] = True
+    if args.verb in CACHED_VERBS and getattr(args, "emit", "onnx") == "onnx":  # without onnx if compiled before
+        from dslc.compile_cache import compile_cached as compile_file
+    else:
+        from dslc.compiler import compile_file
     try:
         return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0),
                             import_path=args.import_path, **extra)

@@ -24,10 +24,12 @@ from dslc.source import SourceFile
 DTYPES = ("float32", "float64")
 
 
-def load_module(path: str | Path, text: str | None = None, import_path=()) -> tuple[ast.Module, dict[str, ast.Block]]:
+def load_module(path: str | Path, text: str | None = None, import_path=(),
+                sources: list | None = None) -> tuple[ast.Module, dict[str, ast.Block]]:
     """Parse a file (or `text`, as the file at `path`: an editor's unsaved buffer) and, transitively,
     its imports; returns the module and every block it can use. Imports read only `.dl` files inside
-    the file's folder or an `import_path` folder (`resolve_import`)."""
+    the file's folder or an `import_path` folder (`resolve_import`). `sources`, if given, receives the
+    (resolved path, text) of every file parsed (the compile cache's dependencies)."""
     roots = ImportRoots.of(path, import_path)
     budget = TokenBudget()  # of all the files together
     root = parse_file(path, budget) if text is None else parse(SourceFile.from_text(str(path), text), budget)
@@ -40,6 +42,8 @@ def load_module(path: str | Path, text: str | None = None, import_path=()) -> tu
         if imp is None:
             stack.pop()
             modules.append(module)
+            if sources is not None:
+                sources.append((str(Path(module.source.path).resolve()), module.source.text))
             continue
         try:
             target = resolve_import(imp, module.source.path, roots)
@@ -120,7 +124,8 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
         if not os.path.isdir(folder):
             raise DataError(f"the import path `{folder}` is not a folder",
                             hint="`--import-path DIR` names a folder that imported files are looked up in")
-    module, blocks = load_module(path, text, import_path)
+    sources: list[tuple[str, str]] = []
+    module, blocks = load_module(path, text, import_path, sources)
     model = pick_model(module)
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
@@ -158,6 +163,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
+    program.extras["sources"] = sources if text is None else []  # an editor's buffer is not the file
     layers: dict = {}  # every layer's (kind, output type), inference graph's first
     for lowered_model in [infer] + [t for t, _, _ in trained.values()]:
         for layer, entry in lowered_model.layers.items():

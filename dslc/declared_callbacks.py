@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dslc.diagnostics import error, suggest
-from dslc.frontend import ast
+
+if TYPE_CHECKING:  # annotations only: the training loop imports `direction` without the parser (lark)
+    from dslc.frontend import ast
 
 # callback -> its settings and their defaults; None: chosen by the run (the monitor: `val_loss` with
 # validation data, else `loss`; the mode: from the monitor's name)

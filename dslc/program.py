@@ -67,15 +67,16 @@ class Program:
     def manifest_file(self) -> str:
         return f"{self.name}.dslc.json"
 
-    def build(self, out_dir: str | os.PathLike = ".") -> list[Path]:
+    def build(self, out_dir: str | os.PathLike = ".", durable: bool = True) -> list[Path]:
         """Write every graph under its manifest file name and `<model>.dslc.json`, all or none (a failure
-        leaves the directory as it was); return the paths."""
+        leaves the directory as it was); return the paths. `durable=False`: without fsync (a run folder's
+        copy, which every `dslc train` of the run writes again; see `dslc/fsutil.py`)."""
         from dslc.fsutil import atomic_write_all, make_directory
 
         out = make_directory(out_dir)
         files = {out / g["file"]: _writer(self.graphs[key]) for key, g in self.manifest["graphs"].items()}
         files[out / self.manifest_file] = _writer((json.dumps(self.manifest, indent=2) + "\n").encode("utf-8"))
-        return atomic_write_all(files)
+        return atomic_write_all(files, durable)
 
     def initial_values(self) -> dict[str, np.ndarray]:
         """The starting value of every parameter, buffer and optimizer-state tensor, by name: the outputs

@@ -1,5 +1,6 @@
 """Shared test options: `pytest --bless` rewrites golden files instead of comparing with them."""
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `from golden import assert_golden`
 
 from golden import assert_golden  # noqa: E402
+
+# Tests compile every time (and subprocesses inherit it): no test sees another's cached program, and none
+# writes to the user's cache folder. tests/test_compile_cache.py turns the cache on in a temporary folder.
+os.environ["DSLC_NO_CACHE"] = "1"
 
 
 def pytest_addoption(parser):

@@ -84,7 +84,20 @@ def read_source(path: str | Path) -> SourceFile:
 
 @functools.cache
 def lark_parser() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
+    """The parser; its LALR tables (~0.2 s to build) are kept in the compile cache's folder, where Lark
+    checks them against the grammar's and its own version's hash before using them."""
+    from dslc.compile_cache import cache_dir
+
+    folder = cache_dir()
+    cache: bool | str = False
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            cache = str(folder / "lark-tables.pickle")
+        except OSError:
+            pass
+    return Lark(_grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True,
+                cache=cache)
 
 
 def _grammar_text() -> str:

@@ -276,7 +276,7 @@ def write_metrics_csv(path: Path, history: Sequence[dict]) -> None:
     writer.writerow(["epoch", *keys])
     for record in history:
         writer.writerow([record["epoch"], *(_cell(record.get(k)) for k in keys)])
-    atomic_write_text(path, text.getvalue())
+    atomic_write_text(path, text.getvalue(), durable=False)  # rewritten from the history every epoch
 
 
 def _cell(value) -> str:

@@ -297,7 +297,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size == 1 or n % batch_size == 1:
         _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     if writer:
-        program.build(out_dir)  # creates the run directory
+        program.build(out_dir, durable=False)  # creates the run directory
     history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
     saver = EpochSaver()
     model_hash = manifest_hash(manifest)
@@ -319,6 +319,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
+    run_step = (lambda batch, hypers: trainer.step(batch, hypers[0])) if isinstance(trainer, TrainStep) else trainer.step
     if writer:
         hooks.begin(info)
     reporter.start(info)
@@ -328,6 +329,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         reporter.epoch_start(epoch + 1, epochs, steps)
         t0 = time.perf_counter()
         order = epoch_order(seed, epoch, n)
+        shuffled = _in_epoch_order(arrays, order)
         sums = EpochMetrics(output_specs(specs))
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
@@ -337,8 +339,11 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                 if seed_spec is not None:
                     hyper[seed_spec["name"]] = step_seed(seed, global_step * len(keys) + k)
                 hypers.append(hyper)
-            batch = {k: a[idx] for k, a in arrays.items()}
-            out = _step(trainer, batch, hypers)
+            if shuffled is not None:
+                batch = {k: a[start:start + batch_size] for k, a in shuffled.items()}
+            else:
+                batch = {k: a[idx] for k, a in arrays.items()}
+            out = run_step(batch, hypers)
             fault_point("step")
             for loss_name in loss_names:
                 if not math.isfinite(out[loss_name]):
@@ -411,6 +416,20 @@ def _step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[
     from dslc.runtime.session import TrainStep
 
     return trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
+
+
+# Training data in memory up to this size is gathered in the epoch's order once per epoch, so that
+# batches are contiguous slices (digits: 3.7 µs less per step); larger data, and memory-mapped data
+# (never held whole, `dslc/runtime/rows.py`), is gathered batch by batch.
+EPOCH_GATHER_BYTES = 64 << 20
+
+
+def _in_epoch_order(arrays: Mapping[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The arrays' rows in `order`, or None for memory-mapped data or more than `EPOCH_GATHER_BYTES`."""
+    if not all(type(a) is np.ndarray for a in arrays.values()) or \
+            sum(a.nbytes for a in arrays.values()) > EPOCH_GATHER_BYTES:
+        return None
+    return {k: a[order] for k, a in arrays.items()}
 
 
 def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: list[dict], n: int,

@@ -2,7 +2,11 @@
 would write for the same model (`DataLoader`, `for x, y in loader: loss.backward(); opt.step()`, an
 evaluation pass and a `torch.save` checkpoint per epoch), and where `dslc train`'s wall time goes.
 
-    python examples/bench/train_loop.py [--epochs 30] [--batch-size 32] [--repeats 3] [--json FILE]
+    python examples/bench/train_loop.py [--epochs 30] [--batch-size 32] [--repeats 3] [--threads N] [--json FILE]
+
+`--threads N` gives both sides N threads (`dslc train --threads N`, `torch.set_num_threads(N)`); by default
+each takes its own default (all cores). On a contended machine PyTorch's spinning threads suffer much
+more than ONNX Runtime's, so compare with `--threads 1` there.
 
 Two measurements:
   * each side as a fresh process, timed from outside (Python start-up and imports included: what a user
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,11 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"
 
 
-def torch_run(epochs: int, batch_size: int, out_dir: Path) -> float:
+def torch_run(epochs: int, batch_size: int, out_dir: Path, threads: int | None = None) -> float:
     """The PyTorch loop for digits.dl (64-128-128-10, ReLU, dropout 0.2, Adam lr 0.002, cross-entropy plus
     1e-5·Σw² on the weights); returns the final test accuracy."""
     import numpy as np
     import torch
+    if threads:
+        torch.set_num_threads(threads)
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -62,24 +69,26 @@ def torch_run(epochs: int, batch_size: int, out_dir: Path) -> float:
     return accuracy
 
 
-def dslc_args(epochs: int, batch_size: int, out_dir: Path) -> list[str]:
+def dslc_args(epochs: int, batch_size: int, out_dir: Path, threads: int | None = None) -> list[str]:
     return ["train", str(DIGITS / "digits.dl"), "--data", str(DIGITS / "train.npz"), "--val", str(DIGITS / "test.npz"),
-            "--epochs", str(epochs), "--batch-size", str(batch_size), "-o", str(out_dir)]
+            "--epochs", str(epochs), "--batch-size", str(batch_size), "-o", str(out_dir)] + \
+        (["--threads", str(threads)] if threads else [])
 
 
-def dslc_breakdown(epochs: int, batch_size: int) -> dict:
+def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> dict:
     """`dslc train` in this process (the CLI's `main`, its output discarded) with its parts timed as they
     run: compiling, creating the ONNX Runtime sessions, the training loop (`fit`) and inside it the
     training steps and the evaluation runs. Seconds of each."""
     import contextlib
     import io
 
-    from dslc import compiler
+    from dslc import compile_cache
     from dslc.cli import main
     from dslc.runtime import session, train
 
     spent = {"compile": 0.0, "sessions": 0.0, "loop": 0.0, "train_steps": 0.0, "eval_steps": 0.0}
-    timers = [(compiler, "compile_file", "compile"), (session.TrainStep, "__init__", "sessions"),
+    # compiling, or reading the program compiled by the fresh processes before (`dslc/compile_cache.py`)
+    timers = [(compile_cache, "compile_cached", "compile"), (session.TrainStep, "__init__", "sessions"),
               (session.Evaluator, "__init__", "sessions"), (train, "fit", "loop"),
               (session.TrainStep, "step", "train_steps"), (session.Evaluator, "run", "eval_steps")]
 
@@ -99,7 +108,7 @@ def dslc_breakdown(epochs: int, batch_size: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
             t0 = time.perf_counter()
-            code = main(dslc_args(epochs, batch_size, Path(tmp) / "run"))
+            code = main(dslc_args(epochs, batch_size, Path(tmp) / "run", threads))
             wall = time.perf_counter() - t0
     finally:
         for owner, name, original in originals:
@@ -122,26 +131,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="threads of both sides (default: each its own default)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--torch-child", type=Path, help=argparse.SUPPRESS)  # run the PyTorch loop, write accuracy
     args = parser.parse_args()
     if args.torch_child:
-        args.torch_child.write_text(str(torch_run(args.epochs, args.batch_size, args.torch_child.parent)))
+        args.torch_child.write_text(str(torch_run(args.epochs, args.batch_size, args.torch_child.parent, args.threads)))
         return
 
     times = {"dslc": [], "torch": []}
     with tempfile.TemporaryDirectory() as tmp:
         accuracy_file = Path(tmp) / "accuracy.txt"
+        # untimed: the program compiled once before, as after any earlier run or `dslc build` (compile cache)
+        child_seconds([sys.executable, "-m", "dslc", *dslc_args(1, args.batch_size, Path(tmp) / "warm", args.threads)])
         for repeat in range(args.repeats):  # a fresh run directory each time: dslc train refuses to overwrite a run
-            times["dslc"].append(child_seconds([sys.executable, "-m", "dslc", *dslc_args(args.epochs, args.batch_size,
-                                                                                          Path(tmp) / f"run{repeat}")]))
+            times["dslc"].append(child_seconds([sys.executable, "-m", "dslc", *dslc_args(
+                args.epochs, args.batch_size, Path(tmp) / f"run{repeat}", args.threads)]))
+            threads = ["--threads", str(args.threads)] if args.threads else []
             times["torch"].append(child_seconds([sys.executable, __file__, "--epochs", str(args.epochs), "--batch-size",
-                                                 str(args.batch_size), "--torch-child", str(accuracy_file)]))
+                                                 str(args.batch_size), *threads, "--torch-child", str(accuracy_file)]))
         torch_accuracy = float(accuracy_file.read_text())
     dslc_s, torch_s = statistics.median(times["dslc"]), statistics.median(times["torch"])
-    inside = dslc_breakdown(args.epochs, args.batch_size)
-    print(f"digits, {args.epochs} epochs of batch {args.batch_size}, each side a fresh process (medians of "
-          f"{args.repeats}, alternating):")
+    inside = dslc_breakdown(args.epochs, args.batch_size, args.threads)
+    threads = f"{args.threads} thread(s) each" if args.threads else "default threads"
+    print(f"digits, {args.epochs} epochs of batch {args.batch_size}, {threads}, each side a fresh process (medians "
+          f"of {args.repeats}, alternating; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
     print(f"  dslc train     {dslc_s:7.2f} s  {sorted(round(t, 2) for t in times['dslc'])}")
     print(f"  PyTorch loop   {torch_s:7.2f} s  {sorted(round(t, 2) for t in times['torch'])}   final test accuracy "
           f"{torch_accuracy:.3f}")

@@ -5,8 +5,8 @@ small next to the compute of a rank's share of the batch.
 
     python examples/scale/allreduce_estimate.py        # a markdown table (README "Scaling out")
 
-dslc's `Allreduce` carries float64 sums (gradient × rows), so it sends twice these bytes; the table is
-the float32 floor a gradient all-reduce can reach (e.g. Horovod's), with dslc's own figure beside it.
+dslc's `Allreduce` carries the row-weighted sums in the graphs' float type (float32 unless compiled with
+`--dtype float64`), so these are its bytes, plus a few for the loss and metrics.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ def ring_bytes(parameters: int, workers: int, bytes_per_value: int = 4) -> float
 def main() -> None:
     header = ["model", "parameters"] + [f"MB per step, N={n}" for n in WORKERS]
     header += [f"ms at {link}, N={n}" for link in LINKS for n in WORKERS]
-    header += ["dslc (float64 sums) ms at 10 Gbit/s, N=8"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for path in MODELS:
@@ -36,7 +35,6 @@ def main() -> None:
         cells = [f"[{Path(path).stem}]({path})", f"{p:,}"]
         cells += [f"{ring_bytes(p, n) / 1e6:.3f}" for n in WORKERS]
         cells += [f"{1e3 * ring_bytes(p, n) / speed:.3f}" for speed in LINKS.values() for n in WORKERS]
-        cells += [f"{1e3 * ring_bytes(p, 8, 8) / LINKS['10 Gbit/s']:.3f}"]
         print("| " + " | ".join(cells) + " |")
 
 
