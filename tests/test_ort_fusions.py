@@ -9,6 +9,7 @@ import math
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from helpers import compile_text, make_runner
 
@@ -23,14 +24,17 @@ def optimized_ops(model_bytes: bytes, tmp_path) -> collections.Counter:
     return collections.Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in model.graph.node)
 
 
-def test_gelu_after_a_linear_layer_runs_as_one_bias_gelu_kernel(tmp_path):
+def test_linear_on_sequences_is_a_gemm_with_its_bias_and_gelu_one_kernel(tmp_path):
+    """`linear` on `[B, T, F]` is one 2-D Gemm over the B·T rows with the bias inside (ORT fuses no 3-D
+    MatMul with an Add), and the GELU after it ORT's Gelu kernel."""
     program = compile_text(tmp_path, """
         model m {
             input x: f32[B, 5, 6]
             output y = x |> linear(8) |> gelu
         }""")
     ops = optimized_ops(program.graphs["infer"], tmp_path)
-    assert ops["com.microsoft.BiasGelu"] == 1 and ops["Erf"] == 0, ops
+    assert ops["Gemm"] == 1 and ops["com.microsoft.Gelu"] == 1, ops
+    assert ops["MatMul"] == ops["Add"] == ops["Erf"] == 0, ops
     x = np.random.default_rng(0).standard_normal((3, 5, 6)).astype(np.float32)
     proto = onnx.load_from_string(program.graphs["infer"])
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
@@ -66,3 +70,20 @@ def test_cross_entropy_and_its_gradient_compare_the_labels_once(tmp_path):
         }""")
     ops = optimized_ops(program.graphs["train"], tmp_path)
     assert ops["Equal"] == 1 and ops["OneHot"] == 0, ops
+
+
+@pytest.mark.parametrize("runtime", ["ort", "reference"])
+def test_linear_rows_return_to_two_symbolic_leading_dims(tmp_path, runtime):
+    """With more than one symbolic leading dim the Gemm's rows are reshaped to the input's run-time shape."""
+    program = compile_text(tmp_path, """
+        model m {
+            input x: f32[B, T, 6]
+            output y = x |> linear(4)
+        }""")
+    proto = onnx.load_from_string(program.graphs["infer"])
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    run = make_runner(program.graphs["infer"], runtime)
+    for shape in ((2, 3, 6), (1, 7, 6)):
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        want = x @ weights["linear_0.weight"] + weights["linear_0.bias"]
+        np.testing.assert_allclose(run({"x": x})["y"], want, rtol=1e-5, atol=1e-6)
