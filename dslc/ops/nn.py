@@ -89,9 +89,9 @@ class OneHot(OpDef):
 
 
 def label_hits(e, labels, depth: int) -> str:
-    """`labels[..., None] == arange(depth)` as bool: the one-hot pattern. Not ONNX OneHot: its ORT kernel
-    took 0.8 ms for [2048, 256] where Equal and Cast take ~0.2, it has no float64 or int32-label kernels
-    in ORT, and it counts negative labels from the end. Built node for node alike wherever it is used, so
-    that ONNX Runtime computes it once per graph (the cross-entropy's loss and its gradient share it)."""
+    """`labels[..., None] == arange(depth)` as bool: the one-hot pattern. Not ONNX OneHot: ORT has no
+    float64 or int32-label kernels for it, and it counts negative labels from the end. Built node for
+    node alike wherever it is used, so that ONNX Runtime computes it once per graph (the cross-entropy's
+    loss and its gradient share it)."""
     classes = e.const(np.arange(depth, dtype=np.dtype(labels.type.dtype)))
     return e.node("Equal", e.node("Unsqueeze", labels, e.int64s([-1])), classes)
