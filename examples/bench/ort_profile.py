@@ -61,6 +61,7 @@ def summary(kernels: list[dict], calls: int, nodes: int) -> list[str]:
     if nodes:
         lines.append("  slowest nodes:")
         for (op, name, shapes), us in sorted(by_node.items(), key=lambda kv: -kv[1])[:nodes]:
+            shapes = shapes if len(shapes) <= 80 else shapes[:77] + "..."
             lines.append(f"    {us / calls / 1e3:7.3f} ms  {op:16s} {name:45s} {shapes}")
     return lines
 
