@@ -27,7 +27,7 @@ from reference import ROOT, WORKLOADS  # noqa: E402
 
 
 def profile(model_bytes: bytes, feeds: dict[str, np.ndarray], calls: int, threads: int) -> list[dict]:
-    """The kernel events of `calls` runs (after 5 unprofiled warm-up runs are excluded by their order)."""
+    """The kernel events of `calls` runs, after 5 warm-up runs (profiled too, and left out)."""
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.log_severity_level = 3
