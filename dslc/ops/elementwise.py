@@ -224,9 +224,11 @@ class Gelu(Unary):
     """y = x·Φ(x) = 0.5·x·(1 + erf(x/√2)), the exact GELU (PyTorch's default)."""
 
     def lower(self, e, x):
+        # (x·0.5)·(erf(x / √2) + 1), node for node the pattern ONNX Runtime fuses into one Gelu kernel
+        # (its GeluFusion; with the bias add before it, BiasGelu); other runtimes run the standard ops
         dt = x.type.dtype
-        cdf = e.node("Mul", e.scalar(0.5, dt), e.node("Add", e.scalar(1.0, dt), lower_erf(e, e.node("Mul", x, e.scalar(1 / math.sqrt(2), dt)), dt)))
-        return e.node("Mul", x, cdf)
+        erf = lower_erf(e, e.node("Div", x, e.scalar(math.sqrt(2), dt)), dt)
+        return e.node("Mul", e.node("Mul", x, e.scalar(0.5, dt)), e.node("Add", erf, e.scalar(1.0, dt)))
 
     def evaluate(self, x):
         return 0.5 * x * (1 + Erf().evaluate(x / math.sqrt(2)))
@@ -236,7 +238,8 @@ class Gelu(Unary):
 
     def grad(self, b, g, out, x):
         half = b.scalar_like(0.5, x)
-        cdf = b.mul(half, b.add(b.scalar_like(1.0, x), b.erf(b.mul(x, b.scalar_like(1 / math.sqrt(2), x)))))
+        # erf(x / √2) as the forward lowers it, so ONNX Runtime computes it once for both
+        cdf = b.mul(half, b.add(b.erf(b.div(x, b.scalar_like(math.sqrt(2), x))), b.scalar_like(1.0, x)))
         pdf = b.mul(b.scalar_like(1 / math.sqrt(2 * math.pi), x), b.exp(b.mul(b.neg(half), b.mul(x, x))))
         return [b.mul(g, b.add(cdf, b.mul(x, pdf)))]
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from dslc.ir.graph import OpError
 from dslc.ir.types import INT_DTYPES, TensorType
+from dslc.ops.nn import label_hits
 from dslc.ops.registry import OpDef, Sample, expect_float, op
 
 
@@ -29,8 +30,8 @@ class SoftmaxCrossEntropy(OpDef):
         # onnx.reference implements that with `np.choose`, which takes at most 64 classes.
         last = logits.type.rank - 1
         log_probs = e.node("LogSoftmax", logits, axis=last)
-        classes = e.const(np.arange(logits.type.shape[-1], dtype=np.dtype(labels.type.dtype)))
-        hit = e.node("Equal", e.node("Unsqueeze", labels, e.int64s([-1])), classes)
+        hit = label_hits(e, labels, logits.type.shape[-1])  # the gradient's one_hot shares it
+        # Where, not a multiply by the cast hits: a -inf log-probability of another class stays out of the sum
         picked = e.node("Where", hit, log_probs, e.scalar(0.0, logits.type.dtype))
         return e.node("Neg", e.node("ReduceSum", picked, e.int64s([last]), keepdims=0))
 

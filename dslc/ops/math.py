@@ -158,7 +158,8 @@ class Normalize(_LastAxisStats):
     """y = (x - mean) / √(var + eps) over the last axis (biased variance), the core of layer
     normalization. Lowered to ReduceMean, Sub, Mul, Sqrt, Reciprocal rather than LayerNormalization-17:
     measured on `[32, 64, 128]` float32 it is as fast (0.10 vs 0.11 ms), closer to float64 (5e-7 vs 7e-7
-    worst error) and keeps `eps` exact in float64 (the attribute is a float32).
+    worst error) and keeps `eps` exact in float64 (the attribute is a float32). Inside the whole
+    transformer it is faster: LayerNormalization made inference 1–3% slower, training no faster.
     Gradient: (g - mean(g) - y·mean(g·y)) · inv_std(x)."""
 
     samples = [Sample(((3, 4),), {"eps": 1e-5}), Sample(((2, 3, 4),), {"eps": 0.1})]

@@ -68,7 +68,8 @@ class LogSoftmax(OpDef):
 
 @op("one_hot", depth=None, dtype="float32")
 class OneHot(OpDef):
-    """y[..., k] = 1 if labels[...] == k else 0, for k < depth (ONNX OneHot, last axis)"""
+    """y[..., k] = 1 if labels[...] == k else 0, for k < depth; labels outside [0, depth) give a row of
+    zeros (ONNX Equal against the class numbers, then Cast)"""
 
     samples = [Sample((("int", (5,), 4),), {"depth": 4}, grad=False)]
 
@@ -78,16 +79,19 @@ class OneHot(OpDef):
         return TensorType(dtype, labels.shape + (depth,))
 
     def lower(self, e, labels, *, depth, dtype):
-        # ORT's OneHot kernels take int64 labels and give float32 but not float64 (int32 labels or a
-        # float64 result fail with NOT_IMPLEMENTED); the reference evaluator needs a scalar depth
-        if labels.type.dtype != "int64":
-            labels = e.node("Cast", labels, to=e.onnx_dtype("int64"))
-        values = e.const(np.array([0, 1], dtype=np.float32))
-        y = e.node("OneHot", labels, e.int64s(depth, scalar=True), values, axis=-1)
-        return y if dtype == "float32" else e.node("Cast", y, to=e.onnx_dtype(dtype))
+        return e.node("Cast", label_hits(e, labels, depth), to=e.onnx_dtype(dtype))
 
     def torch(self, T, labels, *, depth, dtype):
         return T.nn.functional.one_hot(labels.long(), depth).to(getattr(T, dtype))
 
     def evaluate(self, labels, *, depth, dtype):
         return (labels[..., None] == np.arange(depth)).astype(numpy_dtype(dtype))
+
+
+def label_hits(e, labels, depth: int) -> str:
+    """`labels[..., None] == arange(depth)` as bool: the one-hot pattern. Not ONNX OneHot: ORT has no
+    float64 or int32-label kernels for it, and it counts negative labels from the end. Built node for
+    node alike wherever it is used, so that ONNX Runtime computes it once per graph (the cross-entropy's
+    loss and its gradient share it)."""
+    classes = e.const(np.arange(depth, dtype=np.dtype(labels.type.dtype)))
+    return e.node("Equal", e.node("Unsqueeze", labels, e.int64s([-1])), classes)

@@ -126,6 +126,40 @@ class Flatten(OpDef):
         return [b.reshape_like(g, x)]
 
 
+@op("unflatten_like")
+class UnflattenLike(OpDef):
+    """y = x `[N, k]` reshaped to `like.shape[:-1] + [k]`: undoes `flatten(like, axis=rank-1)` for a
+    result with a new last dimension (a layer applied to every row as one 2-D `Gemm`). The shape is a
+    constant with -1 for the one symbolic dim, else read from `like` at run time (Shape, Concat)."""
+
+    samples = [Sample(((6, 5), (2, 3, 4))), Sample(((24, 2), (2, 3, 4, 7)))]
+
+    def infer(self, x, like):
+        if x.rank != 2 or like.rank < 2:
+            raise OpError(f"`unflatten_like` takes `[N, k]` rows and a tensor of rank 2 or more, got `{x}`, `{like}`")
+        if product_dim(like.shape[:-1]) != x.shape[0]:
+            raise OpError(f"cannot unflatten the {x.shape[0]} rows of `{x}` into the leading dims of `{like}`")
+        return x.with_shape(like.shape[:-1] + x.shape[1:])
+
+    def lower(self, e, x, like):
+        leading = like.type.shape[:-1]
+        symbolic = [d for d in leading if not isinstance(d, int)]
+        if len(symbolic) <= 1:
+            shape = e.int64s([d if isinstance(d, int) else -1 for d in leading] + [x.type.shape[1]])
+        else:
+            shape = e.node("Concat", e.node("Shape", like, end=-1), e.int64s([x.type.shape[1]]), axis=0)
+        return e.node("Reshape", x, shape)
+
+    def evaluate(self, x, like):
+        return x.reshape(like.shape[:-1] + x.shape[1:])
+
+    def torch(self, T, x, like):
+        return x.reshape(tuple(like.shape[:-1]) + tuple(x.shape[1:]))
+
+    def grad(self, b, g, out, x, like):
+        return [b.reshape_like(g, x), None]
+
+
 @op("squeeze", axes=REQUIRED)
 class Squeeze(OpDef):
     """y = x without the size-1 `axes`"""

@@ -68,11 +68,12 @@ def openvino_graph(path: Path, inputs: list[str], outputs: list[str]):
     core = ov.Core()
     # the CPU plugin computes in bf16 on CPUs that have it unless told otherwise
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    names = [o.any_name for o in compiled.outputs]
 
     def run(feeds):
         values = compiled(feeds)
-        return {n: np.asarray(values[compiled.outputs[names.index(n)]]) for n in outputs}
+        # by name, not `any_name`: an output computed by a Reshape it folds away also carries the name of
+        # the tensor before it, and `any_name` may give that one
+        return {n: np.asarray(values[compiled.output(n)]) for n in outputs}
     return run
 
 

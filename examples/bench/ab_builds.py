@@ -1,0 +1,79 @@
+"""Interleaved A/B of two builds of one model (`dslc build M.dl -o DIR` before and after a change): the
+training step and inference of each, timed by the CPU time of the calling thread with one intra-op
+thread, so that other processes on a shared machine change little (a wall-clock A/B there drifts by
+tens of percent). Each side gets two sessions, made in the orders A, B and B, A: a session made second
+runs 2-4% faster even against an identical one, and the ratio printed (B/A) is the geometric mean of
+the two pairings, which cancels that.
+
+    python examples/bench/ab_builds.py BEFORE_DIR AFTER_DIR [--batch 32] [--reps 3] [--calls 8]
+
+Both builds must have the same inputs, parameters and state (their first losses are printed, and
+inference outputs compared, as a check that they compute the same model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from dslc.bench import synthetic_batch
+from dslc.runtime.session import Predictor, TrainStep
+
+
+def load(folder: Path) -> tuple[dict, dict[str, bytes]]:
+    manifest = json.loads(next(folder.glob("*.dslc.json")).read_text())
+    return manifest, {key: (folder / g["file"]).read_bytes() for key, g in manifest["graphs"].items()}
+
+
+def initial_values(init_graph: bytes) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(init_graph, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {})))
+
+
+def thread_seconds(fn) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=8, help="timed calls per session and repetition")
+    args = parser.parse_args()
+    sides = {}
+    for tag, folder in (("A", args.before), ("B", args.after), ("b", args.after), ("a", args.before)):
+        manifest, graphs = load(folder)
+        train, infer = manifest["graphs"]["train"], manifest["graphs"]["infer"]
+        batch = synthetic_batch(train["inputs"], {"B": args.batch}, np.random.default_rng(0))
+        inputs = synthetic_batch(infer["inputs"], {"B": args.batch}, np.random.default_rng(1))
+        step = TrainStep(graphs["train"], train, "cpu", 1, initial=initial_values(graphs["init"]))
+        predictor = Predictor(graphs["infer"], infer, "cpu", 1)
+        loss, outputs = step.step(batch)["loss"], predictor.run(inputs)
+        sides[tag] = (lambda s=step, x=batch: s.step(x), lambda p=predictor, x=inputs: p.run(x), loss, outputs)
+    worst = max(float(np.abs(sides["A"][3][k] - sides["B"][3][k]).max()) for k in sides["A"][3])
+    print(f"first loss A {sides['A'][2]:.7f} B {sides['B'][2]:.7f}; inference outputs differ by at most {worst:.2e}")
+    for rep in range(args.reps):
+        times = {(tag, which): [] for tag in sides for which in ("train", "infer")}
+        for call in range(args.calls):
+            for tag in ("ABba" if call % 2 == 0 else "abBA"):
+                for which, fn in (("train", sides[tag][0]), ("infer", sides[tag][1])):
+                    times[(tag, which)].append(thread_seconds(fn))
+        ms = {key: 1e3 * float(np.median(v)) for key, v in times.items()}
+        line = []
+        for which in ("train", "infer"):
+            ratio = (ms[("B", which)] / ms[("A", which)] * ms[("b", which)] / ms[("a", which)]) ** 0.5
+            line.append(f"{which} A {ms[('A', which)]:.2f}/{ms[('a', which)]:.2f} ms, "
+                        f"B {ms[('B', which)]:.2f}/{ms[('b', which)]:.2f} ms, B/A {ratio:.3f}")
+        print(f"rep {rep}: " + "; ".join(line))
+
+
+if __name__ == "__main__":
+    main()
