@@ -104,7 +104,11 @@ def _recurrent(ctx, cell, x, units, return_sequences, bidirectional, layers, ini
                              fan_in=units, fan_out=gates * units)
             states = _state_inputs(b, initial, k * dirs + d, units, width)
             projections = b.add(b.matmul(seq, w_ih), b_ih)
-            out = b.emit(f"{cell}_scan", projections, w_hh, b_hh, *states, reverse=bool(d), **attrs)
+            if cell == "gru" and ctx.mode == "train":  # the gradient reads the gates the forward computed
+                out = b.emit("gru_scan", projections, w_hh, b_hh, *states, reverse=bool(d), gates=True)
+                out = b.slice(out, axis=2, start=0, end=units)
+            else:
+                out = b.emit(f"{cell}_scan", projections, w_hh, b_hh, *states, reverse=bool(d), **attrs)
             outs.append(out)
             finals.append(b.pick(out, axis=1, index=0 if d else steps - 1))
         hs = [o if width == 1 else b.slice(o, axis=2, start=0, end=units) for o in outs]

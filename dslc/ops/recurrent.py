@@ -16,11 +16,13 @@ gradient needs.
 
 Gradient: ONNX has none for its RNN ops, so it is built here from registered ops, with everything
 that does not depend on the previous step hoisted out of the time loop: the gates are recomputed
-from the output states with one matrix product for all steps; every element-wise derivative
+from the output states with one matrix product for all steps (the training graph's GRU instead
+outputs its gates, `gates=True`, and the gradient reads them); every element-wise derivative
 factor is computed for all steps at once; the loop itself does per step only the recurrent
-back-propagation (`dh_{t-1} = dh_t·∂h_t/∂h_{t-1} + dpre_t @ W_hhᵀ`); and the weight gradient is one
-matrix product over all steps after it, `dW_hh = Σ_t h_{t-1}ᵀ dpre_t` (the input projection's
-gradient, likewise one product, comes from `matmul`'s rule).
+back-propagation (`dh_{t-1} = dh_t·∂h_t/∂h_{t-1} + dpre_t @ W_hhᵀ`), skipping the steps where the
+output's gradient is known to be zero (a layer that returns the last state only); and the weight
+gradient is one matrix product over all steps after it, `dW_hh = Σ_t h_{t-1}ᵀ dpre_t` (the input
+projection's gradient, likewise one product, comes from `matmul`'s rule).
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ class Scan(OpDef):
     gates = 1  # G
     states = 1  # initial-state inputs: h (and c for the LSTM)
     width = 1  # the output holds `width` states per step
+
+    def columns(self, units: int, **attrs) -> int:
+        """The output's last axis: what one step writes."""
+        return self.width * units
 
     def infer(self, xp, w_hh, b_hh, *initial, **attrs):
         for t in (xp, w_hh, b_hh, *initial):
@@ -63,37 +69,33 @@ class Scan(OpDef):
         for s in initial:
             if s.shape != (batch, units):
                 raise OpError(f"`{self.name}` needs initial states `[{batch}, {units}]`, got `{s}`")
-        return xp.with_shape((batch, steps, self.width * units))
+        return xp.with_shape((batch, steps, self.columns(units, **attrs)))
 
-    # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives the step's new state(s)
-    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell) -> str:
+    # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives what the step writes, its new
+    # state(s) first (the states the next step reads: h, and c for the LSTM)
+    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell, columns: int) -> str:
         steps = xp.type.shape[1]
         prev = list(initial) or None
-        outputs: list[list[str]] = [[] for _ in range(self.width)]
+        outputs: dict[int, str] = {}
         for t in _order(steps, reverse):
             a = e.node("Gather", xp, e.int64s(t, scalar=True), axis=1)
             # without an initial state the first step's recurrent product is just the bias
             hp = b_hh if prev is None else e.node("Gemm", prev[0], w_hh, b_hh)
             prev = cell(e, a, hp, prev)
-            for k, s in enumerate(prev):
-                outputs[k].append(s)
-        if reverse:
-            outputs = [list(reversed(o)) for o in outputs]
-        units = w_hh.type.shape[0]
-        seqs = [e.node("Reshape", e.node("Concat", *o, axis=1), e.int64s([0, steps, units])) for o in outputs]
-        return seqs[0] if len(seqs) == 1 else e.node("Concat", *seqs, axis=2)
+            outputs[t] = prev[0] if len(prev) == 1 else e.node("Concat", *prev, axis=1)
+        return e.node("Reshape", e.node("Concat", *[outputs[t] for t in range(steps)], axis=1),
+                      e.int64s([0, steps, columns]))
 
     # -- numpy semantics
     def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell) -> np.ndarray:
         batch, steps, _ = xp.shape
-        units = w_hh.shape[0]
         prev = list(initial) or None
-        out = np.zeros((batch, steps, self.width * units), dtype=xp.dtype)
+        steps_out = {}
         for t in _order(steps, reverse):
             hp = b_hh + np.zeros((batch, 1), xp.dtype) if prev is None else prev[0] @ w_hh + b_hh
             prev = cell(xp[:, t], hp, prev)
-            out[:, t] = np.concatenate(prev, axis=1)
-        return out
+            steps_out[t] = np.concatenate(prev, axis=1)
+        return np.stack([steps_out[t] for t in range(steps)], axis=1)
 
     # -- PyTorch semantics (for the benchmark's twin)
     def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell):
@@ -146,11 +148,29 @@ def previous_states(b, seq, initial, reverse: bool):
 
 def backward_loop(b, steps: int, reverse: bool, step):
     """Run `step(t, carry) -> (value, carry)` from the last processed step to the first; returns the
-    values stacked at their positions `[B, T, ...]` and the final carry (the initial state's gradient)."""
+    values stacked at their positions `[B, T, ...]` (a tuple of stacks where `value` is a tuple) and the
+    final carry (the initial state's gradient)."""
     values, carry = {}, None
     for t in reversed(list(_order(steps, reverse))):
         values[t], carry = step(t, carry)
+    if isinstance(values[0], tuple):
+        return tuple(b.stack(*[values[t][k] for t in range(steps)], axis=1) for k in range(len(values[0]))), carry
     return b.stack(*[values[t] for t in range(steps)], axis=1), carry
+
+
+def step_gradient(b, g, t: int, needed: bool):
+    """Step t of the output's gradient `g` `[B, T, ...]`, or None where it is known to be zero and not
+    `needed`: the gradient of a `pick` (the last state, say) is the picked step's padded with zeros, so
+    the other steps' additions and reads are left out of the time loop."""
+    if g.op == "pad" and g.attrs["axis"] in (1, 1 - g.type.rank):
+        before, inner = g.attrs["before"], g.inputs[0]
+        if before <= t < before + inner.type.shape[1]:
+            if inner.op == "unsqueeze" and tuple(inner.attrs["axes"]) == (1,):
+                return inner.inputs[0]
+            return b.pick(inner, axis=1, index=t - before)
+        if not needed:
+            return None
+    return b.pick(g, axis=1, index=t)
 
 
 def weight_grads(b, prev, dpre):
@@ -164,7 +184,8 @@ def _one_minus(b, x):
 
 
 def _plus(b, x, carry):
-    return x if carry is None else b.add(x, carry)
+    """x + carry, either of which may be None (zero), not both."""
+    return x if carry is None else carry if x is None else b.add(x, carry)
 
 
 @op("rnn_scan", activation="tanh", reverse=False)
@@ -186,7 +207,7 @@ class RnnScan(Scan):
     def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse):
         act = ACTIVATIONS[activation]
         return self.unroll(e, xp, w_hh, b_hh, initial, reverse,
-                           lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))])
+                           lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))], w_hh.type.shape[0])
 
     def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse):
         act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0))
@@ -204,7 +225,7 @@ class RnnScan(Scan):
             slope = b.cast(b.greater(out, b.scalar_like(0.0, out)), to=out.type.dtype)
 
         def step(t, carry):
-            dpre = b.mul(_plus(b, b.pick(g, axis=1, index=t), carry), b.pick(slope, axis=1, index=t))
+            dpre = b.mul(_plus(b, step_gradient(b, g, t, carry is None), carry), b.pick(slope, axis=1, index=t))
             return dpre, b.gemm(dpre, w_hh, trans_b=True)
 
         h0 = initial[0] if initial else None
@@ -216,80 +237,123 @@ class RnnScan(Scan):
 ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 
 
-@op("gru_scan", reverse=False)
+@op("gru_scan", reverse=False, gates=False)
 class GruScan(Scan):
     """PyTorch's GRU (gates r, z, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r·hn),
     h_t = (1 - z)·n + z·h_{t-1}, where [xr, xz, xn] = xp_t and [hr, hz, hn] = h_{t-1} @ w_hh + b_hh
-    (the reset gate applies after the product: ONNX `linear_before_reset=1`); y = h for every step."""
+    (the reset gate applies after the product: ONNX `linear_before_reset=1`); y = h for every step
+    `[B, T, H]`, or with `gates` every step's [h, r, z, n, hn] `[B, T, 5H]`: the training graph's layer
+    asks for them so that the gradient reads the gates the forward computed instead of computing them
+    again (the recurrent product of all steps, hidden 128, sequence 40, batch 100: 393 MFLOP)."""
 
     gates = 3
     samples = [Sample(((2, 3, 6), (2, 6), (6,), (2, 2))), Sample(((2, 3, 9), (3, 9), (9,)), {"reverse": True}),
-               Sample(((3, 2, 6), (2, 6), (6,), (3, 2)), {"reverse": True}), Sample(((2, 1, 6), (2, 6), (6,)))]
+               Sample(((3, 2, 6), (2, 6), (6,), (3, 2)), {"reverse": True}), Sample(((2, 1, 6), (2, 6), (6,))),
+               Sample(((2, 3, 6), (2, 6), (6,), (2, 2)), {"gates": True}),
+               Sample(((3, 2, 9), (3, 9), (9,)), {"reverse": True, "gates": True})]
 
-    def infer(self, *types, reverse):
-        return super().infer(*types)
+    def columns(self, units, *, reverse, gates):
+        return (5 if gates else 1) * units
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, reverse):
+    def infer(self, *types, reverse, gates):
+        return super().infer(*types, reverse=reverse, gates=gates)
+
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.type.shape[0]
 
         def cell(e, a, hp, prev):
             rz = e.node("Sigmoid", e.node("Slice", e.node("Add", a, hp), e.int64s([0]), e.int64s([2 * units]),
                                           e.int64s([-1])))
             r, z = _gate(e, rz, 0, units), _gate(e, rz, 1, units)
-            n = e.node("Tanh", e.node("Add", _gate(e, a, 2, units), e.node("Mul", r, _gate(e, hp, 2, units))))
+            hn = _gate(e, hp, 2, units)
+            n = e.node("Tanh", e.node("Add", _gate(e, a, 2, units), e.node("Mul", r, hn)))
             if prev is None:  # h_{-1} = 0
-                return [e.node("Sub", n, e.node("Mul", z, n))]
-            return [e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))]
+                h = e.node("Sub", n, e.node("Mul", z, n))
+            else:
+                h = e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))
+            return [h, rz, n, hn if prev is not None else e.node("Expand", hn, e.node("Shape", h))] if gates else [h]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell, self.columns(units, reverse=reverse, gates=gates))
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
-            sig = 1.0 / (1.0 + np.exp(-(a[:, :2 * units] + hp[:, :2 * units])))
-            r, z = sig[:, :units], sig[:, units:]
+            rz = 1.0 / (1.0 + np.exp(-(a[:, :2 * units] + hp[:, :2 * units])))
+            r, z = rz[:, :units], rz[:, units:]
             n = np.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
-            return [n - z * n if prev is None else n + z * (prev[0] - n)]
+            h = n - z * n if prev is None else n + z * (prev[0] - n)
+            return [h, rz, n, hp[:, 2 * units:]] if gates else [h]
 
         return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, reverse):
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
-            r, z = T.sigmoid(a[:, :2 * units] + hp[:, :2 * units]).chunk(2, dim=1)
+            rz = T.sigmoid(a[:, :2 * units] + hp[:, :2 * units])
+            r, z = rz.chunk(2, dim=1)
             n = T.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
-            return [n - z * n if prev is None else n + z * (prev[0] - n)]
+            h = n - z * n if prev is None else n + z * (prev[0] - n)
+            return [h, rz, n, hp[:, 2 * units:]] if gates else [h]
 
         return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, gates):
+        units = w_hh.type.shape[0]
         h0 = initial[0] if initial else None
-        prev = previous_states(b, out, h0, reverse)
-        hp = b.add(b.matmul(prev, w_hh), b_hh)
-        xr, xz, xn = _gates(b, xp, 3)
-        hr, hz, hn = _gates(b, hp, 3)
-        r = b.sigmoid(b.add(xr, hr))
-        z = b.sigmoid(b.add(xz, hz))
-        n = b.tanh(b.add(xn, b.mul(r, hn)))
+        if gates:
+            h_seq, r, z, n, hn = _gates(b, out, 5)
+            g, g_gates = _state_and_gate_gradients(b, g, units)
+        else:
+            h_seq, g_gates = out, None
+        prev = previous_states(b, h_seq, h0, reverse)
+        if not gates:
+            hp = b.add(b.matmul(prev, w_hh), b_hh)
+            rz = b.sigmoid(b.add(b.slice(xp, axis=2, start=0, end=2 * units), b.slice(hp, axis=2, start=0, end=2 * units)))
+            r, z = _gates(b, rz, 2)
+            hn = b.slice(hp, axis=2, start=2 * units, end=3 * units)
+            n = b.tanh(b.add(b.slice(xp, axis=2, start=2 * units, end=3 * units), b.mul(r, hn)))
         # with dh the state's gradient: d(xn) = dh·(1-z)(1-n²), d(xz) = dh·(h_{t-1} - n)·z(1-z),
         # d(xr) = d(xn)·hn·r(1-r); the recurrent product sees the same, but r·d(xn) for hn
-        dn = b.mul(_one_minus(b, z), _one_minus(b, b.mul(n, n)))
+        dn_dpre = _one_minus(b, b.mul(n, n))
+        dn = b.mul(_one_minus(b, z), dn_dpre)
         dz = b.mul(b.sub(prev, n), b.mul(z, _one_minus(b, z)))
-        dr = b.mul(dn, b.mul(hn, b.mul(r, _one_minus(b, r))))
-        to_x = b.concat(dr, dz, dn, axis=2)
-        to_h = b.concat(dr, dz, b.mul(dn, r), axis=2)
+        dr_dpre = b.mul(r, _one_minus(b, r))
+        dr = b.mul(dn, b.mul(hn, dr_dpre))
+        # [B, T, 3, H]: a step's three factors multiply its dh [B, 1, H] by broadcasting, no copies of dh
+        to_h = b.stack(dr, dz, b.mul(dn, r), axis=2)
+        # gradients arriving at the gates themselves enter each step's pre-activations, outside the loop
+        direct = None
+        if g_gates is not None:
+            g_r, g_z, g_n, g_hn = g_gates
+            e_n = b.mul(g_n, dn_dpre)
+            direct = (b.mul(b.add(b.mul(e_n, hn), g_r), dr_dpre), b.mul(g_z, b.mul(z, _one_minus(b, z))),
+                      e_n, b.add(b.mul(e_n, r), g_hn))
+            direct_h = b.stack(direct[0], direct[1], direct[3], axis=2)
 
         def step(t, carry):
-            dh = _plus(b, b.pick(g, axis=1, index=t), carry)
-            dhp = b.mul(b.concat(dh, dh, dh, axis=1), b.pick(to_h, axis=1, index=t))
-            return dh, b.add(b.mul(dh, b.pick(z, axis=1, index=t)), b.gemm(dhp, w_hh, trans_b=True))
+            dh = _plus(b, step_gradient(b, g, t, carry is None), carry)
+            dhp = b.mul(b.unsqueeze(dh, axes=(1,)), b.pick(to_h, axis=1, index=t))
+            if direct is not None:
+                dhp = b.add(dhp, b.pick(direct_h, axis=1, index=t))
+            dhp = b.reshape(dhp, shape=(0, 3 * units))
+            return (dh, dhp), b.add(b.mul(dh, b.pick(z, axis=1, index=t)), b.gemm(dhp, w_hh, trans_b=True))
 
-        dh, dh0 = backward_loop(b, out.type.shape[1], reverse, step)
-        dh3 = b.concat(dh, dh, dh, axis=2)
-        dw, db = weight_grads(b, prev, b.mul(dh3, to_h))
-        return [b.mul(dh3, to_x), dw, db] + ([dh0] if initial else [])
+        (dh, dhp), dh0 = backward_loop(b, out.type.shape[1], reverse, step)
+        dw, db = weight_grads(b, prev, dhp)
+        dxn = b.mul(dh, dn) if direct is None else b.add(b.mul(dh, dn), direct[2])
+        dxp = b.concat(b.slice(dhp, axis=2, start=0, end=2 * units), dxn, axis=2)
+        return [dxp, dw, db] + ([dh0] if initial else [])
+
+
+def _state_and_gate_gradients(b, g, units: int):
+    """The gradient of `gru_scan`'s [h, r, z, n, hn] split into h's and the gates' (None when they are
+    known to be zero: the layer reads only h, so the gates' part is the zero padding of a `slice`'s
+    gradient)."""
+    if g.op == "pad" and g.attrs["axis"] in (2, -1) and g.attrs["before"] == 0 and g.attrs["after"] == 4 * units:
+        return g.inputs[0], None
+    return b.slice(g, axis=2, start=0, end=units), tuple(_gates(b, b.slice(g, axis=2, start=units, end=5 * units), 4))
 
 
 @op("lstm_scan", reverse=False)
@@ -319,7 +383,7 @@ class LstmScan(Scan):
             c = ig if prev is None else e.node("Add", e.node("Mul", f, prev[1]), ig)
             return [e.node("Mul", o, e.node("Tanh", c)), c]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell, 2 * units)
 
     def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
         units = w_hh.shape[0]
