@@ -105,8 +105,8 @@ def _recurrent(ctx, cell, x, units, return_sequences, bidirectional, layers, ini
             states = _state_inputs(b, initial, k * dirs + d, units, width)
             projections = b.add(b.matmul(seq, w_ih), b_ih)
             if cell == "gru" and ctx.mode == "train":  # the gradient reads the gates the forward computed
-                out = b.emit("gru_scan", projections, w_hh, b_hh, *states, reverse=bool(d), gates=True)
-                out = b.slice(out, axis=2, start=0, end=units)
+                out = b.pick(b.emit("gru_scan", projections, w_hh, b_hh, *states, reverse=bool(d), gates=True),
+                             axis=1, index=0)
             else:
                 out = b.emit(f"{cell}_scan", projections, w_hh, b_hh, *states, reverse=bool(d), **attrs)
             outs.append(out)

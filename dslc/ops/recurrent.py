@@ -42,10 +42,6 @@ class Scan(OpDef):
     states = 1  # initial-state inputs: h (and c for the LSTM)
     width = 1  # the output holds `width` states per step
 
-    def columns(self, units: int, **attrs) -> int:
-        """The output's last axis: what one step writes."""
-        return self.width * units
-
     def infer(self, xp, w_hh, b_hh, *initial, **attrs):
         for t in (xp, w_hh, b_hh, *initial):
             expect_float(t)
@@ -69,44 +65,52 @@ class Scan(OpDef):
         for s in initial:
             if s.shape != (batch, units):
                 raise OpError(f"`{self.name}` needs initial states `[{batch}, {units}]`, got `{s}`")
-        return xp.with_shape((batch, steps, self.columns(units, **attrs)))
+        return xp.with_shape((batch, steps, self.width * units))
 
     # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives what the step writes, its new
     # state(s) first (the states the next step reads: h, and c for the LSTM)
-    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell, columns: int) -> str:
+    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell, columns: int, by_kind: bool = False) -> str:
+        """`[B, T, columns]`, or with `by_kind` `[B, K, T, H]`: the step outputs of each kind (h, a gate...)
+        as one sequence, all written by one Concat (no per-step Concat)."""
         steps = xp.type.shape[1]
         prev = list(initial) or None
-        outputs: dict[int, str] = {}
+        outputs: dict[int, list[str]] = {}
         for t in _order(steps, reverse):
             a = e.node("Gather", xp, e.int64s(t, scalar=True), axis=1)
             # without an initial state the first step's recurrent product is just the bias
             hp = b_hh if prev is None else e.node("Gemm", prev[0], w_hh, b_hh)
-            prev = cell(e, a, hp, prev)
-            outputs[t] = prev[0] if len(prev) == 1 else e.node("Concat", *prev, axis=1)
-        return e.node("Reshape", e.node("Concat", *[outputs[t] for t in range(steps)], axis=1),
-                      e.int64s([0, steps, columns]))
+            outputs[t] = prev = cell(e, a, hp, prev)
+        if by_kind:
+            kinds = len(outputs[0])
+            return e.node("Reshape", e.node("Concat", *[outputs[t][k] for k in range(kinds) for t in range(steps)],
+                                            axis=1), e.int64s([0, kinds, steps, w_hh.type.shape[0]]))
+        joined = [o[0] if len(o) == 1 else e.node("Concat", *o, axis=1) for o in (outputs[t] for t in range(steps))]
+        return e.node("Reshape", e.node("Concat", *joined, axis=1), e.int64s([0, steps, columns]))
 
     # -- numpy semantics
-    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell) -> np.ndarray:
+    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False) -> np.ndarray:
         batch, steps, _ = xp.shape
         prev = list(initial) or None
-        steps_out = {}
+        outputs = {}
         for t in _order(steps, reverse):
             hp = b_hh + np.zeros((batch, 1), xp.dtype) if prev is None else prev[0] @ w_hh + b_hh
-            prev = cell(xp[:, t], hp, prev)
-            steps_out[t] = np.concatenate(prev, axis=1)
-        return np.stack([steps_out[t] for t in range(steps)], axis=1)
+            outputs[t] = prev = cell(xp[:, t], hp, prev)
+        if by_kind:
+            return np.stack([np.stack([outputs[t][k] for t in range(steps)], axis=1) for k in range(len(prev))], axis=1)
+        return np.stack([np.concatenate(outputs[t], axis=1) for t in range(steps)], axis=1)
 
     # -- PyTorch semantics (for the benchmark's twin)
-    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell):
+    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False):
         """The recurrence step by step in PyTorch (autograd differentiates it); `cell` as for numpy."""
+        steps = xp.shape[1]
         prev = list(initial) or None
-        outputs = [None] * xp.shape[1]
-        for t in _order(xp.shape[1], reverse):
+        outputs = {}
+        for t in _order(steps, reverse):
             hp = b_hh.expand(xp.shape[0], -1) if prev is None else T.addmm(b_hh, prev[0], w_hh)
-            prev = cell(xp[:, t], hp, prev)
-            outputs[t] = T.cat(prev, dim=1) if len(prev) > 1 else prev[0]
-        return T.stack(outputs, dim=1)
+            outputs[t] = prev = cell(xp[:, t], hp, prev)
+        if by_kind:
+            return T.stack([T.stack([outputs[t][k] for t in range(steps)], dim=1) for k in range(len(prev))], dim=1)
+        return T.stack([T.cat(outputs[t], dim=1) if len(prev) > 1 else outputs[t][0] for t in range(steps)], dim=1)
 
     def flops(self, out, xp, w_hh, b_hh, *initial, **attrs):
         """The recurrent products h_{t-1} @ w_hh (the first step has none without an initial state)."""
@@ -242,9 +246,9 @@ class GruScan(Scan):
     """PyTorch's GRU (gates r, z, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r·hn),
     h_t = (1 - z)·n + z·h_{t-1}, where [xr, xz, xn] = xp_t and [hr, hz, hn] = h_{t-1} @ w_hh + b_hh
     (the reset gate applies after the product: ONNX `linear_before_reset=1`); y = h for every step
-    `[B, T, H]`, or with `gates` every step's [h, r, z, n, hn] `[B, T, 5H]`: the training graph's layer
-    asks for them so that the gradient reads the gates the forward computed instead of computing them
-    again (the recurrent product of all steps, hidden 128, sequence 40, batch 100: 393 MFLOP)."""
+    `[B, T, H]`, or with `gates` the sequences of h, r, z, n and hn `[B, 5, T, H]`: the training graph's
+    layer asks for them so that the gradient reads the gates the forward computed instead of computing
+    them again (the recurrent product of all steps, hidden 128, sequence 40, batch 100: 393 MFLOP)."""
 
     gates = 3
     samples = [Sample(((2, 3, 6), (2, 6), (6,), (2, 2))), Sample(((2, 3, 9), (3, 9), (9,)), {"reverse": True}),
@@ -252,11 +256,10 @@ class GruScan(Scan):
                Sample(((2, 3, 6), (2, 6), (6,), (2, 2)), {"gates": True}),
                Sample(((3, 2, 9), (3, 9), (9,)), {"reverse": True, "gates": True})]
 
-    def columns(self, units, *, reverse, gates):
-        return (5 if gates else 1) * units
-
     def infer(self, *types, reverse, gates):
-        return super().infer(*types, reverse=reverse, gates=gates)
+        out = super().infer(*types)
+        batch, steps, units = out.shape
+        return out.with_shape((batch, 5, steps, units)) if gates else out
 
     def lower(self, e, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.type.shape[0]
@@ -271,9 +274,9 @@ class GruScan(Scan):
                 h = e.node("Sub", n, e.node("Mul", z, n))
             else:
                 h = e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))
-            return [h, rz, n, hn if prev is not None else e.node("Expand", hn, e.node("Shape", h))] if gates else [h]
+            return [h, r, z, n, hn if prev is not None else e.node("Expand", hn, e.node("Shape", h))] if gates else [h]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell, self.columns(units, reverse=reverse, gates=gates))
+        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell, units, by_kind=gates)
 
     def evaluate(self, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.shape[0]
@@ -283,28 +286,27 @@ class GruScan(Scan):
             r, z = rz[:, :units], rz[:, units:]
             n = np.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
             h = n - z * n if prev is None else n + z * (prev[0] - n)
-            return [h, rz, n, hp[:, 2 * units:]] if gates else [h]
+            return [h, r, z, n, hp[:, 2 * units:]] if gates else [h]
 
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates)
 
     def torch(self, T, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
-            rz = T.sigmoid(a[:, :2 * units] + hp[:, :2 * units])
-            r, z = rz.chunk(2, dim=1)
+            r, z = T.sigmoid(a[:, :2 * units] + hp[:, :2 * units]).chunk(2, dim=1)
             n = T.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
             h = n - z * n if prev is None else n + z * (prev[0] - n)
-            return [h, rz, n, hp[:, 2 * units:]] if gates else [h]
+            return [h, r, z, n, hp[:, 2 * units:]] if gates else [h]
 
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates)
 
     def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.type.shape[0]
         h0 = initial[0] if initial else None
         if gates:
-            h_seq, r, z, n, hn = _gates(b, out, 5)
-            g, g_gates = _state_and_gate_gradients(b, g, units)
+            h_seq, r, z, n, hn = (b.pick(out, axis=1, index=k) for k in range(5))
+            g, g_gates = _state_and_gate_gradients(b, g)
         else:
             h_seq, g_gates = out, None
         prev = previous_states(b, h_seq, h0, reverse)
@@ -340,20 +342,22 @@ class GruScan(Scan):
             dhp = b.reshape(dhp, shape=(0, 3 * units))
             return (dh, dhp), b.add(b.mul(dh, b.pick(z, axis=1, index=t)), b.gemm(dhp, w_hh, trans_b=True))
 
-        (dh, dhp), dh0 = backward_loop(b, out.type.shape[1], reverse, step)
+        (dh, dhp), dh0 = backward_loop(b, xp.type.shape[1], reverse, step)
         dw, db = weight_grads(b, prev, dhp)
         dxn = b.mul(dh, dn) if direct is None else b.add(b.mul(dh, dn), direct[2])
         dxp = b.concat(b.slice(dhp, axis=2, start=0, end=2 * units), dxn, axis=2)
         return [dxp, dw, db] + ([dh0] if initial else [])
 
 
-def _state_and_gate_gradients(b, g, units: int):
-    """The gradient of `gru_scan`'s [h, r, z, n, hn] split into h's and the gates' (None when they are
-    known to be zero: the layer reads only h, so the gates' part is the zero padding of a `slice`'s
-    gradient)."""
-    if g.op == "pad" and g.attrs["axis"] in (2, -1) and g.attrs["before"] == 0 and g.attrs["after"] == 4 * units:
-        return g.inputs[0], None
-    return b.slice(g, axis=2, start=0, end=units), tuple(_gates(b, b.slice(g, axis=2, start=units, end=5 * units), 4))
+def _state_and_gate_gradients(b, g):
+    """The gradient of `gru_scan`'s h, r, z, n, hn `[B, 5, T, H]` split into h's and the gates' (None when
+    they are known to be zero: the layer reads only h, so the gates' part is the zero padding of a
+    `pick`'s gradient)."""
+    if g.op == "pad" and g.attrs["axis"] in (1, -3) and g.attrs["before"] == 0 and g.attrs["after"] == 4:
+        inner = g.inputs[0]
+        return (inner.inputs[0] if inner.op == "unsqueeze" and tuple(inner.attrs["axes"]) == (1,)
+                else b.pick(inner, axis=1, index=0)), None
+    return b.pick(g, axis=1, index=0), tuple(b.pick(g, axis=1, index=k) for k in range(1, 5))
 
 
 @op("lstm_scan", reverse=False)
