@@ -427,13 +427,14 @@ class LstmScan(Scan):
         h_to_c = b.mul(o, _one_minus(b, b.mul(tc, tc)))
         to_pre = b.concat(b.mul(gg, b.mul(i, _one_minus(b, i))), b.mul(c_prev, b.mul(f, _one_minus(b, f))),
                           b.mul(i, _one_minus(b, b.mul(gg, gg))), b.mul(tc, b.mul(o, _one_minus(b, o))), axis=2)
-        g_h = b.slice(g, axis=2, start=0, end=units)
-        g_c = b.slice(g, axis=2, start=units, end=2 * units)
 
         def step(t, carry):
             carry_h, carry_c = carry if carry is not None else (None, None)
-            dh = _plus(b, b.pick(g_h, axis=1, index=t), carry_h)
-            dc = b.add(_plus(b, b.pick(g_c, axis=1, index=t), carry_c), b.mul(dh, b.pick(h_to_c, axis=1, index=t)))
+            g_t = step_gradient(b, g, t, carry is None)
+            g_h, g_c = (None, None) if g_t is None else (b.slice(g_t, axis=1, start=0, end=units),
+                                                         b.slice(g_t, axis=1, start=units, end=2 * units))
+            dh = _plus(b, g_h, carry_h)
+            dc = b.add(_plus(b, g_c, carry_c), b.mul(dh, b.pick(h_to_c, axis=1, index=t)))
             dpre = b.mul(b.concat(dc, dc, dc, dh, axis=1), b.pick(to_pre, axis=1, index=t))
             return dpre, (b.gemm(dpre, w_hh, trans_b=True), b.mul(dc, b.pick(f, axis=1, index=t)))
 
