@@ -69,23 +69,33 @@ class Scan(OpDef):
 
     # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives what the step writes, its new
     # state(s) first (the states the next step reads: h, and c for the LSTM)
-    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell, columns: int, by_kind: bool = False) -> str:
-        """`[B, T, columns]`, or with `by_kind` `[B, K, T, H]`: the step outputs of each kind (h, a gate...)
-        as one sequence, all written by one Concat (no per-step Concat)."""
-        steps = xp.type.shape[1]
+    def unroll(self, e, steps: int, units: int, initial, reverse: bool, step, by_kind: bool = False) -> str:
+        """The loop: `step(e, t, prev)` gives what step t writes, its new state(s) first (h, and c for the
+        LSTM: what the next step reads as `prev`, which is None before a first step without initial
+        state). The result is `[B, T, W]` with each step's writings side by side, or with `by_kind`
+        `[B, K, T, H]`: the writings of each kind (h, a gate...) as one sequence, all written by one
+        Concat (no per-step Concat)."""
         prev = list(initial) or None
         outputs: dict[int, list[str]] = {}
         for t in _order(steps, reverse):
+            outputs[t] = prev = step(e, t, prev)
+        kinds = len(outputs[0])
+        if by_kind:
+            return e.node("Reshape", e.node("Concat", *[outputs[t][k] for k in range(kinds) for t in range(steps)],
+                                            axis=1), e.int64s([0, kinds, steps, units]))
+        joined = [o[0] if kinds == 1 else e.node("Concat", *o, axis=1) for o in (outputs[t] for t in range(steps))]
+        return e.node("Reshape", e.node("Concat", *joined, axis=1), e.int64s([0, steps, kinds * units]))
+
+    @staticmethod
+    def projected_step(xp, w_hh, b_hh, cell):
+        """An `unroll` step that gives `cell(e, a_t, hp_t, prev)` the step's input projections a_t and its
+        recurrent product hp_t = h_{t-1} @ w_hh + b_hh."""
+        def step(e, t, prev):
             a = e.node("Gather", xp, e.int64s(t, scalar=True), axis=1)
             # without an initial state the first step's recurrent product is just the bias
             hp = b_hh if prev is None else e.node("Gemm", prev[0], w_hh, b_hh)
-            outputs[t] = prev = cell(e, a, hp, prev)
-        if by_kind:
-            kinds = len(outputs[0])
-            return e.node("Reshape", e.node("Concat", *[outputs[t][k] for k in range(kinds) for t in range(steps)],
-                                            axis=1), e.int64s([0, kinds, steps, w_hh.type.shape[0]]))
-        joined = [o[0] if len(o) == 1 else e.node("Concat", *o, axis=1) for o in (outputs[t] for t in range(steps))]
-        return e.node("Reshape", e.node("Concat", *joined, axis=1), e.int64s([0, steps, columns]))
+            return cell(e, a, hp, prev)
+        return step
 
     # -- numpy semantics
     def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False) -> np.ndarray:
@@ -124,7 +134,11 @@ def _order(steps: int, reverse: bool):
 
 def _gate(e, x, k: int, units: int) -> str:
     """Columns k·H .. (k+1)·H of `x` `[B, G·H]` or `[G·H]` (ONNX Slice on the last axis)."""
-    return e.node("Slice", x, e.int64s([k * units]), e.int64s([(k + 1) * units]), e.int64s([-1]))
+    return _columns(e, x, k * units, (k + 1) * units)
+
+
+def _columns(e, x, start: int, end: int) -> str:
+    return e.node("Slice", x, e.int64s([start]), e.int64s([end]), e.int64s([-1]))
 
 
 def _gates(b, x, count: int):
@@ -210,8 +224,9 @@ class RnnScan(Scan):
 
     def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse):
         act = ACTIVATIONS[activation]
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse,
-                           lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))], w_hh.type.shape[0])
+        cell = lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))]  # noqa: E731
+        return self.unroll(e, xp.type.shape[1], w_hh.type.shape[0], initial, reverse,
+                           self.projected_step(xp, w_hh, b_hh, cell))
 
     def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse):
         act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0))
@@ -262,21 +277,30 @@ class GruScan(Scan):
         return out.with_shape((batch, 5, steps, units)) if gates else out
 
     def lower(self, e, xp, w_hh, b_hh, *initial, reverse, gates):
+        # two recurrent products per step, h @ w_rz + (xrz_t + b_rz) and h @ w_n + b_n: the r and z
+        # pre-activations come out of a Gemm whose addend holds the input projections, hn out of the
+        # other, with no per-step additions or slices of [B, 3H]
         units = w_hh.type.shape[0]
+        x_rz = e.node("Add", _columns(e, xp, 0, 2 * units), _columns(e, b_hh, 0, 2 * units))
+        x_n = _columns(e, xp, 2 * units, 3 * units)
+        w_rz, w_n = _columns(e, w_hh, 0, 2 * units), _columns(e, w_hh, 2 * units, 3 * units)
+        b_n = _columns(e, b_hh, 2 * units, 3 * units)
 
-        def cell(e, a, hp, prev):
-            rz = e.node("Sigmoid", e.node("Slice", e.node("Add", a, hp), e.int64s([0]), e.int64s([2 * units]),
-                                          e.int64s([-1])))
+        def step(e, t, prev):
+            index = e.int64s(t, scalar=True)
+            a_rz, a_n = e.node("Gather", x_rz, index, axis=1), e.node("Gather", x_n, index, axis=1)
+            # h_{-1} = 0: the first step's products are the biases alone
+            rz = e.node("Sigmoid", a_rz if prev is None else e.node("Gemm", prev[0], w_rz, a_rz))
+            hn = b_n if prev is None else e.node("Gemm", prev[0], w_n, b_n)
             r, z = _gate(e, rz, 0, units), _gate(e, rz, 1, units)
-            hn = _gate(e, hp, 2, units)
-            n = e.node("Tanh", e.node("Add", _gate(e, a, 2, units), e.node("Mul", r, hn)))
-            if prev is None:  # h_{-1} = 0
+            n = e.node("Tanh", e.node("Add", a_n, e.node("Mul", r, hn)))
+            if prev is None:
                 h = e.node("Sub", n, e.node("Mul", z, n))
             else:
                 h = e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))
             return [h, r, z, n, hn if prev is not None else e.node("Expand", hn, e.node("Shape", h))] if gates else [h]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell, units, by_kind=gates)
+        return self.unroll(e, xp.type.shape[1], units, initial, reverse, step, by_kind=gates)
 
     def evaluate(self, xp, w_hh, b_hh, *initial, reverse, gates):
         units = w_hh.shape[0]
@@ -387,7 +411,7 @@ class LstmScan(Scan):
             c = ig if prev is None else e.node("Add", e.node("Mul", f, prev[1]), ig)
             return [e.node("Mul", o, e.node("Tanh", c)), c]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell, 2 * units)
+        return self.unroll(e, xp.type.shape[1], units, initial, reverse, self.projected_step(xp, w_hh, b_hh, cell))
 
     def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
         units = w_hh.shape[0]
