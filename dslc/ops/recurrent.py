@@ -42,7 +42,7 @@ class Scan(OpDef):
     states = 1  # initial-state inputs: h (and c for the LSTM)
     width = 1  # the output holds `width` states per step
 
-    def infer(self, xp, w_hh, b_hh, *initial, **attrs):
+    def infer(self, xp, w_hh, b_hh, *initial, last=False):
         for t in (xp, w_hh, b_hh, *initial):
             expect_float(t)
             if t.dtype != xp.dtype:
@@ -65,21 +65,24 @@ class Scan(OpDef):
         for s in initial:
             if s.shape != (batch, units):
                 raise OpError(f"`{self.name}` needs initial states `[{batch}, {units}]`, got `{s}`")
-        return xp.with_shape((batch, steps, self.width * units))
+        return xp.with_shape((batch, self.width * units) if last else (batch, steps, self.width * units))
 
     # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives what the step writes, its new
     # state(s) first (the states the next step reads: h, and c for the LSTM)
-    def unroll(self, e, steps: int, units: int, initial, reverse: bool, step, by_kind: bool = False) -> str:
+    def unroll(self, e, steps: int, units: int, initial, reverse: bool, step, by_kind: bool = False,
+               last: bool = False) -> str:
         """The loop: `step(e, t, prev)` gives what step t writes, its new state(s) first (h, and c for the
         LSTM: what the next step reads as `prev`, which is None before a first step without initial
         state). The result is `[B, T, W]` with each step's writings side by side, or with `by_kind`
         `[B, K, T, H]`: the writings of each kind (h, a gate...) as one sequence, all written by one
-        Concat (no per-step Concat)."""
+        Concat (no per-step Concat); with `last`, only the final step's `[B, W]`."""
         prev = list(initial) or None
         outputs: dict[int, list[str]] = {}
         for t in _order(steps, reverse):
             outputs[t] = prev = step(e, t, prev)
         kinds = len(outputs[0])
+        if last:
+            return prev[0] if kinds == 1 else e.node("Concat", *prev, axis=1)
         if by_kind:
             return e.node("Reshape", e.node("Concat", *[outputs[t][k] for k in range(kinds) for t in range(steps)],
                                             axis=1), e.int64s([0, kinds, steps, units]))
@@ -98,19 +101,22 @@ class Scan(OpDef):
         return step
 
     # -- numpy semantics
-    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False) -> np.ndarray:
+    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False,
+                   last: bool = False) -> np.ndarray:
         batch, steps, _ = xp.shape
         prev = list(initial) or None
         outputs = {}
         for t in _order(steps, reverse):
             hp = b_hh + np.zeros((batch, 1), xp.dtype) if prev is None else prev[0] @ w_hh + b_hh
             outputs[t] = prev = cell(xp[:, t], hp, prev)
+        if last:
+            return np.concatenate(prev, axis=1)
         if by_kind:
             return np.stack([np.stack([outputs[t][k] for t in range(steps)], axis=1) for k in range(len(prev))], axis=1)
         return np.stack([np.concatenate(outputs[t], axis=1) for t in range(steps)], axis=1)
 
     # -- PyTorch semantics (for the benchmark's twin)
-    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False):
+    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False, last: bool = False):
         """The recurrence step by step in PyTorch (autograd differentiates it); `cell` as for numpy."""
         steps = xp.shape[1]
         prev = list(initial) or None
@@ -118,9 +124,22 @@ class Scan(OpDef):
         for t in _order(steps, reverse):
             hp = b_hh.expand(xp.shape[0], -1) if prev is None else T.addmm(b_hh, prev[0], w_hh)
             outputs[t] = prev = cell(xp[:, t], hp, prev)
+        if last:
+            return T.cat(prev, dim=1) if len(prev) > 1 else prev[0]
         if by_kind:
             return T.stack([T.stack([outputs[t][k] for t in range(steps)], dim=1) for k in range(len(prev))], dim=1)
         return T.stack([T.cat(outputs[t], dim=1) if len(prev) > 1 else outputs[t][0] for t in range(steps)], dim=1)
+
+    def whole_sequence(self, b, g, out, inputs, attrs):
+        """(g, out) for the gradient rules, which read every step's state: with `last` the output is the
+        final step's alone, so the sequence is computed again and g is that step's gradient (layers ask
+        for `last` only where no gradient is taken: inference and evaluation graphs)."""
+        if not attrs["last"]:
+            return g, out
+        full = b.emit(self.name, *inputs, **{**attrs, "last": False})
+        steps = full.type.shape[1]
+        final = 0 if attrs["reverse"] else steps - 1
+        return b.pad(b.unsqueeze(g, axes=(1,)), axis=1, before=final, after=steps - 1 - final), full
 
     def flops(self, out, xp, w_hh, b_hh, *initial, **attrs):
         """The recurrent products h_{t-1} @ w_hh (the first step has none without an initial state)."""
@@ -206,7 +225,7 @@ def _plus(b, x, carry):
     return x if carry is None else carry if x is None else b.add(x, carry)
 
 
-@op("rnn_scan", activation="tanh", reverse=False)
+@op("rnn_scan", activation="tanh", reverse=False, last=False)
 class RnnScan(Scan):
     """h_t = act(xp_t + h_{t-1} @ w_hh + b_hh), act = tanh or relu (PyTorch `nn.RNN`); y = h for every
     step `[B, T, H]`, from `h0` (zeros when absent), backwards in time with `reverse`."""
@@ -215,28 +234,31 @@ class RnnScan(Scan):
     # check (2e-6 relative to float64 semantics) is sized for one op — 4 steps exceeded it near a zero
     samples = [Sample(((2, 3, 4), (4, 4), (4,), (2, 4))), Sample(((2, 3, 3), (3, 3), (3,)), {"reverse": True}),
                Sample(((3, 3, 2), (2, 2), (2,), (3, 2)), {"activation": "relu", "reverse": True}),
-               Sample(((2, 1, 3), (3, 3), (3,)), {"activation": "relu"})]
+               Sample(((2, 1, 3), (3, 3), (3,)), {"activation": "relu"}),
+               Sample(((3, 2, 3), (3, 3), (3,), (3, 3)), {"last": True})]
 
-    def infer(self, *types, activation, reverse):
+    def infer(self, *types, activation, reverse, last):
         if activation not in ACTIVATIONS:
             raise OpError(f"`rnn_scan` activation must be one of {', '.join(ACTIVATIONS)}, got `{activation}`")
-        return super().infer(*types)
+        return super().infer(*types, last=last)
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse):
+    def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse, last):
         act = ACTIVATIONS[activation]
         cell = lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))]  # noqa: E731
         return self.unroll(e, xp.type.shape[1], w_hh.type.shape[0], initial, reverse,
-                           self.projected_step(xp, w_hh, b_hh, cell))
+                           self.projected_step(xp, w_hh, b_hh, cell), last=last)
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse):
+    def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse, last):
         act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0))
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)])
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)], last=last)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, activation, reverse):
+    def torch(self, T, xp, w_hh, b_hh, *initial, activation, reverse, last):
         act = T.tanh if activation == "tanh" else T.relu
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)])
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)], last=last)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, activation, reverse):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, activation, reverse, last):
+        g, out = self.whole_sequence(b, g, out, (xp, w_hh, b_hh, *initial),
+                                     {"activation": activation, "reverse": reverse, "last": last})
         # dpre_t = dh_t · act'(pre_t), with act' read off the output: 1 - h² (tanh) or h > 0 (relu)
         if activation == "tanh":
             slope = _one_minus(b, b.mul(out, out))
@@ -256,7 +278,7 @@ class RnnScan(Scan):
 ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 
 
-@op("gru_scan", reverse=False, gates=False)
+@op("gru_scan", reverse=False, gates=False, last=False)
 class GruScan(Scan):
     """PyTorch's GRU (gates r, z, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r·hn),
     h_t = (1 - z)·n + z·h_{t-1}, where [xr, xz, xn] = xp_t and [hr, hz, hn] = h_{t-1} @ w_hh + b_hh
@@ -269,14 +291,19 @@ class GruScan(Scan):
     samples = [Sample(((2, 3, 6), (2, 6), (6,), (2, 2))), Sample(((2, 3, 9), (3, 9), (9,)), {"reverse": True}),
                Sample(((3, 2, 6), (2, 6), (6,), (3, 2)), {"reverse": True}), Sample(((2, 1, 6), (2, 6), (6,))),
                Sample(((2, 3, 6), (2, 6), (6,), (2, 2)), {"gates": True}),
-               Sample(((3, 2, 9), (3, 9), (9,)), {"reverse": True, "gates": True})]
+               Sample(((3, 2, 9), (3, 9), (9,)), {"reverse": True, "gates": True}),
+               Sample(((2, 3, 6), (2, 6), (6,)), {"reverse": True, "last": True})]
 
-    def infer(self, *types, reverse, gates):
-        out = super().infer(*types)
+    def infer(self, *types, reverse, gates, last):
+        if gates and last:
+            raise OpError("`gru_scan` gives the gates of every step or the last state, not both")
+        out = super().infer(*types, last=last)
+        if not gates:
+            return out
         batch, steps, units = out.shape
-        return out.with_shape((batch, 5, steps, units)) if gates else out
+        return out.with_shape((batch, 5, steps, units))
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, reverse, gates):
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse, gates, last):
         # two recurrent products per step, h @ w_rz + (xrz_t + b_rz) and h @ w_n + b_n: the r and z
         # pre-activations come out of a Gemm whose addend holds the input projections, hn out of the
         # other, with no per-step additions or slices of [B, 3H]
@@ -300,9 +327,9 @@ class GruScan(Scan):
                 h = e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))
             return [h, r, z, n, hn if prev is not None else e.node("Expand", hn, e.node("Shape", h))] if gates else [h]
 
-        return self.unroll(e, xp.type.shape[1], units, initial, reverse, step, by_kind=gates)
+        return self.unroll(e, xp.type.shape[1], units, initial, reverse, step, by_kind=gates, last=last)
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, reverse, gates):
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse, gates, last):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
@@ -312,9 +339,9 @@ class GruScan(Scan):
             h = n - z * n if prev is None else n + z * (prev[0] - n)
             return [h, r, z, n, hp[:, 2 * units:]] if gates else [h]
 
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates)
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates, last=last)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, reverse, gates):
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse, gates, last):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
@@ -323,9 +350,11 @@ class GruScan(Scan):
             h = n - z * n if prev is None else n + z * (prev[0] - n)
             return [h, r, z, n, hp[:, 2 * units:]] if gates else [h]
 
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates)
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates, last=last)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, gates):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, gates, last):
+        g, out = self.whole_sequence(b, g, out, (xp, w_hh, b_hh, *initial),
+                                     {"reverse": reverse, "gates": gates, "last": last})
         units = w_hh.type.shape[0]
         h0 = initial[0] if initial else None
         if gates:
@@ -384,7 +413,7 @@ def _state_and_gate_gradients(b, g):
     return b.pick(g, axis=1, index=0), tuple(b.pick(g, axis=1, index=k) for k in range(1, 5))
 
 
-@op("lstm_scan", reverse=False)
+@op("lstm_scan", reverse=False, last=False)
 class LstmScan(Scan):
     """PyTorch's LSTM (gates i, f, g, o): [i, f, g, o] = xp_t + h_{t-1} @ w_hh + b_hh through σ, σ, tanh, σ;
     c_t = f·c_{t-1} + i·g, h_t = o·tanh(c_t); y = [h_t, c_t] for every step `[B, T, 2H]`, from `h0`, `c0`
@@ -395,12 +424,13 @@ class LstmScan(Scan):
     width = 2
     samples = [Sample(((2, 3, 8), (2, 8), (8,), (2, 2), (2, 2))),
                Sample(((2, 3, 12), (3, 12), (12,)), {"reverse": True}),
-               Sample(((3, 2, 8), (2, 8), (8,), (3, 2), (3, 2)), {"reverse": True}), Sample(((2, 1, 8), (2, 8), (8,)))]
+               Sample(((3, 2, 8), (2, 8), (8,), (3, 2), (3, 2)), {"reverse": True}), Sample(((2, 1, 8), (2, 8), (8,))),
+               Sample(((2, 3, 8), (2, 8), (8,)), {"last": True})]
 
-    def infer(self, *types, reverse):
-        return super().infer(*types)
+    def infer(self, *types, reverse, last):
+        return super().infer(*types, last=last)
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, reverse):
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse, last):
         units = w_hh.type.shape[0]
 
         def cell(e, a, hp, prev):
@@ -411,9 +441,10 @@ class LstmScan(Scan):
             c = ig if prev is None else e.node("Add", e.node("Mul", f, prev[1]), ig)
             return [e.node("Mul", o, e.node("Tanh", c)), c]
 
-        return self.unroll(e, xp.type.shape[1], units, initial, reverse, self.projected_step(xp, w_hh, b_hh, cell))
+        return self.unroll(e, xp.type.shape[1], units, initial, reverse, self.projected_step(xp, w_hh, b_hh, cell),
+                           last=last)
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse, last):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
@@ -424,18 +455,19 @@ class LstmScan(Scan):
             c = ig if prev is None else f * prev[1] + ig
             return [o * np.tanh(c), c]
 
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell, last=last)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, reverse):
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse, last):
         def cell(a, hp, prev):
             i, f, g, o = (a + hp).chunk(4, dim=1)
             ig = T.sigmoid(i) * T.tanh(g)
             c = ig if prev is None else T.sigmoid(f) * prev[1] + ig
             return [T.sigmoid(o) * T.tanh(c), c]
 
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell, last=last)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, last):
+        g, out = self.whole_sequence(b, g, out, (xp, w_hh, b_hh, *initial), {"reverse": reverse, "last": last})
         units = w_hh.type.shape[0]
         h_seq = b.slice(out, axis=2, start=0, end=units)
         c_seq = b.slice(out, axis=2, start=units, end=2 * units)
