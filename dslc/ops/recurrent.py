@@ -10,9 +10,10 @@ PyTorch's layout — GRU r, z, n with the reset gate applied after the recurrent
 `linear_before_reset=1`); LSTM i, f, g, o — so weights copy to and from `torch.nn.GRU`/`LSTM`.
 
 Lowering: the recurrence is unrolled into standard ONNX ops, one `Gemm` per step for the recurrent
-product (T must be a number). The ONNX `GRU` op is no faster (GRU, hidden 128, batch 100, 40 steps,
-2 threads: 3.5–3.75 ms vs 3.35–3.45 ms unrolled) and cannot give an LSTM's cell states, which the
-gradient needs.
+product (two for the GRU; T must be a number). The ONNX `GRU` op is no faster (GRU, hidden 128, batch
+100, 40 steps, 2 threads: 3.5–3.75 ms vs 3.35–3.45 ms unrolled; the whole text_rnn inference with it,
+interleaved: as fast on 1 thread, 1.4–1.6x slower on 2) and cannot give an LSTM's cell states or a
+GRU's gates, which the gradient needs.
 
 Gradient: ONNX has none for its RNN ops, so it is built here from registered ops, with everything
 that does not depend on the previous step hoisted out of the time loop: the gates are recomputed
