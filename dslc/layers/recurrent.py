@@ -91,6 +91,9 @@ def _recurrent(ctx, cell, x, units, return_sequences, bidirectional, layers, ini
     seq, finals = x, []
     for k in range(layers):
         outs = []
+        # inference and evaluation of a layer that returns its last state: the top layer's scans give
+        # only their final state (no sequence to concatenate)
+        last_only = ctx.mode != "train" and k == layers - 1 and not return_sequences and not return_state
         for d in range(dirs):
             suffix = f"_l{k}" + ("_reverse" if d else "")
             fan_in = seq.type.shape[2]
@@ -104,9 +107,19 @@ def _recurrent(ctx, cell, x, units, return_sequences, bidirectional, layers, ini
                              fan_in=units, fan_out=gates * units)
             states = _state_inputs(b, initial, k * dirs + d, units, width)
             projections = b.add(b.matmul(seq, w_ih), b_ih)
-            out = b.emit(f"{cell}_scan", projections, w_hh, b_hh, *states, reverse=bool(d), **attrs)
+            if last_only:  # no step but the final one is read, and no gradient taken
+                finals.append(b.emit(f"{cell}_scan", projections, w_hh, b_hh, *states, reverse=bool(d), last=True,
+                                     **attrs))
+                continue
+            if cell == "gru" and ctx.mode == "train":  # the gradient reads the gates the forward computed
+                out = b.pick(b.emit("gru_scan", projections, w_hh, b_hh, *states, reverse=bool(d), gates=True),
+                             axis=1, index=0)
+            else:
+                out = b.emit(f"{cell}_scan", projections, w_hh, b_hh, *states, reverse=bool(d), **attrs)
             outs.append(out)
             finals.append(b.pick(out, axis=1, index=0 if d else steps - 1))
+        if last_only:
+            break
         hs = [o if width == 1 else b.slice(o, axis=2, start=0, end=units) for o in outs]
         seq = hs[0] if dirs == 1 else b.concat(*hs, axis=2)
 

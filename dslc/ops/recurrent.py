@@ -10,17 +10,20 @@ PyTorch's layout — GRU r, z, n with the reset gate applied after the recurrent
 `linear_before_reset=1`); LSTM i, f, g, o — so weights copy to and from `torch.nn.GRU`/`LSTM`.
 
 Lowering: the recurrence is unrolled into standard ONNX ops, one `Gemm` per step for the recurrent
-product (T must be a number). The ONNX `GRU` op is no faster (GRU, hidden 128, batch 100, 40 steps,
-2 threads: 3.5–3.75 ms vs 3.35–3.45 ms unrolled) and cannot give an LSTM's cell states, which the
-gradient needs.
+product (two for the GRU; T must be a number). The ONNX `GRU` op is no faster (GRU, hidden 128, batch
+100, 40 steps, 2 threads: 3.5–3.75 ms vs 3.35–3.45 ms unrolled; the whole text_rnn inference with it,
+interleaved: as fast on 1 thread, 1.4–1.6x slower on 2) and cannot give an LSTM's cell states or a
+GRU's gates, which the gradient needs.
 
 Gradient: ONNX has none for its RNN ops, so it is built here from registered ops, with everything
 that does not depend on the previous step hoisted out of the time loop: the gates are recomputed
-from the output states with one matrix product for all steps; every element-wise derivative
+from the output states with one matrix product for all steps (the training graph's GRU instead
+outputs its gates, `gates=True`, and the gradient reads them); every element-wise derivative
 factor is computed for all steps at once; the loop itself does per step only the recurrent
-back-propagation (`dh_{t-1} = dh_t·∂h_t/∂h_{t-1} + dpre_t @ W_hhᵀ`); and the weight gradient is one
-matrix product over all steps after it, `dW_hh = Σ_t h_{t-1}ᵀ dpre_t` (the input projection's
-gradient, likewise one product, comes from `matmul`'s rule).
+back-propagation (`dh_{t-1} = dh_t·∂h_t/∂h_{t-1} + dpre_t @ W_hhᵀ`), skipping the steps where the
+output's gradient is known to be zero (a layer that returns the last state only); and the weight
+gradient is one matrix product over all steps after it, `dW_hh = Σ_t h_{t-1}ᵀ dpre_t` (the input
+projection's gradient, likewise one product, comes from `matmul`'s rule).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ class Scan(OpDef):
     states = 1  # initial-state inputs: h (and c for the LSTM)
     width = 1  # the output holds `width` states per step
 
-    def infer(self, xp, w_hh, b_hh, *initial, **attrs):
+    def infer(self, xp, w_hh, b_hh, *initial, last=False):
         for t in (xp, w_hh, b_hh, *initial):
             expect_float(t)
             if t.dtype != xp.dtype:
@@ -63,48 +66,81 @@ class Scan(OpDef):
         for s in initial:
             if s.shape != (batch, units):
                 raise OpError(f"`{self.name}` needs initial states `[{batch}, {units}]`, got `{s}`")
-        return xp.with_shape((batch, steps, self.width * units))
+        return xp.with_shape((batch, self.width * units) if last else (batch, steps, self.width * units))
 
-    # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives the step's new state(s)
-    def unroll(self, e, xp, w_hh, b_hh, initial, reverse: bool, cell) -> str:
-        steps = xp.type.shape[1]
+    # -- lowering: the unrolled loop; `cell(e, a_t, hp_t, prev)` gives what the step writes, its new
+    # state(s) first (the states the next step reads: h, and c for the LSTM)
+    def unroll(self, e, steps: int, units: int, initial, reverse: bool, step, by_kind: bool = False,
+               last: bool = False) -> str:
+        """The loop: `step(e, t, prev)` gives what step t writes, its new state(s) first (h, and c for the
+        LSTM: what the next step reads as `prev`, which is None before a first step without initial
+        state). The result is `[B, T, W]` with each step's writings side by side, or with `by_kind`
+        `[B, K, T, H]`: the writings of each kind (h, a gate...) as one sequence, all written by one
+        Concat (no per-step Concat); with `last`, only the final step's `[B, W]`."""
         prev = list(initial) or None
-        outputs: list[list[str]] = [[] for _ in range(self.width)]
+        outputs: dict[int, list[str]] = {}
         for t in _order(steps, reverse):
+            outputs[t] = prev = step(e, t, prev)
+        kinds = len(outputs[0])
+        if last:
+            return prev[0] if kinds == 1 else e.node("Concat", *prev, axis=1)
+        if by_kind:
+            return e.node("Reshape", e.node("Concat", *[outputs[t][k] for k in range(kinds) for t in range(steps)],
+                                            axis=1), e.int64s([0, kinds, steps, units]))
+        joined = [o[0] if kinds == 1 else e.node("Concat", *o, axis=1) for o in (outputs[t] for t in range(steps))]
+        return e.node("Reshape", e.node("Concat", *joined, axis=1), e.int64s([0, steps, kinds * units]))
+
+    @staticmethod
+    def projected_step(xp, w_hh, b_hh, cell):
+        """An `unroll` step that gives `cell(e, a_t, hp_t, prev)` the step's input projections a_t and its
+        recurrent product hp_t = h_{t-1} @ w_hh + b_hh."""
+        def step(e, t, prev):
             a = e.node("Gather", xp, e.int64s(t, scalar=True), axis=1)
             # without an initial state the first step's recurrent product is just the bias
             hp = b_hh if prev is None else e.node("Gemm", prev[0], w_hh, b_hh)
-            prev = cell(e, a, hp, prev)
-            for k, s in enumerate(prev):
-                outputs[k].append(s)
-        if reverse:
-            outputs = [list(reversed(o)) for o in outputs]
-        units = w_hh.type.shape[0]
-        seqs = [e.node("Reshape", e.node("Concat", *o, axis=1), e.int64s([0, steps, units])) for o in outputs]
-        return seqs[0] if len(seqs) == 1 else e.node("Concat", *seqs, axis=2)
+            return cell(e, a, hp, prev)
+        return step
 
     # -- numpy semantics
-    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell) -> np.ndarray:
+    def scan_numpy(self, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False,
+                   last: bool = False) -> np.ndarray:
         batch, steps, _ = xp.shape
-        units = w_hh.shape[0]
         prev = list(initial) or None
-        out = np.zeros((batch, steps, self.width * units), dtype=xp.dtype)
+        outputs = {}
         for t in _order(steps, reverse):
             hp = b_hh + np.zeros((batch, 1), xp.dtype) if prev is None else prev[0] @ w_hh + b_hh
-            prev = cell(xp[:, t], hp, prev)
-            out[:, t] = np.concatenate(prev, axis=1)
-        return out
+            outputs[t] = prev = cell(xp[:, t], hp, prev)
+        if last:
+            return np.concatenate(prev, axis=1)
+        if by_kind:
+            return np.stack([np.stack([outputs[t][k] for t in range(steps)], axis=1) for k in range(len(prev))], axis=1)
+        return np.stack([np.concatenate(outputs[t], axis=1) for t in range(steps)], axis=1)
 
     # -- PyTorch semantics (for the benchmark's twin)
-    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell):
+    def scan_torch(self, T, xp, w_hh, b_hh, initial, reverse: bool, cell, by_kind: bool = False, last: bool = False):
         """The recurrence step by step in PyTorch (autograd differentiates it); `cell` as for numpy."""
+        steps = xp.shape[1]
         prev = list(initial) or None
-        outputs = [None] * xp.shape[1]
-        for t in _order(xp.shape[1], reverse):
+        outputs = {}
+        for t in _order(steps, reverse):
             hp = b_hh.expand(xp.shape[0], -1) if prev is None else T.addmm(b_hh, prev[0], w_hh)
-            prev = cell(xp[:, t], hp, prev)
-            outputs[t] = T.cat(prev, dim=1) if len(prev) > 1 else prev[0]
-        return T.stack(outputs, dim=1)
+            outputs[t] = prev = cell(xp[:, t], hp, prev)
+        if last:
+            return T.cat(prev, dim=1) if len(prev) > 1 else prev[0]
+        if by_kind:
+            return T.stack([T.stack([outputs[t][k] for t in range(steps)], dim=1) for k in range(len(prev))], dim=1)
+        return T.stack([T.cat(outputs[t], dim=1) if len(prev) > 1 else outputs[t][0] for t in range(steps)], dim=1)
+
+    def whole_sequence(self, b, g, out, inputs, attrs):
+        """(g, out) for the gradient rules, which read every step's state: with `last` the output is the
+        final step's alone, so the sequence is computed again and g is that step's gradient (layers ask
+        for `last` only where no gradient is taken: inference and evaluation graphs)."""
+        if not attrs["last"]:
+            return g, out
+        full = b.emit(self.name, *inputs, **{**attrs, "last": False})
+        steps = full.type.shape[1]
+        final = 0 if attrs["reverse"] else steps - 1
+        return b.pad(b.unsqueeze(g, axes=(1,)), axis=1, before=final, after=steps - 1 - final), full
 
     def flops(self, out, xp, w_hh, b_hh, *initial, **attrs):
         """The recurrent products h_{t-1} @ w_hh (the first step has none without an initial state)."""
@@ -118,7 +154,11 @@ def _order(steps: int, reverse: bool):
 
 def _gate(e, x, k: int, units: int) -> str:
     """Columns k·H .. (k+1)·H of `x` `[B, G·H]` or `[G·H]` (ONNX Slice on the last axis)."""
-    return e.node("Slice", x, e.int64s([k * units]), e.int64s([(k + 1) * units]), e.int64s([-1]))
+    return _columns(e, x, k * units, (k + 1) * units)
+
+
+def _columns(e, x, start: int, end: int) -> str:
+    return e.node("Slice", x, e.int64s([start]), e.int64s([end]), e.int64s([-1]))
 
 
 def _gates(b, x, count: int):
@@ -146,11 +186,29 @@ def previous_states(b, seq, initial, reverse: bool):
 
 def backward_loop(b, steps: int, reverse: bool, step):
     """Run `step(t, carry) -> (value, carry)` from the last processed step to the first; returns the
-    values stacked at their positions `[B, T, ...]` and the final carry (the initial state's gradient)."""
+    values stacked at their positions `[B, T, ...]` (a tuple of stacks where `value` is a tuple) and the
+    final carry (the initial state's gradient)."""
     values, carry = {}, None
     for t in reversed(list(_order(steps, reverse))):
         values[t], carry = step(t, carry)
+    if isinstance(values[0], tuple):
+        return tuple(b.stack(*[values[t][k] for t in range(steps)], axis=1) for k in range(len(values[0]))), carry
     return b.stack(*[values[t] for t in range(steps)], axis=1), carry
+
+
+def step_gradient(b, g, t: int, needed: bool):
+    """Step t of the output's gradient `g` `[B, T, ...]`, or None where it is known to be zero and not
+    `needed`: the gradient of a `pick` (the last state, say) is the picked step's padded with zeros, so
+    the other steps' additions and reads are left out of the time loop."""
+    if g.op == "pad" and g.attrs["axis"] in (1, 1 - g.type.rank):
+        before, inner = g.attrs["before"], g.inputs[0]
+        if before <= t < before + inner.type.shape[1]:
+            if inner.op == "unsqueeze" and tuple(inner.attrs["axes"]) == (1,):
+                return inner.inputs[0]
+            return b.pick(inner, axis=1, index=t - before)
+        if not needed:
+            return None
+    return b.pick(g, axis=1, index=t)
 
 
 def weight_grads(b, prev, dpre):
@@ -164,10 +222,11 @@ def _one_minus(b, x):
 
 
 def _plus(b, x, carry):
-    return x if carry is None else b.add(x, carry)
+    """x + carry, either of which may be None (zero), not both."""
+    return x if carry is None else carry if x is None else b.add(x, carry)
 
 
-@op("rnn_scan", activation="tanh", reverse=False)
+@op("rnn_scan", activation="tanh", reverse=False, last=False)
 class RnnScan(Scan):
     """h_t = act(xp_t + h_{t-1} @ w_hh + b_hh), act = tanh or relu (PyTorch `nn.RNN`); y = h for every
     step `[B, T, H]`, from `h0` (zeros when absent), backwards in time with `reverse`."""
@@ -176,27 +235,31 @@ class RnnScan(Scan):
     # check (2e-6 relative to float64 semantics) is sized for one op — 4 steps exceeded it near a zero
     samples = [Sample(((2, 3, 4), (4, 4), (4,), (2, 4))), Sample(((2, 3, 3), (3, 3), (3,)), {"reverse": True}),
                Sample(((3, 3, 2), (2, 2), (2,), (3, 2)), {"activation": "relu", "reverse": True}),
-               Sample(((2, 1, 3), (3, 3), (3,)), {"activation": "relu"})]
+               Sample(((2, 1, 3), (3, 3), (3,)), {"activation": "relu"}),
+               Sample(((3, 2, 3), (3, 3), (3,), (3, 3)), {"last": True})]
 
-    def infer(self, *types, activation, reverse):
+    def infer(self, *types, activation, reverse, last):
         if activation not in ACTIVATIONS:
             raise OpError(f"`rnn_scan` activation must be one of {', '.join(ACTIVATIONS)}, got `{activation}`")
-        return super().infer(*types)
+        return super().infer(*types, last=last)
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse):
+    def lower(self, e, xp, w_hh, b_hh, *initial, activation, reverse, last):
         act = ACTIVATIONS[activation]
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse,
-                           lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))])
+        cell = lambda e, a, hp, prev: [e.node(act, e.node("Add", a, hp))]  # noqa: E731
+        return self.unroll(e, xp.type.shape[1], w_hh.type.shape[0], initial, reverse,
+                           self.projected_step(xp, w_hh, b_hh, cell), last=last)
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse):
+    def evaluate(self, xp, w_hh, b_hh, *initial, activation, reverse, last):
         act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0))
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)])
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)], last=last)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, activation, reverse):
+    def torch(self, T, xp, w_hh, b_hh, *initial, activation, reverse, last):
         act = T.tanh if activation == "tanh" else T.relu
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)])
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, lambda a, hp, prev: [act(a + hp)], last=last)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, activation, reverse):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, activation, reverse, last):
+        g, out = self.whole_sequence(b, g, out, (xp, w_hh, b_hh, *initial),
+                                     {"activation": activation, "reverse": reverse, "last": last})
         # dpre_t = dh_t · act'(pre_t), with act' read off the output: 1 - h² (tanh) or h > 0 (relu)
         if activation == "tanh":
             slope = _one_minus(b, b.mul(out, out))
@@ -204,7 +267,7 @@ class RnnScan(Scan):
             slope = b.cast(b.greater(out, b.scalar_like(0.0, out)), to=out.type.dtype)
 
         def step(t, carry):
-            dpre = b.mul(_plus(b, b.pick(g, axis=1, index=t), carry), b.pick(slope, axis=1, index=t))
+            dpre = b.mul(_plus(b, step_gradient(b, g, t, carry is None), carry), b.pick(slope, axis=1, index=t))
             return dpre, b.gemm(dpre, w_hh, trans_b=True)
 
         h0 = initial[0] if initial else None
@@ -216,83 +279,142 @@ class RnnScan(Scan):
 ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 
 
-@op("gru_scan", reverse=False)
+@op("gru_scan", reverse=False, gates=False, last=False)
 class GruScan(Scan):
     """PyTorch's GRU (gates r, z, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r·hn),
     h_t = (1 - z)·n + z·h_{t-1}, where [xr, xz, xn] = xp_t and [hr, hz, hn] = h_{t-1} @ w_hh + b_hh
-    (the reset gate applies after the product: ONNX `linear_before_reset=1`); y = h for every step."""
+    (the reset gate applies after the product: ONNX `linear_before_reset=1`); y = h for every step
+    `[B, T, H]`, or with `gates` the sequences of h, r, z, n and hn `[B, 5, T, H]`: the training graph's
+    layer asks for them so that the gradient reads the gates the forward computed instead of computing
+    them again (the recurrent product of all steps, hidden 128, sequence 40, batch 100: 393 MFLOP)."""
 
     gates = 3
     samples = [Sample(((2, 3, 6), (2, 6), (6,), (2, 2))), Sample(((2, 3, 9), (3, 9), (9,)), {"reverse": True}),
-               Sample(((3, 2, 6), (2, 6), (6,), (3, 2)), {"reverse": True}), Sample(((2, 1, 6), (2, 6), (6,)))]
+               Sample(((3, 2, 6), (2, 6), (6,), (3, 2)), {"reverse": True}), Sample(((2, 1, 6), (2, 6), (6,))),
+               Sample(((2, 3, 6), (2, 6), (6,), (2, 2)), {"gates": True}),
+               Sample(((3, 2, 9), (3, 9), (9,)), {"reverse": True, "gates": True}),
+               Sample(((2, 3, 6), (2, 6), (6,)), {"reverse": True, "last": True})]
 
-    def infer(self, *types, reverse):
-        return super().infer(*types)
+    def infer(self, *types, reverse, gates, last):
+        if gates and last:
+            raise OpError("`gru_scan` gives the gates of every step or the last state, not both")
+        out = super().infer(*types, last=last)
+        if not gates:
+            return out
+        batch, steps, units = out.shape
+        return out.with_shape((batch, 5, steps, units))
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, reverse):
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse, gates, last):
+        # two recurrent products per step, h @ w_rz + (xrz_t + b_rz) and h @ w_n + b_n: the r and z
+        # pre-activations come out of a Gemm whose addend holds the input projections, hn out of the
+        # other, with no per-step additions or slices of [B, 3H]
         units = w_hh.type.shape[0]
+        x_rz = e.node("Add", _columns(e, xp, 0, 2 * units), _columns(e, b_hh, 0, 2 * units))
+        x_n = _columns(e, xp, 2 * units, 3 * units)
+        w_rz, w_n = _columns(e, w_hh, 0, 2 * units), _columns(e, w_hh, 2 * units, 3 * units)
+        b_n = _columns(e, b_hh, 2 * units, 3 * units)
 
-        def cell(e, a, hp, prev):
-            rz = e.node("Sigmoid", e.node("Slice", e.node("Add", a, hp), e.int64s([0]), e.int64s([2 * units]),
-                                          e.int64s([-1])))
+        def step(e, t, prev):
+            index = e.int64s(t, scalar=True)
+            a_rz, a_n = e.node("Gather", x_rz, index, axis=1), e.node("Gather", x_n, index, axis=1)
+            # h_{-1} = 0: the first step's products are the biases alone
+            rz = e.node("Sigmoid", a_rz if prev is None else e.node("Gemm", prev[0], w_rz, a_rz))
+            hn = b_n if prev is None else e.node("Gemm", prev[0], w_n, b_n)
             r, z = _gate(e, rz, 0, units), _gate(e, rz, 1, units)
-            n = e.node("Tanh", e.node("Add", _gate(e, a, 2, units), e.node("Mul", r, _gate(e, hp, 2, units))))
-            if prev is None:  # h_{-1} = 0
-                return [e.node("Sub", n, e.node("Mul", z, n))]
-            return [e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))]
+            n = e.node("Tanh", e.node("Add", a_n, e.node("Mul", r, hn)))
+            if prev is None:
+                h = e.node("Sub", n, e.node("Mul", z, n))
+            else:
+                h = e.node("Add", n, e.node("Mul", z, e.node("Sub", prev[0], n)))
+            return [h, r, z, n, hn if prev is not None else e.node("Expand", hn, e.node("Shape", h))] if gates else [h]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.unroll(e, xp.type.shape[1], units, initial, reverse, step, by_kind=gates, last=last)
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse, gates, last):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
-            sig = 1.0 / (1.0 + np.exp(-(a[:, :2 * units] + hp[:, :2 * units])))
-            r, z = sig[:, :units], sig[:, units:]
+            rz = 1.0 / (1.0 + np.exp(-(a[:, :2 * units] + hp[:, :2 * units])))
+            r, z = rz[:, :units], rz[:, units:]
             n = np.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
-            return [n - z * n if prev is None else n + z * (prev[0] - n)]
+            h = n - z * n if prev is None else n + z * (prev[0] - n)
+            return [h, r, z, n, hp[:, 2 * units:]] if gates else [h]
 
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates, last=last)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, reverse):
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse, gates, last):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
             r, z = T.sigmoid(a[:, :2 * units] + hp[:, :2 * units]).chunk(2, dim=1)
             n = T.tanh(a[:, 2 * units:] + r * hp[:, 2 * units:])
-            return [n - z * n if prev is None else n + z * (prev[0] - n)]
+            h = n - z * n if prev is None else n + z * (prev[0] - n)
+            return [h, r, z, n, hp[:, 2 * units:]] if gates else [h]
 
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell, by_kind=gates, last=last)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, gates, last):
+        g, out = self.whole_sequence(b, g, out, (xp, w_hh, b_hh, *initial),
+                                     {"reverse": reverse, "gates": gates, "last": last})
+        units = w_hh.type.shape[0]
         h0 = initial[0] if initial else None
-        prev = previous_states(b, out, h0, reverse)
-        hp = b.add(b.matmul(prev, w_hh), b_hh)
-        xr, xz, xn = _gates(b, xp, 3)
-        hr, hz, hn = _gates(b, hp, 3)
-        r = b.sigmoid(b.add(xr, hr))
-        z = b.sigmoid(b.add(xz, hz))
-        n = b.tanh(b.add(xn, b.mul(r, hn)))
+        if gates:
+            h_seq, r, z, n, hn = (b.pick(out, axis=1, index=k) for k in range(5))
+            g, g_gates = _state_and_gate_gradients(b, g)
+        else:
+            h_seq, g_gates = out, None
+        prev = previous_states(b, h_seq, h0, reverse)
+        if not gates:
+            hp = b.add(b.matmul(prev, w_hh), b_hh)
+            rz = b.sigmoid(b.add(b.slice(xp, axis=2, start=0, end=2 * units), b.slice(hp, axis=2, start=0, end=2 * units)))
+            r, z = _gates(b, rz, 2)
+            hn = b.slice(hp, axis=2, start=2 * units, end=3 * units)
+            n = b.tanh(b.add(b.slice(xp, axis=2, start=2 * units, end=3 * units), b.mul(r, hn)))
         # with dh the state's gradient: d(xn) = dh·(1-z)(1-n²), d(xz) = dh·(h_{t-1} - n)·z(1-z),
         # d(xr) = d(xn)·hn·r(1-r); the recurrent product sees the same, but r·d(xn) for hn
-        dn = b.mul(_one_minus(b, z), _one_minus(b, b.mul(n, n)))
+        dn_dpre = _one_minus(b, b.mul(n, n))
+        dn = b.mul(_one_minus(b, z), dn_dpre)
         dz = b.mul(b.sub(prev, n), b.mul(z, _one_minus(b, z)))
-        dr = b.mul(dn, b.mul(hn, b.mul(r, _one_minus(b, r))))
-        to_x = b.concat(dr, dz, dn, axis=2)
-        to_h = b.concat(dr, dz, b.mul(dn, r), axis=2)
+        dr_dpre = b.mul(r, _one_minus(b, r))
+        dr = b.mul(dn, b.mul(hn, dr_dpre))
+        # [B, T, 3, H]: a step's three factors multiply its dh [B, 1, H] by broadcasting, no copies of dh
+        to_h = b.stack(dr, dz, b.mul(dn, r), axis=2)
+        # gradients arriving at the gates themselves enter each step's pre-activations, outside the loop
+        direct = None
+        if g_gates is not None:
+            g_r, g_z, g_n, g_hn = g_gates
+            e_n = b.mul(g_n, dn_dpre)
+            direct = (b.mul(b.add(b.mul(e_n, hn), g_r), dr_dpre), b.mul(g_z, b.mul(z, _one_minus(b, z))),
+                      e_n, b.add(b.mul(e_n, r), g_hn))
+            direct_h = b.stack(direct[0], direct[1], direct[3], axis=2)
 
         def step(t, carry):
-            dh = _plus(b, b.pick(g, axis=1, index=t), carry)
-            dhp = b.mul(b.concat(dh, dh, dh, axis=1), b.pick(to_h, axis=1, index=t))
-            return dh, b.add(b.mul(dh, b.pick(z, axis=1, index=t)), b.gemm(dhp, w_hh, trans_b=True))
+            dh = _plus(b, step_gradient(b, g, t, carry is None), carry)
+            dhp = b.mul(b.unsqueeze(dh, axes=(1,)), b.pick(to_h, axis=1, index=t))
+            if direct is not None:
+                dhp = b.add(dhp, b.pick(direct_h, axis=1, index=t))
+            dhp = b.reshape(dhp, shape=(0, 3 * units))
+            return (dh, dhp), b.add(b.mul(dh, b.pick(z, axis=1, index=t)), b.gemm(dhp, w_hh, trans_b=True))
 
-        dh, dh0 = backward_loop(b, out.type.shape[1], reverse, step)
-        dh3 = b.concat(dh, dh, dh, axis=2)
-        dw, db = weight_grads(b, prev, b.mul(dh3, to_h))
-        return [b.mul(dh3, to_x), dw, db] + ([dh0] if initial else [])
+        (dh, dhp), dh0 = backward_loop(b, xp.type.shape[1], reverse, step)
+        dw, db = weight_grads(b, prev, dhp)
+        dxn = b.mul(dh, dn) if direct is None else b.add(b.mul(dh, dn), direct[2])
+        dxp = b.concat(b.slice(dhp, axis=2, start=0, end=2 * units), dxn, axis=2)
+        return [dxp, dw, db] + ([dh0] if initial else [])
 
 
-@op("lstm_scan", reverse=False)
+def _state_and_gate_gradients(b, g):
+    """The gradient of `gru_scan`'s h, r, z, n, hn `[B, 5, T, H]` split into h's and the gates' (None when
+    they are known to be zero: the layer reads only h, so the gates' part is the zero padding of a
+    `pick`'s gradient)."""
+    if g.op == "pad" and g.attrs["axis"] in (1, -3) and g.attrs["before"] == 0 and g.attrs["after"] == 4:
+        inner = g.inputs[0]
+        return (inner.inputs[0] if inner.op == "unsqueeze" and tuple(inner.attrs["axes"]) == (1,)
+                else b.pick(inner, axis=1, index=0)), None
+    return b.pick(g, axis=1, index=0), tuple(b.pick(g, axis=1, index=k) for k in range(1, 5))
+
+
+@op("lstm_scan", reverse=False, last=False)
 class LstmScan(Scan):
     """PyTorch's LSTM (gates i, f, g, o): [i, f, g, o] = xp_t + h_{t-1} @ w_hh + b_hh through σ, σ, tanh, σ;
     c_t = f·c_{t-1} + i·g, h_t = o·tanh(c_t); y = [h_t, c_t] for every step `[B, T, 2H]`, from `h0`, `c0`
@@ -303,12 +425,13 @@ class LstmScan(Scan):
     width = 2
     samples = [Sample(((2, 3, 8), (2, 8), (8,), (2, 2), (2, 2))),
                Sample(((2, 3, 12), (3, 12), (12,)), {"reverse": True}),
-               Sample(((3, 2, 8), (2, 8), (8,), (3, 2), (3, 2)), {"reverse": True}), Sample(((2, 1, 8), (2, 8), (8,)))]
+               Sample(((3, 2, 8), (2, 8), (8,), (3, 2), (3, 2)), {"reverse": True}), Sample(((2, 1, 8), (2, 8), (8,))),
+               Sample(((2, 3, 8), (2, 8), (8,)), {"last": True})]
 
-    def infer(self, *types, reverse):
-        return super().infer(*types)
+    def infer(self, *types, reverse, last):
+        return super().infer(*types, last=last)
 
-    def lower(self, e, xp, w_hh, b_hh, *initial, reverse):
+    def lower(self, e, xp, w_hh, b_hh, *initial, reverse, last):
         units = w_hh.type.shape[0]
 
         def cell(e, a, hp, prev):
@@ -319,9 +442,10 @@ class LstmScan(Scan):
             c = ig if prev is None else e.node("Add", e.node("Mul", f, prev[1]), ig)
             return [e.node("Mul", o, e.node("Tanh", c)), c]
 
-        return self.unroll(e, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.unroll(e, xp.type.shape[1], units, initial, reverse, self.projected_step(xp, w_hh, b_hh, cell),
+                           last=last)
 
-    def evaluate(self, xp, w_hh, b_hh, *initial, reverse):
+    def evaluate(self, xp, w_hh, b_hh, *initial, reverse, last):
         units = w_hh.shape[0]
 
         def cell(a, hp, prev):
@@ -332,18 +456,19 @@ class LstmScan(Scan):
             c = ig if prev is None else f * prev[1] + ig
             return [o * np.tanh(c), c]
 
-        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_numpy(xp, w_hh, b_hh, initial, reverse, cell, last=last)
 
-    def torch(self, T, xp, w_hh, b_hh, *initial, reverse):
+    def torch(self, T, xp, w_hh, b_hh, *initial, reverse, last):
         def cell(a, hp, prev):
             i, f, g, o = (a + hp).chunk(4, dim=1)
             ig = T.sigmoid(i) * T.tanh(g)
             c = ig if prev is None else T.sigmoid(f) * prev[1] + ig
             return [T.sigmoid(o) * T.tanh(c), c]
 
-        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell)
+        return self.scan_torch(T, xp, w_hh, b_hh, initial, reverse, cell, last=last)
 
-    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse):
+    def grad(self, b, g, out, xp, w_hh, b_hh, *initial, reverse, last):
+        g, out = self.whole_sequence(b, g, out, (xp, w_hh, b_hh, *initial), {"reverse": reverse, "last": last})
         units = w_hh.type.shape[0]
         h_seq = b.slice(out, axis=2, start=0, end=units)
         c_seq = b.slice(out, axis=2, start=units, end=2 * units)
@@ -359,13 +484,14 @@ class LstmScan(Scan):
         h_to_c = b.mul(o, _one_minus(b, b.mul(tc, tc)))
         to_pre = b.concat(b.mul(gg, b.mul(i, _one_minus(b, i))), b.mul(c_prev, b.mul(f, _one_minus(b, f))),
                           b.mul(i, _one_minus(b, b.mul(gg, gg))), b.mul(tc, b.mul(o, _one_minus(b, o))), axis=2)
-        g_h = b.slice(g, axis=2, start=0, end=units)
-        g_c = b.slice(g, axis=2, start=units, end=2 * units)
 
         def step(t, carry):
             carry_h, carry_c = carry if carry is not None else (None, None)
-            dh = _plus(b, b.pick(g_h, axis=1, index=t), carry_h)
-            dc = b.add(_plus(b, b.pick(g_c, axis=1, index=t), carry_c), b.mul(dh, b.pick(h_to_c, axis=1, index=t)))
+            g_t = step_gradient(b, g, t, carry is None)
+            g_h, g_c = (None, None) if g_t is None else (b.slice(g_t, axis=1, start=0, end=units),
+                                                         b.slice(g_t, axis=1, start=units, end=2 * units))
+            dh = _plus(b, g_h, carry_h)
+            dc = b.add(_plus(b, g_c, carry_c), b.mul(dh, b.pick(h_to_c, axis=1, index=t)))
             dpre = b.mul(b.concat(dc, dc, dc, dh, axis=1), b.pick(to_pre, axis=1, index=t))
             return dpre, (b.gemm(dpre, w_hh, trans_b=True), b.mul(dc, b.pick(f, axis=1, index=t)))
 
