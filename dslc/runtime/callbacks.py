@@ -18,6 +18,7 @@ training (after that step or epoch; a step's stop leaves the checkpoint of the l
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import math
 import shutil
@@ -77,6 +78,16 @@ def better_direction(name: str) -> str:
                     hint=f"add `mode=min` or `mode=max` to {option_text('early_stopping')}")
 
 
+def _logged_name(name: str, names: Sequence[str]) -> str | None:
+    """`name` if an epoch logs it, else the logged name closest to it (Keras's `acc` is `accuracy`)."""
+    if name in names:
+        return name
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    return next((n for n in names if n.startswith(name)), None)
+
+
 def option_text(name: str) -> str:
     from dslc.spelling import option
 
@@ -133,8 +144,9 @@ class EarlyStopping(Callback):
         if self.monitor not in names:
             hint = suggest(self.monitor, names) or f"the run logs {', '.join(f'`{n}`' for n in names)}"
             if self.monitor.startswith("val_") and not validated:
-                hint = f"pass validation data ({option_text('val')} or {option_text('val_split')}), or monitor " \
-                       f"`{self.monitor[4:]}`"
+                hint = f"pass validation data ({option_text('val')} or {option_text('val_split')})"
+                logged = _logged_name(self.monitor[len("val_"):], names)
+                hint += f", or monitor `{logged}`" if logged else ""
             raise DataError(f"{self.origin} monitors `{self.monitor}`, which the run does not log", hint=hint)
         self.mode = self.mode or better_direction(self.monitor)
 
