@@ -136,12 +136,41 @@ def read_csv_columns(source: CsvColumns | str | os.PathLike, specs: list[dict]) 
             elif width and all(f"{name}_{k}" in header for k in range(width)):
                 columns = tuple(f"{name}_{k}" for k in range(width))
             else:
-                continue  # check_arrays names the missing array
+                raise _no_columns_for(path, header, spec, width, specs)
         for column in columns:
             if column not in header:
                 close = suggest(column, header)
                 raise DataError(f"CSV file `{path}` has no column `{column}`",
-                                hint=close or f"its columns: {', '.join(f'`{h}`' for h in header)}")
+                                hint=close or f"its columns: {_listing(header)}")
+            if header.count(column) > 1:  # `header.index` would silently read the first of them
+                places = ", ".join(str(i + 1) for i, h in enumerate(header) if h == column)
+                raise DataError(f"CSV file `{path}` has {header.count(column)} columns named `{column}` "
+                                f"(columns {places})", hint="give each column its own name in the header row")
         stacked = np.stack([_column(path, header, body, c) for c in columns], axis=1)
         arrays[name] = stacked[:, 0] if len(shape) == 1 else stacked
     return arrays
+
+
+def _listing(header: list[str]) -> str:
+    return ", ".join(f"`{h}`" for h in header)
+
+
+def _no_columns_for(path: str, header: list[str], spec: dict, width: int | None, specs: list[dict]) -> DataError:
+    """The error for an input or target of the model that no column of the CSV file is named after."""
+    from dslc.runtime.data import format_shape
+    from dslc.spelling import option
+
+    name = spec["name"]
+    numbered = [f"`{name}_{k}`" for k in range(width or 0)]
+    wanted = f"`{name}`" + (f" or {', '.join(numbered) if len(numbered) <= 3 else f'{numbered[0]} ... {numbered[-1]}'}"
+                            if len(numbered) > 1 else "")
+    role = spec.get("role", "input")
+    hint = f"its columns: {_listing(header)}"
+    separator = next((s for s in ";\t|" if len(header) == 1 and s in header[0]), None)
+    if separator is not None:
+        shown = "\\t" if separator == "\t" else separator
+        hint = f"the header is one column: dslc reads comma-separated values; write `,` between the fields, not `{shown}`"
+    elif sum(s.get("role", "input") == role for s in specs) == 1:
+        hint += f"; name them after the model's {role} or choose them with {option(role + 's' if role == 'input' else role)}"
+    return DataError(f"CSV file `{path}` has no column for the model's {role} `{name}` "
+                     f"`{spec['dtype']}{format_shape(spec['shape'])}`: expected {wanted}", hint=hint)
