@@ -1,10 +1,26 @@
 """Findings of trying dslc as a new user (Keras/PyTorch habits): each test is one finding's regression."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from helpers import compile_text
+from test_user_errors_runtime import xy
 
 from dslc.diagnostics import DataError
+from dslc.runtime import checkpoint
 from dslc.runtime.callbacks import EarlyStopping
+from dslc.runtime.train import Reporter, fit
+
+ADAM_MLP = """
+model mlp {
+    input x: f32[B, 4]
+    target y: f32[B, 1]
+    h = x |> dense(3) |> tanh |> dense(1)
+    output h
+    loss mse(h, y)
+    optimizer adam(lr = 0.01)
+}
+"""
 
 
 # ---- early stopping: Keras's `val_acc` ----------------------------------------------------------------
@@ -49,3 +65,31 @@ def test_csv_errors_name_the_columns_the_model_wants(tmp_path, text, message, hi
     with pytest.raises(DataError) as e:
         load_data(path, XOR_SPECS)
     assert (e.value.message, e.value.hint) == (message.format(path), hint)
+
+
+# ---- a run's checkpoint as the state a new run starts from --------------------------------------------
+def test_a_checkpoint_or_best_npz_is_a_state_file_for_a_new_run(tmp_path):
+    """`dslc train ... -o NEW --resume RUN/checkpoint.npz` was refused: "the state file lacks parameter
+    `dense_0.weight`" (its members are `param/<name>`), with a hint that the model had changed."""
+    program = compile_text(tmp_path, ADAM_MLP)
+    fit(program, xy(12), epochs=2, batch_size=4, out_dir=tmp_path / "a", reporter=Reporter(),
+        early_stopping="monitor=loss", restore_best=True)
+    for name in ("checkpoint.npz", "best.npz"):
+        ckpt = checkpoint.load_checkpoint(tmp_path / "a" / name, program.manifest)
+        values = checkpoint.load_state_file(tmp_path / "a" / name, program.manifest)
+        expected = {**ckpt.params, **ckpt.state}
+        assert sorted(values) == sorted(expected) and int(values["opt.step"]) == 3 * ckpt.meta["epoch"]
+        assert all(np.array_equal(values[k], v) for k, v in expected.items())
+    history = fit(program, xy(12), epochs=1, batch_size=4, out_dir=tmp_path / "b", reporter=Reporter(),
+                  resume=tmp_path / "a" / "checkpoint.npz")
+    assert history[-1]["steps"] == 9  # cumulative: the step counter continues from the state's
+    assert int(checkpoint.load_checkpoint(tmp_path / "b", program.manifest).state["opt.step"]) == 9
+
+
+def test_a_checkpoint_of_another_model_as_state_file_names_the_model(tmp_path):
+    program = compile_text(tmp_path, ADAM_MLP)
+    other = compile_text(tmp_path, ADAM_MLP.replace("model mlp", "model other"), "other.dl")
+    fit(other, xy(8), epochs=1, batch_size=4, out_dir=tmp_path / "o", reporter=Reporter())
+    with pytest.raises(DataError) as e:
+        checkpoint.load_state_file(tmp_path / "o" / "checkpoint.npz", program.manifest)
+    assert e.value.message == f"checkpoint `{tmp_path / 'o' / 'checkpoint.npz'}` was written for model `other`, not `mlp`"

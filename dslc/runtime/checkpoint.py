@@ -240,8 +240,9 @@ def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], mode
 
 def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.ndarray]:
     """Every parameter, buffer and optimizer-state value of the model from a state file: an init graph
-    (`.onnx`, as `<model>.init.onnx` or `dslc export --train-state` writes it) or an `.npz` with one array
-    per name (`numpy.savez(path, **values)`), checked against the manifest."""
+    (`.onnx`, as `<model>.init.onnx` or `dslc export --train-state` writes it), an `.npz` with one array
+    per name (`numpy.savez(path, **values)`) or a run's checkpoint (`checkpoint.npz`, `best.npz`),
+    checked against the manifest."""
     from dslc.emit.weights import read_init_graph
     from dslc.runtime.data import read_bytes
 
@@ -264,8 +265,13 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
     else:
         with open_npz(path, "state file", hint="a state file is an init graph `.onnx` or an `.npz` with one "
                                                "array per parameter, buffer and state tensor") as archive:
-            check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
-            values = {name: archive[name] for name in archive}
+            is_checkpoint = "meta" in archive  # `RUN/checkpoint.npz`, `RUN/best.npz`: `param/<name>`, `state/<name>`
+            if not is_checkpoint:
+                check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
+                values = {name: archive[name] for name in archive}
+        if is_checkpoint:
+            ckpt = load_checkpoint(path, manifest)
+            return {**ckpt.params, **ckpt.state}
     for name, value in values.items():
         if value.dtype.kind == "f":
             check_finite(value, name, f"state file `{path}`", NON_FINITE_HINT)
