@@ -366,8 +366,9 @@ def _run(args) -> int:
                                      batch_size=args.batch_size, progress=dask_predict.Progress(sys.stderr))
         _say("wrote " + ", ".join(str(p) for p in paths))
     elif args.verb == "predict":
-        from dslc.fsutil import atomic_save_npz
+        from dslc.fsutil import atomic_save_npz, check_writable
 
+        check_writable(args.out)  # before the work: a mistyped folder must not cost a whole prediction
         outputs = program.predict(_data(args.input, args), args.weights, device=args.device, batch_size=args.batch_size,
                                   threads=args.threads)
         atomic_save_npz(args.out, outputs)

@@ -93,3 +93,19 @@ def test_a_checkpoint_of_another_model_as_state_file_names_the_model(tmp_path):
     with pytest.raises(DataError) as e:
         checkpoint.load_state_file(tmp_path / "o" / "checkpoint.npz", program.manifest)
     assert e.value.message == f"checkpoint `{tmp_path / 'o' / 'checkpoint.npz'}` was written for model `other`, not `mlp`"
+
+
+# ---- `dslc predict -o` that cannot be written -------------------------------------------------------------
+def test_predict_checks_its_output_before_predicting(tmp_path, capsys, monkeypatch):
+    """The outputs of every row were computed, then the write failed (a mistyped folder)."""
+    from dslc import cli
+    from dslc.program import Program
+
+    (tmp_path / "m.dl").write_text(ADAM_MLP.replace("    loss mse(h, y)\n    optimizer adam(lr = 0.01)\n", ""))
+    np.savez(tmp_path / "x.npz", **xy(4))
+    monkeypatch.setattr(Program, "predict", lambda *a, **k: pytest.fail("predicted before checking `-o`"))
+    out = tmp_path / "no-such-folder" / "y.npz"
+    assert cli.main(["predict", str(tmp_path / "m.dl"), "--input", str(tmp_path / "x.npz"), "-o", str(out)]) == 3
+    assert capsys.readouterr().err == (f"error: cannot write `{out}`: No such file or directory "
+                                       f"(`{out.parent}`)\n")
+    assert not out.parent.exists()
