@@ -109,3 +109,25 @@ def test_predict_checks_its_output_before_predicting(tmp_path, capsys, monkeypat
     assert capsys.readouterr().err == (f"error: cannot write `{out}`: No such file or directory "
                                        f"(`{out.parent}`)\n")
     assert not out.parent.exists()
+
+
+# ---- program.train(early_stopping=...) as a Keras user writes it ----------------------------------------
+def test_early_stopping_takes_a_dict_or_true_and_refuses_other_values(tmp_path):
+    """A dict (Keras's keywords) or `True` failed with `AttributeError: 'dict' object has no attribute 'resolve'`."""
+    program = compile_text(tmp_path, ADAM_MLP)
+    history = program.train(xy(12), epochs=10, batch_size=4, lr=0.0, verbose=0, out_dir=tmp_path / "d",
+                            early_stopping={"monitor": "loss", "patience": 1, "min_delta": 1e-3})
+    assert len(history) == 2 and history.stopped_epoch == 2  # lr 0: no epoch improves on the first
+    defaults = EarlyStopping.of(True)  # as `--early-stopping` alone
+    assert (defaults.requested, defaults.patience, defaults.min_delta) == ((None, None), 5, 0.0)
+    assert EarlyStopping.of(False) is None and EarlyStopping.of(None) is None
+    for setting, message, hint in [
+        ({"patiense": 3}, "early stopping has no setting `patiense`; its settings are `monitor`, `patience`, "
+                          "`min_delta`, `mode`", "did you mean `patience`?"),
+        (3, "`early_stopping` must be a `dslc.EarlyStopping`, its text such as \"patience=5\" or a dict of its "
+            "settings, got 3 (`int`)", ""),
+    ]:
+        with pytest.raises(DataError) as e:
+            program.train(xy(12), epochs=1, batch_size=4, verbose=0, out_dir=tmp_path / "x", early_stopping=setting)
+        assert (e.value.message, e.value.hint) == (message, hint)
+        assert not (tmp_path / "x").exists()

@@ -135,6 +135,26 @@ class EarlyStopping(Callback):
                 raise DataError(f"early stopping: `{key}` must be a number, got `{value}`") from None
         return cls(**settings)
 
+    @classmethod
+    def of(cls, setting) -> EarlyStopping | None:
+        """`early_stopping=` as `fit` takes it: an `EarlyStopping`, its text (`"patience=3"`), a dict of its
+        settings (`{"patience": 3}`, as Keras's keywords), `True` for the defaults, or None/False for none."""
+        if setting is None or setting is False or isinstance(setting, cls):
+            return setting or None
+        if setting is True:
+            return cls()
+        if isinstance(setting, str):
+            return cls.parse(setting)
+        if isinstance(setting, Mapping):
+            for key in setting:
+                if key not in cls.KEYS:
+                    raise DataError(f"early stopping has no setting `{key}`; its settings are "
+                                    f"{', '.join(f'`{k}`' for k in cls.KEYS)}",
+                                    hint=suggest(str(key), cls.KEYS) or "e.g. {\"monitor\": \"val_loss\", \"patience\": 5}")
+            return cls(**setting)
+        raise DataError(f"`early_stopping` must be a `dslc.EarlyStopping`, its text such as \"patience=5\" or a dict "
+                        f"of its settings, got {setting!r} (`{type(setting).__name__}`)")
+
     def resolve(self, names: Sequence[str], validated: bool) -> None:
         """Start a run: fix the monitored name and direction against the names an epoch will log."""
         self.monitor, self.mode = self.requested
@@ -205,7 +225,7 @@ class RunHooks:
                                                                  "on_train_end")):
                 raise DataError(f"callback {cb!r} has none of the methods `on_train_begin`, `on_step_end`, "
                                 "`on_epoch_end`, `on_train_end`", hint="subclass `dslc.Callback`")
-        self.tracker = early_stopping or (EarlyStopping(patience=None) if restore_best else None)
+        self.tracker = EarlyStopping.of(early_stopping) or (EarlyStopping(patience=None) if restore_best else None)
         self.restore_best = restore_best
         self.reporter = reporter
         self.step_hooks = [cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))]
