@@ -131,3 +131,14 @@ def test_early_stopping_takes_a_dict_or_true_and_refuses_other_values(tmp_path):
             program.train(xy(12), epochs=1, batch_size=4, verbose=0, out_dir=tmp_path / "x", early_stopping=setting)
         assert (e.value.message, e.value.hint) == (message, hint)
         assert not (tmp_path / "x").exists()
+
+
+def test_weights_of_another_type_are_a_data_error(tmp_path):
+    """`program.predict(x, weights=3)` raised `TypeError: expected str, bytes or os.PathLike object`."""
+    program = compile_text(tmp_path, ADAM_MLP)
+    for call in (lambda: program.predict(xy(4), weights=3), lambda: program.evaluate(xy(4), weights=3.0),
+                 lambda: program.export(3, tmp_path / "m.onnx")):
+        with pytest.raises(DataError) as e:
+            call()
+        assert e.value.message.startswith("the weights must be a run directory or a checkpoint path, got 3")
+        assert e.value.hint == "pass `weights=RUN` (the `out_dir` of `train`)"

@@ -60,6 +60,9 @@ def manifest_hash(manifest: dict) -> str:
 
 def checkpoint_path(weights: str | os.PathLike) -> Path:
     """A run directory means its `checkpoint.npz`; any other path is the checkpoint file itself."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise DataError(f"the weights must be a run directory or a checkpoint path, got {weights!r} "
+                        f"(`{type(weights).__name__}`)", hint=f"pass {option('weights')}")
     path = Path(weights)
     return path / CHECKPOINT_FILE if path.is_dir() else path
 
