@@ -523,6 +523,29 @@ def _os_error_message(e: OSError) -> str:
     return f"cannot access `{e.filename}`: {reason}" if e.filename else reason
 
 
+# argument -> flag: the paths a verb reads or writes (`-o ''` trained a run into the working directory)
+_PATH_ARGUMENTS = {"model": "MODEL.dl", "out": "-o", "data": "--data", "val": "--val", "input": "--input",
+                   "weights": "--weights", "train_state": "--train-state", "init_from": "--init-from", "run": "RUN",
+                   "json": "--json", "peers": "--peers"}
+
+
+def _refuse_empty_paths(args, parser: argparse.ArgumentParser) -> None:
+    for name, flag in _PATH_ARGUMENTS.items():
+        if getattr(args, name, None) == "":
+            parser.error(f"argument {flag}: expected a path, got an empty string")
+    if getattr(args, "resume", None) == "" or "" in getattr(args, "files", ()):
+        parser.error(f"argument {'--resume' if args.verb == 'train' else 'FILE'}: expected a path, got an empty string")
+
+
+def _refuse_repeated_dims(args, parser: argparse.ArgumentParser) -> None:
+    """`--dim B=4 --dim B=8` is refused as `-D` twice is (the last one silently won)."""
+    given: dict[str, int] = {}
+    for name, size in getattr(args, "dims", ()):
+        if name in given:
+            parser.error(f"argument --dim: `{name}` is given twice (`{name}={given[name]}` and `{name}={size}`)")
+        given[name] = size
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
     parser, verbs = _parser()
@@ -534,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_ir_after not in PASS_NAMES:
                 verbs[args.verb].error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
                                        f"passes: {', '.join(PASS_NAMES)}")
+        _refuse_empty_paths(args, verbs[args.verb])
+        _refuse_repeated_dims(args, verbs[args.verb])
         if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
             flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
             verbs[args.verb].error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")

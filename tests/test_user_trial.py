@@ -142,3 +142,27 @@ def test_weights_of_another_type_are_a_data_error(tmp_path):
             call()
         assert e.value.message.startswith("the weights must be a run directory or a checkpoint path, got 3")
         assert e.value.hint == "pass `weights=RUN` (the `out_dir` of `train`)"
+
+
+# ---- odd flags: empty paths, a repeated --dim -------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", ""],  # trained into the cwd
+     "dslc train: error: argument -o: expected a path, got an empty string"),
+    (["build", "{m}", "-o", ""], "dslc build: error: argument -o: expected a path, got an empty string"),
+    (["check", ""], "dslc check: error: argument MODEL.dl: expected a path, got an empty string"),
+    (["predict", "{m}", "--input", "", "-o", "y.npz"], "dslc predict: error: argument --input: expected a path, "
+                                                        "got an empty string"),
+    (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", "r", "--resume", ""],
+     "dslc train: error: argument --resume: expected a path, got an empty string"),
+    (["build", "{m}", "--dim", "B=4", "--dim", "B=8", "-o", "out"],  # B=8 silently won
+     "dslc build: error: argument --dim: `B` is given twice (`B=4` and `B=8`)"),
+])
+def test_odd_paths_and_flags_are_usage_errors(tmp_path, monkeypatch, capsys, argv, message):
+    from dslc import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(ADAM_MLP)
+    np.savez(tmp_path / "d.npz", **xy(4))
+    assert cli.main([a.format(m="m.dl", d="d.npz") for a in argv]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "m.dl"]  # nothing written
