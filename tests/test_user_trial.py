@@ -166,3 +166,25 @@ def test_odd_paths_and_flags_are_usage_errors(tmp_path, monkeypatch, capsys, arg
     assert cli.main([a.format(m="m.dl", d="d.npz") for a in argv]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "m.dl"]  # nothing written
+
+
+# ---- a folder of `.npy` files with files the model does not read ------------------------------------------
+def test_an_npy_folder_opens_only_the_files_the_model_reads(tmp_path):
+    """Every `*.npy` of the folder was opened: an unrelated file stopped training, and a file that is not
+    `.npy` at all was called "pickled (object) data" with numpy's advice to pass `allow_pickle=`."""
+    from dslc.runtime.data import load_data
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    arrays = {"x": np.arange(8, dtype=np.float32).reshape(4, 2), "y": np.ones((4, 1), np.float32)}
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", array)
+    (folder / "notes.npy").write_text("not an array")
+    np.save(folder / "meta.npy", np.array([{"a": 1}], dtype=object))
+    loaded = load_data(folder, XOR_SPECS)
+    assert sorted(loaded) == ["x", "y"] and all(np.array_equal(loaded[k], v) for k, v in arrays.items())
+    (folder / "y.npy").write_text("not an array")
+    with pytest.raises(DataError) as e:
+        load_data(folder, XOR_SPECS)
+    assert e.value.message == (f"cannot read training data `{folder / 'y.npy'}`: it is not an `.npy` file (it does not "
+                               "start with the `.npy` signature)")

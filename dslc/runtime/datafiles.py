@@ -41,27 +41,48 @@ def split_validation(arrays: Mapping[str, np.ndarray], fraction: float,
 
 
 # ---- a folder of `.npy` files ------------------------------------------------------------------------
-def read_npy_folder(path: str | os.PathLike, what: str = "data") -> dict[str, np.ndarray]:
+def read_npy_folder(path: str | os.PathLike, what: str = "data") -> Mapping[str, np.ndarray]:
     """`<name>.npy` of folder `path` as arrays named `<name>`, memory-mapped (read from disk as batches
     need them, so the data may be larger than memory; in another dtype than the model's, each batch is
-    converted as it is read: `data.check_arrays`)."""
+    converted as it is read: `data.check_arrays`). A file is opened when its array is looked up: files
+    the model does not read are never opened (a folder may hold other `.npy` files, as an `.npz` may
+    hold other arrays)."""
     folder = Path(path)
     files = sorted(folder.glob("*.npy"))
     if not files:
         raise DataError(f"{what} folder `{folder}` holds no `.npy` files",
                         hint="save one array per file, named after the model's inputs: `numpy.save(\"x.npy\", x)`")
-    arrays = {}
-    for file in files:
+    return _NpyFolder({file.stem: file for file in files}, what)
+
+
+class _NpyFolder(Mapping):
+    """name -> the memory-mapped array of `<name>.npy`, each file checked and opened when looked up."""
+
+    def __init__(self, files: dict[str, Path], what: str):
+        self.files, self.what = files, what
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        file, what = self.files[name], self.what
         if not file.is_file():  # a FIFO would block the read
             raise DataError(f"cannot read {what} `{file}`: it is not a regular file")
         try:
-            arrays[file.stem] = np.load(file, mmap_mode="r", allow_pickle=False)
+            with open(file, "rb") as f:
+                magic = f.read(6)
+            if magic != b"\x93NUMPY":  # numpy would call it pickled data and suggest `allow_pickle`
+                raise DataError(f"cannot read {what} `{file}`: it is not an `.npy` file (it does not start with the "
+                                "`.npy` signature)", hint="save it with `numpy.save`")
+            return np.load(file, mmap_mode="r", allow_pickle=False)
         except OSError as e:
             raise DataError(f"cannot read `{file}`: {e.strerror or e}") from None
-        except ValueError as e:  # not an .npy file, or object arrays
+        except ValueError as e:  # object arrays, a damaged header
             raise DataError(f"cannot read {what} `{file}`: not a valid `.npy` array ({e})",
                             hint="save it with `numpy.save`") from None
-    return arrays
+
+    def __iter__(self):
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
 
 
 # ---- CSV ---------------------------------------------------------------------------------------------
