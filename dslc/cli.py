@@ -250,7 +250,8 @@ def training_options(p: argparse.ArgumentParser) -> None:
     """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
     p.add_argument("--val-split", type=_fraction, metavar="F",
                    help="hold out this fraction of the training data for validation (chosen by --seed)")
-    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
+    p.add_argument("--early-stopping", nargs="?", const="", type=_early_stopping,
+                   metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
                         "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
                         "`callback early_stopping(...)`; `off` drops it")
@@ -266,6 +267,21 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
                    help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
                         "(repeatable)")
+
+
+def _early_stopping(text: str) -> str:
+    """`--early-stopping`'s settings, checked as the command line is read (the monitored name is checked
+    against the run's logs when it starts)."""
+    from dslc.runtime.callbacks import OFF, EarlyStopping
+
+    if text.strip().lower() in OFF:
+        return text
+    try:
+        EarlyStopping.parse(text)
+    except DataError as e:
+        message = e.message.removeprefix("early stopping: ")
+        raise argparse.ArgumentTypeError(message + (f" ({e.hint})" if e.hint else "")) from None
+    return text
 
 
 def _fraction(text: str) -> float:
@@ -330,6 +346,8 @@ def _run(args) -> int:
         from dslc.runtime.progress import make_reporter
 
         _check_trainable(program, args)
+        if args.val is not None and args.val_split is not None:
+            raise UsageError("give validation data (`--val`) or a validation split (`--val-split`), not both")
         if args.plot:  # fail before training, not after it
             from dslc.runtime.plot import check_matplotlib
 

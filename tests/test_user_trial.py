@@ -156,6 +156,13 @@ def test_weights_of_another_type_are_a_data_error(tmp_path):
      "dslc train: error: argument --resume: expected a path, got an empty string"),
     (["build", "{m}", "--dim", "B=4", "--dim", "B=8", "-o", "out"],  # B=8 silently won
      "dslc build: error: argument --dim: `B` is given twice (`B=4` and `B=8`)"),
+    # flag values that were exit 3 ("bad data"), found once the data had been read
+    (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", "r", "--early-stopping", "patience=x"],
+     "dslc train: error: argument --early-stopping: `patience` must be a number, got `x`"),
+    (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", "r", "--early-stopping", "mode=up"],
+     "dslc train: error: argument --early-stopping: early stopping's mode must be `min` or `max`, got `up`"),
+    (["train", "{m}", "--data", "{d}", "--val", "{d}", "--val-split", "0.5", "--epochs", "1", "--batch-size", "2",
+      "-o", "r"], "dslc train: error: give validation data (`--val`) or a validation split (`--val-split`), not both"),
 ])
 def test_odd_paths_and_flags_are_usage_errors(tmp_path, monkeypatch, capsys, argv, message):
     from dslc import cli
