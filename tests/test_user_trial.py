@@ -195,3 +195,16 @@ def test_an_npy_folder_opens_only_the_files_the_model_reads(tmp_path):
         load_data(folder, XOR_SPECS)
     assert e.value.message == (f"cannot read training data `{folder / 'y.npy'}`: it is not an `.npy` file (it does not "
                                "start with the `.npy` signature)")
+
+
+def test_data_given_as_keras_tuples_or_a_bare_array_is_told_how_to_name_it(tmp_path):
+    program = compile_text(tmp_path, ADAM_MLP)
+    x, y = xy(4).values()
+    for call, what in [(lambda: program.train((x, y), epochs=1, batch_size=2, verbose=0), "training data"),
+                       (lambda: program.predict(x), "input data")]:
+        with pytest.raises(DataError) as e:
+            call()
+        kind = type(x if what == "input data" else (x, y)).__name__
+        assert e.value.message == (f"{what} must be an `.npz` path, a folder of `.npy` files, a `.csv` path or a "
+                                   f"dict of arrays, not `{kind}`")
+    assert e.value.hint == 'name each array after the model\'s: {"x": ...}'
