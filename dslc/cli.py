@@ -577,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
                                        f"passes: {', '.join(PASS_NAMES)}")
         _refuse_empty_paths(args, verbs[args.verb])
         _refuse_repeated_dims(args, verbs[args.verb])
+        if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
+            where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
+            verbs[args.verb].error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one "
+                                   "array)")
         if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
             flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
             verbs[args.verb].error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
