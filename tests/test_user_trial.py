@@ -210,3 +210,22 @@ def test_data_given_as_keras_tuples_or_a_bare_array_is_told_how_to_name_it(tmp_p
         assert e.value.message == (f"{what} must be an `.npz` path, a folder of `.npy` files, a `.csv` path or a "
                                    f"dict of arrays, not `{kind}`")
     assert e.value.hint == 'name each array after the model\'s: {"x": ...}'
+
+
+# ---- resuming a fine-tuning run without its --freeze --------------------------------------------------------
+def test_resuming_with_other_freeze_patterns_says_so(tmp_path):
+    """The hint said the model source or its -D values had changed."""
+    frozen = compile_text(tmp_path, ADAM_MLP, freeze=("dense_0",))
+    fit(frozen, xy(8), epochs=1, batch_size=4, out_dir=tmp_path / "run", reporter=Reporter())
+    with pytest.raises(DataError) as e:
+        fit(compile_text(tmp_path, ADAM_MLP), xy(8), epochs=2, batch_size=4, out_dir=tmp_path / "run",
+            reporter=Reporter(), resume=True)
+    assert e.value.message.endswith("the checkpoint lacks optimizer state `opt.dense_0.weight.m`, which the model has")
+    assert e.value.hint == ("the run kept `dense_0.bias`, `dense_0.weight` frozen: pass the `freeze=...` patterns it "
+                            "was trained with to continue it")
+    with pytest.raises(DataError) as e:
+        fit(compile_text(tmp_path, ADAM_MLP, freeze=("dense_1",)), xy(8), epochs=2, batch_size=4,
+            out_dir=tmp_path / "run", reporter=Reporter(), resume=True)
+    assert e.value.hint == ("the run kept `dense_0.bias`, `dense_0.weight` frozen and trained `dense_1.bias`, "
+                            "`dense_1.weight`: pass the `freeze=...` patterns it was trained with to continue it")
+    fit(frozen, xy(8), epochs=2, batch_size=4, out_dir=tmp_path / "run", reporter=Reporter(), resume=True)
