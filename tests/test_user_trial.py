@@ -229,3 +229,15 @@ def test_resuming_with_other_freeze_patterns_says_so(tmp_path):
     assert e.value.hint == ("the run kept `dense_0.bias`, `dense_0.weight` frozen and trained `dense_1.bias`, "
                             "`dense_1.weight`: pass the `freeze=...` patterns it was trained with to continue it")
     fit(frozen, xy(8), epochs=2, batch_size=4, out_dir=tmp_path / "run", reporter=Reporter(), resume=True)
+
+
+def test_an_early_stopping_dict_replaces_the_keys_the_model_declares(tmp_path):
+    declared = ADAM_MLP.replace("optimizer adam(lr = 0.01)\n",
+                                "optimizer adam(lr = 0.01)\n    callback early_stopping(monitor = \"loss\", patience = 1)\n")
+    program = compile_text(tmp_path, declared)
+    history = program.train(xy(12), epochs=10, batch_size=4, lr=0.0, verbose=0, out_dir=tmp_path / "d",
+                            early_stopping={"min_delta": 1e-3})  # monitor and patience stay the model's
+    assert len(history) == 2 and history.stopped_epoch == 2
+    history = program.train(xy(12), epochs=4, batch_size=4, lr=0.0, verbose=0, out_dir=tmp_path / "t",
+                            early_stopping={"patience": 9})
+    assert len(history) == 4 and history.stopped_epoch is None

@@ -137,8 +137,9 @@ class EarlyStopping(Callback):
 
     @classmethod
     def of(cls, setting) -> EarlyStopping | None:
-        """`early_stopping=` as `fit` takes it: an `EarlyStopping`, its text (`"patience=3"`), a dict of its
-        settings (`{"patience": 3}`, as Keras's keywords), `True` for the defaults, or None/False for none."""
+        """An `EarlyStopping` from one, its text (`"patience=3"`), a dict of its settings (`{"patience": 3}`, as
+        Keras's keywords) or `True` (the defaults); None for None/False. `run_stopping` merges a text or dict
+        with the model's `callback early_stopping(...)` first."""
         if setting is None or setting is False or isinstance(setting, cls):
             return setting or None
         if setting is True:
@@ -203,13 +204,17 @@ def run_stopping(manifest: Mapping, early_stopping, restore_best: bool | None) -
     if early_stopping is False or (isinstance(early_stopping, str) and early_stopping.strip().lower() in OFF):
         return None, bool(restore_best)
     restore = declared_restore if restore_best is None else bool(restore_best)
+    if early_stopping is True:  # as the flag alone
+        early_stopping = ""
     if isinstance(early_stopping, str):
         return EarlyStopping.parse(early_stopping, declared), restore
+    if isinstance(early_stopping, Mapping):  # its keys replace the declared ones, as a text's do
+        return EarlyStopping.of({**declared, **early_stopping}), restore
     if early_stopping is None and "early_stopping" in manifest:
         stopping = EarlyStopping(**declared)
         stopping.origin = "the model's `callback early_stopping`"
         return stopping, restore
-    return early_stopping, restore
+    return EarlyStopping.of(early_stopping), restore
 
 
 class RunHooks:
@@ -225,7 +230,7 @@ class RunHooks:
                                                                  "on_train_end")):
                 raise DataError(f"callback {cb!r} has none of the methods `on_train_begin`, `on_step_end`, "
                                 "`on_epoch_end`, `on_train_end`", hint="subclass `dslc.Callback`")
-        self.tracker = EarlyStopping.of(early_stopping) or (EarlyStopping(patience=None) if restore_best else None)
+        self.tracker = early_stopping or (EarlyStopping(patience=None) if restore_best else None)
         self.restore_best = restore_best
         self.reporter = reporter
         self.step_hooks = [cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))]
