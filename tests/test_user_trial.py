@@ -241,3 +241,14 @@ def test_an_early_stopping_dict_replaces_the_keys_the_model_declares(tmp_path):
     history = program.train(xy(12), epochs=4, batch_size=4, lr=0.0, verbose=0, out_dir=tmp_path / "t",
                             early_stopping={"patience": 9})
     assert len(history) == 4 and history.stopped_epoch is None
+
+
+def test_fmt_check_of_a_folder_without_models_is_an_error(tmp_path, capsys):
+    """`dslc fmt --check src/` checked nothing and passed (exit 0)."""
+    from dslc import cli
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("x")
+    assert cli.main(["fmt", "--check", str(tmp_path / "src")]) == 3
+    assert capsys.readouterr().err == (f"error: folder `{tmp_path / 'src'}` holds no `.dl` files\n"
+                                       "hint: name the files or folders to format\n")
