@@ -252,3 +252,14 @@ def test_fmt_check_of_a_folder_without_models_is_an_error(tmp_path, capsys):
     assert cli.main(["fmt", "--check", str(tmp_path / "src")]) == 3
     assert capsys.readouterr().err == (f"error: folder `{tmp_path / 'src'}` holds no `.dl` files\n"
                                        "hint: name the files or folders to format\n")
+
+
+def test_csv_errors_count_lines_as_the_file_does(tmp_path):
+    """A blank line in the middle shifted every later line number by one."""
+    from dslc.runtime.data import load_data
+
+    path = tmp_path / "t.csv"
+    path.write_text("x_0,x_1,y\n0,1,1\n\n1,abc,0\n")
+    with pytest.raises(DataError) as e:
+        load_data(path, XOR_SPECS)
+    assert e.value.message == f"CSV file `{path}` column `x_1` row 1 (line 4): `abc` is not a number"

@@ -97,10 +97,15 @@ class CsvColumns:
     target: tuple[str, ...] = ()
 
 
-def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
+def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows after it that are not blank, and the line each of those rows ends on."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            rows, lines = [], []
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)
     except OSError as e:
         raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
     except (UnicodeDecodeError, csv.Error) as e:
@@ -108,14 +113,16 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
     if not rows:
         raise DataError(f"CSV file `{path}` is empty", hint="the first row names the columns")
     header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if r]  # a trailing blank line
+    kept = [i for i in range(1, len(rows)) if rows[i]]  # blank lines (a trailing one) are no rows
+    body, lines = [rows[i] for i in kept], [lines[i] for i in kept]  # numbered as the file's lines, blanks too
     for i, row in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"CSV file `{path}` row {i} (line {i + 2}) has {len(row)} fields, the header {len(header)}")
-    return header, body
+            raise DataError(f"CSV file `{path}` row {i} (line {lines[i]}) has {len(row)} fields, "
+                            f"the header {len(header)}")
+    return header, body, lines
 
 
-def _column(path: str, header: list[str], body: list[list[str]], name: str) -> np.ndarray:
+def _column(path: str, header: list[str], body: list[list[str]], lines: list[int], name: str) -> np.ndarray:
     index = header.index(name)
     values = np.empty(len(body))
     for i, row in enumerate(body):
@@ -123,7 +130,7 @@ def _column(path: str, header: list[str], body: list[list[str]], name: str) -> n
         try:
             values[i] = float(text)
         except ValueError:
-            raise DataError(f"CSV file `{path}` column `{name}` row {i} (line {i + 2}): `{text}` is not a number",
+            raise DataError(f"CSV file `{path}` column `{name}` row {i} (line {lines[i]}): `{text}` is not a number",
                             hint="every column the model reads holds numbers (class labels as 0, 1, ...)") from None
     return values
 
@@ -135,7 +142,7 @@ def read_csv_columns(source: CsvColumns | str | os.PathLike, specs: list[dict]) 
     if not isinstance(source, CsvColumns):
         source = CsvColumns(os.fspath(source))
     path = source.path
-    header, body = _read_csv(path)
+    header, body, lines = _read_csv(path)
     chosen: dict[str, tuple[str, ...]] = {}
     for role, names, flag in (("input", source.inputs, "inputs"), ("target", source.target, "target")):
         if not names:
@@ -167,7 +174,7 @@ def read_csv_columns(source: CsvColumns | str | os.PathLike, specs: list[dict]) 
                 places = ", ".join(str(i + 1) for i, h in enumerate(header) if h == column)
                 raise DataError(f"CSV file `{path}` has {header.count(column)} columns named `{column}` "
                                 f"(columns {places})", hint="give each column its own name in the header row")
-        stacked = np.stack([_column(path, header, body, c) for c in columns], axis=1)
+        stacked = np.stack([_column(path, header, body, lines, c) for c in columns], axis=1)
         arrays[name] = stacked[:, 0] if len(shape) == 1 else stacked
     return arrays
 
