@@ -7,6 +7,7 @@ missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in d
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -564,6 +565,15 @@ def _refuse_repeated_dims(args, parser: argparse.ArgumentParser) -> None:
         given[name] = size
 
 
+def _full_disk_hint(args, e: DataError) -> str:
+    """A training run stopped by a full disk keeps its last whole epoch, as one stopped by Ctrl-C does."""
+    if args.verb != "train" or getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return ""
+    if os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+        return "the last completed epoch is saved; free some space and run the same command with `--resume` to continue"
+    return "free some space and train again"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
     parser, verbs = _parser()
@@ -597,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(render_all(e.diagnostics))
         return EXIT_MODEL
     except DataError as e:
-        _say(printable(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")))
+        hint = e.hint or _full_disk_hint(args, e)
+        _say(printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else "")))
         return EXIT_DATA
     except OSError as e:
         _say(printable(f"error: {_os_error_message(e)}"))

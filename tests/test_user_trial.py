@@ -263,3 +263,32 @@ def test_csv_errors_count_lines_as_the_file_does(tmp_path):
     with pytest.raises(DataError) as e:
         load_data(path, XOR_SPECS)
     assert e.value.message == f"CSV file `{path}` column `x_1` row 1 (line 4): `abc` is not a number"
+
+
+# ---- a full disk in the middle of a run ------------------------------------------------------------------
+def test_a_run_stopped_by_a_full_disk_says_its_last_epoch_is_kept(tmp_path, monkeypatch, capsys):
+    """The error had no hint; Ctrl-C's says how to continue, and the same holds here."""
+    import errno
+
+    from dslc import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(ADAM_MLP)
+    np.savez("d.npz", **xy(8))
+    savez, calls = np.savez, []
+
+    def second_checkpoint_fails(f, **arrays):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        savez(f, **arrays)
+
+    monkeypatch.setattr(np, "savez", second_checkpoint_fails)
+    argv = ["train", "m.dl", "--data", "d.npz", "--epochs", "3", "--batch-size", "4", "-o", "run", "-q"]
+    assert cli.main(argv) == 3
+    assert capsys.readouterr().err == (
+        "error: cannot write `run/checkpoint.npz`: No space left on device\n"
+        "hint: the last completed epoch is saved; free some space and run the same command with `--resume` to continue\n")
+    monkeypatch.setattr(np, "savez", savez)
+    assert cli.main(argv + ["--resume"]) == 0
+    assert checkpoint.load_checkpoint(tmp_path / "run").meta["epoch"] == 3
