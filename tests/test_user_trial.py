@@ -292,3 +292,24 @@ def test_a_run_stopped_by_a_full_disk_says_its_last_epoch_is_kept(tmp_path, monk
     monkeypatch.setattr(np, "savez", savez)
     assert cli.main(argv + ["--resume"]) == 0
     assert checkpoint.load_checkpoint(tmp_path / "run").meta["epoch"] == 3
+
+
+# ---- predict --dask: Dask's own log records ------------------------------------------------------------------
+def test_dask_logs_below_errors_stay_quiet_while_dslc_drives_it(capfd):
+    """`dslc predict --dask` printed, now and then, distributed's INFO record of a comm closed at shutdown
+    with its traceback, and on Ctrl-C one warning per cancelled chunk."""
+    import logging
+
+    pytest.importorskip("distributed")
+    from dslc.runtime.dask_predict import quiet_distributed_logs
+
+    before = {n: logging.getLogger(n).level for n in ("distributed", "distributed.client", "distributed.batched")}
+    with quiet_distributed_logs():
+        try:
+            raise ConnectionError("comm closed")
+        except ConnectionError:
+            logging.getLogger("distributed.batched").info("Batched Comm Closed", exc_info=True)
+        logging.getLogger("distributed.worker.state_machine").warning("Async instruction ended with CancelledError")
+        logging.getLogger("distributed.client").warning("a client warning")
+    assert capfd.readouterr().err == ""
+    assert {n: logging.getLogger(n).level for n in before} == before
