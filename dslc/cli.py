@@ -180,6 +180,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     device_option(p)
+    threads_option(p)
     csv_options(p)
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
@@ -484,7 +485,8 @@ def _evaluate(program, args) -> None:
 
     from dslc.runtime.progress import format_number
 
-    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device)
+    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device,
+                               threads=args.threads)
     if args.json:
         print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
         return

@@ -313,3 +313,19 @@ def test_dask_logs_below_errors_stay_quiet_while_dslc_drives_it(capfd):
         logging.getLogger("distributed.client").warning("a client warning")
     assert capfd.readouterr().err == ""
     assert {n: logging.getLogger(n).level for n in before} == before
+
+
+def test_evaluate_takes_threads_as_train_and_predict_do(tmp_path, monkeypatch, capsys):
+    """`dslc evaluate --threads 1` was "unrecognized arguments" (exit 2); `program.evaluate` took it."""
+    from dslc import cli
+    from dslc.program import Program
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(ADAM_MLP)
+    np.savez("d.npz", **xy(8))
+    assert cli.main(["train", "m.dl", "--data", "d.npz", "--epochs", "1", "--batch-size", "4", "-o", "run", "-q"]) == 0
+    seen = []
+    evaluate = Program.evaluate
+    monkeypatch.setattr(Program, "evaluate", lambda self, *a, **k: seen.append(k["threads"]) or evaluate(self, *a, **k))
+    assert cli.main(["evaluate", "m.dl", "--weights", "run", "--data", "d.npz", "--threads", "1", "--json"]) == 0
+    assert seen == [1] and '"loss": ' in capsys.readouterr().out
