@@ -329,3 +329,18 @@ def test_evaluate_takes_threads_as_train_and_predict_do(tmp_path, monkeypatch, c
     monkeypatch.setattr(Program, "evaluate", lambda self, *a, **k: seen.append(k["threads"]) or evaluate(self, *a, **k))
     assert cli.main(["evaluate", "m.dl", "--weights", "run", "--data", "d.npz", "--threads", "1", "--json"]) == 0
     assert seen == [1] and '"loss": ' in capsys.readouterr().out
+
+
+def test_the_seq2seq_example_rerun_into_its_folder_says_so(tmp_path):
+    """Running examples/seq2seq/decode.py twice ended in a Python traceback (`already holds a training run`)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "seq2seq" / "decode.py"
+    spec = importlib.util.spec_from_file_location("seq2seq_decode_rerun", path)
+    decode = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decode)
+    (tmp_path / "checkpoint.npz").write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        decode.main(["--epochs", "1", "--out", str(tmp_path)])
+    assert e.value.code == f"{tmp_path} holds a run already; choose another --out"
