@@ -7,6 +7,7 @@ missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in d
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -179,6 +180,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     device_option(p)
+    threads_option(p)
     csv_options(p)
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
@@ -250,7 +252,8 @@ def training_options(p: argparse.ArgumentParser) -> None:
     """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
     p.add_argument("--val-split", type=_fraction, metavar="F",
                    help="hold out this fraction of the training data for validation (chosen by --seed)")
-    p.add_argument("--early-stopping", nargs="?", const="", metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
+    p.add_argument("--early-stopping", nargs="?", const="", type=_early_stopping,
+                   metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
                         "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
                         "`callback early_stopping(...)`; `off` drops it")
@@ -266,6 +269,21 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
                    help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
                         "(repeatable)")
+
+
+def _early_stopping(text: str) -> str:
+    """`--early-stopping`'s settings, checked as the command line is read (the monitored name is checked
+    against the run's logs when it starts)."""
+    from dslc.runtime.callbacks import OFF, EarlyStopping
+
+    if text.strip().lower() in OFF:
+        return text
+    try:
+        EarlyStopping.parse(text)
+    except DataError as e:
+        message = e.message.removeprefix("early stopping: ")
+        raise argparse.ArgumentTypeError(message + (f" ({e.hint})" if e.hint else "")) from None
+    return text
 
 
 def _fraction(text: str) -> float:
@@ -336,6 +354,8 @@ def _run(args) -> int:
         from dslc.runtime.progress import make_reporter
 
         _check_trainable(program, args)
+        if args.val is not None and args.val_split is not None:
+            raise UsageError("give validation data (`--val`) or a validation split (`--val-split`), not both")
         if args.plot:  # fail before training, not after it
             from dslc.runtime.plot import check_matplotlib
 
@@ -372,8 +392,9 @@ def _run(args) -> int:
                                      batch_size=args.batch_size, progress=dask_predict.Progress(sys.stderr))
         _say("wrote " + ", ".join(str(p) for p in paths))
     elif args.verb == "predict":
-        from dslc.fsutil import atomic_save_npz
+        from dslc.fsutil import atomic_save_npz, check_writable
 
+        check_writable(args.out)  # before the work: a mistyped folder must not cost a whole prediction
         outputs = program.predict(_data(args.input, args), args.weights, device=args.device, batch_size=args.batch_size,
                                   threads=args.threads)
         atomic_save_npz(args.out, outputs)
@@ -470,7 +491,8 @@ def _evaluate(program, args) -> None:
 
     from dslc.runtime.progress import format_number
 
-    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device)
+    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device,
+                               threads=args.threads)
     if args.json:
         print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
         return
@@ -528,6 +550,38 @@ def _os_error_message(e: OSError) -> str:
     return f"cannot access `{e.filename}`: {reason}" if e.filename else reason
 
 
+# argument -> flag: the paths a verb reads or writes (`-o ''` trained a run into the working directory)
+_PATH_ARGUMENTS = {"model": "MODEL.dl", "out": "-o", "data": "--data", "val": "--val", "input": "--input",
+                   "weights": "--weights", "train_state": "--train-state", "init_from": "--init-from", "run": "RUN",
+                   "json": "--json", "peers": "--peers"}
+
+
+def _refuse_empty_paths(args, parser: argparse.ArgumentParser) -> None:
+    for name, flag in _PATH_ARGUMENTS.items():
+        if getattr(args, name, None) == "":
+            parser.error(f"argument {flag}: expected a path, got an empty string")
+    if getattr(args, "resume", None) == "" or "" in getattr(args, "files", ()):
+        parser.error(f"argument {'--resume' if args.verb == 'train' else 'FILE'}: expected a path, got an empty string")
+
+
+def _refuse_repeated_dims(args, parser: argparse.ArgumentParser) -> None:
+    """`--dim B=4 --dim B=8` is refused as `-D` twice is (the last one silently won)."""
+    given: dict[str, int] = {}
+    for name, size in getattr(args, "dims", ()):
+        if name in given:
+            parser.error(f"argument --dim: `{name}` is given twice (`{name}={given[name]}` and `{name}={size}`)")
+        given[name] = size
+
+
+def _full_disk_hint(args, e: DataError) -> str:
+    """A training run stopped by a full disk keeps its last whole epoch, as one stopped by Ctrl-C does."""
+    if args.verb != "train" or getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return ""
+    if os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+        return "the last completed epoch is saved; free some space and run the same command with `--resume` to continue"
+    return "free some space and train again"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
     parser, verbs = _parser()
@@ -539,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_ir_after not in PASS_NAMES:
                 verbs[args.verb].error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
                                        f"passes: {', '.join(PASS_NAMES)}")
+        _refuse_empty_paths(args, verbs[args.verb])
+        _refuse_repeated_dims(args, verbs[args.verb])
+        if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
+            where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
+            verbs[args.verb].error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one "
+                                   "array)")
         if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
             flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
             verbs[args.verb].error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
@@ -555,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(render_all(e.diagnostics))
         return EXIT_MODEL
     except DataError as e:
-        _say(printable(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")))
+        hint = e.hint or _full_disk_hint(args, e)
+        _say(printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else "")))
         return EXIT_DATA
     except OSError as e:
         _say(printable(f"error: {_os_error_message(e)}"))

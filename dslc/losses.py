@@ -74,6 +74,11 @@ def _cross_entropy(ctx, logits: Tensor, target: Tensor):
                    "softmax output", hint="pass the logits (the value before `softmax`)")
     if not logits.type.is_float or logits.type.rank < 1:
         ctx.fail(f"`cross_entropy` needs floating-point logits with a class axis, got `{logits.type}`", arg="logits")
+    if logits.type.shape[-1] == 1:  # a softmax over one class is 1: the loss is 0 and nothing would learn
+        ctx.fail(f"`cross_entropy` of logits `{logits.type}` with one class is always 0", arg="logits",
+                 label="a class axis of size 1",
+                 hint="two classes with one score per example are `binary_cross_entropy(logits, target)` with 0/1 "
+                      "targets of the logits' shape; otherwise give one score per class, e.g. `dense(2)`")
     if target.type.dtype in INT_DTYPES:
         if target.type.shape != logits.type.shape[:-1]:
             ctx.fail(f"class labels `{target.type}` do not match logits `{logits.type}`", arg="target",

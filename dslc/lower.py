@@ -61,6 +61,8 @@ class LoweredModel:
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
 MAX_WEIGHT_BYTES = 2**31 - 2**27
 SEED = "seed"
+# the keys of every epoch's history entry besides the loss and metrics (`dslc.runtime.train.fit`)
+EPOCH_KEYS = ("epoch", "steps", "time", "samples_per_s")
 HYPER_INPUTS = (LR, SEED)  # inputs of the training graph besides the data; parameters and state have dotted names
 
 
@@ -453,6 +455,10 @@ class Lowering(ExpressionLowering, CallLowering):
                 raise error("name this metric: `metric name = ...`", stmt.span)
             if name == "loss" or name in dict(self.result.metrics):
                 raise error(f"metric `{name}` is defined twice", stmt.span, hint="name it: `metric other = ...`")
+            if name in EPOCH_KEYS or name.startswith("val_"):  # the epoch's value would overwrite the metric's
+                raise error(f"metric `{name}` has the name of a value training logs itself", stmt.span,
+                            hint="name it otherwise: every epoch logs `epoch`, `steps`, `time` and `samples_per_s`, "
+                                 "and with validation data each metric `m` again as `val_m`")
             clash = next((n for n in self.result.inputs if n.name == name), None)
             if clash is not None or name in HYPER_INPUTS:
                 what = f"the training graph's {_HYPER_WHAT[name]} input" if clash is None \

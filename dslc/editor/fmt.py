@@ -331,8 +331,11 @@ def dl_files(paths: list[str]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*.dl") if p.is_file()
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+            found = sorted(p for p in path.rglob("*.dl") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:  # `fmt --check` of a mistaken folder would pass, checking nothing
+                raise DataError(f"folder `{given}` holds no `.dl` files", hint="name the files or folders to format")
+            files.extend(found)
         elif path.is_file():
             files.append(path)
         else:

@@ -18,6 +18,7 @@ training (after that step or epoch; a step's stop leaves the checkpoint of the l
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import math
 import shutil
@@ -77,6 +78,16 @@ def better_direction(name: str) -> str:
                     hint=f"add `mode=min` or `mode=max` to {option_text('early_stopping')}")
 
 
+def _logged_name(name: str, names: Sequence[str]) -> str | None:
+    """`name` if an epoch logs it, else the logged name closest to it (Keras's `acc` is `accuracy`)."""
+    if name in names:
+        return name
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    return next((n for n in names if n.startswith(name)), None)
+
+
 def option_text(name: str) -> str:
     from dslc.spelling import option
 
@@ -124,6 +135,27 @@ class EarlyStopping(Callback):
                 raise DataError(f"early stopping: `{key}` must be a number, got `{value}`") from None
         return cls(**settings)
 
+    @classmethod
+    def of(cls, setting) -> EarlyStopping | None:
+        """An `EarlyStopping` from one, its text (`"patience=3"`), a dict of its settings (`{"patience": 3}`, as
+        Keras's keywords) or `True` (the defaults); None for None/False. `run_stopping` merges a text or dict
+        with the model's `callback early_stopping(...)` first."""
+        if setting is None or setting is False or isinstance(setting, cls):
+            return setting or None
+        if setting is True:
+            return cls()
+        if isinstance(setting, str):
+            return cls.parse(setting)
+        if isinstance(setting, Mapping):
+            for key in setting:
+                if key not in cls.KEYS:
+                    raise DataError(f"early stopping has no setting `{key}`; its settings are "
+                                    f"{', '.join(f'`{k}`' for k in cls.KEYS)}",
+                                    hint=suggest(str(key), cls.KEYS) or "e.g. {\"monitor\": \"val_loss\", \"patience\": 5}")
+            return cls(**setting)
+        raise DataError(f"`early_stopping` must be a `dslc.EarlyStopping`, its text such as \"patience=5\" or a dict "
+                        f"of its settings, got {setting!r} (`{type(setting).__name__}`)")
+
     def resolve(self, names: Sequence[str], validated: bool) -> None:
         """Start a run: fix the monitored name and direction against the names an epoch will log."""
         self.monitor, self.mode = self.requested
@@ -133,8 +165,9 @@ class EarlyStopping(Callback):
         if self.monitor not in names:
             hint = suggest(self.monitor, names) or f"the run logs {', '.join(f'`{n}`' for n in names)}"
             if self.monitor.startswith("val_") and not validated:
-                hint = f"pass validation data ({option_text('val')} or {option_text('val_split')}), or monitor " \
-                       f"`{self.monitor[4:]}`"
+                hint = f"pass validation data ({option_text('val')} or {option_text('val_split')})"
+                logged = _logged_name(self.monitor[len("val_"):], names)
+                hint += f", or monitor `{logged}`" if logged else ""
             raise DataError(f"{self.origin} monitors `{self.monitor}`, which the run does not log", hint=hint)
         self.mode = self.mode or better_direction(self.monitor)
 
@@ -171,13 +204,17 @@ def run_stopping(manifest: Mapping, early_stopping, restore_best: bool | None) -
     if early_stopping is False or (isinstance(early_stopping, str) and early_stopping.strip().lower() in OFF):
         return None, bool(restore_best)
     restore = declared_restore if restore_best is None else bool(restore_best)
+    if early_stopping is True:  # as the flag alone
+        early_stopping = ""
     if isinstance(early_stopping, str):
         return EarlyStopping.parse(early_stopping, declared), restore
+    if isinstance(early_stopping, Mapping):  # its keys replace the declared ones, as a text's do
+        return EarlyStopping.of({**declared, **early_stopping}), restore
     if early_stopping is None and "early_stopping" in manifest:
         stopping = EarlyStopping(**declared)
         stopping.origin = "the model's `callback early_stopping`"
         return stopping, restore
-    return early_stopping, restore
+    return EarlyStopping.of(early_stopping), restore
 
 
 class RunHooks:

@@ -34,7 +34,7 @@ from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_save_npz
 from dslc.runtime.data import check_finite, open_npz
 from dslc.runtime.faults import fault_point
-from dslc.runtime.layout import state_specs, weight_specs
+from dslc.runtime.layout import state_specs, train_keys, weight_specs
 from dslc.spelling import option
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -60,6 +60,9 @@ def manifest_hash(manifest: dict) -> str:
 
 def checkpoint_path(weights: str | os.PathLike) -> Path:
     """A run directory means its `checkpoint.npz`; any other path is the checkpoint file itself."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise DataError(f"the weights must be a run directory or a checkpoint path, got {weights!r} "
+                        f"(`{type(weights).__name__}`)", hint=f"pass {option('weights')}")
     path = Path(weights)
     return path / CHECKPOINT_FILE if path.is_dir() else path
 
@@ -194,8 +197,36 @@ def _check_fits_headers(path: Path, meta: dict, manifest: dict, params: Mapping,
     if state is not None:
         groups.append(("optimizer state", state_specs(manifest), state))
     for kind, specs, signatures in groups:
-        _check_group(kind, specs, signatures, f"checkpoint `{path}` does not fit model `{model}`",
-                     "the checkpoint lacks")
+        try:
+            _check_group(kind, specs, signatures, f"checkpoint `{path}` does not fit model `{model}`",
+                         "the checkpoint lacks")
+        except DataError as e:
+            frozen = _freeze_hint(manifest, state) if state is not None else ""
+            if not frozen:
+                raise
+            raise DataError(e.message, hint=frozen) from None
+
+
+def _freeze_hint(manifest: dict, state: Mapping) -> str:
+    """The hint for a checkpoint whose optimizer state covers other parameters than the model trains, when
+    that is all that differs: the run was trained with other `--freeze` patterns than given now."""
+    graphs = [manifest["graphs"][k] for k in train_keys(manifest)]
+    trained = {p["name"] for g in graphs for p in g.get("params", [])}
+    frozen = {p["name"] for g in graphs for p in g.get("frozen", [])}
+    held = {s["name"] for s in state_specs(manifest)}
+
+    def owners(names) -> set[str] | None:
+        """The parameters whose optimizer state these are (`opt.dense_0.weight.m`), None if one has none."""
+        found = [{p for p in trained | frozen if f".{p}." in f".{n}."} for n in names]
+        return set().union(*found) if all(found) else None
+
+    kept, was_trained = owners(held - set(state)), owners(set(state) - held)
+    if kept is None or was_trained is None or not (kept or was_trained) \
+            or not (kept <= trained and was_trained <= frozen):
+        return ""
+    listed = lambda names: ", ".join(f"`{n}`" for n in sorted(names))  # noqa: E731
+    did = [f"kept {listed(kept)} frozen"] * bool(kept) + [f"trained {listed(was_trained)}"] * bool(was_trained)
+    return f"the run {' and '.join(did)}: pass the {option('freeze')} patterns it was trained with to continue it"
 
 
 def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> None:
@@ -240,8 +271,9 @@ def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], mode
 
 def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.ndarray]:
     """Every parameter, buffer and optimizer-state value of the model from a state file: an init graph
-    (`.onnx`, as `<model>.init.onnx` or `dslc export --train-state` writes it) or an `.npz` with one array
-    per name (`numpy.savez(path, **values)`), checked against the manifest."""
+    (`.onnx`, as `<model>.init.onnx` or `dslc export --train-state` writes it), an `.npz` with one array
+    per name (`numpy.savez(path, **values)`) or a run's checkpoint (`checkpoint.npz`, `best.npz`),
+    checked against the manifest."""
     from dslc.emit.weights import read_init_graph
     from dslc.runtime.data import read_bytes
 
@@ -264,8 +296,13 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
     else:
         with open_npz(path, "state file", hint="a state file is an init graph `.onnx` or an `.npz` with one "
                                                "array per parameter, buffer and state tensor") as archive:
-            check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
-            values = {name: archive[name] for name in archive}
+            is_checkpoint = "meta" in archive  # `RUN/checkpoint.npz`, `RUN/best.npz`: `param/<name>`, `state/<name>`
+            if not is_checkpoint:
+                check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
+                values = {name: archive[name] for name in archive}
+        if is_checkpoint:
+            ckpt = load_checkpoint(path, manifest)
+            return {**ckpt.params, **ckpt.state}
     for name, value in values.items():
         if value.dtype.kind == "f":
             check_finite(value, name, f"state file `{path}`", NON_FINITE_HINT)

@@ -17,11 +17,12 @@ system); the outputs are written by the client.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import time
 import zipfile
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,7 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
     staging.mkdir(parents=True)
     with ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
+        cleanup.enter_context(quiet_distributed_logs())
         if address is None:
             workers = workers or default_threads()
             cluster = cleanup.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
@@ -158,6 +160,24 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
                 array.flush()
             del outputs
         return _publish(staging, out, [t["name"] for t in spec["outputs"]])
+
+
+@contextmanager
+def quiet_distributed_logs():
+    """Only errors of Dask's `distributed` loggers while dslc drives it: their default configuration prints
+    INFO records on stderr, some with a traceback (a comm closed as the cluster shuts down), and a Ctrl-C
+    makes each cancelled chunk a warning. dslc reports the failures that matter itself."""
+    loggers = [logging.getLogger("distributed")] + [  # those its configuration gives a level of their own
+        logger for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("distributed.") and isinstance(logger, logging.Logger) and logger.level]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _publish(staging: Path, out: Path, names: list[str]) -> list[Path]:

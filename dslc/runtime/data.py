@@ -95,7 +95,9 @@ def load_data(source, specs: list[dict], what: str = "training data") -> dict[st
             raise DataError(f"{what} must map array names (strings) to arrays, got the key {bad!r}",
                             hint=f"the model reads {', '.join(describe(s) for s in specs)}")
         return check_arrays(source, specs, what)
-    raise DataError(f"{what} must be an `.npz` path or a dict of arrays, not `{type(source).__name__}`")
+    named = ", ".join(f'"{s["name"]}": ...' for s in specs)  # Keras's `fit((x, y))`, `predict(x)`
+    raise DataError(f"{what} must be an `.npz` path, a folder of `.npy` files, a `.csv` path or a dict of arrays, "
+                    f"not `{type(source).__name__}`", hint=f"name each array after the model's: {{{named}}}")
 
 
 def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) -> dict[str, np.ndarray]:

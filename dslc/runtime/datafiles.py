@@ -41,27 +41,48 @@ def split_validation(arrays: Mapping[str, np.ndarray], fraction: float,
 
 
 # ---- a folder of `.npy` files ------------------------------------------------------------------------
-def read_npy_folder(path: str | os.PathLike, what: str = "data") -> dict[str, np.ndarray]:
+def read_npy_folder(path: str | os.PathLike, what: str = "data") -> Mapping[str, np.ndarray]:
     """`<name>.npy` of folder `path` as arrays named `<name>`, memory-mapped (read from disk as batches
     need them, so the data may be larger than memory; in another dtype than the model's, each batch is
-    converted as it is read: `data.check_arrays`)."""
+    converted as it is read: `data.check_arrays`). A file is opened when its array is looked up: files
+    the model does not read are never opened (a folder may hold other `.npy` files, as an `.npz` may
+    hold other arrays)."""
     folder = Path(path)
     files = sorted(folder.glob("*.npy"))
     if not files:
         raise DataError(f"{what} folder `{folder}` holds no `.npy` files",
                         hint="save one array per file, named after the model's inputs: `numpy.save(\"x.npy\", x)`")
-    arrays = {}
-    for file in files:
+    return _NpyFolder({file.stem: file for file in files}, what)
+
+
+class _NpyFolder(Mapping):
+    """name -> the memory-mapped array of `<name>.npy`, each file checked and opened when looked up."""
+
+    def __init__(self, files: dict[str, Path], what: str):
+        self.files, self.what = files, what
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        file, what = self.files[name], self.what
         if not file.is_file():  # a FIFO would block the read
             raise DataError(f"cannot read {what} `{file}`: it is not a regular file")
         try:
-            arrays[file.stem] = np.load(file, mmap_mode="r", allow_pickle=False)
+            with open(file, "rb") as f:
+                magic = f.read(6)
+            if magic != b"\x93NUMPY":  # numpy would call it pickled data and suggest `allow_pickle`
+                raise DataError(f"cannot read {what} `{file}`: it is not an `.npy` file (it does not start with the "
+                                "`.npy` signature)", hint="save it with `numpy.save`")
+            return np.load(file, mmap_mode="r", allow_pickle=False)
         except OSError as e:
             raise DataError(f"cannot read `{file}`: {e.strerror or e}") from None
-        except ValueError as e:  # not an .npy file, or object arrays
+        except ValueError as e:  # object arrays, a damaged header
             raise DataError(f"cannot read {what} `{file}`: not a valid `.npy` array ({e})",
                             hint="save it with `numpy.save`") from None
-    return arrays
+
+    def __iter__(self):
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
 
 
 # ---- CSV ---------------------------------------------------------------------------------------------
@@ -76,10 +97,15 @@ class CsvColumns:
     target: tuple[str, ...] = ()
 
 
-def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
+def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows after it that are not blank, and the line each of those rows ends on."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            rows, lines = [], []
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)
     except OSError as e:
         raise DataError(f"cannot read `{path}`: {e.strerror or e}") from None
     except (UnicodeDecodeError, csv.Error) as e:
@@ -87,14 +113,16 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
     if not rows:
         raise DataError(f"CSV file `{path}` is empty", hint="the first row names the columns")
     header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if r]  # a trailing blank line
+    kept = [i for i in range(1, len(rows)) if rows[i]]  # blank lines (a trailing one) are no rows
+    body, lines = [rows[i] for i in kept], [lines[i] for i in kept]  # numbered as the file's lines, blanks too
     for i, row in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"CSV file `{path}` row {i} (line {i + 2}) has {len(row)} fields, the header {len(header)}")
-    return header, body
+            raise DataError(f"CSV file `{path}` row {i} (line {lines[i]}) has {len(row)} fields, "
+                            f"the header {len(header)}")
+    return header, body, lines
 
 
-def _column(path: str, header: list[str], body: list[list[str]], name: str) -> np.ndarray:
+def _column(path: str, header: list[str], body: list[list[str]], lines: list[int], name: str) -> np.ndarray:
     index = header.index(name)
     values = np.empty(len(body))
     for i, row in enumerate(body):
@@ -102,7 +130,7 @@ def _column(path: str, header: list[str], body: list[list[str]], name: str) -> n
         try:
             values[i] = float(text)
         except ValueError:
-            raise DataError(f"CSV file `{path}` column `{name}` row {i} (line {i + 2}): `{text}` is not a number",
+            raise DataError(f"CSV file `{path}` column `{name}` row {i} (line {lines[i]}): `{text}` is not a number",
                             hint="every column the model reads holds numbers (class labels as 0, 1, ...)") from None
     return values
 
@@ -114,7 +142,7 @@ def read_csv_columns(source: CsvColumns | str | os.PathLike, specs: list[dict]) 
     if not isinstance(source, CsvColumns):
         source = CsvColumns(os.fspath(source))
     path = source.path
-    header, body = _read_csv(path)
+    header, body, lines = _read_csv(path)
     chosen: dict[str, tuple[str, ...]] = {}
     for role, names, flag in (("input", source.inputs, "inputs"), ("target", source.target, "target")):
         if not names:
@@ -136,12 +164,41 @@ def read_csv_columns(source: CsvColumns | str | os.PathLike, specs: list[dict]) 
             elif width and all(f"{name}_{k}" in header for k in range(width)):
                 columns = tuple(f"{name}_{k}" for k in range(width))
             else:
-                continue  # check_arrays names the missing array
+                raise _no_columns_for(path, header, spec, width, specs)
         for column in columns:
             if column not in header:
                 close = suggest(column, header)
                 raise DataError(f"CSV file `{path}` has no column `{column}`",
-                                hint=close or f"its columns: {', '.join(f'`{h}`' for h in header)}")
-        stacked = np.stack([_column(path, header, body, c) for c in columns], axis=1)
+                                hint=close or f"its columns: {_listing(header)}")
+            if header.count(column) > 1:  # `header.index` would silently read the first of them
+                places = ", ".join(str(i + 1) for i, h in enumerate(header) if h == column)
+                raise DataError(f"CSV file `{path}` has {header.count(column)} columns named `{column}` "
+                                f"(columns {places})", hint="give each column its own name in the header row")
+        stacked = np.stack([_column(path, header, body, lines, c) for c in columns], axis=1)
         arrays[name] = stacked[:, 0] if len(shape) == 1 else stacked
     return arrays
+
+
+def _listing(header: list[str]) -> str:
+    return ", ".join(f"`{h}`" for h in header)
+
+
+def _no_columns_for(path: str, header: list[str], spec: dict, width: int | None, specs: list[dict]) -> DataError:
+    """The error for an input or target of the model that no column of the CSV file is named after."""
+    from dslc.runtime.data import format_shape
+    from dslc.spelling import option
+
+    name = spec["name"]
+    numbered = [f"`{name}_{k}`" for k in range(width or 0)]
+    wanted = f"`{name}`" + (f" or {', '.join(numbered) if len(numbered) <= 3 else f'{numbered[0]} ... {numbered[-1]}'}"
+                            if len(numbered) > 1 else "")
+    role = spec.get("role", "input")
+    hint = f"its columns: {_listing(header)}"
+    separator = next((s for s in ";\t|" if len(header) == 1 and s in header[0]), None)
+    if separator is not None:
+        shown = "\\t" if separator == "\t" else separator
+        hint = f"the header is one column: dslc reads comma-separated values; write `,` between the fields, not `{shown}`"
+    elif sum(s.get("role", "input") == role for s in specs) == 1:
+        hint += f"; name them after the model's {role} or choose them with {option(role + 's' if role == 'input' else role)}"
+    return DataError(f"CSV file `{path}` has no column for the model's {role} `{name}` "
+                     f"`{spec['dtype']}{format_shape(spec['shape'])}`: expected {wanted}", hint=hint)

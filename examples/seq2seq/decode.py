@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", default=str(ROOT / "runs" / "seq2seq"))
     args = parser.parse_args(argv)
+    if (Path(args.out) / "checkpoint.npz").exists():  # as examples/gan/train.py: a message, not a traceback
+        raise SystemExit(f"{args.out} holds a run already; choose another --out")
     program = dslc.compile(ROOT / "models" / "seq2seq.dl")
     program.train(HERE / "train.npz", HERE / "test.npz", epochs=args.epochs, batch_size=32, out_dir=args.out)
     test = np.load(HERE / "test.npz")

@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--prompt", default="model ")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if (Path(args.out) / "checkpoint.npz").exists():  # as examples/gan/train.py: a message, not a traceback
+        raise SystemExit(f"{args.out} holds a run already; choose another --out")
 
     program = dslc.compile(MODEL, lr=args.lr, rate=args.rate)
     seq = program.manifest["graphs"]["infer"]["inputs"][0]["shape"][1]
