@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line; 3 bad data,
 missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in dslc itself
-(`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted.
+(`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted; 141 the reader of the output left (a closed pipe, as
+`dslc summary M.dl | head -1`: quiet, as for a command killed by SIGPIPE).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dslc.diagnostics import DataError, DslcError, UnknownDimension, printable, 
 from dslc.spelling import command_line
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
+EXIT_PIPE = 141  # 128 + SIGPIPE
 
 
 class UsageError(Exception):
@@ -618,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = e.hint or _full_disk_hint(args, e)
         _say(printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else "")))
         return EXIT_DATA
+    except BrokenPipeError:
+        _reader_left(args)
+        return EXIT_PIPE
     except OSError as e:
         _say(printable(f"error: {_os_error_message(e)}"))
         return EXIT_DATA
@@ -634,6 +639,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _say("note: run with `DSLC_BACKTRACE=1` to see the traceback")
         return EXIT_BUG
+
+
+def _reader_left(args) -> None:
+    """The output's reader closed the pipe: stop quietly, and keep the interpreter's last flush of stdout
+    from failing again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if args.verb == "train" and os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+        _say("note: the output's reader left, so training stopped; the last completed epoch is saved and "
+             "`--resume` continues")
 
 
 if __name__ == "__main__":

@@ -255,6 +255,30 @@ def test_train_end_to_end_in_a_subprocess(tmp_path, npz):
     assert lines[-1] == "weights: run/checkpoint.npz" and r.stderr == ""
 
 
+
+def _with_stdout_closed(*args, cwd, after_lines=0) -> tuple[int, str]:
+    """Run the CLI with its stdout a pipe whose reader leaves after `after_lines` lines (`dslc ... | head -N`)."""
+    command = [sys.executable, "-c", FAKE_COMPILER] + [str(a) for a in args]
+    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for _ in range(after_lines):
+        proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=120), err
+
+
+def test_a_reader_that_leaves_stops_the_command_quietly_with_141(tmp_path, npz):
+    """`dslc summary M.dl | head -1`: a closed pipe is not bad data (it was `error: Broken pipe`, exit 3);
+    dslc stops as a command killed by SIGPIPE would, and `train` says its last epoch is kept."""
+    (tmp_path / "linreg.dl").write_text("")
+    code, err = _with_stdout_closed("summary", "linreg.dl", cwd=tmp_path)
+    assert (code, err) == (cli.EXIT_PIPE, "")
+    code, err = _with_stdout_closed("train", "linreg.dl", "--data", "train.npz", "--epochs", "5000", "--batch-size",
+                                    "16", "--log-format", "jsonl", "-o", "run", cwd=tmp_path, after_lines=2)
+    assert code == 141 and err.startswith("note: the output's reader left, so training stopped"), err
+    assert (tmp_path / "run" / "checkpoint.npz").exists()
+
 # ---- with the real compiler --------------------------------------------------------------------
 @needs_compiler
 def test_real_compiler_check_build_and_ir(tmp_path, capsys):
