@@ -121,3 +121,12 @@ model seq {
     assert cli.main(["summary", str(tmp_path / "seq.dl"), *dims]) == 0
     out = capsys.readouterr().out
     assert "linear_0  linear  f32[B, T, 8]" in out and shown in out
+
+
+def test_readme_shows_the_digits_summary_as_dslc_prints_it(capsys):
+    """README's sample is `dslc summary examples/digits/digits.dl` verbatim, node counts included: a
+    change to the graphs fails here until the sample is pasted again from that command."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sample = readme.split("**Summary.**", 1)[1].split("```\n", 2)[1]
+    assert cli.main(["summary", str(ROOT / "examples" / "digits" / "digits.dl")]) == 0
+    assert capsys.readouterr().out == sample, "paste `dslc summary examples/digits/digits.dl` into README's Summary"
