@@ -282,12 +282,12 @@ def _by_columns(channels: int, kernel, out) -> bool:
     Conv: when the columns fit `COLUMNS_PER_SAMPLE`, except
     - for inputs of at most `SWAPPED_MAX_CHANNELS` channels with kernels of 16 taps or more, where the
       columns (K copies of every input element, then an NCHWc reorder of them) cost more than the
-      swapped Conv's own im2col. Measured, 2 threads, each alone: 5×5 from 6 channels (LeNet's second
-      layer, 14×14, batch 64) a tie, 0.63 vs 0.65 ms, but 7% of the whole step in the step's favour of
+      swapped Conv's own im2col. Measured on 2 threads, columns vs swapped: 5×5 from 6 channels (LeNet's
+      second layer, 14×14, batch 64) alone a tie (0.63 vs 0.65 ms), in the whole step 7% faster with
       the swapped Conv (4.10-4.29 -> 3.78-3.99 ms, 3 interleaved runs); 7×7 from 3 channels (32×32,
       batch 16) 2.34 vs 1.78 ms; one channel (LeNet's first layer) in two row bands. From 16 channels
       the swapped Conv, one image per input channel, keeps a single thread busy: 5×5 16→32 on 16×16
-      1.85 vs 4.70 ms; with 3×3 kernels the columns win at any channel count (3.5-4.5×);
+      1.85 vs 4.70 ms; with 3×3 kernels the columns win at any channel count (3-4.5×);
     - for outputs of fewer than 16 positions, where the per-sample products are too small and the
       swapped Conv, which reduces over the batch, is faster."""
     taps, positions = math.prod(kernel), math.prod(out)
