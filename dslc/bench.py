@@ -114,7 +114,18 @@ class BenchResult:
         if self.roofline_ms is not None and self.train_step_ms < self.roofline_ms:
             notes.append(f"the step ({self.train_step_ms:.3g} ms) beat its roofline bound ({self.roofline_ms:.3g} ms): "
                          f"the peak or the bandwidth was measured while the machine was busy")
+        notes += self._pressed_blocks()
         return notes
+
+    def _pressed_blocks(self) -> list[str]:
+        timed = [("dslc", "train", self.train), ("dslc", "infer", self.infer)]
+        timed += [(name, which, getattr(c, which)) for name, c in self.columns.items() for which in ("train", "infer")]
+        pressed = [f"{name} {which} {t.contended_blocks}/{t.blocks}" for name, which, t in timed
+                   if t is not None and t.contended_blocks]
+        if not pressed:
+            return []
+        return ["blocks timed while other tasks waited for a CPU, after retries (" + ", ".join(pressed) + "): "
+                "their calls run up to 2-4x slower, widening the spread"]
 
     def fastest_peer(self, which: str) -> tuple[str, Timing] | None:
         """The fastest hand-written peer (torch, torch-compile, jax) for "train" or "infer"."""

@@ -102,7 +102,7 @@ def contention(threads: int, rounds: int = 4, per_round: int = 3, size: int = GE
     average (other processes wanting a core) exceeds the cores. Returns the GEMM peak too: from the faster
     10th-percentile time of the two (on a contended machine, one thread can beat `threads`)."""
     jobs = [("1", _gemm_job(1, size))] + ([(str(threads), _gemm_job(threads, size))] if threads > 1 else [])
-    timings = interleaved(jobs, per_round, rounds, warmup=1)
+    timings = interleaved(jobs, per_round, rounds, warmup=1, retry_contended=False)  # contention is what it looks for
     one, many = timings["1"].median_ms, timings[str(threads)].median_ms
     speedup = one / many
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

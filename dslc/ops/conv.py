@@ -49,6 +49,7 @@ from dslc.ops.registry import OpDef, Sample, expect_float, op
 # im2col of a filter gradient up to this many values per sample (C·K·positions; 1 MB in float32), so
 # that its columns take at most 256 MB at batch 256; larger layers use the swapped Conv
 COLUMNS_PER_SAMPLE = 1 << 18
+SWAPPED_MAX_CHANNELS = 8  # see `_by_columns`: 6 channels measured for the swapped Conv, 16 against
 
 
 @op("conv", strides=None, pads=None, dilations=None, group=1)
@@ -278,13 +279,19 @@ class ConvWeightGrad(OpDef):
 
 def _by_columns(channels: int, kernel, out) -> bool:
     """Whether a float32 filter gradient is computed from im2col columns rather than by the swapped
-    Conv (measured over whole training steps): when the columns fit `COLUMNS_PER_SAMPLE`, except
-    - for a one-channel input with a kernel of 16 taps or more (LeNet's first layer, 5×5: two row
-      bands of the swapped Conv are ~4% faster over the step; with 3×3 kernels the columns win);
+    Conv: when the columns fit `COLUMNS_PER_SAMPLE`, except
+    - for inputs of at most `SWAPPED_MAX_CHANNELS` channels with kernels of 16 taps or more, where the
+      columns (K copies of every input element, then an NCHWc reorder of them) cost more than the
+      swapped Conv's own im2col. Measured on 2 threads, columns vs swapped: 5×5 from 6 channels (LeNet's
+      second layer, 14×14, batch 64) alone a tie (0.63 vs 0.65 ms), in the whole step 7% faster with
+      the swapped Conv (4.10-4.29 -> 3.78-3.99 ms, 3 interleaved runs); 7×7 from 3 channels (32×32,
+      batch 16) 2.34 vs 1.78 ms; one channel (LeNet's first layer) in two row bands. From 16 channels
+      the swapped Conv, one image per input channel, keeps a single thread busy: 5×5 16→32 on 16×16
+      1.85 vs 4.70 ms; with 3×3 kernels the columns win at any channel count (3-4.5×);
     - for outputs of fewer than 16 positions, where the per-sample products are too small and the
       swapped Conv, which reduces over the batch, is faster."""
     taps, positions = math.prod(kernel), math.prod(out)
-    if (channels == 1 and taps >= 16) or positions < 16:
+    if (channels <= SWAPPED_MAX_CHANNELS and taps >= 16) or positions < 16:
         return False
     return channels * taps * positions <= COLUMNS_PER_SAMPLE
 
