@@ -15,6 +15,23 @@ def run() -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED
+    except ImportError as e:
+        if not caused_by_interrupt(e):
+            raise
+        sys.stderr.write("error: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether `error` comes from a Ctrl-C: numpy turns a KeyboardInterrupt during the import of its C
+    extension into an ImportError raised from it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":

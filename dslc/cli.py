@@ -632,6 +632,11 @@ def main(argv: list[str] | None = None) -> int:
             _say("hint: the last completed epoch is saved; run the same command with `--resume` to continue")
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - anything else is a bug in dslc, reported as such
+        from dslc.__main__ import caused_by_interrupt
+
+        if caused_by_interrupt(e):
+            _say("error: interrupted")
+            return EXIT_INTERRUPTED
         _say(f"error: internal compiler error: {type(e).__name__}: {e}")
         _say("note: this is a bug in dslc; please report it with the model file")
         if os.environ.get("DSLC_BACKTRACE") == "1":

@@ -122,6 +122,25 @@ def test_ctrl_c_while_the_imports_load_exits_130_quietly(delay):
     assert child.returncode == 130 and err == "error: interrupted\n", (child.returncode, err)
 
 
+
+def test_an_import_error_raised_from_ctrl_c_is_an_interrupt(monkeypatch, capsys):
+    """numpy turns a SIGINT that lands in the import of its C extension into an ImportError raised from the
+    KeyboardInterrupt: that is a Ctrl-C (exit 130), not a bug in dslc (it was exit 101 about once a run of
+    the test above under load)."""
+    from dslc import cli
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("Importing the numpy C-extensions failed.") from interrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted_import)
+    assert cli.main(["check", str(ROOT / "models" / "mlp.dl")]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "error: interrupted\n"
+    monkeypatch.setattr(cli, "_run", lambda args: __import__("no_such_module_of_dslc"))
+    assert cli.main(["check", str(ROOT / "models" / "mlp.dl")]) == cli.EXIT_BUG
+
 def test_the_console_script_runs_the_quiet_entry_point():
     script = Path(sys.executable).parent / "dslc"
     if not script.exists():
