@@ -139,7 +139,14 @@ def block(results: dict[str, dict], check: dict, columns: tuple[str, ...], steps
         f"{bench_machine.scaling_text(check)}, load average "
         f"{check['load_average']:.1f} on {check['cores']} cores; {state}.",
         "", *table, *([""] + [f"{_superscript(i + 1)} {note}" for i, note in enumerate(notes)] if notes else []),
+        *_warnings(results),
     ]
+
+
+def _warnings(results: dict[str, dict]) -> list[str]:
+    """The bench's warnings of each workload (blocks timed under CPU pressure, withheld utilizations)."""
+    found = [f"- {name}: {w}" for name, r in results.items() for w in r.get("warnings", ())]
+    return ["", "Warnings of this run:", "", *found] if found else []
 
 
 def rewrite_readme(path: Path, lines: list[str]) -> None:
