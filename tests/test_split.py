@@ -125,6 +125,30 @@ def test_accumulation_equals_one_step_on_the_whole_batch(tmp_path, optimizer):
     assert fused[-1]["loss"] < fused[0]["loss"]
 
 
+
+def test_more_micro_batches_than_rows_warns(tmp_path):
+    """`--accumulate 8` on batches of 4 rows: 4 micro-batches are empty and skipped (the step is still the
+    batch's), which the run says rather than silently computing fewer than asked."""
+    from dslc.runtime.train import Reporter
+
+    class Warnings(Reporter):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def warn(self, message):
+            self.messages.append(message)
+
+    program = compile_text(tmp_path, ACCUMULATE_MODEL.replace("OPTIMIZER", "adam(lr = 0.01)"), split=True)
+    rng = np.random.default_rng(2)
+    data = {"x": rng.standard_normal((8, 6)).astype(np.float32), "y": rng.integers(0, 3, 8)}
+    reporter = Warnings()
+    fit(program, data, epochs=1, batch_size=4, out_dir=tmp_path / "run", accumulate=8, reporter=reporter)
+    assert reporter.messages == ["8 micro-batches per step (8 accumulated) is more than a batch's 4 rows: 4 of them "
+                                 "are empty and skipped, the others hold one row each"]
+    fit(program, data, epochs=1, batch_size=4, out_dir=tmp_path / "fine", accumulate=4, reporter=reporter)
+    assert len(reporter.messages) == 1
+
 def test_training_without_split_graphs_is_refused(tmp_path):
     from dslc.diagnostics import DataError
 

@@ -319,6 +319,12 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
+    parts = accumulate * (comm.Get_size() if comm is not None else 1)
+    if parts > min(batch_size, n):
+        rows = min(batch_size, n)
+        reporter.warn(f"{parts:,} micro-batches per step ({accumulate} accumulated"
+                      + (f" × {comm.Get_size()} ranks" if comm is not None else "") + f") is more than a batch's "
+                      f"{count(rows, 'row')}: {parts - rows} of them are empty and skipped, the others hold one row each")
     run_step = (lambda batch, hypers: trainer.step(batch, hypers[0])) if isinstance(trainer, TrainStep) else trainer.step
     if writer:
         hooks.begin(info)
