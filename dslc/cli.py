@@ -156,7 +156,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
     p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
-    p.add_argument("--input", required=True, metavar="X.npz")
+    p.add_argument("--input", required=True, metavar="X.npz",
+                   help="the inputs: .npz, a folder of .npy files, .csv, or one .npy for a model with one input")
     p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     device_option(p)

@@ -151,3 +151,25 @@ def test_csv_on_the_command_line(linreg_cli, tmp_path, capsys):
     assert cli.main(["train", "linreg.dl", "--data", "t.npz", "--inputs", "p", "--epochs", "1", "--batch-size", "8",
                      "-o", "r2"]) == 2
     assert "`t.npz` is not a `.csv` file" in capsys.readouterr().err
+
+
+def test_one_array_for_a_model_that_reads_one(linreg_cli, capsys):
+    """Keras's `predict(x)`: a model with one input predicts from an `.npy` file (memory-mapped) or an
+    array, as from a dict naming it; where the model reads more (training: inputs and targets), a single
+    array is still refused, saying what to save."""
+    np.savez("t.npz", **DATA)
+    np.save("x.npy", DATA["x"])
+    assert cli.main(["train", "linreg.dl", "--data", "t.npz", "--epochs", "1", "--batch-size", "8", "-o", "run",
+                     "-q"]) == 0
+    assert cli.main(["predict", "linreg.dl", "--weights", "run", "--input", "x.npy", "-o", "from_npy.npz"]) == 0
+    assert cli.main(["predict", "linreg.dl", "--weights", "run", "--input", "t.npz", "-o", "from_npz.npz"]) == 0
+    np.testing.assert_array_equal(np.load("from_npy.npz")["pred"], np.load("from_npz.npz")["pred"])
+    capsys.readouterr()
+    assert cli.main(["predict", "linreg.dl", "--weights", "run", "--input", "missing.npy", "-o", "p.npz"]) == 3
+    assert capsys.readouterr().err == "error: cannot read input data `missing.npy`: no such file\n"
+    assert cli.main(["train", "linreg.dl", "--data", "x.npy", "--epochs", "1", "--batch-size", "8", "-o", "r2"]) == 3
+    assert "it is a single `.npy` array, expected an `.npz` archive of named arrays" in capsys.readouterr().err
+    spec = [{"name": "x", "dtype": "float32", "shape": ["B", 3], "role": "input"}]
+    mapped = load_data("x.npy", spec, "input data")["x"]
+    assert isinstance(mapped, np.memmap)  # read as batches need it
+    np.testing.assert_array_equal(load_data(DATA["x"], spec, "input data")["x"], mapped)

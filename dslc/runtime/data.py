@@ -78,7 +78,8 @@ def load_npz(path: str | os.PathLike, specs: list[dict], what: str = "training d
 
 def load_data(source, specs: list[dict], what: str = "training data") -> dict[str, np.ndarray]:
     """`source` is an `.npz` path, a folder of `.npy` files, a `.csv` path (or `datafiles.CsvColumns`),
-    or a mapping of arrays; returns the checked arrays."""
+    or a mapping of arrays; for a model that reads one array (`specs` has one), also an `.npy` path or an
+    array. Returns the checked arrays."""
     from dslc.runtime import datafiles
 
     if isinstance(source, datafiles.CsvColumns) or (
@@ -87,6 +88,11 @@ def load_data(source, specs: list[dict], what: str = "training data") -> dict[st
         return check_arrays(datafiles.read_csv_columns(source, specs), specs, f"{what} `{path}`")
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         return check_arrays(datafiles.read_npy_folder(source, what), specs, f"{what} `{os.fspath(source)}`")
+    if len(specs) == 1 and isinstance(source, np.ndarray):  # one array for the model's one (Keras's `predict(x)`)
+        return check_arrays({specs[0]["name"]: source}, specs, what)
+    if len(specs) == 1 and isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".npy"):
+        arrays = datafiles.read_npy_file(source, specs[0]["name"], what)
+        return check_arrays(arrays, specs, f"{what} `{os.fspath(source)}`")
     if isinstance(source, (str, os.PathLike)):
         return load_npz(source, specs, what)
     if isinstance(source, Mapping):

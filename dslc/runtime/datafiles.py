@@ -55,6 +55,16 @@ def read_npy_folder(path: str | os.PathLike, what: str = "data") -> Mapping[str,
     return _NpyFolder({file.stem: file for file in files}, what)
 
 
+
+def read_npy_file(path: str | os.PathLike, name: str, what: str = "data") -> Mapping[str, np.ndarray]:
+    """The `.npy` file `path` as the one array `name` of a model that reads one (Keras's `predict(x)`),
+    memory-mapped as the arrays of a folder are."""
+    file = Path(path)
+    if not file.exists():
+        raise DataError(f"cannot read {what} `{file}`: no such file")
+    return _NpyFolder({name: file}, what)
+
+
 class _NpyFolder(Mapping):
     """name -> the memory-mapped array of `<name>.npy`, each file checked and opened when looked up."""
 
