@@ -1,0 +1,269 @@
+"""The `dslc` command line's grammar: the verbs, their flags, and the checks of flag values that need
+nothing but the text (`dslc.cli` runs the verbs)."""
+from __future__ import annotations
+
+import argparse
+
+from dslc.diagnostics import DataError
+
+
+def _define(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected `name=value`, got `{text}`")
+    return name.strip(), value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got `{text}`")
+    return value
+
+
+def _device(text: str) -> str:
+    kind, colon, index = text.partition(":")
+    if text == "cpu" or (kind == "cuda" and (not colon or index.isdigit())):
+        return text
+    raise argparse.ArgumentTypeError(f"expected `cpu`, `cuda` or `cuda:N`, got `{text}`")
+
+
+def _dim(text: str) -> tuple[str, int]:
+    name, value = _define(text)
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected `NAME=N` with a positive integer N, got `{text}`")
+    return name, int(value)
+
+
+def _compare(text: str) -> tuple[str, ...]:
+    from dslc.peers import parse_compare
+
+    try:
+        return parse_compare(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got `{text}`")
+    return value
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    from dslc import __version__
+
+    parser = argparse.ArgumentParser(prog="dslc", description="Compile, train and run deep-learning models.")
+    parser.add_argument("--version", action="version", version=f"dslc {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help, description=help)
+        p.add_argument("model", metavar="MODEL.dl", help="the model source file")
+        return p
+
+    def compile_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-D", dest="defines", metavar="NAME=VALUE", type=_define, action="append", default=[],
+                       help="set a model parameter (repeatable)")
+        p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                       help="floating-point type of the graphs (default float32)")
+        p.add_argument("--import-path", dest="import_path", metavar="DIR", action="append", default=[],
+                       help="a folder `import` may read `.dl` files from besides the model's own (repeatable)")
+
+    def device_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,cuda:N}",
+                       help="where to run (default cpu; `cuda` is GPU 0)")
+
+    def threads_option(p: argparse.ArgumentParser, also: str = "") -> None:
+        p.add_argument("--threads", type=_positive, help=f"intra-op threads for ONNX Runtime{also} (default: all cores)")
+
+    p = verb("build", "compile a model and write its graphs and manifest")
+    compile_options(p)
+    p.add_argument("-o", dest="out", metavar="DIR", help="output directory (default .)")
+    p.add_argument("--emit", choices=["onnx", "ir"], default="onnx",
+                   help="`ir` prints the compiled IR to stdout and writes nothing")
+    p.add_argument("--print-ir-after", metavar="PASS",
+                   help="print the IR after pass PASS to stdout instead (implies --emit ir)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed of the initial weights (default 0)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+                   help="pin a symbolic dimension to a size in every graph, e.g. `--dim B=64` for runtimes that "
+                        "need static shapes (repeatable)")
+    p.add_argument("--split", action="store_true",
+                   help="also write each training step as a gradient graph and an update graph (<model>.grad.onnx, "
+                        "<model>.apply.onnx), for gradient accumulation and data-parallel training")
+
+    p = verb("check", "compile a model and report errors, writing nothing")
+    compile_options(p)
+
+    p = verb("train", "train a model; checkpoints after every epoch")
+    compile_options(p)
+    p.add_argument("--data", required=True, metavar="TRAIN", help="training data: .npz, a folder of .npy files, or .csv")
+    p.add_argument("--val", metavar="VAL", help="validation data (formats as --data)")
+    p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
+    p.add_argument("--batch-size", required=True, type=_positive)
+    p.add_argument("--seed", type=_non_negative, default=0,
+                   help="seed of the initial weights, the shuffling and dropout (default 0)")
+    p.add_argument("--lr", type=_learning_rate, help="override the model's learning rate")
+    device_option(p)
+    p.add_argument("-o", dest="out", metavar="RUN", required=True, help="run directory")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
+                   help="continue the run in -o RUN up to --epochs; with STATE (an init graph .onnx or an .npz of "
+                        "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
+                        "in -o RUN from those values")
+    threads_option(p)
+    training_options(p)
+    csv_options(p)
+    p.add_argument("--accumulate", type=_positive, default=1, metavar="K",
+                   help="compute each batch's gradient in K micro-batches (less memory, same step)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="train data-parallel in N local MPI processes (needs `dslc[mpi]`); under `mpiexec -n N` "
+                        "the ranks are found by themselves")
+
+    p = verb("predict", "run a trained model on inputs")
+    compile_options(p)
+    p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
+    p.add_argument("--input", required=True, metavar="X.npz",
+                   help="the inputs: .npz, a folder of .npy files, .csv, or one .npy for a model with one input")
+    p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
+    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    device_option(p)
+    threads_option(p)
+    csv_options(p, target=False)
+    p.add_argument("--dask", nargs="?", const="", metavar="ADDRESS",
+                   help="run on a Dask cluster (a local one without ADDRESS) over data larger than memory: --input is "
+                        "a .npy, a directory of <input>.npy or of .npz files; -o is an .npz or a directory of "
+                        "<output>.npy (needs `dslc[dask]`)")
+
+    p = verb("summary", "the layers, parameters, FLOPs and memory of a model")
+    compile_options(p)
+    p.add_argument("-B", "--batch-size", type=_positive, default=32,
+                   help="batch size of the FLOPs and activation-memory figures (default 32)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+                   help="size of a symbolic dimension other than the batch `B` (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+    p = verb("evaluate", "loss and metrics of trained weights on labelled data")
+    compile_options(p)
+    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz (or best.npz)")
+    p.add_argument("--data", required=True, metavar="TEST.npz", help="inputs and targets")
+    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    device_option(p)
+    threads_option(p)
+    csv_options(p)
+
+    p = verb("bench", "time the training step and inference, optionally against PyTorch")
+    compile_options(p)
+    p.add_argument("--batch-size", type=_positive, default=64, help="training batch size (default 64)")
+    p.add_argument("--infer-batch-size", type=_positive, help="inference batch size (default: the training one)")
+    p.add_argument("--steps", type=_positive, default=50,
+                   help="timed steps per measurement (default 50; rounded up to a multiple of the 5 alternating "
+                        "rounds)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+                   help="size of a symbolic dimension other than the batch `B` (repeatable)")
+    threads_option(p, " and PyTorch")
+    p.add_argument("--compare", metavar="LIST", type=_compare, default=(),
+                   help="also time the model run other ways, each checked against dslc's first step: `twin` (dslc's "
+                        "IR by PyTorch op by op, and its inference via torch.onnx.export), the hand-written peers "
+                        "`torch`, `torch-compile`, `jax` (examples/bench/peers/), comma-separated, or `all`")
+    p.add_argument("--peers", metavar="DIR", help="where the hand-written peers are (default: examples/bench/peers "
+                                                  "of dslc's source tree)")
+    p.add_argument("--memory", action="store_true",
+                   help="also measure the training step's peak memory (RSS) with dslc and with PyTorch, each in "
+                        "a fresh process (a few seconds; needs PyTorch)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+
+    p = verbs.add_parser("plot", help="draw a run's training curves into RUN/curves.png",
+                         description="draw a run's training curves (loss and metrics, training and validation) "
+                                     "into RUN/curves.png; needs matplotlib: pip install 'dslc[plot]'")
+    p.add_argument("run", metavar="RUN", help="a run directory of `dslc train`")
+    p.add_argument("-o", dest="out", metavar="FILE.png", help="where to write the picture (default RUN/curves.png)")
+
+    p = verb("export", "write a self-contained inference model with trained weights, or a run's training state")
+    compile_options(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
+    source.add_argument("--train-state", metavar="RUN",
+                        help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
+                             "and optimizer state to the directory -o, so another runtime continues the run")
+    p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx|DIR")
+
+    p = verbs.add_parser("fmt", help="rewrite .dl files in the canonical layout",
+                         description="rewrite .dl files in the canonical layout (comments are kept)")
+    p.add_argument("files", metavar="FILE", nargs="+", help=".dl files, or folders to format every .dl file in")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; print the diff of each file not formatted and exit 1 if there is one")
+    verbs.add_parser("lsp", help="run the language server on stdin and stdout (needs `pip install 'dslc[lsp]'`)")
+    return parser, verbs.choices
+
+
+def csv_options(p: argparse.ArgumentParser, target: bool = True) -> None:
+    p.add_argument("--inputs", metavar="COL,COL...",
+                   help="CSV data: the columns stacked into the model's input (default: columns named after it)")
+    if target:
+        p.add_argument("--target", metavar="COL[,COL...]", help="CSV data: the column(s) of the model's target")
+
+
+def training_options(p: argparse.ArgumentParser) -> None:
+    """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
+    p.add_argument("--val-split", type=_fraction, metavar="F",
+                   help="hold out this fraction of the training data for validation (chosen by --seed)")
+    p.add_argument("--early-stopping", nargs="?", const="", type=_early_stopping,
+                   metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
+                   help="stop when the monitored value (default val_loss, else loss) stops improving "
+                        "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
+                        "`callback early_stopping(...)`; `off` drops it")
+    p.add_argument("--restore-best", action="store_true", default=None,
+                   help="at the end, make the best epoch's weights the run's checkpoint (RUN/best.npz)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--log-format", choices=["text", "jsonl"], default="text",
+                   help="`jsonl`: one JSON object per event on stdout, for scripts")
+    p.add_argument("--log-every", type=_positive, metavar="N", help="also log the running means every N steps")
+    p.add_argument("--plot", action="store_true", help="at the end, draw RUN/curves.png (needs `dslc[plot]`)")
+    p.add_argument("--init-from", metavar="RUN_OR_ONNX",
+                   help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
+    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
+                   help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
+                        "(repeatable)")
+
+
+def _early_stopping(text: str) -> str:
+    """`--early-stopping`'s settings, checked as the command line is read (the monitored name is checked
+    against the run's logs when it starts)."""
+    from dslc.runtime.callbacks import OFF, EarlyStopping
+
+    if text.strip().lower() in OFF:
+        return text
+    try:
+        EarlyStopping.parse(text)
+    except DataError as e:
+        message = e.message.removeprefix("early stopping: ")
+        raise argparse.ArgumentTypeError(message + (f" ({e.hint})" if e.hint else "")) from None
+    return text
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got `{text}`")
+    return value
