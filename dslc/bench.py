@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dslc.bench_machine import bandwidth_gbs, contention, gemm_gflops, machine  # noqa: F401  (the bench's face)
+from dslc.bench_export import exported_inference
 from dslc.bench_timing import Timing, interleaved
 from dslc.diagnostics import DataError
 from dslc.runtime.layout import train_keys
 
-EXPORT_OPSET = 17
 EXPORT_RTOL = 1e-4
 # a column's first step against dslc's: the loss and the inference outputs (from the initial weights)
 # within CHECK_RTOL; the updated parameters element-wise within PARAM_RTOL of each tensor's scale (see
@@ -212,70 +212,6 @@ def synthetic_batch(specs: list[dict], dims: dict[str, int], rng: np.random.Gene
     return batch
 
 
-class _TensorFeeds:
-    """`torch` for a twin being traced: its `from_numpy` lets the traced input tensors through (the twin
-    reads its inputs with `T.from_numpy`); everything else is torch's own."""
-
-    def __init__(self, T):
-        self._T = T
-
-    def __getattr__(self, name):
-        return getattr(self._T, name)
-
-    def from_numpy(self, value):
-        return value if isinstance(value, self._T.Tensor) else self._T.from_numpy(value)
-
-
-def export_twin_inference(T, twin, spec: dict, inputs: dict[str, np.ndarray]) -> bytes:
-    """The twin's inference as an ONNX model by `torch.onnx.export`: `TorchTwin.infer` wrapped in a module
-    that takes the inference inputs and returns the outputs, both in manifest order; opset 17, traced on
-    `inputs`, each leading symbolic axis (the batch) dynamic.
-
-    torch 2.13's default exporter (`dynamo=True`) needs the `onnxscript` package, which is no dependency
-    of dslc; the TorchScript exporter (`dynamo=False`, deprecated but shipped) needs nothing more. It
-    traces the twin's ops as they run, so an op whose PyTorch code turns a traced size into a Python
-    value (a shape check, a size list built from `x.shape`) fails here and the bench reports it.
-    """
-    import copy
-    import io
-    import warnings
-
-    names = [t["name"] for t in spec["inputs"]]
-    outputs = [t["name"] for t in spec["outputs"]]
-    dynamic = {t["name"]: {0: t["shape"][0]} for t in spec["inputs"] + spec["outputs"]
-               if t["shape"] and isinstance(t["shape"][0], str)}
-    traced = copy.copy(twin)
-    traced.T = _TensorFeeds(T)
-
-    class Inference(T.nn.Module):
-        def __init__(self):
-            super().__init__()
-            # registered, so that the tracer stores them as initializers (it refuses to make constants
-            # of tensors that require grad)
-            self.weights = T.nn.ParameterList(twin.params.values())
-
-        def forward(self, *tensors):
-            values = traced.infer(dict(zip(names, tensors)))
-            return tuple(values[name] for name in outputs)
-
-    model = io.BytesIO()
-    # torch 2.13's TorchScript exporter turns its log on whatever `verbose` says (it tests the function
-    # `_jit_is_onnx_log_enabled`, not its result) and so prints the whole traced graph to stdout when an
-    # export fails; the bench reports the error's first line instead
-    log, log_was_on = T._C._jit_onnx_log, T._C._jit_is_onnx_log_enabled()
-    T._C._jit_onnx_log = lambda *args: None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation notice and the tracer's warnings
-            T.onnx.export(Inference(), tuple(T.from_numpy(inputs[name]) for name in names), model, dynamo=False,
-                          opset_version=EXPORT_OPSET, input_names=names, output_names=outputs,
-                          dynamic_axes=dynamic)
-    finally:
-        T._C._jit_onnx_log = log
-        T._C._jit_set_onnx_log_enabled(log_was_on)
-    return model.getvalue()
-
-
 def compare_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], rtol: float = EXPORT_RTOL) -> dict:
     """Whether every output in `got` equals the one in `want` within `rtol` of its own size plus `rtol`
     of the output's largest magnitude (an element near zero, such as a logit that cancels out, is judged
@@ -294,27 +230,9 @@ def compare_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], rto
     return {"outputs": list(want), "max_abs_diff": worst, "rtol": rtol, "passed": passed}
 
 
-def _error_line(e: Exception) -> str:
+def error_line(e: Exception) -> str:
     first = (str(e).strip().splitlines() or [""])[0]
     return f"{type(e).__name__}: {first[:300]}"
-
-
-def _exported_inference(T, twin, spec: dict, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray],
-                        threads: int):
-    """(timing job or None, output check, error or None) for the twin's inference exported to ONNX and
-    run by dslc's own `Predictor` (the session settings and the per-call work of dslc's inference, so
-    that only the graphs differ). Any failure to export, load or run is reported, not raised."""
-    from dslc.runtime.session import Predictor
-
-    try:
-        exported = Predictor(export_twin_inference(T, twin, spec, inputs), spec, "cpu", threads)
-        check = compare_outputs(exported.run(inputs), expected)
-    except Exception as e:  # noqa: BLE001 - the exporter's failures are many; the bench goes on without it
-        return None, {}, f"torch.onnx.export + ONNX Runtime failed: {_error_line(e)}"
-    if not check["passed"]:
-        return None, check, (f"the exported model's outputs differ from dslc's (largest difference "
-                             f"{check['max_abs_diff']:.3g}, rtol {check['rtol']:g})")
-    return (lambda: exported.run(inputs)), check, None
 
 
 def check_first_step(column, batch: dict, infer_inputs: dict, want: dict) -> dict:
@@ -360,7 +278,7 @@ def _checked(name: str, make, batch, infer_inputs, want, jobs) -> Column:
     except PeerError as e:
         return Column(error=str(e))
     except Exception as e:  # noqa: BLE001 - a peer library's failure (a compiler missing, ...) skips its column
-        return Column(error=f"failed: {_error_line(e)}")
+        return Column(error=f"failed: {error_line(e)}")
     if not check["passed"]:
         return Column(check=check, error=_failed_check(check))
     prepared, prepared_inputs = column.prepare(batch), column.prepare(infer_inputs)
@@ -428,7 +346,7 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
             columns["twin"] = Column(error=f"no PyTorch twin: {e}")
         else:
             # exported before the twin's first step, so its weights are the ones dslc's inference graph holds
-            exported, onnx_check, onnx_error = _exported_inference(torch, twin, infer_spec, infer_inputs,
+            exported, onnx_check, onnx_error = exported_inference(torch, twin, infer_spec, infer_inputs,
                                                                    want["infer"], threads)
             columns["torch-onnx"] = Column(check=onnx_check, error=onnx_error)
             if exported is not None:

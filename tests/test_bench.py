@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dslc
-from dslc import bench
+from dslc import bench, bench_export
 from dslc.bench import synthetic_batch
 from dslc.cli import main
 from dslc.twin import TorchTwin, flops
@@ -58,7 +58,7 @@ def test_bench_goes_on_when_the_export_fails(tmp_path, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("Unsupported: ONNX export of operator `frobnicate`\nsecond line of the trace")
 
-    monkeypatch.setattr(bench, "export_twin_inference", refuse)
+    monkeypatch.setattr(bench_export, "export_twin_inference", refuse)
     out = tmp_path / "bench.json"
     assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--batch-size", "8", "--steps", "2",
                  "--compare", "twin", "--json", str(out)]) == 0
