@@ -7,7 +7,7 @@ Layout (a plain `.npz`, readable with `numpy.load(path)` and no pickle):
     meta           a 0-d string array holding a JSON object (see `check_meta` for its schema):
                    format (`dslc-checkpoint/2`), dslc version, model, epoch (epochs completed),
                    global_step, seed, batch_size, lr, data (`{rows, blake2b}` of the training arrays,
-                   see `train.data_fingerprint`), manifest_sha256, record (the history entry of the
+                   see `run_state.data_fingerprint`), manifest_sha256, record (the history entry of the
                    last completed epoch)
 
 Its size is proportional to the parameters: the run's history is not in it but in

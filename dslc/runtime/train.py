@@ -9,7 +9,6 @@ so training 2 epochs and resuming to 4 gives the same bits as training 4 epochs 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import numbers
 import time
@@ -22,24 +21,29 @@ from dslc.diagnostics import DataError
 from dslc.runtime.checkpoint import (
     CHECKPOINT_FILE,
     FORMAT,
-    load_checkpoint,
     load_state_file,
     manifest_hash,
-    save_checkpoint,
     state_step,
 )
-from dslc.runtime.data import check_count, load_data, non_finite_mask, num_rows
+from dslc.runtime.data import check_count, load_data, num_rows
 from dslc.runtime.faults import fault_point
-from dslc.runtime.history import HistoryLog, read_history
+from dslc.runtime.history import HistoryLog
 from dslc.runtime.layout import (
     eval_key,
     objective_of,
-    state_specs,
     train_keys,
-    weight_specs,
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory
+from dslc.runtime.run_state import (
+    check_finite_values,
+    count,
+    data_fingerprint,
+    diverged,
+    history_so_far,
+    resume_from,
+    save_epoch,
+)
 from dslc.runtime.saver import EpochSaver
 from dslc.spelling import option
 
@@ -139,42 +143,6 @@ def lr_out_of_range(manifest: dict, lr: float | None) -> str | None:
     return f"the learning rate {lr:g} does not fit in `{spec['dtype']}` (at most {largest:.6g})"
 
 
-def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
-    """`{"rows", "blake2b"}` of the training arrays the model reads: a 16-byte blake2b over each
-    array's name, dtype, shape and raw bytes, in name order. Stored in the checkpoint so that resuming
-    on other data warns (the data is part of what makes a resumed run match an uninterrupted one)."""
-    from dslc.runtime.rows import row_blocks
-
-    digest = hashlib.blake2b(digest_size=16)
-    for name in sorted(arrays):
-        array = arrays[name]
-        digest.update(f"{name}\0{array.dtype.str}\0{tuple(array.shape)}\0".encode())
-        for _, block in row_blocks(array):  # memory-mapped data a block at a time: the same digest
-            digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))
-    return {"rows": num_rows(arrays), "blake2b": digest.hexdigest()}
-
-
-def _resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, reporter: Reporter):
-    ckpt = load_checkpoint(ckpt_path, manifest)
-    meta = ckpt.meta
-    if meta.get("manifest_sha256") != manifest_hash(manifest):
-        reporter.warn("the compiled model differs from the one that wrote the checkpoint "
-                      "(its parameters still fit, so training continues from it)")
-    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
-    shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
-    for key, value in settings.items():
-        if meta.get(key) != value:
-            reporter.warn(f"the {labels[key]} differs from the checkpoint's ({shown(value)} now, "
-                          f"{shown(meta.get(key))} before): the run will not match an uninterrupted one")
-    before = meta.get("data")
-    if before is not None and before != data:  # checkpoints from before dslc recorded it: no warning
-        rows = (f" ({count(data['rows'], 'sample')} now, {before.get('rows')} before)"
-                if before.get("rows") != data["rows"] else "")
-        reporter.warn(f"the training data differs from the checkpoint's{rows}: "
-                      "the run will not match an uninterrupted one")
-    return ckpt
-
-
 @locks_run_directory
 def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, seed: int = 0,
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
@@ -257,7 +225,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         if not ckpt_path.exists():
             raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
                             hint=f"train {option('no_resume')} to start a new run")
-        ckpt = _resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
+        ckpt = resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
         initial = {**ckpt.params, **ckpt.state}
         global_step = ckpt.meta["global_step"]
     elif ckpt_path.exists():
@@ -274,7 +242,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         loaded, report = initial_weights(init_from, manifest)
         initial = {**initial, **loaded}
         reporter.note(report.text())
-    history = _history_so_far(out_dir, ckpt, reporter)
+    history = history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
     if accumulate > 1 or comm is not None:
@@ -354,7 +322,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             for loss_name in loss_names:
                 if not math.isfinite(out[loss_name]):
                     saver.wait()  # the hint names the last checkpoint: let a pending save land first
-                    raise _diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
+                    raise diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
                                     f"(global step {global_step})", lr_used, ckpt_path)
             global_step += 1
             sums.add(out, len(idx))
@@ -372,7 +340,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             if not math.isfinite(values["loss"]):
                 what = "the validation loss" + (f" of objective `{prefix[:-1]}`" if prefix else "")
                 saver.wait()
-                raise _diverged(what, values["loss"], f"after epoch {epoch + 1} (global step {global_step})",
+                raise diverged(what, values["loss"], f"after epoch {epoch + 1} (global step {global_step})",
                                 lr_used, ckpt_path)
             record.update({f"val_{prefix}{k}": v for k, v in values.items()})
         record["time"] = time.perf_counter() - t0
@@ -383,13 +351,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                 "manifest_sha256": model_hash, "record": record}
         values = trainer.get_values()
         saver.wait()  # the previous epoch's save (had a whole epoch to finish): its checkpoint is the last good one
-        _check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
+        check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
         stop = hooks.epoch_end(record, history) if writer else False  # they see the epoch before its save
         if comm is not None:
             stop = comm.bcast(stop, root=0)
         if writer:
-            saver.submit(functools.partial(_save_epoch, out_dir, manifest, values, meta, history_log,
+            saver.submit(functools.partial(save_epoch, out_dir, manifest, values, meta, history_log,
                                            hooks.after_save(history)))
         reporter.epoch_end(record)
         if stop:
@@ -410,11 +378,6 @@ def _stop_after_step(hooks, step: int, logs, writer: bool, comm) -> bool:
     """Whether the step callbacks stop training: rank 0's decision, on every rank."""
     stop = hooks.step_end(step, logs) if writer else False
     return comm.bcast(stop, root=0) if comm is not None else stop
-
-
-def count(n: int, noun: str) -> str:
-    """`1 step`, `2 steps`, `1,438 samples`."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[str, float]:
@@ -464,50 +427,6 @@ def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: li
         hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
     raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
                     f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
-
-
-def _diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:
-    last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
-    return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate ({option('lr')}, now {lr:g}); {last}")
-
-
-def _save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict,
-                history_log: HistoryLog, then=None) -> None:
-    """`checkpoint.npz` (parameters and buffers, optimizer state; replaced atomically), then the
-    epoch's entry appended to `history.jsonl` (see `dslc.runtime.history` for why this order), then
-    `then()` (`callbacks.RunHooks.after_save`: best.npz, metrics.csv)."""
-    save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in weight_specs(manifest)},
-                    {t["name"]: values[t["name"]] for t in state_specs(manifest)}, meta)
-    fault_point("checkpoint-saved")
-    history_log.append(meta["record"])
-    if then is not None:
-        then()
-
-
-def _history_so_far(out_dir: Path, ckpt, reporter: Reporter) -> list[dict]:
-    """The history up to the checkpoint being resumed (none for a fresh run)."""
-    if ckpt is None:
-        return []
-    history, warning = read_history(out_dir, ckpt.meta)
-    if warning:
-        reporter.warn(warning)
-    return history
-
-
-def _check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when: str, lr: float,
-                         ckpt_path: Path) -> None:
-    """`DataError` naming the first parameter, buffer or optimizer-state tensor about to be saved that
-    holds a NaN/inf (the loss can stay finite while they overflow, e.g. a huge learning rate in the
-    last step, or Adam's second moment). Raised before the checkpoint is written: the last good one
-    stays in place."""
-    graphs = [manifest["graphs"][k] for k in train_keys(manifest)]
-    kinds = {"params": "parameter", "frozen": "parameter", "buffers": "buffer", "state": "optimizer state"}
-    for group, kind in kinds.items():
-        for name in dict.fromkeys(t["name"] for g in graphs for t in g.get(group, [])):
-            value = values[name]
-            bad = non_finite_mask(value) if value.dtype.kind == "f" else None
-            if bad is not None:
-                raise _diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:

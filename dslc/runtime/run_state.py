@@ -1,0 +1,107 @@
+"""A run folder's state between epochs: the epoch's checkpoint and history entry (`save_epoch`), the checks
+before they are written (`check_finite_values`), and resuming from them (`resume_from`, `history_so_far`,
+with the training data's `data_fingerprint`). `dslc.runtime.train` runs the epochs."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dslc.diagnostics import DataError
+from dslc.runtime.checkpoint import CHECKPOINT_FILE, load_checkpoint, manifest_hash, save_checkpoint
+from dslc.runtime.data import non_finite_mask, num_rows
+from dslc.runtime.faults import fault_point
+from dslc.runtime.history import HistoryLog, read_history
+from dslc.runtime.layout import state_specs, train_keys, weight_specs
+from dslc.spelling import option
+
+if TYPE_CHECKING:
+    from dslc.runtime.train import Reporter
+
+
+def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
+    """`{"rows", "blake2b"}` of the training arrays the model reads: a 16-byte blake2b over each
+    array's name, dtype, shape and raw bytes, in name order. Stored in the checkpoint so that resuming
+    on other data warns (the data is part of what makes a resumed run match an uninterrupted one)."""
+    from dslc.runtime.rows import row_blocks
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        array = arrays[name]
+        digest.update(f"{name}\0{array.dtype.str}\0{tuple(array.shape)}\0".encode())
+        for _, block in row_blocks(array):  # memory-mapped data a block at a time: the same digest
+            digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))
+    return {"rows": num_rows(arrays), "blake2b": digest.hexdigest()}
+
+
+def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, reporter: "Reporter"):
+    ckpt = load_checkpoint(ckpt_path, manifest)
+    meta = ckpt.meta
+    if meta.get("manifest_sha256") != manifest_hash(manifest):
+        reporter.warn("the compiled model differs from the one that wrote the checkpoint "
+                      "(its parameters still fit, so training continues from it)")
+    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
+    shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
+    for key, value in settings.items():
+        if meta.get(key) != value:
+            reporter.warn(f"the {labels[key]} differs from the checkpoint's ({shown(value)} now, "
+                          f"{shown(meta.get(key))} before): the run will not match an uninterrupted one")
+    before = meta.get("data")
+    if before is not None and before != data:  # checkpoints from before dslc recorded it: no warning
+        rows = (f" ({count(data['rows'], 'sample')} now, {before.get('rows')} before)"
+                if before.get("rows") != data["rows"] else "")
+        reporter.warn(f"the training data differs from the checkpoint's{rows}: "
+                      "the run will not match an uninterrupted one")
+    return ckpt
+
+
+def history_so_far(out_dir: Path, ckpt, reporter: "Reporter") -> list[dict]:
+    """The history up to the checkpoint being resumed (none for a fresh run)."""
+    if ckpt is None:
+        return []
+    history, warning = read_history(out_dir, ckpt.meta)
+    if warning:
+        reporter.warn(warning)
+    return history
+
+
+def save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], meta: dict,
+                history_log: HistoryLog, then=None) -> None:
+    """`checkpoint.npz` (parameters and buffers, optimizer state; replaced atomically), then the
+    epoch's entry appended to `history.jsonl` (see `dslc.runtime.history` for why this order), then
+    `then()` (`callbacks.RunHooks.after_save`: best.npz, metrics.csv)."""
+    save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in weight_specs(manifest)},
+                    {t["name"]: values[t["name"]] for t in state_specs(manifest)}, meta)
+    fault_point("checkpoint-saved")
+    history_log.append(meta["record"])
+    if then is not None:
+        then()
+
+
+def check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when: str, lr: float,
+                         ckpt_path: Path) -> None:
+    """`DataError` naming the first parameter, buffer or optimizer-state tensor about to be saved that
+    holds a NaN/inf (the loss can stay finite while they overflow, e.g. a huge learning rate in the
+    last step, or Adam's second moment). Raised before the checkpoint is written: the last good one
+    stays in place."""
+    graphs = [manifest["graphs"][k] for k in train_keys(manifest)]
+    kinds = {"params": "parameter", "frozen": "parameter", "buffers": "buffer", "state": "optimizer state"}
+    for group, kind in kinds.items():
+        for name in dict.fromkeys(t["name"] for g in graphs for t in g.get(group, [])):
+            value = values[name]
+            bad = non_finite_mask(value) if value.dtype.kind == "f" else None
+            if bad is not None:
+                raise diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
+
+
+def diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:
+    last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
+    return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate ({option('lr')}, now {lr:g}); {last}")
+
+
+def count(n: int, noun: str) -> str:
+    """`1 step`, `2 steps`, `1,438 samples`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
