@@ -1,7 +1,8 @@
 """lower: AST → IR. Evaluates a model's statements into typed IR nodes.
 
 Hyper-parameters and arithmetic on plain numbers are evaluated at compile time; tensor expressions
-become nodes (expressions: `lower_exprs`, calls: `lower_calls`, both mixins of `Lowering`). Layers
+become nodes (expressions: `lower_exprs`, calls: `lower_calls`, the training statements:
+`lower_training`, all mixins of `Lowering`). Layers
 and functions come from `dslc.builtins`, blocks from the file and its imports. `mode` is "train" (dropout active, loss and metrics), "eval" (loss and metrics, no
 dropout) or "infer" (outputs only).
 """
@@ -13,21 +14,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dslc import declared_callbacks
 from dslc.builtins import load_all
 from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.initializers import rng_for
 from dslc.ir.graph import Builder, Node, OpError, check_type
-from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, fits, numpy_dtype
+from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtype
 from dslc.limits import Budget
 from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import CallLowering, Context, describe
 from dslc.lower_exprs import POISON, ExpressionLowering, Poisoned
+from dslc.lower_training import HYPER_INPUTS, HYPER_WHAT, SEED, TrainingLowering
 from dslc.objectives import objective_of, selected, update_selectors
-from dslc.optim import OPTIMIZERS, OptimizerSpec
-from dslc.passes.lower_optimizer import LR
-from dslc.schedules import parse_schedule
+from dslc.optim import OptimizerSpec
 from dslc.source import Span
 from dslc.spelling import define, option
 
@@ -60,10 +59,6 @@ class LoweredModel:
 
 # An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph's nodes need some of it.
 MAX_WEIGHT_BYTES = 2**31 - 2**27
-SEED = "seed"
-# the keys of every epoch's history entry besides the loss and metrics (`dslc.runtime.train.fit`)
-EPOCH_KEYS = ("epoch", "steps", "time", "samples_per_s")
-HYPER_INPUTS = (LR, SEED)  # inputs of the training graph besides the data; parameters and state have dotted names
 
 
 def plain_layer_key(site: tuple, occurrence: int, kind: str) -> tuple:
@@ -102,9 +97,6 @@ def byte_size(nbytes: int) -> str:
     return f"{nbytes} bytes"
 
 
-_HYPER_WHAT = {LR: "learning-rate", SEED: "random-seed"}
-
-
 class DefinedString(str):
     """A `-D name=value` value that is neither a number nor `true`/`false`: a string that remembers its
     `-D`, so that an error about it can say where it came from (`describe`)."""
@@ -133,7 +125,7 @@ def parse_define(name: str, text: str):
     return string
 
 
-class Lowering(ExpressionLowering, CallLowering):
+class Lowering(ExpressionLowering, CallLowering, TrainingLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                  seed: int = 0, defines: dict[str, str] | None = None, objective: str = "",
                  dims: dict[str, int] | None = None, freeze: tuple[str, ...] = (), drawn: dict | None = None):
@@ -401,7 +393,7 @@ class Lowering(ExpressionLowering, CallLowering):
                     "mean NaN): every static dimension is at least 1"))
         role = "data" if stmt.kind == "input" else "target"
         if self.objective is not None and stmt.name in HYPER_INPUTS:
-            raise error(f"the name `{stmt.name}` is reserved for the training graph's {_HYPER_WHAT[stmt.name]} input",
+            raise error(f"the name `{stmt.name}` is reserved for the training graph's {HYPER_WHAT[stmt.name]} input",
                         stmt.name_span, hint=f"rename this {stmt.kind}")
         declared = TensorType(dtype, tuple(dims))
         try:
@@ -427,109 +419,3 @@ class Lowering(ExpressionLowering, CallLowering):
             raise error(f"`{stmt.name}` is an output already", stmt.span)
         self.result.outputs.append((stmt.name, value))
         self.result.output_spans[stmt.name] = stmt.span
-
-    def training_statement(self, stmt, env):
-        if isinstance(stmt, ast.Optimizer):
-            if self.result.optimizer is not None:
-                raise error("a model has one `optimizer`", stmt.span)
-            self.result.optimizer = self.optimizer(stmt.call, env)
-            return
-        if isinstance(stmt, ast.Update):
-            return  # applied as parameters are created
-        if isinstance(stmt, ast.Loss):
-            if self.result.loss is not None:
-                raise error("a model has one `loss`", stmt.span, hint="add the terms: `loss a + b`")
-            if isinstance(stmt.value, ast.String):  # Keras' `loss="mse"`
-                raise error("the loss is an expression, not a name", stmt.value.span,
-                            hint=f"call a loss function on the model's values, as in "
-                                 f"`loss {self.function_named(stmt.value.value, 'mse')}(pred, target)`")
-            self.result.loss = self.scalar(self.eval(stmt.value, env), stmt.value.span, "the loss")
-            self.result.loss_span = stmt.span
-        else:
-            name = stmt.name or (stmt.value.func if isinstance(stmt.value, ast.Call) else None)
-            if name is None and isinstance(stmt.value, ast.String):  # Keras' `metrics=["accuracy"]`
-                raise error("metrics are expressions, not names", stmt.value.span,
-                            hint=f"call a function on the model's values, as in "
-                                 f"`metric {self.function_named(stmt.value.value, 'accuracy')}(logits, labels)`")
-            if name is None:
-                raise error("name this metric: `metric name = ...`", stmt.span)
-            if name == "loss" or name in dict(self.result.metrics):
-                raise error(f"metric `{name}` is defined twice", stmt.span, hint="name it: `metric other = ...`")
-            if name in EPOCH_KEYS or name.startswith("val_"):  # the epoch's value would overwrite the metric's
-                raise error(f"metric `{name}` has the name of a value training logs itself", stmt.span,
-                            hint="name it otherwise: every epoch logs `epoch`, `steps`, `time` and `samples_per_s`, "
-                                 "and with validation data each metric `m` again as `val_m`")
-            clash = next((n for n in self.result.inputs if n.name == name), None)
-            if clash is not None or name in HYPER_INPUTS:
-                what = f"the training graph's {_HYPER_WHAT[name]} input" if clash is None \
-                    else "a target" if clash.role == "target" else "an input"
-                raise error(f"metric `{name}` has the same name as {what}", stmt.span,
-                            hint="name it: `metric other = ...`")
-            value = self.eval(stmt.value, env)
-            aggregate = self.result.metric_aggregates.get(value.id) if isinstance(value, Node) else None
-            self.result.metrics.append((name, value if aggregate else self.scalar(value, stmt.value.span, "a metric")))
-            self.result.metric_reduce[name] = aggregate or {"reduce": "mean"}
-
-    def callback(self, stmt: ast.Callback, env) -> None:
-        settings = declared_callbacks.declare(stmt, lambda expr: self.eval(expr, env))
-        first = self.result.callbacks.get(stmt.call.func)
-        if first is not None:
-            raise DslcError(Diagnostic(f"a model declares `callback {stmt.call.func}` once", stmt.span,
-                                       hint="give all its settings in one call",
-                                       notes=(("first declared here", first[1].span),)))
-        self.result.callbacks[stmt.call.func] = (settings, stmt)
-
-    def function_named(self, text: str, default: str) -> str:
-        """The built-in function `text` names (also in another case), or `default`."""
-        return next((name for name in (text, text.lower()) if name in self.builtins), default)
-
-    def scalar(self, value, span, what) -> Node:
-        if not isinstance(value, Node) or value.type.rank != 0 or not value.type.is_float:
-            got = f"`{value.type}`" if isinstance(value, Node) else describe(value)
-            raise error(f"{what} must be a floating-point scalar, got {got}", span,
-                        hint="reduce it with `mean(...)` or `sum(...)`" if isinstance(value, Node) else "")
-        return value
-
-    def optimizer(self, call: ast.Call, env) -> OptimizerSpec:
-        if call.func not in OPTIMIZERS:
-            raise error(f"unknown optimizer `{call.func}`", call.func_span,
-                        hint=suggest(call.func, OPTIMIZERS) or f"optimizers: {', '.join(OPTIMIZERS)}")
-        defaults = OPTIMIZERS[call.func][0]
-        settings = {}
-        if len(call.args) > 1:
-            raise error(f"`{call.func}` takes the learning rate as its only positional argument", call.args[1].span,
-                        hint="name the others, e.g. `momentum = 0.9`")
-        given = [("lr", a.span, a) for a in call.args] + [(k.name, k.span, k.value) for k in call.kwargs]
-        schedule = next((k for k in call.kwargs if k.name == "schedule"), None)
-        given = [g for g in given if g[0] != "schedule"]
-        for key, span, expr in given:
-            if key not in defaults:
-                raise error(f"`{call.func}` has no setting `{key}`", span,
-                            hint=suggest(key, [*defaults, "schedule"]) or f"its settings: {', '.join(defaults)}, schedule")
-            value = self.eval(expr, env)
-            if isinstance(defaults[key], bool):
-                if not isinstance(value, bool):
-                    raise error(f"`{key}` must be `true` or `false`", expr.span)
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise error(f"`{key}` must be a non-negative number, got {describe(value)}", expr.span)
-            elif not fits(value, self.float_dtype):
-                raise error(f"`{key} = {value:g}` is beyond the range of the graph's `{self.float_dtype}`", expr.span,
-                            hint=f"it holds magnitudes up to {float(np.finfo(numpy_dtype(self.float_dtype)).max):.3g}")
-            elif key == "eps" and value == 0:
-                raise error("`eps` must be positive, got 0", expr.span,
-                            hint=f"it keeps the update from dividing by zero; `{call.func}`'s default is {defaults[key]:g}")
-            elif key in ("beta1", "beta2", "rho", "momentum") and value >= 1:
-                raise error(f"`{key}` must be below 1, got {value}", expr.span,
-                            hint="the fraction of the running average kept at each step, in [0, 1); "
-                                 f"`{call.func}`'s default is {defaults[key]:g}")
-            settings[key] = value
-        parts = parse_schedule(schedule.value, lambda e: self.eval(e, env)) if schedule else ()
-        spec = OptimizerSpec(call.func, settings, call.span, parts)
-        if parts and "decay" in settings:
-            raise error("`decay` and `schedule` both change the learning rate; keep one", call.span,
-                        hint="Keras' `decay = d` is the rate lr / (1 + d·step)")
-        if "clip_norm" in settings and "clip_value" in settings:
-            raise error("`clip_norm` and `clip_value` both clip the gradients; keep one", call.span)
-        if call.func == "sgd" and spec.setting("nesterov") and not spec.setting("momentum"):
-            raise error("Nesterov momentum needs `momentum` > 0", call.span, hint="add `momentum = 0.9`")
-        return spec
