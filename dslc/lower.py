@@ -22,7 +22,8 @@ from dslc.ir.graph import Builder, Node, OpError, check_type
 from dslc.ir.types import SHORT_TO_DTYPE, TensorType, dtype_of_numpy, numpy_dtype
 from dslc.limits import Budget
 from dslc.losses import matches, nothing_selected_hint
-from dslc.lower_calls import CallLowering, Context, describe
+from dslc.lower_calls import CallLowering, describe
+from dslc.lower_context import Context
 from dslc.lower_exprs import POISON, ExpressionLowering, Poisoned
 from dslc.lower_training import HYPER_INPUTS, HYPER_WHAT, SEED, TrainingLowering
 from dslc.objectives import objective_of, selected, update_selectors

@@ -1,16 +1,14 @@
 """Calls in `.dl` expressions: matching arguments to parameters, checking and converting them, and
-calling builtins, blocks and initializers (a mixin of `dslc.lower.Lowering`); and the `Context`
-builtins are called with."""
+calling builtins, blocks and initializers (a mixin of `dslc.lower.Lowering`; builtins get the
+`dslc.lower_context.Context`)."""
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, replace
-
-import numpy as np
+from dataclasses import dataclass
 
 from dslc.builtins import Builtin
-from dslc.diagnostics import Diagnostic, DslcError, error, suggest, warning
+from dslc.diagnostics import Diagnostic, DslcError, error, suggest
 from dslc.frontend import ast
 from dslc.habits import foreign_hint, keyword_hint, positional_hint
 from dslc.initializers import INITIALIZERS, Initializer, argument_problem
@@ -42,100 +40,6 @@ def number_function(func: str, values: list, span: Span):
     return result
 
 
-class Context:
-    """What builtins see: the builder, the mode, parameter creation, and errors at their arguments."""
-
-    def __init__(self, lowering):
-        self._l = lowering
-        self.b = Builder()
-        self._arg_spans: dict = {}
-        self._call_span: Span | None = None
-        self._made: dict[str, dict[str, str]] = {}  # layer -> {parameter: initializer} made by this call
-        self.warnings: list[Diagnostic] = []  # of this lowering, in the order found (`warn`)
-
-    @property
-    def mode(self) -> str:
-        return self._l.mode
-
-    @property
-    def float_dtype(self) -> str:
-        return self._l.float_dtype
-
-    @property
-    def params(self) -> list[Node]:
-        return self._l.result.params
-
-    def param_kind(self, p: Node) -> str:
-        return self._l.result.param_kinds[p.name]
-
-    def fail(self, message: str, arg=None, label: str = "", hint: str = ""):
-        span = self._arg_spans.get(arg, self._call_span) if arg is not None else self._call_span
-        raise DslcError(Diagnostic(message, span, label, hint))
-
-    def arg_span(self, arg) -> Span | None:
-        """The span of argument `arg` (its name or index), or the call's."""
-        return self._arg_spans.get(arg, self._call_span)
-
-    def arg_text(self, arg) -> str:
-        """The source text of argument `arg` (its name or index), as written."""
-        span = self.arg_span(arg)
-        return span.source.text[span.start:span.end]
-
-    def warn(self, message: str, arg=None, label: str = "", hint: str = "", notes=()) -> None:
-        """Report a likely mistake that still compiles (`Program.warnings`), at `arg` like `fail`."""
-        span = self.arg_span(arg) if arg is not None else self._call_span
-        self.warnings.append(replace(warning(message, span, label, hint), notes=tuple(notes)))
-
-    def new_layer(self, kind: str, name: str | None = None) -> str:
-        layer = self._l.new_layer(kind, name, self._call_span, self._arg_spans.get("name"))
-        self._made[layer] = {}
-        return layer
-
-    def param(self, layer: str, local: str, shape, init: Initializer, kind: str, fan_in: int, fan_out: int) -> Node:
-        self._made.setdefault(layer, {})[local] = str(init)
-        return self._l.new_param(f"{layer}.{local}", tuple(shape), init, kind, fan_in, fan_out, self._call_span)
-
-    def buffer(self, layer: str, local: str, value: np.ndarray) -> Node:
-        """A non-trainable tensor carried between steps (e.g. batch-norm running statistics)."""
-        return self._l.new_buffer(f"{layer}.{local}", np.asarray(value), self._call_span)
-
-    def update_buffer(self, buffer: Node, next_value: Node) -> None:
-        """In training, the step's new value of `buffer` (ignored in evaluation and inference)."""
-        if self.mode == "train":
-            self._l.result.buffer_updates[buffer.name] = next_value
-
-    def seed_input(self) -> Node:
-        return self._l.seed_input()
-
-    def recurrent_steps(self, steps: int, cell: str) -> None:
-        """Before a recurrent layer unrolls `steps` time steps (T × layers × directions): `dslc.limits`."""
-        self._l.budget.recurrent(steps, self._call_span, cell)
-
-    def next_salt(self) -> int:
-        self._l.salt += 1
-        return self._l.salt
-
-    def note_classes(self, value: Node, classes) -> None:
-        """Record that integer input or target `value` holds indices below `classes` (class labels,
-        token ids), so that the data loader rejects values out of range with a clear message."""
-        if value.op == "input" and value.role in ("target", "data") and isinstance(classes, int):
-            self._l.result.target_classes[value.name] = classes
-
-    def note_metric(self, value: Node, /, **aggregate) -> Node:
-        """Record how a driver aggregates metric `value` over batches (`reduce = "sum"`: add the batch
-        values, then compute `value` from the sum); returns `value`. Scalar metrics without a note are
-        batch means."""
-        self._l.result.metric_aggregates[value.id] = aggregate
-        return value
-
-    def note_range(self, value: Node, lo: float, hi: float) -> None:
-        """Record that input or target `value` holds values in [lo, hi] (probabilities), so that the
-        data loader rejects values outside it with a clear message."""
-        if value.op == "input" and value.role in ("target", "data"):
-            self._l.result.target_ranges[value.name] = (lo, hi)
-
-
-# functions that, given only numbers, are computed when the model is built: `uniform(low = -1 / sqrt(40))`
 NUMBER_FUNCTIONS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "pow": lambda x, p: x ** p}
 
 
