@@ -39,18 +39,22 @@ class ModelWarning(UserWarning):
 
 def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str = "float32", seed: int = 0,
             dims: Mapping[str, int] | None = None, freeze=(), split: bool = False,
-            import_path: str | os.PathLike | list = (), **hyper) -> "Program":
+            import_path: str | os.PathLike | list = (), tune: bool | int = False, **hyper) -> "Program":
     """Compile the model in `path`.
 
     Extra keyword arguments set the model's parameters like `-D name=value` on the command line:
     numbers as written (`hidden=128` is `-D hidden=128`), `True`/`False` as `true`/`false`, strings as
     they are. A parameter named like an argument of this function (`defines`, `dtype`, `seed`, `dims`,
-    `freeze`, `split`, `import_path`) goes in `defines={...}`. `import_path` (a folder or a list of them)
+    `freeze`, `split`, `import_path`, `tune`) goes in `defines={...}`. `import_path` (a folder or a list of them)
     is where `import` may also read from, like `--import-path`. `seed` seeds the parameter initializers
     (`dslc train --seed` passes its seed here too). `freeze` lists parameter selectors (`"enc*"`, a layer name, `weights`...) that training leaves
     fixed (`dslc train --freeze`). `split=True` also compiles the gradient and update graphs that gradient
     accumulation and data-parallel training run (`dslc build --split`). Raises `DslcError` for errors in
     the model, `DataError` for bad arguments or unreadable files.
+    `tune=True` times each shape-dependent kernel choice (the float32 conv filter gradients'
+    formulations) with ONNX Runtime on this machine and on all cores, at the graphs' batch or 64 where it
+    is symbolic, and writes the fastest (`dslc build --tune`); `tune=N` measures with N threads (the
+    `threads` you will train with). What was chosen is the manifest's `tuning` key.
     Likely mistakes that still compile (a loss given probabilities instead of logits, say) are in the
     returned program's `warnings`, a list of `dslc.diagnostics.Diagnostic` (`dslc.diagnostics.render`
     shows one as the command line does), and each is raised as a Python warning, `dslc.ModelWarning`.
@@ -87,6 +91,8 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
             extra["freeze"] = tuple(freeze)
         if split:
             extra["split"] = True
+        if tune is not False:
+            extra["tune"] = _tune_setting(tune)
         program = compile_file(text, defines={k: define_text(k, v) for k, v in values.items()}, dtype=dtype,
                                seed=int(seed), import_path=[os.fspath(f) for f in folders], **extra)
     except UnknownDimension as e:
@@ -103,6 +109,18 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
         for diagnostic in program.warnings:
             warnings.warn(render(diagnostic), ModelWarning, stacklevel=2)
     return program
+
+
+def _tune_setting(tune):
+    from dslc.diagnostics import DataError
+    from dslc.runtime.session import default_threads
+    from dslc.runtime.tune import TuneSetting
+
+    if tune is True:
+        return TuneSetting(threads=default_threads())
+    if isinstance(tune, bool) or not isinstance(tune, int) or tune < 1:
+        raise DataError(f"`tune` must be True, False or a positive thread count, got {tune!r}")
+    return TuneSetting(threads=tune)
 
 
 def define_text(name, value) -> str:

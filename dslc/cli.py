@@ -14,7 +14,7 @@ import sys
 import traceback
 
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, printable, render_all
-from dslc.cli_args import build_parser
+from dslc.cli_args import UNTUNED_VERBS, build_parser
 from dslc.spelling import command_line
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
@@ -57,6 +57,8 @@ def _compile(args):
         extra["freeze"] = tuple(args.freeze)
     if getattr(args, "split", False) or _scaled_out(args):
         extra["split"] = True
+    if getattr(args, "tune", False):
+        extra["tune"] = _tune_setting(args)
     if args.verb in CACHED_VERBS and getattr(args, "emit", "onnx") == "onnx":  # without onnx if compiled before
         from dslc.compile_cache import compile_cached as compile_file
     else:
@@ -66,6 +68,35 @@ def _compile(args):
                             import_path=args.import_path, **extra)
     except UnknownDimension as e:
         raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
+
+
+def _tune_setting(args):
+    """What `--tune` measures for: the run's threads and the batch of its training step."""
+    import math
+
+    from dslc.runtime.session import default_threads
+    from dslc.runtime.tune import DEFAULT_BATCH, TuneSetting
+
+    batch = DEFAULT_BATCH
+    if args.verb == "train":
+        batch = math.ceil(args.batch_size / args.accumulate)
+    elif args.verb == "bench":
+        batch = args.batch_size
+    return TuneSetting(threads=args.threads or default_threads(), batch=batch)
+
+
+def _refuse_tune_misuse(args, parser: argparse.ArgumentParser) -> None:
+    """`--tune` where it has nothing to choose, and `--threads` on a build without it."""
+    if getattr(args, "tune", False) and args.verb in UNTUNED_VERBS:
+        parser.error(f"argument --tune: `dslc {args.verb}` writes and runs no training graph, so there is nothing to "
+                     "tune; use it with `build`, `train`, `bench` or `export`")
+    if args.verb in ("build", "export") and args.threads and not args.tune:
+        parser.error(f"argument --threads: `dslc {args.verb}` runs nothing; `--threads` sets what `--tune` measures "
+                     "with")
+    if args.verb == "build" and args.tune and (args.emit == "ir" or args.print_ir_after):
+        parser.error("argument --tune: it chooses how the ONNX graphs are written; `--emit ir` writes none")
+    if args.verb == "train" and args.tune and args.device != "cpu":
+        parser.error("argument --tune: it measures with ONNX Runtime on the CPU; drop it with `--device cuda`")
 
 
 def _say(message: str) -> None:
@@ -83,6 +114,12 @@ def _run(args) -> int:
     program = _compile(args)
     if program.warnings:  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
+    if getattr(args, "tune", False) and not getattr(args, "quiet", False):
+        from dslc.runtime.tune import report_lines
+
+        tuned = program.extras.get("tuned")  # absent when the compile cache held the program
+        _say("\n".join(report_lines(program.manifest["tuning"], len([c for c in tuned if not c.cached])
+                                     if tuned is not None else None)))
     if args.verb == "check":
         summary = f"{program.num_parameters:,} parameters" if program.trainable else "inference only (no loss)"
         _say(f"checked {program.name}: {summary}")
@@ -337,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                                        f"passes: {', '.join(PASS_NAMES)}")
         _refuse_empty_paths(args, verbs[args.verb])
         _refuse_repeated_dims(args, verbs[args.verb])
+        _refuse_tune_misuse(args, verbs[args.verb])
         if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
             where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
             verbs[args.verb].error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one "

@@ -94,8 +94,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     def threads_option(p: argparse.ArgumentParser, also: str = "") -> None:
         p.add_argument("--threads", type=_positive, help=f"intra-op threads for ONNX Runtime{also} (default: all cores)")
 
+    def tune_option(p: argparse.ArgumentParser, threads: bool = False) -> None:
+        p.add_argument("--tune", action="store_true",
+                       help="choose each shape-dependent kernel formulation (float32 conv filter gradients) by "
+                            "timing the candidates with ONNX Runtime on this machine instead of the fixed rule; "
+                            "cached per machine")
+        if threads:
+            threads_option(p, " that --tune measures with")
+
     p = verb("build", "compile a model and write its graphs and manifest")
     compile_options(p)
+    tune_option(p, threads=True)
     p.add_argument("-o", dest="out", metavar="DIR", help="output directory (default .)")
     p.add_argument("--emit", choices=["onnx", "ir"], default="onnx",
                    help="`ir` prints the compiled IR to stdout and writes nothing")
@@ -128,6 +137,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         "every parameter, buffer and optimizer state, e.g. from another runtime), start a new run "
                         "in -o RUN from those values")
     threads_option(p)
+    tune_option(p)
     training_options(p)
     csv_options(p)
     p.add_argument("--accumulate", type=_positive, default=1, metavar="K",
@@ -179,6 +189,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     threads_option(p, " and PyTorch")
+    tune_option(p)
     p.add_argument("--compare", metavar="LIST", type=_compare, default=(),
                    help="also time the model run other ways, each checked against dslc's first step: `twin` (dslc's "
                         "IR by PyTorch op by op, and its inference via torch.onnx.export), the hand-written peers "
@@ -204,6 +215,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
                              "and optimizer state to the directory -o, so another runtime continues the run")
     p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx|DIR")
+    tune_option(p, threads=True)
 
     p = verbs.add_parser("fmt", help="rewrite .dl files in the canonical layout",
                          description="rewrite .dl files in the canonical layout (comments are kept)")
@@ -211,7 +223,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--check", action="store_true",
                    help="write nothing; print the diff of each file not formatted and exit 1 if there is one")
     verbs.add_parser("lsp", help="run the language server on stdin and stdout (needs `pip install 'dslc[lsp]'`)")
+    for name in UNTUNED_VERBS:  # accepted, then refused with the reason (`cli.main`)
+        verbs.choices[name].add_argument("--tune", action="store_true", help=argparse.SUPPRESS)
     return parser, verbs.choices
+
+
+# verbs that compile but write and run no training graph, where `--tune` has nothing to choose
+UNTUNED_VERBS = ("check", "predict", "evaluate", "summary")
 
 
 def csv_options(p: argparse.ArgumentParser, target: bool = True) -> None:

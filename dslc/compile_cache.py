@@ -7,9 +7,12 @@ imports neither onnx nor lark: the entry's files are the program's graphs (bytes
 and the init graph is read by `dslc.emit.weights.read_init_graph` without onnx.
 
 An entry is keyed by the model file's resolved path, the compile options (`-D`, `--dtype`, `--seed`,
-`--freeze`, `--split`, `--dim`) and the dslc installation (its version and the size and
+`--freeze`, `--split`, `--dim`, `--tune` with the machine, thread count and batch it tunes for) and the
+dslc installation (its version and the size and
 modification time of every file of the package and the grammar); it records the text of every `.dl` file
-the compile read (the model and its imports) and is used only while each of them still holds that text.
+the compile read (the model and its imports) and is used only while each of them still holds that text
+and, with `--tune`, while this machine's measurements (`dslc.tune_cache`) still make the choices its
+manifest records.
 Programs with warnings are not kept (their diagnostics point into the source), nor programs whose graphs
 are larger than `MAX_ENTRY_BYTES`, nor compiles with `--import-path` (see `entry_key`). At most `MAX_ENTRIES` entries are kept, the least recently used
 dropped first.
@@ -49,6 +52,10 @@ def compile_cached(path: str | os.PathLike, **options):
     root = cache_dir()
     key = entry_key(path, options) if root is not None else None
     program = _load(root / key, path) if key is not None else None
+    if program is not None and options.get("tune") is not None:
+        from dslc.tune_cache import still_chosen
+
+        program = program if still_chosen(program.manifest.get("tuning")) else None
     if program is not None:
         return program
     from dslc.compiler import compile_file
@@ -75,6 +82,7 @@ def entry_key(path: str | os.PathLike, options: dict) -> str | None:
         "defines": sorted((options.get("defines") or {}).items()), "dtype": options.get("dtype", "float32"),
         "seed": options.get("seed", 0), "freeze": list(options.get("freeze", ())),
         "split": bool(options.get("split", False)), "dims": sorted((options.get("dims") or {}).items()),
+        "tune": options["tune"].key() if options.get("tune") is not None else None,
     }
     return hashlib.blake2b(json.dumps(setting).encode(), digest_size=16).hexdigest()
 

@@ -103,7 +103,7 @@ def pick_model(module: ast.Module) -> ast.Model:
 def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype: str = "float32", seed: int = 0,
                  print_ir_after: str | None = None, dims: dict[str, int] | None = None,
                  text: str | None = None, freeze: tuple[str, ...] = (), split: bool = False,
-                 import_path=()) -> Program:
+                 import_path=(), tune=None) -> Program:
     """Compile a `.dl` file (`text`: its contents, if not those on disk). Raises `DslcError` (the user's
     model is wrong), `OSError` (no file, or not a readable model file) or `DataError` (an `import_path`
     entry that is not a folder).
@@ -113,7 +113,9 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     `freeze`: parameter selectors (layer names, globs such as `enc*`, `weights`...) that no training
     graph updates: they become `frozen` inputs, read but not written (fine-tuning).
     `split` also emits each training step cut at the gradients (`grad` and `apply` graphs, see
-    `dslc/passes/split.py`), for gradient accumulation and data-parallel training."""
+    `dslc/passes/split.py`), for gradient accumulation and data-parallel training.
+    `tune` (a `dslc.runtime.tune.TuneSetting`) writes each shape-dependent choice's fastest formulation
+    as measured on this machine instead of the fixed rule's (`dslc build --tune`)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     if print_ir_after is not None and print_ir_after not in PASS_NAMES:
@@ -159,7 +161,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     check_freeze(model.name, trained, freeze)
     try:
         callbacks = declared_callbacks(infer, trained)
-        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims, split, callbacks)
+        program = build_program(infer, trained, dtype, str(path), print_ir_after, dims, split, callbacks, tune)
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
@@ -249,7 +251,7 @@ def _training_graphs(name: str, objective: ast.Objective, train: LoweredModel, e
 
 def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: str,
                   print_ir_after: str | None, dims: dict[str, int] | None = None, split: bool = False,
-                  callbacks: dict[str, dict] | None = None) -> Program:
+                  callbacks: dict[str, dict] | None = None, tune=None) -> Program:
     name = infer.name
     _check_infer_outputs(infer)
     used = {n.id for _, out in infer.outputs for n in toposort([out])}
@@ -285,11 +287,17 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
     for key, g in final.items():
         if key.startswith("train"):
             _check_weight_size(g)
+    tuned = []
+    if tune is not None:
+        from dslc.runtime.tune import tune as tune_choices
+
+        tuned = tune_choices(final, tune)
+    chosen = {c.key: c.choice for c in tuned}
     metadata = {"dslc.version": __version__, "dslc.model": name}
     graphs, files = {}, {}
     for key, g in final.items():
         model = emit_graph(g, doc=f"dslc {key} graph of model `{name}`", metadata={**metadata, "dslc.graph": key},
-                           constant_roles=("param", "buffer") if key == "infer" else ())
+                           constant_roles=("param", "buffer") if key == "infer" else (), choices=chosen)
         check(model)
         graphs[key] = serialize(model)
         files[key] = f"{name}.{key}.onnx"
@@ -323,10 +331,11 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
                                               objective_name, train.metric_reduce)
             entries[apply_key] = mf.apply_entry(final[apply_key], files[apply_key], NEXT_SUFFIX, objective_name,
                                                 optimizers[objective_name])
-    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims, callbacks)
+    tuning = {**tune.key(), "choices": [c.as_json() for c in tuned]} if tune is not None else None
+    manifest = mf.manifest(name, __version__, OPSET, dtype, entries, optimizers.get(""), dims, callbacks, tuning)
     ir_text = "\n\n".join(printed) if print_ir_after else "\n\n".join(print_graph(g) for g in final.values())
     return Program(name=name, manifest=manifest, graphs=graphs, ir_text=ir_text, source_path=source_path,
-                   extras={"lowered": ir_graphs, "final": final})
+                   extras={"lowered": ir_graphs, "final": final, "tuned": tuned})
 
 
 def _carried_in_input_order(training: Graph) -> Graph:

@@ -123,10 +123,12 @@ def init_entry(file: str, values: list[tuple[str, TensorType, object]]) -> dict:
 
 
 def manifest(model: str, version: str, opset: int, dtype: str, graphs: dict[str, dict], optimizer: dict | None,
-             dims: dict[str, int] | None = None, callbacks: dict[str, dict] | None = None) -> dict:
+             dims: dict[str, int] | None = None, callbacks: dict[str, dict] | None = None,
+             tuning: dict | None = None) -> dict:
     """`callbacks`: the model's `callback` statements, each a top-level key with the settings given
     (`"early_stopping": {"monitor": "val_accuracy", "patience": 5}`): settings of the training loop
-    that a driver may follow (`dslc.declared_callbacks`); absent when the model declares none."""
+    that a driver may follow (`dslc.declared_callbacks`); absent when the model declares none.
+    `tuning`: what `--tune` measured and chose (`dslc.runtime.tune`); absent without `--tune`."""
     out = {"format": FORMAT, "dslc": version, "model": model, "opset": opset, "dtype": dtype}
     if dims:
         out["dims"] = dict(dims)  # symbolic dimensions pinned by `dslc build --dim`
@@ -134,4 +136,6 @@ def manifest(model: str, version: str, opset: int, dtype: str, graphs: dict[str,
     if optimizer is not None:
         out["optimizer"] = optimizer
     out.update(callbacks or {})
+    if tuning is not None:
+        out["tuning"] = tuning
     return out

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.types import TensorType, numpy_dtype
-from dslc.ops.registry import get_op
+from dslc.ops.registry import Formulations, formulation_key, get_op
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17; older runtimes read it
@@ -32,9 +32,11 @@ class Lowered:
 
 
 class Emitter:
-    """What `OpDef.lower` writes with: `node(...)` adds an ONNX node and returns its output name."""
+    """What `OpDef.lower` writes with: `node(...)` adds an ONNX node and returns its output name.
+    `choices`: the formulation to write for each shape-dependent choice (`formulation_key` -> name), as
+    `dslc build --tune` measured them; choices not in it follow the op's rule."""
 
-    def __init__(self, prefix: str = ""):
+    def __init__(self, prefix: str = "", choices: dict[str, str] | None = None):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._const_names: dict[tuple, str] = {}
@@ -42,6 +44,8 @@ class Emitter:
         self._count = 0
         self._prefix = prefix
         self._hint = "v"
+        self.choices = choices or {}
+        self.lowering = None  # the IR node being lowered
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -59,6 +63,15 @@ class Emitter:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    def formulation(self, options: Formulations) -> str:
+        """Which of an op's equivalent lowerings to write for the node being lowered: the measured choice
+        for its shape, else the rule's."""
+        node = self.lowering
+        if node is None:
+            return options.rule
+        chosen = self.choices.get(formulation_key(node.op, [i.type for i in node.inputs], node.attrs))
+        return chosen if chosen in options.candidates else options.rule
 
     def onnx_dtype(self, dtype: str) -> int:
         return _ONNX_DTYPES[dtype]
@@ -85,12 +98,12 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = None,
-               constant_roles: tuple[str, ...] = ()) -> onnx.ModelProto:
+               constant_roles: tuple[str, ...] = (), choices: dict[str, str] | None = None) -> onnx.ModelProto:
     """The ONNX model of `graph`. Inputs whose role is in `constant_roles` become plain initializers
     holding their default (the weights of an inference graph); every other input is a plain graph input
     without an initializer, which every runtime lets its caller feed (initial values ship in the init
-    graph, `emit_init_graph`)."""
-    e = Emitter()
+    graph, `emit_init_graph`). `choices`: the tuned formulations (`Emitter`)."""
+    e = Emitter(choices=choices)
     names: dict[int, str] = {}
     graph_inputs, initializers = [], []
     for node in graph.inputs:
@@ -120,7 +133,7 @@ def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = No
             names[node.id] = e.const(node.attrs["value"])
             continue
         first_new = len(e.nodes)
-        e._hint = node.op
+        e._hint, e.lowering = node.op, node
         result = get_op(node.op).lower(e, *[Lowered(names[i.id], i.type) for i in node.inputs], **node.attrs)
         target = wanted.get(node.id)
         if target is not None:

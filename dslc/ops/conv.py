@@ -14,7 +14,8 @@ Gradients, exact for any stride, padding, dilation and group count:
 `conv_weight_grad` is the correlation of the input with the output gradient, summed over the batch.
 In float32 it is either im2col columns (a one-hot `Conv`) times the output gradient, one batched
 `MatMul` (3.5-4× faster on 3×3 layers), or one ONNX `Conv` with batch and channels trading places
-(the batch becomes the channel axis; stride and dilation swap roles) — see `_by_columns`.
+(the batch becomes the channel axis; stride and dilation swap roles) — see `_by_columns`, the fixed rule,
+and `ConvWeightGrad.formulations`, the candidates `dslc build --tune` measures instead.
 
 ONNX Runtime implements `Conv`/`ConvTranspose` for float32 only. Float64 graphs (gradient checks)
 get an exact standard-op lowering instead: im2col (one strided `Slice` per kernel offset) and a
@@ -43,7 +44,7 @@ from dslc.ops.conv_math import (
     torch_conv,
     weight_grad_by_matmul,
 )
-from dslc.ops.registry import OpDef, Sample, expect_float, op
+from dslc.ops.registry import Formulations, OpDef, Sample, expect_float, op
 
 
 # im2col of a filter gradient up to this many values per sample (C·K·positions; 1 MB in float32), so
@@ -229,15 +230,34 @@ class ConvWeightGrad(OpDef):
             raise OpError(f"filter gradient: `{g}` is not the output shape of a convolution of `{x}`")
         return TensorType(x.dtype, (g.shape[1], x.shape[1] // group) + tuple(kernel))
 
+    def formulations(self, x, g, *, kernel, strides, pads, dilations, group):
+        """float32: `columns` (im2col columns times the gradient, `_weight_grad_by_columns`) while the
+        columns fit `COLUMNS_PER_SAMPLE`; `swapped` (one Conv with batch and channels trading places);
+        `bands` for a one-channel input whose output rows split in two (`_one_channel_in_two_bands`).
+        The rule: `_by_columns`, else `bands` where it applies, else `swapped`."""
+        if x.dtype != "float32":
+            return None
+        strides, pads, dilations = geometry(x.rank - 2, strides, pads, dilations)
+        channels, out = x.shape[1], g.shape[2:]
+        candidates = ["swapped"]
+        if channels * math.prod(kernel) * math.prod(out) <= COLUMNS_PER_SAMPLE:
+            candidates.insert(0, "columns")
+        if group == 1 and channels == 1 and out[0] % 2 == 0 and strides[0] == 1 and dilations[0] == 1:
+            candidates.append("bands")
+        rule = "columns" if _by_columns(channels, kernel, out) else candidates[-1]
+        return Formulations(tuple(candidates), rule)
+
     def lower(self, e, x, g, *, kernel, strides, pads, dilations, group):
         n = x.type.rank - 2
         strides, pads, dilations = geometry(n, strides, pads, dilations)
         if x.type.dtype != "float32":
             return weight_grad_by_matmul(e, x, g, kernel, strides, pads, dilations, group)
+        how = e.formulation(self.formulations(x.type, g.type, kernel=kernel, strides=strides, pads=pads,
+                                              dilations=dilations, group=group))
+        if how == "columns":
+            return _weight_grad_by_columns(e, x, g, kernel, strides, pads, dilations, group)
         channels = x.type.shape[1]
         spatial, out = x.type.shape[2:], g.type.shape[2:]
-        if _by_columns(channels, kernel, out):
-            return _weight_grad_by_columns(e, x, g, kernel, strides, pads, dilations, group)
         perm = [1, 0] + list(range(2, n + 2))
         if group == 1:
             xt = e.node("Transpose", x, perm=perm)  # [C, N, *spatial]: channels become the batch
@@ -251,7 +271,7 @@ class ConvWeightGrad(OpDef):
             spare = (spatial[i] + pads[i] + pads[n + i] - strides[i] * (out[i] - 1) - 1) - dilations[i] * (kernel[i] - 1)
             ends.append(max(pads[n + i] - spare, 0))
             crop.append(spare - pads[n + i] >= dilations[i])  # rows left for an extra kernel tap
-        if group == 1 and channels == 1 and out[0] % 2 == 0 and strides[0] == 1 and dilations[0] == 1:
+        if how == "bands":
             reach = [(spatial[i] + pads[i] + ends[i] - strides[i] * (out[i] - 1) - 1) // dilations[i] + 1 for i in range(n)]
             dwt = _one_channel_in_two_bands(e, xt, g, reach, strides, pads, ends, dilations)
         else:

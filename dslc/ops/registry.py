@@ -16,7 +16,11 @@ An op entry says, in one place:
   vs the ONNX reference evaluator, float64 finite differences vs `grad`);
 - `dtypes`: the dtypes every input may have (`FLOATS`, `NUMBERS` or `ANY`, the default): what its ONNX
   lowering and ONNX Runtime's kernels accept, checked before `infer`. Ops whose inputs differ in kind
-  (labels, ids, masks) keep `ANY` and check those inputs in `infer`.
+  (labels, ids, masks) keep `ANY` and check those inputs in `infer`;
+- `formulations(*input_types, **attrs) -> Formulations | None`: for ops with several equivalent
+  lowerings whose speed depends on the shape, the candidates and the one the fixed rule picks; `lower`
+  then asks `e.formulation(...)` which one to write: the rule's, or the one `dslc build --tune` measured
+  fastest (`dslc/runtime/tune.py`).
 """
 from __future__ import annotations
 
@@ -31,6 +35,21 @@ FLOATS = FLOAT_DTYPES
 NUMBERS = FLOAT_DTYPES + INT_DTYPES
 ANY = tuple(DTYPES)
 REGISTRY: dict[str, "OpDef"] = {}
+
+
+@dataclass(frozen=True)
+class Formulations:
+    """The equivalent lowerings of one op at one shape (`candidates`, names the op's `lower` knows) and
+    the one its fixed rule picks (`rule`, one of them)."""
+
+    candidates: tuple[str, ...]
+    rule: str
+
+
+def formulation_key(op: str, types, attrs: dict[str, Any]) -> str:
+    """What identifies a shape-dependent choice: the op, its input types and attributes, as text."""
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()) if v is not None)
+    return f"{op}({', '.join(str(t) for t in types)}; {settings})"
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,9 @@ class OpDef:
 
     def lower(self, e, *inputs, **attrs) -> str:
         raise NotImplementedError(self.name)
+
+    def formulations(self, *types, **attrs) -> Formulations | None:
+        return None
 
     @property
     def differentiable(self) -> bool:

@@ -1,0 +1,85 @@
+"""The measurements of `--tune` kept per machine, next to the compile cache (`compile_cache.cache_dir()`,
+folder `tune/`), so that tuning a shape measured before costs nothing.
+
+A machine is its CPU model, the onnxruntime version and the intra-op thread count: the choices of one do
+not carry over to another (the six conv shapes behind the fixed rule were measured on one machine). One
+JSON file per machine maps each shape (`ops.registry.formulation_key` of the concrete shapes) to the
+medians measured and the formulation chosen. `DSLC_NO_CACHE=1` turns it off with the compile cache;
+like it, it is only an optimization: an unreadable or unwritable file means measuring again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+FORMAT = "dslc-tune-cache/1"
+
+
+def machine(threads: int) -> dict:
+    """What the measurements hold for: the CPU model, onnxruntime's version and the thread count."""
+    try:
+        version = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        version = "none"
+    return {"cpu": cpu_model(), "onnxruntime": version, "threads": threads}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _file(setting: dict) -> Path | None:
+    from dslc.compile_cache import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return None
+    digest = hashlib.blake2b(json.dumps(setting, sort_keys=True).encode(), digest_size=12).hexdigest()
+    return root / "tune" / f"{digest}.json"
+
+
+def load(setting: dict) -> dict[str, dict]:
+    """The shapes measured on this machine: key -> {"median_ms": {formulation: ms}, "choice": name}."""
+    path = _file(setting)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+        if record.get("format") == FORMAT and record.get("machine") == setting:
+            return dict(record["shapes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return {}
+
+
+def store(setting: dict, shapes: dict[str, dict]) -> None:
+    """Add `shapes` to this machine's file; failures to write are ignored."""
+    from dslc.diagnostics import DataError
+    from dslc.fsutil import atomic_write_text
+
+    path = _file(setting)
+    if path is None or not shapes:
+        return
+    record = {"format": FORMAT, "machine": setting, "shapes": {**load(setting), **shapes}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n", durable=False)
+    except (OSError, DataError):
+        pass
+
+
+def still_chosen(tuning: dict | None) -> bool:
+    """Whether the choices a manifest records (its `tuning` key) are what this machine's measurements
+    choose now: a compiled program cached with them is still the one `--tune` would build."""
+    if not tuning:
+        return False
+    shapes = load(machine(tuning["threads"]))
+    return all(shapes.get(c["shape"], {}).get("choice") == c["choice"] for c in tuning["choices"] if c["median_ms"])
