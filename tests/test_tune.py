@@ -1,0 +1,181 @@
+"""`--tune` (dslc/runtime/tune.py, dslc/tune_cache.py): every formulation of a shape computes the same
+filter gradient; the tuner writes the formulation it is told is fastest into the graphs and the manifest;
+a second tuned build measures nothing; misuse is a usage error. Timing is injected (`TuneSetting.measure`)
+except in one test that times LeNet's two layers for real at batch 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from dslc.cli import main
+from dslc.compile_cache import compile_cached
+from dslc.compiler import compile_file
+from dslc.ir.types import TensorType
+from dslc.ops.conv_math import conv_weight_grad_numpy
+from dslc.ops.registry import get_op
+from dslc.runtime import tune as tuner
+from dslc.runtime.tune import TuneSetting
+
+ROOT = Path(__file__).resolve().parents[1]
+LENET = ROOT / "models" / "lenet.dl"
+
+# (x shape, g shape, attrs): a one-channel first layer (three candidates), strided/dilated, grouped, 1-D
+SHAPES = [
+    ((3, 1, 8, 6), (3, 4, 8, 6), {"kernel": (3, 3), "pads": (1, 1, 1, 1)}),
+    ((2, 1, 9, 7), (2, 3, 6, 3), {"kernel": (5, 3), "pads": (1, 0, 0, 0), "dilations": (1, 2)}),
+    ((2, 3, 9, 8), (2, 4, 4, 7), {"kernel": (3, 3), "strides": (2, 1), "dilations": (1, 1), "pads": (0, 0, 0, 1)}),
+    ((2, 4, 7, 6), (2, 6, 5, 4), {"kernel": (3, 3), "group": 2}),
+    ((3, 2, 11), (3, 5, 5), {"kernel": (3,), "strides": (2,), "pads": (1, 0)}),
+]
+
+
+def formulations_in(model: onnx.ModelProto) -> list[str]:
+    """The filter-gradient formulation of each such Conv of a graph, by what feeds it: a constant kernel
+    (the one-hot taps) is `columns`, row bands concatenated are `bands`, a transposed gradient as the
+    kernel is `swapped`. A layer's forward Conv (a parameter as kernel) is none of them."""
+    constants = {i.name for i in model.graph.initializer}
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
+    found = []
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        if n.input[1] in constants:
+            found.append("columns")
+        elif producer.get(n.input[0]) == "Concat":
+            found.append("bands")
+        elif producer.get(n.input[1]) in ("Transpose", "Reshape"):
+            found.append("swapped")
+    return sorted(found)
+
+
+WEIGHT_GRAD = get_op("conv_weight_grad")
+
+
+@pytest.mark.parametrize("x_shape, g_shape, attrs", SHAPES, ids=[str(s[0]) for s in SHAPES])
+def test_every_formulation_gives_the_same_gradient(x_shape, g_shape, attrs):
+    rng = np.random.default_rng(1)
+    types = [TensorType("float32", x_shape), TensorType("float32", g_shape)]
+    attrs = WEIGHT_GRAD.complete_attrs(attrs)
+    options = WEIGHT_GRAD.formulations(*types, **attrs)
+    assert len(options.candidates) >= 2 and options.rule in options.candidates
+    if x_shape[1] == 1 and len(x_shape) == 4 and g_shape[2] % 2 == 0:
+        assert "bands" in options.candidates
+    x, g = rng.standard_normal(x_shape), rng.standard_normal(g_shape)
+    expected = conv_weight_grad_numpy(x, g, **attrs)
+    for name in options.candidates:
+        model, _ = tuner._probe("conv_weight_grad", types, attrs, name)
+        assert formulations_in(onnx.load_from_string(model)) == [name]
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        (dw,) = session.run(None, {"in0": x.astype(np.float32), "in1": g.astype(np.float32)})
+        np.testing.assert_allclose(dw, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=name)
+
+
+class Timer:
+    """An injected `measure`: the medians it is told, and the calls it got."""
+
+    def __init__(self, fastest: dict[str, str]):
+        self.fastest = fastest  # first candidate of a shape -> the one to report fastest
+        self.calls: list[tuple[list[str], int]] = []
+
+    def __call__(self, models, threads):
+        self.calls.append((list(models), threads))
+        pick = self.fastest[len(self.calls) - 1] if isinstance(self.fastest, list) else self.fastest
+        return {name: (1.0 if name == pick else 2.0 + k) for k, name in enumerate(models)}
+
+
+def train_graph(program) -> onnx.ModelProto:
+    return onnx.load_from_string(program.graphs["train"])
+
+
+def test_the_tuner_writes_what_it_was_told_is_fastest(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    assert formulations_in(train_graph(compile_file(LENET))) == ["bands", "swapped"]  # the rule
+    timer = Timer(["columns", "columns"])
+    program = compile_file(LENET, tune=TuneSetting(threads=3, batch=16, measure=timer))
+    assert [(sorted(c), t) for c, t in timer.calls] == [(["bands", "columns", "swapped"], 3), (["columns", "swapped"], 3)]
+    assert formulations_in(train_graph(program)) == ["columns", "columns"]
+    timer = Timer(["swapped", "columns"])
+    assert formulations_in(train_graph(compile_file(LENET, tune=TuneSetting(threads=1, measure=timer)))) == \
+        ["columns", "swapped"]
+
+    tuning = program.manifest["tuning"]
+    assert tuning["threads"] == 3 and tuning["batch"] == 16 and program.manifest["format"] == "dslc-manifest/2"
+    lines = LENET.read_text().splitlines()
+    for choice, rule, x_shape in zip(tuning["choices"], ["bands", "swapped"], ["[16, 1, 28, 28]", "[16, 6, 14, 14]"]):
+        assert choice["choice"] == "columns" and choice["rule"] == rule and x_shape in choice["shape"]
+        assert choice["median_ms"]["columns"] == 1.0
+        path, line, col = choice["at"].rsplit(":", 2)
+        assert Path(path) == LENET and lines[int(line) - 1][int(col) - 1:].startswith("conv2d")
+    program.build(tmp_path)
+    assert json.loads((tmp_path / "lenet.dslc.json").read_text())["tuning"] == tuning
+
+
+def test_a_second_tuned_build_measures_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DSLC_NO_CACHE", raising=False)
+    setting = lambda timer: TuneSetting(threads=2, batch=8, measure=timer)
+    first = Timer("columns")
+    program = compile_cached(LENET, tune=setting(first))
+    assert len(first.calls) == 2 and program.extras["tuned"]
+    again = Timer("swapped")
+    cached = compile_cached(LENET, tune=setting(again))
+    assert again.calls == [] and "tuned" not in cached.extras  # the compile cache's entry
+    assert cached.manifest["tuning"] == program.manifest["tuning"]
+    assert compile_file(LENET, tune=setting(again)).manifest["tuning"]["choices"] == program.manifest["tuning"]["choices"]
+    assert again.calls == []  # compiled again: the measurements came from the tune cache
+    assert "tuning" not in compile_cached(LENET).manifest  # untuned builds are other entries
+
+    for file in (tmp_path / "cache" / "tune").iterdir():  # measurements gone: the compiled entry is stale
+        file.unlink()
+    retuned = compile_cached(LENET, tune=setting(again))
+    assert len(again.calls) == 2 and formulations_in(train_graph(retuned)) == ["swapped", "swapped"]
+    other_threads = Timer("columns")
+    compile_cached(LENET, tune=TuneSetting(threads=1, batch=8, measure=other_threads))
+    assert len(other_threads.calls) == 2  # another thread count is another machine
+
+
+def test_real_timing_of_lenet_layers(monkeypatch):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    choices = compile_file(LENET, tune=TuneSetting(threads=1, batch=2)).manifest["tuning"]["choices"]
+    assert [sorted(c["median_ms"]) for c in choices] == [["bands", "columns", "swapped"], ["columns", "swapped"]]
+    for c in choices:
+        assert all(ms > 0 for ms in c["median_ms"].values())
+        assert c["choice"] == min(c["median_ms"], key=c["median_ms"].get)
+
+
+def test_float64_has_nothing_to_tune(monkeypatch):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    timer = Timer("columns")
+    program = compile_file(LENET, dtype="float64", tune=TuneSetting(threads=1, measure=timer))
+    assert timer.calls == [] and program.manifest["tuning"]["choices"] == []
+
+
+def test_cli_tune_prints_the_table(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DSLC_NO_CACHE", raising=False)
+    monkeypatch.setattr(tuner, "_measure", Timer(["swapped", "columns"]))
+    assert main(["build", str(LENET), "--tune", "--threads", "1", "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "1 thread, batch 64" in err and "2 measured now" in err
+    assert "lenet.dl:8:12  conv_weight_grad f32[64, 1, 28, 28], f32[64, 6, 28, 28]" in err
+    assert "-> swapped (rule: bands)" in err and "-> columns (rule: swapped)" in err
+    assert main(["build", str(LENET), "--tune", "--threads", "1", "-o", str(tmp_path / "out")]) == 0
+    assert "all from the cache" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "--tune"], "`dslc check` writes and runs no training graph"),
+    (["predict", "--tune", "--input", "x.npz", "-o", "y.npz"], "`dslc predict` writes and runs no training graph"),
+    (["build", "--threads", "2"], "`--threads` sets what `--tune` measures with"),
+    (["build", "--tune", "--emit", "ir"], "`--emit ir` writes none"),
+    (["train", "--tune", "--device", "cuda", "--data", "d.npz", "--epochs", "1", "--batch-size", "4", "-o", "r"],
+     "drop it with `--device cuda`"),
+])
+def test_tune_misuse_is_a_usage_error(argv, message, capsys):
+    assert main([argv[0], str(LENET), *argv[1:]]) == 2
+    assert message in capsys.readouterr().err
