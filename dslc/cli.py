@@ -115,11 +115,9 @@ def _run(args) -> int:
     if program.warnings:  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
     if getattr(args, "tune", False) and not getattr(args, "quiet", False):
-        from dslc.runtime.tune import report_lines
+        from dslc.runtime.tune import tuning_lines
 
-        tuned = program.extras.get("tuned")  # absent when the compile cache held the program
-        _say("\n".join(report_lines(program.manifest["tuning"], len([c for c in tuned if not c.cached])
-                                     if tuned is not None else None)))
+        _say("\n".join(tuning_lines(program.manifest["tuning"], program.extras.get("tuned"))))
     if args.verb == "check":
         summary = f"{program.num_parameters:,} parameters" if program.trainable else "inference only (no loss)"
         _say(f"checked {program.name}: {summary}")

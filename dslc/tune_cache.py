@@ -4,7 +4,8 @@ folder `tune/`), so that tuning a shape measured before costs nothing.
 A machine is its CPU model, the onnxruntime version and the intra-op thread count: the choices of one do
 not carry over to another (the six conv shapes behind the fixed rule were measured on one machine). One
 JSON file per machine maps each shape (`ops.registry.formulation_key` of the concrete shapes) to the
-medians measured and the formulation chosen. `DSLC_NO_CACHE=1` turns it off with the compile cache;
+medians measured and the formulation chosen (`shapes`), and each training step checked (a hash of its
+graph) to the step's medians with the rule's and with the probe's choice of each layer (`steps`). `DSLC_NO_CACHE=1` turns it off with the compile cache;
 like it, it is only an optimization: an unreadable or unwritable file means measuring again.
 """
 from __future__ import annotations
@@ -49,26 +50,29 @@ def _file(setting: dict) -> Path | None:
 
 
 def load(setting: dict) -> dict[str, dict]:
-    """The shapes measured on this machine: key -> {"median_ms": {formulation: ms}, "choice": name}."""
+    """What was measured on this machine: `shapes` (key -> {"median_ms": {formulation: ms}, "choice":
+    name}) and `steps` (step hash -> {layer: {"rule": ms, formulation: ms}})."""
     path = _file(setting)
     try:
         record = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
         if record.get("format") == FORMAT and record.get("machine") == setting:
-            return dict(record["shapes"])
+            return {"shapes": dict(record["shapes"]), "steps": dict(record["steps"])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    return {}
+    return {"shapes": {}, "steps": {}}
 
 
-def store(setting: dict, shapes: dict[str, dict]) -> None:
-    """Add `shapes` to this machine's file; failures to write are ignored."""
+def store(setting: dict, shapes: dict[str, dict], steps: dict[str, dict]) -> None:
+    """Add `shapes` and `steps` to this machine's file; failures to write are ignored."""
     from dslc.diagnostics import DataError
     from dslc.fsutil import atomic_write_text
 
     path = _file(setting)
-    if path is None or not shapes:
+    if path is None or not (shapes or steps):
         return
-    record = {"format": FORMAT, "machine": setting, "shapes": {**load(setting), **shapes}}
+    known = load(setting)
+    record = {"format": FORMAT, "machine": setting, "shapes": {**known["shapes"], **shapes},
+              "steps": {**known["steps"], **steps}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n", durable=False)
@@ -81,5 +85,7 @@ def still_chosen(tuning: dict | None) -> bool:
     choose now: a compiled program cached with them is still the one `--tune` would build."""
     if not tuning:
         return False
-    shapes = load(machine(tuning["threads"]))
-    return all(shapes.get(c["shape"], {}).get("choice") == c["choice"] for c in tuning["choices"] if c["median_ms"])
+    known = load(machine(tuning["threads"]))
+    return all(known["shapes"].get(c["shape"], {}).get("choice") == c["probe"]
+               and ("step" not in c or known["steps"].get(c["step"], {}).get(c["at"]) == c["step_ms"])
+               for c in tuning["choices"] if c["median_ms"])

@@ -76,15 +76,19 @@ def test_every_formulation_gives_the_same_gradient(x_shape, g_shape, attrs):
 
 
 class Timer:
-    """An injected `measure`: the medians it is told, and the calls it got."""
+    """An injected `measure`: the medians it is told, and the calls it got. `probe`: the formulation
+    fastest alone (one for all shapes, or a list, one per probe in order); `step`: whether the training
+    step is fastest with the probes' choices (`"probe"`) or the rule's (`"rule"`)."""
 
-    def __init__(self, fastest: dict[str, str]):
-        self.fastest = fastest  # first candidate of a shape -> the one to report fastest
+    def __init__(self, probe: str | list[str], step: str = "probe"):
+        self.probe, self.step = probe, step
         self.calls: list[tuple[list[str], int]] = []
 
     def __call__(self, models, threads):
         self.calls.append((list(models), threads))
-        pick = self.fastest[len(self.calls) - 1] if isinstance(self.fastest, list) else self.fastest
+        if "rule" in models:  # the step check: the rule's step, and one with each probe's choice
+            return {name: 1.0 if (name == "rule") == (self.step == "rule") else 2.0 for name in models}
+        pick = self.probe[len(self.calls) - 1] if isinstance(self.probe, list) else self.probe
         return {name: (1.0 if name == pick else 2.0 + k) for k, name in enumerate(models)}
 
 
@@ -97,7 +101,9 @@ def test_the_tuner_writes_what_it_was_told_is_fastest(monkeypatch, tmp_path):
     assert formulations_in(train_graph(compile_file(LENET))) == ["bands", "swapped"]  # the rule
     timer = Timer(["columns", "columns"])
     program = compile_file(LENET, tune=TuneSetting(threads=3, batch=16, measure=timer))
-    assert [(sorted(c), t) for c, t in timer.calls] == [(["bands", "columns", "swapped"], 3), (["columns", "swapped"], 3)]
+    layers = [f"{LENET}:8:12", f"{LENET}:9:12"]
+    assert [(c, t) for c, t in timer.calls] == [(["columns", "swapped", "bands"], 3), (["columns", "swapped"], 3),
+                                                        (["rule"] + layers, 3)]
     assert formulations_in(train_graph(program)) == ["columns", "columns"]
     timer = Timer(["swapped", "columns"])
     assert formulations_in(train_graph(compile_file(LENET, tune=TuneSetting(threads=1, measure=timer)))) == \
@@ -107,12 +113,22 @@ def test_the_tuner_writes_what_it_was_told_is_fastest(monkeypatch, tmp_path):
     assert tuning["threads"] == 3 and tuning["batch"] == 16 and program.manifest["format"] == "dslc-manifest/2"
     lines = LENET.read_text().splitlines()
     for choice, rule, x_shape in zip(tuning["choices"], ["bands", "swapped"], ["[16, 1, 28, 28]", "[16, 6, 14, 14]"]):
-        assert choice["choice"] == "columns" and choice["rule"] == rule and x_shape in choice["shape"]
-        assert choice["median_ms"]["columns"] == 1.0
+        assert choice["choice"] == choice["probe"] == "columns" and choice["rule"] == rule and x_shape in choice["shape"]
+        assert choice["median_ms"]["columns"] == 1.0 and choice["step_ms"] == {"rule": 2.0, "columns": 1.0}
         path, line, col = choice["at"].rsplit(":", 2)
         assert Path(path) == LENET and lines[int(line) - 1][int(col) - 1:].startswith("conv2d")
     program.build(tmp_path)
     assert json.loads((tmp_path / "lenet.dslc.json").read_text())["tuning"] == tuning
+
+
+def test_a_probe_choice_that_slows_the_step_is_dropped(monkeypatch):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    timer = Timer("columns", step="rule")
+    program = compile_file(LENET, tune=TuneSetting(threads=1, measure=timer))
+    assert len(timer.calls) == 3 and formulations_in(train_graph(program)) == ["bands", "swapped"]
+    for choice in program.manifest["tuning"]["choices"]:
+        assert choice["probe"] == "columns" and choice["choice"] == choice["rule"]
+        assert choice["step_ms"] == {"rule": 1.0, "columns": 2.0}
 
 
 def test_a_second_tuned_build_measures_nothing(monkeypatch, tmp_path):
@@ -121,7 +137,7 @@ def test_a_second_tuned_build_measures_nothing(monkeypatch, tmp_path):
     setting = lambda timer: TuneSetting(threads=2, batch=8, measure=timer)
     first = Timer("columns")
     program = compile_cached(LENET, tune=setting(first))
-    assert len(first.calls) == 2 and program.extras["tuned"]
+    assert len(first.calls) == 3 and program.extras["tuned"]
     again = Timer("swapped")
     cached = compile_cached(LENET, tune=setting(again))
     assert again.calls == [] and "tuned" not in cached.extras  # the compile cache's entry
@@ -133,10 +149,10 @@ def test_a_second_tuned_build_measures_nothing(monkeypatch, tmp_path):
     for file in (tmp_path / "cache" / "tune").iterdir():  # measurements gone: the compiled entry is stale
         file.unlink()
     retuned = compile_cached(LENET, tune=setting(again))
-    assert len(again.calls) == 2 and formulations_in(train_graph(retuned)) == ["swapped", "swapped"]
+    assert len(again.calls) == 3 and formulations_in(train_graph(retuned)) == ["swapped", "swapped"]
     other_threads = Timer("columns")
     compile_cached(LENET, tune=TuneSetting(threads=1, batch=8, measure=other_threads))
-    assert len(other_threads.calls) == 2  # another thread count is another machine
+    assert len(other_threads.calls) == 3  # another thread count is another machine
 
 
 def test_real_timing_of_lenet_layers(monkeypatch):
@@ -145,7 +161,11 @@ def test_real_timing_of_lenet_layers(monkeypatch):
     assert [sorted(c["median_ms"]) for c in choices] == [["bands", "columns", "swapped"], ["columns", "swapped"]]
     for c in choices:
         assert all(ms > 0 for ms in c["median_ms"].values())
-        assert c["choice"] == min(c["median_ms"], key=c["median_ms"].get)
+        assert c["probe"] == min(c["median_ms"], key=c["median_ms"].get)
+        if c["probe"] == c["rule"]:
+            assert c["choice"] == c["rule"] and "step_ms" not in c
+        else:  # the step decided
+            assert (c["choice"] == c["probe"]) == (c["step_ms"][c["probe"]] < 0.99 * c["step_ms"]["rule"])
 
 
 def test_float64_has_nothing_to_tune(monkeypatch):
@@ -163,7 +183,8 @@ def test_cli_tune_prints_the_table(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 thread, batch 64" in err and "2 measured now" in err
     assert "lenet.dl:8:12  conv_weight_grad f32[64, 1, 28, 28], f32[64, 6, 28, 28]" in err
-    assert "-> swapped (rule: bands)" in err and "-> columns (rule: swapped)" in err
+    assert "-> swapped (rule: bands; training step 2.000 ms with bands, 1.000 ms with swapped)" in err
+    assert "-> columns (rule: swapped; training step" in err
     assert main(["build", str(LENET), "--tune", "--threads", "1", "-o", str(tmp_path / "out")]) == 0
     assert "all from the cache" in capsys.readouterr().err
 

@@ -2,14 +2,20 @@
 instead of the fixed rule (what `torch.backends.cudnn.benchmark` does for cuDNN's algorithms).
 
 A choice point is an IR node whose op lists `formulations` (today the float32 convolution filter
-gradient: im2col columns, the swapped Conv, row bands). Each candidate is lowered alone into a small ONNX
-graph at the layer's real shapes (the batch the run will use), timed on random data with the thread count
-the run will use (warm-up, then interleaved blocks, the median), and the fastest is written into the
-program's graphs. Measurements are kept per machine (`dslc.tune_cache`), so a second build measures
-nothing.
+gradient: im2col columns, the swapped Conv, row bands). Two measurements, with the thread count the run
+will use, each on random data (warm-up, then interleaved blocks, the median):
+1. the probe: each candidate lowered alone into a small ONNX graph at the layer's real shapes (the batch
+   the run will use); the fastest is the probe's choice;
+2. the step: where a probe's choice differs from the rule, the training step with the rule's choices and
+   the step with only that one changed; the change is kept if the step is faster by `STEP_MARGIN`. A
+   formulation alone is not the step: LeNet's second layer (5×5 from 6 channels, batch 64, 2 threads)
+   ran 12% faster alone as columns, and its step 6-11% slower (3.83-3.96 -> 4.17-4.24 ms).
+Measurements are kept per machine (`dslc.tune_cache`): probes by shape, step checks by the step graph,
+so a second build measures nothing.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -19,13 +25,14 @@ import numpy as np
 
 from dslc import tune_cache
 from dslc.ir.graph import Builder, Graph, Node, toposort
-from dslc.ir.types import TensorType
+from dslc.ir.types import TensorType, numpy_dtype
 from dslc.ops.registry import Formulations, formulation_key, get_op
 
 DEFAULT_BATCH = 64  # the batch tuned at when the graphs' batch is symbolic and the command gives none
 BLOCK_S = 0.015  # calls per interleaved block: about this long
 ROUNDS = 5
 WARMUP = 3
+STEP_MARGIN = 0.01  # a probe's choice must make the step this much faster than the rule's
 
 # candidates' ONNX models with their feeds -> each candidate's median milliseconds
 Measure = Callable[[dict[str, tuple[bytes, dict[str, np.ndarray]]], int], dict[str, float]]
@@ -48,19 +55,25 @@ class TuneSetting:
 @dataclass(frozen=True)
 class Choice:
     """One choice point as tuned: the symbolic `key` the emitter looks up, where the layer is, the
-    concrete shape measured, each candidate's median (empty: not measured), the choice and the rule's."""
+    concrete shape measured, each candidate's median alone (empty: not measured), the probe's choice,
+    the step's medians with the rule's and with the probe's choice (empty: not checked), the choice
+    written and the rule's."""
 
     key: str
     at: str
     shape: str
     median_ms: dict[str, float]
+    probe: str
+    step_ms: dict[str, float]
     choice: str
     rule: str
     cached: bool = False
+    step: str = ""  # the hash of the step graph checked (`dslc.tune_cache`)
 
     def as_json(self) -> dict:
-        return {"at": self.at, "shape": self.shape, "median_ms": self.median_ms, "choice": self.choice,
-                "rule": self.rule}
+        checked = {"step": self.step, "step_ms": self.step_ms} if self.step_ms else {}
+        return {"at": self.at, "shape": self.shape, "median_ms": self.median_ms, "probe": self.probe, **checked,
+                "choice": self.choice, "rule": self.rule}
 
 
 def choice_points(graphs: dict[str, Graph]) -> list[tuple[str, Node, Formulations]]:
@@ -81,26 +94,84 @@ def tune(graphs: dict[str, Graph], setting: TuneSetting) -> list[Choice]:
     """The choice of every choice point of `graphs`, measured or read from this machine's cache."""
     machine = tune_cache.machine(setting.threads)
     known = tune_cache.load(machine)
-    measured: dict[str, dict] = {}
+    measure = setting.measure or _measure
+    probed, steps = {}, {}
     choices = []
     for key, node, options in choice_points(graphs):
         types = [_at_batch(i.type, setting.batch) for i in node.inputs]
         at = _where(node)
         if any(not isinstance(d, int) for t in types for d in t.shape):
-            choices.append(Choice(key, at, key, {}, options.rule, options.rule))
+            choices.append(Choice(key, at, key, {}, options.rule, {}, options.rule, options.rule))
             continue
         shape = formulation_key(node.op, types, node.attrs)
-        entry = known.get(shape)
+        entry = known["shapes"].get(shape)
         cached = entry is not None and set(entry["median_ms"]) == set(options.candidates)
         if not cached:
             models = {name: _probe(node.op, types, node.attrs, name) for name in options.candidates}
-            medians = (setting.measure or _measure)(models, setting.threads)
+            medians = measure(models, setting.threads)
             entry = {"median_ms": {name: round(medians[name], 4) for name in options.candidates},
                      "choice": min(options.candidates, key=lambda name: medians[name])}
-            measured[shape] = entry
-        choices.append(Choice(key, at, shape, entry["median_ms"], entry["choice"], options.rule, cached))
-    tune_cache.store(machine, measured)
+            probed[shape] = entry
+        choices.append(Choice(key, at, shape, entry["median_ms"], entry["choice"], {}, entry["choice"], options.rule,
+                              cached))
+    choices = _checked_in_step(graphs, choices, setting, known["steps"], steps, measure)
+    tune_cache.store(machine, probed, steps)
     return choices
+
+
+def _checked_in_step(graphs: dict[str, Graph], choices: list[Choice], setting: TuneSetting, known: dict,
+                     measured: dict, measure: Measure) -> list[Choice]:
+    """`choices` with each probe's choice that differs from the rule timed in the training step against
+    the rule's step, and kept only if that step is `STEP_MARGIN` faster. `known`/`measured`: the step
+    medians of this machine's cache, by step fingerprint; new ones are added to `measured`."""
+    from dslc.emit.onnx import emit_graph, serialize
+
+    changed = [c for c in choices if c.probe != c.rule]
+    step = next((g for key, g in graphs.items() if key.startswith(("train", "grad"))), None)
+    feeds = _step_feeds(step, setting.batch) if changed and step is not None else None
+    if feeds is None:
+        return choices
+    rule = {c.key: c.rule for c in choices}
+    base = serialize(emit_graph(step, choices=rule))
+    fingerprint = hashlib.blake2b(base + str(setting.batch).encode(), digest_size=16).hexdigest()
+    times = known.get(fingerprint, {})
+    if any(c.at not in times for c in changed):
+        models = {"rule": (base, feeds)}
+        for c in changed:
+            models[c.at] = (serialize(emit_graph(step, choices={**rule, c.key: c.probe})), feeds)
+        medians = measure(models, setting.threads)
+        times = {c.at: {"rule": round(medians["rule"], 4), c.probe: round(medians[c.at], 4)} for c in changed}
+        measured[fingerprint] = times
+    out = []
+    for c in choices:
+        if c.probe == c.rule:
+            out.append(c)
+            continue
+        step_ms = times[c.at]
+        keep = step_ms[c.probe] < (1 - STEP_MARGIN) * step_ms["rule"]
+        out.append(Choice(c.key, c.at, c.shape, c.median_ms, c.probe, step_ms, c.probe if keep else c.rule, c.rule,
+                          c.cached, fingerprint))
+    return out
+
+
+def _step_feeds(step: Graph, batch: int) -> dict[str, np.ndarray] | None:
+    """Inputs for timing a training step: each input's default (parameters, state, hyperparameters),
+    else random floats and zeros (class 0 is every label's valid value); None where a shape other than
+    the batch is symbolic."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for n in step.inputs:
+        t = _at_batch(n.type, batch)
+        if any(not isinstance(d, int) for d in t.shape):
+            return None
+        dtype = numpy_dtype(t.dtype)
+        if n.attrs.get("default") is not None:
+            feeds[n.name] = np.broadcast_to(np.asarray(n.attrs["default"], dtype=dtype), t.shape).copy()
+        elif t.is_float:
+            feeds[n.name] = rng.standard_normal(t.shape).astype(dtype)
+        else:
+            feeds[n.name] = np.zeros(t.shape, dtype=dtype)
+    return feeds
 
 
 def _at_batch(t: TensorType, batch: int) -> TensorType:
@@ -149,11 +220,13 @@ def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: in
     return {name: t.median_ms for name, t in timings.items()}
 
 
-def report_lines(tuning: dict, measured_now: int | None) -> list[str]:
+def tuning_lines(tuning: dict, tuned: list[Choice] | None) -> list[str]:
     """The table `--tune` prints on stderr from a manifest's `tuning`: each layer, its shapes, each
-    candidate's median and the choice. `measured_now`: how many shapes were timed by this command (None:
-    the program came from the compile cache)."""
+    candidate's median alone, the training step's with the rule's and the probe's choice where they
+    differ, and the choice. `tuned`: the compile's choices (None: the program came from the compile
+    cache), which tell the shapes timed now from those found in the tune cache."""
     choices = tuning["choices"]
+    measured_now = sum(not c.cached for c in tuned) if tuned is not None else 0
     where = (f"{tuning['threads']} thread{'s' if tuning['threads'] > 1 else ''}, batch {tuning['batch']}, "
              f"onnxruntime {tuning['onnxruntime']}, {tuning['cpu']}")
     if not choices:
@@ -163,6 +236,10 @@ def report_lines(tuning: dict, measured_now: int | None) -> list[str]:
     for c in choices:
         shapes = c["shape"].partition("(")[2].partition(";")[0]
         times = "  ".join(f"{name} {ms:.3f} ms" for name, ms in c["median_ms"].items()) or "not measured (shape not static)"
-        rule = "" if c["choice"] == c["rule"] else f" (rule: {c['rule']})"
-        lines.append(f"  {c['at']}  {c['shape'].partition('(')[0]} {shapes}  {times}  -> {c['choice']}{rule}")
+        note = "" if c["choice"] == c["rule"] else f" (rule: {c['rule']})"
+        if "step_ms" in c:
+            step = c["step_ms"]
+            note = (f" ({'rule: ' + c['rule'] if c['choice'] != c['rule'] else 'alone: ' + c['probe']}; training step "
+                    f"{step['rule']:.3f} ms with {c['rule']}, {step[c['probe']]:.3f} ms with {c['probe']})")
+        lines.append(f"  {c['at']}  {c['shape'].partition('(')[0]} {shapes}  {times}  -> {c['choice']}{note}")
     return lines

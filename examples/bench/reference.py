@@ -158,6 +158,18 @@ def rewrite_readme(path: Path, lines: list[str]) -> None:
     atomic_write_text(path, pattern.sub(lambda _: replacement, text))
 
 
+def tuned(model: Path, defines: dict, batch: int, threads: int):
+    """The program `dslc bench --tune --batch-size BATCH --threads THREADS` runs, its choices printed."""
+    from dslc import define_text
+    from dslc.compiler import compile_file
+    from dslc.runtime.tune import TuneSetting, tuning_lines
+
+    program = compile_file(model, defines={k: define_text(k, v) for k, v in defines.items()},
+                           tune=TuneSetting(threads=threads, batch=batch))
+    print("\n".join(tuning_lines(program.manifest["tuning"], program.extras["tuned"])), flush=True)
+    return program
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", type=parse_compare, default=parse_compare("all"),
@@ -168,6 +180,9 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure the training step's peak RSS")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
+    parser.add_argument("--tune", action="store_true",
+                        help="build each workload as `dslc bench --tune` does: kernel choices timed on this machine "
+                             "at the workload's batch and --threads")
     parser.add_argument("--readme", type=Path, help=f"rewrite the {BEGIN} … {END} block of this file")
     parser.add_argument("--from-json", type=Path, help="print (and with --readme write) the tables of a run saved "
                                                         "with --json instead of running the workloads")
@@ -191,7 +206,8 @@ def main() -> None:
     for name, (model, defines, batch, infer_batch) in WORKLOADS.items():
         if args.only and name not in args.only:
             continue
-        program = dslc.compile(ROOT / model, **defines)
+        program = dslc.compile(ROOT / model, **defines) if not args.tune else tuned(ROOT / model, defines, batch,
+                                                                                     args.threads)
         results[name] = bench.run(program, batch_size=batch, infer_batch_size=infer_batch, steps=args.steps,
                                   compare=args.compare, memory=args.memory, threads=args.threads).as_json()
         r = results[name]
@@ -200,7 +216,8 @@ def main() -> None:
               flush=True)
     compared = "all" if args.compare == parse_compare("all") else ",".join(args.compare)
     command = "python examples/bench/reference.py --compare " + compared + (
-        f" --steps {args.steps}" if args.steps != 200 else "") + (" --memory" if args.memory else "")
+        f" --steps {args.steps}" if args.steps != 200 else "") + (" --memory" if args.memory else "") + (
+        " --tune" if args.tune else "")
     lines = block(results, check, args.compare, args.steps, args.memory, command)
     print("\n" + "\n".join(lines))
     if args.json:

@@ -2,7 +2,9 @@
 for it (im2col columns for both filter gradients, where the rule writes row bands and the swapped Conv)
 runs on every runtime of the suite like the rule's build. The choice is injected, so the cell does not
 depend on this machine's timings; with columns, whose kernels are constants, the symbolic-batch cells
-that fail on the rule's build (tract, OpenVINO: an activation as a Conv kernel) pass."""
+that fail on the rule's build (tract, OpenVINO: an activation as a Conv kernel) pass. Not run on
+`onnx.reference` (6.5 s for this model): the suite runs it on columns already (cnn_digits, autoencoder,
+batchnorm are built with them by the rule)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +19,8 @@ LENET = ROOT / "models" / "lenet.dl"
 
 
 def columns_everywhere(models, threads):
-    return {name: 1.0 if name == "columns" else 2.0 for name in models}
+    """Columns fastest alone, and the training step fastest with them."""
+    return {name: 2.0 if name in ("rule", "swapped", "bands") else 1.0 for name in models}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def monkeypatch_module():
         yield mp
 
 
-@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("runtime", [name for name in RUNTIMES if name != "onnx.reference"])
 def test_tuned_lenet(runtime, tuned_build, model_batches, reference, tmp_path):
     r = RUNTIMES[runtime]
     result = r.run(tuned_build(r.static), model_batches(LENET), RUN_SEED, tmp_path)
