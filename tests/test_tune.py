@@ -165,7 +165,7 @@ def test_real_timing_of_lenet_layers(monkeypatch):
         if c["probe"] == c["rule"]:
             assert c["choice"] == c["rule"] and "step_ms" not in c
         else:  # the step decided
-            assert (c["choice"] == c["probe"]) == (c["step_ms"][c["probe"]] < 0.99 * c["step_ms"]["rule"])
+            assert (c["choice"] == c["probe"]) == (c["step_ms"][c["probe"]] < (1 - tuner.STEP_MARGIN) * c["step_ms"]["rule"])
 
 
 def test_float64_has_nothing_to_tune(monkeypatch):

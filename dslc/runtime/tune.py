@@ -32,7 +32,9 @@ DEFAULT_BATCH = 64  # the batch tuned at when the graphs' batch is symbolic and 
 BLOCK_S = 0.015  # calls per interleaved block: about this long
 ROUNDS = 5
 WARMUP = 3
-STEP_MARGIN = 0.01  # a probe's choice must make the step this much faster than the rule's
+# a probe's choice must make the step this much faster than the rule's: more than the 2-4% by which a
+# session made after another runs faster (examples/bench/ab_builds.py), and the rule's is made first
+STEP_MARGIN = 0.03
 
 # candidates' ONNX models with their feeds -> each candidate's median milliseconds
 Measure = Callable[[dict[str, tuple[bytes, dict[str, np.ndarray]]], int], dict[str, float]]
@@ -200,15 +202,17 @@ def _probe(op: str, types: list[TensorType], attrs: dict, formulation: str) -> t
 
 
 def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: int) -> dict[str, float]:
-    """Each model's median milliseconds per run with ONNX Runtime, on `threads` threads, in interleaved
-    blocks of about `BLOCK_S` (`bench_timing.interleaved`)."""
+    """Each model's median milliseconds per run with ONNX Runtime, on `threads` threads, sessions and
+    bound inputs and outputs as a training step has them (`TrainStep`), in interleaved blocks of about
+    `BLOCK_S` (`bench_timing.interleaved`; a block run under CPU pressure is timed again)."""
     from dslc.bench_timing import interleaved
-    from dslc.runtime.session import make_session
+    from dslc.runtime.session import bound_runner, make_session
 
     jobs = []
     for name, (model, feeds) in models.items():
-        session = make_session(model, threads=threads)
-        jobs.append((name, lambda s=session, f=feeds: s.run(None, f)))
+        session = make_session(model, threads=threads, memory_pattern=False)
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        jobs.append((name, bound_runner(session, feeds, outputs)))
     slowest = 0.0
     for _, run in jobs:  # warm-up, and the block size from the slowest candidate
         for _ in range(WARMUP):
@@ -216,7 +220,7 @@ def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: in
             run()
         slowest = max(slowest, time.perf_counter() - start)
     per_block = max(1, min(20, math.ceil(BLOCK_S / max(slowest, 1e-6))))
-    timings = interleaved(jobs, per_round=per_block, rounds=ROUNDS, warmup=0, retry_contended=False)
+    timings = interleaved(jobs, per_round=per_block, rounds=ROUNDS, warmup=0)
     return {name: t.median_ms for name, t in timings.items()}
 
 
