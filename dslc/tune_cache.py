@@ -5,7 +5,7 @@ A machine is its CPU model, the onnxruntime version and the intra-op thread coun
 not carry over to another (the six conv shapes behind the fixed rule were measured on one machine). One
 JSON file per machine maps each shape (`ops.registry.formulation_key` of the concrete shapes) to the
 medians measured and the formulation chosen (`shapes`), and each training step checked (a hash of its
-graph) to the step's medians with the rule's and with the probe's choice of each layer (`steps`). `DSLC_NO_CACHE=1` turns it off with the compile cache;
+graph) to the step's medians with the rule's and with the probe's choice of each shape (`steps`). `DSLC_NO_CACHE=1` turns it off with the compile cache;
 like it, it is only an optimization: an unreadable or unwritable file means measuring again.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _file(setting: dict) -> Path | None:
 
 def load(setting: dict) -> dict[str, dict]:
     """What was measured on this machine: `shapes` (key -> {"median_ms": {formulation: ms}, "choice":
-    name}) and `steps` (step hash -> {layer: {"rule": ms, formulation: ms}})."""
+    name}) and `steps` (step hash -> {shape: {"rule": ms, formulation: ms}})."""
     path = _file(setting)
     try:
         record = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
@@ -87,5 +87,5 @@ def still_chosen(tuning: dict | None) -> bool:
         return False
     known = load(machine(tuning["threads"]))
     return all(known["shapes"].get(c["shape"], {}).get("choice") == c["probe"]
-               and ("step" not in c or known["steps"].get(c["step"], {}).get(c["at"]) == c["step_ms"])
+               and ("step" not in c or known["steps"].get(c["step"], {}).get(c["shape"]) == c["step_ms"])
                for c in tuning["choices"] if c["median_ms"])

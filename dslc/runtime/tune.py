@@ -123,37 +123,49 @@ def tune(graphs: dict[str, Graph], setting: TuneSetting) -> list[Choice]:
 
 def _checked_in_step(graphs: dict[str, Graph], choices: list[Choice], setting: TuneSetting, known: dict,
                      measured: dict, measure: Measure) -> list[Choice]:
-    """`choices` with each probe's choice that differs from the rule timed in the training step against
-    the rule's step, and kept only if that step is `STEP_MARGIN` faster. `known`/`measured`: the step
-    medians of this machine's cache, by step fingerprint; new ones are added to `measured`."""
-    from dslc.emit.onnx import emit_graph, serialize
-
-    changed = [c for c in choices if c.probe != c.rule]
-    step = next((g for key, g in graphs.items() if key.startswith(("train", "grad"))), None)
-    feeds = _step_feeds(step, setting.batch) if changed and step is not None else None
-    if feeds is None:
-        return choices
+    """`choices` with each probe's choice that differs from the rule timed in the first training step
+    holding it against that step with the rule's choices, and kept only if the step is `STEP_MARGIN`
+    faster. `known`/`measured`: the step medians of this machine's cache by step fingerprint, each
+    choice's by its shape; new ones are added to `measured`."""
+    changed = {c.key: c for c in choices if c.probe != c.rule}
     rule = {c.key: c.rule for c in choices}
-    base = serialize(emit_graph(step, choices=rule))
-    fingerprint = hashlib.blake2b(base + str(setting.batch).encode(), digest_size=16).hexdigest()
-    times = known.get(fingerprint, {})
-    if any(c.at not in times for c in changed):
-        models = {"rule": (base, feeds)}
-        for c in changed:
-            models[c.at] = (serialize(emit_graph(step, choices={**rule, c.key: c.probe})), feeds)
-        medians = measure(models, setting.threads)
-        times = {c.at: {"rule": round(medians["rule"], 4), c.probe: round(medians[c.at], 4)} for c in changed}
-        measured[fingerprint] = times
+    checked: dict[str, tuple[str, dict]] = {}  # choice key -> (step fingerprint, medians)
+    for name, step in graphs.items():
+        if not name.startswith(("train", "grad")):
+            continue
+        here = [changed[key] for key, _, _ in choice_points({name: step}) if key in changed and key not in checked]
+        feeds = _step_feeds(step, setting.batch) if here else None
+        if feeds is not None:
+            checked.update(_step_times(step, feeds, here, rule, setting, known, measured, measure))
     out = []
     for c in choices:
-        if c.probe == c.rule:
+        if c.key not in checked:
             out.append(c)
             continue
-        step_ms = times[c.at]
+        fingerprint, step_ms = checked[c.key]
         keep = step_ms[c.probe] < (1 - STEP_MARGIN) * step_ms["rule"]
         out.append(Choice(c.key, c.at, c.shape, c.median_ms, c.probe, step_ms, c.probe if keep else c.rule, c.rule,
                           c.cached, fingerprint))
     return out
+
+
+def _step_times(step: Graph, feeds: dict, changed: list[Choice], rule: dict[str, str], setting: TuneSetting,
+                known: dict, measured: dict, measure: Measure) -> dict[str, tuple[str, dict]]:
+    """For each of `changed`: the step's fingerprint and its medians with the rule's choices (`rule`) and
+    with that one choice changed to its probe's, from the cache or measured together."""
+    from dslc.emit.onnx import emit_graph, serialize
+
+    base = serialize(emit_graph(step, choices=rule))
+    fingerprint = hashlib.blake2b(base + str(setting.batch).encode(), digest_size=16).hexdigest()
+    times = known.get(fingerprint, {})
+    if any(c.shape not in times for c in changed):
+        models = {"rule": (base, feeds)}
+        for c in changed:
+            models[c.shape] = (serialize(emit_graph(step, choices={**rule, c.key: c.probe})), feeds)
+        medians = measure(models, setting.threads)
+        times = {c.shape: {"rule": round(medians["rule"], 4), c.probe: round(medians[c.shape], 4)} for c in changed}
+        measured[fingerprint] = times
+    return {c.key: (fingerprint, times[c.shape]) for c in changed}
 
 
 def _step_feeds(step: Graph, batch: int) -> dict[str, np.ndarray] | None:
