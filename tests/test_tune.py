@@ -199,3 +199,42 @@ def test_cli_tune_prints_the_table(monkeypatch, tmp_path, capsys):
 def test_tune_misuse_is_a_usage_error(argv, message, capsys):
     assert main([argv[0], str(LENET), *argv[1:]]) == 2
     assert message in capsys.readouterr().err
+
+
+TWO_OBJECTIVES = """
+model two(lr = 0.01) {
+    input  x: f32[B, 1, 12, 12]
+    target y: i64[B]
+
+    output a = x |> conv2d(4, 3, padding = 1, name = "ca") |> flatten |> dense(3, name = "ha")
+    output b = x |> conv2d(2, 5, name = "cb") |> flatten |> dense(3, name = "hb")
+
+    objective first {
+        loss      cross_entropy(a, y)
+        optimizer sgd(lr = lr)
+        update    "ca", "ha"
+    }
+    objective second {
+        loss      cross_entropy(b, y)
+        optimizer sgd(lr = lr)
+        update    "cb", "hb"
+    }
+}
+"""
+
+
+def test_a_choice_is_checked_in_the_training_step_that_holds_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    (tmp_path / "two.dl").write_text(TWO_OBJECTIVES)
+    steps = []
+
+    def measure(models, threads):
+        if "rule" in models:
+            steps.append({onnx.load_from_string(model).graph.name for model, _ in models.values()})
+        return {name: 2.0 if name in ("rule", "swapped", "bands") else 1.0 for name in models}
+
+    program = compile_file(tmp_path / "two.dl", tune=TuneSetting(threads=1, batch=4, measure=measure))
+    first, second = program.manifest["tuning"]["choices"]
+    assert (first["rule"], first["choice"], "step" in first) == ("columns", "columns", False)  # 3×3: nothing to check
+    assert (second["rule"], second["choice"]) == ("bands", "columns") and steps == [{"two.train.second"}]
+    assert formulations_in(onnx.load_from_string(program.graphs["train.second"])) == ["columns"]
