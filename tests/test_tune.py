@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from dslc.bench_timing import Timing
 from dslc.cli import main
 from dslc.compile_cache import compile_cached
 from dslc.compiler import compile_file
@@ -87,9 +88,13 @@ class Timer:
     def __call__(self, models, threads):
         self.calls.append((list(models), threads))
         if "rule" in models:  # the step check: the rule's step, and one with each probe's choice
-            return {name: 1.0 if (name == "rule") == (self.step == "rule") else 2.0 for name in models}
+            return {name: timing(1.0 if (name == "rule") == (self.step == "rule") else 2.0) for name in models}
         pick = self.probe[len(self.calls) - 1] if isinstance(self.probe, list) else self.probe
-        return {name: (1.0 if name == pick else 2.0 + k) for k, name in enumerate(models)}
+        return {name: timing(1.0 if name == pick else 2.0 + k) for k, name in enumerate(models)}
+
+
+def timing(ms: float, contended_blocks: int = 0) -> Timing:
+    return Timing(ms, ms, ms, blocks=5, contended_blocks=contended_blocks)
 
 
 def train_graph(program) -> onnx.ModelProto:
@@ -113,7 +118,8 @@ def test_the_tuner_writes_what_it_was_told_is_fastest(monkeypatch, tmp_path):
     lines = LENET.read_text().splitlines()
     for choice, rule, x_shape in zip(tuning["choices"], ["bands", "swapped"], ["[16, 1, 28, 28]", "[16, 6, 14, 14]"]):
         assert choice["choice"] == choice["probe"] == "columns" and choice["rule"] == rule and x_shape in choice["shape"]
-        assert choice["median_ms"]["columns"] == 1.0 and choice["step_ms"] == {"rule": 2.0, "columns": 1.0}
+        assert choice["median_ms"]["columns"] == 1.0
+        assert choice["step_ms"] == {"rule": 2.0, "columns": 1.0, "disturbed": False}
         path, line, col = choice["at"].rsplit(":", 2)
         assert Path(path) == LENET and lines[int(line) - 1][int(col) - 1:].startswith("conv2d")
     program.build(tmp_path)
@@ -127,7 +133,19 @@ def test_a_probe_choice_that_slows_the_step_is_dropped(monkeypatch):
     assert len(timer.calls) == 3 and formulations_in(train_graph(program)) == ["bands", "swapped"]
     for choice in program.manifest["tuning"]["choices"]:
         assert choice["probe"] == "columns" and choice["choice"] == choice["rule"]
-        assert choice["step_ms"] == {"rule": 1.0, "columns": 2.0}
+        assert choice["step_ms"] == {"rule": 1.0, "columns": 2.0, "disturbed": False}
+
+
+def test_a_step_check_other_processes_disturbed_keeps_the_rule(monkeypatch):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+
+    def measure(models, threads):  # columns faster everywhere, but the step's blocks mostly contended
+        return {name: timing(1.0 if name not in ("rule", "swapped", "bands") else 2.0,
+                             contended_blocks=3 if "rule" in models else 0) for name in models}
+
+    program = compile_file(LENET, tune=TuneSetting(threads=1, measure=measure))
+    assert formulations_in(train_graph(program)) == ["bands", "swapped"]
+    assert all(c["probe"] == "columns" and c["step_ms"]["disturbed"] for c in program.manifest["tuning"]["choices"])
 
 
 def test_a_second_tuned_build_measures_nothing(monkeypatch, tmp_path):
@@ -164,7 +182,8 @@ def test_real_timing_of_lenet_layers(monkeypatch):
         if c["probe"] == c["rule"]:
             assert c["choice"] == c["rule"] and "step_ms" not in c
         else:  # the step decided
-            assert (c["choice"] == c["probe"]) == (c["step_ms"][c["probe"]] < (1 - tuner.STEP_MARGIN) * c["step_ms"]["rule"])
+            faster = c["step_ms"][c["probe"]] < (1 - tuner.STEP_MARGIN) * c["step_ms"]["rule"]
+            assert (c["choice"] == c["probe"]) == (faster and not c["step_ms"]["disturbed"])
 
 
 def test_float64_has_nothing_to_tune(monkeypatch):
@@ -231,7 +250,7 @@ def test_a_choice_is_checked_in_the_training_step_that_holds_it(monkeypatch, tmp
     def measure(models, threads):
         if "rule" in models:
             steps.append({onnx.load_from_string(model).graph.name for model, _ in models.values()})
-        return {name: 2.0 if name in ("rule", "swapped", "bands") else 1.0 for name in models}
+        return {name: timing(2.0 if name in ("rule", "swapped", "bands") else 1.0) for name in models}
 
     program = compile_file(tmp_path / "two.dl", tune=TuneSetting(threads=1, batch=4, measure=measure))
     first, second = program.manifest["tuning"]["choices"]

@@ -7,7 +7,8 @@ will use, each on random data (warm-up, then interleaved blocks, the median):
 1. the probe: each candidate lowered alone into a small ONNX graph at the layer's real shapes (the batch
    the run will use); the fastest is the probe's choice;
 2. the step: where a probe's choice differs from the rule, the training step with the rule's choices and
-   the step with only that one changed; the change is kept if the step is faster by `STEP_MARGIN`. A
+   the step with only that one changed; the change is kept if the step is faster by `STEP_MARGIN` and
+   most blocks of both ran while no other process waited for a CPU (else the rule's stands). A
    formulation alone is not the step: LeNet's second layer (5×5 from 6 channels, batch 64, 2 threads)
    ran 12% faster alone as columns, and its step 6-11% slower (3.83-3.96 -> 4.17-4.24 ms).
 Measurements are kept per machine (`dslc.tune_cache`): probes by shape, step checks by the step graph,
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dslc import tune_cache
+from dslc.bench_timing import Timing
 from dslc.ir.graph import Builder, Graph, Node, toposort
 from dslc.ir.types import TensorType, numpy_dtype
 from dslc.ops.registry import Formulations, formulation_key, get_op
@@ -36,8 +38,8 @@ WARMUP = 3
 # session made after another runs faster (examples/bench/ab_builds.py), and the rule's is made first
 STEP_MARGIN = 0.03
 
-# candidates' ONNX models with their feeds -> each candidate's median milliseconds
-Measure = Callable[[dict[str, tuple[bytes, dict[str, np.ndarray]]], int], dict[str, float]]
+# candidates' ONNX models with their feeds, threads -> each candidate's timing
+Measure = Callable[[dict[str, tuple[bytes, dict[str, np.ndarray]]], int], dict[str, Timing]]
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def tune(graphs: dict[str, Graph], setting: TuneSetting) -> list[Choice]:
         cached = entry is not None and set(entry["median_ms"]) == set(options.candidates)
         if not cached:
             models = {name: _probe(node.op, types, node.attrs, name) for name in options.candidates}
-            medians = measure(models, setting.threads)
+            medians = {name: t.median_ms for name, t in measure(models, setting.threads).items()}
             entry = {"median_ms": {name: round(medians[name], 4) for name in options.candidates},
                      "choice": min(options.candidates, key=lambda name: medians[name])}
             probed[shape] = entry
@@ -143,7 +145,7 @@ def _checked_in_step(graphs: dict[str, Graph], choices: list[Choice], setting: T
             out.append(c)
             continue
         fingerprint, step_ms = checked[c.key]
-        keep = step_ms[c.probe] < (1 - STEP_MARGIN) * step_ms["rule"]
+        keep = step_ms[c.probe] < (1 - STEP_MARGIN) * step_ms["rule"] and not step_ms.get("disturbed")
         out.append(Choice(c.key, c.at, c.shape, c.median_ms, c.probe, step_ms, c.probe if keep else c.rule, c.rule,
                           c.cached, fingerprint))
     return out
@@ -162,8 +164,10 @@ def _step_times(step: Graph, feeds: dict, changed: list[Choice], rule: dict[str,
         models = {"rule": (base, feeds)}
         for c in changed:
             models[c.shape] = (serialize(emit_graph(step, choices={**rule, c.key: c.probe})), feeds)
-        medians = measure(models, setting.threads)
-        times = {c.shape: {"rule": round(medians["rule"], 4), c.probe: round(medians[c.shape], 4)} for c in changed}
+        timings = measure(models, setting.threads)
+        times = {c.shape: {"rule": round(timings["rule"].median_ms, 4), c.probe: round(timings[c.shape].median_ms, 4),
+                           "disturbed": _disturbed(timings["rule"]) or _disturbed(timings[c.shape])}
+                 for c in changed}
         measured[fingerprint] = times
     return {c.key: (fingerprint, times[c.shape]) for c in changed}
 
@@ -213,8 +217,13 @@ def _probe(op: str, types: list[TensorType], attrs: dict, formulation: str) -> t
     return serialize(model), feeds
 
 
-def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: int) -> dict[str, float]:
-    """Each model's median milliseconds per run with ONNX Runtime, on `threads` threads, sessions and
+def _disturbed(t: Timing) -> bool:
+    """Whether most blocks ran while another process waited for a CPU, even after timing them again."""
+    return 2 * t.contended_blocks > t.blocks
+
+
+def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: int) -> dict[str, Timing]:
+    """Each model's time per run with ONNX Runtime, on `threads` threads, sessions and
     bound inputs and outputs as a training step has them (`TrainStep`), in interleaved blocks of about
     `BLOCK_S` (`bench_timing.interleaved`; a block run under CPU pressure is timed again)."""
     from dslc.bench_timing import interleaved
@@ -232,8 +241,7 @@ def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: in
             run()
         slowest = max(slowest, time.perf_counter() - start)
     per_block = max(1, min(20, math.ceil(BLOCK_S / max(slowest, 1e-6))))
-    timings = interleaved(jobs, per_round=per_block, rounds=ROUNDS, warmup=0)
-    return {name: t.median_ms for name, t in timings.items()}
+    return interleaved(jobs, per_round=per_block, rounds=ROUNDS, warmup=0)
 
 
 def tuning_lines(tuning: dict, tuned: list[Choice] | None) -> list[str]:
@@ -255,7 +263,8 @@ def tuning_lines(tuning: dict, tuned: list[Choice] | None) -> list[str]:
         note = "" if c["choice"] == c["rule"] else f" (rule: {c['rule']})"
         if "step_ms" in c:
             step = c["step_ms"]
+            disturbed = "; other processes took the CPU: the rule stands" if step.get("disturbed") else ""
             note = (f" ({'rule: ' + c['rule'] if c['choice'] != c['rule'] else 'alone: ' + c['probe']}; training step "
-                    f"{step['rule']:.3f} ms with {c['rule']}, {step[c['probe']]:.3f} ms with {c['probe']})")
+                    f"{step['rule']:.3f} ms with {c['rule']}, {step[c['probe']]:.3f} ms with {c['probe']}{disturbed})")
         lines.append(f"  {c['at']}  {c['shape'].partition('(')[0]} {shapes}  {times}  -> {c['choice']}{note}")
     return lines
