@@ -9,7 +9,9 @@ a second run against its lock), `INT` is a Ctrl-C. Points, in the order a traini
     checkpoint-saved   after the checkpoint is in place, before its history entry is appended
     history-write      inside the history append: half the line written and flushed
 
-Unset (always, outside tests), `fault_point` is one dictionary lookup.
+Unset (always, outside tests), `fault_point` is one lookup in `os.environ` (~2.6 µs in the training
+loop, a third of the loop's own work between two digits steps): the per-step point is asked `armed` once
+per run instead.
 """
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ import os
 import signal
 
 _passes: dict[str, int] = {}
+
+
+def armed(name: str) -> bool:
+    """Whether `DSLC_FAULT` names point `name` (read now: a run asks once, then calls `fault_point`)."""
+    return os.environ.get("DSLC_FAULT", "").partition(":")[0] == name
 
 
 def fault_point(name: str) -> None:

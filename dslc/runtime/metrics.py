@@ -51,12 +51,13 @@ class EpochMetrics:
         self.specs = dict(specs)
         self.sums: dict[str, object] = {}
         self.rows = 0
+        self._summed = {name for name, spec in self.specs.items() if spec.get("reduce") == "sum"}
 
     def add(self, values: Mapping[str, object], rows: int) -> None:
         """One batch of `rows` examples; `values` are the graph's outputs for it."""
         self.rows += rows
         for name, value in values.items():
-            if self.specs.get(name, {}).get("reduce") == "sum":
+            if name in self._summed:
                 self.sums[name] = self.sums.get(name, 0.0) + np.asarray(value, dtype=np.float64)
             else:
                 self.sums[name] = self.sums.get(name, 0.0) + float(value) * rows

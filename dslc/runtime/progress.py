@@ -114,6 +114,10 @@ class ConsoleReporter(Reporter):
         self._progress.start()
         self._last_refresh = 0.0
 
+    def wants_step(self, step: int) -> bool:
+        return bool(self.log_every and step % self.log_every == 0) or (
+            self._progress is not None and time.monotonic() - self._last_refresh >= self.refresh_every)
+
     def step_end(self, step: int, logs: Mapping[str, float]) -> None:
         if self.log_every and step % self.log_every == 0:
             self._line(f"epoch {self.epoch}/{self.epochs} - step {step}/{self.steps} - {format_metrics(logs)}")
@@ -181,6 +185,9 @@ class JsonLinesReporter(Reporter):
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epoch = epoch
+
+    def wants_step(self, step: int) -> bool:
+        return bool(self.log_every and step % self.log_every == 0)
 
     def step_end(self, step: int, logs: Mapping[str, float]) -> None:
         if self.log_every and step % self.log_every == 0:

@@ -89,12 +89,15 @@ def check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when: 
     stays in place."""
     graphs = [manifest["graphs"][k] for k in train_keys(manifest)]
     kinds = {"params": "parameter", "frozen": "parameter", "buffers": "buffer", "state": "optimizer state"}
-    for group, kind in kinds.items():
-        for name in dict.fromkeys(t["name"] for g in graphs for t in g.get(group, [])):
-            value = values[name]
-            bad = non_finite_mask(value) if value.dtype.kind == "f" else None
-            if bad is not None:
-                raise diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
+    with np.errstate(over="ignore", invalid="ignore"):  # entered once: per tensor it was half of digits' check
+        for group, kind in kinds.items():
+            for name in dict.fromkeys(t["name"] for g in graphs for t in g.get(group, [])):
+                value = values[name]
+                if value.dtype.kind != "f" or np.isfinite(value.sum()):  # NaN/inf make the sum non-finite
+                    continue
+                bad = non_finite_mask(value)  # or the sum overflowed: look at each value
+                if bad is not None:
+                    raise diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
 
 
 def diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:

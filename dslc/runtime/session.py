@@ -218,6 +218,17 @@ class TrainStep:
         self._current, self._spare = current, spare
         self._bindings = (self._binding(current, spare), self._binding(spare, current))
         self._parity = 0
+        self._batch_bound: tuple[dict, dict] = ({}, {})  # per binding: the `bind_batch` arrays it holds
+
+    def bind_batch(self, buffers: Mapping[str, np.ndarray]) -> None:
+        """Bind host arrays (C-contiguous, of the inputs' dtypes) as the data inputs of both buffer sets: a
+        step fed these very arrays binds nothing, and reads what they hold when it runs, so the caller
+        refills them in place (`dslc.runtime.batches`)."""
+        values = {name: ort.OrtValue.ortvalue_from_numpy(buffers[name]) for name in self.data_names}
+        for io, bound in zip(self._bindings, self._batch_bound):
+            for name, value in values.items():
+                io.bind_ortvalue_input(name, value)  # the `OrtValue` keeps its array alive
+                bound[name] = buffers[name]
 
     def step(self, batch: Mapping[str, np.ndarray], hyper: Mapping[str, float] | None = None) -> dict[str, float]:
         """Run one step on `batch` (every data input and target); return loss and metrics.
@@ -225,14 +236,17 @@ class TrainStep:
         `hyper` maps hyper-parameter names to values; the others take their compiled defaults.
         """
         hyper = hyper or {}
-        unknown = set(hyper) - set(self.hyper_specs)
-        if unknown:
-            raise ValueError(f"unknown hyper-parameters {sorted(unknown)}")
+        if not hyper.keys() <= self.hyper_specs.keys():
+            raise ValueError(f"unknown hyper-parameters {sorted(set(hyper) - set(self.hyper_specs))}")
         io = self._bindings[self._parity]
+        bound = self._batch_bound[self._parity]
         fed = []  # a CPU OrtValue borrows its numpy buffer: keep both alive until the run is over
         for name in self.data_names:
-            fed.append(batch[name])
-            io.bind_cpu_input(name, batch[name])
+            value = batch[name]
+            if bound.get(name) is not value:  # not the array `bind_batch` bound here
+                fed.append(value)
+                io.bind_cpu_input(name, value)
+                bound.pop(name, None)
         for name, default in self._hyper_defaults.items():
             if name in self._hyper_host:
                 self._hyper_host[name][...] = hyper.get(name, default)

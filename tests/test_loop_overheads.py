@@ -1,0 +1,122 @@
+"""What the training loop does between the steps, made cheap without changing what a step sees: batches
+gathered into host arrays the step bound once (`dslc/runtime/batches.py`, `TrainStep.bind_batch`), the
+running means computed only for a reporter that reads them (`Reporter.wants_step`), the per-step fault
+point asked once per run (`faults.armed`)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from manifest_graphs import linreg_data, linreg_program
+
+from dslc.runtime import faults, session
+from dslc.runtime.batches import EpochBatches
+from dslc.runtime.progress import ConsoleReporter, JsonLinesReporter
+from dslc.runtime.rows import RowView
+from dslc.runtime.train import Reporter, fit
+
+
+def train_step(program):
+    return session.TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=1,
+                             initial=program.initial_values())
+
+
+def test_bound_batch_arrays_are_read_when_the_step_runs():
+    """Steps fed the bound arrays, refilled in place, equal steps fed fresh arrays bit for bit, through
+    both buffer sets, a second bound set of another length, and plain arrays in between."""
+    program, d = linreg_program(), linreg_data(n=40)
+    bound, plain = train_step(program), train_step(program)
+    full = {k: np.empty((8, *a.shape[1:]), a.dtype) for k, a in d.items()}
+    last = {k: np.empty((5, *a.shape[1:]), a.dtype) for k, a in d.items()}
+    bound.bind_batch(full)
+    rng = np.random.default_rng(0)
+    for k, rows in enumerate([8, 8, 5, 8, 3, 8, 8, 5, 5, 8]):
+        idx = rng.permutation(40)[:rows]
+        fresh = {name: a[idx] for name, a in d.items()}
+        if rows == 3:  # not a bound set: bound as given, the bound sets stay usable
+            fed = fresh
+        else:
+            fed = full if rows == 8 else last
+            if rows == 5 and k in (2, 7):
+                bound.bind_batch(last)
+            elif rows == 8 and k in (3, 9):
+                bound.bind_batch(full)
+            for name, a in d.items():
+                fed[name][...] = a[idx]
+        assert bound.step(fed) == plain.step(fresh)
+    a, b = bound.get_values(), plain.get_values()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_set_values_forgets_the_bound_batch():
+    program, d = linreg_program(), linreg_data(n=8)
+    step = train_step(program)
+    buffers = {k: a.copy() for k, a in d.items()}
+    step.bind_batch(buffers)
+    step.set_values(program.initial_values())  # new bindings: the batch is bound again by the next step
+    reference = train_step(program)
+    assert step.step(buffers) == reference.step(d)
+
+
+def test_epoch_batches_gather_into_reused_bound_arrays():
+    d = linreg_data(n=10)
+    bound = []
+
+    class Trainer:
+        def bind_batch(self, buffers):
+            bound.append(buffers)
+
+    batches = EpochBatches(d, Trainer())
+    order = np.random.default_rng(1).permutation(10)
+    first = batches.batch(order[:4])
+    assert all(np.array_equal(first[k], d[k][order[:4]]) for k in d)
+    second = batches.batch(order[4:8])
+    assert second is first and all(np.array_equal(second[k], d[k][order[4:8]]) for k in d)
+    tail = batches.batch(order[8:])
+    assert tail is not first and all(np.array_equal(tail[k], d[k][order[8:]]) for k in d)
+    again = batches.batch(order[:4])
+    assert again is first and [id(b) for b in bound] == [id(first), id(tail), id(first)]  # bound on each switch
+
+
+def test_epoch_batches_read_unbound_for_rows_views_and_other_trainers():
+    d = linreg_data(n=10)
+    rows = np.array([3, 1, 4])
+    views = {k: RowView(a) for k, a in d.items()}
+    batch = EpochBatches(views, session.TrainStep.__new__(session.TrainStep)).batch(rows)
+    assert all(np.array_equal(batch[k], d[k][rows]) for k in d)
+    plain = EpochBatches(d, object())  # e.g. `SharedSteps`: fresh arrays every batch
+    one, two = plain.batch(rows), plain.batch(rows)
+    assert one is not two and all(np.array_equal(one[k], d[k][rows]) for k in d)
+
+
+class Steps(Reporter):
+    def __init__(self):
+        self.seen = []
+
+    def step_end(self, step, logs):
+        self.seen.append((step, dict(logs)))
+
+
+def test_a_reporter_that_overrides_step_end_sees_every_step_and_its_running_means(tmp_path):
+    program, d = linreg_program(), linreg_data(n=20)
+    reporter = Steps()
+    history = fit(program, d, epochs=2, batch_size=8, seed=1, out_dir=tmp_path, reporter=reporter)
+    assert [s for s, _ in reporter.seen] == [1, 2, 3, 1, 2, 3]
+    assert reporter.seen[2][1]["loss"] == pytest.approx(history[0]["loss"], rel=1e-12)  # the epoch's mean
+    assert not Reporter().wants_step(1)
+
+
+def test_console_and_jsonl_reporters_want_only_the_steps_they_print():
+    text = ConsoleReporter(io.StringIO(), tty=False, log_every=3)
+    jsonl = JsonLinesReporter(io.StringIO(), log_every=2)
+    assert [s for s in range(1, 8) if text.wants_step(s)] == [3, 6]
+    assert [s for s in range(1, 8) if jsonl.wants_step(s)] == [2, 4, 6]
+    assert not any(ConsoleReporter(io.StringIO(), tty=False).wants_step(s) for s in range(1, 8))
+
+
+def test_fault_points_are_armed_by_name(monkeypatch):
+    monkeypatch.delenv("DSLC_FAULT", raising=False)
+    assert not faults.armed("step")
+    monkeypatch.setenv("DSLC_FAULT", "step:3:STOP")
+    assert faults.armed("step") and not faults.armed("checkpoint-write")
