@@ -120,3 +120,35 @@ def test_fault_points_are_armed_by_name(monkeypatch):
     assert not faults.armed("step")
     monkeypatch.setenv("DSLC_FAULT", "step:3:STOP")
     assert faults.armed("step") and not faults.armed("checkpoint-write")
+
+
+def test_evaluator_rebinds_only_changed_parameters_and_reads_bound_outputs():
+    """The same values as a fresh evaluator's, as the parameters change under it (the ping-pong buffer
+    sets of the training step, then new values altogether)."""
+    program, d = linreg_program(), linreg_data(n=12)
+    step = train_step(program)
+    spec = program.manifest["graphs"]["eval"]
+    kept = session.Evaluator(program.graphs["eval"], spec, threads=1)
+    results = []
+    for k in range(4):
+        first = kept.run(d, step.ortvalues())
+        assert first == kept.run(d, step.ortvalues())  # bound once, same answer
+        assert first == session.Evaluator(program.graphs["eval"], spec, threads=1).run(d, step.ortvalues())
+        results.append(first["loss"])
+        step.step(d) if k != 2 else step.set_values(program.initial_values())
+    assert results[0] == results[3] and len(set(results[:3])) == 3
+
+
+def test_sessions_made_ahead_are_the_sessions_steps_use(tmp_path):
+    """`SessionAhead` hands over the session its thread made, or raises the error making it raised, in
+    the caller's thread; `fit` with sessions made ahead trains as before (bit for bit)."""
+    program, d = linreg_program(), linreg_data(n=20)
+    ahead = session.SessionAhead(program.graphs["train"], "cpu", 1, memory_pattern=False)
+    step = session.TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=1,
+                             initial=program.initial_values(), ahead=ahead)
+    assert step.session is ahead.result() and step.step(d) == train_step(program).step(d)
+    with pytest.raises(session.DataError, match="unknown device `tpu`"):
+        session.SessionAhead(program.graphs["train"], "tpu").result()
+    with pytest.raises(session.DataError, match="the number of threads"):
+        fit(program, d, d, epochs=1, batch_size=8, out_dir=tmp_path / "bad", reporter=Reporter(), threads=0)
+    assert not (tmp_path / "bad").exists()  # failed before writing, as without the threads

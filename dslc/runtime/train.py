@@ -35,7 +35,7 @@ from dslc.runtime.layout import (
     train_keys,
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
-from dslc.runtime.runlock import locks_run_directory
+from dslc.runtime.runlock import locks_run_directory, when_released
 from dslc.runtime.run_state import (
     check_finite_values,
     count,
@@ -186,7 +186,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     from dslc import __version__
     from dslc.runtime.callbacks import History, RunHooks, run_stopping
     from dslc.runtime.datafiles import split_validation
-    from dslc.runtime.session import Evaluator, SharedSteps, TrainStep
+    from dslc.runtime.session import Evaluator, SessionAhead, SharedSteps, TrainStep
 
     writer = comm is None or comm.Get_rank() == 0
     reporter = (reporter if writer else None) or Reporter()
@@ -198,6 +198,15 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     spec = specs[0]  # every objective's graph takes the same data inputs and targets
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_FILE
+    # the common case's sessions are made on threads while the data is read (`SessionAhead`)
+    single = accumulate == 1 and comm is None and len(keys) == 1 and not spec.get("frozen")
+    train_ahead = SessionAhead(program.graphs[keys[0]], device, threads, memory_pattern=False) if single else None
+    eval_ahead = SessionAhead(program.graphs[eval_key(keys[0])], device, threads) \
+        if single and writer and (val_data is not None or val_split is not None) \
+        and eval_key(keys[0]) in program.graphs else None
+    for ahead in (train_ahead, eval_ahead):
+        if ahead is not None:
+            when_released(lambda failing, ahead=ahead: ahead.wait())
 
     arrays = load_data(train_data, spec["inputs"], "training data")
     n = num_rows(arrays)
@@ -257,8 +266,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         from dslc.runtime.accumulate import SplitSteps
 
         trainer = SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
-    elif len(keys) == 1 and not spec.get("frozen"):
-        trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial)
+    elif single:
+        trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial, ahead=train_ahead)
     else:
         trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads,
                               initial=initial)
@@ -266,7 +275,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if val_arrays and writer:
         for k, es in zip(keys, eval_specs):
             prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
-            evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads)
+            evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads, ahead=eval_ahead)
     names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
     if writer:
         hooks.check(names, bool(evaluators), history)
