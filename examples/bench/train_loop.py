@@ -92,6 +92,16 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
               (session.Evaluator, "__init__", "sessions"), (train, "fit", "loop"),
               (session.TrainStep, "step", "train_steps"), (session.Evaluator, "run", "eval_steps")]
 
+    runs: list[tuple[float, float, str]] = []  # (start, end, what) of every ONNX Runtime run
+    run_original = session._run
+
+    def run(sess, binding, what):
+        t0 = time.perf_counter()
+        try:
+            return run_original(sess, binding, what)
+        finally:
+            runs.append((t0, time.perf_counter(), what))
+
     def timed(original, key):
         def wrapper(*args, **kwargs):
             t0 = time.perf_counter()
@@ -101,9 +111,10 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
                 spent[key] += time.perf_counter() - t0
         return wrapper
 
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in timers]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in timers] + [(session, "_run", run_original)]
     for (owner, name, key), (_, _, original) in zip(timers, originals):
         setattr(owner, name, timed(original, key))
+    session._run = run
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
@@ -116,8 +127,15 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
     if code != 0:
         raise SystemExit(f"dslc train failed with exit code {code}")
     steps = spent["train_steps"] + spent["eval_steps"]
+    gaps = [(b[0] - a[1], a[2] == b[2] == "the training step") for a, b in zip(runs, runs[1:])]
     return {"wall_s": wall, **{f"{k}_s": v for k, v in spent.items()}, "outside_steps_share": 1 - steps / wall,
-            "loop_outside_steps_share": 1 - steps / spent["loop"]}
+            "loop_outside_steps_share": 1 - steps / spent["loop"],
+            # the same wall time split at ONNX Runtime's runs: the runs, then what lies between them
+            "runs_s": sum(end - start for start, end, _ in runs), "before_first_run_s": runs[0][0] - t0,
+            "between_training_runs_s": sum(g for g, training in gaps if training),
+            "training_run_gaps": sum(training for _, training in gaps),
+            "around_validation_s": sum(g for g, training in gaps if not training),
+            "after_last_run_s": t0 + wall - runs[-1][1]}
 
 
 def child_seconds(command: list[str]) -> float:
@@ -165,6 +183,12 @@ def main() -> None:
           f"{inside['train_steps_s']:.2f} s and evaluation {inside['eval_steps_s']:.2f} s")
     print(f"  outside the training and evaluation steps: {100 * inside['outside_steps_share']:.0f}% of the wall time "
           f"(target ≤ 5%); {100 * inside['loop_outside_steps_share']:.0f}% of the training loop's")
+    between = inside["between_training_runs_s"]
+    print(f"  split at ONNX Runtime's runs ({inside['runs_s']:.2f} s; the steps above also hold their own Python: "
+          f"binding, reading the loss): before the first {1e3 * inside['before_first_run_s']:.1f} ms, between two "
+          f"training steps {1e3 * between:.1f} ms ({1e6 * between / max(inside['training_run_gaps'], 1):.1f} µs each), "
+          f"around validation and the epochs' ends {1e3 * inside['around_validation_s']:.1f} ms, after the last "
+          f"{1e3 * inside['after_last_run_s']:.1f} ms")
     if args.json:
         args.json.write_text(json.dumps({"dslc_s": times["dslc"], "torch_s": times["torch"], "ratio": torch_s / dslc_s,
                                          "torch_accuracy": torch_accuracy, "inside": inside}, indent=2) + "\n")
