@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from manifest_graphs import linreg_data, linreg_program
+from manifest_graphs import LR, W0, linreg_data, linreg_program
 
 from dslc.runtime import faults, session
 from dslc.runtime.batches import EpochBatches
@@ -152,3 +152,18 @@ def test_sessions_made_ahead_are_the_sessions_steps_use(tmp_path):
     with pytest.raises(session.DataError, match="the number of threads"):
         fit(program, d, d, epochs=1, batch_size=8, out_dir=tmp_path / "bad", reporter=Reporter(), threads=0)
     assert not (tmp_path / "bad").exists()  # failed before writing, as without the threads
+
+
+def test_hyper_parameters_written_only_when_they_change():
+    """A step feeds what it is given, else the compiled default, whatever the steps before were fed: the
+    numpy SGD of tests/manifest_graphs.py with each step's learning rate."""
+    program, d = linreg_program(), linreg_data(n=8)
+    step = train_step(program)
+    f32 = np.float32
+    W, b = W0[:3].astype(f32), np.zeros(1, f32)
+    for hyper in [None, {"lr": 0.05}, {"lr": 0.05}, None, {"lr": 0.2}, None, None, {"lr": 0.02}]:
+        step.step(d, hyper)
+        lr = f32((hyper or {}).get("lr", LR))
+        g = (d["x"] @ W + b - d["y"]) * f32(2) / f32(len(d["y"]))
+        W, b = W - lr * (d["x"].T @ g), b - lr * g.sum(0)
+        np.testing.assert_allclose(step.get_values()["lin.W"], W, rtol=0, atol=1e-6)

@@ -217,6 +217,7 @@ class TrainStep:
         self._hyper_host = {name: value.copy() for name, value in self._hyper_defaults.items()} \
             if self.device == "cpu" else {}
         self._hyper_bound = {name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in self._hyper_host.items()}
+        self._hyper_written = dict(self._hyper_defaults)  # what was written last into each host scalar
         self.set_values({t["name"]: initial[t["name"]] for t in self.carried if t["name"] in initial})
 
     def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
@@ -283,7 +284,10 @@ class TrainStep:
                 bound.pop(name, None)
         for name, default in self._hyper_defaults.items():
             if name in self._hyper_host:
-                self._hyper_host[name][...] = hyper.get(name, default)
+                value = hyper.get(name, default)
+                if value is not default or self._hyper_written[name] is not default:  # the default in place
+                    self._hyper_host[name][...] = value  # stays (writing the compiled `lr` was 0.8 µs a step)
+                    self._hyper_written[name] = value
                 continue
             value = self._ortvalue(np.asarray(hyper.get(name, default), dtype=default.dtype))
             fed.append(value)
