@@ -167,3 +167,22 @@ def test_hyper_parameters_written_only_when_they_change():
         g = (d["x"] @ W + b - d["y"]) * f32(2) / f32(len(d["y"]))
         W, b = W - lr * (d["x"].T @ g), b - lr * g.sum(0)
         np.testing.assert_allclose(step.get_values()["lin.W"], W, rtol=0, atol=1e-6)
+
+
+def test_train_loop_benchmark_splits_the_whole_wall_time_at_the_runs(monkeypatch, tmp_path):
+    """examples/bench/train_loop.py's in-process split: the runs and the time around them add up to the
+    run's wall time, and the steps it times hold the runs."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "bench"))
+    import train_loop
+
+    parts = train_loop.dslc_breakdown(2, 64, 1)
+    sys.modules.pop("train_loop", None)
+    around = sum(parts[k] for k in ("runs_s", "before_first_run_s", "between_training_runs_s", "around_validation_s",
+                                    "after_last_run_s"))
+    assert around == pytest.approx(parts["wall_s"], rel=1e-9)
+    assert parts["training_run_gaps"] == 2 * (23 - 1)  # inside each epoch of 23 steps (1,438 rows, batches of 64)
+    assert parts["runs_s"] < parts["train_steps_s"] + parts["eval_steps_s"] < parts["loop_s"] < parts["wall_s"]
