@@ -114,6 +114,12 @@ def test_console_and_jsonl_reporters_want_only_the_steps_they_print():
     assert [s for s in range(1, 8) if jsonl.wants_step(s)] == [2, 4, 6]
     assert not any(ConsoleReporter(io.StringIO(), tty=False).wants_step(s) for s in range(1, 8))
 
+    class EveryStep(ConsoleReporter):
+        def step_end(self, step, logs):
+            pass
+
+    assert all(EveryStep(io.StringIO(), tty=False).wants_step(s) for s in range(1, 8))
+
 
 def test_fault_points_are_armed_by_name(monkeypatch):
     monkeypatch.delenv("DSLC_FAULT", raising=False)

@@ -115,6 +115,8 @@ class ConsoleReporter(Reporter):
         self._last_refresh = 0.0
 
     def wants_step(self, step: int) -> bool:
+        if type(self).step_end is not ConsoleReporter.step_end:  # a subclass's own step_end sees every step
+            return True
         return bool(self.log_every and step % self.log_every == 0) or (
             self._progress is not None and time.monotonic() - self._last_refresh >= self.refresh_every)
 
@@ -187,6 +189,8 @@ class JsonLinesReporter(Reporter):
         self.epoch = epoch
 
     def wants_step(self, step: int) -> bool:
+        if type(self).step_end is not JsonLinesReporter.step_end:
+            return True
         return bool(self.log_every and step % self.log_every == 0)
 
     def step_end(self, step: int, logs: Mapping[str, float]) -> None:
