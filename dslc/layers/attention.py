@@ -1,5 +1,5 @@
-"""Multi-head attention with its projections, built from registered ops (matmul, reshape, transpose,
-softmax); the causal mask is the `causal_bias` op."""
+"""Multi-head attention with its projections, built from registered ops (gemm for the projections,
+matmul, reshape, transpose, softmax); the causal mask is the `causal_bias` op."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import math
 from dslc.builtins import builtin
 from dslc.initializers import Initializer
 from dslc.ir.graph import Node
+from dslc.layers.core import rows_affine
 from dslc.ops.attention import MASKED
 
 Tensor = Node
@@ -34,9 +35,9 @@ def attention(ctx, q: Tensor, k: Tensor, v: Tensor, heads: int, *, causal: bool 
         w = ctx.param(layer, f"{which}.weight", (width, width), Initializer("glorot"), "weight",
                       fan_in=width, fan_out=width)
         if which == "key":  # q·bias is the same for every key, so softmax cancels it: its gradient is 0
-            return b.matmul(x, w)
+            return rows_affine(b, x, w, None)
         bias = ctx.param(layer, f"{which}.bias", (width,), Initializer("zeros"), "bias", fan_in=width, fan_out=width)
-        return b.add(b.matmul(x, w), bias)
+        return rows_affine(b, x, w, bias)
 
     head_width = width // heads
     split = lambda x: b.reshape(x, shape=(0, 0, heads, head_width))  # noqa: E731  [B, T, H, D/H]
