@@ -30,6 +30,15 @@ def ops_of(program, graph="train"):
     return [n.op for n in program.extras["final"][graph].nodes()]
 
 
+def assert_same_steps(a: TrainDriver, b: TrainDriver, data, loss_rtol: float, rtol: float, atol: float):
+    """Three training steps of `a` and `b` on `data`: the same losses and, after them, the same parameters."""
+    for _ in range(3):
+        out_a, out_b = a.step(data), b.step(data)
+        np.testing.assert_allclose(out_a["loss"], out_b["loss"], rtol=loss_rtol)
+    for name in a.params:
+        np.testing.assert_allclose(a.params[name], b.params[name], rtol=rtol, atol=atol)
+
+
 def tied_images(rng, n=6):
     """Images of constant 2×2 blocks: every pooling window of the convolution holds ties."""
     blocks = rng.integers(-2, 3, size=(n, 2, 4, 4)).astype(np.float64)
@@ -48,12 +57,7 @@ def test_pooling_before_the_activation_takes_the_same_step(activation, tmp_path,
     plain = compile_text(tmp_path, POOLED % activation, dtype="float64")
     plain_ops = ops_of(plain)
     assert plain_ops.index(op) < plain_ops.index("max_pool")
-    a, b = TrainDriver(reordered), TrainDriver(plain)
-    for _ in range(3):
-        out_a, out_b = a.step(data), b.step(data)
-        np.testing.assert_allclose(out_a["loss"], out_b["loss"], rtol=1e-13)
-    for name in a.params:
-        np.testing.assert_allclose(a.params[name], b.params[name], rtol=1e-12, atol=1e-14)
+    assert_same_steps(TrainDriver(reordered), TrainDriver(plain), data, loss_rtol=1e-13, rtol=1e-12, atol=1e-14)
 
 
 def test_activations_that_do_not_commute_with_max_stay_first(tmp_path):
@@ -71,3 +75,50 @@ def test_an_activation_read_elsewhere_too_is_left_in_place(tmp_path):
     program = compile_text(tmp_path, text, dtype="float64")
     ops = ops_of(program, "infer")
     assert ops.index("relu") < ops.index("max_pool")
+
+
+NORMED = """
+model normed {
+    input  x: f64[B, 3, 5]
+    target y: i64[B, 3]
+    n = layer_norm(x)
+    h = (n |> linear(4) |> tanh) + (n |> linear(4, bias = false))
+    flat = h |> layer_norm |> flatten |> layer_norm
+    output logits = reshape(flat |> dense(6), 3, 2)
+    loss      cross_entropy(logits, y)
+    optimizer adam(lr = 0.05)
+}
+"""
+
+
+def scrambled_norms(driver, rng):
+    """Layer-norm weights and biases away from their initial ones and zeros, where folding them is exact."""
+    for name, value in driver.params.items():
+        if "layer_norm" in name:
+            driver.params[name] = rng.normal(1.0 if name.endswith("weight") else 0.0, 0.5, value.shape)
+
+
+def test_layer_norm_scale_and_shift_fold_into_the_products_and_take_the_same_step(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(4, 3, 5)), "y": rng.integers(0, 2, size=(4, 3))}
+    folded = compile_text(tmp_path, NORMED, dtype="float64")
+    without("fold_norm", monkeypatch)
+    plain = compile_text(tmp_path, NORMED, dtype="float64")
+    # the first and last layer norms are read only by products (two linears on [B, 3, 5] rows, a dense on
+    # 2-D rows) and lose their scale-and-shift passes; the middle one is read by `flatten` to [B, 12]
+    for program, affine in ((folded, 1), (plain, 3)):
+        graph = program.extras["final"]["infer"]
+        after_norm = [n for n in graph.nodes() if n.op == "mul" and n.inputs[0].op == "normalize"]
+        assert len(after_norm) == affine
+    a, b = TrainDriver(folded), TrainDriver(plain)
+    scrambled_norms(a, np.random.default_rng(1))
+    scrambled_norms(b, np.random.default_rng(1))
+    assert_same_steps(a, b, data, loss_rtol=1e-12, rtol=1e-10, atol=1e-12)
+
+
+def test_a_layer_norm_read_by_anything_but_a_product_keeps_its_scale_and_shift(tmp_path):
+    text = NORMED.replace("h = (n |> linear(4) |> tanh) + (n |> linear(4, bias = false))",
+                          "h = (n |> linear(4) |> tanh) + (n |> tanh |> linear(4, bias = false))")
+    program = compile_text(tmp_path, text, dtype="float64")
+    graph = program.extras["final"]["infer"]
+    assert len([n for n in graph.nodes() if n.op == "mul" and n.inputs[0].op == "normalize"]) == 2

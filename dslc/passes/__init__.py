@@ -7,6 +7,7 @@ from dslc.ir.graph import Graph
 from dslc.ir.printer import print_graph
 from dslc.ir.verify import verify
 from dslc.passes.autodiff import autodiff
+from dslc.passes.fold_norm import fold_norm
 from dslc.passes.fuse import fuse
 from dslc.passes.infer_shapes import infer_shapes
 from dslc.passes.lower_optimizer import lower_optimizer
@@ -18,18 +19,20 @@ Pass = Callable[[Graph], Graph]
 
 # per graph kind, in order; `lower` (AST -> IR) runs before and `emit` (IR -> ONNX) after
 PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
-    "infer": (("infer_shapes", infer_shapes), ("reorder", reorder), ("simplify", simplify), ("fuse", fuse)),
-    "eval": (("infer_shapes", infer_shapes), ("reorder", reorder), ("simplify", simplify), ("fuse", fuse)),
-    "train": (("infer_shapes", infer_shapes), ("reorder", reorder), ("autodiff", autodiff),
+    "infer": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("simplify", simplify),
+              ("fuse", fuse)),
+    "eval": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("simplify", simplify),
+             ("fuse", fuse)),
+    "train": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("autodiff", autodiff),
               ("lower_optimizer", lower_optimizer), ("simplify", simplify), ("fuse", fuse)),
     # `dslc build --split`: the training step cut at the gradients (see passes/split.py)
-    "grad": (("infer_shapes", infer_shapes), ("reorder", reorder), ("autodiff", autodiff),
+    "grad": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("autodiff", autodiff),
              ("name_gradients", name_gradients), ("simplify", simplify), ("fuse", fuse)),
     "apply": (("gradient_inputs", gradient_inputs), ("lower_optimizer", lower_optimizer), ("simplify", simplify),
               ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "reorder", "autodiff", "name_gradients", "gradient_inputs", "lower_optimizer",
-              "simplify", "fuse")
+PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "reorder", "autodiff", "name_gradients", "gradient_inputs",
+              "lower_optimizer", "simplify", "fuse")
 
 
 def run(graph: Graph, kind: str, print_after: str | None = None, printed: list[str] | None = None) -> Graph:
