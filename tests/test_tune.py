@@ -257,3 +257,36 @@ def test_a_choice_is_checked_in_the_training_step_that_holds_it(monkeypatch, tmp
     assert (first["rule"], first["choice"], "step" in first) == ("columns", "columns", False)  # 3×3: nothing to check
     assert (second["rule"], second["choice"]) == ("bands", "columns") and steps == [{"two.train.second"}]
     assert formulations_in(onnx.load_from_string(program.graphs["train.second"])) == ["columns"]
+
+
+def test_the_table_names_the_batch_a_pinned_dimension_measures_at(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    monkeypatch.setattr(tuner, "_measure", Timer("swapped"))
+    assert main(["build", str(LENET), "--tune", "--threads", "1", "--dim", "B=16", "-o", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "1 thread, batch 16," in err and "f32[16, 1, 28, 28]" in err
+    assert json.loads((tmp_path / "lenet.dslc.json").read_text())["tuning"]["batch"] == 16
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["shapes"].update({k: "garbage" for k in r["shapes"]}),
+    lambda r: [v.update(choice="bogus") for v in r["shapes"].values()],
+    lambda r: [v["median_ms"].update(columns=float("nan")) for v in r["shapes"].values()],
+    lambda r: [s.update({k: {} for k in s}) for s in r["steps"].values()],
+    lambda r: [s.update({k: {"rule": 1.0, "disturbed": False} for k in s}) for s in r["steps"].values()],
+    lambda r: r.update(shapes=[1], steps="x"),
+])
+def test_a_damaged_tune_cache_is_measured_again(monkeypatch, tmp_path, damage):
+    """A tune file edited by hand or damaged: its broken records are measured again, never trusted or a crash."""
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DSLC_NO_CACHE", raising=False)
+    first = Timer("columns")
+    expected = compile_file(LENET, tune=TuneSetting(threads=1, batch=8, measure=first)).manifest["tuning"]["choices"]
+    [file] = (tmp_path / "cache" / "tune").iterdir()
+    record = json.loads(file.read_text())
+    damage(record)
+    file.write_text(json.dumps(record))
+    again = Timer("columns")
+    program = compile_file(LENET, tune=TuneSetting(threads=1, batch=8, measure=again))
+    assert again.calls  # something was measured again
+    assert [c["choice"] for c in program.manifest["tuning"]["choices"]] == [c["choice"] for c in expected]
