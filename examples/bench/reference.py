@@ -108,6 +108,16 @@ def _over_bound(r: dict) -> str:
     return f"{over:.1f}" if over >= 1 else "below the bound: withheld (contended)"
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that makes the block, with every option that changes it (a block of `--only` workloads
+    says so, else it reads as the whole set)."""
+    compared = "all" if args.compare == parse_compare("all") else ",".join(args.compare)
+    return "python examples/bench/reference.py --compare " + compared + (
+        f" --steps {args.steps}" if args.steps != 200 else "") + (
+        f" --threads {args.threads}" if args.threads != 2 else "") + (" --memory" if args.memory else "") + (
+        " --tune" if args.tune else "") + (" --only " + " ".join(args.only) if args.only else "")
+
+
 def versions() -> str:
     import onnxruntime
 
@@ -170,7 +180,7 @@ def tuned(model: Path, defines: dict, batch: int, threads: int):
     return program
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", type=parse_compare, default=parse_compare("all"),
                         help="columns beside dslc: `all` (default) or a comma-separated list of twin, torch, "
@@ -186,7 +196,11 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, help=f"rewrite the {BEGIN} … {END} block of this file")
     parser.add_argument("--from-json", type=Path, help="print (and with --readme write) the tables of a run saved "
                                                         "with --json instead of running the workloads")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         results = saved["workloads"]
@@ -214,10 +228,7 @@ def main() -> None:
         print(f"{name}: dslc {r['train_step_ms']:.3f} ms, fastest peer {_fastest(r, 'train')}; inference "
               f"{r['infer_ms']:.3f} ms, {_fastest(r, 'infer')}" + "".join(f"\n  warning: {w}" for w in r["warnings"]),
               flush=True)
-    compared = "all" if args.compare == parse_compare("all") else ",".join(args.compare)
-    command = "python examples/bench/reference.py --compare " + compared + (
-        f" --steps {args.steps}" if args.steps != 200 else "") + (" --memory" if args.memory else "") + (
-        " --tune" if args.tune else "")
+    command = command_line(args)
     lines = block(results, check, args.compare, args.steps, args.memory, command)
     print("\n" + "\n".join(lines))
     if args.json:
