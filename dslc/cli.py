@@ -307,6 +307,9 @@ def _bench(program, args) -> None:
                          f"give their sizes with " + " ".join(f"`--dim {d}=N`" for d in missing))
     if args.json:
         check_writable(args.json)
+    if args.peers and not os.path.isdir(args.peers):  # else every peer column reads "no hand-written peer"
+        raise DataError(f"`--peers {args.peers}`: no such folder",
+                        hint="give the folder of hand-written peers (default: examples/bench/peers)")
     if args.memory:
         from dslc.peers import import_library
 

@@ -26,3 +26,10 @@ def test_ab_builds_names_a_folder_without_a_build(tmp_path):
                          text=True, timeout=120)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert f"`{tmp_path}` holds no `*.dslc.json` manifests" in run.stderr
+
+
+def test_bench_names_a_peers_folder_that_is_not_there(tmp_path, capsys):
+    from dslc.cli import main
+
+    assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--compare", "torch", "--peers", str(tmp_path / "nope")]) == 3
+    assert f"`--peers {tmp_path / 'nope'}`: no such folder" in capsys.readouterr().err
