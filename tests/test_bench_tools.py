@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dslc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +35,15 @@ def test_bench_names_a_peers_folder_that_is_not_there(tmp_path, capsys):
 
     assert main(["bench", str(ROOT / "models" / "mlp.dl"), "--compare", "torch", "--peers", str(tmp_path / "nope")]) == 3
     assert f"`--peers {tmp_path / 'nope'}`: no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("train_loop.py", ["--repeats", "0"]), ("ort_profile.py", ["--calls", "0"]), ("reference.py", ["--steps", "0"]),
+    ("reference.py", ["--threads", "-1"]), ("ab_builds.py", ["a", "b", "--calls", "0"]),
+    ("train_overhead.py", ["--epochs", "0"]), ("reference.py", ["--from-json", "/nonexistent/run.json"]),
+])
+def test_the_bench_scripts_refuse_counts_below_one_and_missing_files(script, argv):
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "bench" / script), *argv], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode in (1, 2) and "Traceback" not in run.stderr
+    assert "expected a positive integer" in run.stderr or "cannot read `/nonexistent/run.json`" in run.stderr

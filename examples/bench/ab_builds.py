@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dslc.bench import synthetic_batch
+from dslc.cli_args import positive_int
 from dslc.runtime.session import Predictor, TrainStep
 
 
@@ -60,9 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=8, help="timed calls per session and repetition")
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--reps", type=positive_int, default=3)
+    parser.add_argument("--calls", type=positive_int, default=8, help="timed calls per session and repetition")
     args = parser.parse_args()
     differ = differences(load(args.before)[0], load(args.after)[0])
     if differ:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dslc
 from dslc import bench, bench_machine
+from dslc.cli_args import positive_int
 from dslc.fsutil import atomic_write_text
 from dslc.peers import PEERS, parse_compare
 
@@ -185,8 +186,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--compare", type=parse_compare, default=parse_compare("all"),
                         help="columns beside dslc: `all` (default) or a comma-separated list of twin, torch, "
                              "torch-compile, jax")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=200)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--memory", action="store_true", help="also measure the training step's peak RSS")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
@@ -202,7 +203,10 @@ def arguments() -> argparse.ArgumentParser:
 def main() -> None:
     args = arguments().parse_args()
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
+        try:
+            saved = json.loads(args.from_json.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: cannot read `{args.from_json}`: {getattr(e, 'strerror', None) or e}") from None
         results = saved["workloads"]
         first = next(iter(results.values()))
         columns = tuple(name for name in ("twin",) + PEERS if name in first["columns"])
