@@ -290,3 +290,23 @@ def test_a_damaged_tune_cache_is_measured_again(monkeypatch, tmp_path, damage):
     program = compile_file(LENET, tune=TuneSetting(threads=1, batch=8, measure=again))
     assert again.calls  # something was measured again
     assert [c["choice"] for c in program.manifest["tuning"]["choices"]] == [c["choice"] for c in expected]
+
+
+@pytest.mark.parametrize("argv, env, batch, threads", [
+    (["--batch-size", "32", "--accumulate", "3"], {}, 11, 4),          # micro-batches of 11, 11, 10 rows
+    (["--batch-size", "32", "--workers", "2"], {}, 16, 2),             # each rank's half, each on half the cores
+    (["--batch-size", "33", "--workers", "2", "--accumulate", "2", "--threads", "3"], {}, 9, 3),
+    (["--batch-size", "64"], {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 16, 2),  # mpiexec
+])
+def test_train_tunes_at_one_ranks_micro_batch_and_threads(monkeypatch, argv, env, batch, threads):
+    from dslc.cli import _tune_setting
+    from dslc.cli_args import build_parser
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser()[0].parse_args(["train", "m.dl", "--data", "d.npz", "--epochs", "1", "-o", "r", "--tune", *argv])
+    setting = _tune_setting(args)
+    assert (setting.batch, setting.threads) == (batch, threads)
