@@ -125,9 +125,11 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
     from dslc.runtime.checkpoint import CHECKPOINT_FILE
     from dslc.runtime.history import HISTORY_FILE
     from dslc.runtime.progress import ConsoleReporter
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.session import check_cuda_provider, default_threads, parse_device
 
     workers = check_count(workers, "workers", "the number of workers")
+    if parse_device(settings.get("device", "cpu"))[0] == "cuda":
+        check_cuda_provider()
     if workers == 1:
         from dslc.runtime.train import fit
 
