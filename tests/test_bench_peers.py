@@ -16,6 +16,7 @@ from dslc import bench, bench_machine, peers
 from dslc.bench import BenchResult, Column, Timing
 from dslc.bench_report import report_lines
 from dslc.cli import main
+from dslc.peers import PeerError
 from dslc.runtime.session import Predictor, TrainStep
 from golden import ROOT
 
@@ -253,3 +254,9 @@ def test_the_readme_block_names_every_option_that_shaped_it():
     assert command([]) == "python examples/bench/reference.py --compare all"
     assert command(["--only", "mlp-adam", "lenet-adam", "--steps", "30", "--threads", "1", "--compare", "twin"]) == \
         "python examples/bench/reference.py --compare twin --steps 30 --threads 1 --only mlp-adam lenet-adam"
+
+
+def test_a_float64_build_has_no_float32_peer():
+    program = dslc.compile(ROOT / "models" / "mlp.dl", dtype="float64")
+    with pytest.raises(PeerError, match="the peers are written in float32; this build is float64"):
+        peers.make_column("torch", program, program.initial_values(), PEERS)
