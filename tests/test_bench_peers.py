@@ -260,3 +260,14 @@ def test_a_float64_build_has_no_float32_peer():
     program = dslc.compile(ROOT / "models" / "mlp.dl", dtype="float64")
     with pytest.raises(PeerError, match="the peers are written in float32; this build is float64"):
         peers.make_column("torch", program, program.initial_values(), PEERS)
+
+
+def test_the_gemm_peak_is_measured_in_the_models_dtype(monkeypatch):
+    made = []
+    monkeypatch.setattr(bench_machine, "_matmul_model", lambda size, dtype="float32": made.append(dtype) or
+                        _real_matmul_model(size, dtype))
+    check = bench_machine.contention(1, rounds=1, per_round=1, size=64, dtype="float64")
+    assert made == ["float64"] and check["gemm_gflops"] > 0
+
+
+_real_matmul_model = bench_machine._matmul_model
