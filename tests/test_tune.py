@@ -310,3 +310,17 @@ def test_train_tunes_at_one_ranks_micro_batch_and_threads(monkeypatch, argv, env
     args = build_parser()[0].parse_args(["train", "m.dl", "--data", "d.npz", "--epochs", "1", "-o", "r", "--tune", *argv])
     setting = _tune_setting(args)
     assert (setting.batch, setting.threads) == (batch, threads)
+
+
+def test_a_run_resumed_with_tune_warns_of_nothing(monkeypatch, tmp_path, capsys):
+    """--tune changes how the gradient is computed, not the model: resuming an untuned run with it (or the
+    other way round) is the same run."""
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    monkeypatch.setattr(tuner, "_measure", Timer("columns"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", image=rng.random((16, 1, 28, 28), dtype=np.float32), label=rng.integers(0, 10, 16))
+    argv = ["train", str(LENET), "--data", str(tmp_path / "d.npz"), "--batch-size", "8", "-o", str(tmp_path / "r"),
+            "-q", "--threads", "1"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main([*argv, "--epochs", "2", "--resume", "--tune"]) == 0
+    assert "differs" not in capsys.readouterr().err
