@@ -195,7 +195,7 @@ def test_a_memory_bound_step_has_a_bandwidth_roofline():
 def test_a_contended_machine_is_named(monkeypatch, one_ms, many_ms, load, contended):
     monkeypatch.setattr(bench_machine, "interleaved", lambda jobs, *a, **k: {"1": Timing(one_ms, one_ms, one_ms),
                                                                         "2": Timing(many_ms, many_ms, many_ms)})
-    monkeypatch.setattr(bench_machine, "_gemm_job", lambda threads, size: None)
+    monkeypatch.setattr(bench_machine, "_gemm_job", lambda threads, size, dtype="float32": None)
     monkeypatch.setattr(bench_machine.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(bench_machine.os, "cpu_count", lambda: 2)
     check = bench_machine.contention(2)
