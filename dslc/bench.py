@@ -316,7 +316,7 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     infer_inputs = synthetic_batch(infer_spec["inputs"], {**symbols, "B": infer_batch_size}, rng)
     libraries = {column: import_library(column) for column in compare}  # a missing library fails before timing
 
-    machine_check = contention(threads)
+    machine_check = contention(threads, dtype=program.manifest["dtype"])
     bandwidth = bandwidth_gbs(threads)
     final = program.extras["final"]["train"]
 

@@ -1,5 +1,5 @@
-"""What the machine can do, measured by `dslc bench` before it times a model: float32 matrix-multiply
-throughput (the GEMM peak), memory bandwidth, and whether other work is competing for the cores.
+"""What the machine can do, measured by `dslc bench` before it times a model: matrix-multiply
+throughput in the model's dtype (the GEMM peak), memory bandwidth, and whether other work is competing for the cores.
 
     GEMM peak    2·n³ / the 10th-percentile time of an n×n ONNX Runtime MatMul
     bandwidth    bytes read + written / the fastest of a few ONNX Runtime Adds over a buffer far larger than
@@ -42,24 +42,23 @@ def _model(name: str, build) -> bytes:
     return serialize(emit_graph(Graph(name, *build(b))))
 
 
-def _matmul_model(size: int) -> bytes:
-    """c = a @ b for float32 `size`×`size` inputs `a` and `b`, serialized ONNX."""
+def _matmul_model(size: int, dtype: str = "float32") -> bytes:
+    """c = a @ b for `size`×`size` inputs `a` and `b` of `dtype`, serialized ONNX."""
     def build(b):
-        x = b.input("a", TensorType("float32", (size, size)), "data")
-        y = b.input("b", TensorType("float32", (size, size)), "data")
+        x = b.input("a", TensorType(dtype, (size, size)), "data")
+        y = b.input("b", TensorType(dtype, (size, size)), "data")
         return [x, y], [("c", b.matmul(x, y))]
 
     return _model("gemm", build)
 
 
-def _gemm_job(threads: int, size: int):
-    """A function running one `size`³ product on an ONNX Runtime session of `threads` threads."""
+def _gemm_job(threads: int, size: int, dtype: str = "float32"):
+    """A function running one `size`³ product of `dtype` on an ONNX Runtime session of `threads` threads."""
     from dslc.runtime.session import make_session
 
-    session = make_session(_matmul_model(size), "cpu", threads)
+    session = make_session(_matmul_model(size, dtype), "cpu", threads)
     rng = np.random.default_rng(0)
-    feeds = {"a": rng.standard_normal((size, size), dtype=np.float32),
-             "b": rng.standard_normal((size, size), dtype=np.float32)}
+    feeds = {"a": rng.standard_normal((size, size)).astype(dtype), "b": rng.standard_normal((size, size)).astype(dtype)}
     return lambda: session.run(None, feeds)
 
 
@@ -96,12 +95,13 @@ def scaling_text(check: dict) -> str:
     return f"a GEMM on {check['threads']} threads ran {check['speedup']:.2f}× faster than on 1"
 
 
-def contention(threads: int, rounds: int = 4, per_round: int = 3, size: int = GEMM_SIZE) -> dict:
+def contention(threads: int, rounds: int = 4, per_round: int = 3, size: int = GEMM_SIZE, dtype: str = "float32") -> dict:
     """The GEMM timed on 1 thread and on `threads`, interleaved; the machine's load average. `contended`
     when the speedup falls short of MIN_SPEEDUP_PER_THREAD per added thread, or the 1-minute load
     average (other processes wanting a core) exceeds the cores. Returns the GEMM peak too: from the faster
-    10th-percentile time of the two (on a contended machine, one thread can beat `threads`)."""
-    jobs = [("1", _gemm_job(1, size))] + ([(str(threads), _gemm_job(threads, size))] if threads > 1 else [])
+    10th-percentile time of the two (on a contended machine, one thread can beat `threads`), in the
+    `dtype` of the model timed (a float64 GEMM runs at about half the float32 peak)."""
+    jobs = [("1", _gemm_job(1, size, dtype))] + ([(str(threads), _gemm_job(threads, size, dtype))] if threads > 1 else [])
     timings = interleaved(jobs, per_round, rounds, warmup=1, retry_contended=False)  # contention is what it looks for
     one, many = timings["1"].median_ms, timings[str(threads)].median_ms
     speedup = one / many

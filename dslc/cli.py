@@ -72,17 +72,17 @@ def _compile(args):
 
 def _tune_setting(args):
     """What `--tune` measures for: the run's threads and the batch of its training step."""
-    import math
-
     from dslc.runtime.session import default_threads
     from dslc.runtime.tune import DEFAULT_BATCH, TuneSetting
 
-    batch = DEFAULT_BATCH
+    batch, threads = DEFAULT_BATCH, args.threads or default_threads()
     if args.verb == "train":
-        batch = math.ceil(args.batch_size / args.accumulate)
+        from dslc.runtime.distributed import tuned_share
+
+        batch, threads = tuned_share(args.batch_size, args.accumulate, args.workers, args.threads)
     elif args.verb == "bench":
         batch = args.batch_size
-    return TuneSetting(threads=args.threads or default_threads(), batch=batch)
+    return TuneSetting(threads=threads, batch=batch)
 
 
 def _refuse_tune_misuse(args, parser: argparse.ArgumentParser) -> None:
@@ -307,6 +307,9 @@ def _bench(program, args) -> None:
                          f"give their sizes with " + " ".join(f"`--dim {d}=N`" for d in missing))
     if args.json:
         check_writable(args.json)
+    if args.peers and not os.path.isdir(args.peers):  # else every peer column reads "no hand-written peer"
+        raise DataError(f"`--peers {args.peers}`: no such folder",
+                        hint="give the folder of hand-written peers (default: examples/bench/peers)")
     if args.memory:
         from dslc.peers import import_library
 

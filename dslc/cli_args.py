@@ -24,6 +24,9 @@ def _positive(text: str) -> int:
     return value
 
 
+positive_int = _positive  # the counts of the example scripts (examples/bench) alike
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)

@@ -291,6 +291,7 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
     if tune is not None:
         from dslc.runtime.tune import tune as tune_choices
 
+        tune = tune.at_graphs(final)
         tuned = tune_choices(final, tune)
     chosen = {c.key: c.choice for c in tuned}
     metadata = {"dslc.version": __version__, "dslc.model": name}

@@ -229,6 +229,10 @@ def make_column(column: str, program, weights: dict[str, np.ndarray], folder: Pa
     optimizer = lowered.notes["optimizer"]
     if optimizer.setting("clip_norm") or optimizer.setting("clip_value"):
         raise PeerError("the peers do not clip gradients; this model's optimizer does")
+    dtypes = sorted({str(w.dtype) for w in weights.values()} - {"float32"})
+    if dtypes:
+        raise PeerError(f"the peers are written in float32; this build is {', '.join(dtypes)} (compare the twin, or "
+                        f"bench without `--dtype`)")
     if column == "jax":
         jax, optax = import_library(column)
         return JaxPeer(jax, optax, peer, sizes, weights, optimizer)

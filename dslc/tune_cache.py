@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -56,10 +57,28 @@ def load(setting: dict) -> dict[str, dict]:
     try:
         record = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
         if record.get("format") == FORMAT and record.get("machine") == setting:
-            return {"shapes": dict(record["shapes"]), "steps": dict(record["steps"])}
+            return {"shapes": {k: v for k, v in dict(record["shapes"]).items() if _is_probe(v)},
+                    "steps": {k: v for k, v in dict(record["steps"]).items() if _is_step(v)}}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     return {"shapes": {}, "steps": {}}
+
+
+def _is_probe(entry) -> bool:
+    """A shape's record as `store` writes it (a damaged or hand-edited one is measured again)."""
+    return (isinstance(entry, dict) and isinstance(entry.get("median_ms"), dict) and entry["median_ms"]
+            and all(_is_ms(ms) for ms in entry["median_ms"].values()) and entry.get("choice") in entry["median_ms"])
+
+
+def _is_step(entry) -> bool:
+    """A step's record: for each shape, the step's medians with the rule's and the probe's choice."""
+    return isinstance(entry, dict) and all(
+        isinstance(times, dict) and _is_ms(times.get("rule")) and len(times) >= 2
+        and all(_is_ms(ms) for name, ms in times.items() if name != "disturbed") for times in entry.values())
+
+
+def _is_ms(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def store(setting: dict, shapes: dict[str, dict], steps: dict[str, dict]) -> None:

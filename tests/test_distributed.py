@@ -124,3 +124,12 @@ def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
     assert bad.returncode == 3
     assert "error (worker 1 of 2): the disk is full\nhint: free some space" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_cuda_without_a_cuda_onnxruntime_is_refused_before_the_workers_start(program, data, tmp_path, monkeypatch):
+    monkeypatch.setattr("dslc.runtime.session.ort.get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr("dslc.runtime.distributed.mpiexec", lambda: pytest.fail("workers were started"))
+    with pytest.raises(DataError) as e:
+        program.train(data, epochs=1, batch_size=12, out_dir=tmp_path / "run", workers=2, device="cuda")
+    assert e.value.message.startswith("CUDA was requested but this onnxruntime has no CUDA support")
+    assert not (tmp_path / "run").exists()

@@ -257,3 +257,70 @@ def test_a_choice_is_checked_in_the_training_step_that_holds_it(monkeypatch, tmp
     assert (first["rule"], first["choice"], "step" in first) == ("columns", "columns", False)  # 3×3: nothing to check
     assert (second["rule"], second["choice"]) == ("bands", "columns") and steps == [{"two.train.second"}]
     assert formulations_in(onnx.load_from_string(program.graphs["train.second"])) == ["columns"]
+
+
+def test_the_table_names_the_batch_a_pinned_dimension_measures_at(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    monkeypatch.setattr(tuner, "_measure", Timer("swapped"))
+    assert main(["build", str(LENET), "--tune", "--threads", "1", "--dim", "B=16", "-o", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "1 thread, batch 16," in err and "f32[16, 1, 28, 28]" in err
+    assert json.loads((tmp_path / "lenet.dslc.json").read_text())["tuning"]["batch"] == 16
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["shapes"].update({k: "garbage" for k in r["shapes"]}),
+    lambda r: [v.update(choice="bogus") for v in r["shapes"].values()],
+    lambda r: [v["median_ms"].update(columns=float("nan")) for v in r["shapes"].values()],
+    lambda r: [s.update({k: {} for k in s}) for s in r["steps"].values()],
+    lambda r: [s.update({k: {"rule": 1.0, "disturbed": False} for k in s}) for s in r["steps"].values()],
+    lambda r: r.update(shapes=[1], steps="x"),
+])
+def test_a_damaged_tune_cache_is_measured_again(monkeypatch, tmp_path, damage):
+    """A tune file edited by hand or damaged: its broken records are measured again, never trusted or a crash."""
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DSLC_NO_CACHE", raising=False)
+    first = Timer("columns")
+    expected = compile_file(LENET, tune=TuneSetting(threads=1, batch=8, measure=first)).manifest["tuning"]["choices"]
+    [file] = (tmp_path / "cache" / "tune").iterdir()
+    record = json.loads(file.read_text())
+    damage(record)
+    file.write_text(json.dumps(record))
+    again = Timer("columns")
+    program = compile_file(LENET, tune=TuneSetting(threads=1, batch=8, measure=again))
+    assert again.calls  # something was measured again
+    assert [c["choice"] for c in program.manifest["tuning"]["choices"]] == [c["choice"] for c in expected]
+
+
+@pytest.mark.parametrize("argv, env, batch, threads", [
+    (["--batch-size", "32", "--accumulate", "3"], {}, 11, 4),          # micro-batches of 11, 11, 10 rows
+    (["--batch-size", "32", "--workers", "2"], {}, 16, 2),             # each rank's half, each on half the cores
+    (["--batch-size", "33", "--workers", "2", "--accumulate", "2", "--threads", "3"], {}, 9, 3),
+    (["--batch-size", "64"], {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 16, 2),  # mpiexec
+])
+def test_train_tunes_at_one_ranks_micro_batch_and_threads(monkeypatch, argv, env, batch, threads):
+    from dslc.cli import _tune_setting
+    from dslc.cli_args import build_parser
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser()[0].parse_args(["train", "m.dl", "--data", "d.npz", "--epochs", "1", "-o", "r", "--tune", *argv])
+    setting = _tune_setting(args)
+    assert (setting.batch, setting.threads) == (batch, threads)
+
+
+def test_a_run_resumed_with_tune_warns_of_nothing(monkeypatch, tmp_path, capsys):
+    """--tune changes how the gradient is computed, not the model: resuming an untuned run with it (or the
+    other way round) is the same run."""
+    monkeypatch.setenv("DSLC_NO_CACHE", "1")
+    monkeypatch.setattr(tuner, "_measure", Timer("columns"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", image=rng.random((16, 1, 28, 28), dtype=np.float32), label=rng.integers(0, 10, 16))
+    argv = ["train", str(LENET), "--data", str(tmp_path / "d.npz"), "--batch-size", "8", "-o", str(tmp_path / "r"),
+            "-q", "--threads", "1"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main([*argv, "--epochs", "2", "--resume", "--tune"]) == 0
+    assert "differs" not in capsys.readouterr().err

@@ -43,16 +43,17 @@ MAX_AXIS = 2**24  # coordinates must be exact in float32
 
 
 # ---- numpy definition (float32 throughout; every operation exact) ------------------------------------
-def _mod(v):
-    return v - np.floor(v * np.float32(1 / HALF)) * np.float32(HALF)
+def _mod(v, floor=np.floor):
+    return v - floor(v * np.float32(1 / HALF)) * np.float32(HALF)
 
 
-def _mix(left, right):
+def _mix(left, right, floor=np.floor):
+    """`floor`: numpy's, or torch's for the twin's float32 tensors (the same exact operations)."""
     for key in KEYS[:ROUNDS]:
-        y = _mod(right + np.float32(key))
+        y = _mod(right + np.float32(key), floor)
         z = y * y
-        high = np.floor(z * np.float32(1 / HALF))
-        left, right = right, _mod(left + high + (z - high * np.float32(HALF)))
+        high = floor(z * np.float32(1 / HALF))
+        left, right = right, _mod(left + high + (z - high * np.float32(HALF)), floor)
     return left, right
 
 
@@ -73,17 +74,22 @@ def coordinate_hash(axis: int, n: int, salt: int = 0) -> tuple[np.ndarray, np.nd
 def uniform_numpy(shape, seed: int, salt: int, dtype) -> np.ndarray:
     """numpy twin of the `random_uniform_like` lowering (the same float32 operations). A rank-0 tensor
     is drawn as shape [1]."""
-    shape = tuple(shape)
+    return _uniform(tuple(shape), seed, salt, np.asarray, np.floor).astype(dtype)
+
+
+def _uniform(shape: tuple, seed: int, salt: int, array, floor):
+    """`uniform_numpy` in float32 with the array library's `array` (from a numpy array) and `floor`: the
+    per-axis tables are vectors made in numpy, their broadcast sum and the final mix in that library."""
     dims = shape or (1,)
     rank = len(dims)
-    left, right = (np.full((1,) * rank, v, np.float32) for v in seed_halves(seed))
+    left, right = (array(np.full((1,) * rank, v, np.float32)) for v in seed_halves(seed))
     for axis, n in enumerate(dims):
         where = [n if i == axis else 1 for i in range(rank)]
         table_left, table_right = coordinate_hash(axis, n, salt if axis == rank - 1 else 0)
-        left, right = left + table_left.reshape(where), right + table_right.reshape(where)
-    left, right = _mix(_mod(left), _mod(right))
+        left, right = left + array(table_left.reshape(where)), right + array(table_right.reshape(where))
+    left, right = _mix(_mod(left, floor), _mod(right, floor), floor)
     u = (left * np.float32(HALF) + right) * np.float32(2.0**-24)
-    return u.reshape(shape).astype(dtype)
+    return u.reshape(shape)
 
 
 # ---- the same operations as ONNX nodes --------------------------------------------------------------
@@ -185,7 +191,8 @@ class RandomUniformLike(OpDef):
         return u if x.type.dtype == "float32" else e.node("Cast", u, to=e.onnx_dtype(x.type.dtype))
 
     def torch(self, T, x, seed, *, salt):
-        return T.rand_like(x)  # the twin does not reproduce dslc's masks, only their cost
+        # dslc's own numbers (its masks), so that the twin's first step can match dslc's in `dslc bench`
+        return _uniform(tuple(x.shape), int(seed), salt, T.from_numpy, T.floor).to(x.dtype)
 
     def evaluate(self, x, seed, *, salt):
         return uniform_numpy(x.shape, int(seed), salt, x.dtype.type)

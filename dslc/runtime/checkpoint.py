@@ -52,9 +52,11 @@ class Checkpoint:
 
 def manifest_hash(manifest: dict) -> str:
     """sha256 of the manifest as canonical JSON (sorted keys, no whitespace), without the split graphs
-    (`grad`, `apply`): a run may continue with or without gradient accumulation or workers."""
+    (`grad`, `apply`) and `--tune`'s record (`tuning`): a run may continue with or without gradient
+    accumulation, workers or tuning (every formulation computes the same gradient)."""
     graphs = {k: v for k, v in manifest["graphs"].items() if k.split(".")[0] not in ("grad", "apply")}
-    text = json.dumps({**manifest, "graphs": graphs}, sort_keys=True, separators=(",", ":"))
+    kept = {k: v for k, v in manifest.items() if k != "tuning"}
+    text = json.dumps({**kept, "graphs": graphs}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

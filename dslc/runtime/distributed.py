@@ -55,6 +55,19 @@ def rank_threads() -> int:
     return max(1, default_threads() // max(1, int(local) if local.isdigit() else 1))
 
 
+def tuned_share(batch_size: int, accumulate: int, workers: int | None, threads: int | None) -> tuple[int, int]:
+    """What one training graph of `dslc train` runs at, for `--tune` to measure at: the rows of the
+    largest micro-batch of one rank (`accumulate.shard`, then `accumulate` micro-batches) and that rank's
+    ONNX Runtime threads (`--threads`, else the cores shared by the `--workers` or `mpiexec` ranks)."""
+    from dslc.runtime.session import default_threads
+
+    ranks = workers or max([int(os.environ[n]) for n in _SIZE_VARIABLES if os.environ.get(n, "").isdigit()] + [1])
+    rows = -(-batch_size // ranks)
+    if threads is None:
+        threads = max(1, default_threads() // workers) if workers else rank_threads() if ranks > 1 else default_threads()
+    return -(-rows // accumulate), threads
+
+
 @contextmanager
 def abort_on_error(comm):
     """On a rank, turn any failure into a message naming the rank and `MPI.Abort` (which stops every
@@ -112,9 +125,11 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
     from dslc.runtime.checkpoint import CHECKPOINT_FILE
     from dslc.runtime.history import HISTORY_FILE
     from dslc.runtime.progress import ConsoleReporter
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.session import check_cuda_provider, default_threads, parse_device
 
     workers = check_count(workers, "workers", "the number of workers")
+    if parse_device(settings.get("device", "cpu"))[0] == "cuda":
+        check_cuda_provider()
     if workers == 1:
         from dslc.runtime.train import fit
 

@@ -46,6 +46,18 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def check_cuda_provider() -> None:
+    """`DataError` unless this onnxruntime has the CUDA provider (the first of `make_session`'s checks;
+    `--workers` makes it before starting processes that would each fail on it)."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DataError(
+            "CUDA was requested but this onnxruntime has no CUDA support "
+            f"(available providers: {', '.join(available)})",
+            hint=CUDA_HINT,
+        )
+
+
 def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
                  memory_pattern: bool = True) -> ort.InferenceSession:
     """An inference session on `device`, or `DataError` if that device cannot be used.
@@ -76,13 +88,7 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     if kind == "cpu":
         return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in available:
-        raise DataError(
-            "CUDA was requested but this onnxruntime has no CUDA support "
-            f"(available providers: {', '.join(available)})",
-            hint=CUDA_HINT,
-        )
+    check_cuda_provider()
     providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
     try:
         with warnings.catch_warnings():

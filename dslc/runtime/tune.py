@@ -20,7 +20,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,6 +50,15 @@ class TuneSetting:
     threads: int
     batch: int = DEFAULT_BATCH
     measure: Measure | None = field(default=None, compare=False)
+
+    def at_graphs(self, graphs: dict[str, Graph]) -> TuneSetting:
+        """This setting with the batch the training graphs pin (`--dim B=16`), if they do: the batch measured."""
+        for name, step in graphs.items():
+            if name.startswith(("train", "grad")):
+                firsts = [n.type.shape[0] for n in step.inputs_with_role("data", "target") if n.type.shape]
+                if firsts and all(isinstance(d, int) for d in firsts):
+                    return replace(self, batch=firsts[0])
+        return self
 
     def key(self) -> dict:
         """For the compile cache: the machine and the batch (the measurements decide the rest)."""
@@ -160,7 +169,7 @@ def _step_times(step: Graph, feeds: dict, changed: list[Choice], rule: dict[str,
     base = serialize(emit_graph(step, choices=rule))
     fingerprint = hashlib.blake2b(base + str(setting.batch).encode(), digest_size=16).hexdigest()
     times = known.get(fingerprint, {})
-    if any(c.shape not in times for c in changed):
+    if any(c.probe not in times.get(c.shape, {}) for c in changed):
         models = {"rule": (base, feeds)}
         for c in changed:
             models[c.shape] = (serialize(emit_graph(step, choices={**rule, c.key: c.probe})), feeds)

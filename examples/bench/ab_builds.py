@@ -21,12 +21,29 @@ import numpy as np
 import onnxruntime as ort
 
 from dslc.bench import synthetic_batch
+from dslc.cli_args import positive_int
 from dslc.runtime.session import Predictor, TrainStep
 
 
 def load(folder: Path) -> tuple[dict, dict[str, bytes]]:
-    manifest = json.loads(next(folder.glob("*.dslc.json")).read_text())
+    found = sorted(folder.glob("*.dslc.json"))
+    if len(found) != 1:
+        raise SystemExit(f"error: `{folder}` holds {'no' if not found else len(found)} `*.dslc.json` manifests; "
+                         f"give folders that each hold one build (`dslc build M.dl -o {folder}`)")
+    manifest = json.loads(found[0].read_text())
     return manifest, {key: (folder / g["file"]).read_bytes() for key, g in manifest["graphs"].items()}
+
+
+def differences(before: dict, after: dict) -> list[str]:
+    """What the two training graphs' manifests give differently: inputs, parameters, buffers or state by
+    name, dtype and shape (a pinned `--dim B=16` against a symbolic `B` is a difference: the batches would)."""
+    differ = []
+    for key in ("inputs", "params", "buffers", "state"):
+        a, b = ([(t["name"], t["dtype"], t["shape"]) for t in side["graphs"]["train"].get(key, [])]
+                for side in (before, after))
+        differ += [f"{key}: {x} vs {y}" for x, y in zip(a, b) if x != y] + (
+            [f"{key}: {len(a)} vs {len(b)}"] if len(a) != len(b) else [])
+    return differ
 
 
 def initial_values(init_graph: bytes) -> dict[str, np.ndarray]:
@@ -44,10 +61,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=8, help="timed calls per session and repetition")
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--reps", type=positive_int, default=3)
+    parser.add_argument("--calls", type=positive_int, default=8, help="timed calls per session and repetition")
     args = parser.parse_args()
+    differ = differences(load(args.before)[0], load(args.after)[0])
+    if differ:
+        raise SystemExit("error: the two builds do not take the same inputs and weights, so their times cannot be "
+                         "compared:\n  " + "\n  ".join(differ[:5]) + "\nhint: build both with the same `-D`, "
+                         "`--dim` and `--dtype`")
     sides = {}
     for tag, folder in (("A", args.before), ("B", args.after), ("b", args.after), ("a", args.before)):
         manifest, graphs = load(folder)

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 import dslc
 from dslc.bench import synthetic_batch
+from dslc.cli_args import positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import ROOT, WORKLOADS  # noqa: E402
@@ -69,8 +70,8 @@ def summary(kernels: list[dict], calls: int, nodes: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
-    parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calls", type=positive_int, default=30)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--nodes", type=int, default=0, help="also list the N slowest nodes")
     args = parser.parse_args()
     for name, (model, defines, train_batch, infer_batch) in WORKLOADS.items():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dslc
 from dslc import bench, bench_machine
+from dslc.cli_args import positive_int
 from dslc.fsutil import atomic_write_text
 from dslc.peers import PEERS, parse_compare
 
@@ -108,6 +109,16 @@ def _over_bound(r: dict) -> str:
     return f"{over:.1f}" if over >= 1 else "below the bound: withheld (contended)"
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that makes the block, with every option that changes it (a block of `--only` workloads
+    says so, else it reads as the whole set)."""
+    compared = "all" if args.compare == parse_compare("all") else ",".join(args.compare)
+    return "python examples/bench/reference.py --compare " + compared + (
+        f" --steps {args.steps}" if args.steps != 200 else "") + (
+        f" --threads {args.threads}" if args.threads != 2 else "") + (" --memory" if args.memory else "") + (
+        " --tune" if args.tune else "") + (" --only " + " ".join(args.only) if args.only else "")
+
+
 def versions() -> str:
     import onnxruntime
 
@@ -170,13 +181,13 @@ def tuned(model: Path, defines: dict, batch: int, threads: int):
     return program
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", type=parse_compare, default=parse_compare("all"),
                         help="columns beside dslc: `all` (default) or a comma-separated list of twin, torch, "
                              "torch-compile, jax")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=200)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--memory", action="store_true", help="also measure the training step's peak RSS")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
@@ -186,9 +197,16 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, help=f"rewrite the {BEGIN} … {END} block of this file")
     parser.add_argument("--from-json", type=Path, help="print (and with --readme write) the tables of a run saved "
                                                         "with --json instead of running the workloads")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
+        try:
+            saved = json.loads(args.from_json.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: cannot read `{args.from_json}`: {getattr(e, 'strerror', None) or e}") from None
         results = saved["workloads"]
         first = next(iter(results.values()))
         columns = tuple(name for name in ("twin",) + PEERS if name in first["columns"])
@@ -214,10 +232,7 @@ def main() -> None:
         print(f"{name}: dslc {r['train_step_ms']:.3f} ms, fastest peer {_fastest(r, 'train')}; inference "
               f"{r['infer_ms']:.3f} ms, {_fastest(r, 'infer')}" + "".join(f"\n  warning: {w}" for w in r["warnings"]),
               flush=True)
-    compared = "all" if args.compare == parse_compare("all") else ",".join(args.compare)
-    command = "python examples/bench/reference.py --compare " + compared + (
-        f" --steps {args.steps}" if args.steps != 200 else "") + (" --memory" if args.memory else "") + (
-        " --tune" if args.tune else "")
+    command = command_line(args)
     lines = block(results, check, args.compare, args.steps, args.memory, command)
     print("\n" + "\n".join(lines))
     if args.json:

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dslc.cli_args import positive_int
+
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"
 
@@ -146,10 +148,10 @@ def child_seconds(command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="threads of both sides (default: each its own default)")
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--threads", type=positive_int, help="threads of both sides (default: each its own default)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--torch-child", type=Path, help=argparse.SUPPRESS)  # run the PyTorch loop, write accuracy
     args = parser.parse_args()

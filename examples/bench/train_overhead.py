@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import dslc
+from dslc.cli_args import positive_int
 from dslc.runtime.train import Reporter
 
 DIGITS = Path(__file__).resolve().parents[1] / "digits"
@@ -37,9 +38,9 @@ class EpochClock(Reporter):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epochs", type=positive_int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     program = dslc.compile(DIGITS / "digits.dl")
     clock = EpochClock()
