@@ -2,12 +2,15 @@
 
 The command line is imported inside `run`, so that Ctrl-C while the imports load (numpy, onnx, lark: the
 first half second) exits 130 quietly, as Ctrl-C later does, instead of printing a traceback."""
+import os
+import signal
 import sys
 
 EXIT_INTERRUPTED = 130  # as `dslc.cli.EXIT_INTERRUPTED`, which is not imported yet when it is needed
 
 
 def run() -> int:
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         from dslc.cli import main
 
@@ -20,6 +23,24 @@ def run() -> int:
             raise
         sys.stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C: a KeyboardInterrupt, as Python's own handler raises, unless it lands while a module is being
+    imported. A KeyboardInterrupt inside an extension's initialisation (numpy's, onnxruntime's) can leave
+    the interpreter broken: numpy's ImportError then no longer names the interrupt, and the process may
+    crash on its way out (seen under load: SIGSEGV, SIGABRT). An import writes nothing, so the process
+    ends there, at once."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            try:
+                sys.stdout.flush()
+                sys.stderr.write("error: interrupted\n")
+                sys.stderr.flush()
+            finally:
+                os._exit(EXIT_INTERRUPTED)
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 def caused_by_interrupt(error: BaseException) -> bool:
