@@ -93,8 +93,10 @@ class Warnings:
 
 
 def test_a_worker_dying_after_a_checkpoint_is_retried_from_it(program, data, tmp_path, monkeypatch):
-    for name, value in _failing_rank(tmp_path, "os._exit(9)", at_step=8, once=True).items():
-        monkeypatch.setenv(name, value)  # rank 1 dies in epoch 2 (5 steps an epoch) of the first job
+    # rank 1 dies in epoch 3 (5 steps an epoch) of the first job: rank 0 saves on a thread, and waited for
+    # epoch 1's save before its second; dying in epoch 2, a loaded machine had not saved epoch 1 yet
+    for name, value in _failing_rank(tmp_path, "os._exit(9)", at_step=13, once=True).items():
+        monkeypatch.setenv(name, value)
     reporter = Warnings()
     history = program.train(data, epochs=3, batch_size=12, out_dir=tmp_path / "run", workers=2, reporter=reporter)
     assert reporter.messages == ["a training worker died (exit code 9); all 2 workers start again from the last "
