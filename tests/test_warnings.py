@@ -127,3 +127,27 @@ def test_a_bias_before_batch_norm_is_named_with_the_fix(tmp_path):
     """)
     assert sorted(found) == [f"the bias of `{layer}` is cancelled by `batch_norm`, which subtracts each channel's "
                              f"batch mean" for layer in ("conv2d_0", "dense_0")]
+
+
+def test_conv1d_over_an_embeddings_steps_first_output_is_named(tmp_path):
+    """conv1d reads `[B, C, L]` (PyTorch's layout); an embedding gives `[B, T, D]` (Keras' Conv1D layout), so
+    feeding it straight in takes the T steps as channels. Transposed first, nothing is said."""
+    path = tmp_path / "m.dl"
+    path.write_text(textwrap.dedent("""\
+        model m {
+            input  tokens: i64[B, 20]
+            target label: i64[B]
+            a = tokens |> embedding(100, 16) |> conv1d(8, 3) |> flatten
+            b = tokens |> embedding(100, 16) |> transpose(0, 2, 1) |> conv1d(8, 3) |> flatten
+            logits = concat(a, b, axis = 1) |> dense(2)
+            output probs = softmax(logits)
+            loss cross_entropy(logits, label)
+            optimizer adam(lr = 0.01)
+        }
+        """))
+    with warnings.catch_warnings(record=True):
+        found = dslc.compile(path).warnings
+    assert [(d.message, d.span.line, d.hint) for d in found] == [(
+        "conv1d reads `[B, C, L]` (channels first, as PyTorch's Conv1d), but this is an embedding's `f32[B, 20, 16]` "
+        "(steps first, as Keras' Conv1D reads it): its 20 steps would be the channels", 4,
+        "put the embedding's features first: `conv1d(transpose(e, 0, 2, 1), ...)`")]

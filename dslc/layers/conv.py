@@ -189,7 +189,18 @@ def conv1d(ctx, x: Tensor, filters: int, kernel: Size, *, stride: Size = 1, padd
     "valid" (none) or "same" (L' = ⌈L / stride⌉, the odd zero at the end, as Keras). `groups` splits
     channels and filters into independent groups. Weight `[filters, C/groups, kernel]`, fans
     C/groups·kernel in and filters·kernel out; bias `[filters]`."""
+    _warn_steps_as_channels(ctx, x)
     return _conv(ctx, 1, "conv1d", x, filters, kernel, stride, padding, dilation, groups, bias, init, bias_init, name)
+
+
+def _warn_steps_as_channels(ctx, x: Tensor) -> None:
+    """Warn when `x` is an embedding's output: `[B, T, D]`, steps first, as Keras' Conv1D reads it, while
+    conv1d reads `[B, C, L]` (PyTorch's layout) and would take the T steps as channels."""
+    if x.op == "gather_rows":
+        ctx.warn(f"conv1d reads `[B, C, L]` (channels first, as PyTorch's Conv1d), but this is an embedding's "
+                 f"`{x.type}` (steps first, as Keras' Conv1D reads it): its {x.type.shape[1]} steps would be the "
+                 f"channels", arg="x", label="an embedding's output",
+                 hint="put the embedding's features first: `conv1d(transpose(e, 0, 2, 1), ...)`")
 
 
 @builtin("layer")
