@@ -181,8 +181,8 @@ def main() -> None:
           f"{torch_accuracy:.3f}")
     print(f"  PyTorch / dslc {torch_s / dslc_s:7.2f}×  (issue 14's target: ≥ 3)")
     print(f"inside one process: `dslc train` {inside['wall_s']:.2f} s: compiling {inside['compile_s']:.2f} s, "
-          f"sessions {inside['sessions_s']:.2f} s, the training loop {inside['loop_s']:.2f} s of which training steps "
-          f"{inside['train_steps_s']:.2f} s and evaluation {inside['eval_steps_s']:.2f} s")
+          f"the training loop {inside['loop_s']:.2f} s, of which making the sessions {inside['sessions_s']:.2f} s, "
+          f"training steps {inside['train_steps_s']:.2f} s and evaluation {inside['eval_steps_s']:.2f} s")
     print(f"  outside the training and evaluation steps: {100 * inside['outside_steps_share']:.0f}% of the wall time "
           f"(target ≤ 5%); {100 * inside['loop_outside_steps_share']:.0f}% of the training loop's")
     between = inside["between_training_runs_s"]
