@@ -323,14 +323,17 @@ def test_tiling_pools_train_without_maxpool_indices_or_convolutions(workdir):
 
 def test_lenet_training_step_flops():
     """The benchmark's FLOP count of a LeNet step: each layer's forward, filter gradient and input
-    gradient (none for the first convolution, whose input is data); the pools' gradients add none."""
+    gradient (none for the first convolution, whose input is data); the pools' gradients add none.
+    The first convolution runs in its pool's phase form (passes/phases.py): 6×6 filters, the 5×5
+    taps shifted in them, and the products laying out and folding back the shifted filters."""
     from dslc.twin import flops
 
     program = compile_file(ROOT / "models" / "lenet.dl")
     b = 32
-    conv1, conv2 = 2 * b * 6 * 28 * 28 * 25, 2 * b * 16 * 10 * 10 * 6 * 25
+    conv1, conv2 = 2 * b * 6 * 28 * 28 * 36, 2 * b * 16 * 10 * 10 * 6 * 25
+    phase_filters = 2 * 6 * 25 * (4 * 36)
     dense = [2 * b * i * o for i, o in ((400, 120), (120, 84), (84, 10))]
-    expected = 2 * conv1 + 3 * conv2 + 3 * sum(dense)  # every dense layer's input is computed
+    expected = 2 * conv1 + 2 * phase_filters + 3 * conv2 + 3 * sum(dense)  # every dense layer's input is computed
     assert flops(program.extras["final"]["train"], {"B": b}) == expected
 
 

@@ -2,11 +2,18 @@
 training step (float64, ties included), and each rewrite fires where it should and only there."""
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from dslc import passes
+from dslc.compiler import compile_file
 from helpers import TrainDriver, compile_text
+
+ROOT = Path(__file__).resolve().parents[1]
+phase_pass = importlib.import_module("dslc.passes.phases")  # the package's `phases` is the pass function
 
 POOLED = """
 model pooled {
@@ -122,3 +129,54 @@ def test_a_layer_norm_read_by_anything_but_a_product_keeps_its_scale_and_shift(t
     program = compile_text(tmp_path, text, dtype="float64")
     graph = program.extras["final"]["infer"]
     assert len([n for n in graph.nodes() if n.op == "mul" and n.inputs[0].op == "normalize"]) == 2
+
+
+PHASED = """
+model phased {
+    input  image: f64[B, 1, %s]
+    target label: i64[B]
+    features = image |> %s |> tanh |> %s
+    logits = features |> flatten |> dense(4)
+    output probs = softmax(logits)
+    loss      cross_entropy(logits, label)
+    optimizer sgd(lr = 0.5)
+}
+"""
+
+
+def small_integers(rng, shape):
+    return rng.integers(-1, 2, size=shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("spatial,conv,pool", [
+    ("9, 10", "conv2d(3, 3, padding = 1)", "max_pool2d(2)"),            # a row left over by the windows
+    ("8, 10", "conv2d(2, (3, 2), bias = false)", "max_pool2d((2, 3))"),  # no bias, rectangular windows
+    ("9, 9", "conv2d(2, 4, padding = 2)", "max_pool2d(3)"),
+    ("11", "conv1d(3, 3)", "max_pool1d(2)"),
+], ids=["remainder", "rectangular", "pool3", "1d"])
+def test_a_pooled_one_channel_convolution_in_phases_takes_the_same_step(spatial, conv, pool, tmp_path, monkeypatch):
+    monkeypatch.setattr(phase_pass, "PHASE_MAX_GROWTH", float("inf"))  # exact whatever the kernel: the limit is speed
+    rng = np.random.default_rng(1)
+    shape = tuple(int(s) for s in spatial.split(","))
+    data = {"image": small_integers(rng, (6, 1) + shape), "label": rng.integers(0, 4, size=6)}
+    text = PHASED % (spatial, conv, pool)
+    phased = compile_text(tmp_path, text, dtype="float64")
+    assert "max_pool" not in ops_of(phased) and "reduce_max" in ops_of(phased)
+    assert "max_pool" in ops_of(phased, "infer")  # inference keeps the pool (no gradient to gain on)
+    without("phases", monkeypatch)
+    plain = compile_text(tmp_path, text, dtype="float64")
+    assert "max_pool" in ops_of(plain)
+    a, b = TrainDriver(phased), TrainDriver(plain)
+    name = next(n for n in a.params if n.startswith("conv") and n.endswith(".weight"))
+    # sums of small integers: the first step's pooling windows are full of exact ties
+    a.params[name] = b.params[name] = small_integers(rng, a.params[name].shape)
+    assert_same_steps(a, b, data, loss_rtol=1e-13, rtol=1e-12, atol=1e-14)
+
+
+def test_phases_only_where_they_were_measured_to_pay(tmp_path):
+    lenet = ops_of(compile_file(ROOT / "models" / "lenet.dl"))  # 5×5 under 2×2: the first layer, 1 channel
+    assert lenet.count("reduce_max") == 1 and lenet.count("max_pool") == 1
+    digits = ops_of(compile_file(ROOT / "models" / "cnn_digits.dl"))  # 3×3 under 2×2: 16/9 of the products
+    assert "reduce_max" not in digits and digits.count("max_pool") == 2
+    several = compile_text(tmp_path, POOLED % "relu", dtype="float64")  # 2 input channels
+    assert "reduce_max" not in ops_of(several)

@@ -104,10 +104,15 @@ class ReduceMax(Reduce):
         return np.max(x, axis=None if axes is None else tuple(axes), keepdims=keepdims)
 
     def grad(self, b, g, out, x, *, axes, keepdims):
-        peak = spread_back(b, out, x, axes, keepdims)
+        # the peak and the gradient broadcast against x rather than expanded to it (a full-size pass
+        # fewer each), and the gradient divided by the tie count before, on the reduced tensor
+        ax = reduced_axes(x.type, axes)
+        if not ax:
+            return [g]
+        peak, g = (out, g) if keepdims else (b.unsqueeze(out, axes=ax), b.unsqueeze(g, axes=ax))
         mask = b.cast(b.equal(x, peak), to=x.type.dtype)
-        ties = b.reduce_sum(mask, axes=axes, keepdims=True)
-        return [b.div(b.mul(spread_back(b, g, x, axes, keepdims), mask), ties)]
+        ties = b.reduce_sum(mask, axes=ax, keepdims=True)
+        return [b.mul(mask, b.div(g, ties))]
 
     def torch(self, T, x, *, axes, keepdims):
         return T.amax(x, dim=_dims(x, axes), keepdim=keepdims)

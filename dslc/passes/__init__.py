@@ -11,6 +11,7 @@ from dslc.passes.fold_norm import fold_norm
 from dslc.passes.fuse import fuse
 from dslc.passes.infer_shapes import infer_shapes
 from dslc.passes.lower_optimizer import lower_optimizer
+from dslc.passes.phases import phases
 from dslc.passes.reorder import reorder
 from dslc.passes.simplify import simplify
 from dslc.passes.split import gradient_inputs, name_gradients
@@ -23,15 +24,15 @@ PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
               ("fuse", fuse)),
     "eval": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("simplify", simplify),
              ("fuse", fuse)),
-    "train": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("autodiff", autodiff),
-              ("lower_optimizer", lower_optimizer), ("simplify", simplify), ("fuse", fuse)),
+    "train": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("phases", phases),
+              ("autodiff", autodiff), ("lower_optimizer", lower_optimizer), ("simplify", simplify), ("fuse", fuse)),
     # `dslc build --split`: the training step cut at the gradients (see passes/split.py)
-    "grad": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("autodiff", autodiff),
-             ("name_gradients", name_gradients), ("simplify", simplify), ("fuse", fuse)),
+    "grad": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("phases", phases),
+             ("autodiff", autodiff), ("name_gradients", name_gradients), ("simplify", simplify), ("fuse", fuse)),
     "apply": (("gradient_inputs", gradient_inputs), ("lower_optimizer", lower_optimizer), ("simplify", simplify),
               ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "reorder", "autodiff", "name_gradients", "gradient_inputs",
+PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "reorder", "phases", "autodiff", "name_gradients", "gradient_inputs",
               "lower_optimizer", "simplify", "fuse")
 
 
