@@ -5,7 +5,12 @@ tens of percent). Each side gets two sessions, made in the orders A, B and B, A:
 runs 2-4% faster even against an identical one, and the ratio printed (B/A) is the geometric mean of
 the two pairings, which cancels that.
 
-    python examples/bench/ab_builds.py BEFORE_DIR AFTER_DIR [--batch 32] [--reps 3] [--calls 8]
+    python examples/bench/ab_builds.py BEFORE_DIR AFTER_DIR [--batch 32] [--reps 3] [--calls 8] [--threads 1]
+
+With `--threads N` above 1 the pool's other threads do work the calling thread's CPU time misses, so
+each session's calls are timed by wall time instead, in interleaved blocks that start once the process
+has gone idle (`dslc.bench_timing.interleaved`, as `dslc bench`): run it under `flock` on a quiet
+machine, and read the blocks that ran under CPU pressure (counted per repetition) as suspect.
 
 Both builds must have the same inputs, parameters and state (their first losses are printed, and
 inference outputs compared, as a check that they compute the same model).
@@ -21,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dslc.bench import synthetic_batch
+from dslc.bench_timing import interleaved
 from dslc.cli_args import positive_int
 from dslc.runtime.session import Predictor, TrainStep
 
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--reps", type=positive_int, default=3)
     parser.add_argument("--calls", type=positive_int, default=8, help="timed calls per session and repetition")
+    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (above 1: wall time in blocks)")
     args = parser.parse_args()
     differ = differences(load(args.before)[0], load(args.after)[0])
     if differ:
@@ -76,25 +83,42 @@ def main() -> None:
         train, infer = manifest["graphs"]["train"], manifest["graphs"]["infer"]
         batch = synthetic_batch(train["inputs"], {"B": args.batch}, np.random.default_rng(0))
         inputs = synthetic_batch(infer["inputs"], {"B": args.batch}, np.random.default_rng(1))
-        step = TrainStep(graphs["train"], train, "cpu", 1, initial=initial_values(graphs["init"]))
-        predictor = Predictor(graphs["infer"], infer, "cpu", 1)
+        step = TrainStep(graphs["train"], train, "cpu", args.threads, initial=initial_values(graphs["init"]))
+        predictor = Predictor(graphs["infer"], infer, "cpu", args.threads)
         loss, outputs = step.step(batch)["loss"], predictor.run(inputs)
         sides[tag] = (lambda s=step, x=batch: s.step(x), lambda p=predictor, x=inputs: p.run(x), loss, outputs)
     worst = max(float(np.abs(sides["A"][3][k] - sides["B"][3][k]).max()) for k in sides["A"][3])
     print(f"first loss A {sides['A'][2]:.7f} B {sides['B'][2]:.7f}; inference outputs differ by at most {worst:.2e}")
     for rep in range(args.reps):
-        times = {(tag, which): [] for tag in sides for which in ("train", "infer")}
-        for call in range(args.calls):
-            for tag in ("ABba" if call % 2 == 0 else "abBA"):
-                for which, fn in (("train", sides[tag][0]), ("infer", sides[tag][1])):
-                    times[(tag, which)].append(thread_seconds(fn))
-        ms = {key: 1e3 * float(np.median(v)) for key, v in times.items()}
+        if args.threads > 1:
+            ms, pressed = wall_ms(sides, args.calls)
+            note = f" ({pressed} of {3 * len(ms)} blocks under CPU pressure)"
+        else:
+            ms, note = cpu_ms(sides, args.calls), ""
         line = []
         for which in ("train", "infer"):
             ratio = (ms[("B", which)] / ms[("A", which)] * ms[("b", which)] / ms[("a", which)]) ** 0.5
             line.append(f"{which} A {ms[('A', which)]:.2f}/{ms[('a', which)]:.2f} ms, "
                         f"B {ms[('B', which)]:.2f}/{ms[('b', which)]:.2f} ms, B/A {ratio:.3f}")
-        print(f"rep {rep}: " + "; ".join(line))
+        print(f"rep {rep}: " + "; ".join(line) + note)
+
+
+def cpu_ms(sides: dict, calls: int) -> dict:
+    """Median CPU time of the calling thread per (session, graph), the sessions alternated call by call."""
+    times = {(tag, which): [] for tag in sides for which in ("train", "infer")}
+    for call in range(calls):
+        for tag in ("ABba" if call % 2 == 0 else "abBA"):
+            for which, fn in (("train", sides[tag][0]), ("infer", sides[tag][1])):
+                times[(tag, which)].append(thread_seconds(fn))
+    return {key: 1e3 * float(np.median(v)) for key, v in times.items()}
+
+
+def wall_ms(sides: dict, calls: int) -> tuple[dict, int]:
+    """Median wall time per (session, graph) in interleaved blocks of `calls` calls, and how many blocks
+    ran while some task waited for a CPU."""
+    jobs = [((tag, which), fn) for tag in "ABba" for which, fn in (("train", sides[tag][0]), ("infer", sides[tag][1]))]
+    timings = interleaved(jobs, per_round=calls, rounds=3, warmup=2)
+    return {key: t.median_ms for key, t in timings.items()}, sum(t.contended_blocks for t in timings.values())
 
 
 if __name__ == "__main__":
