@@ -69,19 +69,24 @@ def _pays(conv: Node, pool: Node) -> bool:
     return tiles(conv.type, window, strides, pads) and growth <= PHASE_MAX_GROWTH
 
 
-def _phase_pool(b: Builder, x: Node, w: Node, bias: Node | None, window: tuple[int, ...], pads) -> Node:
-    n = len(window)
+def _phase_pool(conv: Node, pool: Node) -> Node:
+    """The phase form of `pool(conv)`; its nodes keep the spans of the layer each stands for."""
+    x, w, bias = conv.inputs[0], conv.inputs[1], (conv.inputs[2] if len(conv.inputs) > 2 else None)
+    n = x.type.rank - 2
+    window = tuple(pool.attrs["kernel"])
     filters, channels, kernel = w.type.shape[0], w.type.shape[1], tuple(w.type.shape[2:])
     enlarged = tuple(k + s - 1 for k, s in zip(kernel, window))
     count = math.prod(window)
+    b = Builder(conv.span)
     flat = b.reshape(w, shape=(filters * channels, math.prod(kernel)))
     shifted = b.matmul(flat, b.const(phase_matrix(kernel, window), w.type.dtype))  # [F·C, P·K']
     shifted = b.reshape(shifted, shape=(filters, channels, count, math.prod(enlarged)))
     shifted = b.transpose(shifted, perm=(2, 0, 1, 3))  # [P, F, C, K']: phase-major channels
     w_phases = b.reshape(shifted, shape=(count * filters, channels) + enlarged)
-    z = b.conv(x, w_phases, strides=window, pads=pads)  # [N, P·F, *out]
-    z = b.reshape(z, shape=(0, count, filters) + tuple(z.type.shape[2:]))
-    y = b.reduce_max(z, axes=(1,), keepdims=False)
+    z = b.conv(x, w_phases, strides=window, pads=conv.attrs["pads"] or (0,) * (2 * n))  # [N, P·F, *out]
+    with b.at(pool.span):
+        z = b.reshape(z, shape=(0, count, filters) + tuple(z.type.shape[2:]))
+        y = b.reduce_max(z, axes=(1,), keepdims=False)
     if bias is not None:
         y = b.add(y, b.reshape(bias, shape=(filters,) + (1,) * n))
     return y
@@ -93,11 +98,7 @@ def phases(graph: Graph) -> Graph:
     def visit(node: Node, inputs: tuple[Node, ...]) -> Node:
         node = with_inputs(node, inputs)
         if node.op == "max_pool" and inputs[0].op == "conv" and uses[node.inputs[0].id] == 1 and _pays(inputs[0], node):
-            conv = inputs[0]
-            x, w, bias = conv.inputs[0], conv.inputs[1], (conv.inputs[2] if len(conv.inputs) > 2 else None)
-            n = x.type.rank - 2
-            b = Builder(node.span)
-            y = _phase_pool(b, x, w, bias, tuple(node.attrs["kernel"]), conv.attrs["pads"] or (0,) * (2 * n))
+            y = _phase_pool(inputs[0], node)
             if y.type != node.type:
                 raise InternalError(f"the phase form of a pooled convolution gives `{y.type}`, not `{node.type}`")
             return y
