@@ -32,8 +32,8 @@ PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
     "apply": (("gradient_inputs", gradient_inputs), ("lower_optimizer", lower_optimizer), ("simplify", simplify),
               ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "reorder", "phases", "autodiff", "name_gradients", "gradient_inputs",
-              "lower_optimizer", "simplify", "fuse")
+PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "reorder", "phases", "autodiff", "name_gradients",
+              "gradient_inputs", "lower_optimizer", "simplify", "fuse")
 
 
 def run(graph: Graph, kind: str, print_after: str | None = None, printed: list[str] | None = None) -> Graph:

@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--reps", type=positive_int, default=3)
     parser.add_argument("--calls", type=positive_int, default=8, help="timed calls per session and repetition")
-    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (above 1: wall time in blocks)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="intra-op threads (above 1: wall time in blocks)")
     args = parser.parse_args()
     differ = differences(load(args.before)[0], load(args.after)[0])
     if differ:
