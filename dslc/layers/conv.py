@@ -188,7 +188,9 @@ def conv1d(ctx, x: Tensor, filters: int, kernel: Size, *, stride: Size = 1, padd
     L' = ⌊(L + 2·padding - dilation·(kernel - 1) - 1) / stride⌋ + 1. `padding` is zeros on each side, or
     "valid" (none) or "same" (L' = ⌈L / stride⌉, the odd zero at the end, as Keras). `groups` splits
     channels and filters into independent groups. Weight `[filters, C/groups, kernel]`, fans
-    C/groups·kernel in and filters·kernel out; bias `[filters]`."""
+    C/groups·kernel in and filters·kernel out; bias `[filters]`. Channels come first, unlike Keras' `Conv1D`:
+    an embedding's `[B, T, D]` goes in as `transpose(e, 0, 2, 1)` (fed in directly, a warning says its T steps
+    would be the channels)."""
     _warn_steps_as_channels(ctx, x)
     return _conv(ctx, 1, "conv1d", x, filters, kernel, stride, padding, dilation, groups, bias, init, bias_init, name)
 
