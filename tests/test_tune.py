@@ -326,3 +326,19 @@ def test_a_run_resumed_with_tune_warns_of_nothing(monkeypatch, tmp_path, capsys)
     assert main([*argv, "--epochs", "1"]) == 0
     assert main([*argv, "--epochs", "2", "--resume", "--tune"]) == 0
     assert "differs" not in capsys.readouterr().err
+
+
+def test_the_table_lists_the_choices_in_source_order():
+    """The graphs hold a GAN's discriminator before its generator (the order autodiff reaches them); the
+    table reads as the model does. A layer without a place goes last."""
+    from dslc.runtime.tune import tuning_lines
+
+    def choice(at):
+        return {"at": at, "shape": "conv_weight_grad(f32[2, 1, 8, 8], f32[2, 3, 8, 8]; k=3)",
+                "median_ms": {"columns": 0.1, "swapped": 0.2}, "probe": "columns", "choice": "columns",
+                "rule": "columns"}
+
+    tuning = {"threads": 2, "batch": 2, "onnxruntime": "1.32.0", "cpu": "cpu",
+              "choices": [choice("m.dl:12:5"), choice("?"), choice("m.dl:4:12"), choice("m.dl:4:3")]}
+    places = [line.split()[0] for line in tuning_lines(tuning, None)[1:]]
+    assert places == ["m.dl:4:3", "m.dl:4:12", "m.dl:12:5", "?"]

@@ -266,7 +266,7 @@ def tuning_lines(tuning: dict, tuned: list[Choice] | None) -> list[str]:
         return [f"tune ({where}): no shape-dependent choice in these graphs"]
     source = "all from the cache" if not measured_now else f"{measured_now} measured now"
     lines = [f"tuned {len(choices)} choice(s) ({where}; {source}):"]
-    for c in choices:
+    for c in sorted(choices, key=_source_order):
         shapes = c["shape"].partition("(")[2].partition(";")[0]
         times = "  ".join(f"{name} {ms:.3f} ms" for name, ms in c["median_ms"].items()) or "not measured (shape not static)"
         note = "" if c["choice"] == c["rule"] else f" (rule: {c['rule']})"
@@ -277,3 +277,11 @@ def tuning_lines(tuning: dict, tuned: list[Choice] | None) -> list[str]:
                     f"{step['rule']:.3f} ms with {c['rule']}, {step[c['probe']]:.3f} ms with {c['probe']}{disturbed})")
         lines.append(f"  {c['at']}  {c['shape'].partition('(')[0]} {shapes}  {times}  -> {c['choice']}{note}")
     return lines
+
+
+def _source_order(choice: dict):
+    """A choice's place in the model's source (`at` is `file:line:col`), for the table's order: the graphs
+    hold the layers in the order autodiff reached them (a GAN's discriminator before its generator)."""
+    path, _, place = choice["at"].partition(":")  # "?" where a layer has no span
+    line, _, col = place.partition(":")
+    return (0, path, int(line), int(col)) if line.isdigit() and col.isdigit() else (1, choice["at"], 0, 0)
