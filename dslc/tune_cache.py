@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 FORMAT = "dslc-tune-cache/1"
+KEEP_SHAPES, KEEP_STEPS = 512, 128  # per machine, the most recently measured (a shape's entry is ~0.3 kB)
 
 
 def machine(threads: int) -> dict:
@@ -90,13 +91,19 @@ def store(setting: dict, shapes: dict[str, dict], steps: dict[str, dict]) -> Non
     if path is None or not (shapes or steps):
         return
     known = load(setting)
-    record = {"format": FORMAT, "machine": setting, "shapes": {**known["shapes"], **shapes},
-              "steps": {**known["steps"], **steps}}
+    record = {"format": FORMAT, "machine": setting, "shapes": _newest(known["shapes"], shapes, KEEP_SHAPES),
+              "steps": _newest(known["steps"], steps, KEEP_STEPS)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n", durable=False)
     except (OSError, DataError):
         pass
+
+
+def _newest(known: dict, new: dict, keep: int) -> dict:
+    """`known` updated with `new`, the entries stored last at the end, the `keep` last ones kept."""
+    merged = {k: v for k, v in known.items() if k not in new} | new
+    return dict(list(merged.items())[-keep:])
 
 
 def still_chosen(tuning: dict | None) -> bool:

@@ -342,3 +342,28 @@ def test_the_table_lists_the_choices_in_source_order():
               "choices": [choice("m.dl:12:5"), choice("?"), choice("m.dl:4:12"), choice("m.dl:4:3")]}
     places = [line.split()[0] for line in tuning_lines(tuning, None)[1:]]
     assert places == ["m.dl:4:3", "m.dl:4:12", "m.dl:12:5", "?"]
+
+
+def test_the_tune_cache_keeps_the_most_recently_measured(monkeypatch, tmp_path):
+    """Like the compile cache's 32 entries, a machine's tune file stays bounded: the newest `KEEP_SHAPES`
+    shapes and `KEEP_STEPS` steps, a shape measured again counting as new."""
+    from dslc import tune_cache
+
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DSLC_NO_CACHE", raising=False)
+    monkeypatch.setattr(tune_cache, "KEEP_SHAPES", 3)
+    monkeypatch.setattr(tune_cache, "KEEP_STEPS", 2)
+    setting = tune_cache.machine(2)
+
+    def probe(ms):
+        return {"median_ms": {"columns": ms, "swapped": 1.0}, "choice": "columns"}
+
+    def step(ms):
+        return {"shape": {"rule": ms, "columns": 1.0}}
+
+    for i in range(4):
+        tune_cache.store(setting, {f"s{i}": probe(0.1 * i)}, {f"t{i}": step(0.1 * i)})
+    tune_cache.store(setting, {"s1": probe(0.5)}, {})  # measured again: newest
+    known = tune_cache.load(setting)
+    assert list(known["shapes"]) == ["s2", "s3", "s1"] and known["shapes"]["s1"] == probe(0.5)
+    assert list(known["steps"]) == ["t2", "t3"]
