@@ -185,8 +185,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     """
     from dslc import __version__
     from dslc.runtime.callbacks import History, RunHooks, run_stopping
-    from dslc.runtime.datafiles import split_validation
-    from dslc.runtime.session import Evaluator, SessionAhead, SharedSteps, TrainStep
+    from dslc.runtime.session import Evaluator, SessionAhead, TrainStep
 
     writer = comm is None or comm.Get_rank() == 0
     reporter = (reporter if writer else None) or Reporter()
@@ -208,69 +207,22 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         if ahead is not None:
             when_released(lambda failing, ahead=ahead: ahead.wait())
 
-    arrays = load_data(train_data, spec["inputs"], "training data")
-    n = num_rows(arrays)
-    if n == 0:
-        raise DataError("the training data has no samples")
-    fingerprint = data_fingerprint(arrays)  # of all the data: a split is a setting
-    if val_split is not None:
-        if val_data is not None:
-            raise DataError("give validation data or a validation split, not both",
-                            hint=f"drop {option('val')} or {option('val_split')}")
-        arrays, val_data = split_validation(arrays, val_split, seed)
-        n = num_rows(arrays)
     eval_specs = [manifest["graphs"].get(eval_key(k)) for k in keys]
-    eval_spec = eval_specs[0]
-    val_arrays, n_val = None, 0
-    if val_data is not None:
-        if eval_spec is None:
-            raise DataError(f"model `{program.name}` has no evaluation graph, so it cannot be validated",
-                            hint="rebuild the model with this version of dslc, or drop the validation data")
-        val_arrays = load_data(val_data, eval_spec["inputs"], "validation data")
-        n_val = num_rows(val_arrays)
-        if n_val == 0:
-            raise DataError("the validation data has no samples")
+    arrays, fingerprint, val_arrays = _run_data(program.name, train_data, val_data, val_split, seed, spec,
+                                                eval_specs[0])
+    n, n_val = num_rows(arrays), num_rows(val_arrays) if val_arrays is not None else 0
 
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
     if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
         settings["val_split"] = float(val_split)
     early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
-    ckpt = None
-    global_step = 0
-    if resume is True:
-        if not ckpt_path.exists():
-            raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
-                            hint=f"train {option('no_resume')} to start a new run")
-        ckpt = resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
-        initial = {**ckpt.params, **ckpt.state}
-        global_step = ckpt.meta["global_step"]
-    elif ckpt_path.exists():
-        raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
-                        hint=f"pass {option('resume')} to continue it, or choose another output directory")
-    elif resume is not False and resume is not None:  # a state file, e.g. from another runtime
-        initial = load_state_file(resume, manifest)
-        global_step = state_step(initial, spec)
-    else:
-        initial = program.initial_values()
-    if init_from is not None and ckpt is None:  # fine-tuning: another run's weights where they fit
-        from dslc.runtime.finetune import initial_weights
-
-        loaded, report = initial_weights(init_from, manifest)
-        initial = {**initial, **loaded}
-        reporter.note(report.text())
+    ckpt, initial, global_step = _starting_state(program, spec, out_dir, resume, init_from, settings, fingerprint,
+                                                 reporter)
     history = history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
-    if accumulate > 1 or comm is not None:
-        from dslc.runtime.accumulate import SplitSteps
-
-        trainer = SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
-    elif single:
-        trainer = TrainStep(program.graphs[keys[0]], spec, device, threads, initial=initial, ahead=train_ahead)
-    else:
-        trainer = SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads,
-                              initial=initial)
+    trainer = _trainer(program, keys, device, threads, initial, accumulate, comm, train_ahead, single)
     evaluators = {}
     if val_arrays and writer:
         for k, es in zip(keys, eval_specs):
@@ -389,6 +341,76 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     result = History(history, out_dir)
     result.stopped_epoch, result.best_epoch = stopped, hooks.best_epoch
     return result
+
+
+def _trainer(program, keys: list[str], device: str, threads, initial, accumulate: int, comm, ahead, single: bool):
+    """The training steps: the split graphs when accumulating or data-parallel (`SplitSteps`), one
+    training graph (`single`: `TrainStep`, its session made by `ahead`), or several objectives' or a
+    graph with frozen parameters (`SharedSteps`)."""
+    from dslc.runtime.session import SharedSteps, TrainStep
+
+    if accumulate > 1 or comm is not None:
+        from dslc.runtime.accumulate import SplitSteps
+
+        return SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
+    specs = [program.manifest["graphs"][k] for k in keys]
+    if single:
+        return TrainStep(program.graphs[keys[0]], specs[0], device, threads, initial=initial, ahead=ahead)
+    return SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads, initial=initial)
+
+
+def _run_data(model: str, train_data, val_data, val_split, seed: int, spec: dict, eval_spec: dict | None):
+    """The training rows, the fingerprint of all the training data (a split is a setting), and the
+    validation rows (given, or `val_split` of the training data's; None without either)."""
+    from dslc.runtime.datafiles import split_validation
+
+    arrays = load_data(train_data, spec["inputs"], "training data")
+    if num_rows(arrays) == 0:
+        raise DataError("the training data has no samples")
+    fingerprint = data_fingerprint(arrays)
+    if val_split is not None:
+        if val_data is not None:
+            raise DataError("give validation data or a validation split, not both",
+                            hint=f"drop {option('val')} or {option('val_split')}")
+        arrays, val_data = split_validation(arrays, val_split, seed)
+    if val_data is None:
+        return arrays, fingerprint, None
+    if eval_spec is None:
+        raise DataError(f"model `{model}` has no evaluation graph, so it cannot be validated",
+                        hint="rebuild the model with this version of dslc, or drop the validation data")
+    val_arrays = load_data(val_data, eval_spec["inputs"], "validation data")
+    if num_rows(val_arrays) == 0:
+        raise DataError("the validation data has no samples")
+    return arrays, fingerprint, val_arrays
+
+
+def _starting_state(program, spec: dict, out_dir: Path, resume, init_from, settings: dict, fingerprint: str,
+                    reporter):
+    """(the checkpoint resumed or None, the values training starts from, the global step): `resume=True`
+    continues `out_dir`'s checkpoint, a path starts from that state file, else the initial values;
+    `init_from` then overlays another run's weights where they fit (not on resume)."""
+    manifest, ckpt_path = program.manifest, out_dir / CHECKPOINT_FILE
+    if resume is True:
+        if not ckpt_path.exists():
+            raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
+                            hint=f"train {option('no_resume')} to start a new run")
+        ckpt = resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
+        return ckpt, {**ckpt.params, **ckpt.state}, ckpt.meta["global_step"]
+    if ckpt_path.exists():
+        raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
+                        hint=f"pass {option('resume')} to continue it, or choose another output directory")
+    if resume is not False and resume is not None:  # a state file, e.g. from another runtime
+        initial = load_state_file(resume, manifest)
+        global_step = state_step(initial, spec)
+    else:
+        initial, global_step = program.initial_values(), 0
+    if init_from is not None:  # fine-tuning: another run's weights where they fit
+        from dslc.runtime.finetune import initial_weights
+
+        loaded, report = initial_weights(init_from, manifest)
+        initial = {**initial, **loaded}
+        reporter.note(report.text())
+    return None, initial, global_step
 
 
 def _stop_after_step(hooks, step: int, logs, writer: bool, comm) -> bool:
