@@ -99,7 +99,7 @@ def test_batch_norm_over_a_sequence_accepts_one_sample_batches_and_the_trial_ste
     program = compile_text(workdir, BN_SEQUENCE, "bnseq.dl")
     d = xy(5, shape=(2, 3))  # batches of 4 and 1; one sample still has 3 values per channel (PyTorch agrees)
     history = fit(program, d, d, epochs=2, batch_size=4, out_dir=tmp_path / "tried")
-    monkeypatch.setattr(train, "_check_one_sample_batch", lambda *args: None)
+    monkeypatch.setattr(train, "check_one_sample_batch", lambda *args: None)
     assert fit(program, d, d, epochs=2, batch_size=4, out_dir=tmp_path / "plain")[-1]["loss"] == history[-1]["loss"]
     tried, plain = (checkpoint.load_checkpoint(tmp_path / run) for run in ("tried", "plain"))
     for name, value in {**plain.params, **plain.state}.items():

@@ -18,15 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from dslc.diagnostics import DataError
-from dslc.runtime.checkpoint import (
-    CHECKPOINT_FILE,
-    FORMAT,
-    load_state_file,
-    manifest_hash,
-    state_step,
-)
+from dslc.runtime.checkpoint import CHECKPOINT_FILE, FORMAT, manifest_hash
 from dslc.runtime.batches import EpochBatches
-from dslc.runtime.data import check_count, load_data, num_rows
+from dslc.runtime.data import check_count, num_rows
 from dslc.runtime.faults import armed, fault_point
 from dslc.runtime.history import HistoryLog
 from dslc.runtime.layout import (
@@ -36,13 +30,12 @@ from dslc.runtime.layout import (
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory, when_released
+from dslc.runtime.run_start import check_one_sample_batch, make_trainer, run_data, starting_state
 from dslc.runtime.run_state import (
     check_finite_values,
     count,
-    data_fingerprint,
     diverged,
     history_so_far,
-    resume_from,
     save_epoch,
 )
 from dslc.runtime.saver import EpochSaver
@@ -208,7 +201,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
             when_released(lambda failing, ahead=ahead: ahead.wait())
 
     eval_specs = [manifest["graphs"].get(eval_key(k)) for k in keys]
-    arrays, fingerprint, val_arrays = _run_data(program.name, train_data, val_data, val_split, seed, spec,
+    arrays, fingerprint, val_arrays = run_data(program.name, train_data, val_data, val_split, seed, spec,
                                                 eval_specs[0])
     n, n_val = num_rows(arrays), num_rows(val_arrays) if val_arrays is not None else 0
 
@@ -217,12 +210,12 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         settings["val_split"] = float(val_split)
     early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
-    ckpt, initial, global_step = _starting_state(program, spec, out_dir, resume, init_from, settings, fingerprint,
+    ckpt, initial, global_step = starting_state(program, spec, out_dir, resume, init_from, settings, fingerprint,
                                                  reporter)
     history = history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
     # Sessions first: an unusable device fails before anything is written.
-    trainer = _trainer(program, keys, device, threads, initial, accumulate, comm, train_ahead, single)
+    trainer = make_trainer(program, keys, device, threads, initial, accumulate, comm, train_ahead, single)
     evaluators = {}
     if val_arrays and writer:
         for k, es in zip(keys, eval_specs):
@@ -232,7 +225,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if writer:
         hooks.check(names, bool(evaluators), history)
     if batch_size == 1 or n % batch_size == 1:
-        _check_one_sample_batch(trainer, arrays, specs, n, batch_size)
+        check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     if writer:
         program.build(out_dir, durable=False)  # creates the run directory
     history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
@@ -343,115 +336,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     return result
 
 
-def _trainer(program, keys: list[str], device: str, threads, initial, accumulate: int, comm, ahead, single: bool):
-    """The training steps: the split graphs when accumulating or data-parallel (`SplitSteps`), one
-    training graph (`single`: `TrainStep`, its session made by `ahead`), or several objectives' or a
-    graph with frozen parameters (`SharedSteps`)."""
-    from dslc.runtime.session import SharedSteps, TrainStep
-
-    if accumulate > 1 or comm is not None:
-        from dslc.runtime.accumulate import SplitSteps
-
-        return SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
-    specs = [program.manifest["graphs"][k] for k in keys]
-    if single:
-        return TrainStep(program.graphs[keys[0]], specs[0], device, threads, initial=initial, ahead=ahead)
-    return SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads, initial=initial)
-
-
-def _run_data(model: str, train_data, val_data, val_split, seed: int, spec: dict, eval_spec: dict | None):
-    """The training rows, the fingerprint of all the training data (a split is a setting), and the
-    validation rows (given, or `val_split` of the training data's; None without either)."""
-    from dslc.runtime.datafiles import split_validation
-
-    arrays = load_data(train_data, spec["inputs"], "training data")
-    if num_rows(arrays) == 0:
-        raise DataError("the training data has no samples")
-    fingerprint = data_fingerprint(arrays)
-    if val_split is not None:
-        if val_data is not None:
-            raise DataError("give validation data or a validation split, not both",
-                            hint=f"drop {option('val')} or {option('val_split')}")
-        arrays, val_data = split_validation(arrays, val_split, seed)
-    if val_data is None:
-        return arrays, fingerprint, None
-    if eval_spec is None:
-        raise DataError(f"model `{model}` has no evaluation graph, so it cannot be validated",
-                        hint="rebuild the model with this version of dslc, or drop the validation data")
-    val_arrays = load_data(val_data, eval_spec["inputs"], "validation data")
-    if num_rows(val_arrays) == 0:
-        raise DataError("the validation data has no samples")
-    return arrays, fingerprint, val_arrays
-
-
-def _starting_state(program, spec: dict, out_dir: Path, resume, init_from, settings: dict, fingerprint: str,
-                    reporter):
-    """(the checkpoint resumed or None, the values training starts from, the global step): `resume=True`
-    continues `out_dir`'s checkpoint, a path starts from that state file, else the initial values;
-    `init_from` then overlays another run's weights where they fit (not on resume)."""
-    manifest, ckpt_path = program.manifest, out_dir / CHECKPOINT_FILE
-    if resume is True:
-        if not ckpt_path.exists():
-            raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
-                            hint=f"train {option('no_resume')} to start a new run")
-        ckpt = resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
-        return ckpt, {**ckpt.params, **ckpt.state}, ckpt.meta["global_step"]
-    if ckpt_path.exists():
-        raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
-                        hint=f"pass {option('resume')} to continue it, or choose another output directory")
-    if resume is not False and resume is not None:  # a state file, e.g. from another runtime
-        initial = load_state_file(resume, manifest)
-        global_step = state_step(initial, spec)
-    else:
-        initial, global_step = program.initial_values(), 0
-    if init_from is not None:  # fine-tuning: another run's weights where they fit
-        from dslc.runtime.finetune import initial_weights
-
-        loaded, report = initial_weights(init_from, manifest)
-        initial = {**initial, **loaded}
-        reporter.note(report.text())
-    return None, initial, global_step
-
-
 def _stop_after_step(hooks, step: int, logs, writer: bool, comm) -> bool:
     """Whether the step callbacks stop training: rank 0's decision, on every rank."""
     stop = hooks.step_end(step, logs) if writer else False
     return comm.bcast(stop, root=0) if comm is not None else stop
-
-
-def _step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[str, float]:
-    """One training step of every objective; `hypers[k]` are objective k's hyper-inputs."""
-    from dslc.runtime.session import TrainStep
-
-    return trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
-
-
-def _check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: list[dict], n: int,
-                            batch_size: int) -> None:
-    """`DataError` if a batch of one sample makes a buffer non-finite: batch normalization over `[B, C]`
-    then has one value per channel, and its unbiased running variance (times n/(n-1)) becomes NaN.
-    Whether it does depends on the shapes inside the graph, so one step is tried and undone."""
-    buffers = [t["name"] for s in specs for t in s.get("buffers", [])]
-    if not buffers:
-        return
-    saved = trainer.get_values()
-    _step(trainer, {k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
-    after = trainer.get_values()
-    trainer.set_values(saved)
-    bad = next((name for name in buffers if not np.isfinite(after[name]).all()), None)
-    if bad is None:
-        return
-    if n == 1:
-        where, hint = "the training data has 1 sample", "train on 2 or more samples, or remove `batch_norm`"
-    else:
-        where = ("with a batch size of 1 every batch has 1 sample" if batch_size == 1 else
-                 f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})")
-        below = next((b for b in range(batch_size - 1, 1, -1) if n % b != 1), None)
-        above = next(b for b in range(batch_size + 1, n + 2) if n % b != 1)
-        sizes = " or ".join(option("batch_size_of", b) for b in (below, above) if b is not None)
-        hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
-    raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
-                    f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
 
 
 def _evaluate(evaluator, trainer, arrays: Mapping[str, np.ndarray], n: int, batch_size: int) -> dict[str, float]:

@@ -1,0 +1,121 @@
+"""What a training run starts from, before its first epoch (`dslc.runtime.train.fit` runs the epochs): the
+training and validation rows (`run_data`), the values the parameters start at (`starting_state`: resumed,
+read from a state file, initial, fine-tuned), the training steps that run them (`make_trainer`), and a
+check that no batch of one sample breaks batch normalization (`check_one_sample_batch`)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from dslc.diagnostics import DataError
+from dslc.runtime.checkpoint import CHECKPOINT_FILE, load_state_file, state_step
+from dslc.runtime.data import load_data, num_rows
+from dslc.runtime.run_state import data_fingerprint, resume_from
+from dslc.spelling import option
+
+
+def run_data(model: str, train_data, val_data, val_split, seed: int, spec: dict, eval_spec: dict | None):
+    """The training rows, the fingerprint of all the training data (a split is a setting), and the
+    validation rows (given, or `val_split` of the training data's; None without either)."""
+    from dslc.runtime.datafiles import split_validation
+
+    arrays = load_data(train_data, spec["inputs"], "training data")
+    if num_rows(arrays) == 0:
+        raise DataError("the training data has no samples")
+    fingerprint = data_fingerprint(arrays)
+    if val_split is not None:
+        if val_data is not None:
+            raise DataError("give validation data or a validation split, not both",
+                            hint=f"drop {option('val')} or {option('val_split')}")
+        arrays, val_data = split_validation(arrays, val_split, seed)
+    if val_data is None:
+        return arrays, fingerprint, None
+    if eval_spec is None:
+        raise DataError(f"model `{model}` has no evaluation graph, so it cannot be validated",
+                        hint="rebuild the model with this version of dslc, or drop the validation data")
+    val_arrays = load_data(val_data, eval_spec["inputs"], "validation data")
+    if num_rows(val_arrays) == 0:
+        raise DataError("the validation data has no samples")
+    return arrays, fingerprint, val_arrays
+
+
+def starting_state(program, spec: dict, out_dir: Path, resume, init_from, settings: dict, fingerprint: str,
+                    reporter):
+    """(the checkpoint resumed or None, the values training starts from, the global step): `resume=True`
+    continues `out_dir`'s checkpoint, a path starts from that state file, else the initial values;
+    `init_from` then overlays another run's weights where they fit (not on resume)."""
+    manifest, ckpt_path = program.manifest, out_dir / CHECKPOINT_FILE
+    if resume is True:
+        if not ckpt_path.exists():
+            raise DataError(f"there is no checkpoint to resume in `{out_dir}`",
+                            hint=f"train {option('no_resume')} to start a new run")
+        ckpt = resume_from(ckpt_path, manifest, settings, fingerprint, reporter)
+        return ckpt, {**ckpt.params, **ckpt.state}, ckpt.meta["global_step"]
+    if ckpt_path.exists():
+        raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
+                        hint=f"pass {option('resume')} to continue it, or choose another output directory")
+    if resume is not False and resume is not None:  # a state file, e.g. from another runtime
+        initial = load_state_file(resume, manifest)
+        global_step = state_step(initial, spec)
+    else:
+        initial, global_step = program.initial_values(), 0
+    if init_from is not None:  # fine-tuning: another run's weights where they fit
+        from dslc.runtime.finetune import initial_weights
+
+        loaded, report = initial_weights(init_from, manifest)
+        initial = {**initial, **loaded}
+        reporter.note(report.text())
+    return None, initial, global_step
+
+
+def make_trainer(program, keys: list[str], device: str, threads, initial, accumulate: int, comm, ahead, single: bool):
+    """The training steps: the split graphs when accumulating or data-parallel (`SplitSteps`), one
+    training graph (`single`: `TrainStep`, its session made by `ahead`), or several objectives' or a
+    graph with frozen parameters (`SharedSteps`)."""
+    from dslc.runtime.session import SharedSteps, TrainStep
+
+    if accumulate > 1 or comm is not None:
+        from dslc.runtime.accumulate import SplitSteps
+
+        return SplitSteps(program, keys, device, threads, initial=initial, accumulate=accumulate, comm=comm)
+    specs = [program.manifest["graphs"][k] for k in keys]
+    if single:
+        return TrainStep(program.graphs[keys[0]], specs[0], device, threads, initial=initial, ahead=ahead)
+    return SharedSteps([(k, program.graphs[k], s) for k, s in zip(keys, specs)], device, threads, initial=initial)
+
+
+def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: list[dict], n: int,
+                            batch_size: int) -> None:
+    """`DataError` if a batch of one sample makes a buffer non-finite: batch normalization over `[B, C]`
+    then has one value per channel, and its unbiased running variance (times n/(n-1)) becomes NaN.
+    Whether it does depends on the shapes inside the graph, so one step is tried and undone."""
+    buffers = [t["name"] for s in specs for t in s.get("buffers", [])]
+    if not buffers:
+        return
+    saved = trainer.get_values()
+    _one_step(trainer, {k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
+    after = trainer.get_values()
+    trainer.set_values(saved)
+    bad = next((name for name in buffers if not np.isfinite(after[name]).all()), None)
+    if bad is None:
+        return
+    if n == 1:
+        where, hint = "the training data has 1 sample", "train on 2 or more samples, or remove `batch_norm`"
+    else:
+        where = ("with a batch size of 1 every batch has 1 sample" if batch_size == 1 else
+                 f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})")
+        below = next((b for b in range(batch_size - 1, 1, -1) if n % b != 1), None)
+        above = next(b for b in range(batch_size + 1, n + 2) if n % b != 1)
+        sizes = " or ".join(option("batch_size_of", b) for b in (below, above) if b is not None)
+        hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
+    raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
+                    f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
+
+
+def _one_step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[str, float]:
+    """One training step of every objective; `hypers[k]` are objective k's hyper-inputs."""
+    from dslc.runtime.session import TrainStep
+
+    return trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
