@@ -113,7 +113,7 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
 
 def _tune_setting(tune):
     from dslc.diagnostics import DataError
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.devices import default_threads
     from dslc.runtime.tune import TuneSetting
 
     if tune is True:

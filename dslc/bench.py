@@ -295,7 +295,8 @@ def run(program, *, batch_size: int, infer_batch_size: int | None = None, steps:
     `memory` adds the peak RSS of `steps` training steps of dslc and of the twin, after the timings,
     each in a fresh process."""
     from dslc.peers import COLUMNS, PEERS, TwinColumn, import_library, make_column
-    from dslc.runtime.session import Predictor, TrainStep, default_threads
+    from dslc.runtime.devices import default_threads
+    from dslc.runtime.session import Predictor, TrainStep
     from dslc.twin import flops, io_bytes
 
     keys = train_keys(program.manifest)

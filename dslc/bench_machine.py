@@ -54,7 +54,7 @@ def _matmul_model(size: int, dtype: str = "float32") -> bytes:
 
 def _gemm_job(threads: int, size: int, dtype: str = "float32"):
     """A function running one `size`³ product of `dtype` on an ONNX Runtime session of `threads` threads."""
-    from dslc.runtime.session import make_session
+    from dslc.runtime.devices import make_session
 
     session = make_session(_matmul_model(size, dtype), "cpu", threads)
     rng = np.random.default_rng(0)
@@ -69,14 +69,15 @@ def _times(fn, repeats: int) -> list[float]:
 
 def gemm_gflops(threads: int | None, size: int = GEMM_SIZE, repeats: int = 10) -> float:
     """Measured float32 GEMM throughput of ONNX Runtime here (median of `repeats` `size`³ products)."""
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.devices import default_threads
 
     return 2 * size ** 3 / statistics.median(_times(_gemm_job(threads or default_threads(), size), repeats)) / 1e9
 
 
 def bandwidth_gbs(threads: int, floats: int = BANDWIDTH_FLOATS, repeats: int = 7) -> float:
     """Measured memory bandwidth (GB/s, reads + writes): y = x + x over `floats` float32 values."""
-    from dslc.runtime.session import bound_runner, make_session
+    from dslc.runtime.devices import make_session
+    from dslc.runtime.session import bound_runner
 
     def build(b):
         x = b.input("x", TensorType("float32", (floats,)), "data")

@@ -92,7 +92,8 @@ def memory_child(kind: str, folder: str, steps: int, threads: int) -> None:
     # first `torch.optim` optimizer, whose constructor imports torch._dynamo and sympy (~800 modules,
     # ~70 MB). Neither grows with the model; counting them would compare the libraries, not the steps.
     if kind == "dslc":
-        from dslc.runtime.session import TrainStep, make_session
+        from dslc.runtime.devices import make_session
+        from dslc.runtime.session import TrainStep
 
         warm = np.ones((256, 256), np.float32)
         make_session(_matmul_model(256), "cpu", threads).run(None, {"a": warm, "b": warm})

@@ -72,7 +72,7 @@ def _compile(args):
 
 def _tune_setting(args):
     """What `--tune` measures for: the run's threads and the batch of its training step."""
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.devices import default_threads
     from dslc.runtime.tune import DEFAULT_BATCH, TuneSetting
 
     batch, threads = DEFAULT_BATCH, args.threads or default_threads()

@@ -129,7 +129,7 @@ def test_data_error_prints_error_and_hint(fake_compiler, npz, tmp_path, capsys):
 
 
 def test_cuda_on_a_cpu_machine_exits_3(fake_compiler, npz, capsys, monkeypatch):
-    monkeypatch.setattr("dslc.runtime.session.ort.get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr("dslc.runtime.devices.ort.get_available_providers", lambda: ["CPUExecutionProvider"])
     argv = ["train", "linreg.dl", "--data", "train.npz", "--epochs", "1", "--batch-size", "8", "-o", "r",
             "--device", "cuda"]
     assert cli.main(argv) == 3

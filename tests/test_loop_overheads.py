@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from manifest_graphs import LR, W0, linreg_data, linreg_program
 
-from dslc.runtime import faults, session
+from dslc.runtime import devices, faults, session
 from dslc.runtime.batches import EpochBatches
 from dslc.runtime.progress import ConsoleReporter, JsonLinesReporter
 from dslc.runtime.rows import RowView
@@ -149,12 +149,12 @@ def test_sessions_made_ahead_are_the_sessions_steps_use(tmp_path):
     """`SessionAhead` hands over the session its thread made, or raises the error making it raised, in
     the caller's thread; `fit` with sessions made ahead trains as before (bit for bit)."""
     program, d = linreg_program(), linreg_data(n=20)
-    ahead = session.SessionAhead(program.graphs["train"], "cpu", 1, memory_pattern=False)
+    ahead = devices.SessionAhead(program.graphs["train"], "cpu", 1, memory_pattern=False)
     step = session.TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=1,
                              initial=program.initial_values(), ahead=ahead)
     assert step.session is ahead.result() and step.step(d) == train_step(program).step(d)
     with pytest.raises(session.DataError, match="unknown device `tpu`"):
-        session.SessionAhead(program.graphs["train"], "tpu").result()
+        devices.SessionAhead(program.graphs["train"], "tpu").result()
     with pytest.raises(session.DataError, match="the number of threads"):
         fit(program, d, d, epochs=1, batch_size=8, out_dir=tmp_path / "bad", reporter=Reporter(), threads=0)
     assert not (tmp_path / "bad").exists()  # failed before writing, as without the threads

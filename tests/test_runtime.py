@@ -19,7 +19,7 @@ import dslc
 from dslc import fsutil
 from dslc.diagnostics import DataError
 from dslc.emit.weights import bind_weights, read_initializers
-from dslc.runtime import checkpoint, data, session
+from dslc.runtime import checkpoint, data, devices, session
 from dslc.runtime.progress import ConsoleReporter, format_epoch
 from dslc.runtime.train import Reporter, epoch_order, fit, step_seed
 
@@ -157,14 +157,14 @@ def test_bind_weights_rejects_foreign_weights(weights, message, hint):
 
 # ---- sessions ----------------------------------------------------------------------------------
 def test_cpu_session_uses_only_the_cpu_provider():
-    s = session.make_session(linreg_program().graphs["infer"], "cpu", threads=1)
+    s = devices.make_session(linreg_program().graphs["infer"], "cpu", threads=1)
     assert s.get_providers() == ["CPUExecutionProvider"]
 
 
 def test_cuda_without_cuda_support_is_a_data_error(monkeypatch):
-    monkeypatch.setattr(session.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(devices.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(DataError) as e:
-        session.make_session(linreg_program().graphs["infer"], "cuda")
+        devices.make_session(linreg_program().graphs["infer"], "cuda")
     assert e.value.message == ("CUDA was requested but this onnxruntime has no CUDA support "
                                "(available providers: CPUExecutionProvider)")
     assert e.value.hint == ("install `dslc[gpu]` (onnxruntime-gpu) on a machine with an NVIDIA GPU and CUDA 12, "
@@ -174,23 +174,23 @@ def test_cuda_without_cuda_support_is_a_data_error(monkeypatch):
 def test_cuda_silent_fallback_is_detected(monkeypatch):
     # onnxruntime-gpu without a GPU lists CUDA, creates the session and quietly runs on the CPU;
     # the CPU package does the same when asked for a provider it lacks.
-    monkeypatch.setattr(session.ort, "get_available_providers",
+    monkeypatch.setattr(devices.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with pytest.raises(DataError) as e:
-        session.make_session(linreg_program().graphs["infer"], "cuda")
+        devices.make_session(linreg_program().graphs["infer"], "cuda")
     assert e.value.message.startswith("CUDA was requested but onnxruntime fell back to the CPU")
-    assert e.value.hint == session.CUDA_HINT
+    assert e.value.hint == devices.CUDA_HINT
 
 
 def test_cuda_session_creation_failure(monkeypatch):
-    monkeypatch.setattr(session.ort, "get_available_providers", lambda: ["CUDAExecutionProvider"])
+    monkeypatch.setattr(devices.ort, "get_available_providers", lambda: ["CUDAExecutionProvider"])
 
     def refuse(*args, **kwargs):
         raise RuntimeError("libcublasLt.so.12: cannot open shared object file")
 
-    monkeypatch.setattr(session.ort, "InferenceSession", refuse)
+    monkeypatch.setattr(devices.ort, "InferenceSession", refuse)
     with pytest.raises(DataError, match="could not start it: libcublasLt"):
-        session.make_session(b"", "cuda:1")
+        devices.make_session(b"", "cuda:1")
 
 
 def test_cuda_request_on_this_machine_fails_cleanly(tmp_path):
@@ -204,7 +204,7 @@ def test_cuda_request_on_this_machine_fails_cleanly(tmp_path):
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0"])
 def test_unknown_device(device):
     with pytest.raises(DataError, match=f"unknown device `{re.escape(device)}`"):
-        session.parse_device(device)
+        devices.parse_device(device)
 
 
 def test_train_step_matches_numpy_and_keeps_values_on_device():

@@ -22,7 +22,7 @@ from test_user_errors_runtime import MLP, cli_error, xy
 from dslc import cli
 from dslc.diagnostics import DataError
 from dslc.fsutil import WriteError
-from dslc.runtime import checkpoint, data, runlock, session
+from dslc.runtime import checkpoint, data, devices, runlock
 from dslc.runtime.history import HISTORY_FILE
 from dslc.runtime.train import fit
 
@@ -416,8 +416,8 @@ def test_a_dangling_symlink_as_the_run_folder_is_named(mlp, tmp_path):
 # ---- 7. --threads on train and predict -----------------------------------------------------------------
 def test_threads_reach_every_session_of_train_and_predict(workdir, tmp_path, monkeypatch, capsys):
     seen = []
-    make_session = session.make_session
-    monkeypatch.setattr(session, "make_session", lambda m, d="cpu", t=None, *a, **k: (seen.append(t),
+    make_session = devices.make_session
+    monkeypatch.setattr(devices, "make_session", lambda m, d="cpu", t=None, *a, **k: (seen.append(t),
                                                                                        make_session(m, d, t, *a, **k))[1])
     np.savez(tmp_path / "d.npz", **xy(8))
     assert cli.main(["train", str(workdir / "mlp.dl"), "--data", str(tmp_path / "d.npz"), "--val",

@@ -31,7 +31,8 @@ import numpy as np
 from dslc.diagnostics import DataError
 import onnxruntime as ort
 
-from dslc.runtime.session import _np_dtype, _run, make_session, parse_device
+from dslc.runtime.devices import make_session, parse_device
+from dslc.runtime.session import _np_dtype, _run
 
 MICRO_SEED_STRIDE = 0x9E3779B1
 

@@ -113,7 +113,7 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
     except ImportError:
         raise DataError("`--dask` needs Dask", hint=DASK_HINT) from None
     from dslc.runtime.data import check_count
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.devices import default_threads
 
     batch_size = check_count(batch_size, "batch_size", "the batch size")
     chunk_rows = check_count(chunk_rows, "chunk_rows", "the rows per chunk")

@@ -49,7 +49,7 @@ def world():
 def rank_threads() -> int:
     """ONNX Runtime threads for one rank: this machine's cores shared by the ranks on it (spinning
     threads of several ranks on the same cores slowed the digits model 5x)."""
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.devices import default_threads
 
     local = next((os.environ[n] for n in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE") if n in os.environ), "1")
     return max(1, default_threads() // max(1, int(local) if local.isdigit() else 1))
@@ -59,7 +59,7 @@ def tuned_share(batch_size: int, accumulate: int, workers: int | None, threads: 
     """What one training graph of `dslc train` runs at, for `--tune` to measure at: the rows of the
     largest micro-batch of one rank (`accumulate.shard`, then `accumulate` micro-batches) and that rank's
     ONNX Runtime threads (`--threads`, else the cores shared by the `--workers` or `mpiexec` ranks)."""
-    from dslc.runtime.session import default_threads
+    from dslc.runtime.devices import default_threads
 
     ranks = workers or max([int(os.environ[n]) for n in _SIZE_VARIABLES if os.environ.get(n, "").isdigit()] + [1])
     rows = -(-batch_size // ranks)
@@ -125,7 +125,7 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
     from dslc.runtime.checkpoint import CHECKPOINT_FILE
     from dslc.runtime.history import HISTORY_FILE
     from dslc.runtime.progress import ConsoleReporter
-    from dslc.runtime.session import check_cuda_provider, default_threads, parse_device
+    from dslc.runtime.devices import check_cuda_provider, default_threads, parse_device
 
     workers = check_count(workers, "workers", "the number of workers")
     if parse_device(settings.get("device", "cpu"))[0] == "cuda":

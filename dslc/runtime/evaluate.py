@@ -34,7 +34,8 @@ def evaluate(program, data, weights=None, *, batch_size: int = 256, device: str 
 
     from dslc.runtime.checkpoint import load_params
     from dslc.runtime.data import check_count, load_data, num_rows
-    from dslc.runtime.session import Evaluator, parse_device
+    from dslc.runtime.devices import parse_device
+    from dslc.runtime.session import Evaluator
     from dslc.spelling import option
 
     keys = train_keys(program.manifest)

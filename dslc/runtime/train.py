@@ -178,7 +178,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     """
     from dslc import __version__
     from dslc.runtime.callbacks import History, RunHooks, run_stopping
-    from dslc.runtime.session import Evaluator, SessionAhead, TrainStep
+    from dslc.runtime.devices import SessionAhead
+    from dslc.runtime.session import Evaluator, TrainStep
 
     writer = comm is None or comm.Get_rank() == 0
     reporter = (reporter if writer else None) or Reporter()

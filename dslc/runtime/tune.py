@@ -236,7 +236,8 @@ def _measure(models: dict[str, tuple[bytes, dict[str, np.ndarray]]], threads: in
     bound inputs and outputs as a training step has them (`TrainStep`), in interleaved blocks of about
     `BLOCK_S` (`bench_timing.interleaved`; a block run under CPU pressure is timed again)."""
     from dslc.bench_timing import interleaved
-    from dslc.runtime.session import bound_runner, make_session
+    from dslc.runtime.devices import make_session
+    from dslc.runtime.session import bound_runner
 
     jobs = []
     for name, (model, feeds) in models.items():
