@@ -7,14 +7,13 @@ missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in d
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import sys
 import traceback
 
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, printable, render_all
-from dslc.cli_args import UNTUNED_VERBS, build_parser
+from dslc.cli_args import build_parser, refuse_misuse
 from dslc.spelling import command_line
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
@@ -83,20 +82,6 @@ def _tune_setting(args):
     elif args.verb == "bench":
         batch = args.batch_size
     return TuneSetting(threads=threads, batch=batch)
-
-
-def _refuse_tune_misuse(args, parser: argparse.ArgumentParser) -> None:
-    """`--tune` where it has nothing to choose, and `--threads` on a build without it."""
-    if getattr(args, "tune", False) and args.verb in UNTUNED_VERBS:
-        parser.error(f"argument --tune: `dslc {args.verb}` writes and runs no training graph, so there is nothing to "
-                     "tune; use it with `build`, `train`, `bench` or `export`")
-    if args.verb in ("build", "export") and args.threads and not args.tune:
-        parser.error(f"argument --threads: `dslc {args.verb}` runs nothing; `--threads` sets what `--tune` measures "
-                     "with")
-    if args.verb == "build" and args.tune and (args.emit == "ir" or args.print_ir_after):
-        parser.error("argument --tune: it chooses how the ONNX graphs are written; `--emit ir` writes none")
-    if args.verb == "train" and args.tune and args.device != "cpu":
-        parser.error("argument --tune: it measures with ONNX Runtime on the CPU; drop it with `--device cuda`")
 
 
 def _say(message: str) -> None:
@@ -331,28 +316,6 @@ def _os_error_message(e: OSError) -> str:
 
 
 # argument -> flag: the paths a verb reads or writes (`-o ''` trained a run into the working directory)
-_PATH_ARGUMENTS = {"model": "MODEL.dl", "out": "-o", "data": "--data", "val": "--val", "input": "--input",
-                   "weights": "--weights", "train_state": "--train-state", "init_from": "--init-from", "run": "RUN",
-                   "json": "--json", "peers": "--peers"}
-
-
-def _refuse_empty_paths(args, parser: argparse.ArgumentParser) -> None:
-    for name, flag in _PATH_ARGUMENTS.items():
-        if getattr(args, name, None) == "":
-            parser.error(f"argument {flag}: expected a path, got an empty string")
-    if getattr(args, "resume", None) == "" or "" in getattr(args, "files", ()):
-        parser.error(f"argument {'--resume' if args.verb == 'train' else 'FILE'}: expected a path, got an empty string")
-
-
-def _refuse_repeated_dims(args, parser: argparse.ArgumentParser) -> None:
-    """`--dim B=4 --dim B=8` is refused as `-D` twice is (the last one silently won)."""
-    given: dict[str, int] = {}
-    for name, size in getattr(args, "dims", ()):
-        if name in given:
-            parser.error(f"argument --dim: `{name}` is given twice (`{name}={given[name]}` and `{name}={size}`)")
-        given[name] = size
-
-
 def _full_disk_hint(args, e: DataError) -> str:
     """A training run stopped by a full disk keeps its last whole epoch, as one stopped by Ctrl-C does."""
     if args.verb != "train" or getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
@@ -367,22 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, verbs = build_parser()
     try:
         args = parser.parse_args(argv)
-        if getattr(args, "print_ir_after", None):
-            from dslc.passes import PASS_NAMES
-
-            if args.print_ir_after not in PASS_NAMES:
-                verbs[args.verb].error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; "
-                                       f"passes: {', '.join(PASS_NAMES)}")
-        _refuse_empty_paths(args, verbs[args.verb])
-        _refuse_repeated_dims(args, verbs[args.verb])
-        _refuse_tune_misuse(args, verbs[args.verb])
-        if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
-            where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
-            verbs[args.verb].error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one "
-                                   "array)")
-        if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
-            flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
-            verbs[args.verb].error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
+        refuse_misuse(args, verbs[args.verb])
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:

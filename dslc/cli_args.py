@@ -1,4 +1,4 @@
-"""The `dslc` command line's grammar: the verbs, their flags, and the checks of flag values that need
+"""The `dslc` command line's grammar: the verbs, their flags, and the checks of flag values and combinations that need
 nothing but the text (`dslc.cli` runs the verbs)."""
 from __future__ import annotations
 
@@ -288,3 +288,58 @@ def _fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got `{text}`")
     return value
+
+
+def refuse_misuse(args, parser: argparse.ArgumentParser) -> None:
+    """Usage errors (exit 2, as argparse's own) that argparse cannot express: flags that contradict each other
+    or the verb, empty paths, a dimension given twice, an unknown pass."""
+    if getattr(args, "print_ir_after", None):
+        from dslc.passes import PASS_NAMES
+
+        if args.print_ir_after not in PASS_NAMES:
+            parser.error(f"argument --print-ir-after: no pass `{args.print_ir_after}`; passes: {', '.join(PASS_NAMES)}")
+    _refuse_empty_paths(args, parser)
+    _refuse_repeated_dims(args, parser)
+    _refuse_tune_misuse(args, parser)
+    if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
+        where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
+        parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one array)")
+    if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
+        flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
+        parser.error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
+
+
+def _refuse_tune_misuse(args, parser: argparse.ArgumentParser) -> None:
+    """`--tune` where it has nothing to choose, and `--threads` on a build without it."""
+    if getattr(args, "tune", False) and args.verb in UNTUNED_VERBS:
+        parser.error(f"argument --tune: `dslc {args.verb}` writes and runs no training graph, so there is nothing to "
+                     "tune; use it with `build`, `train`, `bench` or `export`")
+    if args.verb in ("build", "export") and args.threads and not args.tune:
+        parser.error(f"argument --threads: `dslc {args.verb}` runs nothing; `--threads` sets what `--tune` measures "
+                     "with")
+    if args.verb == "build" and args.tune and (args.emit == "ir" or args.print_ir_after):
+        parser.error("argument --tune: it chooses how the ONNX graphs are written; `--emit ir` writes none")
+    if args.verb == "train" and args.tune and args.device != "cpu":
+        parser.error("argument --tune: it measures with ONNX Runtime on the CPU; drop it with `--device cuda`")
+
+
+_PATH_ARGUMENTS = {"model": "MODEL.dl", "out": "-o", "data": "--data", "val": "--val", "input": "--input",
+                   "weights": "--weights", "train_state": "--train-state", "init_from": "--init-from", "run": "RUN",
+                   "json": "--json", "peers": "--peers"}
+
+
+def _refuse_empty_paths(args, parser: argparse.ArgumentParser) -> None:
+    for name, flag in _PATH_ARGUMENTS.items():
+        if getattr(args, name, None) == "":
+            parser.error(f"argument {flag}: expected a path, got an empty string")
+    if getattr(args, "resume", None) == "" or "" in getattr(args, "files", ()):
+        parser.error(f"argument {'--resume' if args.verb == 'train' else 'FILE'}: expected a path, got an empty string")
+
+
+def _refuse_repeated_dims(args, parser: argparse.ArgumentParser) -> None:
+    """`--dim B=4 --dim B=8` is refused as `-D` twice is (the last one silently won)."""
+    given: dict[str, int] = {}
+    for name, size in getattr(args, "dims", ()):
+        if name in given:
+            parser.error(f"argument --dim: `{name}` is given twice (`{name}={given[name]}` and `{name}={size}`)")
+        given[name] = size
