@@ -2,7 +2,7 @@
 
 Hyper-parameters and arithmetic on plain numbers are evaluated at compile time; tensor expressions
 become nodes (expressions: `lower_exprs`, calls: `lower_calls`, the training statements:
-`lower_training`, all mixins of `Lowering`). Layers
+`lower_training`, the hyper-parameters and `-D` values: `lower_hyper`, all mixins of `Lowering`). Layers
 and functions come from `dslc.builtins`, blocks from the file and its imports. `mode` is "train" (dropout active, loss and metrics), "eval" (loss and metrics, no
 dropout) or "infer" (outputs only).
 """
@@ -25,11 +25,11 @@ from dslc.losses import matches, nothing_selected_hint
 from dslc.lower_calls import CallLowering, describe
 from dslc.lower_context import Context
 from dslc.lower_exprs import POISON, ExpressionLowering, Poisoned
+from dslc.lower_hyper import HyperLowering
 from dslc.lower_training import HYPER_INPUTS, HYPER_WHAT, SEED, TrainingLowering
 from dslc.objectives import objective_of, selected, update_selectors
 from dslc.optim import OptimizerSpec
 from dslc.source import Span
-from dslc.spelling import define, option
 
 
 @dataclass
@@ -98,35 +98,7 @@ def byte_size(nbytes: int) -> str:
     return f"{nbytes} bytes"
 
 
-class DefinedString(str):
-    """A `-D name=value` value that is neither a number nor `true`/`false`: a string that remembers its
-    `-D`, so that an error about it can say where it came from (`describe`)."""
-
-    define: str
-
-
-def parse_define(name: str, text: str):
-    """A `-D name=value` value: a number, `true`/`false`, or else a string. Raises `ValueError(what is
-    wrong, hint)` for a number that no graph can hold (infinite, NaN, or an integer beyond 64 bits)."""
-    low = text.strip()
-    if low in ("true", "false"):
-        return low == "true"
-    for convert in (int, float):
-        try:
-            value = convert(low)
-        except ValueError:
-            continue
-        if isinstance(value, int) and abs(value) > ast.MAX_INT:
-            raise ValueError("is too large", f"integers are 64-bit: at most {ast.MAX_INT}")
-        if not math.isfinite(value):
-            raise ValueError("is not a finite number", "a value is a finite number, `true`, `false` or a string")
-        return value
-    string = DefinedString(low)
-    string.define = define(name, text)  # as the caller wrote it, for messages
-    return string
-
-
-class Lowering(ExpressionLowering, CallLowering, TrainingLowering):
+class Lowering(ExpressionLowering, CallLowering, TrainingLowering, HyperLowering):
     def __init__(self, model: ast.Model, blocks: dict[str, ast.Block], mode: str, float_dtype: str = "float32",
                  seed: int = 0, defines: dict[str, str] | None = None, objective: str = "",
                  dims: dict[str, int] | None = None, freeze: tuple[str, ...] = (), drawn: dict | None = None):
@@ -332,33 +304,6 @@ class Lowering(ExpressionLowering, CallLowering, TrainingLowering):
         for sel, span in self.updates:
             if not any(matches(sel, p.name, self.result.param_kinds[p.name]) for p in params):
                 raise error(f"`update` selects no parameters with `{sel}`", span, hint=nothing_selected_hint(sel, params))
-
-    def hyper_params(self) -> dict:
-        env = {}
-        known = {p.name for p in self.model.params}
-        for name in self.defines:
-            if name not in known:
-                hint = suggest(name, known) or (f"its hyper-parameters: {', '.join(f'`{k}`' for k in sorted(known))}"
-                                                if known else "it has none")
-                message = f"model `{self.model.name}` has no hyper-parameter `{name}` ({option('defined')})"
-                self.errors.append(Diagnostic(message, self.model.name_span, hint=hint))
-        for p in self.model.params:
-            with self.statement(env, name=p.name):
-                env[p.name] = self.hyper_param(p, env)
-        return env
-
-    def hyper_param(self, p: ast.Param, env):
-        if p.name in self.defines:
-            try:
-                return parse_define(p.name, self.defines[p.name])
-            except ValueError as e:
-                what, hint = e.args
-                raise error(f"{define(p.name, self.defines[p.name])} {what}", p.span,
-                            label=f"the hyper-parameter {option('defined')}", hint=hint) from None
-        if p.default is None:
-            raise error(f"hyper-parameter `{p.name}` has no default and no value", p.span,
-                        hint=f"give it a default (`{p.name} = ...`) or pass {define(p.name, '...')}")
-        return self.eval(p.default, env)
 
     def define(self, env, defined, name, value, span):
         if name in defined:

@@ -333,7 +333,7 @@ def describe(value) -> str:
     if isinstance(value, (int, float)):
         return f"the number `{value}`"
     if isinstance(value, str):
-        origin = getattr(value, "define", None)  # a `-D` value that is no number: `dslc.lower.DefinedString`
+        origin = getattr(value, "define", None)  # a `-D` value that is no number: `dslc.lower_hyper.DefinedString`
         return f"the string \"{value}\"" + (f" (from {origin})" if origin else "")
     if isinstance(value, Initializer):
         return f"the initializer `{value}`"
