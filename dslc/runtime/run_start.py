@@ -1,7 +1,8 @@
 """What a training run starts from, before its first epoch (`dslc.runtime.train.fit` runs the epochs): the
 training and validation rows (`run_data`), the values the parameters start at (`starting_state`: resumed,
 read from a state file, initial, fine-tuned), the training steps that run them (`make_trainer`), and a
-check that no batch of one sample breaks batch normalization (`check_one_sample_batch`)."""
+check that no batch of one sample breaks batch normalization (`check_one_sample_batch`); `step_of` is how
+the loop calls a step of any of them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -95,7 +96,7 @@ def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: lis
     if not buffers:
         return
     saved = trainer.get_values()
-    _one_step(trainer, {k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
+    step_of(trainer)({k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
     after = trainer.get_values()
     trainer.set_values(saved)
     bad = next((name for name in buffers if not np.isfinite(after[name]).all()), None)
@@ -114,8 +115,9 @@ def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: lis
                     f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
 
 
-def _one_step(trainer, batch: Mapping[str, np.ndarray], hypers: list[dict]) -> dict[str, float]:
-    """One training step of every objective; `hypers[k]` are objective k's hyper-inputs."""
+def step_of(trainer):
+    """`step(batch, hypers)`: one training step of every objective of `trainer`, `hypers[k]` objective k's
+    hyper-inputs (a `TrainStep` takes its one objective's alone)."""
     from dslc.runtime.session import TrainStep
 
-    return trainer.step(batch, hypers[0]) if isinstance(trainer, TrainStep) else trainer.step(batch, hypers)
+    return (lambda batch, hypers: trainer.step(batch, hypers[0])) if isinstance(trainer, TrainStep) else trainer.step

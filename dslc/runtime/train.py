@@ -30,7 +30,7 @@ from dslc.runtime.layout import (
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory, when_released
-from dslc.runtime.run_start import check_one_sample_batch, make_trainer, run_data, starting_state
+from dslc.runtime.run_start import check_one_sample_batch, make_trainer, run_data, starting_state, step_of
 from dslc.runtime.run_state import (
     check_finite_values,
     count,
@@ -179,7 +179,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     from dslc import __version__
     from dslc.runtime.callbacks import History, RunHooks, run_stopping
     from dslc.runtime.devices import SessionAhead
-    from dslc.runtime.session import Evaluator, TrainStep
+    from dslc.runtime.session import Evaluator
 
     writer = comm is None or comm.Get_rank() == 0
     reporter = (reporter if writer else None) or Reporter()
@@ -256,7 +256,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         reporter.warn(f"{parts:,} micro-batches per step ({accumulate} accumulated"
                       + (f" × {comm.Get_size()} ranks" if comm is not None else "") + f") is more than a batch's "
                       f"{count(rows, 'row')}: {parts - rows} of them are empty and skipped, the others hold one row each")
-    run_step = (lambda batch, hypers: trainer.step(batch, hypers[0])) if isinstance(trainer, TrainStep) else trainer.step
+    run_step = step_of(trainer)
     batches = EpochBatches(arrays, trainer)
     lr_hyper = {lr_spec["name"]: lr} if lr is not None else {}
     step_fault = armed("step")
