@@ -52,10 +52,14 @@ class Emitter:
         return f"{self._prefix}{hint}_{self._count}"
 
     def node(self, op_type: str, *inputs, **attrs) -> str:
+        return self.node_outputs(op_type, 1, *inputs, **attrs)[0]
+
+    def node_outputs(self, op_type: str, count: int, *inputs, **attrs) -> list[str]:
+        """A node with `count` outputs (`TopK`'s values and indices), their names in order."""
         names = [i.name if isinstance(i, Lowered) else ("" if i is None else i) for i in inputs]
-        out = self.fresh(self._hint)
-        self.nodes.append(helper.make_node(op_type, names, [out], name=f"{out}/{op_type}", **attrs))
-        return out
+        outs = [self.fresh(self._hint) for _ in range(count)]
+        self.nodes.append(helper.make_node(op_type, names, outs, name=f"{outs[0]}/{op_type}", **attrs))
+        return outs
 
     def cached(self, key: tuple, make):
         """`make()` the first time `key` is asked for in this graph, the same result afterwards: values
