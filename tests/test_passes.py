@@ -10,7 +10,7 @@ import pytest
 
 from dslc import passes
 from dslc.compiler import compile_file
-from helpers import TrainDriver, compile_text
+from helpers import TrainDriver, compile_text, make_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 phase_pass = importlib.import_module("dslc.passes.phases")  # the package's `phases` is the pass function
@@ -180,3 +180,58 @@ def test_phases_only_where_they_were_measured_to_pay(tmp_path):
     assert "reduce_max" not in digits and digits.count("max_pool") == 2
     several = compile_text(tmp_path, POOLED % "relu", dtype="float64")  # 2 input channels
     assert "reduce_max" not in ops_of(several)
+
+
+LOOKED_UP = """
+model looked_up {
+    input  ids: i64[B, 5]
+    input  user: i64[B]
+    target y: i64[B]
+    words = ids |> embedding(7, 4)
+    summary = words |> gru(6)
+    projected = words |> linear(3) |> tanh |> flatten
+    person = user |> embedding(4, 3) |> dense(2)
+    logits = concat(summary, projected, person, axis = 1) |> dense(3)
+    output probs = softmax(logits)
+    loss      cross_entropy(logits, y)
+    optimizer adam(lr = 0.05)
+}
+"""
+
+
+def lookups_folded(program, graph="train") -> list[str]:
+    """The ops whose results rows are looked up in: a folded product is a table's (`matmul`/`add`/`gemm`)."""
+    return sorted(n.inputs[0].op for n in program.extras["final"][graph].nodes() if n.op == "gather_rows")
+
+
+def test_products_of_looked_up_rows_fold_into_the_tables_and_take_the_same_step(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    data = {"ids": rng.integers(-7, 7, size=(6, 5)), "user": rng.integers(0, 4, size=6),
+            "y": rng.integers(0, 3, size=6)}
+    data["ids"][:2] = 3  # ids repeated within a batch, and negative ones counting from the end
+    # `words` is read by the GRU and by `linear`: it stays one lookup; `person`'s dense folds (4 rows < 32 lookups)
+    shared = compile_text(tmp_path, LOOKED_UP, dtype="float64")
+    assert lookups_folded(shared) == ["gemm", "input"]
+    text = LOOKED_UP.replace("projected = words |> linear(3)", "projected = ids |> embedding(7, 4) |> linear(3)")
+    folded = compile_text(tmp_path, text, dtype="float64")
+    # the GRU's input projection plus its bias (add), linear on sequences and dense (gemm)
+    assert lookups_folded(folded) == ["add", "gemm", "gemm"]
+    assert lookups_folded(folded, "infer") == ["add", "gemm", "gemm"]
+    without("fold_lookup", monkeypatch)
+    plain = compile_text(tmp_path, text, dtype="float64")
+    assert lookups_folded(plain) == ["input", "input", "input"]
+    assert_same_steps(TrainDriver(folded), TrainDriver(plain), data, loss_rtol=1e-12, rtol=1e-10, atol=1e-12)
+    infer_folded, infer_plain = make_runner(folded.graphs["infer"]), make_runner(plain.graphs["infer"])
+    feeds = {k: v for k, v in data.items() if k != "y"}
+    np.testing.assert_allclose(infer_folded(feeds)["probs"], infer_plain(feeds)["probs"], rtol=1e-12)
+
+
+def test_a_table_with_more_rows_than_a_batch_looks_up_is_not_folded(tmp_path):
+    # 5 ids a row at the assumed batch of 32: 160 lookups, against 159 and 160 rows
+    for rows, folds in ((159, True), (160, False)):
+        program = compile_text(tmp_path, f"""
+            model recurrent {{
+                input  ids: i64[B, 5]
+                output h = ids |> embedding({rows}, 4) |> gru(6)
+            }}""", dtype="float64")
+        assert lookups_folded(program, "infer") == (["add"] if folds else ["input"]), rows

@@ -7,6 +7,7 @@ from dslc.ir.graph import Graph
 from dslc.ir.printer import print_graph
 from dslc.ir.verify import verify
 from dslc.passes.autodiff import autodiff
+from dslc.passes.fold_lookup import fold_lookup
 from dslc.passes.fold_norm import fold_norm
 from dslc.passes.fuse import fuse
 from dslc.passes.infer_shapes import infer_shapes
@@ -20,19 +21,19 @@ Pass = Callable[[Graph], Graph]
 
 # per graph kind, in order; `lower` (AST -> IR) runs before and `emit` (IR -> ONNX) after
 PIPELINES: dict[str, tuple[tuple[str, Pass], ...]] = {
-    "infer": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("simplify", simplify),
+    "infer": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("fold_lookup", fold_lookup), ("reorder", reorder), ("simplify", simplify),
               ("fuse", fuse)),
-    "eval": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("simplify", simplify),
+    "eval": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("fold_lookup", fold_lookup), ("reorder", reorder), ("simplify", simplify),
              ("fuse", fuse)),
-    "train": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("phases", phases),
+    "train": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("fold_lookup", fold_lookup), ("reorder", reorder), ("phases", phases),
               ("autodiff", autodiff), ("lower_optimizer", lower_optimizer), ("simplify", simplify), ("fuse", fuse)),
     # `dslc build --split`: the training step cut at the gradients (see passes/split.py)
-    "grad": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("reorder", reorder), ("phases", phases),
+    "grad": (("infer_shapes", infer_shapes), ("fold_norm", fold_norm), ("fold_lookup", fold_lookup), ("reorder", reorder), ("phases", phases),
              ("autodiff", autodiff), ("name_gradients", name_gradients), ("simplify", simplify), ("fuse", fuse)),
     "apply": (("gradient_inputs", gradient_inputs), ("lower_optimizer", lower_optimizer), ("simplify", simplify),
               ("fuse", fuse)),
 }
-PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "reorder", "phases", "autodiff", "name_gradients",
+PASS_NAMES = ("lower", "infer_shapes", "fold_norm", "fold_lookup", "reorder", "phases", "autodiff", "name_gradients",
               "gradient_inputs", "lower_optimizer", "simplify", "fuse")
 
 
