@@ -40,6 +40,7 @@ class Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._const_names: dict[tuple, str] = {}
+        self._producers: dict[str, onnx.NodeProto] = {}
         self._cache: dict[tuple, object] = {}
         self._count = 0
         self._prefix = prefix
@@ -59,7 +60,13 @@ class Emitter:
         names = [i.name if isinstance(i, Lowered) else ("" if i is None else i) for i in inputs]
         outs = [self.fresh(self._hint) for _ in range(count)]
         self.nodes.append(helper.make_node(op_type, names, outs, name=f"{outs[0]}/{op_type}", **attrs))
+        for out in outs:
+            self._producers[out] = self.nodes[-1]
         return outs
+
+    def producer(self, value) -> onnx.NodeProto | None:
+        """The node this graph's lowering wrote `value` with (None for a graph input or a constant)."""
+        return self._producers.get(value.name if isinstance(value, Lowered) else value)
 
     def cached(self, key: tuple, make):
         """`make()` the first time `key` is asked for in this graph, the same result afterwards: values
@@ -158,9 +165,23 @@ def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = No
         used.add(out_name)
         outputs.append(value_info(out_name, node.type))
 
-    onnx_graph = helper.make_graph(e.nodes, graph.name, graph_inputs, outputs, initializer=initializers + e.initializers,
+    nodes, read = _live(e.nodes, [o.name for o in outputs])
+    constants = [c for c in e.initializers if c.name in read]
+    onnx_graph = helper.make_graph(nodes, graph.name, graph_inputs, outputs, initializer=initializers + constants,
                                    doc_string=doc)
     return _model(onnx_graph, doc, metadata)
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The nodes (in order) that the graph's outputs depend on, and the names they read. A lowering may
+    read past what its inputs computed (the GRU reads the table its input projections were looked up in)
+    and leave a node nothing reads, which ONNX Runtime would still run."""
+    read, live = set(outputs), []
+    for node in reversed(nodes):
+        if any(out in read for out in node.output):
+            live.append(node)
+            read.update(node.input)
+    return live[::-1], read
 
 
 INIT_SUFFIX = "/initial"  # the init graph's initializer behind output `<name>`

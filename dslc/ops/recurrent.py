@@ -35,6 +35,7 @@ from dslc.ops.scan import (
     Scan,
     backward_loop,
     columns,
+    input_columns,
     gate,
     one_minus,
     plus,
@@ -128,8 +129,8 @@ class GruScan(Scan):
         # pre-activations come out of a Gemm whose addend holds the input projections, hn out of the
         # other, with no per-step additions or slices of [B, 3H]
         units = w_hh.type.shape[0]
-        x_rz = e.node("Add", columns(e, xp, 0, 2 * units), columns(e, b_hh, 0, 2 * units))
-        x_n = columns(e, xp, 2 * units, 3 * units)
+        x_rz = input_columns(e, xp, 0, 2 * units, plus=columns(e, b_hh, 0, 2 * units))
+        x_n = input_columns(e, xp, 2 * units, 3 * units)
         w_rz, w_n = columns(e, w_hh, 0, 2 * units), columns(e, w_hh, 2 * units, 3 * units)
         b_n = columns(e, b_hh, 2 * units, 3 * units)
 
