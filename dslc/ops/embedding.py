@@ -56,7 +56,12 @@ class GatherRows(OpDef):
         return table[ids.long()]
 
     def grad(self, b, g, out, table, ids):
-        return [b.scatter_add_rows(ids, g, rows=table.type.shape[0]), None]
+        rows = table.type.shape[0]
+        if g.op == "concat" and g.attrs["axis"] in (-1, g.type.rank - 1) and table.type.rank >= 2:
+            # a gradient joined from column blocks (the GRU's input projections): each block scattered
+            # on its own and the tables' columns joined, rows × columns instead of lookups × columns
+            return [b.concat(*(b.scatter_add_rows(ids, part, rows=rows) for part in g.inputs), axis=-1), None]
+        return [b.scatter_add_rows(ids, g, rows=rows), None]
 
 
 @op("scatter_add_rows", rows=REQUIRED)
@@ -83,33 +88,15 @@ class ScatterAddRows(OpDef):
         # adds one element at a time on one thread (module docstring)
         row = updates.type.shape[ids.type.rank:]
         width = int(np.prod(row, dtype=np.int64))
-        if ids.type.dtype != "int64":
-            ids = e.node("Cast", ids, to=e.onnx_dtype("int64"))
-        # a negative id counts from the end; an id out of range wraps, so that the lookup it came from
-        # (`Gather`) is the node that fails, whatever order a runtime runs the step's nodes in
-        flat = e.node("Mod", e.node("Reshape", ids, e.int64s([-1])), e.int64s(rows, scalar=True))
-        ones = e.node("Expand", e.int64s([1]), e.node("Shape", flat))
-        # TopK's k as a value rather than a shape: tract cannot run a TopK whose k is a symbolic dimension
-        _, order = e.node_outputs("TopK", 2, flat, e.node("ReduceSum", ones, keepdims=1), largest=0, sorted=1)
-        sorted_rows = e.node("Gather", e.node("Reshape", updates, e.int64s([-1, width])), order, axis=0)
+        runs = e.cached(("sorted ids", ids.name, rows), lambda: _Runs(e, ids, rows))
+        sorted_rows = e.node("Gather", e.node("Reshape", updates, e.int64s([-1, width])), runs.order, axis=0)
         if updates.type.dtype != "float64":
             sorted_rows = e.node("Cast", sorted_rows, to=e.onnx_dtype("float64"))
         running = e.node("CumSum", sorted_rows, e.int64s(0, scalar=True))
-        counts = e.node("ScatterElements", e.const(np.zeros(rows, np.int64)), flat, ones, axis=0, reduction="add")
-        ends = e.node("CumSum", counts, e.int64s(0, scalar=True))
-        total = e.node("Sub", self._running_sum_at(e, running, ends),
-                       self._running_sum_at(e, running, e.node("Sub", ends, counts)))
+        total = e.node("Sub", runs.sum_before(e, running, runs.ends), runs.sum_before(e, running, runs.starts))
         if updates.type.dtype != "float64":
             total = e.node("Cast", total, to=e.onnx_dtype(updates.type.dtype))
         return e.node("Reshape", total, e.int64s([rows, *row]))
-
-    @staticmethod
-    def _running_sum_at(e, running, ends):
-        """The sum of the first `ends[v]` sorted rows for each table row v: a row of `running` (the
-        running sums), or zeros where `ends[v]` is 0."""
-        picked = e.node("Gather", running, e.node("Sub", ends, e.int64s(1, scalar=True)), axis=0)
-        none = e.node("Unsqueeze", e.node("Equal", ends, e.int64s(0, scalar=True)), e.int64s([1]))
-        return e.node("Where", none, e.scalar(0, "float64"), picked)
 
     def evaluate(self, ids, updates, *, rows):
         row = updates.shape[ids.ndim:]
@@ -125,3 +112,33 @@ class ScatterAddRows(OpDef):
     def grad(self, b, g, out, ids, updates, *, rows):
         return [None, b.gather_rows(g, ids)]
 
+
+class _Runs:
+    """The ids of a scatter sorted: the order that sorts them, and for each table row where its run of
+    ids starts and ends in that order (as the index of the run's last row before it, -1 for none). The
+    scatters of one lookup's gradient blocks share them."""
+
+    def __init__(self, e, ids, rows: int):
+        if ids.type.dtype != "int64":
+            ids = e.node("Cast", ids, to=e.onnx_dtype("int64"))
+        # a negative id counts from the end; an id out of range wraps, so that the lookup it came from
+        # (`Gather`) is the node that fails, whatever order a runtime runs the step's nodes in
+        flat = e.node("Mod", e.node("Reshape", ids, e.int64s([-1])), e.int64s(rows, scalar=True))
+        ones = e.node("Expand", e.int64s([1]), e.node("Shape", flat))
+        # TopK's k as a value rather than a shape: tract cannot run a TopK whose k is a symbolic dimension
+        _, self.order = e.node_outputs("TopK", 2, flat, e.node("ReduceSum", ones, keepdims=1), largest=0, sorted=1)
+        counts = e.node("ScatterElements", e.const(np.zeros(rows, np.int64)), flat, ones, axis=0, reduction="add")
+        ends = e.node("CumSum", counts, e.int64s(0, scalar=True))
+        self.ends, self.starts = self._last_row(e, ends), self._last_row(e, e.node("Sub", ends, counts))
+
+    @staticmethod
+    def _last_row(e, count_before):
+        """(index of the last sorted row among the first `count_before[v]`, whether there is none) per row v."""
+        last = e.node("Sub", count_before, e.int64s(1, scalar=True))
+        return last, e.node("Unsqueeze", e.node("Equal", count_before, e.int64s(0, scalar=True)), e.int64s([1]))
+
+    @staticmethod
+    def sum_before(e, running, boundary):
+        """Per table row, the running sum at `boundary` (a `_last_row`): zeros where no row precedes it."""
+        last, none = boundary
+        return e.node("Where", none, e.scalar(0, "float64"), e.node("Gather", running, last, axis=0))
