@@ -35,7 +35,7 @@ from dslc.ops.scan import (
     Scan,
     backward_loop,
     columns,
-    input_columns,
+    input_steps,
     gate,
     one_minus,
     plus,
@@ -129,14 +129,13 @@ class GruScan(Scan):
         # pre-activations come out of a Gemm whose addend holds the input projections, hn out of the
         # other, with no per-step additions or slices of [B, 3H]
         units = w_hh.type.shape[0]
-        x_rz = input_columns(e, xp, 0, 2 * units, plus=columns(e, b_hh, 0, 2 * units))
-        x_n = input_columns(e, xp, 2 * units, 3 * units)
+        x_rz = input_steps(e, xp, 0, 2 * units, plus=columns(e, b_hh, 0, 2 * units))
+        x_n = input_steps(e, xp, 2 * units, 3 * units)
         w_rz, w_n = columns(e, w_hh, 0, 2 * units), columns(e, w_hh, 2 * units, 3 * units)
         b_n = columns(e, b_hh, 2 * units, 3 * units)
 
         def step(e, t, prev):
-            index = e.int64s(t, scalar=True)
-            a_rz, a_n = e.node("Gather", x_rz, index, axis=1), e.node("Gather", x_n, index, axis=1)
+            a_rz, a_n = x_rz(t), x_n(t)
             # h_{-1} = 0: the first step's products are the biases alone
             rz = e.node("Sigmoid", a_rz if prev is None else e.node("Gemm", prev[0], w_rz, a_rz))
             hn = b_n if prev is None else e.node("Gemm", prev[0], w_n, b_n)

@@ -138,18 +138,20 @@ def columns(e, x, start: int, end: int) -> str:
     return e.node("Slice", x, e.int64s([start]), e.int64s([end]), e.int64s([-1]))
 
 
-def input_columns(e, xp, start: int, end: int, plus=None) -> str:
-    """Columns start..end of the input projections `xp` `[B, T, G·H]`, the first input of the scan being
-    lowered, plus `plus` `[end - start]` when given. When `xp` is rows looked up in a table (`fold_lookup`
-    makes the projections such a lookup), the table's columns are looked up instead: the slice and the
-    addition then copy the table's rows, not every step's."""
+def input_steps(e, xp, start: int, end: int, plus=None):
+    """Step t's columns start..end of the input projections `xp` `[B, T, G·H]` (the first input of the
+    scan being lowered), plus `plus` `[end - start]` when given, as a function of t. When `xp` is rows
+    looked up in a table (`fold_lookup` makes the projections such a lookup), each step looks its rows up
+    in the table's columns: no `[B, T, ...]` copy of the projections is made, sliced or added to."""
     source, lookup = e.lowering.inputs[0] if e.lowering is not None else None, e.producer(xp)
     if source is None or source.op != "gather_rows" or lookup is None or lookup.op_type != "Gather":
         part = columns(e, xp, start, end)
-        return part if plus is None else e.node("Add", part, plus)
+        part = part if plus is None else e.node("Add", part, plus)
+        return lambda t: e.node("Gather", part, e.int64s(t, scalar=True), axis=1)
     table, ids = lookup.input
     part = columns(e, table, start, end)
-    return e.node("Gather", part if plus is None else e.node("Add", part, plus), ids, axis=0)
+    part = part if plus is None else e.node("Add", part, plus)
+    return lambda t: e.node("Gather", part, e.node("Gather", ids, e.int64s(t, scalar=True), axis=1), axis=0)
 
 
 def split_gates(b, x, count: int):
