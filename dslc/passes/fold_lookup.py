@@ -11,8 +11,10 @@ the gradient's scatter-add takes rows of U values instead of D. In the GRU workl
 N = 4000 lookups of 128 values into 384) the three products drop from 1.2 GFLOP a step to 0.3.
 
 A batch's lookups count the ids' fixed dimensions times `ASSUMED_BATCH` for a symbolic one: the graphs
-are built before any batch size is known. Runs before autodiff, which derives the gradients of the
-folded form.
+are built before any batch size is known. A smaller batch then pays for the product what a batch of
+`ASSUMED_BATCH` would; in the inference graph, whose weights are constants, runtimes fold
+`product(E, W) + b` when they load it. Runs before autodiff, which derives the gradients of the folded
+form.
 """
 from __future__ import annotations
 
