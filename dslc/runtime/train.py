@@ -215,6 +215,13 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                                                  reporter)
     history = history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
+    # While the sessions are made: what needs neither them nor the run folder (in a new process the first
+    # epoch's order imports numpy.random, ~6 ms that were the last thing before the first step), and the
+    # saver's thread.
+    order = epoch_order(seed, first_epoch, n)
+    metric_specs = output_specs(specs)
+    model_hash = manifest_hash(manifest)
+    saver = EpochSaver()
     # Sessions first: an unusable device fails before anything is written.
     trainer = make_trainer(program, keys, device, threads, initial, accumulate, comm, train_ahead, single)
     evaluators = {}
@@ -227,11 +234,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         hooks.check(names, bool(evaluators), history)
     if batch_size == 1 or n % batch_size == 1:
         check_one_sample_batch(trainer, arrays, specs, n, batch_size)
-    if writer:
-        program.build(out_dir, durable=False)  # creates the run directory
+    if writer:  # the run folder's graphs, written by the saver ahead of the first checkpoint while the steps run
+        saver.submit(functools.partial(program.build, out_dir, durable=False))
     history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
-    saver = EpochSaver()
-    model_hash = manifest_hash(manifest)
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
     lr_used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
@@ -261,8 +266,6 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     lr_hyper = {lr_spec["name"]: lr} if lr is not None else {}
     step_fault = armed("step")
     step_logs = bool(hooks.step_hooks)
-    metric_specs = output_specs(specs)
-    order = epoch_order(seed, first_epoch, n)
     if writer:
         hooks.begin(info)
     reporter.start(info)
