@@ -240,7 +240,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
     lr_used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
-    seed_specs = [_spec_by_kind(s.get("hyper", []), "seed") for s in specs]
+    seed_names = [(_spec_by_kind(s.get("hyper", []), "seed") or {}).get("name") for s in specs]
+    objectives = len(keys)
     loss_names = [name for name in trainer.output_names if name == "loss" or name.endswith(".loss")]
     steps = -(-n // batch_size)
     info = {
@@ -277,8 +278,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         sums = EpochMetrics(metric_specs)
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
-            hypers = [{**lr_hyper, seed_spec["name"]: step_seed(seed, global_step * len(keys) + k)}
-                      if seed_spec is not None else lr_hyper for k, seed_spec in enumerate(seed_specs)]
+            hypers = [{**lr_hyper, seed_name: step_seed(seed, global_step * objectives + k)}
+                      if seed_name is not None else lr_hyper for k, seed_name in enumerate(seed_names)]
             out = run_step(batches.batch(idx), hypers)
             if step_fault:
                 fault_point("step")
