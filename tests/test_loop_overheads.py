@@ -193,6 +193,13 @@ def test_train_loop_benchmark_splits_the_whole_wall_time_at_the_runs(monkeypatch
     assert around == pytest.approx(parts["wall_s"], rel=1e-9)
     assert parts["training_run_gaps"] == 2 * (23 - 1)  # inside each epoch of 23 steps (1,438 rows, batches of 64)
     assert parts["runs_s"] < parts["train_steps_s"] + parts["eval_steps_s"] < parts["loop_s"] < parts["wall_s"]
+    assert "main_cpu_s" not in parts
+
+    cpu = train_loop.dslc_breakdown(2, 64, 1, cpu=True)  # the main thread's CPU clock split the same way
+    main = sum(cpu[k] for k in ("runs_cpu_s", "before_first_run_cpu_s", "between_training_runs_cpu_s",
+                                "around_validation_cpu_s", "after_last_run_cpu_s"))
+    assert main == pytest.approx(cpu["main_cpu_s"], rel=1e-9)
+    assert 0 < cpu["runs_cpu_s"] < cpu["main_cpu_s"] and cpu["other_threads_cpu_s"] > 0  # the sessions made ahead
 
 
 def test_the_run_folders_graphs_land_before_the_first_checkpoint_and_their_error_stops_the_run(tmp_path, monkeypatch):
