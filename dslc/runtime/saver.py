@@ -18,22 +18,27 @@ from dslc.runtime.runlock import when_released
 
 
 class EpochSaver:
-    """One worker thread, started with the saver: the training loop makes it while its sessions are being
-    made, when starting it costs the loop nothing (`Thread.start` waits for the new thread to take the GIL:
-    a thread per save cost ~4 ms of the training thread's time)."""
+    """One worker thread, started by `start` or the first save: the training loop starts it while its
+    sessions are being made, when it costs the loop nothing (`Thread.start` waits for the new thread to
+    take the GIL: a thread per save cost ~4 ms of the training thread's time)."""
 
     def __init__(self):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
+        self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="dslc-checkpoint", daemon=True)
-        self._thread.start()
         when_released(self._finish)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="dslc-checkpoint", daemon=True)
+            self._thread.start()
 
     def submit(self, save: Callable[[], None]) -> None:
         """Run `save()` on the worker thread once the previous save has finished."""
         self.wait()
+        self.start()
         self._idle.clear()
         self._jobs.put(save)
 
@@ -61,5 +66,6 @@ class EpochSaver:
             if not failing:
                 raise
         finally:
-            self._jobs.put(None)
-            self._thread.join()
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()

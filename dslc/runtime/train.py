@@ -222,6 +222,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     metric_specs = output_specs(specs)
     model_hash = manifest_hash(manifest)
     saver = EpochSaver()
+    if writer:
+        saver.start()
     # Sessions first: an unusable device fails before anything is written.
     trainer = make_trainer(program, keys, device, threads, initial, accumulate, comm, train_ahead, single)
     evaluators = {}
