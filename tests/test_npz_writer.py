@@ -23,6 +23,7 @@ ARRAYS = {
     "big_endian": np.arange(5, dtype=">i4"),
     "fortran": np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)),
     "meta": np.array(json.dumps({"epoch": 3, "record": {"loss": 0.25, "name": "é"}})),
+    "param/été_0.weight": np.ones((2, 2), np.float32),  # a layer named in another script: a UTF-8 member name
 }
 
 

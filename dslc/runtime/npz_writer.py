@@ -30,6 +30,7 @@ _END = struct.Struct("<IHHHHIIH")  # end of central directory
 _VERSION = 20  # zip 2.0: stored members, as `zipfile` writes without zip64
 _MADE_BY = 3 << 8 | _VERSION  # on Unix, as `zipfile` records
 _MODE = 0o600 << 16  # the permissions `zipfile.ZipFile.open(name, "w")` records
+_UTF8_NAME = 0x800  # general-purpose flag bit 11: the name is UTF-8 (else readers take it as cp437)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -68,11 +69,14 @@ def write_npz(f: IO[bytes], arrays: Mapping[str, object]) -> None:
         header, data = _npy_parts(value)
         crc = zlib.crc32(data, zlib.crc32(header))
         size = len(header) + len(data)
-        member = f"{name}.npy".encode()
-        f.write(_LOCAL.pack(0x04034B50, _VERSION, 0, 0, clock, date, crc, size, size, len(member), 0) + member + header)
+        text = f"{name}.npy"
+        member = text.encode()
+        flags = 0 if text.isascii() else _UTF8_NAME  # a layer may be named in any script
+        f.write(_LOCAL.pack(0x04034B50, _VERSION, flags, 0, clock, date, crc, size, size, len(member), 0) + member
+                + header)
         f.write(data)
-        central.append(_CENTRAL.pack(0x02014B50, _MADE_BY, _VERSION, 0, 0, clock, date, crc, size, size, len(member),
-                                     0, 0, 0, 0, _MODE, offset) + member)
+        central.append(_CENTRAL.pack(0x02014B50, _MADE_BY, _VERSION, flags, 0, clock, date, crc, size, size,
+                                     len(member), 0, 0, 0, 0, _MODE, offset) + member)
         offset += _LOCAL.size + len(member) + size
     directory = b"".join(central)
     f.write(directory + _END.pack(0x06054B50, 0, 0, len(central), len(central), len(directory), offset, 0))
