@@ -327,7 +327,8 @@ def _full_disk_hint(args, e: DataError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `dslc` command line; returns the exit code (the console script passes it to sys.exit)."""
-    parser, verbs = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser, verbs = build_parser(words[0] if words and not words[0].startswith("-") else None)
     try:
         args = parser.parse_args(argv)
         refuse_misuse(args, verbs[args.verb])

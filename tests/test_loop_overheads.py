@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from manifest_graphs import LR, W0, linreg_data, linreg_program
 
+from dslc import fsutil
 from dslc.runtime import devices, faults, session
 from dslc.runtime.batches import EpochBatches
 from dslc.runtime.progress import ConsoleReporter, JsonLinesReporter
@@ -192,3 +193,34 @@ def test_train_loop_benchmark_splits_the_whole_wall_time_at_the_runs(monkeypatch
     assert around == pytest.approx(parts["wall_s"], rel=1e-9)
     assert parts["training_run_gaps"] == 2 * (23 - 1)  # inside each epoch of 23 steps (1,438 rows, batches of 64)
     assert parts["runs_s"] < parts["train_steps_s"] + parts["eval_steps_s"] < parts["loop_s"] < parts["wall_s"]
+    assert "main_cpu_s" not in parts
+
+    cpu = train_loop.dslc_breakdown(2, 64, 1, cpu=True)  # the main thread's CPU clock split the same way
+    main = sum(cpu[k] for k in ("runs_cpu_s", "before_first_run_cpu_s", "between_training_runs_cpu_s",
+                                "around_validation_cpu_s", "after_last_run_cpu_s"))
+    assert main == pytest.approx(cpu["main_cpu_s"], rel=1e-9)
+    assert 0 < cpu["runs_cpu_s"] < cpu["main_cpu_s"] and cpu["other_threads_cpu_s"] > 0  # the sessions made ahead
+
+
+def test_the_run_folders_graphs_land_before_the_first_checkpoint_and_their_error_stops_the_run(tmp_path, monkeypatch):
+    """The graphs and manifest are written on the saver's thread while the first epoch trains: they are in
+    place when the first epoch ends (before its checkpoint), and a failure writing them is the run's error,
+    with no checkpoint written after it."""
+    program, d = linreg_program(), linreg_data(n=20)
+    seen = []
+
+    class Look:
+        def on_epoch_end(self, epoch, logs):
+            seen.append((epoch, sorted(p.name for p in tmp_path.joinpath("ok").iterdir() if not p.name.startswith("."))))
+
+    fit(program, d, epochs=2, batch_size=8, out_dir=tmp_path / "ok", reporter=Reporter(), callbacks=[Look()])
+    graphs = sorted([g["file"] for g in program.manifest["graphs"].values()] + [program.manifest_file])
+    assert seen[0] == (1, graphs)  # the callback sees the epoch before its checkpoint is saved
+
+    def full_disk(self, out_dir, durable=True):
+        raise fsutil.WriteError(28, "No space left on device", str(out_dir))
+
+    monkeypatch.setattr(type(program), "build", full_disk)
+    with pytest.raises(fsutil.WriteError, match="No space left"):
+        fit(program, d, epochs=2, batch_size=8, out_dir=tmp_path / "full", reporter=Reporter())
+    assert not (tmp_path / "full" / "checkpoint.npz").exists()

@@ -123,11 +123,11 @@ def test_checkpoint_write_failure_mid_training_keeps_previous_checkpoint(tmp_pat
     fit(program, d, epochs=1, batch_size=32, out_dir=tmp_path)
     before = (tmp_path / "checkpoint.npz").read_bytes()
 
-    def torn_savez(f, **arrays):
+    def torn_write(f, arrays):
         f.write(b"PK\x03\x04 torn")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", torn_savez)
+    monkeypatch.setattr(checkpoint, "write_npz", torn_write)
     with pytest.raises(fsutil.WriteError, match="No space left"):
         fit(program, d, epochs=2, batch_size=32, out_dir=tmp_path, resume=True)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before

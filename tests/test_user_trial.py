@@ -277,21 +277,21 @@ def test_a_run_stopped_by_a_full_disk_says_its_last_epoch_is_kept(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.dl").write_text(ADAM_MLP)
     np.savez("d.npz", **xy(8))
-    savez, calls = np.savez, []
+    write_npz, calls = checkpoint.write_npz, []
 
-    def second_checkpoint_fails(f, **arrays):
+    def second_checkpoint_fails(f, arrays):
         calls.append(1)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        savez(f, **arrays)
+        write_npz(f, arrays)
 
-    monkeypatch.setattr(np, "savez", second_checkpoint_fails)
+    monkeypatch.setattr(checkpoint, "write_npz", second_checkpoint_fails)
     argv = ["train", "m.dl", "--data", "d.npz", "--epochs", "3", "--batch-size", "4", "-o", "run", "-q"]
     assert cli.main(argv) == 3
     assert capsys.readouterr().err == (
         "error: cannot write `run/checkpoint.npz`: No space left on device\n"
         "hint: the last completed epoch is saved; free some space and run the same command with `--resume` to continue\n")
-    monkeypatch.setattr(np, "savez", savez)
+    monkeypatch.setattr(checkpoint, "write_npz", write_npz)
     assert cli.main(argv + ["--resume"]) == 0
     assert checkpoint.load_checkpoint(tmp_path / "run").meta["epoch"] == 3
 

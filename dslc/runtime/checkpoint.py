@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from dslc.diagnostics import DataError
-from dslc.fsutil import atomic_save_npz
+from dslc.fsutil import atomic_write
 from dslc.runtime.data import check_finite, open_npz
 from dslc.runtime.faults import fault_point
 from dslc.runtime.layout import state_specs, train_keys, weight_specs
+from dslc.runtime.npz_writer import write_npz
 from dslc.spelling import option
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -74,7 +75,11 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarray],
     arrays: dict[str, object] = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"state/{k}": v for k, v in state.items()})
     arrays["meta"] = np.array(json.dumps(meta))
-    return atomic_save_npz(path, arrays, then=lambda: fault_point("checkpoint-write"))
+
+    def write(f) -> None:
+        write_npz(f, arrays)
+        fault_point("checkpoint-write")
+    return atomic_write(path, write)
 
 
 def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, with_state: bool = True) -> Checkpoint:

@@ -50,6 +50,9 @@ def run_failure(error: Exception, what: str) -> DataError:
                           "the table an `embedding` or `gather` indexes)")
 
 
+_NO_HYPER: Mapping[str, float] = {}  # a step's hyper-inputs when given none (never written)
+
+
 def _reported(value: np.ndarray):
     """A loss or metric output as the caller gets it: a float, or a copy of a count matrix
     (`confusion_matrix`)."""
@@ -106,6 +109,14 @@ class TrainStep:
             if self.device == "cpu" else {}
         self._hyper_bound = {name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in self._hyper_host.items()}
         self._hyper_written = dict(self._hyper_defaults)  # what was written last into each host scalar
+        # what a step walks, laid out once: (name, default, host scalar) of the host hyper-inputs, the others,
+        # and the outputs when all are scalars (floats; else `_reported` tells them from count matrices)
+        self._host_slots = [(name, default, self._hyper_host[name]) for name, default in self._hyper_defaults.items()
+                            if name in self._hyper_host]
+        self._device_hypers = [(name, default) for name, default in self._hyper_defaults.items()
+                               if name not in self._hyper_host]
+        self._scalar_outputs = list(self._scalars.items()) \
+            if all(value.ndim == 0 for value in self._scalars.values()) else None
         self.set_values({t["name"]: initial[t["name"]] for t in self.carried if t["name"] in initial})
 
     def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
@@ -158,7 +169,7 @@ class TrainStep:
 
         `hyper` maps hyper-parameter names to values; the others take their compiled defaults.
         """
-        hyper = hyper or {}
+        hyper = hyper or _NO_HYPER
         if not hyper.keys() <= self.hyper_specs.keys():
             raise ValueError(f"unknown hyper-parameters {sorted(set(hyper) - set(self.hyper_specs))}")
         io = self._bindings[self._parity]
@@ -170,19 +181,21 @@ class TrainStep:
                 fed.append(value)
                 io.bind_cpu_input(name, value)
                 bound.pop(name, None)
-        for name, default in self._hyper_defaults.items():
-            if name in self._hyper_host:
-                value = hyper.get(name, default)
-                if value is not default or self._hyper_written[name] is not default:  # the default in place
-                    self._hyper_host[name][...] = value  # stays (writing the compiled `lr` was 0.8 µs a step)
-                    self._hyper_written[name] = value
-                continue
+        written = self._hyper_written
+        for name, default, host in self._host_slots:
+            value = hyper.get(name, default)
+            if value is not default or written[name] is not default:  # the default in place stays
+                host[...] = value  # (writing the compiled `lr` was 0.8 µs a step)
+                written[name] = value
+        for name, default in self._device_hypers:
             value = self._ortvalue(np.asarray(hyper.get(name, default), dtype=default.dtype))
             fed.append(value)
             io.bind_ortvalue_input(name, value)
         _run(self.session, io, "the training step")
         self._parity ^= 1
         self._current, self._spare = self._spare, self._current
+        if self._scalar_outputs is not None:
+            return {name: float(value) for name, value in self._scalar_outputs}
         return {name: _reported(value) for name, value in self._scalars.items()}
 
     def ortvalues(self) -> dict[str, ort.OrtValue]:

@@ -215,6 +215,15 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                                                  reporter)
     history = history_so_far(out_dir, ckpt, reporter)
     first_epoch = ckpt.meta["epoch"] if ckpt else 0
+    # While the sessions are made: what needs neither them nor the run folder (in a new process the first
+    # epoch's order imports numpy.random, ~6 ms that were the last thing before the first step), and the
+    # saver's thread.
+    order = epoch_order(seed, first_epoch, n)
+    metric_specs = output_specs(specs)
+    model_hash = manifest_hash(manifest)
+    saver = EpochSaver()
+    if writer:
+        saver.start()
     # Sessions first: an unusable device fails before anything is written.
     trainer = make_trainer(program, keys, device, threads, initial, accumulate, comm, train_ahead, single)
     evaluators = {}
@@ -227,15 +236,14 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         hooks.check(names, bool(evaluators), history)
     if batch_size == 1 or n % batch_size == 1:
         check_one_sample_batch(trainer, arrays, specs, n, batch_size)
-    if writer:
-        program.build(out_dir, durable=False)  # creates the run directory
+    if writer:  # the run folder's graphs, written by the saver ahead of the first checkpoint while the steps run
+        saver.submit(functools.partial(program.build, out_dir, durable=False))
     history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
-    saver = EpochSaver()
-    model_hash = manifest_hash(manifest)
 
     lr_spec = _spec_by_kind(spec.get("hyper", []), "lr")
     lr_used = lr if lr is not None else (lr_spec or {}).get("default", float("nan"))
-    seed_specs = [_spec_by_kind(s.get("hyper", []), "seed") for s in specs]
+    seed_names = [(_spec_by_kind(s.get("hyper", []), "seed") or {}).get("name") for s in specs]
+    objectives = len(keys)
     loss_names = [name for name in trainer.output_names if name == "loss" or name.endswith(".loss")]
     steps = -(-n // batch_size)
     info = {
@@ -261,8 +269,6 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     lr_hyper = {lr_spec["name"]: lr} if lr is not None else {}
     step_fault = armed("step")
     step_logs = bool(hooks.step_hooks)
-    metric_specs = output_specs(specs)
-    order = epoch_order(seed, first_epoch, n)
     if writer:
         hooks.begin(info)
     reporter.start(info)
@@ -274,8 +280,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         sums = EpochMetrics(metric_specs)
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
-            hypers = [{**lr_hyper, seed_spec["name"]: step_seed(seed, global_step * len(keys) + k)}
-                      if seed_spec is not None else lr_hyper for k, seed_spec in enumerate(seed_specs)]
+            hypers = [{**lr_hyper, seed_name: step_seed(seed, global_step * objectives + k)}
+                      if seed_name is not None else lr_hyper for k, seed_name in enumerate(seed_names)]
             out = run_step(batches.batch(idx), hypers)
             if step_fault:
                 fault_point("step")

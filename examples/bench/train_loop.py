@@ -2,7 +2,8 @@
 would write for the same model (`DataLoader`, `for x, y in loader: loss.backward(); opt.step()`, an
 evaluation pass and a `torch.save` checkpoint per epoch), and where `dslc train`'s wall time goes.
 
-    python examples/bench/train_loop.py [--epochs 30] [--batch-size 32] [--repeats 3] [--threads N] [--json FILE]
+    python examples/bench/train_loop.py [--epochs 30] [--batch-size 32] [--repeats 3] [--threads N] [--cpu]
+                                        [--json FILE]
 
 `--threads N` gives both sides N threads (`dslc train --threads N`, `torch.set_num_threads(N)`); by default
 each takes its own default (all cores). On a contended machine PyTorch's spinning threads suffer much
@@ -77,10 +78,15 @@ def dslc_args(epochs: int, batch_size: int, out_dir: Path, threads: int | None =
         (["--threads", str(threads)] if threads else [])
 
 
-def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> dict:
+def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None, cpu: bool = False) -> dict:
     """`dslc train` in this process (the CLI's `main`, its output discarded) with its parts timed as they
     run: compiling, creating the ONNX Runtime sessions, the training loop (`fit`) and inside it the
-    training steps and the evaluation runs. Seconds of each."""
+    training steps and the evaluation runs. Seconds of each.
+
+    `cpu`: also the main thread's CPU time around the runs (`*_cpu_s`; with one thread ONNX Runtime computes
+    on the calling thread, so this is the Python and system work outside the runs, which a loaded machine
+    does not inflate as it does wall time) and the other threads' (the sessions made ahead, the saver).
+    Reading a thread's CPU clock is a system call (~1 µs), which the wall times then include."""
     import contextlib
     import io
 
@@ -95,6 +101,7 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
               (session.TrainStep, "step", "train_steps"), (session.Evaluator, "run", "eval_steps")]
 
     runs: list[tuple[float, float, str]] = []  # (start, end, what) of every ONNX Runtime run
+    cpu_marks: list[tuple[float, float]] = []  # with `cpu`: the main thread's CPU clock at their start, end
     run_original = session._run
 
     def run(sess, binding, what):
@@ -103,6 +110,13 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
             return run_original(sess, binding, what)
         finally:
             runs.append((t0, time.perf_counter(), what))
+
+    def run_cpu(sess, binding, what):
+        c0 = time.thread_time()
+        try:
+            return run(sess, binding, what)
+        finally:
+            cpu_marks.append((c0, time.thread_time()))
 
     def timed(original, key):
         def wrapper(*args, **kwargs):
@@ -116,13 +130,15 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in timers] + [(session, "_run", run_original)]
     for (owner, name, key), (_, _, original) in zip(timers, originals):
         setattr(owner, name, timed(original, key))
-    session._run = run
+    session._run = run_cpu if cpu else run
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
+            c0, process0 = time.thread_time(), time.process_time()
             t0 = time.perf_counter()
             code = main(dslc_args(epochs, batch_size, Path(tmp) / "run", threads))
             wall = time.perf_counter() - t0
+            c1, process1 = time.thread_time(), time.process_time()
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
@@ -130,6 +146,16 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
         raise SystemExit(f"dslc train failed with exit code {code}")
     steps = spent["train_steps"] + spent["eval_steps"]
     gaps = [(b[0] - a[1], a[2] == b[2] == "the training step") for a, b in zip(runs, runs[1:])]
+    cpu_parts = {}
+    if cpu:
+        training = [training for _, training in gaps]
+        cpu_gaps = [b[0] - a[1] for a, b in zip(cpu_marks, cpu_marks[1:])]
+        cpu_parts = {"main_cpu_s": c1 - c0, "other_threads_cpu_s": (process1 - process0) - (c1 - c0),
+                     "runs_cpu_s": sum(end - start for start, end in cpu_marks),
+                     "before_first_run_cpu_s": cpu_marks[0][0] - c0,
+                     "between_training_runs_cpu_s": sum(g for g, t in zip(cpu_gaps, training) if t),
+                     "around_validation_cpu_s": sum(g for g, t in zip(cpu_gaps, training) if not t),
+                     "after_last_run_cpu_s": c1 - cpu_marks[-1][1]}
     return {"wall_s": wall, **{f"{k}_s": v for k, v in spent.items()}, "outside_steps_share": 1 - steps / wall,
             "loop_outside_steps_share": 1 - steps / spent["loop"],
             # the same wall time split at ONNX Runtime's runs: the runs, then what lies between them
@@ -137,7 +163,7 @@ def dslc_breakdown(epochs: int, batch_size: int, threads: int | None = None) -> 
             "between_training_runs_s": sum(g for g, training in gaps if training),
             "training_run_gaps": sum(training for _, training in gaps),
             "around_validation_s": sum(g for g, training in gaps if not training),
-            "after_last_run_s": t0 + wall - runs[-1][1]}
+            "after_last_run_s": t0 + wall - runs[-1][1], **cpu_parts}
 
 
 def child_seconds(command: list[str]) -> float:
@@ -153,6 +179,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=positive_int, help="threads of both sides (default: each its own default)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cpu", action="store_true",
+                        help="also split the main thread's CPU time at the runs (a second in-process run; with "
+                             "--threads 1 the measure a loaded machine disturbs least)")
     parser.add_argument("--torch-child", type=Path, help=argparse.SUPPRESS)  # run the PyTorch loop, write accuracy
     args = parser.parse_args()
     if args.torch_child:
@@ -191,9 +220,20 @@ def main() -> None:
           f"training steps {1e3 * between:.1f} ms ({1e6 * between / max(inside['training_run_gaps'], 1):.1f} µs each), "
           f"around validation and the epochs' ends {1e3 * inside['around_validation_s']:.1f} ms, after the last "
           f"{1e3 * inside['after_last_run_s']:.1f} ms")
+    cpu = dslc_breakdown(args.epochs, args.batch_size, args.threads, cpu=True) if args.cpu else None
+    if cpu:
+        between = cpu["between_training_runs_cpu_s"]
+        print(f"  main thread's CPU time (a second run in this process): {1e3 * cpu['main_cpu_s']:.0f} ms, of which "
+              f"outside the runs {1e3 * (cpu['main_cpu_s'] - cpu['runs_cpu_s']):.1f} ms: before the first "
+              f"{1e3 * cpu['before_first_run_cpu_s']:.1f}, between two training steps {1e3 * between:.1f} "
+              f"({1e6 * between / max(cpu['training_run_gaps'], 1):.1f} µs each), around validation and the epochs' "
+              f"ends {1e3 * cpu['around_validation_cpu_s']:.1f}, after the last "
+              f"{1e3 * cpu['after_last_run_cpu_s']:.1f}; "
+              f"other threads (sessions made ahead, the saver) {1e3 * cpu['other_threads_cpu_s']:.1f} ms")
     if args.json:
         args.json.write_text(json.dumps({"dslc_s": times["dslc"], "torch_s": times["torch"], "ratio": torch_s / dslc_s,
-                                         "torch_accuracy": torch_accuracy, "inside": inside}, indent=2) + "\n")
+                                         "torch_accuracy": torch_accuracy, "inside": inside, "cpu": cpu},
+                                        indent=2) + "\n")
 
 
 if __name__ == "__main__":
