@@ -89,7 +89,9 @@ class Program:
         """Write the graphs and the manifest to `out_dir` (as `build`) with an init graph holding the
         parameters, buffers and optimizer state of the checkpoint `weights` (a run directory or a
         checkpoint path) instead of the initial ones, so the run continues in any runtime. The init
-        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`."""
+        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`; a run trained with
+        another learning rate (`--lr`) gets it as the manifest's `lr` default and `dslc.lr`, so a loop that
+        feeds the documented defaults continues the same run."""
         from dslc.diagnostics import DataError
         from dslc.emit.weights import init_graph_bytes
         from dslc.runtime.checkpoint import load_checkpoint
@@ -100,9 +102,13 @@ class Program:
         ckpt = load_checkpoint(weights, self.manifest)  # checked on the members' headers before reading them
         meta = {"dslc.version": self.manifest["dslc"], "dslc.model": self.name, "dslc.graph": "init",
                 **{f"dslc.{k}": str(ckpt.meta[k]) for k in ("epoch", "global_step", "seed") if k in ckpt.meta}}
-        init = init_graph_bytes(self.name, self.manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
+        manifest = self.manifest
+        if ckpt.meta.get("lr") is not None:
+            meta["dslc.lr"] = repr(float(ckpt.meta["lr"]))
+            manifest = with_lr_default(manifest, float(ckpt.meta["lr"]))
+        init = init_graph_bytes(self.name, manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
                                 meta)
-        return Program(self.name, self.manifest, {**self.graphs, "init": init}).build(out_dir)
+        return Program(self.name, manifest, {**self.graphs, "init": init}).build(out_dir)
 
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
@@ -210,3 +216,14 @@ class Program:
 
 def _writer(data: bytes):
     return lambda f: f.write(data)
+
+
+def with_lr_default(manifest: dict, lr: float) -> dict:
+    """A copy of `manifest` whose `lr` hyper-inputs (the training graph's, and the update graph's of a
+    `--split` build) default to `lr`: the rate a run was trained with, for a loop that feeds the defaults."""
+    copy = json.loads(json.dumps(manifest))
+    for graph in copy["graphs"].values():
+        for hyper in graph.get("hyper", []):
+            if hyper.get("kind") == "lr":
+                hyper["default"] = lr
+    return copy

@@ -114,6 +114,21 @@ def test_train_state_leaves_dslc_and_comes_back(tmp_path, capsys):
         np.testing.assert_array_equal(value, b.params.get(name, b.state.get(name)), err_msg=name)
 
 
+def test_train_state_of_a_run_with_another_lr_carries_that_lr(tmp_path, capsys):
+    """A loop following README feeds each hyper-input's `default`: after `--lr 0.01` the exported manifest
+    must say 0.01, or the run continues elsewhere at the model's 0.002 without a word."""
+    model = str(DIGITS / "digits.dl")
+    assert cli.main(["train", model, "--data", str(DIGITS / "train.npz"), "--batch-size", "256", "--epochs", "1",
+                     "--lr", "0.01", "-o", str(tmp_path / "a")]) == 0
+    out = tmp_path / "state"
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(out)]) == 0
+    graphs = json.loads((out / "digits.dslc.json").read_text())["graphs"]
+    assert [h["default"] for g in graphs.values() for h in g.get("hyper", []) if h["kind"] == "lr"] == [0.01]
+    meta = {p.key: p.value for p in onnx.load(out / "digits.init.onnx").metadata_props}
+    assert float(meta["dslc.lr"]) == 0.01
+    assert dslc.compile(model).manifest["graphs"]["train"]["hyper"][0]["default"] == pytest.approx(0.002)
+
+
 def test_a_state_file_that_does_not_fit_is_a_data_error(tmp_path, capsys):
     program = dslc.compile(DIGITS / "digits.dl")
     values = program.initial_values()
