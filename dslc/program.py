@@ -198,13 +198,16 @@ class Program:
                 threads: int | None = None) -> dict[str, np.ndarray]:
         """Run the inference graph on `inputs` (an `.npz` path or dict of arrays) in batches of
         `batch_size` rows (None: all at once); return the outputs by name."""
-        from dslc.runtime.data import check_count, load_data
+        from dslc.diagnostics import DataError
+        from dslc.runtime.data import check_count, load_data, num_rows
         from dslc.runtime.session import Predictor
 
         if batch_size is not None:
             batch_size = check_count(batch_size, "batch_size", "the batch size")
         spec = self.manifest["graphs"]["infer"]
         arrays = load_data(inputs, spec["inputs"], "input data")
+        if arrays and num_rows(arrays) == 0:  # as `train` and `evaluate`: an empty file is a mistake
+            raise DataError("the input data has no samples")
         return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)
 
     def export(self, weights, path: str | os.PathLike) -> Path:  # weights may be None, see trained_model
