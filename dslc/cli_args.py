@@ -3,6 +3,7 @@ nothing but the text (`dslc.cli` runs the verbs)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from dslc.diagnostics import DataError
 
@@ -301,9 +302,11 @@ def refuse_misuse(args, parser: argparse.ArgumentParser) -> None:
     _refuse_empty_paths(args, parser)
     _refuse_repeated_dims(args, parser)
     _refuse_tune_misuse(args, parser)
-    if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
+    suffix = os.path.splitext(args.out)[1].lower() if args.verb == "predict" else ""
+    if suffix not in ("", ".npz"):  # was an `.npz` archive named `.npy`, `.csv`, ...
         where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
-        parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one array)")
+        why = "an `.npy` holds one array" if suffix == ".npy" else "dslc writes the outputs as an `.npz` archive"
+        parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` ({why})")
     if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
         flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
         parser.error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
