@@ -302,11 +302,13 @@ def refuse_misuse(args, parser: argparse.ArgumentParser) -> None:
     _refuse_empty_paths(args, parser)
     _refuse_repeated_dims(args, parser)
     _refuse_tune_misuse(args, parser)
-    suffix = os.path.splitext(args.out)[1].lower() if args.verb == "predict" else ""
-    if suffix not in ("", ".npz"):  # was an `.npz` archive named `.npy`, `.csv`, ...
+    suffix = os.path.splitext(getattr(args, "out", None) or "")[1].lower()
+    if args.verb == "predict" and suffix not in ("", ".npz"):  # was an `.npz` archive named `.npy`, `.csv`, ...
         where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
         why = "an `.npy` holds one array" if suffix == ".npy" else "dslc writes the outputs as an `.npz` archive"
         parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` ({why})")
+    if args.verb == "export" and not args.train_state and suffix not in ("", ".onnx"):  # was an ONNX model named `.npz`
+        parser.error(f"argument -o: the model goes to an `.onnx` file, not `{args.out}`")
     if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
         flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
         parser.error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")
