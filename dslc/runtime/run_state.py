@@ -100,8 +100,13 @@ def check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when: 
                     raise diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
 
 
-def diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:
+def diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path, updated: bool = True) -> DataError:
+    """`updated=False`: no update has been applied yet, so the learning rate cannot be the cause."""
     last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
+    if not updated:
+        return DataError(f"{what} is {loss} {when}, before any update", hint="the learning rate is not the cause: "
+                         "check the data and the loss for a `log`, `sqrt` or division of a value that can be 0 or "
+                         f"negative; {last}")
     return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate ({option('lr')}, now {lr:g}); {last}")
 
 
