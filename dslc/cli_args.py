@@ -219,6 +219,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
                              "and optimizer state to the directory -o, so another runtime continues the run")
     p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx|DIR")
+    freeze_option(p, "with --train-state: the --freeze patterns the run was trained with (repeatable)")
     tune_option(p, threads=True)
 
     p = verbs.add_parser("fmt", help="rewrite .dl files in the canonical layout",
@@ -261,9 +262,12 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", action="store_true", help="at the end, draw RUN/curves.png (needs `dslc[plot]`)")
     p.add_argument("--init-from", metavar="RUN_OR_ONNX",
                    help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
-    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
-                   help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
-                        "(repeatable)")
+    freeze_option(p, "keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
+                     "(repeatable)")
+
+
+def freeze_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[], help=help)
 
 
 def _early_stopping(text: str) -> str:

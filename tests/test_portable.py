@@ -129,6 +129,24 @@ def test_train_state_of_a_run_with_another_lr_carries_that_lr(tmp_path, capsys):
     assert dslc.compile(model).manifest["graphs"]["train"]["hyper"][0]["default"] == pytest.approx(0.002)
 
 
+def test_train_state_of_a_run_with_frozen_parameters_exports_with_its_freeze_patterns(tmp_path, capsys):
+    """The refusal's hint says to pass the run's `--freeze` patterns, so `export` must take them."""
+    model = str(DIGITS / "digits.dl")
+    assert cli.main(["train", model, "--data", str(DIGITS / "train.npz"), "--batch-size", "256", "--epochs", "1",
+                     "--freeze", "dense_0*", "-o", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(tmp_path / "no")]) == 3
+    assert "pass the `--freeze` patterns it was trained with" in capsys.readouterr().err
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "--freeze", "dense_0*",
+                     "-o", str(tmp_path / "state")]) == 0
+    train = json.loads((tmp_path / "state" / "digits.dslc.json").read_text())["graphs"]["train"]
+    assert [t["name"] for t in train["frozen"]] == ["dense_0.weight", "dense_0.bias"]
+    exported = read_init_graph((tmp_path / "state" / "digits.init.onnx").read_bytes())
+    ckpt = load_checkpoint(tmp_path / "a")
+    for name, value in {**ckpt.params, **ckpt.state}.items():
+        np.testing.assert_array_equal(exported[name], value)
+
+
 def test_a_state_file_that_does_not_fit_is_a_data_error(tmp_path, capsys):
     program = dslc.compile(DIGITS / "digits.dl")
     values = program.initial_values()
