@@ -147,6 +147,31 @@ def test_train_state_of_a_run_with_frozen_parameters_exports_with_its_freeze_pat
         np.testing.assert_array_equal(exported[name], value)
 
 
+def test_a_run_started_from_a_state_file_warns_when_its_seed_or_lr_differ_from_the_states_run(tmp_path, capsys):
+    """The step counter continues from the state; the dropout seeds and the rate only with the run's own
+    `--seed` and `--lr`, which the exported init graph and a checkpoint record."""
+    model, data = str(DIGITS / "digits.dl"), str(DIGITS / "train.npz")
+    common = ["--data", data, "--batch-size", "256", "--epochs", "1", "-q"]
+    assert cli.main(["train", model, *common, "--seed", "4", "--lr", "0.01", "-o", str(tmp_path / "a")]) == 0
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(tmp_path / "state")]) == 0
+    capsys.readouterr()
+    init, ckpt = tmp_path / "state" / "digits.init.onnx", tmp_path / "a" / "checkpoint.npz"
+    for i, (source, flags, warned) in enumerate([
+            (init, ["--seed", "4", "--lr", "0.01"], []),
+            (init, [], ["the seed differs from the state file's run (0 now, 4 before)",
+                        "the learning rate differs from the state file's run (the default now, 0.01 before)"]),
+            (ckpt, ["--seed", "4"], ["the learning rate differs from the state file's run (the default now, 0.01 before)"]),
+            (DIGITS / "train.npz", [], None)]):  # not a state file: refused as before, no warning
+        code = cli.main(["train", model, *common, *flags, "--resume", str(source), "-o", str(tmp_path / f"r{i}")])
+        err = capsys.readouterr().err
+        if warned is None:
+            assert code == 3 and "warning" not in err
+            continue
+        assert code == 0
+        assert [line for line in err.splitlines() if line.startswith("warning: ")] == [
+            f"warning: {w}: the run will not match an uninterrupted one" for w in warned]
+
+
 def test_a_state_file_that_does_not_fit_is_a_data_error(tmp_path, capsys):
     program = dslc.compile(DIGITS / "digits.dl")
     values = program.initial_values()
