@@ -44,6 +44,40 @@ def test_no_graph_input_has_an_initializer_and_the_init_graph_feeds_every_carrie
             np.testing.assert_array_equal(outputs[name], value)
 
 
+@pytest.mark.parametrize("path", [DIGITS / "digits.dl", ROOT / "models" / "gan.dl",
+                                  ROOT / "tests" / "conformance" / "models" / "batchnorm.dl"], ids=lambda p: p.stem)
+def test_the_predict_graph_runs_inference_with_values_trained_anywhere(path, tmp_path):
+    """`infer`'s weights are initializers, which onnxruntime-node, tract and OpenVINO cannot replace
+    (onnxruntime-node ignores feeds of them, silently): `predict` takes the parameters and buffers as
+    inputs, and gives what dslc's own inference with those values gives."""
+    program = dslc.compile(path)
+    entry = program.manifest["graphs"]["predict"]
+    infer = program.manifest["graphs"]["infer"]
+    assert entry["file"] == f"{program.name}.predict.onnx"
+    assert entry["inputs"] == infer["inputs"] and entry["outputs"] == infer["outputs"]
+    weights = {t["name"] for t in entry["params"] + entry["buffers"]}
+    model = onnx.load_from_string(program.graphs["predict"])
+    inputs = [i.name for i in model.graph.input]
+    assert inputs == [t["name"] for t in entry["inputs"]] + [t["name"] for t in entry["params"] + entry["buffers"]]
+    assert not set(inputs) & {i.name for i in model.graph.initializer}  # constants only
+    infer_constants = {i.name for i in onnx.load_from_string(program.graphs["infer"]).graph.initializer}
+    assert weights == infer_constants - {i.name for i in model.graph.initializer}
+
+    rng = np.random.default_rng(0)
+    trained = {name: (value + rng.normal(size=value.shape)).astype(value.dtype)
+               for name, value in program.initial_values().items() if name in weights}
+    inputs = {t["name"]: rng.normal(size=[5 if d == "B" else d for d in t["shape"]]).astype(t["dtype"])
+              for t in entry["inputs"]}
+    state = {t["name"] for key, g in program.manifest["graphs"].items() if key.startswith("train") for t in g["state"]}
+    every_weight = {name: value for name, value in program.initial_values().items() if name not in state}
+    got = ReferenceEvaluator(model).run(None, {**inputs, **trained})
+    want = program.predict(inputs, weights={**every_weight, **trained}, batch_size=None)
+    initial = program.predict(inputs, weights=every_weight, batch_size=None)
+    for t, value in zip(entry["outputs"], got):
+        np.testing.assert_allclose(value, want[t["name"]], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(value, initial[t["name"]])
+
+
 def test_build_dim_pins_the_batch_in_every_graph_and_the_manifest(tmp_path, capsys):
     assert cli.main(["build", str(DIGITS / "digits.dl"), "--dim", "B=16", "-o", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "digits.dslc.json").read_text())
@@ -91,7 +125,8 @@ def test_train_state_leaves_dslc_and_comes_back(tmp_path, capsys):
     meta = {p.key: p.value for p in onnx.load_from_string(init_bytes).metadata_props}
     assert meta["dslc.epoch"] == "1" and meta["dslc.global_step"] == str(ckpt.meta["global_step"])
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [
-        "digits.dslc.json", "digits.eval.onnx", "digits.infer.onnx", "digits.init.onnx", "digits.train.onnx"]
+        "digits.dslc.json", "digits.eval.onnx", "digits.infer.onnx", "digits.init.onnx", "digits.predict.onnx",
+        "digits.train.onnx"]
 
     np.savez(tmp_path / "state.npz", **exported)
     for source, run in ((tmp_path / "state" / "digits.init.onnx", "b"), (tmp_path / "state.npz", "c")):
