@@ -223,8 +223,13 @@ def _writer(data: bytes):
 
 def with_lr_default(manifest: dict, lr: float) -> dict:
     """A copy of `manifest` whose `lr` hyper-inputs (the training graph's, and the update graph's of a
-    `--split` build) default to `lr`: the rate a run was trained with, for a loop that feeds the defaults."""
+    `--split` build) default to `lr`, and whose optimizer settings say so: the rate a run was trained
+    with, for a loop that feeds the defaults."""
     copy = json.loads(json.dumps(manifest))
+    optimizers = [copy.get("optimizer")] + [graph.get("optimizer") for graph in copy["graphs"].values()]
+    for optimizer in optimizers:
+        if optimizer is not None and "lr" in optimizer.get("settings", {}):
+            optimizer["settings"]["lr"] = lr
     for graph in copy["graphs"].values():
         for hyper in graph.get("hyper", []):
             if hyper.get("kind") == "lr":

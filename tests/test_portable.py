@@ -159,6 +159,8 @@ def test_train_state_of_a_run_with_another_lr_carries_that_lr(tmp_path, capsys):
     assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(out)]) == 0
     graphs = json.loads((out / "digits.dslc.json").read_text())["graphs"]
     assert [h["default"] for g in graphs.values() for h in g.get("hyper", []) if h["kind"] == "lr"] == [0.01]
+    manifest = json.loads((out / "digits.dslc.json").read_text())
+    assert manifest["optimizer"]["settings"]["lr"] == graphs["train"]["optimizer"]["settings"]["lr"] == 0.01
     meta = {p.key: p.value for p in onnx.load(out / "digits.init.onnx").metadata_props}
     assert float(meta["dslc.lr"]) == 0.01
     assert dslc.compile(model).manifest["graphs"]["train"]["hyper"][0]["default"] == pytest.approx(0.002)
