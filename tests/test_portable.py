@@ -44,7 +44,7 @@ def test_no_graph_input_has_an_initializer_and_the_init_graph_feeds_every_carrie
             np.testing.assert_array_equal(outputs[name], value)
 
 
-@pytest.mark.parametrize("path", [DIGITS / "digits.dl", ROOT / "models" / "gan.dl",
+@pytest.mark.parametrize("path", [DIGITS / "digits.dl", ROOT / "models" / "gan.dl", ROOT / "models" / "text_rnn.dl",
                                   ROOT / "tests" / "conformance" / "models" / "batchnorm.dl"], ids=lambda p: p.stem)
 def test_the_predict_graph_runs_inference_with_values_trained_anywhere(path, tmp_path):
     """`infer`'s weights are initializers, which onnxruntime-node, tract and OpenVINO cannot replace
@@ -66,15 +66,16 @@ def test_the_predict_graph_runs_inference_with_values_trained_anywhere(path, tmp
     rng = np.random.default_rng(0)
     trained = {name: (value + rng.normal(size=value.shape)).astype(value.dtype)
                for name, value in program.initial_values().items() if name in weights}
-    inputs = {t["name"]: rng.normal(size=[5 if d == "B" else d for d in t["shape"]]).astype(t["dtype"])
-              for t in entry["inputs"]}
+    shape = lambda t: [5 if d == "B" else d for d in t["shape"]]  # noqa: E731
+    inputs = {t["name"]: rng.integers(0, 10, shape(t)).astype(t["dtype"]) if t["dtype"].startswith("int")
+              else rng.normal(size=shape(t)).astype(t["dtype"]) for t in entry["inputs"]}
     state = {t["name"] for key, g in program.manifest["graphs"].items() if key.startswith("train") for t in g["state"]}
     every_weight = {name: value for name, value in program.initial_values().items() if name not in state}
     got = ReferenceEvaluator(model).run(None, {**inputs, **trained})
     want = program.predict(inputs, weights={**every_weight, **trained}, batch_size=None)
     initial = program.predict(inputs, weights=every_weight, batch_size=None)
     for t, value in zip(entry["outputs"], got):
-        np.testing.assert_allclose(value, want[t["name"]], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(value, want[t["name"]], rtol=1e-4, atol=1e-5)  # onnx.reference vs ONNX Runtime
         assert not np.allclose(value, initial[t["name"]])
 
 
