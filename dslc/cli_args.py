@@ -311,7 +311,7 @@ def refuse_misuse(args, parser: argparse.ArgumentParser) -> None:
         where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
         why = "an `.npy` holds one array" if suffix == ".npy" else "dslc writes the outputs as an `.npz` archive"
         parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` ({why})")
-    if args.verb == "export" and not args.train_state and suffix not in ("", ".onnx"):  # was an ONNX model named `.npz`
+    if args.verb == "export" and not args.train_state and suffix not in ("", ".onnx"):  # an ONNX model named `.npz`
         parser.error(f"argument -o: the model goes to an `.onnx` file, not `{args.out}`")
     if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
         flag = "--print-ir-after" if args.print_ir_after else "--emit ir"

@@ -340,4 +340,5 @@ def test_the_readme_training_loop_trains(tmp_path, monkeypatch, capfd):
     # its inference with the trained values is dslc's with those values
     program = dslc.compile(ROOT / "examples" / "digits" / "digits.dl")
     trained = {t["name"]: namespace["feeds"][t["name"]] for t in program.manifest["graphs"]["train"]["params"]}
-    np.testing.assert_allclose(namespace["probs"], program.predict(x_test, weights=trained)["probs"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(namespace["probs"], program.predict(x_test, weights=trained)["probs"],
+                               rtol=1e-5, atol=1e-7)

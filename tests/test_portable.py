@@ -198,7 +198,8 @@ def test_a_run_started_from_a_state_file_warns_when_its_seed_or_lr_differ_from_t
             (init, ["--seed", "4", "--lr", "0.01"], []),
             (init, [], ["the seed differs from the state file's run (0 now, 4 before)",
                         "the learning rate differs from the state file's run (the default now, 0.01 before)"]),
-            (ckpt, ["--seed", "4"], ["the learning rate differs from the state file's run (the default now, 0.01 before)"]),
+            (ckpt, ["--seed", "4"],
+             ["the learning rate differs from the state file's run (the default now, 0.01 before)"]),
             (DIGITS / "train.npz", [], None)]):  # not a state file: refused as before, no warning
         code = cli.main(["train", model, *common, *flags, "--resume", str(source), "-o", str(tmp_path / f"r{i}")])
         err = capsys.readouterr().err

@@ -308,8 +308,8 @@ def test_a_member_whose_bytes_were_damaged_is_a_data_error(tmp_path, compression
     specs = [{"name": "x", "dtype": "float32", "shape": ["B", 4]}, {"name": "y", "dtype": "float32", "shape": ["B", 1]}]
     with pytest.raises(DataError) as e:
         data.load_npz(path, specs)
-    assert re_match(rf"cannot read array `x` in training data `{path}`: the archive is damaged \((BadZipFile|error): .*",
-                    e.value.message)
+    assert re_match(rf"cannot read array `x` in training data `{path}`: "
+                    r"the archive is damaged \((BadZipFile|error): .*", e.value.message)
 
 
 def test_resuming_from_a_checkpoint_with_damaged_bytes_exits_3(good_run, workdir, tmp_path, capsys):
