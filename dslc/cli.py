@@ -167,7 +167,10 @@ def _run(args) -> int:
     elif args.verb == "summary":
         import json
 
-        summary = program.summary(args.batch_size, dict(args.dims))
+        try:
+            summary = program.summary(args.batch_size, dict(args.dims))
+        except UnknownDimension as e:
+            raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
         print(json.dumps(summary) if args.json else summary)
     elif args.verb == "bench":
         _bench(program, args)

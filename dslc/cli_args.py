@@ -3,6 +3,7 @@ nothing but the text (`dslc.cli` runs the verbs)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from dslc.diagnostics import DataError
 
@@ -240,6 +241,7 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
                         help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
                              "and optimizer state to the directory -o, so another runtime continues the run")
     p.add_argument("-o", dest="out", required=True, metavar="MODEL.onnx|DIR")
+    freeze_option(p, "with --train-state: the --freeze patterns the run was trained with (repeatable)")
     tune_option(p, threads=True)
 
     p = verbs.add_parser("fmt", help="rewrite .dl files in the canonical layout",
@@ -282,9 +284,12 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", action="store_true", help="at the end, draw RUN/curves.png (needs `dslc[plot]`)")
     p.add_argument("--init-from", metavar="RUN_OR_ONNX",
                    help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
-    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[],
-                   help="keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
-                        "(repeatable)")
+    freeze_option(p, "keep the matching parameters fixed: a layer name, a glob such as `enc*`, `weights`... "
+                     "(repeatable)")
+
+
+def freeze_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--freeze", metavar="PATTERN", action="append", default=[], help=help)
 
 
 def _early_stopping(text: str) -> str:
@@ -323,9 +328,13 @@ def refuse_misuse(args, parser: argparse.ArgumentParser) -> None:
     _refuse_empty_paths(args, parser)
     _refuse_repeated_dims(args, parser)
     _refuse_tune_misuse(args, parser)
-    if args.verb == "predict" and args.out.lower().endswith(".npy"):  # was an `.npz` archive named `.npy`
+    suffix = os.path.splitext(getattr(args, "out", None) or "")[1].lower()
+    if args.verb == "predict" and suffix not in ("", ".npz"):  # was an `.npz` archive named `.npy`, `.csv`, ...
         where = "an `.npz` file or a directory" if args.dask is not None else "an `.npz` file"
-        parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` (an `.npy` holds one array)")
+        why = "an `.npy` holds one array" if suffix == ".npy" else "dslc writes the outputs as an `.npz` archive"
+        parser.error(f"argument -o: the outputs go to {where}, not `{args.out}` ({why})")
+    if args.verb == "export" and not args.train_state and suffix not in ("", ".onnx"):  # an ONNX model named `.npz`
+        parser.error(f"argument -o: the model goes to an `.onnx` file, not `{args.out}`")
     if args.verb == "build" and args.out is not None and (args.emit == "ir" or args.print_ir_after):
         flag = "--print-ir-after" if args.print_ir_after else "--emit ir"
         parser.error(f"argument -o: `{flag}` prints the IR and writes nothing; drop `-o`")

@@ -302,6 +302,13 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         check(model)
         graphs[key] = serialize(model)
         files[key] = f"{name}.{key}.onnx"
+    if trained and final["infer"].inputs_with_role("param", "buffer"):
+        # the inference graph with the weights as inputs: a runtime that trained them (onnxruntime-node,
+        # tract, OpenVINO) cannot replace `infer`'s initializers, and onnxruntime-node ignores feeds of them
+        model = emit_graph(final["infer"], doc=f"dslc predict graph of model `{name}`",
+                           metadata={**metadata, "dslc.graph": "predict"}, choices=chosen)
+        check(model)
+        graphs["predict"], files["predict"] = serialize(model), f"{name}.predict.onnx"
 
     initial = _initial_values(final)
     if initial:
@@ -312,6 +319,8 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         files["init"] = f"{name}.init.onnx"
 
     entries = {"infer": mf.infer_entry(final["infer"], files["infer"], infer.target_classes)}
+    if "predict" in graphs:
+        entries["predict"] = mf.predict_entry(final["infer"], files["predict"], infer.target_classes)
     if initial:
         entries["init"] = mf.init_entry(files["init"], initial)
     optimizers = {}

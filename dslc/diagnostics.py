@@ -186,8 +186,9 @@ def render_all(diagnostics: Iterable[Diagnostic]) -> str:
     return "\n\n".join(render(d) for d in diagnostics)
 
 
-class UnknownDimension(ValueError):
-    """Dimensions pinned with `dims` that the model does not declare."""
+class UnknownDimension(DataError):
+    """Dimensions pinned with `dims` that the model does not declare (a bad argument from Python; the
+    command line makes it a usage error, exit 2)."""
 
     def __init__(self, unknown: list[str], known: list[str]):
         self.unknown, self.known = unknown, known

@@ -89,7 +89,9 @@ class Program:
         """Write the graphs and the manifest to `out_dir` (as `build`) with an init graph holding the
         parameters, buffers and optimizer state of the checkpoint `weights` (a run directory or a
         checkpoint path) instead of the initial ones, so the run continues in any runtime. The init
-        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`."""
+        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`; a run trained with
+        another learning rate (`--lr`) gets it as the manifest's `lr` default and `dslc.lr`, so a loop that
+        feeds the documented defaults continues the same run."""
         from dslc.diagnostics import DataError
         from dslc.emit.weights import init_graph_bytes
         from dslc.runtime.checkpoint import load_checkpoint
@@ -100,9 +102,13 @@ class Program:
         ckpt = load_checkpoint(weights, self.manifest)  # checked on the members' headers before reading them
         meta = {"dslc.version": self.manifest["dslc"], "dslc.model": self.name, "dslc.graph": "init",
                 **{f"dslc.{k}": str(ckpt.meta[k]) for k in ("epoch", "global_step", "seed") if k in ckpt.meta}}
-        init = init_graph_bytes(self.name, self.manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
+        manifest = self.manifest
+        if ckpt.meta.get("lr") is not None:
+            meta["dslc.lr"] = repr(float(ckpt.meta["lr"]))
+            manifest = with_lr_default(manifest, float(ckpt.meta["lr"]))
+        init = init_graph_bytes(self.name, manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
                                 meta)
-        return Program(self.name, self.manifest, {**self.graphs, "init": init}).build(out_dir)
+        return Program(self.name, manifest, {**self.graphs, "init": init}).build(out_dir)
 
     def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
@@ -192,13 +198,16 @@ class Program:
                 threads: int | None = None) -> dict[str, np.ndarray]:
         """Run the inference graph on `inputs` (an `.npz` path or dict of arrays) in batches of
         `batch_size` rows (None: all at once); return the outputs by name."""
-        from dslc.runtime.data import check_count, load_data
+        from dslc.diagnostics import DataError
+        from dslc.runtime.data import check_count, load_data, num_rows
         from dslc.runtime.session import Predictor
 
         if batch_size is not None:
             batch_size = check_count(batch_size, "batch_size", "the batch size")
         spec = self.manifest["graphs"]["infer"]
         arrays = load_data(inputs, spec["inputs"], "input data")
+        if arrays and num_rows(arrays) == 0:  # as `train` and `evaluate`: an empty file is a mistake
+            raise DataError("the input data has no samples")
         return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)
 
     def export(self, weights, path: str | os.PathLike) -> Path:  # weights may be None, see trained_model
@@ -210,3 +219,19 @@ class Program:
 
 def _writer(data: bytes):
     return lambda f: f.write(data)
+
+
+def with_lr_default(manifest: dict, lr: float) -> dict:
+    """A copy of `manifest` whose `lr` hyper-inputs (the training graph's, and the update graph's of a
+    `--split` build) default to `lr`, and whose optimizer settings say so: the rate a run was trained
+    with, for a loop that feeds the defaults."""
+    copy = json.loads(json.dumps(manifest))
+    optimizers = [copy.get("optimizer")] + [graph.get("optimizer") for graph in copy["graphs"].values()]
+    for optimizer in optimizers:
+        if optimizer is not None and "lr" in optimizer.get("settings", {}):
+            optimizer["settings"]["lr"] = lr
+    for graph in copy["graphs"].values():
+        for hyper in graph.get("hyper", []):
+            if hyper.get("kind") == "lr":
+                hyper["default"] = lr
+    return copy

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from dslc.diagnostics import UnknownDimension
 from dslc.ir.graph import Graph, toposort
 from dslc.ir.types import numpy_dtype
 from dslc.runtime.layout import state_specs, train_keys
@@ -103,7 +104,11 @@ def summarize(program, batch_size: int = 32, dims: Mapping[str, int] | None = No
     final = program.extras.get("final", {})
     symbols = {str(d) for g in manifest["graphs"].values() for t in g.get("inputs", []) for d in t["shape"]
                if isinstance(d, str)}
-    missing = sorted({f for s in symbols for f in s.split("*") if not f.isdigit()} - set(sizes))
+    declared = {f for s in symbols for f in s.split("*") if not f.isdigit()}
+    unknown = sorted(set(dims or {}) - declared)
+    if unknown:  # a misspelt `--dim t=40` sized nothing, silently
+        raise UnknownDimension(unknown, sorted(declared))
+    missing = sorted(declared - set(sizes))
     per_example = lambda names: (None if missing or not all(k in final for k in names) else
                                  sum(flops(final[k], sizes) for k in names) / batch_size)
     return Summary({

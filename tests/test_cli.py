@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from manifest_graphs import linreg_data, linreg_program
 
+import dslc
 from dslc import cli
 from dslc.diagnostics import Diagnostic, DslcError
 from dslc.source import SourceFile
@@ -329,8 +330,15 @@ def test_the_readme_training_loop_trains(tmp_path, monkeypatch, capfd):
     assert cli.main(["build", str(ROOT / "examples" / "digits" / "digits.dl"), "-o", str(tmp_path / "out")]) == 0
     monkeypatch.chdir(tmp_path)
     data = np.load(ROOT / "examples" / "digits" / "train.npz")
-    namespace = {"batches": [(data["image"][i:i + 32], data["digit"][i:i + 32]) for i in range(0, 640, 32)]}
+    x_test = np.load(ROOT / "examples" / "digits" / "test.npz")["image"]
+    namespace = {"batches": [(data["image"][i:i + 32], data["digit"][i:i + 32]) for i in range(0, 640, 32)],
+                 "x_test": x_test}
     capfd.readouterr()
     exec(loop.split("```", 1)[0], namespace)
     assert capfd.readouterr().err == ""  # no ONNX Runtime warnings with the options shown
     assert float(namespace["out"]["loss"]) < 2.0  # 20 steps from ~2.3 (10 classes at random)
+    # its inference with the trained values is dslc's with those values
+    program = dslc.compile(ROOT / "examples" / "digits" / "digits.dl")
+    trained = {t["name"]: namespace["feeds"][t["name"]] for t in program.manifest["graphs"]["train"]["params"]}
+    np.testing.assert_allclose(namespace["probs"], program.predict(x_test, weights=trained)["probs"],
+                               rtol=1e-5, atol=1e-7)

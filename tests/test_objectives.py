@@ -49,7 +49,7 @@ def two_heads(tmp_path_factory):
 
 def test_each_objective_is_a_graph_with_its_own_parameters(two_heads):
     graphs = two_heads.manifest["graphs"]
-    assert list(graphs) == ["infer", "init", "train.first", "eval.first", "train.second", "eval.second"]
+    assert list(graphs) == ["infer", "predict", "init", "train.first", "eval.first", "train.second", "eval.second"]
     first, second = graphs["train.first"], graphs["train.second"]
     assert first["file"] == "two_heads.train.first.onnx" and first["objective"] == "first"
     assert [p["name"] for p in first["params"]] == ["shared.weight", "shared.bias", "head_a.weight", "head_a.bias"]
@@ -126,8 +126,8 @@ def test_a_named_layer_called_twice_shares_its_weights(tmp_path):
 
 def test_the_gan_learns_a_2d_gaussian(tmp_path):
     program, fake = gan_example.train(60, tmp_path / "run", quiet=True)
-    assert set(program.manifest["graphs"]) == {"infer", "init", "train.discriminator", "eval.discriminator",
-                                              "train.generator", "eval.generator"}
+    assert set(program.manifest["graphs"]) == {"infer", "predict", "init", "train.discriminator",
+                                              "eval.discriminator", "train.generator", "eval.generator"}
     mean, cov = fake.mean(axis=0), np.cov(fake.T)
     assert np.linalg.norm(mean - gan_example.MEAN) < 0.6, mean
     np.testing.assert_allclose(cov, gan_example.COV, atol=0.12)

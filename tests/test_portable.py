@@ -44,6 +44,41 @@ def test_no_graph_input_has_an_initializer_and_the_init_graph_feeds_every_carrie
             np.testing.assert_array_equal(outputs[name], value)
 
 
+@pytest.mark.parametrize("path", [DIGITS / "digits.dl", ROOT / "models" / "gan.dl", ROOT / "models" / "text_rnn.dl",
+                                  ROOT / "tests" / "conformance" / "models" / "batchnorm.dl"], ids=lambda p: p.stem)
+def test_the_predict_graph_runs_inference_with_values_trained_anywhere(path, tmp_path):
+    """`infer`'s weights are initializers, which onnxruntime-node, tract and OpenVINO cannot replace
+    (onnxruntime-node ignores feeds of them, silently): `predict` takes the parameters and buffers as
+    inputs, and gives what dslc's own inference with those values gives."""
+    program = dslc.compile(path)
+    entry = program.manifest["graphs"]["predict"]
+    infer = program.manifest["graphs"]["infer"]
+    assert entry["file"] == f"{program.name}.predict.onnx"
+    assert entry["inputs"] == infer["inputs"] and entry["outputs"] == infer["outputs"]
+    weights = {t["name"] for t in entry["params"] + entry["buffers"]}
+    model = onnx.load_from_string(program.graphs["predict"])
+    inputs = [i.name for i in model.graph.input]
+    assert inputs == [t["name"] for t in entry["inputs"]] + [t["name"] for t in entry["params"] + entry["buffers"]]
+    assert not set(inputs) & {i.name for i in model.graph.initializer}  # constants only
+    infer_constants = {i.name for i in onnx.load_from_string(program.graphs["infer"]).graph.initializer}
+    assert weights == infer_constants - {i.name for i in model.graph.initializer}
+
+    rng = np.random.default_rng(0)
+    trained = {name: (value + rng.normal(size=value.shape)).astype(value.dtype)
+               for name, value in program.initial_values().items() if name in weights}
+    shape = lambda t: [5 if d == "B" else d for d in t["shape"]]  # noqa: E731
+    inputs = {t["name"]: rng.integers(0, 10, shape(t)).astype(t["dtype"]) if t["dtype"].startswith("int")
+              else rng.normal(size=shape(t)).astype(t["dtype"]) for t in entry["inputs"]}
+    state = {t["name"] for key, g in program.manifest["graphs"].items() if key.startswith("train") for t in g["state"]}
+    every_weight = {name: value for name, value in program.initial_values().items() if name not in state}
+    got = ReferenceEvaluator(model).run(None, {**inputs, **trained})
+    want = program.predict(inputs, weights={**every_weight, **trained}, batch_size=None)
+    initial = program.predict(inputs, weights=every_weight, batch_size=None)
+    for t, value in zip(entry["outputs"], got):
+        np.testing.assert_allclose(value, want[t["name"]], rtol=1e-4, atol=1e-5)  # onnx.reference vs ONNX Runtime
+        assert not np.allclose(value, initial[t["name"]])
+
+
 def test_build_dim_pins_the_batch_in_every_graph_and_the_manifest(tmp_path, capsys):
     assert cli.main(["build", str(DIGITS / "digits.dl"), "--dim", "B=16", "-o", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "digits.dslc.json").read_text())
@@ -91,7 +126,8 @@ def test_train_state_leaves_dslc_and_comes_back(tmp_path, capsys):
     meta = {p.key: p.value for p in onnx.load_from_string(init_bytes).metadata_props}
     assert meta["dslc.epoch"] == "1" and meta["dslc.global_step"] == str(ckpt.meta["global_step"])
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [
-        "digits.dslc.json", "digits.eval.onnx", "digits.infer.onnx", "digits.init.onnx", "digits.train.onnx"]
+        "digits.dslc.json", "digits.eval.onnx", "digits.infer.onnx", "digits.init.onnx", "digits.predict.onnx",
+        "digits.train.onnx"]
 
     np.savez(tmp_path / "state.npz", **exported)
     for source, run in ((tmp_path / "state" / "digits.init.onnx", "b"), (tmp_path / "state.npz", "c")):
@@ -112,6 +148,67 @@ def test_train_state_leaves_dslc_and_comes_back(tmp_path, capsys):
         trainer.step({k: v[rows] for k, v in arrays.items()}, {"seed": step_seed(4, steps + i)})
     for name, value in trainer.get_values().items():
         np.testing.assert_array_equal(value, b.params.get(name, b.state.get(name)), err_msg=name)
+
+
+def test_train_state_of_a_run_with_another_lr_carries_that_lr(tmp_path, capsys):
+    """A loop following README feeds each hyper-input's `default`: after `--lr 0.01` the exported manifest
+    must say 0.01, or the run continues elsewhere at the model's 0.002 without a word."""
+    model = str(DIGITS / "digits.dl")
+    assert cli.main(["train", model, "--data", str(DIGITS / "train.npz"), "--batch-size", "256", "--epochs", "1",
+                     "--lr", "0.01", "-o", str(tmp_path / "a")]) == 0
+    out = tmp_path / "state"
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(out)]) == 0
+    graphs = json.loads((out / "digits.dslc.json").read_text())["graphs"]
+    assert [h["default"] for g in graphs.values() for h in g.get("hyper", []) if h["kind"] == "lr"] == [0.01]
+    manifest = json.loads((out / "digits.dslc.json").read_text())
+    assert manifest["optimizer"]["settings"]["lr"] == graphs["train"]["optimizer"]["settings"]["lr"] == 0.01
+    meta = {p.key: p.value for p in onnx.load(out / "digits.init.onnx").metadata_props}
+    assert float(meta["dslc.lr"]) == 0.01
+    assert dslc.compile(model).manifest["graphs"]["train"]["hyper"][0]["default"] == pytest.approx(0.002)
+
+
+def test_train_state_of_a_run_with_frozen_parameters_exports_with_its_freeze_patterns(tmp_path, capsys):
+    """The refusal's hint says to pass the run's `--freeze` patterns, so `export` must take them."""
+    model = str(DIGITS / "digits.dl")
+    assert cli.main(["train", model, "--data", str(DIGITS / "train.npz"), "--batch-size", "256", "--epochs", "1",
+                     "--freeze", "dense_0*", "-o", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(tmp_path / "no")]) == 3
+    assert "pass the `--freeze` patterns it was trained with" in capsys.readouterr().err
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "--freeze", "dense_0*",
+                     "-o", str(tmp_path / "state")]) == 0
+    train = json.loads((tmp_path / "state" / "digits.dslc.json").read_text())["graphs"]["train"]
+    assert [t["name"] for t in train["frozen"]] == ["dense_0.weight", "dense_0.bias"]
+    exported = read_init_graph((tmp_path / "state" / "digits.init.onnx").read_bytes())
+    ckpt = load_checkpoint(tmp_path / "a")
+    for name, value in {**ckpt.params, **ckpt.state}.items():
+        np.testing.assert_array_equal(exported[name], value)
+
+
+def test_a_run_started_from_a_state_file_warns_when_its_seed_or_lr_differ_from_the_states_run(tmp_path, capsys):
+    """The step counter continues from the state; the dropout seeds and the rate only with the run's own
+    `--seed` and `--lr`, which the exported init graph and a checkpoint record."""
+    model, data = str(DIGITS / "digits.dl"), str(DIGITS / "train.npz")
+    common = ["--data", data, "--batch-size", "256", "--epochs", "1", "-q"]
+    assert cli.main(["train", model, *common, "--seed", "4", "--lr", "0.01", "-o", str(tmp_path / "a")]) == 0
+    assert cli.main(["export", model, "--train-state", str(tmp_path / "a"), "-o", str(tmp_path / "state")]) == 0
+    capsys.readouterr()
+    init, ckpt = tmp_path / "state" / "digits.init.onnx", tmp_path / "a" / "checkpoint.npz"
+    for i, (source, flags, warned) in enumerate([
+            (init, ["--seed", "4", "--lr", "0.01"], []),
+            (init, [], ["the seed differs from the state file's run (0 now, 4 before)",
+                        "the learning rate differs from the state file's run (the default now, 0.01 before)"]),
+            (ckpt, ["--seed", "4"],
+             ["the learning rate differs from the state file's run (the default now, 0.01 before)"]),
+            (DIGITS / "train.npz", [], None)]):  # not a state file: refused as before, no warning
+        code = cli.main(["train", model, *common, *flags, "--resume", str(source), "-o", str(tmp_path / f"r{i}")])
+        err = capsys.readouterr().err
+        if warned is None:
+            assert code == 3 and "warning" not in err
+            continue
+        assert code == 0
+        assert [line for line in err.splitlines() if line.startswith("warning: ")] == [
+            f"warning: {w}: the run will not match an uninterrupted one" for w in warned]
 
 
 def test_a_state_file_that_does_not_fit_is_a_data_error(tmp_path, capsys):

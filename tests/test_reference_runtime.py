@@ -93,7 +93,7 @@ def assert_close(ort_out: dict, ref_out: dict, rtol: float, what: str):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_graphs_pass_the_full_checker(name, tmp_path):
     program = compile_model(tmp_path, name)
-    assert set(program.graphs) == {"infer", "init", "eval", "train"}
+    assert set(program.graphs) == {"infer", "predict", "init", "eval", "train"}
     for kind, data in program.graphs.items():
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model, full_check=True)

@@ -462,6 +462,27 @@ def test_diverging_loss_stops_with_a_hint(tmp_path):
     assert e.value.hint.startswith("lower the learning rate (`lr=...`, now 1000); ")
 
 
+def test_a_loss_that_is_nan_before_any_update_does_not_blame_the_learning_rate(tmp_path):
+    from helpers import compile_text
+
+    program = compile_text(tmp_path, """
+model logneg {
+    input x: f32[B, 2]
+    target y: f32[B, 1]
+    h = x |> dense(1)
+    output h
+    loss mse(h, y) + mean(log(x))
+    optimizer sgd(lr = 0.1)
+}
+""")
+    d = {"x": np.full((8, 2), -1.0, np.float32), "y": np.zeros((8, 1), np.float32)}
+    with pytest.raises(DataError) as e:
+        fit(program, d, epochs=1, batch_size=4, out_dir=tmp_path / "run")
+    assert e.value.message == "the loss is nan at epoch 1, step 1 (global step 0), before any update"
+    assert e.value.hint == ("the learning rate is not the cause: check the data and the loss for a `log`, `sqrt` or "
+                            "division of a value that can be 0 or negative; no checkpoint was written")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, "the number of epochs must be at least 1, got 0"),
     ({"batch_size": 0}, "the batch size must be at least 1, got 0"),

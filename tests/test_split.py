@@ -176,6 +176,6 @@ def test_build_split_on_the_command_line(tmp_path, capsys):
 
     assert main(["build", str(ROOT / "models/xor.dl"), "--split", "-o", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"xor.{k}.onnx" for k in ("infer", "init", "train", "eval", "grad", "apply")] + ["xor.dslc.json"])
+        [f"xor.{k}.onnx" for k in ("infer", "predict", "init", "train", "eval", "grad", "apply")] + ["xor.dslc.json"])
     assert main(["build", str(ROOT / "models/xor.dl"), "-o", str(tmp_path / "plain")]) == 0
     assert not list((tmp_path / "plain").glob("*.grad.onnx"))

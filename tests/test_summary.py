@@ -123,6 +123,16 @@ model seq {
     assert "linear_0  linear  f32[B, T, 8]" in out and shown in out
 
 
+def test_summary_refuses_a_dim_the_model_does_not_declare_as_build_does(tmp_path, capsys):
+    """`--dim t=20` for `T` sized nothing and printed the table as if given (exit 0)."""
+    model = str(ROOT / "models" / "text_rnn.dl")
+    assert cli.main(["summary", model, "--dim", "T=20"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "dslc summary: error: `--dim T=...`: the model has no symbolic dimension `T` (its symbolic dimensions: `B`)\n")
+    with pytest.raises(dslc.DataError, match="no symbolic dimension `T`"):
+        dslc.compile(model).summary(dims={"T": 20})
+
+
 def test_readme_shows_the_digits_summary_as_dslc_prints_it(capsys):
     """README's sample is `dslc summary examples/digits/digits.dl` verbatim, node counts included: a
     change to the graphs fails here until the sample is pasted again from that command."""

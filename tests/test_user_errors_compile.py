@@ -216,7 +216,7 @@ def test_reductions_of_a_scalar_compile(tmp_path):
             loss mean(mse(y, t)) + sum(max(min(mse(y, t))))
             optimizer sgd()
         }""")
-    assert set(program.graphs) == {"infer", "init", "train", "eval"}
+    assert set(program.graphs) == {"infer", "predict", "init", "train", "eval"}
 
 
 # ---- numbers too large, and -D values ---------------------------------------------------------------

@@ -209,6 +209,17 @@ def test_predict_arguments(mlp, mlp_run, kwargs, message):
     assert e.value.message == message
 
 
+def test_predict_on_no_samples_is_refused_as_train_and_evaluate_refuse_it(mlp, mlp_run, workdir, tmp_path, capsys):
+    with pytest.raises(DataError) as e:
+        mlp.predict({"x": np.zeros((0, 4), np.float32)}, mlp_run)
+    assert e.value.message == "the input data has no samples"
+    (tmp_path / "header_only.csv").write_text("x_0,x_1,x_2,x_3\n")
+    assert cli.main(["predict", str(workdir / "mlp.dl"), "--weights", str(mlp_run), "--input",
+                     str(tmp_path / "header_only.csv"), "-o", str(tmp_path / "y.npz")]) == 3
+    assert capsys.readouterr().err == "error: the input data has no samples\n"
+    assert not (tmp_path / "y.npz").exists()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": "2"}, "`epochs` must be an integer, got '2' (`str`)"),
     ({"epochs": 1.5}, "`epochs` must be an integer, got 1.5 (`float`)"),

@@ -295,6 +295,36 @@ def test_malformed_npz_members_are_refused_before_allocating(tmp_path, member, r
     assert re_match(rf"cannot read array `x` in training data `{path}`: {reason}", e.value.message)
 
 
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_a_member_whose_bytes_were_damaged_is_a_data_error(tmp_path, compression):
+    """Its header and sizes are right, its data is not: zipfile's CRC-32 (or inflate) fails while reading."""
+    x = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    path = write_npz(tmp_path / "d.npz", {"x.npy": npy_header("{'descr': '<f4', 'fortran_order': False, "
+                                                              "'shape': (1000, 4), }\n") + x.tobytes(),
+                                          **GOOD_Y}, compression)
+    raw = bytearray(path.read_bytes())
+    raw[2000:2100] = bytes(b ^ 0xFF for b in raw[2000:2100])  # inside the first member's data
+    path.write_bytes(bytes(raw))
+    specs = [{"name": "x", "dtype": "float32", "shape": ["B", 4]}, {"name": "y", "dtype": "float32", "shape": ["B", 1]}]
+    with pytest.raises(DataError) as e:
+        data.load_npz(path, specs)
+    assert re_match(rf"cannot read array `x` in training data `{path}`: "
+                    r"the archive is damaged \((BadZipFile|error): .*", e.value.message)
+
+
+def test_resuming_from_a_checkpoint_with_damaged_bytes_exits_3(good_run, workdir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    raw = bytearray((good_run / "checkpoint.npz").read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(64)
+    (run / "checkpoint.npz").write_bytes(bytes(raw))
+    np.savez(tmp_path / "d.npz", **xy(8))
+    err = cli_error(capsys, ["train", workdir / "mlp.dl", "--data", tmp_path / "d.npz", "--epochs", "3",
+                             "--batch-size", "4", "-o", run, "--resume"])
+    assert err.startswith("error: cannot read array `") and "the archive is damaged (BadZipFile: Bad CRC-32" in err
+
+
 def re_match(pattern: str, text: str) -> bool:
     import re
 

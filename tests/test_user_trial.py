@@ -158,6 +158,11 @@ def test_weights_of_another_type_are_a_data_error(tmp_path):
      "dslc build: error: argument --dim: `B` is given twice (`B=4` and `B=8`)"),
     (["predict", "{m}", "--input", "{d}", "-o", "y.npy"],  # wrote an `.npz` archive named y.npy
      "dslc predict: error: argument -o: the outputs go to an `.npz` file, not `y.npy` (an `.npy` holds one array)"),
+    (["predict", "{m}", "--input", "{d}", "-o", "y.csv"],  # wrote an `.npz` archive named y.csv, exit 0
+     "dslc predict: error: argument -o: the outputs go to an `.npz` file, not `y.csv` (dslc writes the outputs "
+     "as an `.npz` archive)"),
+    (["export", "{m}", "--weights", "r", "-o", "m.npz"],  # wrote an ONNX model named m.npz
+     "dslc export: error: argument -o: the model goes to an `.onnx` file, not `m.npz`"),
     # flag values that were exit 3 ("bad data"), found once the data had been read
     (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", "r", "--early-stopping", "patience=x"],
      "dslc train: error: argument --early-stopping: `patience` must be a number, got `x`"),

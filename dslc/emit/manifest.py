@@ -117,6 +117,16 @@ def infer_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
     }
 
 
+def predict_entry(graph: Graph, file: str, classes: dict[str, int]) -> dict:
+    """The inference graph `graph` emitted with its parameters and buffers as inputs (no initializers):
+    inference with values trained in any runtime, fed by name as the training graph's."""
+    return {
+        **infer_entry(graph, file, classes),
+        "params": [tensor(n.name, n.type) for n in graph.inputs_with_role("param")],
+        "buffers": [tensor(n.name, n.type) for n in graph.inputs_with_role("buffer")],
+    }
+
+
 def init_entry(file: str, values: list[tuple[str, TensorType, object]]) -> dict:
     """The init graph: no inputs; outputs named as the training graphs' params, buffers and state."""
     return {"file": file, "outputs": [tensor(name, t) for name, t, _ in values]}

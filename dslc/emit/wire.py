@@ -4,7 +4,8 @@
 Only the form dslc writes is read: initializers with `raw_data` of a plain numeric type, each output an
 `Identity` of one. Anything else (typed data fields, `Constant` nodes, external data, inputs) gives None,
 and the caller reads the model with onnx (`weights.read_init_graph`), which also explains what is wrong.
-Field numbers are those of onnx.proto3 (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5,
+Field numbers are those of onnx.proto3 (ModelProto.graph = 7, metadata_props = 14 of
+StringStringEntryProto key = 1, value = 2; GraphProto.node = 1, initializer = 5,
 input = 11, output = 12; NodeProto.input = 1, output = 2, op_type = 4; TensorProto.dims = 1,
 data_type = 2, name = 8, raw_data = 9, data_location = 14; ValueInfoProto.name = 1).
 """
@@ -121,3 +122,13 @@ def stored_init_values(model_bytes: bytes) -> dict[str, np.ndarray] | None:
         return {name: values[name] for name in outputs}
     except (_Unsupported, UnicodeDecodeError, IndexError, ValueError):
         return None
+
+
+def stored_metadata(model_bytes: bytes) -> dict[str, str]:
+    """A model's `metadata_props` (dslc's init graphs record `dslc.seed`, `dslc.lr`, ...); {} when the bytes
+    are not a model this reader can walk."""
+    try:
+        entries = [v for n, _, v in fields(memoryview(model_bytes)) if n == 14]
+        return {"".join(_strings(e, 1)): "".join(_strings(e, 2)) for e in entries}
+    except (_Unsupported, UnicodeDecodeError):
+        return {}

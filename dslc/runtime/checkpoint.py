@@ -316,6 +316,29 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
     return values
 
 
+def state_file_settings(path: str | os.PathLike) -> dict:
+    """The `seed` and `lr` of the run a state file comes from, where it records them: the init graph of
+    `dslc export --train-state` (`dslc.seed`, `dslc.lr` in its metadata; no `dslc.lr`: the model's rate)
+    or a run's checkpoint; {} for any other state file. Read after `load_state_file` checked the file."""
+    from dslc.emit.wire import stored_metadata
+    from dslc.runtime.data import read_bytes
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        meta = stored_metadata(read_bytes(path, "state file"))
+        if "dslc.seed" not in meta:  # an init graph of `dslc build`, or another program's
+            return {}
+        try:
+            return {"seed": int(meta["dslc.seed"]), "lr": float(meta["dslc.lr"]) if "dslc.lr" in meta else None}
+        except ValueError:
+            return {}
+    with open_npz(path, "state file", hint=DAMAGED_HINT) as archive:
+        if "meta" not in archive:  # one array per name
+            return {}
+        meta = json.loads(str(archive["meta"][()]))  # checked by `load_state_file`'s `load_checkpoint`
+    return {key: meta.get(key) for key in ("seed", "lr")}
+
+
 def state_step(values: Mapping[str, np.ndarray], spec: dict) -> int:
     """The optimizer steps taken, from the step counter of the training graph `spec` (`opt.step`, or
     `opt.<objective>.step`): where a run started from `values` continues counting."""

@@ -17,10 +17,12 @@ Every refusal is a `DataError` naming the file and the member.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import IO
 
@@ -135,10 +137,18 @@ class NpzArchive(Mapping):
                 done += got
         return array.T if fortran else array
 
-    def _open(self, name: str):
+    @contextlib.contextmanager
+    def _open(self, name: str) -> Iterator[IO[bytes]]:
         try:
-            return self._zip.open(self._members[name])
+            member = self._zip.open(self._members[name])
         except (zipfile.BadZipFile, NotImplementedError, ValueError, RuntimeError, OSError) as e:
+            self._fail(f"the archive is damaged ({type(e).__name__}: {e})", name)
+        # zipfile inflates as it reads and checks the CRC-32 once a member's last byte is read, which for
+        # a small member is already the header's read
+        try:
+            with member:
+                yield member
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
             self._fail(f"the archive is damaged ({type(e).__name__}: {e})", name)
 
     def _read_header(self, f: IO[bytes], name: str) -> tuple[np.dtype, tuple[int, ...], bool]:

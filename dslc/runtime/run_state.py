@@ -43,12 +43,7 @@ def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, rep
     if meta.get("manifest_sha256") != manifest_hash(manifest):
         reporter.warn("the compiled model differs from the one that wrote the checkpoint "
                       "(its parameters still fit, so training continues from it)")
-    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
-    shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
-    for key, value in settings.items():
-        if meta.get(key) != value:
-            reporter.warn(f"the {labels[key]} differs from the checkpoint's ({shown(value)} now, "
-                          f"{shown(meta.get(key))} before): the run will not match an uninterrupted one")
+    warn_changed_settings(meta, settings, "the checkpoint's", reporter)
     before = meta.get("data")
     if before is not None and before != data:  # checkpoints from before dslc recorded it: no warning
         rows = (f" ({count(data['rows'], 'sample')} now, {before.get('rows')} before)"
@@ -56,6 +51,17 @@ def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, rep
         reporter.warn(f"the training data differs from the checkpoint's{rows}: "
                       "the run will not match an uninterrupted one")
     return ckpt
+
+
+def warn_changed_settings(before: Mapping, settings: Mapping, whose: str, reporter: "Reporter") -> None:
+    """A warning for each of `settings` (seed, batch size, lr, validation split) that `before` holds
+    another value of (an absent one counts as None): the run then no longer continues that one exactly."""
+    labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
+    shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
+    for key, value in settings.items():
+        if before.get(key) != value:
+            reporter.warn(f"the {labels[key]} differs from {whose} ({shown(value)} now, "
+                          f"{shown(before.get(key))} before): the run will not match an uninterrupted one")
 
 
 def history_so_far(out_dir: Path, ckpt, reporter: "Reporter") -> list[dict]:
@@ -100,8 +106,13 @@ def check_finite_values(manifest: dict, values: Mapping[str, np.ndarray], when: 
                     raise diverged(f"{kind} `{name}`", value[bad][0], when, lr, ckpt_path)
 
 
-def diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path) -> DataError:
+def diverged(what: str, loss: float, when: str, lr: float, ckpt_path: Path, updated: bool = True) -> DataError:
+    """`updated=False`: no update has been applied yet, so the learning rate cannot be the cause."""
     last = f"the last good checkpoint is `{ckpt_path}`" if ckpt_path.exists() else "no checkpoint was written"
+    if not updated:
+        return DataError(f"{what} is {loss} {when}, before any update", hint="the learning rate is not the cause: "
+                         "check the data and the loss for a `log`, `sqrt` or division of a value that can be 0 or "
+                         f"negative; {last}")
     return DataError(f"{what} became {loss} {when}", hint=f"lower the learning rate ({option('lr')}, now {lr:g}); {last}")
 
 

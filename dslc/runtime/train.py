@@ -289,7 +289,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                 if not math.isfinite(out[loss_name]):
                     saver.wait()  # the hint names the last checkpoint: let a pending save land first
                     raise diverged("the loss", out[loss_name], f"at epoch {epoch + 1}, step {i + 1} "
-                                    f"(global step {global_step})", lr_used, ckpt_path)
+                                    f"(global step {global_step})", lr_used, ckpt_path, updated=global_step > 0)
             global_step += 1
             sums.add(out, len(idx))
             if step_logs or reporter.wants_step(i + 1):  # the running means only when someone reads them

@@ -5,7 +5,8 @@
 //   node examples/node/train.mjs out/digits examples/digits/train.npz [epochs=1] [batch size=32]
 //
 // The .npz arrays are named as the model's inputs and targets; batches are taken in order. Prints each
-// step's loss (the same numbers as the Python loop in README's "Embedding the graphs").
+// step's loss (the same numbers as the Python loop in README's "Embedding the graphs"), then runs the
+// predict graph with the trained values on the first batch and prints each output's first row.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
@@ -65,3 +66,12 @@ for (let epoch = 0; epoch < Number(epochs); epoch++) {
     }
   }
 }
+
+// Inference with the trained values: the predict graph takes them as inputs (infer.onnx holds the
+// initial values as initializers, which onnxruntime-node cannot replace and ignores feeds of).
+const predict = manifest.graphs.predict;
+const predictFeeds = {};
+for (const t of predict.inputs) predictFeeds[t.name] = slice(data[t.name], 0, Math.min(batchSize, rows));
+for (const t of [...predict.params, ...predict.buffers]) predictFeeds[t.name] = values[t.name];
+const predicted = await (await open(predict)).run(predictFeeds);
+for (const t of predict.outputs) console.log(`predicted ${t.name}, first row: ${Array.from(predicted[t.name].data.slice(0, predicted[t.name].data.length / predicted[t.name].dims[0])).join(",")}`);

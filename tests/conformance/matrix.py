@@ -36,7 +36,8 @@ def table(cells: dict, models: dict[str, str], runtimes: list[str], steps: int) 
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(f"{number}. {detail}" for detail, number in notes.items()) + "\n"
-    return (f"Inference, {steps} training steps and evaluation, compared with ONNX Runtime (Python); a number "
+    return (f"Inference, {steps} training steps, evaluation and inference with the trained values (`predict`), "
+            f"compared with ONNX Runtime (Python); a number "
             f"after ✓ is the relative difference of the final values where it exceeds 1e-6. tract and openvino "
             f"run the `--dim B=4` build, and ONNX Runtime's own column checks it against the symbolic one; "
             f"the \"symbolic B\" columns run tract and OpenVINO on the symbolic build.\n\n" + text)

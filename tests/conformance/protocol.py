@@ -8,12 +8,13 @@ does, with one runtime's `open_graph(path, input_names, output_names) -> run(fee
 3. one training step per batch and objective, in the manifest's objective order, feeding `lr` its
    default, `seed = (run_seed * 1000003 + s * K + k) % 2**31` for objective k of batch s (K objectives),
    the current value of every params/frozen/buffers/state entry by name, then keeping each `next`;
-4. run every evaluation graph on the first batch with the final values.
+4. run every evaluation graph on the first batch with the final values;
+5. run the predict graph (inference with the weights as inputs) on the first batch with the final values.
 
 It returns one flat dict of arrays, the form both drivers write (see `js/driver.mjs`, the same
 protocol in JavaScript): `init.<name>`, `infer.<output>`, `train.<objective>.<output>` (one row per
-step: the loss and the metrics), `final.<name>`, `eval.<objective>.<output>`; `<objective>` is `-` for a
-model with one objective.
+step: the loss and the metrics), `final.<name>`, `eval.<objective>.<output>`, `predict.<output>`; `<objective>` is `-`
+for a model with one objective.
 """
 from __future__ import annotations
 
@@ -95,4 +96,11 @@ def run_protocol(out_dir: Path, open_graph, batches: list[dict[str, np.ndarray]]
         feeds = {n: batches[0][n] if n in batches[0] else values[n] for n in inputs}
         out = open_graph(out_dir / g["file"], inputs, outputs)(feeds)
         result.update({f"eval.{objective}.{n}": out[n] for n in outputs})
+
+    predict = graphs["predict"]
+    weights = [t["name"] for part in ("params", "buffers") for t in predict[part]]
+    inputs, outputs = [t["name"] for t in predict["inputs"]], [t["name"] for t in predict["outputs"]]
+    feeds = {**{n: batches[0][n] for n in inputs}, **{n: values[n] for n in weights}}
+    predicted = open_graph(out_dir / predict["file"], inputs + weights, outputs)(feeds)
+    result.update({f"predict.{n}": predicted[n] for n in outputs})
     return result

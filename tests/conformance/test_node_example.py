@@ -1,5 +1,6 @@
 """examples/node/train.mjs, the JavaScript loop embedders copy, prints the losses ONNX Runtime gives in
-Python for the same protocol (protocol.py) on the bundled digits data: one epoch, batches of 32 in order."""
+Python for the same protocol (protocol.py) on the bundled digits data: one epoch, batches of 32 in order,
+and the predict graph's outputs with the trained values."""
 from __future__ import annotations
 
 import shutil
@@ -24,11 +25,17 @@ def test_node_example_prints_the_losses_of_python(build, tmp_path):
     done = subprocess.run([node, str(tmp_path / "train.mjs"), str(out), str(ROOT / "examples/digits/train.npz")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    printed = [float(line.rpartition("loss ")[2]) for line in done.stdout.splitlines()]
+    lines = done.stdout.splitlines()
+    printed = [float(line.rpartition("loss ")[2]) for line in lines if line.startswith("step ")]
+    first_rows = {line.split()[1].rstrip(","): [float(v) for v in line.rpartition(": ")[2].split(",")]
+                  for line in lines if line.startswith("predicted ")}
 
     data = np.load(ROOT / "examples/digits/train.npz")
     rows = len(data["digit"])
     batches = [{name: data[name][start:start + BATCH] for name in data.files} for start in range(0, rows, BATCH)]
-    expected = run_protocol(out, ort_graph, batches, run_seed=0)["train.-.loss"]
+    result = run_protocol(out, ort_graph, batches, run_seed=0)
     assert len(printed) == len(batches) == 45
-    assert printed == [float(loss) for loss in expected]  # onnxruntime-node 1.31 computes what the Python package does, bit for bit
+    assert printed == [float(loss) for loss in result["train.-.loss"]]  # onnxruntime-node 1.31 computes what the Python package does, bit for bit
+    # inference with the trained values on the first batch, as the protocol's predict step
+    assert list(first_rows) == ["probs"]
+    assert first_rows["probs"] == [float(v) for v in result["predict.probs"][0]]

@@ -1,7 +1,7 @@
 // The embedder's protocol of ../protocol.py in JavaScript, for onnxruntime-node and onnxruntime-web:
 //   node driver.mjs node|web OUT_DIR DATA_FILE STEPS RUN_SEED RESULT_FILE
 // DATA_FILE holds the batches as `<step>.<input>`; RESULT_FILE gets the same flat names as
-// protocol.py's result (init.*, infer.*, train.<objective>.*, final.*, eval.<objective>.*).
+// protocol.py's result (init.*, infer.*, train.<objective>.*, final.*, eval.<objective>.*, predict.*).
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { readTensors, TYPED, writeTensors } from "./tensorfile.mjs";
@@ -69,6 +69,13 @@ for (const [objective, g] of objectives("eval")) {
   const out = await (await open(g.file)).run(feeds);
   for (const t of g.outputs) result[`eval.${objective}.${t.name}`] = plain(out[t.name]);
 }
+
+// 5. inference with the final values, fed as inputs of the predict graph
+const predict = manifest.graphs.predict;
+const predictFeeds = Object.fromEntries(predict.inputs.map((t) => [t.name, tensor(data[`0.${t.name}`])]));
+for (const t of entries(predict, ["params", "buffers"])) predictFeeds[t.name] = values[t.name];
+const last = await (await open(predict.file)).run(predictFeeds);
+for (const t of predict.outputs) result[`predict.${t.name}`] = plain(last[t.name]);
 writeTensors(resultFile, result);
 // onnxruntime-web keeps node alive for seconds after the work is done
 process.exit(0);
