@@ -2,9 +2,9 @@
 
 Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line; 3 bad data,
 missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in dslc itself
-(`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted; 141 the reader of the output left (a closed pipe, as
-`dslc summary M.dl | head -1`: quiet, as for a command killed by SIGPIPE).
-"""
+(`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the
+reader of the output left (a closed pipe, as `dslc summary M.dl | head -1`: quiet, as for a command
+killed by SIGPIPE)."""
 from __future__ import annotations
 
 import errno
@@ -12,11 +12,13 @@ import os
 import sys
 import traceback
 
+from dslc import interrupts
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, printable, render_all
 from dslc.cli_args import build_parser, refuse_misuse
 from dslc.spelling import command_line
 
-EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_BUG = 0, 1, 2, 3, 130, 101
+EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_BUG = 0, 1, 2, 3, 101
+EXIT_INTERRUPTED, EXIT_TERMINATED = interrupts.EXIT_INTERRUPTED, interrupts.EXIT_TERMINATED
 EXIT_PIPE = 141  # 128 + SIGPIPE
 
 
@@ -357,17 +359,18 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         _say(printable(f"error: {_os_error_message(e)}"))
         return EXIT_DATA
-    except KeyboardInterrupt:
-        _say("error: interrupted")
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`interrupts.Terminated`)
+        message, code = interrupts.stopped(e)
+        _say(message)
         if args.verb == "train" and os.path.exists(os.path.join(args.out, "checkpoint.npz")):
             _say("hint: the last completed epoch is saved; run the same command with `--resume` to continue")
-        return EXIT_INTERRUPTED
+        return code
     except Exception as e:  # noqa: BLE001 - anything else is a bug in dslc, reported as such
-        from dslc.__main__ import caused_by_interrupt
-
-        if caused_by_interrupt(e):
-            _say("error: interrupted")
-            return EXIT_INTERRUPTED
+        stop = interrupts.caused_by_interrupt(e)
+        if stop is not None:
+            message, code = interrupts.stopped(stop)
+            _say(message)
+            return code
         _say(f"error: internal compiler error: {type(e).__name__}: {e}")
         _say("note: this is a bug in dslc; please report it with the model file")
         if os.environ.get("DSLC_BACKTRACE") == "1":
@@ -390,4 +393,5 @@ def _reader_left(args) -> None:
 
 
 if __name__ == "__main__":
+    interrupts.install()
     sys.exit(main())

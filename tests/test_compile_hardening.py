@@ -109,36 +109,44 @@ def test_the_operation_limit_counts_operations(tmp_path):
 READY = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); from dslc.__main__ import run; sys.exit(run())"
 
 
-@pytest.mark.parametrize("delay", [0.02, 0.1, 0.3, 0.6])
-def test_ctrl_c_while_the_imports_load_exits_130_quietly(delay):
-    """SIGINT `delay` seconds after the interpreter is up (the imports of numpy, onnx and lark take the
-    first half second or more): `error: interrupted`, exit 130, no traceback."""
+STOPS = {signal.SIGINT: (130, "error: interrupted\n"), signal.SIGTERM: (143, "error: terminated (SIGTERM)\n")}
+
+
+@pytest.mark.parametrize("signum, delay", [(signal.SIGINT, 0.02), (signal.SIGINT, 0.1), (signal.SIGINT, 0.3),
+                                           (signal.SIGINT, 0.6), (signal.SIGTERM, 0.1), (signal.SIGTERM, 0.6)])
+def test_ctrl_c_or_sigterm_while_the_imports_load_exits_quietly(signum, delay):
+    """SIGINT or SIGTERM `delay` seconds after the interpreter is up (the imports of numpy, onnx and lark
+    take the first half second or more): `error: interrupted` and exit 130, or `error: terminated` and
+    exit 143, no traceback."""
     child = subprocess.Popen([sys.executable, "-c", READY, "check", str(ROOT / "models" / "mlp.dl")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"
     time.sleep(delay)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(signum)
     _, err = child.communicate(timeout=120)
-    assert child.returncode == 130 and err == "error: interrupted\n", (child.returncode, err)
+    assert (child.returncode, err) == STOPS[signum]
 
 
-
-def test_ctrl_c_inside_an_import_ends_the_process_at_once_and_elsewhere_raises():
-    """`dslc.__main__._interrupt`: a SIGINT landing in a frame of importlib (a module being imported) exits 130
-    with `error: interrupted` at once, without unwinding (a KeyboardInterrupt inside numpy's C initialisation
-    was exit 101 or a SIGSEGV/SIGABRT on the way out, 6 of 100 runs under load); anywhere else it is the
-    KeyboardInterrupt the training loop handles (keeping its last epoch)."""
-    inside_import = ("import signal, sys; from dslc.__main__ import _interrupt\n"
+@pytest.mark.parametrize("signum", list(STOPS))
+def test_a_stop_inside_an_import_ends_the_process_at_once_and_elsewhere_raises(signum):
+    """`dslc.interrupts._on_signal`: a SIGINT or SIGTERM landing in a frame of importlib (a module being
+    imported) exits 130 or 143 with its `error:` line at once, without unwinding (a KeyboardInterrupt inside
+    numpy's C initialisation was exit 101 or a SIGSEGV/SIGABRT on the way out, 6 of 100 runs under load);
+    anywhere else it is the KeyboardInterrupt (`Terminated` for SIGTERM) the training loop handles, keeping
+    its last epoch."""
+    inside_import = ("import signal, sys; from dslc.interrupts import _on_signal\n"
                      "frame = eval(compile('sys._getframe()', '<frozen importlib._bootstrap>', 'eval'))\n"
                      "print('flushed before exiting', end='')\n"
-                     "_interrupt(signal.SIGINT, frame)\n"
+                     f"_on_signal({int(signum)}, frame)\n"
                      "sys.exit(0)\n")
     child = subprocess.run([sys.executable, "-c", inside_import], capture_output=True, text=True, timeout=60)
-    assert (child.returncode, child.stdout, child.stderr) == (130, "flushed before exiting", "error: interrupted\n")
-    from dslc.__main__ import _interrupt
+    code, message = STOPS[signum]
+    assert (child.returncode, child.stdout, child.stderr) == (code, "flushed before exiting", message)
+    from dslc.interrupts import Terminated, _on_signal
 
-    with pytest.raises(KeyboardInterrupt):
-        _interrupt(signal.SIGINT, sys._getframe())
+    with pytest.raises(Terminated if signum == signal.SIGTERM else KeyboardInterrupt) as raised:
+        _on_signal(signum, sys._getframe())
+    assert isinstance(raised.value, KeyboardInterrupt)
 
 
 def test_an_import_error_raised_from_ctrl_c_is_an_interrupt(monkeypatch, capsys):

@@ -95,14 +95,18 @@ def test_kills_at_each_point_of_an_epoch_then_resume_match_an_uninterrupted_run(
         assert_same_run(run, straight)
 
 
-def test_ctrl_c_mid_epoch_exits_130_and_resume_matches_an_uninterrupted_run(straight, tmp_path):
-    """SIGINT lands in the training thread while the previous epoch's checkpoint may still be written
-    on the background thread: the run waits for it, says how to continue, and releases the lock."""
+@pytest.mark.parametrize("how, code, message", [("INT", 130, "error: interrupted"),
+                                                  ("TERM", 143, "error: terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_mid_epoch_stops_and_resume_matches_an_uninterrupted_run(straight, tmp_path, how, code,
+                                                                                 message):
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, `docker stop`, a scheduler's preemption) lands in the training
+    thread while the previous epoch's checkpoint may still be written on the background thread: the run
+    waits for it, says how to continue, and releases the lock."""
     run = tmp_path / "run"
-    process = start(run, f"step:{STEPS + 2}:INT")  # in epoch 2, just after epoch 1's save was submitted
+    process = start(run, f"step:{STEPS + 2}:{how}")  # in epoch 2, just after epoch 1's save was submitted
     _, err = process.communicate(timeout=300)
-    assert process.returncode == 130
-    assert err == ("error: interrupted\n"
+    assert process.returncode == code
+    assert err == (f"{message}\n"
                    "hint: the last completed epoch is saved; run the same command with `--resume` to continue\n")
     assert checkpoint.load_checkpoint(run).meta["epoch"] == 1
     finish(run)

@@ -29,7 +29,7 @@ IMPORT_HOMES = {
     "lsprotocol": "dslc/editor/lsp.py",
     "pygments": "dslc/editor/highlight.py",
 }
-PRINTS_AND_EXITS = ("dslc/cli.py", "dslc/__main__.py")
+PRINTS_AND_EXITS = ("dslc/cli.py", "dslc/__main__.py", "dslc/interrupts.py")
 
 
 def sources() -> list[Path]:

@@ -22,11 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dslc.diagnostics import DataError, DslcError
+from dslc.interrupts import Terminated
 
 MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
 # environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
-EXIT_CODES = {DataError: 3, DslcError: 1, KeyboardInterrupt: 130}
+EXIT_CODES = {DataError: 3, DslcError: 1, Terminated: 143, KeyboardInterrupt: 130}
 
 
 def launched_by_mpi() -> bool:

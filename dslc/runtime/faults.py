@@ -2,7 +2,7 @@
 
 `DSLC_FAULT=<point>:<n>` sends the process SIGKILL the n-th time (from 1) it passes `<point>`;
 `DSLC_FAULT=<point>:<n>:<SIGNAL>` sends that signal instead: `STOP` holds a run mid-way (e.g. to start
-a second run against its lock), `INT` is a Ctrl-C. Points, in the order a training epoch passes them:
+a second run against its lock), `INT` is a Ctrl-C, `TERM` a `kill`. Points, in the order a training epoch passes them:
 
     step               after each training step
     checkpoint-write   inside the checkpoint's atomic write: data written, not yet renamed
