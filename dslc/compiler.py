@@ -1,6 +1,7 @@
 """The compiler driver: `.dl` file → lowered IR → pass pipelines → ONNX graphs + manifest."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -334,6 +335,10 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
             optimizers[objective_name]["schedule"] = [part.as_json() for part in train.optimizer.schedule]
         entries[train_key] = mf.train_entry(final[train_key], files[train_key], classes, ranges, NEXT_SUFFIX,
                                             objective_name, optimizers[objective_name], train.metric_reduce)
+        # what the step computes, which the entry's inputs and outputs do not show (a `-D` rate of dropout,
+        # a layer's activation): a run resumed with another warns; spans left out, so moving the file does not
+        ir = print_graph(final[train_key], with_spans=False)
+        entries[train_key]["ir_sha256"] = hashlib.sha256(ir.encode("utf-8")).hexdigest()
         entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges, ev.metric_reduce)
         if split:
             grad_key, apply_key = split_keys(objective_name)

@@ -342,3 +342,19 @@ def test_the_readme_training_loop_trains(tmp_path, monkeypatch, capfd):
     trained = {t["name"]: namespace["feeds"][t["name"]] for t in program.manifest["graphs"]["train"]["params"]}
     np.testing.assert_allclose(namespace["probs"], program.predict(x_test, weights=trained)["probs"],
                                rtol=1e-5, atol=1e-7)
+
+
+def test_resuming_with_a_define_that_changes_only_the_graphs_warns(tmp_path, capsys):
+    """`-D rate=0.5` changes the dropout the training step computes, not its inputs, outputs or
+    parameters: the manifest's `ir_sha256` of the step tells the runs apart (the same `-D` does not warn)."""
+    digits = ROOT / "examples" / "digits"
+    base = ["train", str(digits / "digits.dl"), "-D", "hidden=8", "--data", str(digits / "train.npz"),
+            "--batch-size", "256", "--threads", "1", "-o", str(tmp_path / "run")]
+    assert cli.main(base + ["-D", "rate=0.1", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(base + ["-D", "rate=0.1", "--epochs", "2", "--resume"]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert cli.main(base + ["-D", "rate=0.5", "--epochs", "3", "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "warning: the compiled model differs from the one that wrote the checkpoint (another model file, `-D` "
+        "value or dslc; its parameters still fit, so training continues from it)")

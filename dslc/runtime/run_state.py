@@ -41,8 +41,8 @@ def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, rep
     ckpt = load_checkpoint(ckpt_path, manifest)
     meta = ckpt.meta
     if meta.get("manifest_sha256") != manifest_hash(manifest):
-        reporter.warn("the compiled model differs from the one that wrote the checkpoint "
-                      "(its parameters still fit, so training continues from it)")
+        reporter.warn("the compiled model differs from the one that wrote the checkpoint (another model file, "
+                      "`-D` value or dslc; its parameters still fit, so training continues from it)")
     warn_changed_settings(meta, settings, "the checkpoint's", reporter)
     before = meta.get("data")
     if before is not None and before != data:  # checkpoints from before dslc recorded it: no warning
