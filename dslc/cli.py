@@ -8,6 +8,7 @@ killed by SIGPIPE)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import traceback
@@ -342,42 +343,45 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with command_line():
             return _run(args)
-    except UsageError as e:
-        verbs[args.verb].print_usage(sys.stderr)
-        _say(f"dslc {args.verb}: error: {e}")
-        return EXIT_USAGE
-    except DslcError as e:
-        _say(render_all(e.diagnostics))
-        return EXIT_MODEL
-    except DataError as e:
-        hint = e.hint or _full_disk_hint(args, e)
-        _say(printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else "")))
-        return EXIT_DATA
-    except BrokenPipeError:
-        _reader_left(args)
-        return EXIT_PIPE
-    except OSError as e:
-        _say(printable(f"error: {_os_error_message(e)}"))
-        return EXIT_DATA
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`interrupts.Terminated`)
-        message, code = interrupts.stopped(e)
-        _say(message)
-        if args.verb == "train" and os.path.exists(os.path.join(args.out, "checkpoint.npz")):
-            _say("hint: the last completed epoch is saved; run the same command with `--resume` to continue")
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - each kind of failure has its exit code
+        code, lines = _failure(args, verbs, e)
+        for line in lines:
+            _say(line)
+        if lines and args.verb == "train" and args.log_format == "jsonl":  # a script reading the events
+            print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
         return code
-    except Exception as e:  # noqa: BLE001 - anything else is a bug in dslc, reported as such
-        stop = interrupts.caused_by_interrupt(e)
-        if stop is not None:
-            message, code = interrupts.stopped(stop)
-            _say(message)
-            return code
-        _say(f"error: internal compiler error: {type(e).__name__}: {e}")
-        _say("note: this is a bug in dslc; please report it with the model file")
-        if os.environ.get("DSLC_BACKTRACE") == "1":
-            _say("".join(traceback.format_exception(e)).rstrip())
-        else:
-            _say("note: run with `DSLC_BACKTRACE=1` to see the traceback")
-        return EXIT_BUG
+
+
+def _failure(args, verbs, e: BaseException) -> tuple[int, list[str]]:
+    """The exit code of a command that raised `e`, and the lines that say why (on stderr)."""
+    if isinstance(e, UsageError):
+        verbs[args.verb].print_usage(sys.stderr)
+        return EXIT_USAGE, [f"dslc {args.verb}: error: {e}"]
+    if isinstance(e, DslcError):
+        return EXIT_MODEL, [render_all(e.diagnostics)]
+    if isinstance(e, DataError):
+        hint = e.hint or _full_disk_hint(args, e)
+        return EXIT_DATA, [printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else ""))]
+    if isinstance(e, BrokenPipeError):
+        _reader_left(args)
+        return EXIT_PIPE, []
+    if isinstance(e, OSError):
+        return EXIT_DATA, [printable(f"error: {_os_error_message(e)}")]
+    stop = e if isinstance(e, KeyboardInterrupt) else interrupts.caused_by_interrupt(e)
+    if stop is not None:  # Ctrl-C, or SIGTERM (`interrupts.Terminated`)
+        message, code = interrupts.stopped(stop)
+        if (isinstance(e, KeyboardInterrupt) and args.verb == "train"
+                and os.path.exists(os.path.join(args.out, "checkpoint.npz"))):
+            return code, [message, "hint: the last completed epoch is saved; run the same command with `--resume` to "
+                                   "continue"]
+        return code, [message]
+    lines = [f"error: internal compiler error: {type(e).__name__}: {e}",
+             "note: this is a bug in dslc; please report it with the model file"]
+    if os.environ.get("DSLC_BACKTRACE") == "1":
+        lines.append("".join(traceback.format_exception(e)).rstrip())
+    else:
+        lines.append("note: run with `DSLC_BACKTRACE=1` to see the traceback")
+    return EXIT_BUG, lines
 
 
 def _reader_left(args) -> None:

@@ -202,6 +202,18 @@ def test_jsonl_log_format(fake_compiler, capsys):
     assert events[-1]["epochs"] == 2 and events[-1]["checkpoint"].endswith("checkpoint.npz")
 
 
+def test_jsonl_log_format_ends_a_failed_run_with_an_error_event(fake_compiler, capsys):
+    """A script reading the events learns why the run stopped: the last event is `error`, with the exit
+    code and the lines stderr shows."""
+    assert train_cli("--val", "missing.npz", "--epochs", "1", "-o", "run", "--log-format", "jsonl") == cli.EXIT_DATA
+    out, err = capsys.readouterr()
+    last = json.loads(out.splitlines()[-1])
+    assert last == {"event": "error", "exit": cli.EXIT_DATA, "message": err.rstrip("\n")}
+    assert last["message"].startswith("error: ") and "missing.npz" in last["message"]
+    assert train_cli("--epochs", "1", "-o", "run2") == cli.EXIT_OK  # text logs: stdout holds no event
+    assert "event" not in capsys.readouterr().out
+
+
 def test_quiet_prints_only_warnings_and_log_every_prints_steps(fake_compiler, capsys):
     assert train_cli("--epochs", "1", "-o", "run", "-q") == 0
     assert capsys.readouterr() == ("", "")

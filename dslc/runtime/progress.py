@@ -166,7 +166,8 @@ class QuietReporter(Reporter):
 class JsonLinesReporter(Reporter):
     """`--log-format jsonl`: one JSON object per line and event, `{"event": ...}`: `start` (the run's
     info), `warning` and `note` (`message`), `step` (every `log_every` steps: `epoch`, `step` and the
-    running means), `epoch` (the history entry), `end` (`epochs` trained, `time`, `checkpoint`)."""
+    running means), `epoch` (the history entry), `end` (`epochs` trained, `time`, `checkpoint`). A run
+    that fails or is stopped ends with the command's `error` event instead (`exit`, `message`: `dslc.cli`)."""
 
     def __init__(self, stream: IO[str], log_every: int | None = None):
         self.stream, self.log_every = stream, log_every
