@@ -144,7 +144,8 @@ def input_steps(e, xp, start: int, end: int, plus=None):
     looked up in a table (`fold_lookup` makes the projections such a lookup), each step looks its rows up
     in the table's columns: no `[B, T, ...]` copy of the projections is made, sliced or added to."""
     source, lookup = e.lowering.inputs[0] if e.lowering is not None else None, e.producer(xp)
-    if source is None or source.op != "gather_rows" or lookup is None or lookup.op_type != "Gather":
+    if (source is None or source.op != "gather_rows" or source.inputs[0].type.rank != 2 or lookup is None
+            or lookup.op_type != "Gather"):  # (ids `[B, T]` into a table of rows)
         part = columns(e, xp, start, end)
         part = part if plus is None else e.node("Add", part, plus)
         return lambda t: e.node("Gather", part, e.int64s(t, scalar=True), axis=1)
