@@ -2,7 +2,8 @@
 rank, which waits without taking a core and trains the same graphs; a rank 0 that fails or dies while it
 tunes stops the job with a clear error instead of leaving the other rank waiting. The timing is injected
 into each rank through `sitecustomize` (as tests/test_distributed.py injects failures), and each rank
-records the graphs it trains."""
+records the graphs it trains. The exit code the other ranks take from rank 0 is checked in-process, on a
+fake communicator."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dslc.cli import UsageError
+from dslc.diagnostics import DataError, DslcError
 from helpers import hang_guard
 
 pytest.importorskip("mpi4py")
@@ -141,3 +144,46 @@ def test_a_rank_zero_that_stops_while_tuning_stops_the_job(tmp_path, action, cod
                "(exit code 3, see its message)" in done.stderr
     assert sorted(p.name for p in log.glob("measured.*")) == ["measured.0"]
     assert not list(log.glob("program.*"))
+
+
+class OneOfTwo:
+    """A fake communicator of 2 ranks, seen from `rank`: its broadcast returns what rank 0 sent (`sent`)."""
+
+    def __init__(self, rank: int, sent=None):
+        self.rank, self.sent = rank, sent
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return 2
+
+    def Ibarrier(self):
+        return type("Request", (), {"Test": lambda request: True})()
+
+    def bcast(self, value, root):
+        assert root == 0
+        if self.rank == 0:
+            self.sent = value
+        return self.sent
+
+
+@pytest.mark.parametrize("error, code", [
+    (UsageError("`-D n` is given twice"), 2),
+    (DslcError([]), 1),
+    (DataError("no such file"), 3),
+    (KeyboardInterrupt(), 130),
+    (ZeroDivisionError(), 101),
+])
+def test_the_other_ranks_stop_with_rank_zeros_exit_code(error, code):
+    from dslc.runtime.distributed import RankZeroStopped, program_from_rank_zero
+
+    def compile():
+        raise error
+
+    zero = OneOfTwo(0)
+    with pytest.raises(type(error)):
+        program_from_rank_zero(zero, compile)
+    with pytest.raises(RankZeroStopped) as stopped:
+        program_from_rank_zero(OneOfTwo(1, zero.sent), lambda: pytest.fail("rank 1 compiled"))
+    assert stopped.value.exit_code == code and f"(exit code {code}, see its message)" in stopped.value.message
