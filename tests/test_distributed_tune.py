@@ -2,8 +2,8 @@
 rank, which waits without taking a core and trains the same graphs; a rank 0 that fails or dies while it
 tunes stops the job with a clear error instead of leaving the other rank waiting. The timing is injected
 into each rank through `sitecustomize` (as tests/test_distributed.py injects failures), and each rank
-records the graphs it trains. The exit code the other ranks take from rank 0 is checked in-process, on a
-fake communicator."""
+records the graphs it trains. In-process, on a fake communicator: the exit code the other ranks take from
+rank 0, and a failing rank aborting only once its message has left the pipe."""
 from __future__ import annotations
 
 import json
@@ -187,3 +187,38 @@ def test_the_other_ranks_stop_with_rank_zeros_exit_code(error, code):
     with pytest.raises(RankZeroStopped) as stopped:
         program_from_rank_zero(OneOfTwo(1, zero.sent), lambda: pytest.fail("rank 1 compiled"))
     assert stopped.value.exit_code == code and f"(exit code {code}, see its message)" in stopped.value.message
+
+
+def test_a_failing_rank_aborts_once_its_message_is_read(monkeypatch):
+    """`abort_on_error` writes the rank's message, waits until the launcher has read it from the pipe, then
+    aborts. The reader here reads only once the rank has begun to wait, so without the wait the pipe would
+    still hold the message at the abort."""
+    import io
+    import threading
+    import time
+
+    from dslc.runtime import distributed
+
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w"))
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a pipe: nothing to wait for
+    monkeypatch.setattr(distributed, "READ_WAIT_S", 600.0)
+    waiting, received = threading.Event(), []
+    sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda seconds: (waiting.set(), sleep(seconds)))
+    reader = threading.Thread(target=lambda: (waiting.wait(), received.append(os.read(read_end, 4096))))
+    reader.start()
+
+    class Comm(OneOfTwo):
+        def Abort(self, code):
+            self.aborted = (code, distributed._unread(sys.stderr))
+
+    comm = Comm(1)
+    with distributed.abort_on_error(comm):
+        raise DataError("the disk is full", hint="free some space")
+    waiting.set()  # had the rank not waited, the reader reads now, after the abort
+    reader.join()
+    sys.stderr.close()
+    os.close(read_end)
+    assert comm.aborted == (3, 0)  # exit code 3, and nothing left unread in the pipe
+    assert received == [b"error (worker 1 of 2): the disk is full\nhint: free some space\n"]

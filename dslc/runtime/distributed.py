@@ -33,6 +33,7 @@ EXIT_CODES = {DataError: 3, DslcError: 1, Terminated: 143, KeyboardInterrupt: 13
 # how often a rank waiting for rank 0 looks for its message: MPICH's blocking calls wait by spinning
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
+READ_WAIT_S = 5.0  # the longest a failing rank waits for `mpiexec` to read its message before it aborts
 
 
 class RankZeroStopped(DataError):
@@ -104,7 +105,35 @@ def abort_on_error(comm):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
         sys.stdout.flush()
+        _wait_until_read()
         comm.Abort(code)
+
+
+def _wait_until_read() -> None:
+    """Wait (at most `READ_WAIT_S`) until the launcher has read what this rank wrote to its stdout and
+    stderr pipes: `MPI.Abort` has `mpiexec` stop the job at once, and a message still in a pipe can be
+    lost with it (a failing rank's message went missing once under heavy load; other MPI programs report
+    the same of text printed right before `MPI_Abort`)."""
+    deadline = time.monotonic() + READ_WAIT_S
+    for stream in (sys.stdout, sys.stderr):
+        while _unread(stream) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+
+def _unread(stream) -> int:
+    """The bytes written to `stream` that its reader has not read yet, when it is a pipe (else 0)."""
+    try:
+        import fcntl
+        import stat
+        import struct
+        import termios
+
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    except (ImportError, OSError, ValueError, AttributeError):  # not on POSIX, or not a real file
+        return 0
 
 
 def exit_code_of(error: BaseException) -> int:
