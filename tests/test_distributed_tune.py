@@ -18,6 +18,7 @@ import pytest
 
 from dslc.cli import UsageError
 from dslc.diagnostics import DataError, DslcError
+from dslc.interrupts import Terminated
 from dslc.runtime.devices import default_threads
 from helpers import hang_guard
 
@@ -175,6 +176,7 @@ class OneOfTwo:
     (DslcError([]), 1),
     (DataError("no such file"), 3),
     (KeyboardInterrupt(), 130),
+    (Terminated(), 143),
     (ZeroDivisionError(), 101),
 ])
 def test_the_other_ranks_stop_with_rank_zeros_exit_code(error, code):
