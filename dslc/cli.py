@@ -26,6 +26,8 @@ EXIT_PIPE = 141  # 128 + SIGPIPE
 class UsageError(Exception):
     """A command line that only turns out wrong once the model is compiled (exit 2, like argparse's)."""
 
+    exit_code = EXIT_USAGE
+
 
 def _data(path: str | None, args):
     """A data argument, with the CSV columns of `--inputs`/`--target` when given."""
@@ -72,6 +74,28 @@ def _compile(args):
         raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
 
 
+def _compiled(args):
+    """The program: compiled here, or for `dslc train --tune` under `mpiexec`, compiled and tuned by rank 0
+    alone and sent to the other ranks (`distributed.program_from_rank_zero`)."""
+    if args.verb == "train" and args.tune:
+        from dslc.runtime import distributed
+
+        comm = distributed.world()
+        if comm is not None:
+            return distributed.program_from_rank_zero(comm, lambda: _compile(args))
+    return _compile(args)
+
+
+def _other_rank(args) -> bool:
+    """Whether this is a rank other than 0 of `mpiexec ... dslc train` (rank 0 reports for all)."""
+    if args.verb != "train":
+        return False
+    from dslc.runtime.distributed import world
+
+    comm = world()
+    return comm is not None and comm.Get_rank() > 0
+
+
 def _tune_setting(args):
     """What `--tune` measures for: the run's threads and the batch of its training step."""
     from dslc.runtime.devices import default_threads
@@ -99,10 +123,10 @@ def _run(args) -> int:
 
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
-    program = _compile(args)
+    program = _compiled(args)
     if program.warnings:  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
-    if getattr(args, "tune", False) and not getattr(args, "quiet", False):
+    if getattr(args, "tune", False) and not getattr(args, "quiet", False) and not _other_rank(args):
         from dslc.runtime.tune import tuning_lines
 
         _say("\n".join(tuning_lines(program.manifest["tuning"], program.extras.get("tuned"))))
@@ -361,7 +385,8 @@ def _failure(args, verbs, e: BaseException) -> tuple[int, list[str]]:
         return EXIT_MODEL, [render_all(e.diagnostics)]
     if isinstance(e, DataError):
         hint = e.hint or _full_disk_hint(args, e)
-        return EXIT_DATA, [printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else ""))]
+        # EXIT_DATA, or rank 0's (`distributed.RankZeroStopped`)
+        return e.exit_code, [printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else ""))]
     if isinstance(e, BrokenPipeError):
         _reader_left(args)
         return EXIT_PIPE, []

@@ -100,3 +100,12 @@ class TrainDriver:
         self.state = {name: out[self.next_of[name]] for name in self.state}
         self.buffers = {name: out[self.next_of[name]] for name in self.buffers}
         return out
+
+
+def hang_guard(seconds: float) -> float:
+    """A subprocess's timeout: `seconds` on an idle machine, longer in proportion to the load average per
+    core, so that it stops a hang but not a slow run (with 50 busy loops on its core, a 2-rank `mpiexec`
+    job of tests/test_distributed.py took ~50 s instead of ~2)."""
+    import os
+
+    return seconds * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import itertools
-import time
+
+import pytest
 
 from dslc import bench_timing
 
@@ -46,18 +47,37 @@ def test_without_retries_pressure_is_only_counted(monkeypatch):
     assert len(calls) == 2 * 3 and timings["a"].contended_blocks == 1
 
 
-def test_settle_waits_for_a_busy_thread_to_stop(monkeypatch):
+class Process:
+    """A fake clock for `settle`: this process's threads use `cores` of CPU until wall time `busy_until`, then
+    none; `time.sleep` advances the wall clock. A real spinning thread is not a test of `settle`: on a loaded
+    machine it waits for a CPU for whole windows, which `settle` rightly reads as idle (it failed at load > 50)."""
+
+    def __init__(self, busy_until: float, cores: float = 1.0):
+        self.wall, self.busy_until, self.cores, self.sleeps = 0.0, busy_until, cores, 0
+
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cores * min(self.wall, self.busy_until)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        assert self.sleeps < 10_000, "settle does not stop"
+        self.wall += seconds
+
+
+@pytest.mark.parametrize("busy_until, cores, returns_at", [
+    (0.08, 1.0, 0.08),   # a pool's spin tail: the first whole idle window after it
+    (0.08, 0.5, 0.08),   # half a core is still busy
+    (0.08, 0.05, 0.0),   # under IDLE_CORES: idle from the start
+    (0.0, 1.0, 0.0),     # already idle
+    (9.0, 2.0, 1.0),     # never idle within SETTLE_MAX_S: it gives up
+])
+def test_settle_waits_for_the_process_to_go_idle(monkeypatch, busy_until, cores, returns_at):
     monkeypatch.setattr(bench_timing, "SETTLE_MAX_S", 1.0)
-    import threading
-
-    stop_at = time.perf_counter() + 0.08
-
-    def spin():
-        while time.perf_counter() < stop_at:
-            pass
-
-    spinner = threading.Thread(target=spin)
-    spinner.start()
+    process = Process(busy_until, cores)
+    monkeypatch.setattr(bench_timing, "time", process)
     bench_timing.settle()
-    assert time.perf_counter() >= stop_at - bench_timing.SETTLE_WINDOW_S
-    spinner.join()
+    window = bench_timing.SETTLE_WINDOW_S
+    assert returns_at <= process.wall <= returns_at + 2 * window + 1e-9

@@ -15,7 +15,7 @@ import pytest
 from dslc.diagnostics import DataError
 from dslc.runtime.checkpoint import load_checkpoint
 from dslc.runtime.train import fit
-from helpers import compile_text
+from helpers import compile_text, hang_guard
 from test_split import ACCUMULATE_MODEL, relative_difference
 
 pytest.importorskip("mpi4py")
@@ -116,13 +116,14 @@ def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
     np.savez(npz, x=rng.standard_normal((40, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
     command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
                "--epochs", "2", "--batch-size", "8"]
-    ok = subprocess.run(command + ["-o", str(tmp_path / "ok")], capture_output=True, text=True, cwd=root, timeout=120)
+    ok = subprocess.run(command + ["-o", str(tmp_path / "ok")], capture_output=True, text=True, cwd=root,
+                        timeout=hang_guard(120))
     assert ok.returncode == 0, ok.stderr
     assert [line.split(" - ")[0] for line in ok.stdout.splitlines() if line.startswith("epoch")] == \
         ["epoch 1/2", "epoch 2/2"]  # rank 0 reports, once
     env = _failing_rank(tmp_path, 'raise DataError("the disk is full", hint="free some space")')
     bad = subprocess.run(command + ["-o", str(tmp_path / "bad")], capture_output=True, text=True, cwd=root,
-                         env=env, timeout=120)
+                         env=env, timeout=hang_guard(120))
     assert bad.returncode == 3
     assert "error (worker 1 of 2): the disk is full\nhint: free some space" in bad.stderr
     assert "Traceback" not in bad.stderr

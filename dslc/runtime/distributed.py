@@ -9,6 +9,7 @@ batch; `SplitSteps` sums the shards' gradients with one `Allreduce` and applies 
 rank, so the ranks stay identical (`dslc/runtime/accumulate.py`). Rank 0 alone writes the run
 directory (which must be on a file system every rank sees, for `--resume`), validates and reports.
 A rank that fails aborts the whole job (`MPI.Abort`): the others would otherwise wait for it forever.
+With `--tune`, rank 0 alone compiles and tunes and sends the program to the others (`program_from_rank_zero`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +30,19 @@ MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich
 # environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 EXIT_CODES = {DataError: 3, DslcError: 1, Terminated: 143, KeyboardInterrupt: 130}
+# how often a rank waiting for rank 0 looks for its message: MPICH's blocking calls wait by spinning
+# (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
+POLL_S = 0.005
+READ_WAIT_S = 5.0  # the longest a failing rank waits for `mpiexec` to read its message before it aborts
+
+
+class RankZeroStopped(DataError):
+    """On a rank other than 0: rank 0 failed before it sent what every rank needs; its own message says
+    why, and this rank exits with its exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def launched_by_mpi() -> bool:
@@ -79,7 +94,7 @@ def abort_on_error(comm):
     try:
         yield
     except BaseException as e:  # noqa: BLE001 - every failure must stop the other ranks
-        code = next((c for kind, c in EXIT_CODES.items() if isinstance(e, kind)), 101)
+        code = exit_code_of(e)
         where = f"worker {comm.Get_rank()} of {comm.Get_size()}"
         if isinstance(e, DataError):
             text = f"error ({where}): {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")
@@ -90,7 +105,80 @@ def abort_on_error(comm):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
         sys.stdout.flush()
+        _wait_until_read()
         comm.Abort(code)
+
+
+def _wait_until_read() -> None:
+    """Wait (at most `READ_WAIT_S`) until the launcher has read what this rank wrote to its stdout and
+    stderr pipes: `MPI.Abort` has `mpiexec` stop the job at once, and a message still in a pipe can be
+    lost with it (a failing rank's message went missing once under heavy load; other MPI programs report
+    the same of text printed right before `MPI_Abort`)."""
+    deadline = time.monotonic() + READ_WAIT_S
+    for stream in (sys.stdout, sys.stderr):
+        while _unread(stream) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+
+def _unread(stream) -> int:
+    """The bytes written to `stream` that its reader has not read yet, when it is a pipe (else 0)."""
+    try:
+        import fcntl
+        import stat
+        import struct
+        import termios
+
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    except (ImportError, OSError, ValueError, AttributeError):  # not on POSIX, or not a real file
+        return 0
+
+
+def exit_code_of(error: BaseException) -> int:
+    """The exit code `dslc` ends with after `error` (101: a bug in dslc)."""
+    known = next((c for kind, c in EXIT_CODES.items() if isinstance(error, kind)), 101)
+    return getattr(error, "exit_code", known)
+
+
+def program_from_rank_zero(comm, compile):
+    """The program `compile()` returns on rank 0, on every rank of `comm`: rank 0 compiles, the others
+    wait and receive it (`portable`), so that every rank runs the same graphs. For `--tune`: ranks that
+    all time the candidates at once on shared cores disturb each other's timings, each pays for the
+    tuning, and they may choose differently. The waiting ranks poll rather than block (`POLL_S`), so that
+    they leave the cores to rank 0's timing. If `compile` fails on rank 0, it tells the others before it
+    raises, and they raise `RankZeroStopped` with its exit code: a rank 0 that returned from `main` without
+    a word would leave them waiting for ever (MPICH's `mpiexec` ends the job when a rank is killed or
+    leaves without finalizing MPI, not when it exits with an error code)."""
+    if comm.Get_rank() == 0:
+        try:
+            program = compile()
+        except BaseException as e:  # noqa: BLE001 - the other ranks must hear of every failure
+            _from_rank_zero(comm, ("stopped", exit_code_of(e)))
+            raise
+        _from_rank_zero(comm, ("program", portable(program)))
+        return program
+    kind, value = _from_rank_zero(comm, None)
+    if kind == "stopped":
+        raise RankZeroStopped(f"worker {comm.Get_rank()} of {comm.Get_size()} has no graphs to train: worker 0, "
+                              f"which compiles and tunes them, stopped (exit code {value}, see its message)", value)
+    return value
+
+
+def _from_rank_zero(comm, value):
+    """Rank 0's `value` on every rank; the ranks wait for rank 0 in a non-blocking barrier, sleeping
+    between polls, then receive it in one broadcast."""
+    barrier = comm.Ibarrier()
+    while not barrier.Test():
+        time.sleep(POLL_S)
+    return comm.bcast(value, root=0)
+
+
+def portable(program):
+    """`program` as it crosses to another process: its name, manifest, graphs and source path (not the
+    IR or the rest of what the compile keeps in `extras`)."""
+    return type(program)(program.name, program.manifest, program.graphs, source_path=program.source_path)
 
 
 def mpiexec() -> str:
@@ -145,9 +233,7 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
                 np.savez(path, **value)
                 value = str(path)
             data[key] = value
-        job = {"program": type(program)(program.name, program.manifest, program.graphs,
-                                        source_path=program.source_path),
-               "data": data, "console": isinstance(reporter, ConsoleReporter),
+        job = {"program": portable(program), "data": data, "console": isinstance(reporter, ConsoleReporter),
                "settings": {**settings, "threads": threads or max(1, default_threads() // workers)}}
         job_file = job_dir / "job.pickle"
         if reporter is not None:
