@@ -47,3 +47,16 @@ def test_the_bench_scripts_refuse_counts_below_one_and_missing_files(script, arg
                          text=True, timeout=120)
     assert run.returncode in (1, 2) and "Traceback" not in run.stderr
     assert "expected a positive integer" in run.stderr or "cannot read `/nonexistent/run.json`" in run.stderr
+
+
+@pytest.mark.parametrize("script, flags, printed", [
+    ("examples/text_rnn/benchmark.py", [], "GRU classifier step (embedding input"),
+    ("examples/text_rnn/benchmark.py", ["--input", "dense"], "GRU classifier step (dense input"),
+    ("examples/cnn_digits/bench_lenet.py", [], "LeNet training step")])
+def test_the_example_benchmarks_run(script, flags, printed):
+    """The examples' READMEs quote these scripts' numbers: they run (one round), as the runner they time
+    changes (`TrainStep` took the initial values from one session on, and both crashed on it)."""
+    pytest.importorskip("torch")
+    run = subprocess.run([sys.executable, str(ROOT / script), *flags, "--rounds", "1"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0 and printed in run.stdout, run.stderr[-2000:]

@@ -39,7 +39,8 @@ def timed(contenders: dict, rounds: int, steps: int = 30) -> dict[str, tuple[flo
 
 def lenet_steps(threads: int) -> dict:
     program = dslc.compile(ROOT / "models" / "lenet.dl")
-    step = TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=threads)
+    step = TrainStep(program.graphs["train"], program.manifest["graphs"]["train"], threads=threads,
+                     initial=program.initial_values())
     rng = np.random.default_rng(0)
     batches = [{"image": rng.random((BATCH, 1, 28, 28), dtype=np.float32), "label": rng.integers(0, 10, BATCH)}
                for _ in range(8)]

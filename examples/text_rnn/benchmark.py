@@ -29,7 +29,7 @@ def dslc_step(kind: str, threads: int):
         program = dslc.compile(ROOT / "models" / "text_rnn.dl", vocab=VOCAB, length=LENGTH, dim=WIDTH, hidden=HIDDEN)
     else:  # the same model without its embedding: float features in
         text = (ROOT / "models" / "text_rnn.dl").read_text()
-        for old, new in (("input  ids: i64[B, length]", "input  x: f32[B, length, dim]"),
+        for old, new in (("input  ids:   i64[B, length]", "input  x:     f32[B, length, dim]"),
                          ("ids |> embedding(vocab, dim) |> gru", "x |> gru")):
             assert old in text, f"models/text_rnn.dl changed: no `{old}`"
             text = text.replace(old, new)
@@ -37,7 +37,7 @@ def dslc_step(kind: str, threads: int):
         path.write_text(text)
         program = dslc.compile(path, length=LENGTH, dim=WIDTH, hidden=HIDDEN)
     spec = program.manifest["graphs"]["train"]
-    return TrainStep(program.graphs["train"], spec, threads=threads), spec
+    return TrainStep(program.graphs["train"], spec, threads=threads, initial=program.initial_values()), spec
 
 
 class TorchNet(torch.nn.Module):
