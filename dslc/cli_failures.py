@@ -1,0 +1,72 @@
+"""What a failed `dslc` command exits with, and the lines that say why (`dslc.cli` prints them).
+
+Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line; 3 bad data,
+missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in dslc itself
+(`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the
+reader of the output left (a closed pipe, as `dslc summary M.dl | head -1`: quiet, as for a command
+killed by SIGPIPE)."""
+from __future__ import annotations
+
+import errno
+import os
+import traceback
+
+from dslc import interrupts
+from dslc.diagnostics import DataError, DslcError, printable, render_all
+
+EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_BUG = 0, 1, 2, 3, 101
+EXIT_INTERRUPTED, EXIT_TERMINATED = interrupts.EXIT_INTERRUPTED, interrupts.EXIT_TERMINATED
+EXIT_PIPE = 141  # 128 + SIGPIPE
+
+
+class UsageError(Exception):
+    """A command line that only turns out wrong once the model is compiled (exit 2, like argparse's)."""
+
+    exit_code = EXIT_USAGE
+
+
+def failure(args, e: BaseException) -> tuple[int, list[str]]:
+    """The exit code of a command that raised `e`, and the lines that say why (the command prints them on
+    stderr, after the verb's usage for a `UsageError`). A closed output pipe says nothing."""
+    if isinstance(e, UsageError):
+        return EXIT_USAGE, [f"dslc {args.verb}: error: {e}"]
+    if isinstance(e, DslcError):
+        return EXIT_MODEL, [render_all(e.diagnostics)]
+    if isinstance(e, DataError):
+        hint = e.hint or _full_disk_hint(args, e)
+        # EXIT_DATA, or rank 0's (`distributed.RankZeroStopped`)
+        return e.exit_code, [printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else ""))]
+    if isinstance(e, BrokenPipeError):
+        return EXIT_PIPE, []
+    if isinstance(e, OSError):
+        return EXIT_DATA, [printable(f"error: {_os_error_message(e)}")]
+    stop = e if isinstance(e, KeyboardInterrupt) else interrupts.caused_by_interrupt(e)
+    if stop is not None:  # Ctrl-C, or SIGTERM (`interrupts.Terminated`)
+        message, code = interrupts.stopped(stop)
+        if (isinstance(e, KeyboardInterrupt) and args.verb == "train"
+                and os.path.exists(os.path.join(args.out, "checkpoint.npz"))):
+            return code, [message, "hint: the last completed epoch is saved; run the same command with `--resume` to "
+                                   "continue"]
+        return code, [message]
+    lines = [f"error: internal compiler error: {type(e).__name__}: {e}",
+             "note: this is a bug in dslc; please report it with the model file"]
+    if os.environ.get("DSLC_BACKTRACE") == "1":
+        lines.append("".join(traceback.format_exception(e)).rstrip())
+    else:
+        lines.append("note: run with `DSLC_BACKTRACE=1` to see the traceback")
+    return EXIT_BUG, lines
+
+
+def _os_error_message(e: OSError) -> str:
+    """A file problem other than a failed write (`fsutil.WriteError` is a `DataError`)."""
+    reason = e.strerror or str(e)
+    return f"cannot access `{e.filename}`: {reason}" if e.filename else reason
+
+
+def _full_disk_hint(args, e: DataError) -> str:
+    """A training run stopped by a full disk keeps its last whole epoch, as one stopped by Ctrl-C does."""
+    if args.verb != "train" or getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return ""
+    if os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+        return "the last completed epoch is saved; free some space and run the same command with `--resume` to continue"
+    return "free some space and train again"
