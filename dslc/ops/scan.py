@@ -144,15 +144,15 @@ def input_steps(e, xp, start: int, end: int, plus=None):
     looked up in a table (`fold_lookup` makes the projections such a lookup), each step looks its rows up
     in the table's columns: no `[B, T, ...]` copy of the projections is made, sliced or added to."""
     source, lookup = e.lowering.inputs[0] if e.lowering is not None else None, e.producer(xp)
-    if (source is None or source.op != "gather_rows" or source.inputs[0].type.rank != 2 or lookup is None
-            or lookup.op_type != "Gather"):  # (ids `[B, T]` into a table of rows)
-        part = columns(e, xp, start, end)
-        part = part if plus is None else e.node("Add", part, plus)
-        return lambda t: e.node("Gather", part, e.int64s(t, scalar=True), axis=1)
-    table, ids = lookup.input
-    part = columns(e, table, start, end)
-    part = part if plus is None else e.node("Add", part, plus)
-    return lambda t: e.node("Gather", part, e.node("Gather", ids, e.int64s(t, scalar=True), axis=1), axis=0)
+    looked_up = (source is not None and source.op == "gather_rows" and source.inputs[0].type.rank == 2
+                 and lookup is not None and lookup.op_type == "Gather")  # ids `[B, T]` into a table of rows
+    part = columns(e, lookup.input[0] if looked_up else xp, start, end)
+    if plus is not None:
+        part = e.node("Add", part, plus)
+    if looked_up:
+        ids = lookup.input[1]
+        return lambda t: e.node("Gather", part, e.node("Gather", ids, e.int64s(t, scalar=True), axis=1), axis=0)
+    return lambda t: e.node("Gather", part, e.int64s(t, scalar=True), axis=1)
 
 
 def split_gates(b, x, count: int):
