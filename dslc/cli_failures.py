@@ -25,24 +25,40 @@ class UsageError(Exception):
     exit_code = EXIT_USAGE
 
 
+def exit_code(e: BaseException) -> int:
+    """The exit code of a command that raised `e` (an MPI rank aborts with it too)."""
+    if isinstance(e, (UsageError, DataError)):
+        return e.exit_code  # a DataError's is EXIT_DATA, or rank 0's (`distributed.RankZeroStopped`)
+    if isinstance(e, DslcError):
+        return EXIT_MODEL
+    if isinstance(e, BrokenPipeError):
+        return EXIT_PIPE
+    if isinstance(e, OSError):
+        return EXIT_DATA
+    stop = e if isinstance(e, KeyboardInterrupt) else interrupts.caused_by_interrupt(e)
+    if stop is not None:
+        return interrupts.stopped(stop)[1]
+    return EXIT_BUG
+
+
 def failure(args, e: BaseException) -> tuple[int, list[str]]:
     """The exit code of a command that raised `e`, and the lines that say why (the command prints them on
     stderr, after the verb's usage for a `UsageError`). A closed output pipe says nothing."""
+    code = exit_code(e)
     if isinstance(e, UsageError):
-        return EXIT_USAGE, [f"dslc {args.verb}: error: {e}"]
+        return code, [f"dslc {args.verb}: error: {e}"]
     if isinstance(e, DslcError):
-        return EXIT_MODEL, [render_all(e.diagnostics)]
+        return code, [render_all(e.diagnostics)]
     if isinstance(e, DataError):
         hint = e.hint or _full_disk_hint(args, e)
-        # EXIT_DATA, or rank 0's (`distributed.RankZeroStopped`)
-        return e.exit_code, [printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else ""))]
+        return code, [printable(f"error: {e.message}" + (f"\nhint: {hint}" if hint else ""))]
     if isinstance(e, BrokenPipeError):
-        return EXIT_PIPE, []
+        return code, []
     if isinstance(e, OSError):
-        return EXIT_DATA, [printable(f"error: {_os_error_message(e)}")]
+        return code, [printable(f"error: {_os_error_message(e)}")]
     stop = e if isinstance(e, KeyboardInterrupt) else interrupts.caused_by_interrupt(e)
     if stop is not None:  # Ctrl-C, or SIGTERM (`interrupts.Terminated`)
-        message, code = interrupts.stopped(stop)
+        message = interrupts.stopped(stop)[0]
         if (isinstance(e, KeyboardInterrupt) and args.verb == "train"
                 and os.path.exists(os.path.join(args.out, "checkpoint.npz"))):
             return code, [message, "hint: the last completed epoch is saved; run the same command with `--resume` to "

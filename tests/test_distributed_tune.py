@@ -175,6 +175,8 @@ class OneOfTwo:
     (UsageError("`-D n` is given twice"), 2),
     (DslcError([]), 1),
     (DataError("no such file"), 3),
+    (FileNotFoundError(2, "No such file or directory", "data.npz"), 3),  # as the command exits, not 101
+    (BrokenPipeError(), 141),
     (KeyboardInterrupt(), 130),
     (Terminated(), 143),
     (ZeroDivisionError(), 101),
@@ -191,6 +193,27 @@ def test_the_other_ranks_stop_with_rank_zeros_exit_code(error, code):
     with pytest.raises(RankZeroStopped) as stopped:
         program_from_rank_zero(OneOfTwo(1, zero.sent), lambda: pytest.fail("rank 1 compiled"))
     assert stopped.value.exit_code == code and f"(exit code {code}, see its message)" in stopped.value.message
+
+
+@pytest.mark.parametrize("error", [UsageError("x"), DslcError([]), DataError("x"), PermissionError(13, "denied", "out"),
+                                   BrokenPipeError(), KeyboardInterrupt(), Terminated(), RuntimeError("x")])
+def test_a_rank_exits_with_the_code_the_command_would(error):
+    """An MPI rank aborts with the exit code `dslc` gives the same error (`cli_failures.failure`)."""
+    from argparse import Namespace
+
+    from dslc.cli_failures import failure
+    from dslc.runtime import distributed
+
+    class Comm(OneOfTwo):
+        def Abort(self, code):
+            self.aborted = code
+
+    comm = Comm(1)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(distributed, "_wait_until_read", lambda: None)
+        with distributed.abort_on_error(comm):
+            raise error
+    assert comm.aborted == failure(Namespace(verb="predict", out="."), error)[0]
 
 
 def test_a_failing_rank_aborts_once_its_message_is_read(monkeypatch):

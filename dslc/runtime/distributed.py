@@ -24,12 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dslc.diagnostics import DataError, DslcError
-from dslc.interrupts import Terminated
+from dslc.cli_failures import exit_code
 
 MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
 # environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
-EXIT_CODES = {DataError: 3, DslcError: 1, Terminated: 143, KeyboardInterrupt: 130}
 # how often a rank waiting for rank 0 looks for its message: MPICH's blocking calls wait by spinning
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
@@ -94,7 +93,7 @@ def abort_on_error(comm):
     try:
         yield
     except BaseException as e:  # noqa: BLE001 - every failure must stop the other ranks
-        code = exit_code_of(e)
+        code = exit_code(e)
         where = f"worker {comm.Get_rank()} of {comm.Get_size()}"
         if isinstance(e, DataError):
             text = f"error ({where}): {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")
@@ -136,12 +135,6 @@ def _unread(stream) -> int:
         return 0
 
 
-def exit_code_of(error: BaseException) -> int:
-    """The exit code `dslc` ends with after `error` (101: a bug in dslc)."""
-    known = next((c for kind, c in EXIT_CODES.items() if isinstance(error, kind)), 101)
-    return getattr(error, "exit_code", known)
-
-
 def program_from_rank_zero(comm, compile):
     """The program `compile()` returns on rank 0, on every rank of `comm`: rank 0 compiles, the others
     wait and receive it (`portable`), so that every rank runs the same graphs. For `--tune`: ranks that
@@ -155,7 +148,7 @@ def program_from_rank_zero(comm, compile):
         try:
             program = compile()
         except BaseException as e:  # noqa: BLE001 - the other ranks must hear of every failure
-            _from_rank_zero(comm, ("stopped", exit_code_of(e)))
+            _from_rank_zero(comm, ("stopped", exit_code(e)))
             raise
         _from_rank_zero(comm, ("program", portable(program)))
         return program
