@@ -24,7 +24,7 @@ def predictions(ctx, scores: Tensor, target: Tensor, threshold: float, fn: str) 
     targets. One score per example: `scores > threshold` against `target > 0.5`, classes 0 and 1."""
     b = ctx.b
     s, t = scores.type, target.type
-    classes = s.rank >= 1 and s.shape[-1] != 1 and not one_score_per_example(s)
+    classes = s.rank >= 1 and s.shape[-1] != 1 and not one_score_per_example(ctx, s)
     if classes and t.dtype in INT_DTYPES and t.shape == s.shape[:-1]:
         ctx.note_classes(target, s.shape[-1])
         return b.argmax(scores, axis=-1), b.cast(target, to="int64"), s.shape[-1]

@@ -157,6 +157,9 @@ def test_one_score_per_example_as_a_vector(tmp_path):
     assert got["label_accuracy"] == pytest.approx(sk.accuracy_score(y, pred), abs=1e-6)
     assert got["f1"] == pytest.approx(sk.f1_score(y, pred), abs=1e-6)
     assert got["cm"] == sk.confusion_matrix(y, pred).tolist()
+    # a static build (`--dim B=16`) means the same: its [16] scores are not 16 classes
+    static = compile_text(tmp_path, (tmp_path / "vec.dl").read_text(), name="vec.dl", dims={"B": BATCH})
+    assert [o["shape"] for o in static.manifest["graphs"]["eval"]["outputs"] if o["name"] == "cm"] == [[2, 2]]
 
 
 def test_cross_entropy_of_one_score_per_example_is_an_error(tmp_path):
