@@ -1,5 +1,5 @@
 """Every model in models/ and examples/ (and the suite's own in models/: a batch-norm CNN, convolution
-options, an attention classifier over padded ids) × six ONNX runtimes, each driven only by the manifest and the
+options, an attention classifier over padded ids, a binary text classifier) × six ONNX runtimes, each driven only by the manifest and the
 `.onnx` files (protocol.py, js/driver.mjs): inference, 20 training steps (dropout, batch-norm
 buffers and the GAN's two objectives included), evaluation and inference with the trained values (the
 `predict` graph), compared with ONNX Runtime (Python).
@@ -25,7 +25,8 @@ from runtimes import RUNTIMES, RuntimeUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 # examples/bad.dl is the README's compile-error example; tests/conformance/models adds batch-norm buffers,
-# grouped and strided convolutions and overlapping pools, and self-attention with a key mask
+# grouped and strided convolutions and overlapping pools, self-attention with a key mask, and binary
+# metrics of one score per example with int32 ids
 MODELS = (sorted(ROOT.glob("models/*.dl")) + sorted(p for p in ROOT.glob("examples/**/*.dl") if p.name != "bad.dl")
           + sorted(Path(__file__).parent.glob("models/*.dl")))
 
