@@ -68,12 +68,23 @@ def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 
                      ctx.b.mul(uniform, ctx.b.scalar_like(label_smoothing, uniform)))
 
 
+def one_score_per_example(ctx, t) -> bool:
+    """Scores `[B]`: the only axis is the batch (symbolic, or pinned by `--dim`), so the last axis is no
+    class axis (an arg-max or softmax along it would mix the examples)."""
+    return t.rank == 1 and (not isinstance(t.shape[0], int) or t.shape[0] in ctx.pinned_sizes)
+
+
 def _cross_entropy(ctx, logits: Tensor, target: Tensor):
     _warn_squashed(ctx, logits, "logits", "softmax",
                    f"`cross_entropy` applies the softmax itself, but {_shown(ctx, 'logits', 'its input')} is already a "
                    "softmax output", hint="pass the logits (the value before `softmax`)")
     if not logits.type.is_float or logits.type.rank < 1:
         ctx.fail(f"`cross_entropy` needs floating-point logits with a class axis, got `{logits.type}`", arg="logits")
+    if one_score_per_example(ctx, logits.type):
+        ctx.fail(f"`cross_entropy` of logits `{logits.type}` would take the softmax across the batch", arg="logits",
+                 label="one score per example, no class axis",
+                 hint="two classes with one score per example are `binary_cross_entropy(logits, target)` with 0/1 "
+                      "targets of the logits' shape; otherwise give one score per class, e.g. `dense(2)`")
     if logits.type.shape[-1] == 1:  # a softmax over one class is 1: the loss is 0 and nothing would learn
         ctx.fail(f"`cross_entropy` of logits `{logits.type}` with one class is always 0", arg="logits",
                  label="a class axis of size 1",

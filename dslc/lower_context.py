@@ -32,6 +32,12 @@ class Context:
         return self._l.float_dtype
 
     @property
+    def pinned_sizes(self) -> set[int]:
+        """The sizes `--dim` pinned symbolic dimensions to (`{64}` for `--dim B=64`): an axis of such a size
+        is taken as the symbol it replaced, so that a static build means what the symbolic one does."""
+        return set(self._l.dims.values())
+
+    @property
     def params(self) -> list[Node]:
         return self._l.result.params
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dslc.builtins import builtin
 from dslc.ir.graph import Node
 from dslc.ir.types import INT_DTYPES
-from dslc.losses import _same_shape, _shown, _warn_squashed
+from dslc.losses import _same_shape, _shown, _warn_squashed, one_score_per_example
 
 Tensor = Node
 AVERAGES = ("binary", "macro", "micro", "weighted")
@@ -24,10 +24,11 @@ def predictions(ctx, scores: Tensor, target: Tensor, threshold: float, fn: str) 
     targets. One score per example: `scores > threshold` against `target > 0.5`, classes 0 and 1."""
     b = ctx.b
     s, t = scores.type, target.type
-    if s.rank >= 1 and s.shape[-1] != 1 and t.dtype in INT_DTYPES and t.shape == s.shape[:-1]:
+    classes = s.rank >= 1 and s.shape[-1] != 1 and not one_score_per_example(ctx, s)
+    if classes and t.dtype in INT_DTYPES and t.shape == s.shape[:-1]:
         ctx.note_classes(target, s.shape[-1])
         return b.argmax(scores, axis=-1), b.cast(target, to="int64"), s.shape[-1]
-    if s.rank >= 1 and s.shape[-1] != 1 and t.shape == s.shape and t.is_float:
+    if classes and t.shape == s.shape and t.is_float:
         return b.argmax(scores, axis=-1), b.argmax(target, axis=-1), s.shape[-1]
     if t.shape == s.shape:
         if threshold <= 0:

@@ -324,10 +324,12 @@ def test_the_readme_error_example_is_what_dslc_prints(capsys, monkeypatch):
     assert capsys.readouterr().err == shown
 
 
-def test_the_readme_training_loop_trains(tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("rate", [0.2, 0])  # without dropout the training graph has no `seed` input
+def test_the_readme_training_loop_trains(rate, tmp_path, monkeypatch, capfd):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     loop = readme.split("A complete loop in Python (any runtime with an ONNX loader looks the same):\n\n```python\n", 1)[1]
-    assert cli.main(["build", str(ROOT / "examples" / "digits" / "digits.dl"), "-o", str(tmp_path / "out")]) == 0
+    assert cli.main(["build", str(ROOT / "examples" / "digits" / "digits.dl"), "-D", f"rate={rate}",
+                     "-o", str(tmp_path / "out")]) == 0
     monkeypatch.chdir(tmp_path)
     data = np.load(ROOT / "examples" / "digits" / "train.npz")
     x_test = np.load(ROOT / "examples" / "digits" / "test.npz")["image"]
@@ -338,7 +340,8 @@ def test_the_readme_training_loop_trains(tmp_path, monkeypatch, capfd):
     assert capfd.readouterr().err == ""  # no ONNX Runtime warnings with the options shown
     assert float(namespace["out"]["loss"]) < 2.0  # 20 steps from ~2.3 (10 classes at random)
     # its inference with the trained values is dslc's with those values
-    program = dslc.compile(ROOT / "examples" / "digits" / "digits.dl")
+    program = dslc.compile(ROOT / "examples" / "digits" / "digits.dl", rate=rate)
+    assert any(h["name"] == "seed" for h in program.manifest["graphs"]["train"]["hyper"]) == (rate > 0)
     trained = {t["name"]: namespace["feeds"][t["name"]] for t in program.manifest["graphs"]["train"]["params"]}
     np.testing.assert_allclose(namespace["probs"], program.predict(x_test, weights=trained)["probs"],
                                rtol=1e-5, atol=1e-7)

@@ -130,6 +130,55 @@ def test_binary_metrics_match_sklearn(tmp_path):
     assert got["f1"] != got["precision"] != got["recall"]
 
 
+def test_one_score_per_example_as_a_vector(tmp_path):
+    """Scores `[B]` (a Keras user's squeezed logit) against 0/1 targets `[B]`, float or integer, are binary
+    predictions: the metrics once took the arg-max across the batch (accuracy 0 or 1 for the batch)."""
+    program = compile_text(tmp_path, """
+    model vec {
+        input  s: f32[B]
+        input  x: f32[B, 2]
+        target t: f32[B]
+        target l: i64[B]
+        z = (x |> dense(1))[:, 0]
+        output z
+        loss   binary_cross_entropy(z, t)
+        optimizer sgd(lr = 0.1)
+        metric accuracy(s, t)
+        metric label_accuracy = accuracy(s, l)
+        metric f1(s, t)
+        metric cm = confusion_matrix(s, l)
+    }""", name="vec.dl")
+    rng = np.random.default_rng(6)
+    t = (rng.random(N) < 0.4).astype(np.float32)
+    s = (rng.standard_normal(N) + t - 0.5).astype(np.float32)
+    got = epoch(program, {"s": s, "x": rng.standard_normal((N, 2)).astype(np.float32), "t": t, "l": t.astype(np.int64)})
+    y, pred = t.astype(int), (s > 0).astype(int)
+    assert got["accuracy"] == pytest.approx(sk.accuracy_score(y, pred), abs=1e-6)
+    assert got["label_accuracy"] == pytest.approx(sk.accuracy_score(y, pred), abs=1e-6)
+    assert got["f1"] == pytest.approx(sk.f1_score(y, pred), abs=1e-6)
+    assert got["cm"] == sk.confusion_matrix(y, pred).tolist()
+    # a static build (`--dim B=16`) means the same: its [16] scores are not 16 classes
+    static = compile_text(tmp_path, (tmp_path / "vec.dl").read_text(), name="vec.dl", dims={"B": BATCH})
+    assert [o["shape"] for o in static.manifest["graphs"]["eval"]["outputs"] if o["name"] == "cm"] == [[2, 2]]
+
+
+def test_cross_entropy_of_one_score_per_example_is_an_error(tmp_path):
+    from dslc.diagnostics import DslcError
+
+    with pytest.raises(DslcError) as e:
+        compile_text(tmp_path, """
+        model vec {
+            input  x: f32[B, 3]
+            target t: f32[B]
+            z = (x |> dense(1))[:, 0]
+            output z
+            loss   cross_entropy(z, t)
+            optimizer sgd(lr = 0.1)
+        }""", name="vec.dl")
+    assert "`cross_entropy` of logits `f32[B]` would take the softmax across the batch" in str(e.value)
+    assert "binary_cross_entropy(logits, target)" in str(e.value)
+
+
 def test_two_class_logits_and_probability_targets(tmp_path):
     """Two score columns default to the binary average (class 1), as scikit-learn does for 0/1 labels;
     one-hot or probability targets count their arg-max."""

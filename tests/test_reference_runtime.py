@@ -58,6 +58,22 @@ MODELS = {
             optimizer rmsprop(lr = 0.01, momentum = 0.5)
         }
     """,
+    # grouped convolutions with several channels per group (their input gradients and the grouped
+    # transposed convolution are ConvTransposes) and overlapping padded max pooling (its gradient sends
+    # the taps back through a ConvTranspose): onnx.reference 1.23 computes a grouped ConvTranspose
+    # right only for one channel in and one out per group
+    "grouped": """
+        model grouped {
+            input  img: f32[B, 4, 6, 5]
+            target y: f32[B, 3]
+            h = img |> conv2d(6, 3, padding = 1, groups = 2) |> relu
+                |> conv_transpose2d(4, (2, 3), stride = 2, groups = 2) |> tanh
+                |> max_pool2d(3, stride = 2, padding = 1)
+            output pred = h |> flatten |> dense(3)
+            loss      mse(pred, y)
+            optimizer sgd(lr = 0.1)
+        }
+    """,
 }
 
 

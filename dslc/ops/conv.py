@@ -158,9 +158,12 @@ class ConvTranspose(OpDef):
         strides, pads, dilations = geometry(n, strides, pads, dilations)
         output_padding = tuple(output_padding) if output_padding is not None else (0,) * n
         if x.type.dtype == "float32":
+            geo = {"strides": list(strides), "pads": list(pads), "dilations": list(dilations),
+                   "output_padding": list(output_padding)}
+            if group > 1 and (w.type.shape[0] > group or w.type.shape[1] > 1):
+                return _conv_transpose_per_group(e, x, w, b, group, geo)
             inputs = [x, w] + ([b] if b is not None else [])
-            return e.node("ConvTranspose", *inputs, strides=list(strides), pads=list(pads), dilations=list(dilations),
-                          group=group, output_padding=list(output_padding))
+            return e.node("ConvTranspose", *inputs, group=group, **geo)
         return conv_transpose_by_matmul(e, x, w, b, strides, pads, dilations, group, output_padding)
 
     def torch(self, T, x, w, b=None, *, strides, pads, dilations, group, output_padding):
@@ -187,6 +190,20 @@ class ConvTranspose(OpDef):
         if bias is not None:
             grads.append(b.reduce_sum(g, axes=(0,) + tuple(range(2, n + 2))))
         return grads
+
+
+def _conv_transpose_per_group(e, x, w, b, group: int, geo: dict):
+    """A grouped ConvTranspose with more than one channel in or out per group, as one ConvTranspose per
+    group joined along the channels. onnx.reference (1.23) computes a grouped ConvTranspose right only
+    for one channel in and one out per group (depthwise): otherwise it slices the weights by output
+    channels and writes each group's result to one channel, and fails. ONNX Runtime runs a grouped
+    ConvTranspose group by group too."""
+    xs = e.node_outputs("Split", group, x, axis=1)
+    ws = e.node_outputs("Split", group, w, axis=0)
+    bs = e.node_outputs("Split", group, b, axis=0) if b is not None else [None] * group
+    parts = [e.node("ConvTranspose", xi, wi, *([bi] if bi is not None else []), group=1, **geo)
+             for xi, wi, bi in zip(xs, ws, bs)]
+    return e.node("Concat", *parts, axis=1)
 
 
 @op("conv_weight_grad", kernel=None, strides=None, pads=None, dilations=None, group=1)

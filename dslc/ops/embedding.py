@@ -125,8 +125,12 @@ class _Runs:
         # (`Gather`) is the node that fails, whatever order a runtime runs the step's nodes in
         flat = e.node("Mod", e.node("Reshape", ids, e.int64s([-1])), e.int64s(rows, scalar=True))
         ones = e.node("Expand", e.int64s([1]), e.node("Shape", flat))
-        # TopK's k as a value rather than a shape: tract cannot run a TopK whose k is a symbolic dimension
-        _, self.order = e.node_outputs("TopK", 2, flat, e.node("ReduceSum", ones, keepdims=1), largest=0, sorted=1)
+        # TopK's k as a value rather than a shape: tract cannot run a TopK whose k is a symbolic dimension.
+        # The ids sorted as int32 (they lie below `rows`): tract 0.23 holds an int64 that a Cast made (int32
+        # ids, a binary confusion matrix's pairs) in its type for symbolic sizes, which its TopK refuses to
+        # sort ("TDim is not a number")
+        keys = e.node("Cast", flat, to=e.onnx_dtype("int32")) if rows < 2**31 else flat
+        _, self.order = e.node_outputs("TopK", 2, keys, e.node("ReduceSum", ones, keepdims=1), largest=0, sorted=1)
         counts = e.node("ScatterElements", e.const(np.zeros(rows, np.int64)), flat, ones, axis=0, reduction="add")
         ends = e.node("CumSum", counts, e.int64s(0, scalar=True))
         self.ends, self.starts = self._last_row(e, ends), self._last_row(e, e.node("Sub", ends, counts))

@@ -142,8 +142,13 @@ class MaxPool(OpDef):
         ties = b.reduce_sum(mask, axes=(2,), keepdims=True)
         shares = b.mul(mask, b.div(b.unsqueeze(g, axes=(2,)), ties))
         unreached = tuple(leftover(x.type.shape[2 + i], kernel[i], strides[i], pads[i], pads[n + i], 1) for i in range(n))
-        return [b.conv_transpose(b.reshape(shares, shape=(0, channels * k) + shape), filters, strides=strides, pads=pads,
-                                 group=channels, output_padding=unreached)]
+        # every channel sends its shares back through the same taps: one conv_transpose over the channels
+        # as images ([N·C, K, *out] -> [N·C, 1, *in]) rather than one with `channels` groups, which
+        # onnx.reference (1.23) computes only for one channel in and one out per group
+        per_channel = b.reshape(b.flatten(shares, axis=2), shape=(0, k) + shape)
+        back = b.conv_transpose(per_channel, b.const(one_hot_taps(1, kernel, dtype), dtype), strides=strides, pads=pads,
+                                output_padding=unreached)
+        return [b.reshape_like(back, x)]
 
 
 @op("avg_pool", kernel=None, strides=None, pads=None)
