@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from helpers import TrainDriver, compile_text
 from test_torch_parity import MLP, RTOL, assert_params_match, batches, torch_linears
 
 from dslc.diagnostics import DslcError
+from dslc.runtime.checkpoint import load_checkpoint
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -251,3 +253,41 @@ def test_reference_evaluator_runs_the_new_graph_parts(workdir):
             np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
     for name, value in ort_driver.params.items():
         np.testing.assert_allclose(value, reference.params[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+IDLE = """
+model idle {{
+    input  x: f32[B, 2]
+    target y: f32[B, 1]
+    output pred = x |> dense(1)
+    loss   mse(pred, y)
+    optimizer sgd(lr = 0.1, schedule = {schedule})
+}}
+"""
+
+
+@pytest.mark.parametrize("schedule, idle", [("linear_warmup(2) then cosine(3)", 7), ("cosine(12)", 0),
+                                            ("cosine(3, min_lr = 0.01)", 0), ("step(2)", 0)])
+def test_a_schedule_that_ends_at_rate_0_before_the_run_warns(schedule, idle, tmp_path):
+    """`cosine(T)` holds `min_lr` (0 by default) after T steps: written with PyTorch's per-epoch T_max in
+    mind, the rest of the run silently changes nothing. 12 steps (3 epochs of 4); the weights indeed
+    stop at step 5."""
+    program = compile_text(tmp_path, IDLE.format(schedule=schedule), name="idle.dl")
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((16, 2)).astype(np.float32), "y": rng.standard_normal((16, 1)).astype(np.float32)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        program.train(data, epochs=3, batch_size=4, out_dir=tmp_path / "run", verbose=0)
+    said = [str(w.message) for w in caught if "learning-rate schedule" in str(w.message)]
+    if not idle:
+        assert said == []
+        return
+    assert said == ["the learning-rate schedule ends at step 5 with a rate of 0 (`cosine`'s `min_lr`), so 7 of the "
+                    "run's 12 steps change nothing: schedule lengths count optimizer steps (4 per epoch here), not "
+                    "epochs; lengthen the cosine or give it a `min_lr`"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after_5 = program.train(data, epochs=2, batch_size=4, out_dir=tmp_path / "short", verbose=0)  # steps 0..7
+    assert after_5[-1]["steps"] == 8
+    longer, shorter = load_checkpoint(tmp_path / "run").params, load_checkpoint(tmp_path / "short").params
+    assert all(np.array_equal(longer[k], shorter[k]) for k in longer)

@@ -123,3 +123,27 @@ def step_of(trainer):
     from dslc.runtime.session import TrainStep
 
     return (lambda batch, hypers: trainer.step(batch, hypers[0])) if isinstance(trainer, TrainStep) else trainer.step
+
+
+def idle_schedule_warning(manifest: dict, keys: list[str], first_step: int, last_step: int,
+                          steps_per_epoch: int) -> str | None:
+    """A warning when a schedule ending in `cosine(..., min_lr = 0)` ends before the run does: the
+    learning rate is then 0 and the remaining steps change nothing. Lengths count optimizer steps, and
+    PyTorch's habit of `CosineAnnealingLR(T_max=epochs)` stepped once per epoch, written `cosine(40)`,
+    would stop training after 40 steps. `first_step`, `last_step`: the run's global steps [first, last)."""
+    for key in keys:
+        optimizer = manifest["graphs"][key].get("optimizer") or {}
+        parts = optimizer.get("schedule") or []
+        if not parts or parts[-1]["kind"] != "cosine" or parts[-1]["min_lr"] != 0:
+            continue
+        end = sum(part.get("steps") or part.get("total_steps") or 0 for part in parts)
+        idle = last_step - max(end, first_step)
+        if idle <= 0:
+            continue
+        who = f" of objective `{key.partition('.')[2]}`" if "." in key else ""
+        return (f"the learning-rate schedule{who} ends at step {end:,} with a rate of 0 (`cosine`'s `min_lr`), so "
+                f"{idle:,} of the run's {last_step - first_step:,} steps change nothing: schedule lengths count "
+                f"optimizer steps ({steps_per_epoch:,} per epoch here), not epochs; lengthen the cosine or give "
+                f"it a `min_lr`")
+    return None
+

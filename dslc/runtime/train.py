@@ -30,7 +30,14 @@ from dslc.runtime.layout import (
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory, when_released
-from dslc.runtime.run_start import check_one_sample_batch, make_trainer, run_data, starting_state, step_of
+from dslc.runtime.run_start import (
+    check_one_sample_batch,
+    idle_schedule_warning,
+    make_trainer,
+    run_data,
+    starting_state,
+    step_of,
+)
 from dslc.runtime.run_state import (
     check_finite_values,
     count,
@@ -258,6 +265,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
+    idle = idle_schedule_warning(manifest, keys, global_step, epochs * steps, steps)
+    if idle:
+        reporter.warn(idle)
     parts = accumulate * (comm.Get_size() if comm is not None else 1)
     if parts > min(batch_size, n):
         rows = min(batch_size, n)
