@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import warnings
 
@@ -115,6 +116,21 @@ def test_early_stopping_monitor_and_mode():
     assert e.value.hint == "did you mean `patience`?"
     with pytest.raises(DataError, match="`patience` must be a number, got `x`"):
         EarlyStopping.parse("patience=x")
+
+
+def test_a_nan_monitored_value_is_never_the_best():
+    """As in Keras's comparisons: a NaN epoch never improves, even the first; before, a NaN first epoch
+    became the best for good ("best nan at epoch 1"), and `restore_best` restored its weights."""
+    stopping = EarlyStopping(monitor="gap_loss", patience=2)
+    stopping.resolve(["gap_loss"], False)
+    assert [stopping.on_epoch_end(e, {"gap_loss": v}) for e, v in ((1, math.nan), (2, 0.5), (3, math.nan))] == [
+        False, False, False]
+    assert (stopping.best, stopping.best_epoch, stopping.on_epoch_end(4, {"gap_loss": 0.7})) == (0.5, 2, True)
+    stopping.resolve(["gap_loss"], False)
+    assert [stopping.on_epoch_end(e, {"gap_loss": math.nan}) for e in (1, 2)] == [False, True]
+    assert stopping.best_epoch is None
+    assert stopping.describe_stop() == ("early stopping: `gap_loss` has not improved for 2 epochs "
+                                        "(it was NaN in every epoch)")
 
 
 def test_early_stopping_checks_its_monitor_before_writing(tmp_path):

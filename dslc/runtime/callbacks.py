@@ -172,6 +172,8 @@ class EarlyStopping(Callback):
         self.mode = self.mode or better_direction(self.monitor)
 
     def improves(self, value: float) -> bool:
+        if math.isnan(value):  # never better, as in Keras's comparisons: not the best epoch, even the first
+            return False
         if self.best is None:
             return True
         return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
@@ -187,8 +189,9 @@ class EarlyStopping(Callback):
         return self.patience is not None and self.wait >= self.patience
 
     def describe_stop(self) -> str:
-        return (f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} "
-                f"(best {self.best:.6g} at epoch {self.best_epoch})")
+        best = (f"best {self.best:.6g} at epoch {self.best_epoch}" if self.best is not None else
+                "it was NaN in every epoch")
+        return f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} ({best})"
 
 
 OFF = ("off", "none", "false", "no")
