@@ -133,6 +133,22 @@ def test_a_nan_monitored_value_is_never_the_best():
                                         "(it was NaN in every epoch)")
 
 
+def test_resuming_a_run_whose_best_epoch_was_restored_says_what_it_drops(tmp_path):
+    """`restore_best` makes the best epoch's checkpoint the run's; resumed, the run continues from it and
+    the history's later epochs are trained again: said, no longer silently."""
+    settings = dict(epochs=10, batch_size=8, lr=0.0, out_dir=tmp_path / "r", verbose=0, early_stopping="patience=2",
+                    restore_best=True)
+    first = linreg_program().train(DATA, VAL, **settings)
+    assert (len(first), first.best_epoch) == (3, 1)  # lr 0: no epoch beats the first
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = linreg_program().train(DATA, VAL, **settings, resume=True)
+    assert [str(w.message) for w in caught] == [
+        "the checkpoint is epoch 1's (the best epoch, restored at the end of a run), so the history's epochs 2 "
+        "to 3 are dropped and trained again"]
+    assert [r["epoch"] for r in again] == [1, 2, 3]
+
+
 def test_early_stopping_checks_its_monitor_before_writing(tmp_path):
     with pytest.raises(DataError) as e:
         fit(linreg_program(), DATA, epochs=2, batch_size=8, out_dir=tmp_path / "r", reporter=QUIET,
