@@ -42,6 +42,7 @@ from dslc.runtime.run_state import (
     check_finite_values,
     count,
     diverged,
+    frozen_setting,
     history_so_far,
     save_epoch,
 )
@@ -216,6 +217,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
     if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
         settings["val_split"] = float(val_split)
+    settings.update(frozen_setting(specs))
     early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
     ckpt, initial, global_step = starting_state(program, spec, out_dir, resume, init_from, settings, fingerprint,
