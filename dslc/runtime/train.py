@@ -267,7 +267,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
-    idle = idle_schedule_warning(manifest, keys, global_step, epochs * steps, steps)
+    base_rates = [lr if lr is not None else (_spec_by_kind(s.get("hyper", []), "lr") or {}).get("default", 0.0)
+                  for s in specs]
+    idle = idle_schedule_warning(manifest, keys, base_rates, global_step, epochs * steps, steps)
     if idle:
         reporter.warn(idle)
     parts = accumulate * (comm.Get_size() if comm is not None else 1)
