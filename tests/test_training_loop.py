@@ -149,6 +149,18 @@ def test_resuming_a_run_whose_best_epoch_was_restored_says_what_it_drops(tmp_pat
     assert [r["epoch"] for r in again] == [1, 2, 3]
 
 
+def test_restore_best_on_a_run_with_no_epoch_left(tmp_path):
+    """A run resumed with nothing left to train (stopped between its last save and the restore, or resumed
+    to ask for the best epoch) returned at once and kept the last epoch's weights."""
+    settings = dict(epochs=3, batch_size=8, lr=0.0, out_dir=tmp_path / "r", verbose=0, early_stopping="patience=50")
+    linreg_program().train(DATA, VAL, **settings)  # tracks best.npz (epoch 1: lr 0 never improves on it)
+    assert checkpoint.load_checkpoint(tmp_path / "r").meta["epoch"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "nothing to do"
+        linreg_program().train(DATA, VAL, **settings, resume=True, restore_best=True)
+    assert checkpoint.load_checkpoint(tmp_path / "r").meta["epoch"] == 1
+
+
 def test_early_stopping_checks_its_monitor_before_writing(tmp_path):
     with pytest.raises(DataError) as e:
         fit(linreg_program(), DATA, epochs=2, batch_size=8, out_dir=tmp_path / "r", reporter=QUIET,

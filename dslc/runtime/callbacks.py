@@ -309,11 +309,16 @@ class RunHooks:
 
     def end(self, history: list[dict]) -> None:
         """Restore the best checkpoint when asked, then the callbacks' `on_train_end`."""
-        if self.restore_best and self.tracker is not None and self.tracker.best_epoch is not None:
-            self._restore_best(history[-1]["epoch"])
+        self.restore(history)
         for cb in self.callbacks:
             if callable(getattr(cb, "on_train_end", None)):
                 cb.on_train_end(history)
+
+    def restore(self, history: list[dict]) -> None:
+        """Make the best epoch's checkpoint the run's when `restore_best` asks for it (also when a resumed run
+        has no epoch left to train: it was stopped before its restore, or is resumed to ask for one)."""
+        if self.restore_best and self.tracker is not None and self.tracker.best_epoch is not None:
+            self._restore_best(history[-1]["epoch"])
 
     def _restore_best(self, last_epoch: int) -> None:
         best = self.out_dir / BEST_FILE

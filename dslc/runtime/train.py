@@ -263,6 +263,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if first_epoch >= epochs:
         reporter.warn(f"the checkpoint already has {count(first_epoch, 'epoch')} of training; nothing to do "
                       f"(raise the number of epochs to continue)")
+        if writer:
+            hooks.restore(history)
         return History(history, out_dir)
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
