@@ -144,7 +144,7 @@ def test_resuming_a_run_whose_best_epoch_was_restored_says_what_it_drops(tmp_pat
         warnings.simplefilter("always")
         again = linreg_program().train(DATA, VAL, **settings, resume=True)
     assert [str(w.message) for w in caught] == [
-        "the checkpoint is epoch 1's (the best epoch, restored at the end of a run), so the history's epochs 2 "
+        "the checkpoint is epoch 1's, the best epoch, restored at the end of the last run: the history's epochs 2 "
         "to 3 are dropped and trained again"]
     assert [r["epoch"] for r in again] == [1, 2, 3]
 

@@ -28,9 +28,8 @@ from pathlib import Path
 from dslc.declared_callbacks import direction
 from dslc.diagnostics import DataError, suggest
 from dslc.fsutil import atomic_write, atomic_write_text
-from dslc.runtime.checkpoint import CHECKPOINT_FILE, checkpoint_epoch
+from dslc.runtime.checkpoint import BEST_FILE, CHECKPOINT_FILE, checkpoint_epoch
 
-BEST_FILE = "best.npz"
 METRICS_CSV = "metrics.csv"
 
 

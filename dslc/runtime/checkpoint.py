@@ -39,6 +39,7 @@ from dslc.runtime.npz_writer import write_npz
 from dslc.spelling import option
 
 CHECKPOINT_FILE = "checkpoint.npz"
+BEST_FILE = "best.npz"  # a copy of the best epoch's checkpoint (`dslc.runtime.callbacks`)
 FORMAT = "dslc-checkpoint/2"
 FORMAT_1 = "dslc-checkpoint/1"
 

@@ -33,27 +33,35 @@ def read_history(out_dir: Path, meta: dict) -> tuple[list[dict], str | None]:
     if "history" in meta:  # format dslc-checkpoint/1 carried the whole history
         return [r for r in meta["history"] if r["epoch"] <= epoch], None
     kept: list[dict] = []
-    last = 0  # the last epoch the file holds in order: past the checkpoint's after `restore_best`
     try:
         with open(out_dir / HISTORY_FILE, encoding="utf-8") as f:
             for text in f:
                 record = _parse(text)
-                if record is None or record["epoch"] != last + 1:
-                    break  # a torn line or a gap
-                last = record["epoch"]
-                if record["epoch"] < epoch:
-                    kept.append(record)  # entries past the checkpoint's are never trusted
+                if record is None or record["epoch"] != len(kept) + 1 or record["epoch"] >= epoch:
+                    break  # a torn line, a gap, or entries past the checkpoint's (never trusted)
+                kept.append(record)
     except (OSError, UnicodeDecodeError):
         pass
     warning = None
     if len(kept) < epoch - 1:
         warning = (f"`{out_dir / HISTORY_FILE}` lacks the entries of epochs {len(kept) + 1} to {epoch - 1}; "
                    "the history continues without them")
-    elif last > epoch:
-        later = f"epoch {last}" if last == epoch + 1 else f"epochs {epoch + 1} to {last}"
-        warning = (f"the checkpoint is epoch {epoch}'s (the best epoch, restored at the end of a run), so the "
-                   f"history's {later} are dropped and trained again")
     return [*kept, meta["record"]], warning
+
+
+def last_logged_epoch(out_dir: Path) -> int:
+    """The last epoch of the history file's entries in order from epoch 1 (0 for none)."""
+    last = 0
+    try:
+        with open(out_dir / HISTORY_FILE, encoding="utf-8") as f:
+            for text in f:
+                record = _parse(text)
+                if record is None or record["epoch"] != last + 1:
+                    break
+                last = record["epoch"]
+    except (OSError, UnicodeDecodeError):
+        pass
+    return last
 
 
 def _parse(text: str) -> dict | None:

@@ -11,10 +11,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dslc.diagnostics import DataError
-from dslc.runtime.checkpoint import CHECKPOINT_FILE, load_checkpoint, manifest_hash, save_checkpoint
+from dslc.runtime.checkpoint import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    checkpoint_epoch,
+    load_checkpoint,
+    manifest_hash,
+    save_checkpoint,
+)
 from dslc.runtime.data import non_finite_mask, num_rows
 from dslc.runtime.faults import fault_point
-from dslc.runtime.history import HistoryLog, read_history
+from dslc.runtime.history import HistoryLog, last_logged_epoch, read_history
 from dslc.runtime.layout import state_specs, train_keys, weight_specs
 from dslc.spelling import option
 
@@ -87,6 +94,11 @@ def history_so_far(out_dir: Path, ckpt, reporter: "Reporter") -> list[dict]:
     history, warning = read_history(out_dir, ckpt.meta)
     if warning:
         reporter.warn(warning)
+    epoch, last = ckpt.meta["epoch"], last_logged_epoch(out_dir)
+    if last > epoch and checkpoint_epoch(out_dir / BEST_FILE) == epoch:  # `restore_best` made it the checkpoint
+        later = f"epoch {last}" if last == epoch + 1 else f"epochs {epoch + 1} to {last}"
+        reporter.warn(f"the checkpoint is epoch {epoch}'s, the best epoch, restored at the end of the last run: the "
+                      f"history's {later} {'is' if last == epoch + 1 else 'are'} dropped and trained again")
     return history
 
 
