@@ -339,24 +339,39 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - each kind of failure has its exit code
         code, lines = failure(args, e)
-        if isinstance(e, UsageError):
-            verbs[args.verb].print_usage(sys.stderr)
-        elif isinstance(e, BrokenPipeError):
-            _reader_left(args)
-        for line in lines:
-            _say(line)
+        try:
+            _tell_failure(args, verbs[args.verb], e, lines)
+        except BrokenPipeError:  # stderr's reader left (`dslc train ... 2>&1 | head -1`): the code still says why
+            _to_devnull(sys.stderr)
         if lines and args.verb == "train" and args.log_format == "jsonl":  # a script reading the events
-            print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
+            try:
+                print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
+            except BrokenPipeError:
+                _to_devnull(sys.stdout)
         return code
 
 
-def _reader_left(args) -> None:
-    """The output's reader closed the pipe: stop quietly, and keep the interpreter's last flush of stdout
-    from failing again at exit."""
+def _tell_failure(args, verb_parser, e: BaseException, lines: list[str]) -> None:
+    if isinstance(e, UsageError):
+        verb_parser.print_usage(sys.stderr)
+    elif isinstance(e, BrokenPipeError):
+        _reader_left(args)
+    for line in lines:
+        _say(line)
+
+
+def _to_devnull(stream) -> None:
+    """Point `stream`'s file descriptor at /dev/null, so that the interpreter's last flush of it at exit
+    cannot fail again (and turn the exit code into 120)."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
     except (OSError, ValueError):
         pass
+
+
+def _reader_left(args) -> None:
+    """The output's reader closed the pipe: stop quietly."""
+    _to_devnull(sys.stdout)
     if args.verb == "train" and os.path.exists(os.path.join(args.out, "checkpoint.npz")):
         _say("note: the output's reader left, so training stopped; the last completed epoch is saved and "
              "`--resume` continues")

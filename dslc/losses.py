@@ -112,6 +112,7 @@ def binary_cross_entropy(ctx, logits: Tensor, target: Tensor):
                    f"`binary_cross_entropy` applies the sigmoid itself, but {_shown(ctx, 'logits', 'its input')} is "
                    "already a sigmoid output", hint="pass the logits (the value before `sigmoid`)")
     ctx.note_range(target, 0, 1)
+    ctx.note_multi_label(target)
     if target.type.dtype in INT_DTYPES or target.type.dtype == "bool":
         target = ctx.b.cast(target, to=logits.type.dtype)
     _same_shape(ctx, logits, target, "binary_cross_entropy")

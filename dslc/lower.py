@@ -269,6 +269,7 @@ class Lowering(ExpressionLowering, CallLowering, TrainingLowering, HyperLowering
             for stmt in self.objective.body:
                 with self.statement(env):
                     self.training_statement(stmt, env)
+            self.ctx.warn_multi_label_argmax()
         if self.errors:
             raise DslcError(self.errors)
         if self.updates:

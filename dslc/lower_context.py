@@ -22,6 +22,8 @@ class Context:
         self._call_span: Span | None = None
         self._made: dict[str, dict[str, str]] = {}  # layer -> {parameter: initializer} made by this call
         self.warnings: list[Diagnostic] = []  # of this lowering, in the order found (`warn`)
+        self._multi_label: dict[int, str] = {}  # targets `binary_cross_entropy` scores column by column
+        self._one_class_rows: list[tuple] = []  # (target, metric, span, scores' text): an arg-max of float rows
 
     @property
     def mode(self) -> str:
@@ -103,6 +105,32 @@ class Context:
         batch means."""
         self._l.result.metric_aggregates[value.id] = aggregate
         return value
+
+    def note_multi_label(self, target: Node) -> None:
+        """`target` is scored as independent 0/1 labels (a sigmoid per column)."""
+        if target.type.rank >= 2 and target.type.shape[-1] != 1:
+            self._multi_label[target.id] = self.arg_text("target")
+
+    def note_one_class_per_row(self, target: Node, fn: str) -> None:
+        """Metric `fn` takes the arg-max of each row of float `target` (one class per example)."""
+        self._one_class_rows.append((target, fn, self.arg_span("target"), self.arg_text("scores")))
+
+    def warn_multi_label_argmax(self) -> None:
+        """After the training statements: a metric that reads one class per row from the target that
+        `binary_cross_entropy` scores label by label counts a multi-label example right when its highest
+        score is its first positive label — Keras's `accuracy` with that loss compares every label."""
+        for target, fn, span, scores in self._one_class_rows:
+            if target.id not in self._multi_label:
+                continue
+            labels, k = self._multi_label[target.id], target.type.shape[-1]
+            hint = "with one class per example, train with `cross_entropy`"
+            if target.type.rank == 2:
+                hint = (f"to score every label on its own (Keras's `binary_accuracy`), give one label per row: "
+                        f"`{fn}(reshape({scores}, {k}, 1), reshape({labels}, {k}, 1))`; " + hint)
+            self.warnings.append(warning(
+                f"`{fn}` takes the arg-max of each row of `{labels}` (one class per example), but the loss "
+                f"`binary_cross_entropy` scores its {k} columns as labels of their own", span,
+                "read as one class per row", hint))
 
     def note_range(self, value: Node, lo: float, hi: float) -> None:
         """Record that input or target `value` holds values in [lo, hi] (probabilities), so that the

@@ -29,6 +29,7 @@ def predictions(ctx, scores: Tensor, target: Tensor, threshold: float, fn: str) 
         ctx.note_classes(target, s.shape[-1])
         return b.argmax(scores, axis=-1), b.cast(target, to="int64"), s.shape[-1]
     if classes and t.shape == s.shape and t.is_float:
+        ctx.note_one_class_per_row(target, fn)
         return b.argmax(scores, axis=-1), b.argmax(target, axis=-1), s.shape[-1]
     if t.shape == s.shape:
         if threshold <= 0:

@@ -22,8 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from dslc.diagnostics import error, suggest
-from dslc.frontend import ast
 
 REQUIRED = object()
 
@@ -102,6 +103,8 @@ class Schedule:
 
 def parse_schedule(expr, evaluate) -> tuple[Schedule, ...]:
     """The parts of `schedule = a then b ...`; `evaluate(expr)` gives the value of an argument."""
+    from dslc.frontend import ast  # here: the training loop reads `rates` without loading the parser
+
     parts = []
     while isinstance(expr, ast.BinOp) and expr.op == "then":
         parts.append(expr.right)
@@ -117,6 +120,8 @@ def parse_schedule(expr, evaluate) -> tuple[Schedule, ...]:
 
 
 def _parse_one(call, evaluate) -> Schedule:
+    from dslc.frontend import ast
+
     if not isinstance(call, ast.Call):
         raise error("a schedule is a call such as `cosine(1000)`", call.span,
                     hint=f"schedules: {', '.join(f'`{name}`' for name in SCHEDULES)}")
@@ -169,3 +174,21 @@ def scheduled_rate(b, schedules: tuple[Schedule, ...], lr, step, dtype: str):
     for part_rate, begin, part in reversed(list(zip(rates[:-1], starts[:-1], schedules[:-1]))):
         rate = b.where(b.less(t, _c(b, begin + part.length)), part_rate, rate)
     return b.cast(rate, to=dtype)
+
+
+class _Rates:
+    """The builder methods the rate functions call, on float64 numpy values: `rates` computes a schedule
+    for many steps at once with the formulas the graph runs."""
+    const = staticmethod(lambda value, dtype: np.float64(value))
+    cast = staticmethod(lambda x, to: np.asarray(x, dtype=np.float64))
+    add, sub, mul, div, pow = np.add, np.subtract, np.multiply, np.divide, np.power
+    floor, cos, less, where = np.floor, np.cos, np.less, np.where
+    clip = staticmethod(lambda x, low, high: np.clip(x, low, high))
+
+
+def rates(parts: list[dict], lr: float, steps: np.ndarray) -> np.ndarray:
+    """The learning rate at each of `steps` (global step counts from 0) of a schedule as the manifest
+    records it (`Schedule.as_json` of each part), in float64."""
+    schedules = tuple(Schedule(p["kind"], {k: v for k, v in p.items() if k != "kind"}) for p in parts)
+    return scheduled_rate(_Rates, schedules, np.float64(lr), np.asarray(steps), "float64")
+

@@ -86,8 +86,11 @@ def summarize(program, batch_size: int = 32, dims: Mapping[str, int] | None = No
         from dslc.emit.weights import read_initializers
 
         inits = read_initializers(program.graphs["infer"])
-        updated = {k: {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in inits.items()
-                   if "." in k}
+        lowered = program.extras.get("lowered", {}).get("infer")
+        held = {n.name for n in lowered.inputs_with_role("buffer")} if lowered is not None else set()
+        specs = {k: {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in inits.items() if "." in k}
+        updated = {k: t for k, t in specs.items() if k not in held}
+        buffers = {k: t for k, t in specs.items() if k in held}  # batch-norm statistics, as in a trained model
     weights = {**updated, **frozen, **buffers}
     found = program.extras.get("layers", {})
     owner = {}  # weight -> the innermost layer whose name prefixes it (`attention_0.q.weight`: `attention_0`)

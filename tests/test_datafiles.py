@@ -127,8 +127,10 @@ def test_csv_with_chosen_columns_trains_like_the_arrays(tmp_path):
     (["a", "b", "c", "label"], [[1, 2, 3, 4], [1, 2, 3]], ("a", "b", "c"),
      "CSV file `{}` row 1 (line 3) has 3 fields, the header 4"),
     (["a", "b", "c", "label"], [[1, 2, 3, 4]], ("a", "bb", "c"), "CSV file `{}` has no column `bb`"),
-    (["a", "b", "c", "label"], [[1, 2, 3, "nan"]], ("a", "b", "c"),
-     "array `y` in training data `{}` contains nan at index (0, 0)"),
+    (["a", "b", "c", "label"], [[1, 2, 3, 4], [1, 2, 3, "nan"]], ("a", "b", "c"),  # was "array `y` ... index (1, 0)"
+     "CSV file `{}` column `label` row 1 (line 3): `nan` is not a finite number"),
+    (["a", "b", "c", "label"], [[1, 2, 3, 4], [1, " ", 3, 4]], ("a", "b", "c"),  # was "`` is not a number"
+     "CSV file `{}` column `b` row 1 (line 3): the field is empty (a missing value)"),
 ])
 def test_csv_errors_name_the_file_column_and_row(tmp_path, header, rows, columns, message):
     write_csv(tmp_path / "t.csv", header, rows)

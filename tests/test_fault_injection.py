@@ -35,12 +35,12 @@ def command(run: Path, *extra) -> list[str]:
     return [str(a) for a in (*TRAIN, "-o", run, *extra)]
 
 
-def start(run: Path, fault: str | None = None, resume: bool = False) -> subprocess.Popen:
+def start(run: Path, fault: str | None = None, resume: bool = False, extra=()) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DSLC_FAULT", None)
     if fault:
         env["DSLC_FAULT"] = fault
-    return subprocess.Popen([sys.executable, "-m", "dslc.cli", *command(run, *(["--resume"] if resume else []))], env=env,
+    return subprocess.Popen([sys.executable, "-m", "dslc.cli", *command(run, *extra, *(["--resume"] if resume else []))], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -111,6 +111,38 @@ def test_ctrl_c_or_sigterm_mid_epoch_stops_and_resume_matches_an_uninterrupted_r
     assert checkpoint.load_checkpoint(run).meta["epoch"] == 1
     finish(run)
     assert_same_run(run, straight)
+
+
+def test_a_kill_before_the_best_epochs_copy_still_restores_the_best_epoch(tmp_path):
+    """`best.npz` is copied from the checkpoint after the epoch's save: killed between the two, the resumed
+    run made the stale (here: missing) copy the run's weights, or kept the last epoch's, while the history
+    named the best epoch. With min_delta this large only epoch 1 ever improves."""
+    keep = ["--early-stopping", "monitor=val_loss,patience=10,min_delta=1000", "--restore-best"]
+    straight_run, run = tmp_path / "straight", tmp_path / "run"
+    assert cli.main(command(straight_run, *keep)) == 0
+    process = start(run, "checkpoint-saved:1", extra=keep)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGKILL, err
+    assert not (run / "best.npz").exists()
+    assert cli.main(command(run, *keep, "--resume")) == 0
+    restored = checkpoint.load_checkpoint(run)
+    assert restored.meta["epoch"] == checkpoint.checkpoint_epoch(run / "best.npz") == 1
+    want = checkpoint.load_checkpoint(straight_run)
+    assert all(np.array_equal(restored.params[k], want.params[k]) for k in want.params)
+
+
+def test_a_best_epoch_whose_weights_are_gone_is_not_restored(tmp_path, capfd):
+    """A run first trained without tracking the best epoch, resumed with `--restore-best`: the best epoch
+    so far may be one whose weights no file holds; the run says so and keeps the last epoch rather than
+    restore another epoch's weights as the best. With min_delta this large only epoch 1 ever improves."""
+    run = tmp_path / "run"
+    assert cli.main(command(run, "--epochs", 2)) == 0
+    capfd.readouterr()
+    keep = ["--early-stopping", "monitor=val_loss,patience=10,min_delta=1000", "--restore-best"]
+    assert cli.main(command(run, *keep, "--resume")) == 0
+    shown = "".join(capfd.readouterr())
+    assert "the weights of epoch 1, the best `val_loss` so far, were not kept (best.npz is missing)" in shown
+    assert checkpoint.load_checkpoint(run).meta["epoch"] == EPOCHS
 
 
 def test_kills_at_random_moments(straight, tmp_path, request):

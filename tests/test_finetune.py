@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -111,3 +112,26 @@ def test_freeze_and_init_from_on_the_command_line(tmp_path, monkeypatch, capsys)
     assert json.load(open("b/tune.dslc.json"))["graphs"]["train"]["frozen"][0]["name"] == "enc.weight"
     assert cli.main(base + ["-o", "c", "--freeze", "enc3"]) == 3
     assert capsys.readouterr().err.startswith("error: `--freeze` `enc3` selects no parameter of model `tune`\nhint: ")
+
+
+def test_resuming_a_frozen_run_without_its_freeze_says_so(tmp_path):
+    """The run's frozen parameters are a setting of its checkpoint: resumed without `--freeze`, the run
+    trained them from then on with only the generic warning that the compiled model differs ("another
+    model file, `-D` value or dslc"); now the warning names them and how to keep them fixed. (With an
+    optimizer that has state per parameter, such as Adam, the checkpoint lacks the state and the resume is
+    refused; plain SGD has none.)"""
+    (tmp_path / "tune.dl").write_text(FROZEN.replace("adam(lr = 0.05)", "sgd(lr = 0.05)"))
+    rng = np.random.default_rng(2)
+    data = {"x": rng.normal(size=(16, 4)).astype(np.float32), "y": rng.normal(size=(16, 2)).astype(np.float32)}
+    settings = dict(batch_size=8, out_dir=tmp_path / "run", verbose=0)
+    dslc.compile(tmp_path / "tune.dl", freeze=["enc"]).train(data, epochs=1, **settings)
+    assert checkpoint.load_checkpoint(tmp_path / "run").meta["frozen"] == ["enc.bias", "enc.weight"]
+    for freeze, said in ((["enc"], []), ([], [
+            "the frozen parameters differ from the checkpoint's (none now, `enc.bias`, `enc.weight` before): the run "
+            "will not match an uninterrupted one; pass the run's `freeze=...` patterns again to keep them fixed"])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            program = dslc.compile(tmp_path / "tune.dl", freeze=freeze)
+            done = checkpoint.load_checkpoint(tmp_path / "run").meta["epoch"]
+            program.train(data, epochs=done + 1, resume=True, **settings)
+        assert [str(w.message) for w in caught] == said

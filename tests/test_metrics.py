@@ -241,3 +241,40 @@ def test_metric_errors(text, message, tmp_path):
         compile_text(tmp_path, MULTICLASS.replace("metric f1_default = f1(s, y)", f"metric bad = {text}"),
                      name="bad.dl")
     assert message in str(e.value)
+
+
+MULTI_LABEL = """
+model tags {{
+    input  s: f32[B, 3]
+    target t: f32[B, 3]
+    z = s |> dense(3)
+    output z
+    loss   binary_cross_entropy(z, t)
+    optimizer sgd(lr = 0.1)
+    metric {metrics}
+}}
+"""
+
+
+def test_an_argmax_metric_on_multi_label_targets_warns_and_the_hinted_form_scores_each_label(tmp_path):
+    """`accuracy(s, t)` with multi-hot `t` (the target of `binary_cross_entropy` over 3 columns) compared
+    arg-maxes, silently: an example with labels {0, 2} and scores (3, -1, 2) counted as right. The
+    compiler warns at the target, and the form its hint gives is Keras's `binary_accuracy` and
+    scikit-learn's micro F1 over the labels."""
+    argmax = compile_text(tmp_path, MULTI_LABEL.format(metrics="accuracy(s, t)\n    metric f1(s, t)"), name="a.dl")
+    messages = [str(w) for w in argmax.warnings]
+    assert len(messages) == 2 and all("scores its 3 columns as labels of their own" in m for m in messages)
+    assert "`accuracy(reshape(s, 3, 1), reshape(t, 3, 1))`" in messages[0]
+    hinted = compile_text(tmp_path, MULTI_LABEL.format(
+        metrics="accuracy(reshape(s, 3, 1), reshape(t, 3, 1))\n    metric f1(reshape(s, 3, 1), reshape(t, 3, 1))"),
+        name="b.dl")
+    assert hinted.warnings == []
+    rng = np.random.default_rng(2)
+    t = (rng.random((N, 3)) < 0.5).astype(np.float32)
+    s = (rng.standard_normal((N, 3)) + t - 0.5).astype(np.float32)
+    got = epoch(hinted, {"s": s, "t": t})
+    assert got["accuracy"] == pytest.approx(np.mean((s > 0) == (t > 0.5)), abs=1e-6)
+    assert got["f1"] == pytest.approx(sk.f1_score(t.astype(int), (s > 0).astype(int), average="micro"), abs=1e-6)
+    one_class = compile_text(tmp_path, MULTI_LABEL.replace("binary_cross_entropy", "cross_entropy").format(
+        metrics="accuracy(s, t)"), name="c.dl")
+    assert one_class.warnings == []  # one-hot or probability rows: the arg-max is the class

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from helpers import TrainDriver, compile_text
 from test_torch_parity import MLP, RTOL, assert_params_match, batches, torch_linears
 
 from dslc.diagnostics import DslcError
+from dslc.runtime.checkpoint import load_checkpoint
+from dslc.schedules import rates
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -82,6 +85,16 @@ SCHEDULES = {
 def test_schedule_matches_torch(name, workdir):
     schedule, make = SCHEDULES[name]
     ours = dslc_rates(workdir, schedule, name=f"{name}.dl")
+    np.testing.assert_allclose(ours, torch_rates(make), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_the_numpy_rates_the_loop_checks_match_torch(name, workdir):
+    """`schedules.rates` (the rate functions on numpy values, which `dslc train` reads to warn about a
+    schedule that stops training) computes what the graph computes."""
+    schedule, make = SCHEDULES[name]
+    program = compile_text(workdir, BIAS.format(lr=LR, schedule=schedule), name=f"np_{name}.dl", dtype="float64")
+    ours = rates(program.manifest["optimizer"]["schedule"], LR, np.arange(STEPS))
     np.testing.assert_allclose(ours, torch_rates(make), rtol=1e-12, atol=1e-15)
 
 
@@ -251,3 +264,45 @@ def test_reference_evaluator_runs_the_new_graph_parts(workdir):
             np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
     for name, value in ort_driver.params.items():
         np.testing.assert_allclose(value, reference.params[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+IDLE = """
+model idle {{
+    input  x: f32[B, 2]
+    target y: f32[B, 1]
+    output pred = x |> dense(1)
+    loss   mse(pred, y)
+    optimizer sgd(lr = 0.1, schedule = {schedule})
+}}
+"""
+
+
+@pytest.mark.parametrize("schedule, idle", [("linear_warmup(2) then cosine(3)", (5, 7)), ("exponential(0.1)", (7, 5)),
+                                            ("cosine(12)", None), ("cosine(3, min_lr = 0.01)", None),
+                                            ("step(2)", None)])
+def test_a_schedule_that_stops_training_warns(schedule, idle, tmp_path):
+    """`cosine(T)` holds `min_lr` (0 by default) after T steps, and `exponential`/`step` decay every step:
+    written with PyTorch's per-epoch schedulers in mind, the rest of the run silently changes (almost)
+    nothing. 12 steps (3 epochs of 4); with the cosine, the weights indeed stop at step 5. `step(2)`
+    ends at 1e-5 of the rate: above the warning's 1e-6."""
+    program = compile_text(tmp_path, IDLE.format(schedule=schedule), name="idle.dl")
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((16, 2)).astype(np.float32), "y": rng.standard_normal((16, 1)).astype(np.float32)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        program.train(data, epochs=3, batch_size=4, out_dir=tmp_path / "run", verbose=0)
+    said = [str(w.message) for w in caught if "learning-rate schedule" in str(w.message)]
+    if idle is None:
+        assert said == []
+        return
+    assert said == [f"the learning-rate schedule keeps the rate below 1e-06 of its base from step {idle[0]} on, for "
+                    f"{idle[1]} of the run's 12 steps, which then barely change the weights: schedule lengths (and "
+                    "`every`, and `exponential`'s rate) count optimizer steps (4 per epoch here), not epochs"]
+    if "cosine" not in schedule:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after_5 = program.train(data, epochs=2, batch_size=4, out_dir=tmp_path / "short", verbose=0)  # steps 0..7
+    assert after_5[-1]["steps"] == 8
+    longer, shorter = load_checkpoint(tmp_path / "run").params, load_checkpoint(tmp_path / "short").params
+    assert all(np.array_equal(longer[k], shorter[k]) for k in longer)

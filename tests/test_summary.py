@@ -82,6 +82,30 @@ def test_every_parameter_belongs_to_one_layer():
     assert sum(l["params"] for l in s["layers"]) == s["trainable"]
 
 
+BN = """
+model bn{loss} {{
+    input  img: f32[B, 3, 8, 8]
+    target y: i64[B]
+    output logits = img |> conv2d(4, 3, bias = false) |> batch_norm |> relu |> flatten |> dense(5)
+    {training}
+}}
+"""
+
+
+def test_batch_norm_statistics_are_buffers_with_or_without_a_loss(tmp_path):
+    """A model without a loss counted batch norm's running mean and variance among its parameters (16 for
+    4 channels, "buffers: 0"); PyTorch's `BatchNorm2d(4)` has 8 parameters and 8 buffers, as the trained
+    model's summary says."""
+    counts = []
+    for loss, training in (("", ""), ("_trained", "loss cross_entropy(logits, y)\n    optimizer sgd(lr = 0.1)")):
+        path = tmp_path / f"bn{loss}.dl"
+        path.write_text(BN.format(loss=loss, training=training))
+        s = dslc.compile(path).summary()
+        counts.append((s["trainable"], s["buffers"], [l["params"] for l in s["layers"]]))
+    conv, norm, dense = 4 * 3 * 3 * 3, 2 * 4, 4 * 6 * 6 * 5 + 5
+    assert counts[0] == counts[1] == (conv + norm + dense, 2 * 4, [conv, norm, 0, 0, dense])
+
+
 def test_peak_activation_estimate_on_a_hand_built_graph():
     """x [B, 10] -> a = relu(x) -> b = a * a -> c = b + a -> output c: a lives until c, so a, b and c
     (3 × 40 bytes per example) are alive at once."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import warnings
 
@@ -115,6 +116,49 @@ def test_early_stopping_monitor_and_mode():
     assert e.value.hint == "did you mean `patience`?"
     with pytest.raises(DataError, match="`patience` must be a number, got `x`"):
         EarlyStopping.parse("patience=x")
+
+
+def test_a_nan_monitored_value_is_never_the_best():
+    """As in Keras's comparisons: a NaN epoch never improves, even the first; before, a NaN first epoch
+    became the best for good ("best nan at epoch 1"), and `restore_best` restored its weights."""
+    stopping = EarlyStopping(monitor="gap_loss", patience=2)
+    stopping.resolve(["gap_loss"], False)
+    assert [stopping.on_epoch_end(e, {"gap_loss": v}) for e, v in ((1, math.nan), (2, 0.5), (3, math.nan))] == [
+        False, False, False]
+    assert (stopping.best, stopping.best_epoch, stopping.on_epoch_end(4, {"gap_loss": 0.7})) == (0.5, 2, True)
+    stopping.resolve(["gap_loss"], False)
+    assert [stopping.on_epoch_end(e, {"gap_loss": math.nan}) for e in (1, 2)] == [False, True]
+    assert stopping.best_epoch is None
+    assert stopping.describe_stop() == ("early stopping: `gap_loss` has not improved for 2 epochs "
+                                        "(it was NaN in every epoch)")
+
+
+def test_resuming_a_run_whose_best_epoch_was_restored_says_what_it_drops(tmp_path):
+    """`restore_best` makes the best epoch's checkpoint the run's; resumed, the run continues from it and
+    the history's later epochs are trained again: said, no longer silently."""
+    settings = dict(epochs=10, batch_size=8, lr=0.0, out_dir=tmp_path / "r", verbose=0, early_stopping="patience=2",
+                    restore_best=True)
+    first = linreg_program().train(DATA, VAL, **settings)
+    assert (len(first), first.best_epoch) == (3, 1)  # lr 0: no epoch beats the first
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = linreg_program().train(DATA, VAL, **settings, resume=True)
+    assert [str(w.message) for w in caught] == [
+        "the checkpoint is epoch 1's, the best epoch, restored at the end of the last run: the history's epochs 2 "
+        "to 3 are dropped and trained again"]
+    assert [r["epoch"] for r in again] == [1, 2, 3]
+
+
+def test_restore_best_on_a_run_with_no_epoch_left(tmp_path):
+    """A run resumed with nothing left to train (stopped between its last save and the restore, or resumed
+    to ask for the best epoch) returned at once and kept the last epoch's weights."""
+    settings = dict(epochs=3, batch_size=8, lr=0.0, out_dir=tmp_path / "r", verbose=0, early_stopping="patience=50")
+    linreg_program().train(DATA, VAL, **settings)  # tracks best.npz (epoch 1: lr 0 never improves on it)
+    assert checkpoint.load_checkpoint(tmp_path / "r").meta["epoch"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "nothing to do"
+        linreg_program().train(DATA, VAL, **settings, resume=True, restore_best=True)
+    assert checkpoint.load_checkpoint(tmp_path / "r").meta["epoch"] == 1
 
 
 def test_early_stopping_checks_its_monitor_before_writing(tmp_path):

@@ -28,9 +28,8 @@ from pathlib import Path
 from dslc.declared_callbacks import direction
 from dslc.diagnostics import DataError, suggest
 from dslc.fsutil import atomic_write, atomic_write_text
-from dslc.runtime.checkpoint import CHECKPOINT_FILE
+from dslc.runtime.checkpoint import BEST_FILE, CHECKPOINT_FILE, checkpoint_epoch
 
-BEST_FILE = "best.npz"
 METRICS_CSV = "metrics.csv"
 
 
@@ -172,6 +171,8 @@ class EarlyStopping(Callback):
         self.mode = self.mode or better_direction(self.monitor)
 
     def improves(self, value: float) -> bool:
+        if math.isnan(value):  # never better, as in Keras's comparisons: not the best epoch, even the first
+            return False
         if self.best is None:
             return True
         return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
@@ -187,8 +188,9 @@ class EarlyStopping(Callback):
         return self.patience is not None and self.wait >= self.patience
 
     def describe_stop(self) -> str:
-        return (f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} "
-                f"(best {self.best:.6g} at epoch {self.best_epoch})")
+        best = (f"best {self.best:.6g} at epoch {self.best_epoch}" if self.best is not None else
+                "it was NaN in every epoch")
+        return f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} ({best})"
 
 
 OFF = ("off", "none", "false", "no")
@@ -243,6 +245,27 @@ class RunHooks:
             for record in history:
                 if self.tracker.monitor in record:
                     self.tracker.on_epoch_end(record["epoch"], record)
+            if history:
+                self._settle_best_file(history[-1]["epoch"])
+
+    def _settle_best_file(self, resumed_epoch: int) -> None:
+        """A resumed run's `best.npz` must hold the best epoch so far: a kill after the checkpoint of an
+        improving epoch and before its copy leaves the previous best there (the checkpoint resumed is then
+        the best, and is copied now); a run resumed with another `monitor`, or first run without early
+        stopping, may find the best epoch's weights gone, and restores none of them (a warning says so)."""
+        best = self.tracker.best_epoch
+        if best is None or checkpoint_epoch(self.out_dir / BEST_FILE) == best:
+            return
+        if best == resumed_epoch:
+            copy_file(self.out_dir / CHECKPOINT_FILE, self.out_dir / BEST_FILE)
+        elif self.restore_best and self.reporter is not None:
+            self.reporter.warn(self._lost_best())
+
+    def _lost_best(self) -> str:
+        held = checkpoint_epoch(self.out_dir / BEST_FILE)
+        return (f"the weights of epoch {self.tracker.best_epoch}, the best `{self.tracker.monitor}` so far, were not "
+                f"kept ({BEST_FILE} " + (f"holds epoch {held}'s" if held is not None else "is missing") +
+                "): only an epoch that beats it can be restored")
 
     def begin(self, info: dict) -> None:
         for cb in self.callbacks:
@@ -285,15 +308,28 @@ class RunHooks:
 
     def end(self, history: list[dict]) -> None:
         """Restore the best checkpoint when asked, then the callbacks' `on_train_end`."""
-        best = self.out_dir / BEST_FILE
-        if self.restore_best and self.tracker is not None and self.tracker.best_epoch is not None and best.exists():
-            if self.tracker.best_epoch != history[-1]["epoch"] and self.reporter is not None:
-                self.reporter.note(f"restored the weights of epoch {self.tracker.best_epoch} "
-                                   f"(best `{self.tracker.monitor}` {self.tracker.best:.6g}) into {CHECKPOINT_FILE}")
-            copy_file(best, self.out_dir / CHECKPOINT_FILE)
+        self.restore(history)
         for cb in self.callbacks:
             if callable(getattr(cb, "on_train_end", None)):
                 cb.on_train_end(history)
+
+    def restore(self, history: list[dict]) -> None:
+        """Make the best epoch's checkpoint the run's when `restore_best` asks for it (also when a resumed run
+        has no epoch left to train: it was stopped before its restore, or is resumed to ask for one)."""
+        if self.restore_best and self.tracker is not None and self.tracker.best_epoch is not None:
+            self._restore_best(history[-1]["epoch"])
+
+    def _restore_best(self, last_epoch: int) -> None:
+        best = self.out_dir / BEST_FILE
+        if checkpoint_epoch(best) != self.tracker.best_epoch:  # never another epoch's weights under its name
+            if self.reporter is not None:
+                self.reporter.warn(self._lost_best().replace("can be restored", "could be restored; "
+                                                             f"{CHECKPOINT_FILE} is the last epoch's"))
+            return
+        if self.tracker.best_epoch != last_epoch and self.reporter is not None:
+            self.reporter.note(f"restored the weights of epoch {self.tracker.best_epoch} "
+                               f"(best `{self.tracker.monitor}` {self.tracker.best:.6g}) into {CHECKPOINT_FILE}")
+        copy_file(best, self.out_dir / CHECKPOINT_FILE)
 
     @property
     def best_epoch(self) -> int | None:

@@ -39,6 +39,7 @@ from dslc.runtime.npz_writer import write_npz
 from dslc.spelling import option
 
 CHECKPOINT_FILE = "checkpoint.npz"
+BEST_FILE = "best.npz"  # a copy of the best epoch's checkpoint (`dslc.runtime.callbacks`)
 FORMAT = "dslc-checkpoint/2"
 FORMAT_1 = "dslc-checkpoint/1"
 
@@ -93,16 +94,7 @@ def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, wi
             hint=f"train the model first with `dslc train ... -o {weights}`",
         )
     with open_npz(path, "checkpoint", hint=DAMAGED_HINT) as archive:
-        if "meta" not in archive:
-            raise DataError(f"`{path}` is not a dslc checkpoint (it has no `meta` entry)")
-        meta_array = archive["meta"]
-        try:
-            meta = json.loads(str(meta_array[()])) if meta_array.dtype.kind == "U" and meta_array.ndim == 0 else None
-        except ValueError:
-            meta = None
-        if meta is None:
-            raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)")
-        check_meta(meta, path)
+        meta = _read_meta(archive, path)
         groups = {prefix: {k[len(prefix):]: k for k in archive if k.startswith(prefix)} for prefix in ("param/", "state/")}
         if manifest is not None:
             headers = {prefix: _Headers(archive, members) for prefix, members in groups.items()}
@@ -117,6 +109,30 @@ def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, wi
             if value.dtype.kind == "f":
                 check_finite(value, prefix + name, f"checkpoint `{path}`", NON_FINITE_HINT)
     return Checkpoint(path, loaded["param/"], loaded["state/"], meta)
+
+
+def _read_meta(archive, path: Path) -> dict:
+    if "meta" not in archive:
+        raise DataError(f"`{path}` is not a dslc checkpoint (it has no `meta` entry)")
+    meta_array = archive["meta"]
+    try:
+        meta = json.loads(str(meta_array[()])) if meta_array.dtype.kind == "U" and meta_array.ndim == 0 else None
+    except ValueError:
+        meta = None
+    if meta is None:
+        raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)")
+    check_meta(meta, path)
+    return meta
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch of the checkpoint file at `path` (its `meta` alone is read), or None if there is no
+    readable checkpoint there."""
+    try:
+        with open_npz(Path(path), "checkpoint", hint=DAMAGED_HINT) as archive:
+            return _read_meta(archive, Path(path))["epoch"]
+    except (DataError, OSError):
+        return None
 
 
 class _Headers(Mapping):

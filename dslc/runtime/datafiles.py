@@ -137,11 +137,16 @@ def _column(path: str, header: list[str], body: list[list[str]], lines: list[int
     values = np.empty(len(body))
     for i, row in enumerate(body):
         text = row[index].strip()
+        place = f"CSV file `{path}` column `{name}` row {i} (line {lines[i]})"
         try:
             values[i] = float(text)
         except ValueError:
-            raise DataError(f"CSV file `{path}` column `{name}` row {i} (line {lines[i]}): `{text}` is not a number",
+            what = "the field is empty (a missing value)" if not text else f"`{text}` is not a number"
+            raise DataError(f"{place}: {what}",
                             hint="every column the model reads holds numbers (class labels as 0, 1, ...)") from None
+        if not np.isfinite(values[i]):  # `nan`, `inf`: named where the file has them, not as an array index
+            raise DataError(f"{place}: `{text}` is not a finite number",
+                            hint="the data must be finite; replace or drop the NaN/inf entries")
     return values
 
 

@@ -49,6 +49,21 @@ def read_history(out_dir: Path, meta: dict) -> tuple[list[dict], str | None]:
     return [*kept, meta["record"]], warning
 
 
+def last_logged_epoch(out_dir: Path) -> int:
+    """The last epoch of the history file's entries in order from epoch 1 (0 for none)."""
+    last = 0
+    try:
+        with open(out_dir / HISTORY_FILE, encoding="utf-8") as f:
+            for text in f:
+                record = _parse(text)
+                if record is None or record["epoch"] != last + 1:
+                    break
+                last = record["epoch"]
+    except (OSError, UnicodeDecodeError):
+        pass
+    return last
+
+
 def _parse(text: str) -> dict | None:
     if not text.endswith("\n"):
         return None

@@ -123,3 +123,36 @@ def step_of(trainer):
     from dslc.runtime.session import TrainStep
 
     return (lambda batch, hypers: trainer.step(batch, hypers[0])) if isinstance(trainer, TrainStep) else trainer.step
+
+
+IDLE_RATE = 1e-6  # of the base rate: below it a step barely moves the weights
+IDLE_SHARE = 0.1  # of the run's steps, at such rates, before a warning
+MAX_CHECKED_STEPS = 10_000_000  # rates computed for the warning (80 MB of float64 at most)
+
+
+def idle_schedule_warning(manifest: dict, keys: list[str], lrs: list[float], first_step: int, last_step: int,
+                          steps_per_epoch: int) -> str | None:
+    """A warning when a schedule keeps the learning rate below `IDLE_RATE` of its base from some step to
+    the end, for more than `IDLE_SHARE` of the run's steps [first_step, last_step): a cosine to 0 that ends early, or a per-step
+    `exponential`/`step` decay written with PyTorch's per-epoch schedulers in mind (`cosine(40)` for
+    `CosineAnnealingLR(T_max=40)` stepped once per epoch stops training after 40 steps). `lrs`: each
+    objective's base rate."""
+    from dslc.schedules import rates
+
+    if not 0 < last_step - first_step <= MAX_CHECKED_STEPS:
+        return None
+    steps = np.arange(first_step, last_step)
+    for key, lr in zip(keys, lrs):
+        parts = (manifest["graphs"][key].get("optimizer") or {}).get("schedule")
+        if not parts or not lr > 0:
+            continue
+        moving = np.flatnonzero(rates(parts, lr, steps) >= IDLE_RATE * lr)  # a warm-up may start at 0: not idle
+        idle = len(steps) - (moving[-1] + 1 if len(moving) else 0)  # the steps from the last moving one to the end
+        if idle <= IDLE_SHARE * len(steps):
+            continue
+        who = f" of objective `{key.partition('.')[2]}`" if "." in key else ""
+        return (f"the learning-rate schedule{who} keeps the rate below {IDLE_RATE:g} of its base from step "
+                f"{last_step - idle:,} on, for {idle:,} of the run's {len(steps):,} steps, which "
+                f"then barely change the weights: schedule lengths (and `every`, and `exponential`'s rate) count "
+                f"optimizer steps ({steps_per_epoch:,} per epoch here), not epochs")
+    return None

@@ -11,10 +11,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dslc.diagnostics import DataError
-from dslc.runtime.checkpoint import CHECKPOINT_FILE, load_checkpoint, manifest_hash, save_checkpoint
+from dslc.runtime.checkpoint import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    checkpoint_epoch,
+    load_checkpoint,
+    manifest_hash,
+    save_checkpoint,
+)
 from dslc.runtime.data import non_finite_mask, num_rows
 from dslc.runtime.faults import fault_point
-from dslc.runtime.history import HistoryLog, read_history
+from dslc.runtime.history import HistoryLog, last_logged_epoch, read_history
 from dslc.runtime.layout import state_specs, train_keys, weight_specs
 from dslc.spelling import option
 
@@ -40,7 +47,7 @@ def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
 def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, reporter: "Reporter"):
     ckpt = load_checkpoint(ckpt_path, manifest)
     meta = ckpt.meta
-    if meta.get("manifest_sha256") != manifest_hash(manifest):
+    if meta.get("manifest_sha256") != manifest_hash(manifest) and meta.get("frozen") == settings.get("frozen"):
         reporter.warn("the compiled model differs from the one that wrote the checkpoint (another model file, "
                       "`-D` value or dslc; its parameters still fit, so training continues from it)")
     warn_changed_settings(meta, settings, "the checkpoint's", reporter)
@@ -53,15 +60,31 @@ def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, rep
     return ckpt
 
 
+def frozen_setting(specs: list[dict]) -> dict:
+    """`{"frozen": [names]}`: the parameters no objective updates (`--freeze`), a run setting recorded in
+    its checkpoints; {} when there are none, so that checkpoints from before it compare equal."""
+    frozen = set.intersection(*({t["name"] for t in spec.get("frozen", [])} for spec in specs))
+    return {"frozen": sorted(frozen)} if frozen else {}
+
+
 def warn_changed_settings(before: Mapping, settings: Mapping, whose: str, reporter: "Reporter") -> None:
-    """A warning for each of `settings` (seed, batch size, lr, validation split) that `before` holds
-    another value of (an absent one counts as None): the run then no longer continues that one exactly."""
+    """A warning for each of `settings` (seed, batch size, lr, validation split, frozen parameters) that
+    `before` holds another value of (an absent one counts as None): the run then no longer continues that
+    one exactly."""
     labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
     shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
-    for key, value in settings.items():
-        if before.get(key) != value:
-            reporter.warn(f"the {labels[key]} differs from {whose} ({shown(value)} now, "
-                          f"{shown(before.get(key))} before): the run will not match an uninterrupted one")
+    for key in dict.fromkeys([*settings, "frozen"]):
+        value = settings.get(key)
+        if before.get(key) == value:
+            continue
+        if key == "frozen":  # resumed without the run's `--freeze`, or with other patterns
+            names = lambda v: ", ".join(f"`{n}`" for n in v) if v else "none"
+            again = f"; pass the run's {option('freeze')} patterns again to keep them fixed" if before.get(key) else ""
+            reporter.warn(f"the frozen parameters differ from {whose} ({names(value)} now, {names(before.get(key))} "
+                          f"before): the run will not match an uninterrupted one{again}")
+            continue
+        reporter.warn(f"the {labels[key]} differs from {whose} ({shown(value)} now, "
+                      f"{shown(before.get(key))} before): the run will not match an uninterrupted one")
 
 
 def history_so_far(out_dir: Path, ckpt, reporter: "Reporter") -> list[dict]:
@@ -71,6 +94,11 @@ def history_so_far(out_dir: Path, ckpt, reporter: "Reporter") -> list[dict]:
     history, warning = read_history(out_dir, ckpt.meta)
     if warning:
         reporter.warn(warning)
+    epoch, last = ckpt.meta["epoch"], last_logged_epoch(out_dir)
+    if last > epoch and checkpoint_epoch(out_dir / BEST_FILE) == epoch:  # `restore_best` made it the checkpoint
+        later = f"epoch {last}" if last == epoch + 1 else f"epochs {epoch + 1} to {last}"
+        reporter.warn(f"the checkpoint is epoch {epoch}'s, the best epoch, restored at the end of the last run: the "
+                      f"history's {later} {'is' if last == epoch + 1 else 'are'} dropped and trained again")
     return history
 
 

@@ -30,11 +30,19 @@ from dslc.runtime.layout import (
 )
 from dslc.runtime.metrics import EpochMetrics, output_specs
 from dslc.runtime.runlock import locks_run_directory, when_released
-from dslc.runtime.run_start import check_one_sample_batch, make_trainer, run_data, starting_state, step_of
+from dslc.runtime.run_start import (
+    check_one_sample_batch,
+    idle_schedule_warning,
+    make_trainer,
+    run_data,
+    starting_state,
+    step_of,
+)
 from dslc.runtime.run_state import (
     check_finite_values,
     count,
     diverged,
+    frozen_setting,
     history_so_far,
     save_epoch,
 )
@@ -209,6 +217,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
     if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
         settings["val_split"] = float(val_split)
+    settings.update(frozen_setting(specs))
     early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
     ckpt, initial, global_step = starting_state(program, spec, out_dir, resume, init_from, settings, fingerprint,
@@ -254,10 +263,17 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if first_epoch >= epochs:
         reporter.warn(f"the checkpoint already has {count(first_epoch, 'epoch')} of training; nothing to do "
                       f"(raise the number of epochs to continue)")
+        if writer:
+            hooks.restore(history)
         return History(history, out_dir)
     if batch_size > n:
         reporter.warn(f"the batch size ({batch_size}) is larger than the {count(n, 'training sample')}: "
                       f"each epoch is one batch of {n}")
+    base_rates = [lr if lr is not None else (_spec_by_kind(s.get("hyper", []), "lr") or {}).get("default", 0.0)
+                  for s in specs]
+    idle = idle_schedule_warning(manifest, keys, base_rates, global_step, epochs * steps, steps)
+    if idle:
+        reporter.warn(idle)
     parts = accumulate * (comm.Get_size() if comm is not None else 1)
     if parts > min(batch_size, n):
         rows = min(batch_size, n)
