@@ -228,10 +228,12 @@ def test_train_resume_predict_export(fake_compiler, npz, tmp_path, capsys):
     assert out[0].startswith("training linreg for 1 epoch on cpu: 40 samples, 10 validation samples")
     assert out[1].startswith("epoch 1/1 - ") and " - val_loss " in out[1]
     assert cli.main(base + ["--epochs", "2", "--seed", "3", "--lr", "0.05", "--resume"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("warning: the learning rate differs from the checkpoint's (0.05 now, the default before): "
-                      "the run will not match an uninterrupted one")
-    assert out[1].startswith("resuming linreg at epoch 2/2") and out[2].startswith("epoch 2/2 - ")
+    printed = capsys.readouterr()
+    out = printed.out.splitlines()
+    assert printed.err.splitlines() == [  # warnings on stderr, as a compiler's
+        "warning: the learning rate differs from the checkpoint's (0.05 now, the default before): the run will not "
+        "match an uninterrupted one"]
+    assert out[0].startswith("resuming linreg at epoch 2/2") and out[1].startswith("epoch 2/2 - ")
 
     assert cli.main(["predict", "linreg.dl", "--weights", "run", "--input", "x.npz", "-o", "y.npz",
                      "--batch-size", "3"]) == 0
@@ -356,8 +358,8 @@ def test_resuming_with_a_define_that_changes_only_the_graphs_warns(tmp_path, cap
     assert cli.main(base + ["-D", "rate=0.1", "--epochs", "1"]) == 0
     capsys.readouterr()
     assert cli.main(base + ["-D", "rate=0.1", "--epochs", "2", "--resume"]) == 0
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
     assert cli.main(base + ["-D", "rate=0.5", "--epochs", "3", "--resume"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == (
+    assert capsys.readouterr().err.splitlines()[0] == (
         "warning: the compiled model differs from the one that wrote the checkpoint (another model file, `-D` "
         "value or dslc; its parameters still fit, so training continues from it)")

@@ -546,6 +546,27 @@ def test_console_reporter_on_a_terminal(tmp_path):
     assert "training lin[B, 3] for 2 epochs" in text and "epoch 2/2 - " in text
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_reporter_warnings_go_to_their_stream():
+    """`dslc train > log` still shows its warnings on the terminal (stderr); where the progress and the
+    warnings share a terminal, a warning is printed through the bar's console, above the live bar."""
+    out, err = io.StringIO(), io.StringIO()
+    reporter = ConsoleReporter(out, warnings=err)
+    reporter.warn("the data has 3 rows")
+    reporter.note("early stopping")
+    assert (out.getvalue(), err.getvalue()) == ("early stopping\n", "warning: the data has 3 rows\n")
+    out, err = _Terminal(), _Terminal()
+    reporter = ConsoleReporter(out, tty=True, refresh_every=0, warnings=err)
+    reporter.epoch_start(1, 2, 10)
+    reporter.warn("the data has 3 rows")
+    reporter.close()
+    assert "warning: the data has 3 rows" in out.getvalue() and err.getvalue() == ""
+
+
 # ---- Program: build, predict, export, compile --------------------------------------------------
 def test_build_writes_graphs_and_manifest(tmp_path):
     program = linreg_program()

@@ -268,7 +268,7 @@ def run_worker(job_file: str) -> None:
     comm = world()
     with abort_on_error(comm):
         rank = comm.Get_rank() if comm is not None else 0
-        reporter = ConsoleReporter(sys.stdout) if job["console"] and rank == 0 else None
+        reporter = ConsoleReporter(sys.stdout, warnings=sys.stderr) if job["console"] and rank == 0 else None
         try:
             fit(job["program"], job["data"]["train"], job["data"]["val"], reporter=reporter, comm=comm,
                 **job["settings"])

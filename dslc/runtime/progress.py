@@ -27,6 +27,13 @@ def format_number(value: float) -> str:
     return f"{value:.4e}"
 
 
+def _is_tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-less stream
+        return False
+
+
 def format_seconds(seconds: float) -> str:
     if seconds < 0.1:
         return f"{seconds * 1000:.0f}ms"
@@ -51,11 +58,14 @@ def format_epoch(record: Mapping, epochs: int) -> str:
 
 
 class ConsoleReporter(Reporter):
-    """Writes progress to `stream`; a live bar only when `tty` (default: `stream.isatty()`)."""
+    """Writes progress to `stream`, a live bar only when `tty` (default: `stream.isatty()`), and warnings to
+    `warnings` (default: `stream`; `dslc train`'s is stderr, so that a warning reaches the terminal when the
+    progress goes to a file, as a compiler's warnings do)."""
 
     def __init__(self, stream: IO[str], tty: bool | None = None, refresh_every: float = 0.1,
-                 log_every: int | None = None):
+                 log_every: int | None = None, warnings: IO[str] | None = None):
         self.stream = stream
+        self.warnings = warnings
         self.log_every = log_every
         self.epoch = 0
         self.tty = stream.isatty() if tty is None else tty
@@ -86,7 +96,11 @@ class ConsoleReporter(Reporter):
                    f"{count(info['parameters'], 'parameter')}")
 
     def warn(self, message: str) -> None:
-        self._line(f"warning: {message}")
+        if self.warnings is None or self.warnings is self.stream or (self.tty and _is_tty(self.warnings)):
+            self._line(f"warning: {message}")  # on the bar's terminal: printed above the bar, not through it
+        else:
+            self.warnings.write(f"warning: {message}\n")
+            self.warnings.flush()
 
     def note(self, message: str) -> None:
         self._line(message)
@@ -212,7 +226,7 @@ def make_reporter(log_format: str = "text", quiet: bool = False, log_every: int 
         return JsonLinesReporter(sys.stdout, log_every)
     if quiet:
         return QuietReporter(sys.stderr)
-    return ConsoleReporter(sys.stdout, log_every=log_every)
+    return ConsoleReporter(sys.stdout, log_every=log_every, warnings=sys.stderr)
 
 
 class _PythonWarnings:
