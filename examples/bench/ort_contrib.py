@@ -15,7 +15,8 @@ with the portable graph's (relative to its largest output) before it is timed. T
   square root; the scale and shift are folded into the products after it) as `SkipLayerNormalization`
   with unit scale, which also writes the sum for the next residual.
 - `bias_gelu`: a `Gemm` with its bias, reshaped, then the erf `gelu`, as the bare `Gemm` and `BiasGelu`.
-- `all`: `mha`, `skip_norm` and `bias_gelu` together.
+- `all`: `mha`, `skip_norm` and `bias_gelu` together; `attention_gelu`: `attention` and `bias_gelu`
+  (the two that are not slower on two threads).
 
 With one thread (the default) each call is timed by the calling thread's CPU time, the variants
 alternated call by call; with `--threads N` above 1 by wall time in interleaved blocks that start once the
@@ -245,7 +246,7 @@ def shapes_of(model: onnx.ModelProto) -> dict[str, list]:
 
 
 REWRITES = {"mha": (mha,), "attention": (attention,), "skip_norm": (skip_norm,), "bias_gelu": (bias_gelu,),
-            "all": (mha, skip_norm, bias_gelu)}
+            "all": (mha, skip_norm, bias_gelu), "attention_gelu": (attention, bias_gelu)}
 
 
 def rewritten(model: onnx.ModelProto, rewrites) -> tuple[onnx.ModelProto, dict[str, int]]:
