@@ -41,6 +41,7 @@ def test_bench_names_a_peers_folder_that_is_not_there(tmp_path, capsys):
     ("train_loop.py", ["--repeats", "0"]), ("ort_profile.py", ["--calls", "0"]), ("reference.py", ["--steps", "0"]),
     ("reference.py", ["--threads", "-1"]), ("ab_builds.py", ["a", "b", "--calls", "0"]),
     ("train_overhead.py", ["--epochs", "0"]), ("reference.py", ["--from-json", "/nonexistent/run.json"]),
+    ("ort_contrib.py", ["--calls", "0"]),
 ])
 def test_the_bench_scripts_refuse_counts_below_one_and_missing_files(script, argv):
     run = subprocess.run([sys.executable, str(ROOT / "examples" / "bench" / script), *argv], capture_output=True,
