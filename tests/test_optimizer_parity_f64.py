@@ -11,6 +11,8 @@ from torch by 3e-4 to 1e-2 after the first step here.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from helpers import TrainDriver, compile_text
@@ -42,12 +44,16 @@ CASES = {
     "rmsprop": "rmsprop(lr = 0.01)",
     "rmsprop_rho_eps": "rmsprop(lr = 0.01, rho = 0.5, eps = 1e-3)",
     "rmsprop_momentum_weight_decay": "rmsprop(lr = 0.005, momentum = 0.7, weight_decay = 0.1, decay = 0.1)",
+    "rmsprop_centered": "rmsprop(lr = 0.01, centered = true, eps = 1e-4)",
+    "rmsprop_centered_momentum": "rmsprop(lr = 0.003, rho = 0.8, centered = true, momentum = 0.6, weight_decay = 0.1)",
     "adagrad": "adagrad(lr = 0.1)",
     "adagrad_eps_weight_decay_decay": "adagrad(lr = 0.1, eps = 1e-2, weight_decay = 0.1, decay = 0.3)",
     "adam": "adam(lr = 0.01)",
     "adam_betas_eps": "adam(lr = 0.01, beta1 = 0.5, beta2 = 0.9, eps = 1e-2)",
     "adam_weight_decay_decay": "adam(lr = 0.01, weight_decay = 0.2, decay = 0.1)",
+    "adam_amsgrad": "adam(lr = 0.02, amsgrad = true, beta2 = 0.9)",
     "adamw": "adamw(lr = 0.01)",
+    "adamw_amsgrad": "adamw(lr = 0.02, amsgrad = true, beta1 = 0.5, beta2 = 0.8, weight_decay = 0.3)",
     "adamw_settings": "adamw(lr = 0.02, beta1 = 0.8, beta2 = 0.95, eps = 1e-3, weight_decay = 0.5, decay = 0.05)",
     "nadam": "nadam(lr = 0.01, momentum_decay = 0.05, eps = 1e-3, weight_decay = 0.1)",
     "sgd_clip_norm": "sgd(lr = 0.3, momentum = 0.5, clip_norm = 0.2)",
@@ -127,3 +133,23 @@ def test_optimizer_matches_torch_in_float64(case, workdir, torch_float64):
         assert_close(driver, layers, f"{case}: after step {step}")
     if s["clip_norm"] or s["clip_value"]:
         assert clipped >= STEPS // 2, "the clipping must act on most steps to be tested"
+
+
+@pytest.mark.parametrize("optimizer, hint", [
+    ("rmsprop(alpha = 0.99)", "write `rho = ...` instead"),
+    ("adagrad(lr_decay = 0.1)", "write `decay = ...` instead"),
+    ("adam(betas = 0.9)", "write `beta1 = ..., beta2 = ...` instead"),
+    ("adagrad(initial_accumulator_value = 0.1)", "the accumulator starts at 0 (PyTorch's default; Keras starts it at 0.1)"),
+    ("sgd(momentum = 0.9, dampening = 0.1)", "momentum has no dampening here (PyTorch's default, dampening = 0)"),
+    ("adam(nesterov = true)", "Nesterov momentum is `sgd(momentum = 0.9, nesterov = true)`, or Adam's variant `nadam`"),
+    ("sgd(amsgrad = true)", "AMSGrad is `adam(amsgrad = true)` or `adamw(amsgrad = true)`"),
+    ("adam(decoupled_weight_decay = true)", "`adamw` decouples its weight decay; `adam` adds weight_decay·p to the gradient"),
+])
+def test_a_torch_or_keras_setting_gets_dslc_s_answer(optimizer, hint, workdir):
+    from dslc.diagnostics import DslcError
+
+    with pytest.raises(DslcError) as e:
+        compile_text(workdir, MLP.format(optimizer=optimizer), dtype="float64")
+    key = re.findall(r"(\w+) =", optimizer)[-1]
+    assert e.value.diagnostics[0].message.endswith(f"has no setting `{key}`")
+    assert e.value.diagnostics[0].hint == hint

@@ -83,13 +83,14 @@ def torch_optimizer(kind: str, s: dict, params):
                                weight_decay=s["weight_decay"])
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=s["lr"], alpha=s["rho"], eps=s["eps"], momentum=s["momentum"],
-                                   weight_decay=s["weight_decay"])
+                                   centered=s["centered"], weight_decay=s["weight_decay"])
     if kind == "adagrad":
         return torch.optim.Adagrad(params, lr=s["lr"], lr_decay=s["decay"], eps=s["eps"],
                                    weight_decay=s["weight_decay"])
     if kind in ("adam", "adamw"):
         cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-        return cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"], weight_decay=s["weight_decay"])
+        return cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"], weight_decay=s["weight_decay"],
+                   amsgrad=s["amsgrad"])
     if kind == "nadam":
         return torch.optim.NAdam(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
                                  weight_decay=s["weight_decay"], momentum_decay=s["momentum_decay"])
