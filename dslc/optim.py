@@ -14,7 +14,7 @@ schedule it), `weight_decay` and Keras-style learning-rate `decay`:
         sgd:      v = momentum * v + g;  d = g + momentum * v if nesterov else v (d = g without momentum)
                   p = p - lr_t * d
         rmsprop:  s = rho * s + (1 - rho) * g²
-                  if centered: a = rho * a + (1 - rho) * g;  d = √(s - a²) + eps   # else d = √s + eps
+                  if centered: a = rho * a + (1 - rho) * g;  d = √max(s - a², 0) + eps   # else d = √s + eps
                   if momentum: u = momentum * u + g / d; p = p - lr_t * u
                   else:        p = p - lr_t * g / d
         adagrad:  s = s + g²;  p = p - lr_t * g / (√s + eps)
@@ -221,7 +221,9 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
                 if spec.setting("centered"):
                     a = b.add(b.mul(c(rho), slot("grad_avg")), b.mul(c(1.0 - rho), g))
                     next_state[slot("grad_avg").name] = a
-                    s = b.sub(s, b.mul(a, a))  # the variance estimate: s - a² ≥ 0 up to rounding
+                    # the variance estimate s - a²: rounding makes it negative (a NaN root) once a constant
+                    # gradient has filled both averages (float32, after ~135 steps at rho 0.9)
+                    s = b.clip(b.sub(s, b.mul(a, a)), low=0.0, high=None)
                 scaled = b.div(g, b.add(b.sqrt(s), c(eps)))
                 if mu:
                     u = b.add(b.mul(c(mu), slot("momentum_buffer")), scaled)

@@ -153,3 +153,21 @@ def test_a_torch_or_keras_setting_gets_dslc_s_answer(optimizer, hint, workdir):
     key = re.findall(r"(\w+) =", optimizer)[-1]
     assert e.value.diagnostics[0].message.endswith(f"has no setting `{key}`")
     assert e.value.diagnostics[0].hint == hint
+
+
+def test_centered_rmsprop_survives_a_constant_gradient_in_float32(workdir):
+    """s - a² of a constant gradient is 0 plus rounding, negative for some elements after ~135 float32
+    steps at rho 0.9: its root was NaN (torch.optim.RMSprop(centered=True) gives NaN at step 132)."""
+    program = compile_text(workdir, """
+    model c {
+        input x: f32[B, 50]
+        out = x |> dense(4)
+        output out
+        loss mean(out)
+        optimizer rmsprop(lr = 1e-6, centered = true)
+    }""")
+    driver = TrainDriver(program)
+    x = np.random.default_rng(0).standard_normal((1, 50)).astype(np.float32)
+    for _ in range(200):
+        driver.step({"x": x})
+    assert all(np.isfinite(value).all() for value in driver.params.values())
