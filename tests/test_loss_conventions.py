@@ -10,6 +10,8 @@ the numbers grammar/LANGUAGE.md ("Next to PyTorch and Keras") states, checked in
   biases, not a norm's scales), without PyTorch's 1/2; `l1(weights)` Σ |w| of the same.
 - `dropout(rate)` keeps 1 - rate of the elements and scales them by 1/(1 - rate) (inverted dropout).
 - A schedule counts optimizer steps, and a resumed run continues it: 2 + 2 epochs equal 4 bit for bit.
+- A loss keyword of PyTorch or Keras (`reduction`, `from_logits`, `weight`, BCE's `label_smoothing`) is an
+  error whose hint says what dslc does instead.
 """
 from __future__ import annotations
 
@@ -151,3 +153,32 @@ def test_a_resumed_run_continues_the_schedule(workdir):
     assert int(split.state["opt.step"]) == 12
     for name, value in straight.params.items():
         assert np.array_equal(value, split.params[name]), name
+
+
+@pytest.mark.parametrize("loss, hint", [
+    ("mse(z, y, reduction = \"sum\")", "a loss is a mean (over the examples, or every position of a sequence); "
+                                       "PyTorch's `reduction = \"sum\"` is that times their count"),
+    ("cross_entropy(z, c, from_logits = true)", "the losses take logits (Keras' `from_logits = true`): pass the value "
+                                                "before `softmax` or `sigmoid`"),
+    ("cross_entropy(z, c, ignore_index = 0)", "no class or example weights: every position counts the same (PyTorch's "
+     "`weight`, `pos_weight` and `ignore_index`, Keras' `class_weight` and `sample_weight` are not offered)"),
+    ("binary_cross_entropy(z, y, label_smoothing = 0.1)",
+     "smooth the targets as Keras does: `binary_cross_entropy(logits, target * (1 - ε) + ε / 2)`"),
+    ("cross_entropy(z, c, smoothing = 0.1)", "did you mean `label_smoothing`?"),
+])
+def test_a_torch_or_keras_loss_keyword_gets_dslc_s_answer(loss, hint, workdir):
+    from dslc.diagnostics import DslcError
+
+    with pytest.raises(DslcError) as e:
+        compile_text(workdir, f"""
+        model m {{
+            input  x: f32[B, 2]
+            target y: f32[B, 3]
+            target c: i64[B]
+            z = x |> dense(3)
+            output z
+            loss      {loss}
+            optimizer sgd()
+        }}""")
+    assert "has no argument" in e.value.diagnostics[0].message
+    assert e.value.diagnostics[0].hint == hint
