@@ -55,9 +55,10 @@ def mse(ctx, prediction: Tensor, target: Tensor):
 def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 0.0):
     """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over every position:
     the examples of `[B, C]`, the B·T steps of sequence logits `[B, T, C]` (PyTorch's `mean` over
-    `[B, C, T]`, which puts the classes on axis 1). `target` is either integer class labels (the logits' shape without the class axis) or
-    probabilities / one-hot rows (the logits' shape). `label_smoothing = ε` mixes the target with the
-    uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's `label_smoothing`."""
+    `[B, C, T]`, which puts the classes on axis 1). `target` is either integer class labels (the logits'
+    shape without the class axis) or probabilities / one-hot rows (the logits' shape). `label_smoothing = ε`
+    mixes the target with the uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's
+    `label_smoothing`."""
     if not 0 <= label_smoothing <= 1:
         ctx.fail(f"`label_smoothing` must be in [0, 1], got {label_smoothing}", arg="label_smoothing")
     loss = _cross_entropy(ctx, logits, target)

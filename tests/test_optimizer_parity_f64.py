@@ -58,7 +58,8 @@ CASES = {
     "nadam": "nadam(lr = 0.01, momentum_decay = 0.05, eps = 1e-3, weight_decay = 0.1)",
     "sgd_clip_norm": "sgd(lr = 0.3, momentum = 0.5, clip_norm = 0.2)",
     "adam_clip_value": "adam(lr = 0.01, clip_value = 0.02, weight_decay = 0.1)",
-    "adamw_clip_norm_schedule": "adamw(lr = 0.05, clip_norm = 0.3, schedule = linear_warmup(4, start_factor = 0.25) then cosine(8))",
+    "adamw_clip_norm_schedule":
+        "adamw(lr = 0.05, clip_norm = 0.3, schedule = linear_warmup(4, start_factor = 0.25) then cosine(8))",
 }
 
 
@@ -139,11 +140,13 @@ def test_optimizer_matches_torch_in_float64(case, workdir, torch_float64):
     ("rmsprop(alpha = 0.99)", "write `rho = ...` instead"),
     ("adagrad(lr_decay = 0.1)", "write `decay = ...` instead"),
     ("adam(betas = 0.9)", "write `beta1 = ..., beta2 = ...` instead"),
-    ("adagrad(initial_accumulator_value = 0.1)", "the accumulator starts at 0 (PyTorch's default; Keras starts it at 0.1)"),
+    ("adagrad(initial_accumulator_value = 0.1)",
+     "the accumulator starts at 0 (PyTorch's default; Keras starts it at 0.1)"),
     ("sgd(momentum = 0.9, dampening = 0.1)", "momentum has no dampening here (PyTorch's default, dampening = 0)"),
     ("adam(nesterov = true)", "Nesterov momentum is `sgd(momentum = 0.9, nesterov = true)`, or Adam's variant `nadam`"),
     ("sgd(amsgrad = true)", "AMSGrad is `adam(amsgrad = true)` or `adamw(amsgrad = true)`"),
-    ("adam(decoupled_weight_decay = true)", "`adamw` decouples its weight decay; `adam` adds weight_decay·p to the gradient"),
+    ("adam(decoupled_weight_decay = true)",
+     "`adamw` decouples its weight decay; `adam` adds weight_decay·p to the gradient"),
 ])
 def test_a_torch_or_keras_setting_gets_dslc_s_answer(optimizer, hint, workdir):
     from dslc.diagnostics import DslcError
