@@ -76,7 +76,8 @@ def warning(message: str, span: Span | None = None, label: str = "", hint: str =
 
 # Keyword names from Keras and PyTorch -> dslc's, for `suggest` (used only when dslc's names are candidates)
 RENAMED_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "learning_rate": ("lr",), "betas": ("beta1", "beta2"), "epsilon": ("eps",),
+    "learning_rate": ("lr",), "betas": ("beta1", "beta2"), "epsilon": ("eps",), "alpha": ("rho",),
+    "lr_decay": ("decay",),
     "kernel_size": ("kernel",), "pool_size": ("kernel",), "strides": ("stride",), "use_bias": ("bias",),
     "out_features": ("units",), "hidden_size": ("units",), "out_channels": ("filters",),
     "num_layers": ("layers",), "num_heads": ("heads",), "negative_slope": ("alpha",), "dim": ("axis",),

@@ -57,8 +57,25 @@ def foreign_hint(func: str, names) -> str:
 _SHAPE_KEYWORDS = ("input_shape", "input_dim", "batch_input_shape", "input_size", "in_features", "in_channels")
 
 
+_UNWEIGHTED = ("no class or example weights: every position counts the same (PyTorch's `weight`, `pos_weight` and "
+               "`ignore_index`, Keras' `class_weight` and `sample_weight` are not offered)")
+# Keras and PyTorch keywords of losses -> what dslc's losses do instead
+_LOSS_KEYWORDS = {
+    "reduction": "a loss is a mean (over the examples, or every position of a sequence); PyTorch's "
+                 "`reduction = \"sum\"` is that times their count",
+    "from_logits": "the losses take logits (Keras' `from_logits = true`): pass the value before `softmax` or `sigmoid`",
+    "weight": _UNWEIGHTED, "pos_weight": _UNWEIGHTED, "ignore_index": _UNWEIGHTED, "class_weight": _UNWEIGHTED,
+    "sample_weight": _UNWEIGHTED,
+}
+
+
 def keyword_hint(fn: str, kw, args: list[Arg], kwargs) -> str:
-    """The hint for a Keras or PyTorch keyword with no dslc counterpart (`activation = "relu"`, `input_shape`)."""
+    """The hint for a Keras or PyTorch keyword with no dslc counterpart (`activation = "relu"`, `input_shape`,
+    a loss's `reduction`)."""
+    if getattr(BUILTINS.get(fn), "category", "") == "loss":
+        if fn == "binary_cross_entropy" and kw.name == "label_smoothing":
+            return "smooth the targets as Keras does: `binary_cross_entropy(logits, target * (1 - ε) + ε / 2)`"
+        return _LOSS_KEYWORDS.get(kw.name, "")
     if kw.name in _SHAPE_KEYWORDS:
         return "shapes come from the `input` declaration and are inferred from there"
     if kw.name == "activation":

@@ -53,10 +53,12 @@ def mse(ctx, prediction: Tensor, target: Tensor):
 
 @builtin("loss")
 def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 0.0):
-    """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over examples.
-    `target` is either integer class labels (the logits' shape without the class axis) or
-    probabilities / one-hot rows (the logits' shape). `label_smoothing = ε` mixes the target with the
-    uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's `label_smoothing`."""
+    """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over every position:
+    the examples of `[B, C]`, the B·T steps of sequence logits `[B, T, C]` (PyTorch's `mean` over
+    `[B, C, T]`, which puts the classes on axis 1). `target` is either integer class labels (the logits'
+    shape without the class axis) or probabilities / one-hot rows (the logits' shape). `label_smoothing = ε`
+    mixes the target with the uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's
+    `label_smoothing`."""
     if not 0 <= label_smoothing <= 1:
         ctx.fail(f"`label_smoothing` must be in [0, 1], got {label_smoothing}", arg="label_smoothing")
     loss = _cross_entropy(ctx, logits, target)
@@ -107,7 +109,9 @@ def _cross_entropy(ctx, logits: Tensor, target: Tensor):
 @builtin("loss")
 def binary_cross_entropy(ctx, logits: Tensor, target: Tensor):
     """Sigmoid cross-entropy on raw scores, averaged over all elements: stable for any logit
-    (max(x, 0) - x·t + log(1 + e^-|x|)). Targets are 0/1 (or probabilities) of the logits' shape."""
+    (max(x, 0) - x·t + log(1 + e^-|x|)). Targets are 0/1 (or probabilities) of the logits' shape. PyTorch's
+    `binary_cross_entropy_with_logits`, Keras' with `from_logits=True`: given probabilities (a `sigmoid`
+    output) it warns."""
     _warn_squashed(ctx, logits, "logits", "sigmoid",
                    f"`binary_cross_entropy` applies the sigmoid itself, but {_shown(ctx, 'logits', 'its input')} is "
                    "already a sigmoid output", hint="pass the logits (the value before `sigmoid`)")
@@ -179,7 +183,8 @@ def select_params(ctx, selectors: tuple[str, ...], fn: str) -> list[Tensor]:
 @builtin("penalty")
 def l2(ctx, *selectors: Selector):
     """Σ w² over the selected parameters: `l2(weights)` (all kernels, the default), `l2(params)`,
-    `l2(biases)`, or layer names / glob patterns such as `l2("dense_0", "enc*")`."""
+    `l2(biases)`, or layer names / glob patterns such as `l2("dense_0", "enc*")`. No 1/2: Keras'
+    `kernel_regularizer = l2(λ)` is `λ * l2("layer")`; PyTorch's `weight_decay = λ` is `λ/2 * l2(params)`."""
     params = select_params(ctx, selectors, "l2")
     terms = [ctx.b.reduce_sum(ctx.b.mul(p, p)) for p in params]
     return _total(ctx, terms)

@@ -82,7 +82,7 @@ class CallLowering:
         for kw in kwargs:
             if kw.name not in names:
                 raise error(f"`{what}` has no argument `{kw.name}`", kw.span,
-                            hint=suggest(kw.name, names) or keyword_hint(what, kw, args, kwargs)
+                            hint=keyword_hint(what, kw, args, kwargs) or suggest(kw.name, names)
                             or f"call it as `{usage}`")
             if kw.name in bound:
                 raise error(f"argument `{kw.name}` given twice", kw.span)

@@ -10,7 +10,7 @@ from dslc.frontend import ast
 from dslc.ir.graph import Node
 from dslc.ir.types import fits, numpy_dtype
 from dslc.lower_calls import describe
-from dslc.optim import OPTIMIZERS, OptimizerSpec
+from dslc.optim import NOT_OFFERED, OPTIMIZERS, OptimizerSpec
 from dslc.passes.lower_optimizer import LR
 from dslc.schedules import parse_schedule
 
@@ -101,7 +101,8 @@ class TrainingLowering:
         for key, span, expr in given:
             if key not in defaults:
                 raise error(f"`{call.func}` has no setting `{key}`", span,
-                            hint=suggest(key, [*defaults, "schedule"]) or f"its settings: {', '.join(defaults)}, schedule")
+                            hint=NOT_OFFERED.get(key) or suggest(key, [*defaults, "schedule"])
+                            or f"its settings: {', '.join(defaults)}, schedule")
             value = self.eval(expr, env)
             if isinstance(defaults[key], bool):
                 if not isinstance(value, bool):

@@ -14,10 +14,12 @@ schedule it), `weight_decay` and Keras-style learning-rate `decay`:
         sgd:      v = momentum * v + g;  d = g + momentum * v if nesterov else v (d = g without momentum)
                   p = p - lr_t * d
         rmsprop:  s = rho * s + (1 - rho) * g²
-                  if momentum: u = momentum * u + g / (√s + eps); p = p - lr_t * u
-                  else:        p = p - lr_t * g / (√s + eps)
+                  if centered: a = rho * a + (1 - rho) * g;  d = √max(s - a², 0) + eps   # else d = √s + eps
+                  if momentum: u = momentum * u + g / d; p = p - lr_t * u
+                  else:        p = p - lr_t * g / d
         adagrad:  s = s + g²;  p = p - lr_t * g / (√s + eps)
         adam:     m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g²
+                  if amsgrad: v_max = max(v_max, v); v = v_max (in the step only)
                   p = p - lr_t / (1 - beta1^t) * m / (√(v / (1 - beta2^t)) + eps)
         adamw:    p = p * (1 - lr_t * weight_decay), then the adam step
         nadam:    mu = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay));  mu' = the same at t + 1
@@ -45,14 +47,28 @@ from dslc.source import Span
 # name -> (defaults of its settings, state slots per parameter)
 OPTIMIZERS: dict[str, tuple[dict[str, float | bool], tuple[str, ...]]] = {
     "sgd": ({"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "decay": 0.0}, ("velocity",)),
-    "rmsprop": ({"lr": 0.001, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.0, "decay": 0.0},
-                ("square_avg", "momentum_buffer")),
+    "rmsprop": ({"lr": 0.001, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "centered": False, "weight_decay": 0.0,
+                 "decay": 0.0}, ("square_avg", "momentum_buffer", "grad_avg")),
     "adagrad": ({"lr": 0.01, "eps": 1e-10, "weight_decay": 0.0, "decay": 0.0}, ("sum_squares",)),
-    "adam": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "decay": 0.0}, ("m", "v")),
-    "adamw": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "decay": 0.0}, ("m", "v")),
+    "adam": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "amsgrad": False, "weight_decay": 0.0,
+              "decay": 0.0}, ("m", "v", "v_max")),
+    "adamw": ({"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "amsgrad": False, "weight_decay": 0.01,
+               "decay": 0.0}, ("m", "v", "v_max")),
     "nadam": ({"lr": 0.002, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "momentum_decay": 0.004, "weight_decay": 0.0,
                "decay": 0.0}, ("m", "v")),
     "lion": ({"lr": 0.0001, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0, "decay": 0.0}, ("m",)),
+}
+# settings of torch.optim / Keras optimizers that dslc does not offer -> what dslc does instead (the error's hint)
+NOT_OFFERED = {
+    "dampening": "momentum has no dampening here (PyTorch's default, dampening = 0)",
+    "initial_accumulator_value": "the accumulator starts at 0 (PyTorch's default; Keras starts it at 0.1)",
+    "decoupled_weight_decay": "`adamw` decouples its weight decay; `adam` adds weight_decay·p to the gradient",
+    "maximize": "the optimizer minimizes the loss: negate it to maximize",
+    "nesterov": "Nesterov momentum is `sgd(momentum = 0.9, nesterov = true)`, or Adam's variant `nadam`",
+    "amsgrad": "AMSGrad is `adam(amsgrad = true)` or `adamw(amsgrad = true)`",
+    "centered": "the centered variant is `rmsprop(centered = true)`",
+    "ema_momentum": "dslc keeps no moving average of the weights",
+    "use_ema": "dslc keeps no moving average of the weights",
 }
 # state shared by all parameters besides `opt.step`: name -> initial value
 SHARED_STATE = {"nadam": {"mu_product": 1.0}}
@@ -75,12 +91,12 @@ class OptimizerSpec:
         return self.settings.get(key, OPTIMIZERS[self.kind][0][key])
 
     def slots(self) -> tuple[str, ...]:
-        slots = OPTIMIZERS[self.kind][1]
-        if self.kind == "sgd" and not self.setting("momentum"):
-            return ()
-        if self.kind == "rmsprop" and not self.setting("momentum"):
-            return ("square_avg",)
-        return slots
+        """The state slots of each parameter: those of `OPTIMIZERS` that the settings use."""
+        defaults = OPTIMIZERS[self.kind][0]
+        off = lambda key: not self.settings.get(key, defaults.get(key))  # noqa: E731
+        unused = {"velocity": off("momentum"), "momentum_buffer": off("momentum"), "grad_avg": off("centered"),
+                  "v_max": off("amsgrad")}
+        return tuple(slot for slot in OPTIMIZERS[self.kind][1] if not unused.get(slot, False))
 
 
 def state_name(prefix: str, param: str, slot: str) -> str:
@@ -202,6 +218,12 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
                 rho, mu, eps = spec.setting("rho"), spec.setting("momentum"), spec.setting("eps")
                 s = b.add(b.mul(c(rho), slot("square_avg")), b.mul(c(1.0 - rho), b.mul(g, g)))
                 next_state[slot("square_avg").name] = s
+                if spec.setting("centered"):
+                    a = b.add(b.mul(c(rho), slot("grad_avg")), b.mul(c(1.0 - rho), g))
+                    next_state[slot("grad_avg").name] = a
+                    # the variance estimate s - a²: rounding makes it negative (a NaN root) once a constant
+                    # gradient has filled both averages (float32, after ~135 steps at rho 0.9)
+                    s = b.clip(b.sub(s, b.mul(a, a)), low=0.0, high=None)
                 scaled = b.div(g, b.add(b.sqrt(s), c(eps)))
                 if mu:
                     u = b.add(b.mul(c(mu), slot("momentum_buffer")), scaled)
@@ -232,6 +254,9 @@ def apply_updates(b: Builder, spec: OptimizerSpec, params: list[Node], grads: li
                 m = b.add(b.mul(c(beta1), slot("m")), b.mul(c((1.0 - beta1) / math.sqrt(1.0 - beta2)), gs))
                 v = b.add(b.mul(c(beta2), slot("v")), b.mul(gs, gs))
                 next_state[slot("m").name], next_state[slot("v").name] = m, v
+                if spec.setting("amsgrad"):
+                    v = b.where(b.less(slot("v_max"), v), v, slot("v_max"))
+                    next_state[slot("v_max").name] = v
                 base = b.mul(p, decay_factor) if decay_factor is not None else p
                 new_p = b.sub(base, b.mul(alpha, b.div(m, b.add(b.sqrt(v), eps_hat))))
             next_params.append(new_p)

@@ -109,7 +109,7 @@ def make_optimizer(T, spec, params, foreach: bool | None = None):
                            foreach=foreach)
     if spec.kind == "rmsprop":
         return T.optim.RMSprop(params, lr=s("lr"), alpha=s("rho"), eps=s("eps"), momentum=s("momentum"),
-                               weight_decay=s("weight_decay"), foreach=foreach)
+                               centered=s("centered"), weight_decay=s("weight_decay"), foreach=foreach)
     if spec.kind == "adagrad":
         return T.optim.Adagrad(params, lr=s("lr"), eps=s("eps"), weight_decay=s("weight_decay"), foreach=foreach)
     if spec.kind == "nadam":
@@ -119,7 +119,7 @@ def make_optimizer(T, spec, params, foreach: bool | None = None):
         raise MissingTwin(f"`torch.optim` has no `{spec.kind}` optimizer")
     cls = T.optim.Adam if spec.kind == "adam" else T.optim.AdamW
     return cls(params, lr=s("lr"), betas=(s("beta1"), s("beta2")), eps=s("eps"), weight_decay=s("weight_decay"),
-               foreach=foreach)
+               amsgrad=s("amsgrad"), foreach=foreach)
 
 
 def concrete(t, dims: Mapping[str, int]):

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pytest
 from helpers import TrainDriver, compile_text
-from test_torch_parity import MLP, RTOL, assert_params_match, batches, torch_linears
+from test_torch_parity import MLP, RTOL, assert_params_match, batches, clip_like_dslc, torch_linears
 
 from dslc.diagnostics import DslcError
 from dslc.runtime.checkpoint import load_checkpoint
@@ -177,11 +177,7 @@ def test_training_matches_torch(config, workdir):
         opt.zero_grad()
         loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(label))
         loss.backward()
-        if s["clip_norm"]:
-            clipped += float(torch.nn.utils.clip_grad_norm_(model.parameters(), s["clip_norm"])) > s["clip_norm"]
-        if s["clip_value"]:
-            clipped += max(float(p.grad.abs().max()) for p in model.parameters()) > s["clip_value"]
-            torch.nn.utils.clip_grad_value_(model.parameters(), s["clip_value"])
+        clipped += clip_like_dslc(model.parameters(), s)
         opt.step()
         if scheduler:
             scheduler.step()

@@ -83,18 +83,40 @@ def torch_optimizer(kind: str, s: dict, params):
                                weight_decay=s["weight_decay"])
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=s["lr"], alpha=s["rho"], eps=s["eps"], momentum=s["momentum"],
-                                   weight_decay=s["weight_decay"])
+                                   centered=s["centered"], weight_decay=s["weight_decay"])
     if kind == "adagrad":
-        return torch.optim.Adagrad(params, lr=s["lr"], eps=s["eps"], weight_decay=s["weight_decay"])
+        return torch.optim.Adagrad(params, lr=s["lr"], lr_decay=s["decay"], eps=s["eps"],
+                                   weight_decay=s["weight_decay"])
     if kind in ("adam", "adamw"):
         cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-        return cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"], weight_decay=s["weight_decay"])
+        return cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"], weight_decay=s["weight_decay"],
+                   amsgrad=s["amsgrad"])
     if kind == "nadam":
         return torch.optim.NAdam(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
                                  weight_decay=s["weight_decay"], momentum_decay=s["momentum_decay"])
     if kind == "lion":
         return Lion(params, s["lr"], s["beta1"], s["beta2"], s["weight_decay"])
     raise ValueError(kind)
+
+
+def apply_keras_decay(optimizer, kind: str, s: dict, step: int):
+    """dslc's `decay`, lr / (1 + decay·step), as torch's param-group lr (Adagrad has it built in as `lr_decay`)."""
+    if s["decay"] and kind != "adagrad":
+        for group in optimizer.param_groups:
+            group["lr"] = s["lr"] / (1 + s["decay"] * step)
+
+
+def clip_like_dslc(parameters, s: dict) -> bool:
+    """Torch's `clip_grad_norm_` / `clip_grad_value_` with the manifest's settings; whether they changed
+    the gradients."""
+    parameters = list(parameters)
+    if s["clip_norm"]:
+        return float(torch.nn.utils.clip_grad_norm_(parameters, s["clip_norm"])) > s["clip_norm"]
+    if s["clip_value"]:
+        acted = max(float(p.grad.abs().max()) for p in parameters) > s["clip_value"]
+        torch.nn.utils.clip_grad_value_(parameters, s["clip_value"])
+        return acted
+    return False
 
 
 def dense_names(spec) -> list[str]:
@@ -158,8 +180,7 @@ def test_optimizer_parity(config, workdir):
     assert_params_match(driver, layers, f"{config}: initial values")
 
     for step, (x, label) in enumerate(batches(seed=len(config))):
-        for group in optimizer.param_groups:
-            group["lr"] = settings["lr"] / (1 + settings["decay"] * step)
+        apply_keras_decay(optimizer, opt["kind"], settings, step)
         optimizer.zero_grad()
         loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(label))
         loss.backward()
