@@ -136,3 +136,27 @@ def test_cuda_without_a_cuda_onnxruntime_is_refused_before_the_workers_start(pro
         program.train(data, epochs=1, batch_size=12, out_dir=tmp_path / "run", workers=2, device="cuda")
     assert e.value.message.startswith("CUDA was requested but this onnxruntime has no CUDA support")
     assert not (tmp_path / "run").exists()
+
+
+def test_ranks_reading_other_data_stop_with_an_error_instead_of_waiting_for_ever(tmp_path):
+    # `mpiexec ... : ...` starts rank 1 with other arguments: a shorter file, as a node holding another
+    # version of the data would read; without the check both ranks spun in the first all-reduce for ever
+    root = Path(__file__).resolve().parent.parent
+    model, full, short = tmp_path / "m.dl", tmp_path / "full.npz", tmp_path / "short.npz"
+    model.write_text(textwrap.dedent(MODEL))
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+    np.savez(full, x=x, y=y)
+    np.savez(short, x=x[:30], y=y[:30])
+    rank = [sys.executable, "-m", "dslc", "train", str(model), "--epochs", "2", "--batch-size", "8",
+            "-o", str(tmp_path / "run")]
+    done = subprocess.run([str(MPIEXEC), "-n", "1", *rank, "--data", str(full), ":", "-n", "1", *rank, "--data",
+                           str(short), "--seed", "1"], capture_output=True, text=True, cwd=root, timeout=hang_guard(120))
+    assert done.returncode == 3, done.stderr
+    assert "error (worker 0 of 2): the 2 workers do not train the same run: worker 1 has training data of 30 rows " \
+           "(blake2b " in done.stderr
+    assert "where worker 0 has training data of 40 rows" in done.stderr
+    assert "; worker 1 has seed = 1 where worker 0 has seed = 0\nhint: every rank must read the same data" in done.stderr
+    assert "error (worker 1" not in done.stderr  # said once, by rank 0
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()

@@ -32,6 +32,7 @@ _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # how often a rank waiting for rank 0 looks for its message: MPICH's blocking calls wait by spinning
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
+ABORT_WAIT_S = 60.0  # the longest the other ranks wait for rank 0 to abort after `check_same_run` fails
 READ_WAIT_S = 5.0  # the longest a failing rank waits for `mpiexec` to read its message before it aborts
 
 
@@ -157,6 +158,48 @@ def program_from_rank_zero(comm, compile):
         raise RankZeroStopped(f"worker {comm.Get_rank()} of {comm.Get_size()} has no graphs to train: worker 0, "
                               f"which compiles and tunes them, stopped (exit code {value}, see its message)", value)
     return value
+
+
+def check_same_run(comm, **parts) -> None:
+    """`DataError` on rank 0 when another rank's `parts` (the training data's fingerprint, the model's
+    hash, the settings, where training starts) differ from rank 0's: the ranks index one global batch
+    and sum their shards in one `Allreduce` per step, so a rank with other data, another model or another
+    starting epoch would wait for ever in a step the others never take (found by trying it: a rank
+    reading a shorter file spun in `Allreduce` at 100% CPU, and a SIGTERM to `mpiexec` could not stop it).
+    The other ranks wait, polling, for rank 0 to abort the job (`abort_on_error`), so that the error is
+    printed once, then raise it too."""
+    everyone = comm.allgather(parts)
+    differences = [f"worker {rank} has {_described(what, theirs[what], everyone[0][what])} where worker 0 has "
+                   f"{_described(what, everyone[0][what], theirs[what])}"
+                   for rank, theirs in enumerate(everyone) for what in parts if theirs[what] != everyone[0][what]]
+    if not differences:
+        return
+    if comm.Get_rank() != 0:
+        _wait_for_abort(comm)
+    shown = differences[:3] + ([f"and {len(differences) - 3} more"] if len(differences) > 3 else [])
+    raise DataError(f"the {comm.Get_size()} workers do not train the same run: " + "; ".join(shown),
+                    hint="every rank must read the same data, model file, `-D` values and settings, and see the "
+                         "same `-o RUN` (a file system shared by every node, for `--resume`)")
+
+
+def _described(what: str, value, other) -> str:
+    """A rank's `value` of `check_same_run`'s part `what` (where another rank has `other`), as the error
+    shows it."""
+    if what == "data":
+        return f"training data of {value['rows']:,} rows (blake2b {value['blake2b'][:12]})"
+    if what == "model":
+        return f"model sha256 {value[:12]}"
+    if what == "start":
+        return f"a run starting at epoch {value[0] + 1} (global step {value[1]})"
+    return ", ".join(f"{k} = {value.get(k)}" for k in sorted(set(value) | set(other)) if value.get(k) != other.get(k))
+
+
+def _wait_for_abort(comm) -> None:
+    """On a rank other than 0: wait, without spinning, for rank 0's `MPI.Abort` to end the job (in a
+    barrier rank 0 does not join), at most `ABORT_WAIT_S` (a program calling `fit` itself may not abort)."""
+    barrier, deadline = comm.Ibarrier(), time.monotonic() + ABORT_WAIT_S
+    while not barrier.Test() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
 
 
 def _from_rank_zero(comm, value):

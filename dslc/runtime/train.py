@@ -230,6 +230,11 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     order = epoch_order(seed, first_epoch, n)
     metric_specs = output_specs(specs)
     model_hash = manifest_hash(manifest)
+    if comm is not None:  # before the first all-reduce, which a rank that disagrees would wait in for ever
+        from dslc.runtime.distributed import check_same_run
+
+        check_same_run(comm, data=fingerprint, model=model_hash, start=(first_epoch, global_step),
+                       settings={**settings, "epochs": epochs, "accumulate": accumulate})
     saver = EpochSaver()
     if writer:
         saver.start()
