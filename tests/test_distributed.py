@@ -160,3 +160,17 @@ def test_ranks_reading_other_data_stop_with_an_error_instead_of_waiting_for_ever
     assert "error (worker 1" not in done.stderr  # said once, by rank 0
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_batch_norm_with_one_row_shards_is_refused_before_training(workdir, tmp_path, capfd):
+    # 9 rows in batches of 3 on 2 ranks: shards of 2 and 1 rows, the last rank's normalized on its own
+    # (its running variance became NaN after the first epoch, with a hint to lower the learning rate)
+    program = compile_text(workdir, MODEL.replace("|> tanh |>", "|> batch_norm |> tanh |>"), "bn.dl", split=True)
+    rng = np.random.default_rng(4)
+    with pytest.raises(DataError) as e:
+        program.train({"x": rng.standard_normal((9, 6)).astype(np.float32), "y": rng.integers(0, 3, 9)}, epochs=1,
+                      batch_size=3, out_dir=tmp_path / "run", workers=2)
+    assert "a training worker stopped with exit code 3 (bad data or files" in e.value.message
+    assert "9 samples in batches of 3, each cut into 2 ranks' shares, give parts of 1 sample, but batch " \
+           "normalization needs" in capfd.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()

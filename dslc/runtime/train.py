@@ -248,8 +248,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
     if writer:
         hooks.check(names, bool(evaluators), history)
-    if batch_size == 1 or n % batch_size == 1:
-        check_one_sample_batch(trainer, arrays, specs, n, batch_size)
+    check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     if writer:  # the run folder's graphs, written by the saver ahead of the first checkpoint while the steps run
         saver.submit(functools.partial(program.build, out_dir, durable=False))
     history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
