@@ -144,7 +144,7 @@ def _run(args) -> int:
         reporter = make_reporter(args.log_format, args.quiet, args.log_every) if writer else None
         threads = distributed.rank_threads() if comm is not None and not args.threads else args.threads
         try:
-            with distributed.abort_on_error(comm):
+            with distributed.abort_on_error(comm, os.path.join(args.out, "checkpoint.npz")):
                 program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, device=args.device, out_dir=args.out,
                               resume=args.resume, lr=args.lr, reporter=reporter, verbose=1 if writer else 0,

@@ -50,13 +50,13 @@ def test_two_workers_equal_one_process_and_resume(program, data, tmp_path):
     assert b.state["opt.step"] == 15
 
 
-def _failing_rank(tmp_path: Path, action: str, at_step: int = 3, once: bool = False) -> dict[str, str]:
-    """The environment of a job whose rank 1 runs `action` at its `at_step`-th training step (with
+def _failing_rank(tmp_path: Path, action: str, at_step: int = 3, once: bool = False, rank: int = 1) -> dict[str, str]:
+    """The environment of a job whose rank `rank` runs `action` at its `at_step`-th training step (with
     `once`, only in the first job started)."""
     marker = tmp_path / "failed-once"
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(f"""
         import os
-        if os.environ.get("PMI_RANK") == "1" and not ({once} and os.path.exists({str(marker)!r})):
+        if os.environ.get("PMI_RANK") == "{rank}" and not ({once} and os.path.exists({str(marker)!r})):
             from dslc.diagnostics import DataError
             from dslc.runtime import accumulate
             original, calls = accumulate.SplitSteps.step, [0]
@@ -174,3 +174,25 @@ def test_batch_norm_with_one_row_shards_is_refused_before_training(workdir, tmp_
     assert "9 samples in batches of 3, each cut into 2 ranks' shares, give parts of 1 sample, but batch " \
            "normalization needs" in capfd.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("stop, code, message", [("KeyboardInterrupt", 130, "interrupted"),
+                                                 ("Terminated", 143, "terminated (SIGTERM)")])
+def test_mpiexec_dslc_train_stopped_by_a_signal_says_so_and_resumes(tmp_path, stop, code, message):
+    # mpiexec passes Ctrl-C and SIGTERM on to every rank; they said `KeyboardInterrupt: ` and `Terminated: `
+    root = Path(__file__).resolve().parent.parent
+    model, npz = tmp_path / "m.dl", tmp_path / "d.npz"
+    model.write_text(textwrap.dedent(MODEL))
+    rng = np.random.default_rng(3)
+    np.savez(npz, x=rng.standard_normal((40, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
+               "--epochs", "3", "--batch-size", "8", "-o", str(tmp_path / "run")]
+    env = _failing_rank(tmp_path, f"from dslc.interrupts import Terminated; raise {stop}()", at_step=8, rank=0)
+    stopped = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env, timeout=hang_guard(120))
+    assert stopped.returncode == code, stopped.stderr
+    assert f"error (worker 0 of 2): {message}\nhint: the last completed epoch is saved; run the same command with " \
+           "`--resume` to continue\n" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=root, timeout=hang_guard(120))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("resuming acc at epoch 2/3")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dslc.diagnostics import DataError, DslcError
 from dslc.cli_failures import exit_code
+from dslc.interrupts import RESUME_HINT, stopped
 
 MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
 # environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
@@ -33,6 +34,7 @@ _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
 ABORT_WAIT_S = 60.0  # the longest the other ranks wait for rank 0 to abort after `check_same_run` fails
+INTERRUPT_GRACE_S = 1.0  # how long the ranks other than 0 leave rank 0 to report a Ctrl-C or SIGTERM
 READ_WAIT_S = 5.0  # the longest a failing rank waits for `mpiexec` to read its message before it aborts
 
 
@@ -85,9 +87,12 @@ def tuned_share(batch_size: int, accumulate: int, workers: int | None, threads: 
 
 
 @contextmanager
-def abort_on_error(comm):
+def abort_on_error(comm, checkpoint: str | os.PathLike | None = None):
     """On a rank, turn any failure into a message naming the rank and `MPI.Abort` (which stops every
-    rank, with the exit code of the error's kind) — instead of leaving the other ranks blocked."""
+    rank, with the exit code of the error's kind) — instead of leaving the other ranks blocked. Stopped
+    by Ctrl-C or SIGTERM (`mpiexec` passes them on to every rank), the rank says that the run's
+    `checkpoint`, if written, continues with `--resume`, as `dslc train` does in one process; the other
+    ranks give rank 0 `INTERRUPT_GRACE_S` to say it and abort first."""
     if comm is None:
         yield
         return
@@ -100,6 +105,12 @@ def abort_on_error(comm):
             text = f"error ({where}): {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")
         elif isinstance(e, DslcError):
             text = f"error ({where}): the model has errors"
+        elif isinstance(e, KeyboardInterrupt):
+            if comm.Get_rank() != 0:  # every rank got the signal, as a rule: rank 0 alone then says so
+                time.sleep(INTERRUPT_GRACE_S)
+            text = f"error ({where}): " + stopped(e)[0].removeprefix("error: ")
+            if checkpoint is not None and os.path.exists(checkpoint):
+                text += f"\nhint: {RESUME_HINT}"
         else:
             text = f"error ({where}): {type(e).__name__}: {e}"
         sys.stderr.write(text + "\n")
