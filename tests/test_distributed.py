@@ -108,14 +108,22 @@ def test_a_worker_dying_after_a_checkpoint_is_retried_from_it(program, data, tmp
         assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
 
 
-def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
-    root = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mpiexec_train(tmp_path: Path, epochs: int) -> list[str]:
+    """`mpiexec -n 2 dslc train` of `MODEL` on 40 rows in batches of 8 (a model and data file in `tmp_path`)."""
     model, npz = tmp_path / "m.dl", tmp_path / "d.npz"
     model.write_text(textwrap.dedent(MODEL))
     rng = np.random.default_rng(3)
     np.savez(npz, x=rng.standard_normal((40, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
-    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
-               "--epochs", "2", "--batch-size", "8"]
+    return [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
+            "--epochs", str(epochs), "--batch-size", "8"]
+
+
+def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
+    root = ROOT
+    command = _mpiexec_train(tmp_path, epochs=2)
     ok = subprocess.run(command + ["-o", str(tmp_path / "ok")], capture_output=True, text=True, cwd=root,
                         timeout=hang_guard(120))
     assert ok.returncode == 0, ok.stderr
@@ -141,7 +149,7 @@ def test_cuda_without_a_cuda_onnxruntime_is_refused_before_the_workers_start(pro
 def test_ranks_reading_other_data_stop_with_an_error_instead_of_waiting_for_ever(tmp_path):
     # `mpiexec ... : ...` starts rank 1 with other arguments: a shorter file, as a node holding another
     # version of the data would read; without the check both ranks spun in the first all-reduce for ever
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     model, full, short = tmp_path / "m.dl", tmp_path / "full.npz", tmp_path / "short.npz"
     model.write_text(textwrap.dedent(MODEL))
     rng = np.random.default_rng(3)
@@ -180,13 +188,8 @@ def test_batch_norm_with_one_row_shards_is_refused_before_training(workdir, tmp_
                                                  ("Terminated", 143, "terminated (SIGTERM)")])
 def test_mpiexec_dslc_train_stopped_by_a_signal_says_so_and_resumes(tmp_path, stop, code, message):
     # mpiexec passes Ctrl-C and SIGTERM on to every rank; they said `KeyboardInterrupt: ` and `Terminated: `
-    root = Path(__file__).resolve().parent.parent
-    model, npz = tmp_path / "m.dl", tmp_path / "d.npz"
-    model.write_text(textwrap.dedent(MODEL))
-    rng = np.random.default_rng(3)
-    np.savez(npz, x=rng.standard_normal((40, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
-    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
-               "--epochs", "3", "--batch-size", "8", "-o", str(tmp_path / "run")]
+    root = ROOT
+    command = _mpiexec_train(tmp_path, epochs=3) + ["-o", str(tmp_path / "run")]
     env = _failing_rank(tmp_path, f"from dslc.interrupts import Terminated; raise {stop}()", at_step=8, rank=0)
     stopped = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env, timeout=hang_guard(120))
     assert stopped.returncode == code, stopped.stderr
