@@ -273,3 +273,30 @@ def test_an_imported_block_and_a_syntax_error(client):
     (d,) = diagnostics_of(client, uri)["diagnostics"]
     assert d["message"] == "unexpected `}` (expected `,` or `)`)"
     assert d["range"] == {"start": {"line": 5, "character": 0}, "end": {"line": 5, "character": 1}}
+
+
+def test_an_error_in_an_imported_file_is_shown_at_the_import_that_reads_it(client):
+    # it was shown at the file's first import, whichever file it was in (and at 0:0 for a syntax error)
+    (client.folder / "fine.dl").write_text("block same(x) {\n    return x\n}\n", encoding="utf-8")
+    (client.folder / "outer.dl").write_text('import "inner.dl"\nblock outer(x) {\n    return x |> inner\n}\n',
+                                            encoding="utf-8")
+    (client.folder / "inner.dl").write_text("block inner(x) {\n    return x |> relux\n}\n", encoding="utf-8")
+    text = 'import "fine.dl"\nimport "outer.dl"  # 😀\n\nmodel u {\n    input  x: f32[B, 4]\n    output y = x |> outer\n}\n'
+    uri = open_file(client, "imports.dl", text)
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"].startswith(f"{client.folder / 'inner.dl'}:2:17: unknown layer or function `relux`")
+    assert d["range"] == {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 17}}
+    here = d["relatedInformation"][0]
+    assert here["message"] == "the error is here" and here["location"] == {
+        "uri": (client.folder / "inner.dl").as_uri(),
+        "range": {"start": {"line": 1, "character": 16}, "end": {"line": 1, "character": 21}}}
+    (client.folder / "inner.dl").write_text("block inner(x) {\n    return x |> relu |>\n}\n", encoding="utf-8")
+    client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"].startswith(f"{client.folder / 'inner.dl'}:3:1: unexpected `}}`")
+    assert d["range"]["start"] == {"line": 1, "character": 0}
+    # fixed and saved in the editor: the file importing it is checked again (it kept the error)
+    inner = open_file(client, "inner.dl", "block inner(x) {\n    return x |> relu\n}\n")
+    assert diagnostics_of(client, inner)["diagnostics"] == []
+    client.notify("textDocument/didSave", {"textDocument": {"uri": inner}})
+    assert diagnostics_of(client, uri)["diagnostics"] == []

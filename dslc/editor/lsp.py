@@ -24,7 +24,7 @@ from dslc import __version__
 from dslc.builtins import load_all
 from dslc.declared_callbacks import CALLBACKS
 from dslc.diagnostics import Diagnostic, DslcError
-from dslc.editor.analysis import Analysis, analyze, catalogue_entry
+from dslc.editor.analysis import Analysis, analyze, catalogue_entry, import_leading_to
 from dslc.editor.fmt import NotFormattable, format_text
 from dslc.frontend.tokens import keywords
 from dslc.initializers import INITIALIZERS
@@ -118,11 +118,13 @@ def _diagnostic(d: Diagnostic, analysis: Analysis) -> lsp.Diagnostic:
     else:  # in an imported file (or of the whole file): shown at the import, with the place in the message
         if d.span is not None:
             message = f"{d.span.source.path}:{d.span.line}:{d.span.col}: {message}"
-        imports = analysis.module.imports if analysis.module is not None else ()
-        where = to_range(imports[0].span) if imports and d.span is not None else lsp.Range(lsp.Position(0, 0),
-                                                                                          lsp.Position(0, 0))
+        imp = import_leading_to(source, d.span.source.path) if d.span is not None else None
+        where = to_range(imp.span) if imp is not None else lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0))
+    notes = list(d.notes)
+    if d.span is not None and d.span.source.path != source.path:  # the place itself, for the editor to go to
+        notes.insert(0, ("the error is here", d.span))
     related = [lsp.DiagnosticRelatedInformation(lsp.Location(from_fs_path(str(Path(span.source.path).resolve())),
-                                                             to_range(span)), note) for note, span in d.notes]
+                                                             to_range(span)), note) for note, span in notes]
     severity = lsp.DiagnosticSeverity.Warning if d.severity == "warning" else lsp.DiagnosticSeverity.Error
     return lsp.Diagnostic(range=where, message=message, severity=severity, source="dslc",
                           related_information=related or None)
@@ -137,8 +139,14 @@ def did_open(ls: DlServer, params: lsp.DidOpenTextDocumentParams):
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
-def did_save(ls: DlServer, params: lsp.DidSaveTextDocumentParams):
+async def did_save(ls: DlServer, params: lsp.DidSaveTextDocumentParams):
+    # the saved file may be imported by the others open (and by itself, a file it imports may have
+    # changed on disk): their analyses, cached by document version, would keep errors already fixed
+    ls.analyses.clear()
     ls.publish(params.text_document.uri)
+    for uri in ls.workspace.text_documents:
+        if uri != params.text_document.uri:
+            ls.publish_later(uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
