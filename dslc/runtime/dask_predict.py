@@ -137,11 +137,11 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
             threads = max(1, default_threads() // workers)
         else:
             cluster, threads = address, None  # every core of each worker's machine
-        with Client(cluster) as client:
+        done = [0]
+        with cluster_failures(address, done, total), Client(cluster) as client:
             shared = client.scatter(model, broadcast=True)
             futures = [client.submit(run_chunk, shared, spec, c, batch_size, threads, pure=False) for c in chunks]
             outputs: dict[str, np.ndarray] = {}
-            done = 0
             for future in as_completed(futures):
                 result = future.result()
                 if result[0] == "error":
@@ -153,9 +153,9 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
                         outputs[name] = np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+",
                                                                    dtype=value.dtype, shape=(total, *value.shape[1:]))
                     outputs[name][start:start + len(value)] = value
-                done += len(next(iter(values.values())))
+                done[0] += len(next(iter(values.values())))
                 if progress is not None:
-                    progress(done, total)
+                    progress(done[0], total)
             for array in outputs.values():
                 array.flush()
             del outputs
@@ -163,16 +163,43 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
 
 
 @contextmanager
+def cluster_failures(address: str | None, done: list[int], total: int):
+    """A `DataError` for a cluster that cannot be reached or stops answering (its scheduler shut down
+    or lost, a worker killed by every chunk it ran): Dask raises a `CommClosedError` naming a connection
+    pool (found by stopping the scheduler mid-run), `CancelledError`, `KilledWorker` or `TimeoutError`,
+    which `dslc predict` showed as an internal error or as the connection's repr. `done[0]`: the rows
+    finished so far."""
+    from concurrent.futures import CancelledError
+
+    from dask.distributed import KilledWorker
+
+    where = f"the Dask scheduler at `{address}`" if address else "the local Dask cluster"
+    try:
+        yield
+    except (OSError, CancelledError, KilledWorker, TimeoutError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        if done[0] == 0 and "connect" in str(e).lower():
+            raise DataError(f"cannot reach {where} ({reason})",
+                            hint="start a scheduler and workers there (`dask scheduler`, `dask worker ADDRESS`), "
+                                 "or drop the address to run on a local cluster") from None
+        raise DataError(f"{where} stopped answering after {done[0]:,} of {total:,} rows ({reason}); nothing "
+                        f"was written", hint="check that the scheduler and its workers are running, then run the "
+                                             "command again") from None
+
+
+@contextmanager
 def quiet_distributed_logs():
-    """Only errors of Dask's `distributed` loggers while dslc drives it: their default configuration prints
-    INFO records on stderr, some with a traceback (a comm closed as the cluster shuts down), and a Ctrl-C
-    makes each cancelled chunk a warning. dslc reports the failures that matter itself."""
+    """Nothing from Dask's `distributed` loggers while dslc drives it: their default configuration prints
+    INFO records on stderr, some with a traceback (a comm closed as the cluster shuts down), a Ctrl-C
+    makes each cancelled chunk a warning, and a scheduler lost mid-run logs ERROR records with the
+    tracebacks of the client's reconnection. dslc reports the failures that matter itself
+    (`cluster_failures`, a chunk's error)."""
     loggers = [logging.getLogger("distributed")] + [  # those its configuration gives a level of their own
         logger for name, logger in logging.root.manager.loggerDict.items()
         if name.startswith("distributed.") and isinstance(logger, logging.Logger) and logger.level]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(max(logger.level, logging.ERROR))
+        logger.setLevel(max(logger.level, logging.CRITICAL))
     try:
         yield
     finally:
