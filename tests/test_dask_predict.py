@@ -109,3 +109,18 @@ def test_a_scheduler_shut_down_mid_run_is_a_clear_error(program, data, tmp_path,
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(DataError) as e:
         dask_predict.predict(program, tmp_path, tmp_path / "out.npz", address=cluster.scheduler_address)
     assert e.value.message.startswith(f"cannot reach the Dask scheduler at `{cluster.scheduler_address}` (")
+
+
+def test_one_npz_file_and_a_folder_without_an_inputs_npy(program, data, tmp_path):
+    # an .npz, what `dslc predict` reads without --dask, was refused as "cannot read ... as data for --dask"
+    np.savez(tmp_path / "all.npz", **data)
+    dask_predict.predict(program, tmp_path / "all.npz", tmp_path / "out.npz", workers=1)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], program.predict(data)["y"], rtol=1e-6, atol=1e-6)
+    folder = tmp_path / "columns"
+    folder.mkdir()
+    np.save(folder / "x.npy", data["x"])
+    np.save(folder / "zz.npy", data["z"])
+    with pytest.raises(DataError) as e:  # it said "cannot read ... as data for --dask"
+        dask_predict.predict(program, folder, tmp_path / "out2.npz", workers=1)
+    assert e.value.message == f"`{folder}` has no `z.npy` (one `<input>.npy` per input of the model: x, z)"
+    assert e.value.hint == "it holds x.npy, zz.npy"

@@ -2,8 +2,8 @@
 the `dslc[dask]` extra).
 
 Inputs are read where they lie, by the workers: a memory-mapped `.npy` (a model with one input), a
-directory with one `<input>.npy` per input (memory-mapped, cut into chunks of rows), or a directory
-of `.npz` files (one chunk each, in file-name order). The scheduler only ships (file, rows) pairs and
+directory with one `<input>.npy` per input (memory-mapped, cut into chunks of rows), an `.npz` file
+(one chunk) or a directory of `.npz` files (one chunk each, in file-name order). The scheduler only ships (file, rows) pairs and
 the trained inference graph, once per worker; each worker builds its ONNX Runtime session itself
 (sessions do not pickle) and keeps it for every chunk it runs. The client writes each chunk's outputs
 at its rows of a memory-mapped `.npy` per output as chunks finish, so the results are in input order
@@ -35,7 +35,8 @@ CHUNK_ROWS = 65536
 
 def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
     """The tasks' chunks: `{"rows": (start, stop), "files": {name: .npy path}}` of memory-mapped arrays,
-    or `{"rows": (start, stop), "npz": path}` per `.npz` file; `DataError` for anything else."""
+    or `{"rows": (start, stop), "npz": path}` per `.npz` file (one given, or each of a directory's);
+    `DataError` for anything else."""
     path = Path(inputs)
     if path.suffix == ".npy" and path.is_file():
         if len(names) != 1:
@@ -44,9 +45,9 @@ def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
         files = {names[0]: path}
     elif path.is_dir() and all((path / f"{n}.npy").is_file() for n in names):
         files = {n: path / f"{n}.npy" for n in names}
-    elif path.is_dir() and sorted(path.glob("*.npz")):
+    elif (path.is_dir() and sorted(path.glob("*.npz"))) or (path.suffix == ".npz" and path.is_file()):
         chunks, start = [], 0
-        for npz in sorted(path.glob("*.npz")):
+        for npz in sorted(path.glob("*.npz")) if path.is_dir() else [path]:
             with np.load(npz) as arrays:
                 if names and names[0] not in arrays.files:
                     raise DataError(f"`{npz}` has no array `{names[0]}`", hint=f"it holds {', '.join(arrays.files)}")
@@ -54,10 +55,15 @@ def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
             chunks.append({"rows": (start, start + rows), "npz": str(npz)})
             start += rows
         return chunks
+    elif path.is_dir() and sorted(path.glob("*.npy")):
+        missing = [f"{n}.npy" for n in names if not (path / f"{n}.npy").is_file()]
+        raise DataError(f"`{inputs}` has no {', '.join(f'`{m}`' for m in missing)} (one `<input>.npy` per input of "
+                        f"the model: {', '.join(names)})",
+                        hint="it holds " + ", ".join(p.name for p in sorted(path.glob("*.npy"))))
     else:
         raise DataError(f"cannot read `{inputs}` as data for `--dask`",
                         hint="give a `.npy` file (one input), a directory with one `<input>.npy` per input, "
-                             "or a directory of `.npz` files")
+                             "an `.npz` file, or a directory of `.npz` files")
     rows = set()
     for name, file in files.items():
         rows.add(np.load(file, mmap_mode="r").shape[0])
