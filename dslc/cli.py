@@ -110,7 +110,7 @@ def _run(args) -> int:
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
     program = _compiled(args)
-    if program.warnings:  # before the verb's output; they do not change the exit code
+    if program.warnings and not _other_rank(args):  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
     if getattr(args, "tune", False) and not getattr(args, "quiet", False) and not _other_rank(args):
         from dslc.runtime.tune import tuning_lines

@@ -199,3 +199,13 @@ def test_mpiexec_dslc_train_stopped_by_a_signal_says_so_and_resumes(tmp_path, st
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=root, timeout=hang_guard(120))
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.startswith("resuming acc at epoch 2/3")
+
+
+def test_mpiexec_dslc_train_warns_once(tmp_path):
+    # every rank compiles the model; each printed its warnings
+    command = _mpiexec_train(tmp_path, epochs=1)
+    (tmp_path / "m.dl").write_text(textwrap.dedent(MODEL).replace("|> tanh |>", "|> batch_norm |> tanh |>"))
+    done = subprocess.run(command + ["-o", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=hang_guard(120))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("warning: the bias of `dense_0` is cancelled by `batch_norm`") == 1, done.stderr
