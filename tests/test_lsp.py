@@ -300,3 +300,27 @@ def test_an_error_in_an_imported_file_is_shown_at_the_import_that_reads_it(clien
     assert diagnostics_of(client, inner)["diagnostics"] == []
     client.notify("textDocument/didSave", {"textDocument": {"uri": inner}})
     assert diagnostics_of(client, uri)["diagnostics"] == []
+
+
+@pytest.mark.parametrize("encoding, unit", [("utf-8", lambda t: len(t.encode("utf-8"))),
+                                            ("utf-32", len)])
+def test_positions_count_the_code_units_agreed_at_initialize(tmp_path, encoding, unit):
+    # a client offering UTF-8 first (Neovim does) was told `positionEncoding: utf-8` and sent UTF-16 columns
+    c = Client(tmp_path, {"DSLC_LSP_DEBOUNCE": "0.1"})
+    c.folder = tmp_path
+    try:
+        result = c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {
+            "general": {"positionEncodings": [encoding, "utf-16"]}}})
+        assert result["capabilities"]["positionEncoding"] == encoding
+        c.notify("initialized", {})
+        line = '    output y = x |> dense(3, name = "é😀") |> dense(2, bogus = 1)'
+        uri = open_file(c, "units.dl", "model m {\n    input  x: f32[B, 4]\n" + line + "\n}\n")
+        (d,) = diagnostics_of(c, uri)["diagnostics"]
+        start = line.index("name =")
+        assert d["range"] == {"start": {"line": 2, "character": unit(line[:start])},
+                              "end": {"line": 2, "character": unit(line[:line.index(")")])}}, d
+        hover = c.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {
+            "line": 2, "character": unit(line[:line.rindex("dense") + 2])}})
+        assert hover["range"]["start"] == {"line": 2, "character": unit(line[:line.rindex("dense")])}
+    finally:
+        c.close()
