@@ -324,3 +324,16 @@ def test_positions_count_the_code_units_agreed_at_initialize(tmp_path, encoding,
         assert hover["range"]["start"] == {"line": 2, "character": unit(line[:line.rindex("dense")])}
     finally:
         c.close()
+
+
+def test_requests_about_a_file_that_cannot_be_read_answer_as_for_an_empty_one(client):
+    # a document not open is read from disk: a missing file made pygls answer with an internal error and
+    # the Python traceback in its `data`
+    missing = {"uri": (client.folder / "gone.dl").as_uri()}
+    at = {"textDocument": missing, "position": {"line": 0, "character": 0}}
+    assert client.request("textDocument/hover", at) is None
+    assert client.request("textDocument/definition", at) is None
+    assert client.request("textDocument/documentSymbol", {"textDocument": missing}) == []
+    assert client.request("textDocument/formatting", {"textDocument": missing, "options": {
+        "tabSize": 4, "insertSpaces": True}}) == []
+    assert "dense" in [item["label"] for item in client.request("textDocument/completion", at)["items"]]

@@ -86,12 +86,21 @@ class DlServer(LanguageServer):
         agreed = self.workspace.position_encoding or "utf-16"
         return getattr(agreed, "value", agreed)  # a `PositionEncodingKind`, or the string a client sent
 
+    def text(self, uri: str) -> str:
+        """The document's text: the editor's, or for a document not open, the file's ("" when it cannot be
+        read: a request about a file deleted or not UTF-8 answers as for an empty one, where pygls
+        answered with an internal error and its traceback)."""
+        try:
+            return self.workspace.get_text_document(uri).source
+        except (OSError, UnicodeDecodeError):
+            return ""
+
     def analysis(self, uri: str) -> Analysis:
         """The analysis of the document's current text (made now if the text changed since the last)."""
         document = self.workspace.get_text_document(uri)
         cached = self.analyses.get(uri)
-        if cached is None or cached[0] != document.version:
-            cached = (document.version, analyze(path_of(uri), document.source))
+        if cached is None or cached[0] != document.version or document.version is None:
+            cached = (document.version, analyze(path_of(uri), self.text(uri)))
             self.analyses[uri] = cached
         return cached[1]
 
@@ -112,8 +121,7 @@ class DlServer(LanguageServer):
 
     async def _check(self, uri: str) -> None:
         self.pending.pop(uri, None)
-        document = self.workspace.get_text_document(uri)
-        version, text = document.version, document.source
+        version, text = self.workspace.get_text_document(uri).version, self.text(uri)
         analysis = await asyncio.get_running_loop().run_in_executor(None, analyze, path_of(uri), text)
         if self.workspace.get_text_document(uri).version != version:
             return  # changed meanwhile: the check of the newer text publishes
@@ -207,8 +215,7 @@ def document_symbols(ls: DlServer, params: lsp.DocumentSymbolParams) -> list[lsp
 
 @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=["(", ",", " "]))
 def completion(ls: DlServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-    document = ls.workspace.get_text_document(params.text_document.uri)
-    source = SourceFile.from_text(path_of(params.text_document.uri), document.source)
+    source = SourceFile.from_text(path_of(params.text_document.uri), ls.text(params.text_document.uri))
     cached = ls.analyses.get(params.text_document.uri)  # of the last text checked: the text being typed may not parse
     offset = offset_of(source, params.position, ls.encoding)
     items = completions(source.text[:offset], cached[1].blocks if cached else {})
@@ -221,13 +228,13 @@ def completion(ls: DlServer, params: lsp.CompletionParams) -> lsp.CompletionList
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def formatting(ls: DlServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
-    document = ls.workspace.get_text_document(params.text_document.uri)
-    source = SourceFile.from_text(path_of(params.text_document.uri), document.source)
+    text = ls.text(params.text_document.uri)
+    source = SourceFile.from_text(path_of(params.text_document.uri), text)
     try:
-        formatted = format_text(document.source, source.path)
+        formatted = format_text(text, source.path)
     except (DslcError, NotFormattable):
         return []  # a file that does not parse is left as it is; its diagnostics say why
-    if formatted == document.source:
+    if formatted == text:
         return []
     end = position(source, len(source.text), ls.encoding)
     return [lsp.TextEdit(lsp.Range(lsp.Position(0, 0), end), formatted)]
