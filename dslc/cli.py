@@ -231,8 +231,7 @@ def _lsp() -> int:
         from dslc.editor.lsp import serve
     except ImportError as e:
         raise DataError(f"`dslc lsp` needs the `lsp` extra ({e})", hint="pip install 'dslc[lsp]'") from None
-    serve()
-    return EXIT_OK
+    return serve()
 
 
 def _scaled_out(args) -> bool:

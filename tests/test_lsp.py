@@ -337,3 +337,16 @@ def test_requests_about_a_file_that_cannot_be_read_answer_as_for_an_empty_one(cl
     assert client.request("textDocument/formatting", {"textDocument": missing, "options": {
         "tabSize": 4, "insertSpaces": True}}) == []
     assert "dense" in [item["label"] for item in client.request("textDocument/completion", at)["items"]]
+
+
+def test_exit_without_shutdown_exits_with_1(tmp_path):
+    # the protocol's rule; the server exited 0 (pygls's sys.exit(1) is swallowed by its loop)
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    c.notify("exit", None)
+    assert c.process.wait(timeout=30) == 1
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.close()
+    assert c.process.returncode == 0

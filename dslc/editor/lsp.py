@@ -79,6 +79,7 @@ class DlServer(LanguageServer):
         super().__init__("dslc", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
         self.analyses: dict[str, tuple[int | None, Analysis]] = {}
         self.pending: dict[str, asyncio.TimerHandle] = {}
+        self.shut_down = False
 
     @property
     def encoding(self) -> str:
@@ -314,6 +315,13 @@ def completions(before: str, blocks: dict) -> list[lsp.CompletionItem]:
     return items
 
 
-def serve() -> None:
-    """Run the server on stdin/stdout until the client exits."""
+@server.feature(lsp.SHUTDOWN)
+def shutdown(ls: DlServer, params) -> None:
+    ls.shut_down = True
+
+
+def serve() -> int:
+    """Run the server on stdin/stdout until the client exits; the exit code the protocol asks for: 0 after
+    a `shutdown` request, else 1 (pygls exits with it through `sys.exit`, which its loop swallows)."""
     server.start_io()
+    return 0 if server.shut_down else 1
