@@ -160,11 +160,11 @@ def program_from_rank_zero(comm, compile):
         try:
             program = compile()
         except BaseException as e:  # noqa: BLE001 - the other ranks must hear of every failure
-            _from_rank_zero(comm, ("stopped", exit_code(e)))
+            from_rank_zero(comm, ("stopped", exit_code(e)))
             raise
-        _from_rank_zero(comm, ("program", portable(program)))
+        from_rank_zero(comm, ("program", portable(program)))
         return program
-    kind, value = _from_rank_zero(comm, None)
+    kind, value = from_rank_zero(comm, None)
     if kind == "stopped":
         raise RankZeroStopped(f"worker {comm.Get_rank()} of {comm.Get_size()} has no graphs to train: worker 0, "
                               f"which compiles and tunes them, stopped (exit code {value}, see its message)", value)
@@ -213,9 +213,11 @@ def _wait_for_abort(comm) -> None:
         time.sleep(POLL_S)
 
 
-def _from_rank_zero(comm, value):
+def from_rank_zero(comm, value):
     """Rank 0's `value` on every rank; the ranks wait for rank 0 in a non-blocking barrier, sleeping
-    between polls, then receive it in one broadcast."""
+    between polls, then receive it in one broadcast. For waits that may be long (rank 0 compiling,
+    tuning or validating): MPICH's blocking calls spin, taking a core from rank 0 (over 5 epochs of
+    validation on 718,000 rows, the waiting rank used 4.9-5.4 s of CPU in `bcast`, 1.8 s polling)."""
     barrier = comm.Ibarrier()
     while not barrier.Test():
         time.sleep(POLL_S)

@@ -341,8 +341,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
         stop = hooks.epoch_end(record, history) if writer else False  # they see the epoch before its save
-        if comm is not None:
-            stop = comm.bcast(stop, root=0)
+        if comm is not None:  # polling: a blocking bcast spins a core while rank 0 validates
+            from dslc.runtime.distributed import from_rank_zero
+
+            stop = from_rank_zero(comm, stop)
         if not stop and epoch + 1 < epochs:  # now: once the save's thread runs, Python work here waits for the GIL
             order = epoch_order(seed, epoch + 1, n)
         if writer:
