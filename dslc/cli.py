@@ -347,7 +347,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
             except BrokenPipeError:
                 _to_devnull(sys.stdout)
+        if args.verb == "train":
+            _stop_the_other_ranks(code, e)
         return code
+
+
+def _stop_the_other_ranks(code: int, error: BaseException) -> None:
+    """Under `mpiexec`, a rank that failed outside training (the model did not compile, on this rank
+    alone: `mpiexec ... : ...` with another file) ends the job: the others would wait for it for ever in
+    their first collective call (found by trying it: a 60 s timeout killed the job). Not when they
+    were told already (`program_from_rank_zero`)."""
+    from dslc.runtime import distributed
+
+    if not distributed.launched_by_mpi() or getattr(error, "other_ranks_told", False):
+        return
+    try:
+        comm = distributed.world()
+    except DataError:  # mpi4py missing: the error just printed says so
+        return
+    if comm is not None:
+        distributed.abort_job(comm, code)
 
 
 def _tell_failure(args, verb_parser, e: BaseException, lines: list[str]) -> None:

@@ -243,3 +243,18 @@ def test_the_other_ranks_wait_for_rank_zeros_validation_without_spinning(tmp_pat
     waits = [json.loads(line) for line in (tmp_path / "waited.json").read_text().splitlines()]
     assert len(waits) == 2 and all(w["wall"] >= 0.9 for w in waits), waits  # one per epoch, through the 1 s
     assert all(w["cpu"] < 0.1 * w["wall"] for w in waits), waits  # as a share: a loaded machine lengthens the wait
+
+
+def test_a_rank_whose_model_does_not_compile_ends_the_job(tmp_path):
+    # rank 1 returned from `main` with exit 1 while rank 0 waited for it in its first collective call:
+    # the job hung until a timeout killed it
+    command = _mpiexec_train(tmp_path, epochs=1)
+    broken = tmp_path / "broken.dl"
+    broken.write_text(textwrap.dedent(MODEL).replace("|> tanh |>", "|> tanhh |>"))
+    rank = command[command.index("-n") + 2:] + ["-o", str(tmp_path / "run")]
+    rank1 = [str(broken) if word == str(tmp_path / "m.dl") else word for word in rank]
+    done = subprocess.run([str(MPIEXEC), "-n", "1", *rank, ":", "-n", "1", *rank1], capture_output=True, text=True,
+                          cwd=ROOT, timeout=hang_guard(120))
+    assert done.returncode == 1, done.stderr
+    assert "error: unknown layer or function `tanhh`" in done.stderr
+    assert "Traceback" not in done.stderr

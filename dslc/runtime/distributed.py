@@ -114,10 +114,21 @@ def abort_on_error(comm, checkpoint: str | os.PathLike | None = None):
         else:
             text = f"error ({where}): {type(e).__name__}: {e}"
         sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        _wait_until_read()
-        comm.Abort(code)
+        abort_job(comm, code)
+
+
+def abort_job(comm, code: int) -> None:
+    """End every rank of `comm`'s job with exit code `code` (`MPI.Abort`), once `mpiexec` has read what
+    this rank wrote. A rank that ends its process without it leaves the others waiting for ever in their
+    next collective call: MPICH's `mpiexec` ends the job when a rank is killed, not when one exits with
+    an error code."""
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that left: nothing more to say
+            pass
+    _wait_until_read()
+    comm.Abort(code)
 
 
 def _wait_until_read() -> None:
@@ -161,6 +172,7 @@ def program_from_rank_zero(comm, compile):
             program = compile()
         except BaseException as e:  # noqa: BLE001 - the other ranks must hear of every failure
             from_rank_zero(comm, ("stopped", exit_code(e)))
+            e.other_ranks_told = True  # they stop with their own message: no `abort_job` to cut it off
             raise
         from_rank_zero(comm, ("program", portable(program)))
         return program
