@@ -124,3 +124,13 @@ def test_one_npz_file_and_a_folder_without_an_inputs_npy(program, data, tmp_path
         dask_predict.predict(program, folder, tmp_path / "out2.npz", workers=1)
     assert e.value.message == f"`{folder}` has no `z.npy` (one `<input>.npy` per input of the model: x, z)"
     assert e.value.hint == "it holds x.npy, zz.npy"
+
+
+def test_progress_says_each_count_of_rows_once():
+    # an .npz of no rows finishing last printed "predicted 25/25 rows (100%...)" twice
+    lines = []
+    progress = dask_predict.Progress(type("Stream", (), {"write": lambda self, text: lines.append(text),
+                                                          "flush": lambda self: None})(), every=0.0)
+    for done in (10, 25, 25):
+        progress(done, 25)
+    assert [line.split(" (")[0] for line in lines] == ["predicted 10/25 rows", "predicted 25/25 rows"]

@@ -235,14 +235,14 @@ class Progress:
     at the end."""
 
     def __init__(self, stream, every: float = 1.0):
-        self.stream, self.every, self.last = stream, every, 0.0
+        self.stream, self.every, self.last, self.shown = stream, every, 0.0, -1
         self.started = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
-        if done < total and now - self.last < self.every:
+        if (done < total and now - self.last < self.every) or done == self.shown:  # (a chunk of no rows)
             return
-        self.last = now
+        self.last, self.shown = now, done
         rate = done / max(now - self.started, 1e-9)
         self.stream.write(f"predicted {done:,}/{total:,} rows ({100 * done / total:.0f}%, {rate:,.0f} rows/s)\n")
         self.stream.flush()
