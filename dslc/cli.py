@@ -110,7 +110,7 @@ def _run(args) -> int:
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
     program = _compiled(args)
-    if program.warnings:  # before the verb's output; they do not change the exit code
+    if program.warnings and not _other_rank(args):  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
     if getattr(args, "tune", False) and not getattr(args, "quiet", False) and not _other_rank(args):
         from dslc.runtime.tune import tuning_lines
@@ -144,7 +144,7 @@ def _run(args) -> int:
         reporter = make_reporter(args.log_format, args.quiet, args.log_every) if writer else None
         threads = distributed.rank_threads() if comm is not None and not args.threads else args.threads
         try:
-            with distributed.abort_on_error(comm):
+            with distributed.abort_on_error(comm, os.path.join(args.out, "checkpoint.npz")):
                 program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, device=args.device, out_dir=args.out,
                               resume=args.resume, lr=args.lr, reporter=reporter, verbose=1 if writer else 0,
@@ -231,8 +231,7 @@ def _lsp() -> int:
         from dslc.editor.lsp import serve
     except ImportError as e:
         raise DataError(f"`dslc lsp` needs the `lsp` extra ({e})", hint="pip install 'dslc[lsp]'") from None
-    serve()
-    return EXIT_OK
+    return serve()
 
 
 def _scaled_out(args) -> bool:
@@ -348,7 +347,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
             except BrokenPipeError:
                 _to_devnull(sys.stdout)
+        if args.verb == "train":
+            _stop_the_other_ranks(code, e)
         return code
+
+
+def _stop_the_other_ranks(code: int, error: BaseException) -> None:
+    """Under `mpiexec`, a rank that failed outside training (the model did not compile, on this rank
+    alone: `mpiexec ... : ...` with another file) ends the job: the others would wait for it for ever in
+    their first collective call (found by trying it: a 60 s timeout killed the job). Not when they
+    were told already (`program_from_rank_zero`)."""
+    from dslc.runtime import distributed
+
+    if not distributed.launched_by_mpi() or getattr(error, "other_ranks_told", False):
+        return
+    try:
+        comm = distributed.world()
+    except DataError:  # mpi4py missing: the error just printed says so
+        return
+    if comm is not None:
+        distributed.abort_job(comm, code)
 
 
 def _tell_failure(args, verb_parser, e: BaseException, lines: list[str]) -> None:

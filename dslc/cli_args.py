@@ -184,7 +184,7 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     csv_options(p, target=False)
     p.add_argument("--dask", nargs="?", const="", metavar="ADDRESS",
                    help="run on a Dask cluster (a local one without ADDRESS) over data larger than memory: --input is "
-                        "a .npy, a directory of <input>.npy or of .npz files; -o is an .npz or a directory of "
+                        "a .npy, a directory of <input>.npy, an .npz or a directory of .npz files; -o is an .npz or a directory of "
                         "<output>.npy (needs `dslc[dask]`)")
 
     p = verb("summary", "the layers, parameters, FLOPs and memory of a model")

@@ -61,8 +61,7 @@ def failure(args, e: BaseException) -> tuple[int, list[str]]:
         message = interrupts.stopped(stop)[0]
         if (isinstance(e, KeyboardInterrupt) and args.verb == "train"
                 and os.path.exists(os.path.join(args.out, "checkpoint.npz"))):
-            return code, [message, "hint: the last completed epoch is saved; run the same command with `--resume` to "
-                                   "continue"]
+            return code, [message, f"hint: {interrupts.RESUME_HINT}"]
         return code, [message]
     lines = [f"error: internal compiler error: {type(e).__name__}: {e}",
              "note: this is a bug in dslc; please report it with the model file"]

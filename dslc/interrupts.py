@@ -11,6 +11,8 @@ import signal
 import sys
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+# what a stopped `dslc train` says once it has saved an epoch
+RESUME_HINT = "the last completed epoch is saved; run the same command with `--resume` to continue"
 
 
 class Terminated(KeyboardInterrupt):

@@ -78,3 +78,59 @@ def test_command_line(program, data, tmp_path, capsys):
     assert "predicted 1,003/1,003 rows (100%" in err
     with np.load(tmp_path / "y.npz") as got:
         np.testing.assert_array_equal(got["y"], program.predict(data)["y"])
+
+
+def test_a_scheduler_shut_down_mid_run_is_a_clear_error(program, data, tmp_path, capfd):
+    # it raised distributed's CommClosedError ("in <TCP (closed) ConnectionPool.gather ...>: Stream is closed")
+    from dask.distributed import LocalCluster
+
+    for name, array in data.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+
+    def stop_the_scheduler(done, total):
+        if not cluster.status.name == "closed":
+            cluster.close()
+
+    try:
+        with pytest.raises(DataError) as e:
+            dask_predict.predict(program, tmp_path, tmp_path / "out.npz", address=cluster.scheduler_address,
+                                 chunk_rows=50, progress=stop_the_scheduler)
+    finally:
+        cluster.close()
+    stopped = f"the Dask scheduler at `{cluster.scheduler_address}` stopped answering after "
+    assert e.value.message.startswith(stopped) and " of 1,003 rows (" in e.value.message
+    assert int(e.value.message[len(stopped):].split(" ")[0]) < 1003
+    assert e.value.message.endswith("); nothing was written"), e.value.message
+    assert not (tmp_path / "out.npz").exists() and not list(tmp_path.glob(".out.npz*"))
+    assert "Traceback" not in capfd.readouterr().err  # the client's reconnection errors, logged by Dask
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(DataError) as e:
+        dask_predict.predict(program, tmp_path, tmp_path / "out.npz", address=cluster.scheduler_address)
+    assert e.value.message.startswith(f"cannot reach the Dask scheduler at `{cluster.scheduler_address}` (")
+
+
+def test_one_npz_file_and_a_folder_without_an_inputs_npy(program, data, tmp_path):
+    # an .npz, what `dslc predict` reads without --dask, was refused as "cannot read ... as data for --dask"
+    np.savez(tmp_path / "all.npz", **data)
+    dask_predict.predict(program, tmp_path / "all.npz", tmp_path / "out.npz", workers=1)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], program.predict(data)["y"], rtol=1e-6, atol=1e-6)
+    folder = tmp_path / "columns"
+    folder.mkdir()
+    np.save(folder / "x.npy", data["x"])
+    np.save(folder / "zz.npy", data["z"])
+    with pytest.raises(DataError) as e:  # it said "cannot read ... as data for --dask"
+        dask_predict.predict(program, folder, tmp_path / "out2.npz", workers=1)
+    assert e.value.message == f"`{folder}` has no `z.npy` (one `<input>.npy` per input of the model: x, z)"
+    assert e.value.hint == "it holds x.npy, zz.npy"
+
+
+def test_progress_says_each_count_of_rows_once():
+    # an .npz of no rows finishing last printed "predicted 25/25 rows (100%...)" twice
+    lines = []
+    progress = dask_predict.Progress(type("Stream", (), {"write": lambda self, text: lines.append(text),
+                                                          "flush": lambda self: None})(), every=0.0)
+    for done in (10, 25, 25):
+        progress(done, 25)
+    assert [line.split(" (")[0] for line in lines] == ["predicted 10/25 rows", "predicted 25/25 rows"]

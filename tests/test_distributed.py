@@ -3,6 +3,7 @@ parameters as single-process training with the same global batch, resume across 
 worker that fails or dies stopping the job with a clear message."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,13 +51,13 @@ def test_two_workers_equal_one_process_and_resume(program, data, tmp_path):
     assert b.state["opt.step"] == 15
 
 
-def _failing_rank(tmp_path: Path, action: str, at_step: int = 3, once: bool = False) -> dict[str, str]:
-    """The environment of a job whose rank 1 runs `action` at its `at_step`-th training step (with
+def _failing_rank(tmp_path: Path, action: str, at_step: int = 3, once: bool = False, rank: int = 1) -> dict[str, str]:
+    """The environment of a job whose rank `rank` runs `action` at its `at_step`-th training step (with
     `once`, only in the first job started)."""
     marker = tmp_path / "failed-once"
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(f"""
         import os
-        if os.environ.get("PMI_RANK") == "1" and not ({once} and os.path.exists({str(marker)!r})):
+        if os.environ.get("PMI_RANK") == "{rank}" and not ({once} and os.path.exists({str(marker)!r})):
             from dslc.diagnostics import DataError
             from dslc.runtime import accumulate
             original, calls = accumulate.SplitSteps.step, [0]
@@ -108,14 +109,22 @@ def test_a_worker_dying_after_a_checkpoint_is_retried_from_it(program, data, tmp
         assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
 
 
-def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
-    root = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mpiexec_train(tmp_path: Path, epochs: int) -> list[str]:
+    """`mpiexec -n 2 dslc train` of `MODEL` on 40 rows in batches of 8 (a model and data file in `tmp_path`)."""
     model, npz = tmp_path / "m.dl", tmp_path / "d.npz"
     model.write_text(textwrap.dedent(MODEL))
     rng = np.random.default_rng(3)
     np.savez(npz, x=rng.standard_normal((40, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
-    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
-               "--epochs", "2", "--batch-size", "8"]
+    return [str(MPIEXEC), "-n", "2", sys.executable, "-m", "dslc", "train", str(model), "--data", str(npz),
+            "--epochs", str(epochs), "--batch-size", "8"]
+
+
+def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
+    root = ROOT
+    command = _mpiexec_train(tmp_path, epochs=2)
     ok = subprocess.run(command + ["-o", str(tmp_path / "ok")], capture_output=True, text=True, cwd=root,
                         timeout=hang_guard(120))
     assert ok.returncode == 0, ok.stderr
@@ -136,3 +145,116 @@ def test_cuda_without_a_cuda_onnxruntime_is_refused_before_the_workers_start(pro
         program.train(data, epochs=1, batch_size=12, out_dir=tmp_path / "run", workers=2, device="cuda")
     assert e.value.message.startswith("CUDA was requested but this onnxruntime has no CUDA support")
     assert not (tmp_path / "run").exists()
+
+
+def test_ranks_reading_other_data_stop_with_an_error_instead_of_waiting_for_ever(tmp_path):
+    # `mpiexec ... : ...` starts rank 1 with other arguments: a shorter file, as a node holding another
+    # version of the data would read; without the check both ranks spun in the first all-reduce for ever
+    root = ROOT
+    model, full, short = tmp_path / "m.dl", tmp_path / "full.npz", tmp_path / "short.npz"
+    model.write_text(textwrap.dedent(MODEL))
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+    np.savez(full, x=x, y=y)
+    np.savez(short, x=x[:30], y=y[:30])
+    rank = [sys.executable, "-m", "dslc", "train", str(model), "--epochs", "2", "--batch-size", "8",
+            "-o", str(tmp_path / "run")]
+    done = subprocess.run([str(MPIEXEC), "-n", "1", *rank, "--data", str(full), ":", "-n", "1", *rank, "--data",
+                           str(short), "--seed", "1"], capture_output=True, text=True, cwd=root, timeout=hang_guard(120))
+    assert done.returncode == 3, done.stderr
+    assert "error (worker 0 of 2): the 2 workers do not train the same run: worker 1 has training data of 30 rows " \
+           "(blake2b " in done.stderr
+    assert "where worker 0 has training data of 40 rows" in done.stderr
+    assert "; worker 1 has seed = 1 where worker 0 has seed = 0\nhint: every rank must read the same data" in done.stderr
+    assert "error (worker 1" not in done.stderr  # said once, by rank 0
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_batch_norm_with_one_row_shards_is_refused_before_training(workdir, tmp_path, capfd):
+    # 9 rows in batches of 3 on 2 ranks: shards of 2 and 1 rows, the last rank's normalized on its own
+    # (its running variance became NaN after the first epoch, with a hint to lower the learning rate)
+    program = compile_text(workdir, MODEL.replace("|> tanh |>", "|> batch_norm |> tanh |>"), "bn.dl", split=True)
+    rng = np.random.default_rng(4)
+    with pytest.raises(DataError) as e:
+        program.train({"x": rng.standard_normal((9, 6)).astype(np.float32), "y": rng.integers(0, 3, 9)}, epochs=1,
+                      batch_size=3, out_dir=tmp_path / "run", workers=2)
+    assert "a training worker stopped with exit code 3 (bad data or files" in e.value.message
+    assert "9 samples in batches of 3, each cut into 2 ranks' shares, give parts of 1 sample, but batch " \
+           "normalization needs" in capfd.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("stop, code, message", [("KeyboardInterrupt", 130, "interrupted"),
+                                                 ("Terminated", 143, "terminated (SIGTERM)")])
+def test_mpiexec_dslc_train_stopped_by_a_signal_says_so_and_resumes(tmp_path, stop, code, message):
+    # mpiexec passes Ctrl-C and SIGTERM on to every rank; they said `KeyboardInterrupt: ` and `Terminated: `
+    root = ROOT
+    command = _mpiexec_train(tmp_path, epochs=3) + ["-o", str(tmp_path / "run")]
+    env = _failing_rank(tmp_path, f"from dslc.interrupts import Terminated; raise {stop}()", at_step=8, rank=0)
+    stopped = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env, timeout=hang_guard(120))
+    assert stopped.returncode == code, stopped.stderr
+    assert f"error (worker 0 of 2): {message}\nhint: the last completed epoch is saved; run the same command with " \
+           "`--resume` to continue\n" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=root, timeout=hang_guard(120))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("resuming acc at epoch 2/3")
+
+
+def test_mpiexec_dslc_train_warns_once(tmp_path):
+    # every rank compiles the model; each printed its warnings
+    command = _mpiexec_train(tmp_path, epochs=1)
+    (tmp_path / "m.dl").write_text(textwrap.dedent(MODEL).replace("|> tanh |>", "|> batch_norm |> tanh |>"))
+    done = subprocess.run(command + ["-o", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=hang_guard(120))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("warning: the bias of `dense_0` is cancelled by `batch_norm`") == 1, done.stderr
+
+
+def test_the_other_ranks_wait_for_rank_zeros_validation_without_spinning(tmp_path):
+    # they waited in a blocking `bcast`, which in MPICH spins: over 5 epochs of validating 718,000 rows,
+    # the waiting rank used 4.9-5.4 s of CPU, polling 1.8 s (its start-up and training included)
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import json, os, time
+        from dslc.runtime import distributed, train
+        if os.environ.get("PMI_RANK") == "0":
+            original_evaluate = train._evaluate
+            def evaluate(*args):
+                time.sleep(1.0)
+                return original_evaluate(*args)
+            train._evaluate = evaluate
+        else:
+            original_wait = distributed.from_rank_zero
+            def waited(comm, value):
+                cpu, wall = time.process_time(), time.perf_counter()
+                try:
+                    return original_wait(comm, value)
+                finally:
+                    with open({str(tmp_path / "waited.json")!r}, "a") as f:
+                        f.write(json.dumps({{"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}}) + "\\n")
+            distributed.from_rank_zero = waited
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    command = _mpiexec_train(tmp_path, epochs=2)
+    done = subprocess.run(command + ["--val", str(tmp_path / "d.npz"), "-o", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=hang_guard(120))
+    assert done.returncode == 0, done.stderr
+    waits = [json.loads(line) for line in (tmp_path / "waited.json").read_text().splitlines()]
+    assert len(waits) == 2 and all(w["wall"] >= 0.9 for w in waits), waits  # one per epoch, through the 1 s
+    assert all(w["cpu"] < 0.1 * w["wall"] for w in waits), waits  # as a share: a loaded machine lengthens the wait
+
+
+def test_a_rank_whose_model_does_not_compile_ends_the_job(tmp_path):
+    # rank 1 returned from `main` with exit 1 while rank 0 waited for it in its first collective call:
+    # the job hung until a timeout killed it
+    command = _mpiexec_train(tmp_path, epochs=1)
+    broken = tmp_path / "broken.dl"
+    broken.write_text(textwrap.dedent(MODEL).replace("|> tanh |>", "|> tanhh |>"))
+    rank = command[command.index("-n") + 2:] + ["-o", str(tmp_path / "run")]
+    rank1 = [str(broken) if word == str(tmp_path / "m.dl") else word for word in rank]
+    done = subprocess.run([str(MPIEXEC), "-n", "1", *rank, ":", "-n", "1", *rank1], capture_output=True, text=True,
+                          cwd=ROOT, timeout=hang_guard(120))
+    assert done.returncode == 1, done.stderr
+    assert "error: unknown layer or function `tanhh`" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -83,10 +83,11 @@ if rank is not None:
         try:
             return original_wait(comm, value)
         finally:
-            with open(os.path.join(log, f"waited.{{rank}}"), "w") as f:
-                json.dump({{"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}}, f)
+            if not os.path.exists(os.path.join(log, f"waited.{{rank}}")):  # the program's wait, not an epoch's
+                with open(os.path.join(log, f"waited.{{rank}}"), "w") as f:
+                    json.dump({{"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}}, f)
 
-    original_wait, distributed._from_rank_zero = distributed._from_rank_zero, waited
+    original_wait, distributed.from_rank_zero = distributed.from_rank_zero, waited
 """
 
 

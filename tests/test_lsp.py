@@ -273,3 +273,80 @@ def test_an_imported_block_and_a_syntax_error(client):
     (d,) = diagnostics_of(client, uri)["diagnostics"]
     assert d["message"] == "unexpected `}` (expected `,` or `)`)"
     assert d["range"] == {"start": {"line": 5, "character": 0}, "end": {"line": 5, "character": 1}}
+
+
+def test_an_error_in_an_imported_file_is_shown_at_the_import_that_reads_it(client):
+    # it was shown at the file's first import, whichever file it was in (and at 0:0 for a syntax error)
+    (client.folder / "fine.dl").write_text("block same(x) {\n    return x\n}\n", encoding="utf-8")
+    (client.folder / "outer.dl").write_text('import "inner.dl"\nblock outer(x) {\n    return x |> inner\n}\n',
+                                            encoding="utf-8")
+    (client.folder / "inner.dl").write_text("block inner(x) {\n    return x |> relux\n}\n", encoding="utf-8")
+    text = 'import "fine.dl"\nimport "outer.dl"  # 😀\n\nmodel u {\n    input  x: f32[B, 4]\n    output y = x |> outer\n}\n'
+    uri = open_file(client, "imports.dl", text)
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"].startswith(f"{client.folder / 'inner.dl'}:2:17: unknown layer or function `relux`")
+    assert d["range"] == {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 17}}
+    here = d["relatedInformation"][0]
+    assert here["message"] == "the error is here" and here["location"] == {
+        "uri": (client.folder / "inner.dl").as_uri(),
+        "range": {"start": {"line": 1, "character": 16}, "end": {"line": 1, "character": 21}}}
+    (client.folder / "inner.dl").write_text("block inner(x) {\n    return x |> relu |>\n}\n", encoding="utf-8")
+    client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
+    (d,) = diagnostics_of(client, uri)["diagnostics"]
+    assert d["message"].startswith(f"{client.folder / 'inner.dl'}:3:1: unexpected `}}`")
+    assert d["range"]["start"] == {"line": 1, "character": 0}
+    # fixed and saved in the editor: the file importing it is checked again (it kept the error)
+    inner = open_file(client, "inner.dl", "block inner(x) {\n    return x |> relu\n}\n")
+    assert diagnostics_of(client, inner)["diagnostics"] == []
+    client.notify("textDocument/didSave", {"textDocument": {"uri": inner}})
+    assert diagnostics_of(client, uri)["diagnostics"] == []
+
+
+@pytest.mark.parametrize("encoding, unit", [("utf-8", lambda t: len(t.encode("utf-8"))),
+                                            ("utf-32", len)])
+def test_positions_count_the_code_units_agreed_at_initialize(tmp_path, encoding, unit):
+    # a client offering UTF-8 first (Neovim does) was told `positionEncoding: utf-8` and sent UTF-16 columns
+    c = Client(tmp_path, {"DSLC_LSP_DEBOUNCE": "0.1"})
+    c.folder = tmp_path
+    try:
+        result = c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {
+            "general": {"positionEncodings": [encoding, "utf-16"]}}})
+        assert result["capabilities"]["positionEncoding"] == encoding
+        c.notify("initialized", {})
+        line = '    output y = x |> dense(3, name = "é😀") |> dense(2, bogus = 1)'
+        uri = open_file(c, "units.dl", "model m {\n    input  x: f32[B, 4]\n" + line + "\n}\n")
+        (d,) = diagnostics_of(c, uri)["diagnostics"]
+        start = line.index("name =")
+        assert d["range"] == {"start": {"line": 2, "character": unit(line[:start])},
+                              "end": {"line": 2, "character": unit(line[:line.index(")")])}}, d
+        hover = c.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {
+            "line": 2, "character": unit(line[:line.rindex("dense") + 2])}})
+        assert hover["range"]["start"] == {"line": 2, "character": unit(line[:line.rindex("dense")])}
+    finally:
+        c.close()
+
+
+def test_requests_about_a_file_that_cannot_be_read_answer_as_for_an_empty_one(client):
+    # a document not open is read from disk: a missing file made pygls answer with an internal error and
+    # the Python traceback in its `data`
+    missing = {"uri": (client.folder / "gone.dl").as_uri()}
+    at = {"textDocument": missing, "position": {"line": 0, "character": 0}}
+    assert client.request("textDocument/hover", at) is None
+    assert client.request("textDocument/definition", at) is None
+    assert client.request("textDocument/documentSymbol", {"textDocument": missing}) == []
+    assert client.request("textDocument/formatting", {"textDocument": missing, "options": {
+        "tabSize": 4, "insertSpaces": True}}) == []
+    assert "dense" in [item["label"] for item in client.request("textDocument/completion", at)["items"]]
+
+
+def test_exit_without_shutdown_exits_with_1(tmp_path):
+    # the protocol's rule; the server exited 0 (pygls's sys.exit(1) is swallowed by its loop)
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    c.notify("exit", None)
+    assert c.process.wait(timeout=30) == 1
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.close()
+    assert c.process.returncode == 0

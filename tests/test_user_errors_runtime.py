@@ -94,6 +94,19 @@ def test_batch_norm_with_only_one_sample_batches(workdir, tmp_path, n, batch_siz
     assert e.value.hint == hint
 
 
+def test_batch_norm_with_one_row_micro_batches_is_refused_before_training(workdir, tmp_path):
+    # batches of 4 in 4 micro-batches of 1 row: each normalized on its own, the running variance became
+    # NaN after the first epoch, with a hint to lower the learning rate (found by trying it)
+    program = compile_text(workdir, BN, "bn.dl", split=True)
+    with pytest.raises(DataError) as e:
+        fit(program, xy(8), epochs=1, batch_size=4, accumulate=4, out_dir=tmp_path / "run")
+    assert e.value.message == ("8 samples in batches of 4, each cut into 4 micro-batches, give parts of 1 sample, "
+                               "but batch normalization needs more than one value per channel when training "
+                               "(`batch_norm_0.running_var` would become nan)")
+    assert e.value.hint == "choose a batch size that leaves no batch of 1 sample, e.g. `batch_size=8`"
+    assert fit(program, xy(8), epochs=1, batch_size=8, accumulate=4, out_dir=tmp_path / "ok")[-1]["loss"] > 0
+
+
 def test_batch_norm_over_a_sequence_accepts_one_sample_batches_and_the_trial_step_is_undone(
         workdir, tmp_path, monkeypatch):
     program = compile_text(workdir, BN_SEQUENCE, "bnseq.dl")

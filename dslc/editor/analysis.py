@@ -216,6 +216,33 @@ def _flatten(symbols: list[Symbol]) -> list[Symbol]:
     return out
 
 
+def import_leading_to(source: SourceFile, path: str) -> ast.Import | None:
+    """The `import` of `source` through which the file at `path` is read, directly or through the files
+    it imports (an error in that file is shown at this import); None if none does."""
+    from dslc.frontend.imports import ImportRoots, resolve_import
+    from dslc.frontend.parser import parse, parse_file
+
+    wanted, roots = Path(path).resolve(), ImportRoots.of(source.path)
+    try:
+        module = parse(source)
+    except DslcError:
+        return None
+    for imp in module.imports:
+        stack, seen = [(imp, source.path)], set()
+        while stack:
+            current, importer = stack.pop()
+            try:
+                target = resolve_import(current, importer, roots).resolve()
+                if target == wanted:
+                    return imp
+                if target not in seen:
+                    seen.add(target)
+                    stack.extend((child, str(target)) for child in parse_file(target).imports)
+            except (DslcError, OSError):  # a file that does not parse or read: its own diagnostic says so
+                continue
+    return None
+
+
 # ---- hover texts -----------------------------------------------------------------------------------
 def _shown(value) -> str | None:
     if isinstance(value, Node):

@@ -7,7 +7,8 @@
 - go to definition (names, blocks, imported files), document symbols, completion of the functions
   and of a call's keyword arguments, and formatting by `dslc fmt`.
 
-Positions: the protocol counts UTF-16 code units in a line, the compiler characters in the file.
+Positions: the protocol counts code units in a line (UTF-16 unless the client and server agree on UTF-8 or
+UTF-32 at `initialize`), the compiler characters in the file.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dslc import __version__
 from dslc.builtins import load_all
 from dslc.declared_callbacks import CALLBACKS
 from dslc.diagnostics import Diagnostic, DslcError
-from dslc.editor.analysis import Analysis, analyze, catalogue_entry
+from dslc.editor.analysis import Analysis, analyze, catalogue_entry, import_leading_to
 from dslc.editor.fmt import NotFormattable, format_text
 from dslc.frontend.tokens import keywords
 from dslc.initializers import INITIALIZERS
@@ -38,20 +39,24 @@ SYMBOL_KINDS = {"model": lsp.SymbolKind.Class, "block": lsp.SymbolKind.Function,
 
 
 # ---- positions -----------------------------------------------------------------------------------
-def _utf16(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+# the length of a text in each position encoding's code units (the protocol's default is UTF-16; a client
+# may offer others, and pygls picks the client's first choice: Neovim offers UTF-8 first)
+CODE_UNITS = {"utf-8": lambda text: len(text.encode("utf-8")),
+              "utf-16": lambda text: len(text.encode("utf-16-le")) // 2,
+              "utf-32": len}
 
 
-def position(source: SourceFile, offset: int) -> lsp.Position:
+def position(source: SourceFile, offset: int, encoding: str) -> lsp.Position:
     line, col = source.line_col(offset)
-    return lsp.Position(line - 1, _utf16(source.line_text(line)[:col - 1]))
+    return lsp.Position(line - 1, CODE_UNITS[encoding](source.line_text(line)[:col - 1]))
 
 
-def to_range(span: Span) -> lsp.Range:
-    return lsp.Range(position(span.source, span.start), position(span.source, max(span.start, span.end)))
+def to_range(span: Span, encoding: str) -> lsp.Range:
+    return lsp.Range(position(span.source, span.start, encoding),
+                     position(span.source, max(span.start, span.end), encoding))
 
 
-def offset_of(source: SourceFile, pos: lsp.Position) -> int:
+def offset_of(source: SourceFile, pos: lsp.Position, encoding: str) -> int:
     lines = source.text.split("\n")
     if pos.line >= len(lines):
         return len(source.text)
@@ -60,7 +65,7 @@ def offset_of(source: SourceFile, pos: lsp.Position) -> int:
     for i, ch in enumerate(lines[pos.line]):
         if units >= pos.character:
             return start + i
-        units += _utf16(ch)
+        units += CODE_UNITS[encoding](ch)
     return start + len(lines[pos.line])
 
 
@@ -74,20 +79,36 @@ class DlServer(LanguageServer):
         super().__init__("dslc", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
         self.analyses: dict[str, tuple[int | None, Analysis]] = {}
         self.pending: dict[str, asyncio.TimerHandle] = {}
+        self.shut_down = False
+
+    @property
+    def encoding(self) -> str:
+        """The position encoding agreed with the client at `initialize`."""
+        agreed = self.workspace.position_encoding or "utf-16"
+        return getattr(agreed, "value", agreed)  # a `PositionEncodingKind`, or the string a client sent
+
+    def text(self, uri: str) -> str:
+        """The document's text: the editor's, or for a document not open, the file's ("" when it cannot be
+        read: a request about a file deleted or not UTF-8 answers as for an empty one, where pygls
+        answered with an internal error and its traceback)."""
+        try:
+            return self.workspace.get_text_document(uri).source
+        except (OSError, UnicodeDecodeError):
+            return ""
 
     def analysis(self, uri: str) -> Analysis:
         """The analysis of the document's current text (made now if the text changed since the last)."""
         document = self.workspace.get_text_document(uri)
         cached = self.analyses.get(uri)
-        if cached is None or cached[0] != document.version:
-            cached = (document.version, analyze(path_of(uri), document.source))
+        if cached is None or cached[0] != document.version or document.version is None:
+            cached = (document.version, analyze(path_of(uri), self.text(uri)))
             self.analyses[uri] = cached
         return cached[1]
 
     def publish(self, uri: str, analysis: Analysis | None = None) -> None:
         document = self.workspace.get_text_document(uri)
         analysis = analysis or self.analysis(uri)
-        diagnostics = [_diagnostic(d, analysis) for d in analysis.diagnostics]
+        diagnostics = [_diagnostic(d, analysis, self.encoding) for d in analysis.diagnostics]
         self.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=document.version))
 
@@ -101,8 +122,7 @@ class DlServer(LanguageServer):
 
     async def _check(self, uri: str) -> None:
         self.pending.pop(uri, None)
-        document = self.workspace.get_text_document(uri)
-        version, text = document.version, document.source
+        version, text = self.workspace.get_text_document(uri).version, self.text(uri)
         analysis = await asyncio.get_running_loop().run_in_executor(None, analyze, path_of(uri), text)
         if self.workspace.get_text_document(uri).version != version:
             return  # changed meanwhile: the check of the newer text publishes
@@ -110,19 +130,21 @@ class DlServer(LanguageServer):
         self.publish(uri, analysis)
 
 
-def _diagnostic(d: Diagnostic, analysis: Analysis) -> lsp.Diagnostic:
+def _diagnostic(d: Diagnostic, analysis: Analysis, encoding: str) -> lsp.Diagnostic:
     source = analysis.source
     message = d.message + (f" ({d.label})" if d.label else "") + (f"\nhint: {d.hint}" if d.hint else "")
     if d.span is not None and d.span.source.path == source.path:
-        where = to_range(d.span)
+        where = to_range(d.span, encoding)
     else:  # in an imported file (or of the whole file): shown at the import, with the place in the message
         if d.span is not None:
             message = f"{d.span.source.path}:{d.span.line}:{d.span.col}: {message}"
-        imports = analysis.module.imports if analysis.module is not None else ()
-        where = to_range(imports[0].span) if imports and d.span is not None else lsp.Range(lsp.Position(0, 0),
-                                                                                          lsp.Position(0, 0))
+        imp = import_leading_to(source, d.span.source.path) if d.span is not None else None
+        where = to_range(imp.span, encoding) if imp is not None else lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0))
+    notes = list(d.notes)
+    if d.span is not None and d.span.source.path != source.path:  # the place itself, for the editor to go to
+        notes.insert(0, ("the error is here", d.span))
     related = [lsp.DiagnosticRelatedInformation(lsp.Location(from_fs_path(str(Path(span.source.path).resolve())),
-                                                             to_range(span)), note) for note, span in d.notes]
+                                                             to_range(span, encoding)), note) for note, span in notes]
     severity = lsp.DiagnosticSeverity.Warning if d.severity == "warning" else lsp.DiagnosticSeverity.Error
     return lsp.Diagnostic(range=where, message=message, severity=severity, source="dslc",
                           related_information=related or None)
@@ -137,8 +159,14 @@ def did_open(ls: DlServer, params: lsp.DidOpenTextDocumentParams):
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
-def did_save(ls: DlServer, params: lsp.DidSaveTextDocumentParams):
+async def did_save(ls: DlServer, params: lsp.DidSaveTextDocumentParams):
+    # the saved file may be imported by the others open (and by itself, a file it imports may have
+    # changed on disk): their analyses, cached by document version, would keep errors already fixed
+    ls.analyses.clear()
     ls.publish(params.text_document.uri)
+    for uri in ls.workspace.text_documents:
+        if uri != params.text_document.uri:
+            ls.publish_later(uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
@@ -158,27 +186,29 @@ def did_close(ls: DlServer, params: lsp.DidCloseTextDocumentParams):
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 def hover(ls: DlServer, params: lsp.HoverParams) -> lsp.Hover | None:
     analysis = ls.analysis(params.text_document.uri)
-    found = analysis.hover(offset_of(analysis.source, params.position))
+    found = analysis.hover(offset_of(analysis.source, params.position, ls.encoding))
     if found is None:
         return None
     text, span = found
-    return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text), range=to_range(span))
+    return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text),
+                     range=to_range(span, ls.encoding))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
 def definition(ls: DlServer, params: lsp.DefinitionParams) -> lsp.Location | None:
     analysis = ls.analysis(params.text_document.uri)
-    span = analysis.definition(offset_of(analysis.source, params.position))
+    span = analysis.definition(offset_of(analysis.source, params.position, ls.encoding))
     if span is None:
         return None
-    return lsp.Location(from_fs_path(str(Path(span.source.path).resolve())), to_range(span))
+    return lsp.Location(from_fs_path(str(Path(span.source.path).resolve())), to_range(span, ls.encoding))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
 def document_symbols(ls: DlServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol]:
     def convert(symbol) -> lsp.DocumentSymbol:
         return lsp.DocumentSymbol(name=symbol.name, kind=SYMBOL_KINDS[symbol.kind], detail=symbol.kind,
-                                  range=to_range(symbol.span), selection_range=to_range(symbol.name_span),
+                                  range=to_range(symbol.span, ls.encoding),
+                                  selection_range=to_range(symbol.name_span, ls.encoding),
                                   children=[convert(c) for c in symbol.children])
 
     return [convert(s) for s in ls.analysis(params.text_document.uri).symbols()]
@@ -186,10 +216,9 @@ def document_symbols(ls: DlServer, params: lsp.DocumentSymbolParams) -> list[lsp
 
 @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=["(", ",", " "]))
 def completion(ls: DlServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-    document = ls.workspace.get_text_document(params.text_document.uri)
-    source = SourceFile.from_text(path_of(params.text_document.uri), document.source)
+    source = SourceFile.from_text(path_of(params.text_document.uri), ls.text(params.text_document.uri))
     cached = ls.analyses.get(params.text_document.uri)  # of the last text checked: the text being typed may not parse
-    offset = offset_of(source, params.position)
+    offset = offset_of(source, params.position, ls.encoding)
     items = completions(source.text[:offset], cached[1].blocks if cached else {})
     if cached:
         for symbol in cached[1].names_in_scope(offset):
@@ -200,15 +229,15 @@ def completion(ls: DlServer, params: lsp.CompletionParams) -> lsp.CompletionList
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def formatting(ls: DlServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
-    document = ls.workspace.get_text_document(params.text_document.uri)
-    source = SourceFile.from_text(path_of(params.text_document.uri), document.source)
+    text = ls.text(params.text_document.uri)
+    source = SourceFile.from_text(path_of(params.text_document.uri), text)
     try:
-        formatted = format_text(document.source, source.path)
+        formatted = format_text(text, source.path)
     except (DslcError, NotFormattable):
         return []  # a file that does not parse is left as it is; its diagnostics say why
-    if formatted == document.source:
+    if formatted == text:
         return []
-    end = position(source, len(source.text))
+    end = position(source, len(source.text), ls.encoding)
     return [lsp.TextEdit(lsp.Range(lsp.Position(0, 0), end), formatted)]
 
 
@@ -286,6 +315,13 @@ def completions(before: str, blocks: dict) -> list[lsp.CompletionItem]:
     return items
 
 
-def serve() -> None:
-    """Run the server on stdin/stdout until the client exits."""
+@server.feature(lsp.SHUTDOWN)
+def shutdown(ls: DlServer, params) -> None:
+    ls.shut_down = True
+
+
+def serve() -> int:
+    """Run the server on stdin/stdout until the client exits; the exit code the protocol asks for: 0 after
+    a `shutdown` request, else 1 (pygls exits with it through `sys.exit`, which its loop swallows)."""
     server.start_io()
+    return 0 if server.shut_down else 1

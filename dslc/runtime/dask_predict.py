@@ -2,8 +2,8 @@
 the `dslc[dask]` extra).
 
 Inputs are read where they lie, by the workers: a memory-mapped `.npy` (a model with one input), a
-directory with one `<input>.npy` per input (memory-mapped, cut into chunks of rows), or a directory
-of `.npz` files (one chunk each, in file-name order). The scheduler only ships (file, rows) pairs and
+directory with one `<input>.npy` per input (memory-mapped, cut into chunks of rows), an `.npz` file
+(one chunk) or a directory of `.npz` files (one chunk each, in file-name order). The scheduler only ships (file, rows) pairs and
 the trained inference graph, once per worker; each worker builds its ONNX Runtime session itself
 (sessions do not pickle) and keeps it for every chunk it runs. The client writes each chunk's outputs
 at its rows of a memory-mapped `.npy` per output as chunks finish, so the results are in input order
@@ -35,7 +35,8 @@ CHUNK_ROWS = 65536
 
 def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
     """The tasks' chunks: `{"rows": (start, stop), "files": {name: .npy path}}` of memory-mapped arrays,
-    or `{"rows": (start, stop), "npz": path}` per `.npz` file; `DataError` for anything else."""
+    or `{"rows": (start, stop), "npz": path}` per `.npz` file (one given, or each of a directory's);
+    `DataError` for anything else."""
     path = Path(inputs)
     if path.suffix == ".npy" and path.is_file():
         if len(names) != 1:
@@ -44,9 +45,9 @@ def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
         files = {names[0]: path}
     elif path.is_dir() and all((path / f"{n}.npy").is_file() for n in names):
         files = {n: path / f"{n}.npy" for n in names}
-    elif path.is_dir() and sorted(path.glob("*.npz")):
+    elif (path.is_dir() and sorted(path.glob("*.npz"))) or (path.suffix == ".npz" and path.is_file()):
         chunks, start = [], 0
-        for npz in sorted(path.glob("*.npz")):
+        for npz in sorted(path.glob("*.npz")) if path.is_dir() else [path]:
             with np.load(npz) as arrays:
                 if names and names[0] not in arrays.files:
                     raise DataError(f"`{npz}` has no array `{names[0]}`", hint=f"it holds {', '.join(arrays.files)}")
@@ -54,10 +55,15 @@ def chunks_of(inputs, names: list[str], chunk_rows: int) -> list[dict]:
             chunks.append({"rows": (start, start + rows), "npz": str(npz)})
             start += rows
         return chunks
+    elif path.is_dir() and sorted(path.glob("*.npy")):
+        missing = [f"{n}.npy" for n in names if not (path / f"{n}.npy").is_file()]
+        raise DataError(f"`{inputs}` has no {', '.join(f'`{m}`' for m in missing)} (one `<input>.npy` per input of "
+                        f"the model: {', '.join(names)})",
+                        hint="it holds " + ", ".join(p.name for p in sorted(path.glob("*.npy"))))
     else:
         raise DataError(f"cannot read `{inputs}` as data for `--dask`",
                         hint="give a `.npy` file (one input), a directory with one `<input>.npy` per input, "
-                             "or a directory of `.npz` files")
+                             "an `.npz` file, or a directory of `.npz` files")
     rows = set()
     for name, file in files.items():
         rows.add(np.load(file, mmap_mode="r").shape[0])
@@ -137,11 +143,11 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
             threads = max(1, default_threads() // workers)
         else:
             cluster, threads = address, None  # every core of each worker's machine
-        with Client(cluster) as client:
+        done = [0]
+        with cluster_failures(address, done, total), Client(cluster) as client:
             shared = client.scatter(model, broadcast=True)
             futures = [client.submit(run_chunk, shared, spec, c, batch_size, threads, pure=False) for c in chunks]
             outputs: dict[str, np.ndarray] = {}
-            done = 0
             for future in as_completed(futures):
                 result = future.result()
                 if result[0] == "error":
@@ -153,9 +159,9 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
                         outputs[name] = np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+",
                                                                    dtype=value.dtype, shape=(total, *value.shape[1:]))
                     outputs[name][start:start + len(value)] = value
-                done += len(next(iter(values.values())))
+                done[0] += len(next(iter(values.values())))
                 if progress is not None:
-                    progress(done, total)
+                    progress(done[0], total)
             for array in outputs.values():
                 array.flush()
             del outputs
@@ -163,16 +169,43 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
 
 
 @contextmanager
+def cluster_failures(address: str | None, done: list[int], total: int):
+    """A `DataError` for a cluster that cannot be reached or stops answering (its scheduler shut down
+    or lost, a worker killed by every chunk it ran): Dask raises a `CommClosedError` naming a connection
+    pool (found by stopping the scheduler mid-run), `CancelledError`, `KilledWorker` or `TimeoutError`,
+    which `dslc predict` showed as an internal error or as the connection's repr. `done[0]`: the rows
+    finished so far."""
+    from concurrent.futures import CancelledError
+
+    from dask.distributed import KilledWorker
+
+    where = f"the Dask scheduler at `{address}`" if address else "the local Dask cluster"
+    try:
+        yield
+    except (OSError, CancelledError, KilledWorker, TimeoutError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        if done[0] == 0 and "connect" in str(e).lower():
+            raise DataError(f"cannot reach {where} ({reason})",
+                            hint="start a scheduler and workers there (`dask scheduler`, `dask worker ADDRESS`), "
+                                 "or drop the address to run on a local cluster") from None
+        raise DataError(f"{where} stopped answering after {done[0]:,} of {total:,} rows ({reason}); nothing "
+                        f"was written", hint="check that the scheduler and its workers are running, then run the "
+                                             "command again") from None
+
+
+@contextmanager
 def quiet_distributed_logs():
-    """Only errors of Dask's `distributed` loggers while dslc drives it: their default configuration prints
-    INFO records on stderr, some with a traceback (a comm closed as the cluster shuts down), and a Ctrl-C
-    makes each cancelled chunk a warning. dslc reports the failures that matter itself."""
+    """Nothing from Dask's `distributed` loggers while dslc drives it: their default configuration prints
+    INFO records on stderr, some with a traceback (a comm closed as the cluster shuts down), a Ctrl-C
+    makes each cancelled chunk a warning, and a scheduler lost mid-run logs ERROR records with the
+    tracebacks of the client's reconnection. dslc reports the failures that matter itself
+    (`cluster_failures`, a chunk's error)."""
     loggers = [logging.getLogger("distributed")] + [  # those its configuration gives a level of their own
         logger for name, logger in logging.root.manager.loggerDict.items()
         if name.startswith("distributed.") and isinstance(logger, logging.Logger) and logger.level]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(max(logger.level, logging.ERROR))
+        logger.setLevel(max(logger.level, logging.CRITICAL))
     try:
         yield
     finally:
@@ -202,14 +235,14 @@ class Progress:
     at the end."""
 
     def __init__(self, stream, every: float = 1.0):
-        self.stream, self.every, self.last = stream, every, 0.0
+        self.stream, self.every, self.last, self.shown = stream, every, 0.0, -1
         self.started = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
-        if done < total and now - self.last < self.every:
+        if (done < total and now - self.last < self.every) or done == self.shown:  # (a chunk of no rows)
             return
-        self.last = now
+        self.last, self.shown = now, done
         rate = done / max(now - self.started, 1e-9)
         self.stream.write(f"predicted {done:,}/{total:,} rows ({100 * done / total:.0f}%, {rate:,.0f} rows/s)\n")
         self.stream.flush()

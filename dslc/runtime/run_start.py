@@ -90,12 +90,15 @@ def make_trainer(program, keys: list[str], device: str, threads, initial, accumu
 
 
 def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: list[dict], n: int,
-                            batch_size: int) -> None:
+                           batch_size: int) -> None:
     """`DataError` if a batch of one sample makes a buffer non-finite: batch normalization over `[B, C]`
     then has one value per channel, and its unbiased running variance (times n/(n-1)) becomes NaN.
-    Whether it does depends on the shapes inside the graph, so one step is tried and undone."""
+    Whether it does depends on the shapes inside the graph, so one step is tried and undone. Through the
+    split graphs (`trainer.size` ranks, `trainer.accumulate` micro-batches) each micro-batch is normalized
+    on its own, so a micro-batch of one row counts too: a batch of 4 on 2 ranks with `--accumulate 2`."""
+    ranks, accumulate = getattr(trainer, "size", 1), getattr(trainer, "accumulate", 1)
     buffers = [t["name"] for s in specs for t in s.get("buffers", [])]
-    if not buffers:
+    if not buffers or not any(1 in micro_batch_rows(rows, ranks, accumulate) for rows in batch_rows(n, batch_size)):
         return
     saved = trainer.get_values()
     step_of(trainer)({k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
@@ -107,14 +110,38 @@ def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: lis
     if n == 1:
         where, hint = "the training data has 1 sample", "train on 2 or more samples, or remove `batch_norm`"
     else:
-        where = ("with a batch size of 1 every batch has 1 sample" if batch_size == 1 else
-                 f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})")
-        below = next((b for b in range(batch_size - 1, 1, -1) if n % b != 1), None)
-        above = next(b for b in range(batch_size + 1, n + 2) if n % b != 1)
+        if batch_size == 1:
+            where = "with a batch size of 1 every batch has 1 sample"
+        elif n % batch_size == 1:
+            where = f"the last batch of each epoch has 1 sample ({n} samples in batches of {batch_size})"
+        else:
+            split = " of ".join(([f"{ranks} ranks' shares"] if ranks > 1 else []) + (
+                [f"{accumulate} micro-batches"] if accumulate > 1 else []))
+            where = f"{n:,} samples in batches of {batch_size}, each cut into {split}, give parts of 1 sample"
+
+        def fits(b: int) -> bool:
+            return not any(1 in micro_batch_rows(rows, ranks, accumulate) for rows in batch_rows(n, b))
+
+        below = next((b for b in range(batch_size - 1, 1, -1) if fits(b)), None)
+        above = next((b for b in range(batch_size + 1, n + 2) if fits(b)), None)
         sizes = " or ".join(option("batch_size_of", b) for b in (below, above) if b is not None)
-        hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}"
+        hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}" if sizes else \
+            "train on more samples, or remove `batch_norm`"
     raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
                     f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
+
+
+def batch_rows(n: int, batch_size: int) -> set[int]:
+    """The row counts of an epoch's batches: full ones, and the last."""
+    return {min(batch_size, n)} | ({n % batch_size} if n > batch_size and n % batch_size else set())
+
+
+def micro_batch_rows(rows: int, ranks: int, accumulate: int) -> set[int]:
+    """The row counts of the non-empty micro-batches a batch of `rows` is cut into: each rank's shard
+    (`accumulate.shard`) in `accumulate` parts (`numpy.array_split`)."""
+    shards = {rows * (r + 1) // ranks - rows * r // ranks for r in range(ranks)}
+    return {size for m in shards for size in (m // accumulate, m // accumulate + 1)
+            if size and (size == m // accumulate or m % accumulate)}
 
 
 def step_of(trainer):

@@ -230,6 +230,11 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     order = epoch_order(seed, first_epoch, n)
     metric_specs = output_specs(specs)
     model_hash = manifest_hash(manifest)
+    if comm is not None:  # before the first all-reduce, which a rank that disagrees would wait in for ever
+        from dslc.runtime.distributed import check_same_run
+
+        check_same_run(comm, data=fingerprint, model=model_hash, start=(first_epoch, global_step),
+                       settings={**settings, "epochs": epochs, "accumulate": accumulate})
     saver = EpochSaver()
     if writer:
         saver.start()
@@ -243,8 +248,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
     if writer:
         hooks.check(names, bool(evaluators), history)
-    if batch_size == 1 or n % batch_size == 1:
-        check_one_sample_batch(trainer, arrays, specs, n, batch_size)
+    check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     if writer:  # the run folder's graphs, written by the saver ahead of the first checkpoint while the steps run
         saver.submit(functools.partial(program.build, out_dir, durable=False))
     history_log = HistoryLog(out_dir, history) if writer else None  # restored from the checkpoint after a kill
@@ -337,8 +341,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         check_finite_values(manifest, values, f"after epoch {epoch + 1} (global step {global_step})",
                              lr_used, ckpt_path)
         stop = hooks.epoch_end(record, history) if writer else False  # they see the epoch before its save
-        if comm is not None:
-            stop = comm.bcast(stop, root=0)
+        if comm is not None:  # polling: a blocking bcast spins a core while rank 0 validates
+            from dslc.runtime.distributed import from_rank_zero
+
+            stop = from_rank_zero(comm, stop)
         if not stop and epoch + 1 < epochs:  # now: once the save's thread runs, Python work here waits for the GIL
             order = epoch_order(seed, epoch + 1, n)
         if writer:
