@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from helpers import TrainDriver, compile_text, initializers  # noqa: E402
+from helpers import TrainDriver, compile_text  # noqa: E402
 
 torch.set_num_threads(1)
 
