@@ -339,6 +339,26 @@ def test_requests_about_a_file_that_cannot_be_read_answer_as_for_an_empty_one(cl
     assert "dense" in [item["label"] for item in client.request("textDocument/completion", at)["items"]]
 
 
+def test_messages_before_initialize_get_the_specifications_answer(tmp_path):
+    """A request before `initialize` is answered with ServerNotInitialized (-32002), a notification is
+    dropped; then `initialize` and requests work as usual."""
+    c = Client(tmp_path, {})
+    model = tmp_path / "m.dl"
+    model.write_text("model m { input x: f32[B, 2]\n output y = x |> dense(1) }\n", encoding="utf-8")
+    doc = {"textDocument": {"uri": model.as_uri()}}
+    c.notify("textDocument/didOpen", {"textDocument": {"uri": model.as_uri(), "languageId": "dl", "version": 1,
+                                                       "text": model.read_text(encoding="utf-8")}})
+    c.send({"id": 100, "method": "textDocument/documentSymbol", "params": doc})
+    answer = c.messages.get(timeout=60)
+    assert answer["id"] == 100 and answer["error"]["code"] == -32002 and "result" not in answer, answer
+    assert "Traceback" not in json.dumps(answer)
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    assert [s["name"] for s in c.request("textDocument/documentSymbol", doc)][:1] == ["m"]
+    c.close()
+    assert c.process.returncode == 0
+
+
 def test_exit_without_shutdown_exits_with_1(tmp_path):
     # the protocol's rule; the server exited 0 (pygls's sys.exit(1) is swallowed by its loop)
     c = Client(tmp_path, {})

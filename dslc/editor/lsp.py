@@ -18,7 +18,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcServerNotInitialized
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path
 
 from dslc import __version__
@@ -74,9 +76,29 @@ def path_of(uri: str) -> str:
 
 
 # ---- the server ----------------------------------------------------------------------------------
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol with the specification's rule for messages before `initialize`: a request is
+    answered with the error ServerNotInitialized (-32002) and a notification other than `exit` is dropped
+    (pygls ran them, and a request about a document answered an internal error with its traceback)."""
+
+    def _initialized(self) -> bool:
+        return self._workspace is not None
+
+    def _handle_request(self, msg_id, method_name, params):
+        if method_name == lsp.INITIALIZE or self._initialized():
+            return super()._handle_request(msg_id, method_name, params)
+        error = JsonRpcServerNotInitialized(f"`{method_name}` before `initialize`: the server is not initialized")
+        self._send_response(msg_id, None, error.to_response_error())
+
+    def _handle_notification(self, method_name, params):
+        if method_name == lsp.EXIT or self._initialized():
+            return super()._handle_notification(method_name, params)
+
+
 class DlServer(LanguageServer):
     def __init__(self):
-        super().__init__("dslc", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+        super().__init__("dslc", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full,
+                         protocol_cls=_Protocol)
         self.analyses: dict[str, tuple[int | None, Analysis]] = {}
         self.pending: dict[str, asyncio.TimerHandle] = {}
         self.shut_down = False
