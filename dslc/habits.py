@@ -25,7 +25,7 @@ _RENAMED = {
     "conv_transpose1d": ("Conv1DTranspose", "ConvTranspose1d"),
     "conv_transpose2d": ("Conv2DTranspose", "ConvTranspose2d"),
     "dense": ("Dense",), "linear": ("Linear",), "dropout": ("Dropout",), "flatten": ("Flatten",),
-    "reshape": ("Reshape", "view"), "reshape(x, dims...)": ("unsqueeze", "squeeze", "expand_dims"),
+    "reshape": ("Reshape", "view"), "reshape(x, dims...)": ("unsqueeze", "expand_dims"),
     "transpose": ("permute", "Permute"),
     "concat": ("Concatenate", "concatenate", "cat"), "upsample": ("UpSampling2D", "Upsample"),
     "embedding": ("Embedding",), "lstm": ("LSTM",), "gru": ("GRU",), "rnn": ("SimpleRNN", "RNN"),

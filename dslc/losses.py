@@ -129,7 +129,10 @@ def _same_shape(ctx, a: Tensor, b: Tensor, fn: str):
     if a.type.dtype != b.type.dtype or a.type.shape != b.type.shape:
         hint = "the shapes must be equal: no silent broadcasting in losses"
         if a.type.shape[:-1] == b.type.shape and a.type.shape[-1:] == (1,):
-            hint = f"the target has no trailing axis of size 1: declare it as `{_shape_text(a)}`"
+            first, target = ctx.written(0), ctx.written(1)
+            short = first is not None and target is not None and len(first + target) <= 40 and "\n" not in first + target
+            hint = (f"the target has no trailing axis of size 1: declare it as `{_shape_text(a)}`, or drop the "
+                    f"prediction's with `squeeze`" + (f": `{fn}(squeeze({first}), {target})`" if short else ""))
         ctx.fail(f"`{fn}` of `{a.type}` and `{b.type}`: shapes or dtypes differ", arg=1, hint=hint)
 
 

@@ -59,6 +59,11 @@ class Context:
         span = self.arg_span(arg)
         return span.source.text[span.start:span.end]
 
+    def written(self, arg) -> str | None:
+        """The source text of argument `arg` when the call gives it so (by that name or index), else None."""
+        span = self._arg_spans.get(arg)
+        return None if span is None else span.source.text[span.start:span.end]
+
     def warn(self, message: str, arg=None, label: str = "", hint: str = "", notes=()) -> None:
         """Report a likely mistake that still compiles (`Program.warnings`), at `arg` like `fail`."""
         span = self.arg_span(arg) if arg is not None else self._call_span

@@ -143,6 +143,12 @@ def torch_cast_and_integer_comparisons(P, d):
     return F.mse_loss(pred, d["y"])
 
 
+def torch_squeeze(P, d):
+    s = dense(P, "dense_0", d["x"]).squeeze(-1)
+    pred = s * 2.0 + d["z"].squeeze(2).sum(1) + dense(P, "dense_1", d["z"].squeeze(2)).squeeze(1)
+    return F.mse_loss(pred, d["y"])
+
+
 # name -> (model body without optimizer, data kinds, torch twin: loss of (params, data))
 MODELS = {
     "pow_clip_where": ("""
@@ -186,6 +192,14 @@ MODELS = {
         output pred = h * keep + flags + cast(cast(h * 3.0, "i64"), "f32") + cast(cast(h, "f64"), "f32")
         loss   mse(pred, y)
     """, {"ids": "int:5"}, torch_cast_and_integer_comparisons),
+    "squeeze": ("""
+        input  x: f32[B, 4]
+        input  z: f32[B, 3, 1]
+        target y: f32[B]
+        s = x |> dense(1) |> squeeze
+        output pred = s * 2.0 + sum(squeeze(z, 2), 1) + (squeeze(z, -1) |> dense(1) |> squeeze(1))
+        loss   mse(pred, y)
+    """, {}, torch_squeeze),
 }
 GRADIENT_MODELS = {name: (body, kinds) for name, (body, kinds, _) in MODELS.items()}
 
@@ -339,6 +353,18 @@ t.dl:6:17: error: unknown dtype "float"
 6 |     y = cast(x, "float")
   |                 ^^^^^^^
 hint: dtypes are "f32", "f64", "i32", "i64", "bool\"""",
+    "y = squeeze(x, 0)": """\
+t.dl:6:20: error: `squeeze` cannot drop the batch axis of `f32[B, 4]`
+  |
+6 |     y = squeeze(x, 0)
+  |                    ^
+hint: give an axis after the batch axis, e.g. `squeeze(x, -1)`""",
+    "y = squeeze(x)": """\
+t.dl:6:9: error: `squeeze` drops an axis of size 1, but axis -1 of `f32[B, 4]` has size 4
+  |
+6 |     y = squeeze(x)
+  |         ^^^^^^^^^^ size 4
+hint: pick an axis of size 1, or take one position with `x[:, 0]`""",
     "y = clip(x, 1, 0)": """\
 t.dl:6:17: error: `clip` bounds are reversed: low 1.0 is above high 0.0
   |

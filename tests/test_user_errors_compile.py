@@ -150,6 +150,7 @@ CALLS = {
     "sum": ("x: [B, 4]", "sum(x, 1)"), "mse": ("a: [B, 3]; b: [B, 3]", "mse(a, b)"),
     "positional_embedding": ("x: [B, 5, 4]", "positional_embedding(x, 8)"),
     "pow": ("x: [B, 4]; y: [B, 4]", "pow(x, y)"), "reshape": ("x: [B, 4]", "reshape(x, 2, 2)"),
+    "squeeze": ("x: [B, 4, 1]", "squeeze(x)"),
     "sinusoidal_position": ("x: [B, 5, 4]", "sinusoidal_position(x)"),
     "transpose": ("x: [B, 3, 4]", "transpose(x, 0, 2, 1)"), "upsample": ("x: [B, 2, 3, 3]", "upsample(x, 2)"),
     "where": ("c: bool[B, 4]; x: [B, 4]; y: [B, 4]", "where(c, x, y)"),

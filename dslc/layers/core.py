@@ -1,4 +1,4 @@
-"""Core layers, activations and tensor functions: dense, dropout, flatten, reshape, concat.
+"""Core layers, activations and tensor functions: dense, dropout, flatten, reshape, squeeze, concat.
 
 A layer creates its parameters through `ctx.param` and expands into registered ops through the
 builder `ctx.b`; nothing here knows about ONNX.
@@ -97,6 +97,24 @@ def reshape(ctx, x: Tensor, *dims: int):
     if not dims:
         ctx.fail("`reshape` needs the new shape of one example, e.g. `reshape(x, 7, 7)`")
     return ctx.b.reshape(x, shape=(0,) + tuple(dims))
+
+
+@builtin("layer")
+def squeeze(ctx, x: Tensor, axis: int = -1):
+    """Drop an axis of size 1 (PyTorch's `squeeze(axis)`): `[B, 1]` gives `[B]`, as a one-score-per-example
+    output of `dense(1)` for a loss or metric with targets `[B]`; not the batch axis."""
+    t = x.type
+    a = axis + t.rank if -t.rank <= axis < 0 else axis
+    if not 0 <= a < t.rank:
+        ctx.fail(f"`squeeze` axis {axis} is out of range for `{t}`", arg="axis",
+                 hint=f"axes run from {-t.rank} to {t.rank - 1}")
+    if a == 0:
+        ctx.fail(f"`squeeze` cannot drop the batch axis of `{t}`", arg="axis",
+                 hint="give an axis after the batch axis, e.g. `squeeze(x, -1)`")
+    if t.shape[a] != 1:
+        ctx.fail(f"`squeeze` drops an axis of size 1, but axis {axis} of `{t}` has size {t.shape[a]}", arg="axis",
+                 label=f"size {t.shape[a]}", hint="pick an axis of size 1, or take one position with `x[:, 0]`")
+    return ctx.b.squeeze(x, axes=(a,))
 
 
 @builtin("layer")
