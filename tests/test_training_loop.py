@@ -94,6 +94,20 @@ def test_early_stopping_on_real_values_and_resume(tmp_path):
     resumed = fit(program, DATA, VAL, epochs=20, batch_size=8, lr=0.0, out_dir=tmp_path / "b", reporter=QUIET,
                   early_stopping="patience=4", resume=True)
     assert len(resumed) == 5 and resumed.stopped_epoch == 5
+    # resuming the stopped run with more epochs: the replayed patience is spent, and the run says so first
+    warned = []
+    reporter = Reporter()
+    reporter.warn = warned.append
+    again = fit(program, DATA, VAL, epochs=30, batch_size=8, lr=0.0, out_dir=tmp_path / "a", reporter=reporter,
+                early_stopping="patience=4", resume=True)
+    assert len(again) == 6 and again.stopped_epoch == 6
+    assert warned == ["early stopping stopped this run after epoch 5 (`val_loss` has not improved for 4 epochs (best "
+                      f"{again[0]['val_loss']:.6g} at epoch 1)), so the resumed run stops again after one more epoch; "
+                      "to train on, resume with `early_stopping=False` or a larger patience "
+                      '(`early_stopping="patience=10"`)']
+    longer = fit(program, DATA, VAL, epochs=8, batch_size=8, lr=0.0, out_dir=tmp_path / "a", reporter=QUIET,
+                 early_stopping="patience=10", resume=True)
+    assert len(longer) == 8 and longer.stopped_epoch is None
 
 
 def test_an_early_stopping_object_serves_several_runs(tmp_path):

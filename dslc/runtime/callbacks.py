@@ -188,9 +188,12 @@ class EarlyStopping(Callback):
         return self.patience is not None and self.wait >= self.patience
 
     def describe_stop(self) -> str:
+        return f"early stopping: {self.why_stopped()}"
+
+    def why_stopped(self) -> str:
         best = (f"best {self.best:.6g} at epoch {self.best_epoch}" if self.best is not None else
                 "it was NaN in every epoch")
-        return f"early stopping: `{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} ({best})"
+        return f"`{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} ({best})"
 
 
 OFF = ("off", "none", "false", "no")
@@ -247,6 +250,22 @@ class RunHooks:
                     self.tracker.on_epoch_end(record["epoch"], record)
             if history:
                 self._settle_best_file(history[-1]["epoch"])
+                self._warn_stopped_already(history[-1]["epoch"])
+
+    def _warn_stopped_already(self, last_epoch: int) -> None:
+        """A resumed run continues the run it resumes: if that one's early stopping had stopped it, the
+        replayed patience is spent, and the next epoch stops it again (a Keras `fit` called again would
+        start its patience afresh), so say so before that epoch is trained."""
+        tracker = self.tracker
+        if self.reporter is None or tracker.patience is None or tracker.wait < tracker.patience:
+            return
+        from dslc.spelling import on_command_line
+
+        off, larger = (("`--early-stopping off`", "`--early-stopping patience=10`") if on_command_line() else
+                       ("`early_stopping=False`", '`early_stopping="patience=10"`'))
+        self.reporter.warn(f"early stopping stopped this run after epoch {last_epoch} ({tracker.why_stopped()}), so "
+                           f"the resumed run stops again after one more epoch; to train on, resume with {off} or a "
+                           f"larger patience ({larger})")
 
     def _settle_best_file(self, resumed_epoch: int) -> None:
         """A resumed run's `best.npz` must hold the best epoch so far: a kill after the checkpoint of an
