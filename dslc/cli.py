@@ -10,7 +10,7 @@ from dslc import interrupts
 from dslc.cli_args import build_parser, refuse_misuse
 from dslc.cli_failures import (  # noqa: F401 - the exit codes are `dslc.cli`'s too
     EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED, EXIT_USAGE, UsageError,
-    failure)
+    checkpoint_saved, failure, run_checkpoint)
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
 from dslc.spelling import command_line
 
@@ -144,7 +144,7 @@ def _run(args) -> int:
         reporter = make_reporter(args.log_format, args.quiet, args.log_every) if writer else None
         threads = distributed.rank_threads() if comm is not None and not args.threads else args.threads
         try:
-            with distributed.abort_on_error(comm, os.path.join(args.out, "checkpoint.npz")):
+            with distributed.abort_on_error(comm, run_checkpoint(args)):
                 program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, device=args.device, out_dir=args.out,
                               resume=args.resume, lr=args.lr, reporter=reporter, verbose=1 if writer else 0,
@@ -390,7 +390,7 @@ def _to_devnull(stream) -> None:
 def _reader_left(args) -> None:
     """The output's reader closed the pipe: stop quietly."""
     _to_devnull(sys.stdout)
-    if args.verb == "train" and os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+    if checkpoint_saved(args):
         _say("note: the output's reader left, so training stopped; the last completed epoch is saved and "
              "`--resume` continues")
 

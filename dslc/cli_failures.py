@@ -59,8 +59,7 @@ def failure(args, e: BaseException) -> tuple[int, list[str]]:
     stop = e if isinstance(e, KeyboardInterrupt) else interrupts.caused_by_interrupt(e)
     if stop is not None:  # Ctrl-C, or SIGTERM (`interrupts.Terminated`)
         message = interrupts.stopped(stop)[0]
-        if (isinstance(e, KeyboardInterrupt) and args.verb == "train"
-                and os.path.exists(os.path.join(args.out, "checkpoint.npz"))):
+        if isinstance(e, KeyboardInterrupt) and checkpoint_saved(args):
             return code, [message, f"hint: {interrupts.RESUME_HINT}"]
         return code, [message]
     lines = [f"error: internal compiler error: {type(e).__name__}: {e}",
@@ -78,10 +77,20 @@ def _os_error_message(e: OSError) -> str:
     return f"cannot access `{e.filename}`: {reason}" if e.filename else reason
 
 
+def run_checkpoint(args) -> str:
+    """The checkpoint a `dslc train` command writes (`RUN/checkpoint.npz`)."""
+    return os.path.join(args.out, "checkpoint.npz")
+
+
+def checkpoint_saved(args) -> bool:
+    """Whether the command is a `dslc train` whose run has a checkpoint to `--resume` from."""
+    return args.verb == "train" and os.path.exists(run_checkpoint(args))
+
+
 def _full_disk_hint(args, e: DataError) -> str:
     """A training run stopped by a full disk keeps its last whole epoch, as one stopped by Ctrl-C does."""
     if args.verb != "train" or getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
         return ""
-    if os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+    if checkpoint_saved(args):
         return "the last completed epoch is saved; free some space and run the same command with `--resume` to continue"
     return "free some space and train again"

@@ -220,9 +220,7 @@ def _described(what: str, value, other) -> str:
 def _wait_for_abort(comm) -> None:
     """On a rank other than 0: wait, without spinning, for rank 0's `MPI.Abort` to end the job (in a
     barrier rank 0 does not join), at most `ABORT_WAIT_S` (a program calling `fit` itself may not abort)."""
-    barrier, deadline = comm.Ibarrier(), time.monotonic() + ABORT_WAIT_S
-    while not barrier.Test() and time.monotonic() < deadline:
-        time.sleep(POLL_S)
+    _poll_barrier(comm, time.monotonic() + ABORT_WAIT_S)
 
 
 def from_rank_zero(comm, value):
@@ -230,10 +228,16 @@ def from_rank_zero(comm, value):
     between polls, then receive it in one broadcast. For waits that may be long (rank 0 compiling,
     tuning or validating): MPICH's blocking calls spin, taking a core from rank 0 (over 5 epochs of
     validation on 718,000 rows, the waiting rank used 4.9-5.4 s of CPU in `bcast`, 1.8 s polling)."""
-    barrier = comm.Ibarrier()
-    while not barrier.Test():
-        time.sleep(POLL_S)
+    _poll_barrier(comm)
     return comm.bcast(value, root=0)
+
+
+def _poll_barrier(comm, deadline: float = float("inf")) -> None:
+    """Wait in a non-blocking barrier of `comm`, sleeping `POLL_S` between polls, until every rank has
+    joined it or `deadline` (`time.monotonic()`) has passed."""
+    barrier = comm.Ibarrier()
+    while not barrier.Test() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
 
 
 def portable(program):

@@ -98,7 +98,7 @@ def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: lis
     on its own, so a micro-batch of one row counts too: a batch of 4 on 2 ranks with `--accumulate 2`."""
     ranks, accumulate = getattr(trainer, "size", 1), getattr(trainer, "accumulate", 1)
     buffers = [t["name"] for s in specs for t in s.get("buffers", [])]
-    if not buffers or not any(1 in micro_batch_rows(rows, ranks, accumulate) for rows in batch_rows(n, batch_size)):
+    if not buffers or not has_one_row_part(n, batch_size, ranks, accumulate):
         return
     saved = trainer.get_values()
     step_of(trainer)({k: a[:1] for k, a in arrays.items()}, [{} for _ in specs])
@@ -118,17 +118,18 @@ def check_one_sample_batch(trainer, arrays: Mapping[str, np.ndarray], specs: lis
             split = " of ".join(([f"{ranks} ranks' shares"] if ranks > 1 else []) + (
                 [f"{accumulate} micro-batches"] if accumulate > 1 else []))
             where = f"{n:,} samples in batches of {batch_size}, each cut into {split}, give parts of 1 sample"
-
-        def fits(b: int) -> bool:
-            return not any(1 in micro_batch_rows(rows, ranks, accumulate) for rows in batch_rows(n, b))
-
-        below = next((b for b in range(batch_size - 1, 1, -1) if fits(b)), None)
-        above = next((b for b in range(batch_size + 1, n + 2) if fits(b)), None)
+        below = next((b for b in range(batch_size - 1, 1, -1) if not has_one_row_part(n, b, ranks, accumulate)), None)
+        above = next((b for b in range(batch_size + 1, n + 2) if not has_one_row_part(n, b, ranks, accumulate)), None)
         sizes = " or ".join(option("batch_size_of", b) for b in (below, above) if b is not None)
         hint = f"choose a batch size that leaves no batch of 1 sample, e.g. {sizes}" if sizes else \
             "train on more samples, or remove `batch_norm`"
     raise DataError(f"{where}, but batch normalization needs more than one value per channel when training "
                     f"(`{bad}` would become {after[bad][~np.isfinite(after[bad])][0]})", hint=hint)
+
+
+def has_one_row_part(n: int, batch_size: int, ranks: int, accumulate: int) -> bool:
+    """Whether some batch of an epoch of `n` samples is cut into a micro-batch of one row."""
+    return any(1 in micro_batch_rows(rows, ranks, accumulate) for rows in batch_rows(n, batch_size))
 
 
 def batch_rows(n: int, batch_size: int) -> set[int]:
