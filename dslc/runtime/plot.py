@@ -16,13 +16,13 @@ from dslc.fsutil import atomic_write
 from dslc.runtime.history import HISTORY_FILE
 
 CURVES_FILE = "curves.png"
-_NOT_CURVES = ("epoch", "steps", "time", "samples_per_s")
+_NOT_CURVES = ("epoch", "steps", "time", "samples_per_s", "lr")  # and `<objective>.lr`: rates, not curves
 
 
 def quantities(history: list[dict]) -> list[str]:
     """The plotted quantities: each training key (not `val_`), the losses first, in the history's order."""
     numbers = dict.fromkeys(k for r in history for k, v in r.items()  # not confusion matrices
-                            if isinstance(v, (int, float)) and k not in _NOT_CURVES)
+                            if isinstance(v, (int, float)) and k not in _NOT_CURVES and not k.endswith(".lr"))
     keys = [k for k in numbers if not k.startswith("val_")]
     keys += [k[4:] for k in numbers if k.startswith("val_") and k[4:] not in keys]  # validation-only quantities
     return sorted(keys, key=lambda k: not k.rsplit(".", 1)[-1] == "loss")
