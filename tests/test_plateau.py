@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from manifest_graphs import W0, linreg_data, linreg_program, numpy_sgd
+from test_declared_callbacks import MODEL as DECLARED
 from test_training_loop import Crafted
 
 import dslc
@@ -142,18 +143,7 @@ def test_several_objectives_log_each_rate():
 
 
 # ---- declared in the model; the command line and Python override it ---------------------------------
-MODEL = """\
-model clf {
-    input  x: f32[B, 4]
-    target y: i64[B]
-    logits = x |> dense(8) |> relu |> dense(3)
-    output probs = softmax(logits)
-    loss      cross_entropy(logits, y)
-    optimizer sgd(lr = 0.1)
-    metric    accuracy(logits, y)
-    callback  reduce_lr_on_plateau(CALL)
-}
-"""
+MODEL = DECLARED.replace("early_stopping(CALL)", "reduce_lr_on_plateau(CALL)")
 _rng = np.random.default_rng(0)
 _x = _rng.normal(size=(60, 4)).astype(np.float32)
 XY = {"x": _x, "y": (_x[:, 0] > 0).astype(np.int64) + (_x[:, 1] > 1)}
@@ -172,23 +162,6 @@ def test_declared_settings_are_in_the_manifest_and_combine_with_early_stopping(t
                             verbose=0, reduce_lr_on_plateau={"patience": 1})
     assert history.stopped_epoch == 4
     assert [h["lr"] for h in history] == pytest.approx([1e-7, 1e-7, 5e-8, 5e-8], rel=1e-12)
-
-
-@pytest.mark.parametrize("call, line_col, message", [
-    ("factor = 1.5", "9:45", "`factor` must be a number between 0 and 1, got the number `1.5`"),
-    ("factor = 0", "9:45", "`factor` must be a number between 0 and 1, got the number `0`"),
-    ("cooldown = -1", "9:47", "`cooldown` must be a whole number of epochs, at least 0, got the number `-1`"),
-    ("min_lr = -0.1", "9:45", "`min_lr` must be a non-negative number, got the number `-0.1`"),
-    ('monitor = "val_acc"', "9:46", "`reduce_lr_on_plateau` monitors `val_acc`, which training does not log"),
-    ("restore_best = true", "9:36", "`reduce_lr_on_plateau` has no setting `restore_best`"),
-    ("0.5", "9:36", "`reduce_lr_on_plateau` takes its settings by name"),
-])
-def test_bad_settings_are_diagnostics_at_the_argument(tmp_path, call, line_col, message):
-    path = tmp_path / "m.dl"
-    path.write_text(MODEL.replace("CALL", call))
-    with pytest.raises(DslcError) as e:
-        dslc.compile(path)
-    assert f"m.dl:{line_col}: error: {message}" in str(e.value)
 
 
 def test_the_command_line_overrides_and_drops_it(tmp_path, monkeypatch, capsys):
@@ -268,3 +241,19 @@ def test_mpi_ranks_follow_rank_zeros_reductions(workdir, tmp_path):
     a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "mpi")
     for name in a.params:
         assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
+
+
+def test_the_editor_knows_it(tmp_path):
+    from dslc.editor.analysis import analyze
+    from dslc.editor.fmt import format_text
+    from dslc.editor.lsp import completions
+
+    text = MODEL.replace("CALL", "factor = 0.5")
+    assert format_text(text.replace("factor = 0.5", "factor=0.5")) == text
+    analysis = analyze(str(tmp_path / "h.dl"), text)
+    assert analysis.diagnostics == []
+    hover, _ = analysis.hover(text.index("reduce_lr_on_plateau") + 3)
+    assert 'callback reduce_lr_on_plateau(monitor = "...", factor = 0.1, patience = 10, min_delta = 0.0001, ' \
+           'cooldown = 0, min_lr = 0.0, mode = "...")' in hover and "`--reduce-lr-on-plateau`" in hover
+    labels = [item.label for item in completions(text[:text.index("factor")], {})]
+    assert labels[:7] == ["monitor =", "factor =", "patience =", "min_delta =", "cooldown =", "min_lr =", "mode ="]
