@@ -152,7 +152,8 @@ XY = {"x": _x, "y": (_x[:, 0] > 0).astype(np.int64) + (_x[:, 1] > 1)}
 def test_declared_settings_are_in_the_manifest_and_combine_with_early_stopping(tmp_path):
     path = tmp_path / "m.dl"
     path.write_text(MODEL.replace("CALL", 'monitor = "val_accuracy", factor = 0.5, cooldown = 2').replace(
-        "    callback  reduce", '    callback  early_stopping(monitor = "val_accuracy", patience = 3)\n    callback  reduce'))
+        "    callback  reduce",
+        '    callback  early_stopping(monitor = "val_accuracy", patience = 3)\n    callback  reduce'))
     program = dslc.compile(path)
     assert program.manifest["reduce_lr_on_plateau"] == {"monitor": "val_accuracy", "factor": 0.5, "cooldown": 2}
     assert program.manifest["early_stopping"] == {"monitor": "val_accuracy", "patience": 3}
@@ -233,7 +234,7 @@ def test_mpi_ranks_follow_rank_zeros_reductions(workdir, tmp_path):
     program = compile_text(workdir, SPLIT_MODEL, "split.dl", split=True)
     rng = np.random.default_rng(2)
     data = {"x": rng.standard_normal((53, 6)).astype(np.float32), "y": rng.integers(0, 3, 53)}
-    every_epoch = "monitor=loss,patience=1,min_delta=10,factor=0.5"  # no gain of 10: reduce after every epoch but the first
+    every_epoch = "monitor=loss,patience=1,min_delta=10,factor=0.5"  # no gain of 10: a reduction after epochs 2, 3
     single = fit(program, data, epochs=4, batch_size=12, out_dir=tmp_path / "single", reduce_lr_on_plateau=every_epoch)
     history = program.train(data, epochs=4, batch_size=12, out_dir=tmp_path / "mpi", workers=2, verbose=0,
                             reduce_lr_on_plateau=every_epoch)

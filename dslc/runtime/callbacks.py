@@ -12,6 +12,10 @@ best so far by more than `min_delta` (lower for losses, higher for accuracies); 
 the epoch that makes `patience` epochs in a row without improvement. Its state is a function of the
 history, so a resumed run stops where an uninterrupted one would have.
 
+Reducing the learning rate on a plateau shares early stopping's monitoring (`Monitoring`) and lives in
+`dslc.runtime.plateau`; at an epoch's end the user's callbacks run first, then the reduction, then early
+stopping.
+
 A user callback is any object with some of the methods of `Callback`; a method returning `True` stops
 training (after that step or epoch; a step's stop leaves the checkpoint of the last whole epoch).
 """

@@ -355,7 +355,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         if comm is not None:  # polling: a blocking bcast spins a core while rank 0 validates
             from dslc.runtime.distributed import from_rank_zero
 
-            stop, rates.scale = from_rank_zero(comm, (stop, plateau.scale if writer and plateau is not None else rates.scale))
+            decided = plateau.scale if writer and plateau is not None else rates.scale
+            stop, rates.scale = from_rank_zero(comm, (stop, decided))  # rank 0's reduction, on every rank
         elif plateau is not None:
             rates.scale = plateau.scale
         if rates.state() is not None:  # the plateau's decision after this epoch, for a resumed run
