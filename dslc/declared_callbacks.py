@@ -43,6 +43,20 @@ EXAMPLES = {
     "reduce_lr_on_plateau": 'callback reduce_lr_on_plateau(monitor = "val_loss", factor = 0.5, patience = 3, '
                             'min_lr = 1e-5)',
 }
+# settings of Keras's and PyTorch's callbacks that dslc names otherwise or does without -> the error's hint
+FOREIGN = {
+    "early_stopping": {
+        "restore_best_weights": "dslc's `restore_best`",
+        "verbose": "dslc always says when early stopping stops a run",
+    },
+    "reduce_lr_on_plateau": {
+        "threshold": "dslc's `min_delta`, an absolute amount (PyTorch's threshold_mode \"abs\"; Keras's min_delta)",
+        "threshold_mode": "`min_delta` is absolute (PyTorch's \"abs\"): a relative one is not offered",
+        "epsilon": "Keras 2.0's name of `min_delta`",
+        "eps": "dslc reduces any rate above `min_lr` (PyTorch skips a reduction smaller than `eps`)",
+        "verbose": "dslc always says when it reduces the rate",
+    },
+}
 # how messages call each callback
 WHAT = {"early_stopping": "early stopping", "reduce_lr_on_plateau": "`reduce_lr_on_plateau`"}
 
@@ -82,7 +96,8 @@ def declare(stmt: ast.Callback, evaluate: Callable) -> dict:
     for kw in call.kwargs:
         if kw.name not in defaults:
             raise error(f"`{call.func}` has no setting `{kw.name}`", kw.span,
-                        hint=suggest(kw.name, defaults) or f"its settings: {', '.join(defaults)}")
+                        hint=FOREIGN[call.func].get(kw.name) or suggest(kw.name, defaults)
+                        or f"its settings: {', '.join(defaults)}")
         if kw.name in settings:
             raise error(f"argument `{kw.name}` given twice", kw.span)
         settings[kw.name] = _checked(kw.name, evaluate(kw.value), kw.value.span)

@@ -196,6 +196,7 @@ def test_the_command_line_overrides_and_drops_it(tmp_path, monkeypatch, capsys):
 def test_python_errors_name_the_setting():
     for setting, message in [
         ({"factr": 0.5}, "`reduce_lr_on_plateau` has no setting `factr`; its settings are `monitor`, `factor`, "),
+        ("threshold=0.01", "`reduce_lr_on_plateau`: expected `key=value` with a key among `monitor`, `factor`, "),
         (3, "`reduce_lr_on_plateau` must be a `dslc.ReduceLROnPlateau`, its text such as \"factor=0.5\" or a dict"),
         ({"patience": -1}, "`reduce_lr_on_plateau`'s patience must be a non-negative integer, got -1"),
         ("mode=up", "`reduce_lr_on_plateau`'s mode must be `min` or `max`, got `up`"),
@@ -203,6 +204,8 @@ def test_python_errors_name_the_setting():
         with pytest.raises(DataError) as e:
             ReduceLROnPlateau.for_run({"factor": 0.5}, setting)
         assert e.value.message.startswith(message)
+        if "threshold" in message:
+            assert e.value.hint.startswith("dslc's `min_delta`, an absolute amount")
     assert dslc.ReduceLROnPlateau is ReduceLROnPlateau
 
 
@@ -258,3 +261,15 @@ def test_the_editor_knows_it(tmp_path):
            'cooldown = 0, min_lr = 0.0, mode = "...")' in hover and "`--reduce-lr-on-plateau`" in hover
     labels = [item.label for item in completions(text[:text.index("factor")], {})]
     assert labels[:7] == ["monitor =", "factor =", "patience =", "min_delta =", "cooldown =", "min_lr =", "mode ="]
+
+
+def test_keras_and_pytorch_names_point_at_dslcs(tmp_path):
+    for call, hint in [("threshold = 0.01", "dslc's `min_delta`, an absolute amount"),
+                       ("epsilon = 0.01", "Keras 2.0's name of `min_delta`"),
+                       ("verbose = 1", "dslc always says when it reduces the rate")]:
+        path = tmp_path / "m.dl"
+        path.write_text(MODEL.replace("CALL", call))
+        with pytest.raises(DslcError) as e:
+            dslc.compile(path)
+        assert f"m.dl:9:36: error: `reduce_lr_on_plateau` has no setting `{call.split()[0]}`" in str(e.value)
+        assert f"hint: {hint}" in str(e.value)

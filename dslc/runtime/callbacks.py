@@ -29,7 +29,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dslc.declared_callbacks import direction
+from dslc.declared_callbacks import FOREIGN, direction
 from dslc.diagnostics import DataError, suggest
 from dslc.fsutil import atomic_write, atomic_write_text
 from dslc.runtime.checkpoint import BEST_FILE, CHECKPOINT_FILE, checkpoint_epoch
@@ -138,7 +138,7 @@ class Monitoring(Callback):
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, eq, value = (s.strip() for s in item.partition("="))
             if not eq or key not in cls.KEYS:
-                close = suggest(key, cls.KEYS)
+                close = FOREIGN[cls.SETTING].get(key) or suggest(key, cls.KEYS)
                 raise DataError(f"{cls.WHAT}: expected `key=value` with a key among "
                                 f"{', '.join(f'`{k}`' for k in cls.KEYS)}, got `{item}`",
                                 hint=close or f"e.g. `{cls.EXAMPLE}`")
@@ -166,7 +166,8 @@ class Monitoring(Callback):
                                               for k, v in (p.split("=") for p in cls.EXAMPLE.split(","))) + "}"
                     raise DataError(f"{cls.WHAT} has no setting `{key}`; its settings are "
                                     f"{', '.join(f'`{k}`' for k in cls.KEYS)}",
-                                    hint=suggest(str(key), cls.KEYS) or f"e.g. {example}")
+                                    hint=FOREIGN[cls.SETTING].get(key) or suggest(str(key), cls.KEYS)
+                                    or f"e.g. {example}")
             return cls(**setting)
         raise DataError(f"`{cls.SETTING}` must be a `dslc.{cls.__name__}`, its text such as \"{cls.SHORT}\" or "
                         f"a dict of its settings, got {setting!r} (`{type(setting).__name__}`)")
