@@ -50,7 +50,7 @@ FOREIGN = {
         "verbose": "dslc always says when early stopping stops a run",
     },
     "reduce_lr_on_plateau": {
-        "threshold": "dslc's `min_delta`, an absolute amount (PyTorch's threshold_mode \"abs\"; Keras's min_delta)",
+        "threshold": "dslc's `min_delta` is an absolute amount: PyTorch's threshold with threshold_mode \"abs\"",
         "threshold_mode": "`min_delta` is absolute (PyTorch's \"abs\"): a relative one is not offered",
         "epsilon": "Keras 2.0's name of `min_delta`",
         "eps": "dslc reduces any rate above `min_lr` (PyTorch skips a reduction smaller than `eps`)",

@@ -205,7 +205,7 @@ def test_python_errors_name_the_setting():
             ReduceLROnPlateau.for_run({"factor": 0.5}, setting)
         assert e.value.message.startswith(message)
         if "threshold" in message:
-            assert e.value.hint.startswith("dslc's `min_delta`, an absolute amount")
+            assert e.value.hint.startswith("dslc's `min_delta` is an absolute amount")
     assert dslc.ReduceLROnPlateau is ReduceLROnPlateau
 
 
@@ -264,7 +264,7 @@ def test_the_editor_knows_it(tmp_path):
 
 
 def test_keras_and_pytorch_names_point_at_dslcs(tmp_path):
-    for call, hint in [("threshold = 0.01", "dslc's `min_delta`, an absolute amount"),
+    for call, hint in [("threshold = 0.01", "dslc's `min_delta` is an absolute amount"),
                        ("epsilon = 0.01", "Keras 2.0's name of `min_delta`"),
                        ("verbose = 1", "dslc always says when it reduces the rate")]:
         path = tmp_path / "m.dl"

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Mapping
 from typing import IO
 
+from dslc.runtime.plot import is_rate
 from dslc.runtime.train import Reporter, count
 
 _NOT_METRICS = {"epoch", "steps", "time", "samples_per_s"}
@@ -45,11 +46,6 @@ def format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def is_rate(key: str) -> bool:
-    """Whether a history key is a learning rate (`lr`, `<objective>.lr`), not a metric."""
-    return key == "lr" or key.endswith(".lr")
 
 
 def format_metrics(logs: Mapping[str, float]) -> str:
