@@ -276,3 +276,15 @@ def test_keras_and_pytorch_names_point_at_dslcs(tmp_path):
             dslc.compile(path)
         assert f"m.dl:9:36: error: `reduce_lr_on_plateau` has no setting `{call.split()[0]}`" in str(e.value)
         assert f"hint: {hint}" in str(e.value)
+
+
+def test_a_damaged_plateau_state_is_refused_as_the_checkpoint_is(tmp_path):
+    from dslc.runtime.checkpoint import save_checkpoint
+
+    run(tmp_path, "r", epochs=4)
+    ckpt = load_checkpoint(tmp_path / "r")
+    save_checkpoint(tmp_path / "r" / "checkpoint.npz", ckpt.params, ckpt.state,
+                    {**ckpt.meta, "reduce_lr_on_plateau": {**ckpt.meta["reduce_lr_on_plateau"], "scale": "half"}})
+    with pytest.raises(DataError, match="checkpoint metadata is invalid in .*: `reduce_lr_on_plateau` is "
+                                        r"\{\"monitor\".* expected the state of `reduce_lr_on_plateau`"):
+        run(tmp_path, "r", resume=True)
