@@ -288,3 +288,24 @@ def test_a_damaged_plateau_state_is_refused_as_the_checkpoint_is(tmp_path):
     with pytest.raises(DataError, match="checkpoint metadata is invalid in .*: `reduce_lr_on_plateau` is "
                                         r"\{\"monitor\".* expected the state of `reduce_lr_on_plateau`"):
         run(tmp_path, "r", resume=True)
+
+
+@pytest.mark.parametrize("fault", ["checkpoint-saved:2", "step:9"])  # between epoch 2's two writes; in epoch 2
+def test_killed_and_resumed_it_matches_an_uninterrupted_run(tmp_path, fault):
+    """SIGKILL, then the command again (`--resume` when an epoch was saved): the rates and weights of a run
+    reducing after every epoch but the first (tests/test_fault_injection.py's digits run)."""
+    import signal
+
+    from test_fault_injection import assert_same_run, command, snapshot, start
+
+    every_epoch = ["--reduce-lr-on-plateau", "monitor=val_loss,patience=1,min_delta=1000,factor=0.5"]
+    assert cli.main(command(tmp_path / "straight", *every_epoch)) == 0
+    straight = snapshot(tmp_path / "straight")
+    assert [r["lr"] for r in straight[2]] == [0.002, 0.002, 0.001]
+    run = tmp_path / "run"
+    process = start(run, fault, extra=every_epoch)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGKILL, err
+    resume = ["--resume"] if (run / "checkpoint.npz").exists() else []
+    assert cli.main(command(run, *every_epoch, *resume)) == 0
+    assert_same_run(run, straight)
