@@ -10,11 +10,13 @@ import os
 from collections.abc import Mapping
 
 __version__ = "0.2.0"
-__all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "ModelWarning", "Program", "__version__", "compile"]
+__all__ = ["Callback", "DataError", "DslcError", "EarlyStopping", "ModelWarning", "Program", "ReduceLROnPlateau",
+           "__version__", "compile"]
 
 
 def __getattr__(name: str):
-    """`dslc.Program`, `dslc.DslcError`, `dslc.DataError`, `dslc.Callback`, `dslc.EarlyStopping`, imported
+    """`dslc.Program`, `dslc.DslcError`, `dslc.DataError`, `dslc.Callback`, `dslc.EarlyStopping`,
+    `dslc.ReduceLROnPlateau`, imported
     when first used: `import dslc` itself loads nothing, so that the `dslc` command can catch Ctrl-C while
     numpy and onnx load."""
     if name in ("DataError", "DslcError"):
@@ -29,6 +31,10 @@ def __getattr__(name: str):
         from dslc.runtime import callbacks
 
         return getattr(callbacks, name)
+    if name == "ReduceLROnPlateau":
+        from dslc.runtime.plateau import ReduceLROnPlateau
+
+        return ReduceLROnPlateau
     raise AttributeError(f"module 'dslc' has no attribute {name!r}")
 
 

@@ -150,7 +150,8 @@ def _run(args) -> int:
                               resume=args.resume, lr=args.lr, reporter=reporter, verbose=1 if writer else 0,
                               threads=threads, val_split=args.val_split, early_stopping=args.early_stopping,
                               restore_best=args.restore_best, init_from=args.init_from,
-                              accumulate=args.accumulate, workers=args.workers, comm=comm)
+                              accumulate=args.accumulate, workers=args.workers, comm=comm,
+                              reduce_lr_on_plateau=args.reduce_lr_on_plateau)
         finally:
             if reporter is not None:
                 reporter.close()

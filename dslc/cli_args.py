@@ -275,6 +275,11 @@ def training_options(p: argparse.ArgumentParser) -> None:
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
                         "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
                         "`callback early_stopping(...)`; `off` drops it")
+    p.add_argument("--reduce-lr-on-plateau", nargs="?", const="", type=_reduce_lr_on_plateau,
+                   metavar="monitor=M,factor=F,patience=N,min_delta=D,cooldown=C,min_lr=L,mode=min|max|off",
+                   help="multiply the learning rate by factor (default 0.1) when the monitored value (default "
+                        "val_loss, else loss) has not improved for patience epochs (default 10). Keys given replace "
+                        "those of the model's `callback reduce_lr_on_plateau(...)`; `off` drops it")
     p.add_argument("--restore-best", action="store_true", default=None,
                    help="at the end, make the best epoch's weights the run's checkpoint (RUN/best.npz)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
@@ -295,14 +300,27 @@ def freeze_option(p: argparse.ArgumentParser, help: str) -> None:
 def _early_stopping(text: str) -> str:
     """`--early-stopping`'s settings, checked as the command line is read (the monitored name is checked
     against the run's logs when it starts)."""
-    from dslc.runtime.callbacks import OFF, EarlyStopping
+    from dslc.runtime.callbacks import EarlyStopping
+
+    return _callback_settings(EarlyStopping, text)
+
+
+def _reduce_lr_on_plateau(text: str) -> str:
+    """`--reduce-lr-on-plateau`'s settings, checked as `--early-stopping`'s are."""
+    from dslc.runtime.plateau import ReduceLROnPlateau
+
+    return _callback_settings(ReduceLROnPlateau, text)
+
+
+def _callback_settings(kind, text: str) -> str:
+    from dslc.runtime.callbacks import OFF
 
     if text.strip().lower() in OFF:
         return text
     try:
-        EarlyStopping.parse(text)
+        kind.parse(text)
     except DataError as e:
-        message = e.message.removeprefix("early stopping: ")
+        message = e.message.removeprefix(f"{kind.WHAT}: ")
         raise argparse.ArgumentTypeError(message + (f" ({e.hint})" if e.hint else "")) from None
     return text
 

@@ -114,7 +114,7 @@ class Program:
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
               lr: float | None = None, reporter=None, threads: int | None = None, verbose: int = 1, callbacks=(),
               val_split: float | None = None, early_stopping=None, restore_best: bool | None = None, init_from=None,
-              accumulate: int = 1, workers: int | None = None, comm=None):
+              accumulate: int = 1, workers: int | None = None, comm=None, reduce_lr_on_plateau=None):
         """Train into `out_dir` (None: a new temporary folder, `history.out_dir`); see
         `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays. `resume=True` continues
         the run in `out_dir`; a path to a state file (an init graph `.onnx` or an `.npz`, one array per
@@ -122,7 +122,9 @@ class Program:
         `verbose` as Keras's (0 silent, 1 a progress bar on a terminal, 2 a line per epoch); the loop's
         warnings are Python warnings. `callbacks`: objects with `on_epoch_end(epoch, logs)` /
         `on_step_end(step, logs)` (return True to stop), see `dslc.Callback`. Returns a
-        `dslc.runtime.callbacks.History`.
+        `dslc.runtime.callbacks.History`. `reduce_lr_on_plateau`: a `dslc.ReduceLROnPlateau`, its text
+        (`"factor=0.5,patience=2"`) or dict, merged with the model's `callback reduce_lr_on_plateau(...)`
+        key by key, or `False` to train without it (see `dslc.runtime.plateau`).
 
         `accumulate=K` computes each batch's gradient in K micro-batches; `workers=N` trains in N local
         MPI processes (`dslc.runtime.distributed`; callbacks, early stopping, a validation split and
@@ -147,11 +149,12 @@ class Program:
                                          "`init_from`, or train in one process")
                 return launch(self, workers, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
                               device=device, out_dir=out_dir, resume=resume, lr=lr, reporter=reporter,
-                              threads=threads, accumulate=accumulate)
+                              threads=threads, accumulate=accumulate, reduce_lr_on_plateau=reduce_lr_on_plateau)
             return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
                        out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads,
                        val_split=val_split, callbacks=callbacks, early_stopping=early_stopping,
-                       restore_best=restore_best, init_from=init_from, accumulate=accumulate, comm=comm)
+                       restore_best=restore_best, init_from=init_from, accumulate=accumulate, comm=comm,
+                       reduce_lr_on_plateau=reduce_lr_on_plateau)
         finally:
             close = getattr(reporter, "close", None)
             if close is not None:

@@ -192,3 +192,20 @@ def rates(parts: list[dict], lr: float, steps: np.ndarray) -> np.ndarray:
     schedules = tuple(Schedule(p["kind"], {k: v for k, v in p.items() if k != "kind"}) for p in parts)
     return scheduled_rate(_Rates, schedules, np.float64(lr), np.asarray(steps), "float64")
 
+
+
+def rate_at(optimizer: dict | None, lr: float, step: int) -> float:
+    """The rate of the step whose counter `opt.step` is `step` (the steps taken before it), for an
+    optimizer as the manifest records it (its `schedule` parts, else its `decay`) fed the rate `lr`, in
+    float64 (the graph rounds it to its float type)."""
+    optimizer = optimizer or {}
+    if optimizer.get("schedule"):
+        return float(rates(optimizer["schedule"], lr, np.asarray([step]))[0])
+    decay = (optimizer.get("settings") or {}).get("decay") or 0.0
+    return lr / (1.0 + decay * step) if decay else lr
+
+
+def changes_rate(optimizer: dict | None) -> bool:
+    """Whether an optimizer's rate changes from step to step (a schedule or `decay`)."""
+    optimizer = optimizer or {}
+    return bool(optimizer.get("schedule") or (optimizer.get("settings") or {}).get("decay"))

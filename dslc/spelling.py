@@ -27,6 +27,7 @@ OPTIONS = {
     "val_split": ("`--val-split`", "`val_split=...`"),
     "early_stopping": ("`--early-stopping`", "`early_stopping=...`"),
     "restore_best": ("`--restore-best`", "`restore_best=True`"),
+    "reduce_lr_on_plateau": ("`--reduce-lr-on-plateau`", "`reduce_lr_on_plateau=...`"),
     "init_from": ("`--init-from`", "`init_from=...`"),
     "freeze": ("`--freeze`", "`freeze=...`"),
     "inputs": ("`--inputs`", "`inputs=...`"),

@@ -1,7 +1,8 @@
 """Early stopping declared in the model, `callback early_stopping(...)`: the syntax, its diagnostics at
 file:line:col, the manifest's `"early_stopping"`, the training loop following it (the exact stopping
 epoch on a crafted run), `--early-stopping` / `early_stopping=` overriding it key by key or dropping
-it, and what `dslc fmt`, the language server and the highlighters know of it."""
+it, and what `dslc fmt`, the language server and the highlighters know of it; the diagnostics of
+`callback reduce_lr_on_plateau(...)` too (its run: tests/test_plateau.py)."""
 from __future__ import annotations
 
 import json
@@ -32,9 +33,9 @@ model clf(wait = 2) {
 """
 
 
-def model(tmp_path, call: str, name: str = "clf.dl"):
+def model(tmp_path, call: str, name: str = "clf.dl", callback: str = "early_stopping"):
     path = tmp_path / name
-    path.write_text(MODEL.replace("CALL", call))
+    path.write_text(MODEL.replace("early_stopping(CALL)", f"{callback}({call})"))
     return path
 
 
@@ -47,7 +48,7 @@ def test_the_declaration_is_in_the_manifest_as_given(tmp_path):
     assert "early_stopping" not in dslc.compile(tmp_path / "none.dl").manifest
 
 
-@pytest.mark.parametrize("call, line_col, message", [
+@pytest.mark.parametrize("callback, call, line_col, message", [("early_stopping", *row) for row in [
     ("patience = -1", "9:41", "`patience` must be a whole number of epochs, at least 0, got the number `-1`"),
     ("patience = 2.5", "9:41", "`patience` must be a whole number of epochs, at least 0, got the number `2.5`"),
     ('min_delta = "a"', "9:42", "`min_delta` must be a non-negative number, got the string \"a\""),
@@ -57,9 +58,17 @@ def test_the_declaration_is_in_the_manifest_as_given(tmp_path):
     ('monitor = "val_probs"', "9:40", "early stopping monitors `val_probs`, which training does not log"),
     ("patiense = 3", "9:30", "`early_stopping` has no setting `patiense`"),
     ("3", "9:30", "`early_stopping` takes its settings by name"),
-])
-def test_bad_settings_are_diagnostics_at_the_argument(tmp_path, call, line_col, message):
-    path = model(tmp_path, call)
+]] + [("reduce_lr_on_plateau", *row) for row in [
+    ("factor = 1.5", "9:45", "`factor` must be a number between 0 and 1, got the number `1.5`"),
+    ("factor = 0", "9:45", "`factor` must be a number between 0 and 1, got the number `0`"),
+    ("cooldown = -1", "9:47", "`cooldown` must be a whole number of epochs, at least 0, got the number `-1`"),
+    ("min_lr = -0.1", "9:45", "`min_lr` must be a non-negative number, got the number `-0.1`"),
+    ('monitor = "val_acc"', "9:46", "`reduce_lr_on_plateau` monitors `val_acc`, which training does not log"),
+    ("restore_best = true", "9:36", "`reduce_lr_on_plateau` has no setting `restore_best`"),
+    ("0.5", "9:36", "`reduce_lr_on_plateau` takes its settings by name"),
+]])
+def test_bad_settings_are_diagnostics_at_the_argument(tmp_path, callback, call, line_col, message):
+    path = model(tmp_path, call, callback=callback)
     with pytest.raises(DslcError) as e:
         dslc.compile(path)
     assert f"clf.dl:{line_col}: error: {message}" in str(e.value)

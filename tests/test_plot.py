@@ -28,6 +28,9 @@ def test_quantities_put_losses_first_and_pair_validation():
     assert quantities(history) == ["loss", "accuracy", "extra"]
     gan = [{"epoch": 1, "discriminator.accuracy": 1, "discriminator.loss": 1, "generator.loss": 2}]
     assert quantities(gan) == ["discriminator.loss", "generator.loss", "discriminator.accuracy"]
+    # a learning rate that changed gets the last panel; a constant one none
+    rates = [{"epoch": e, "loss": 1.0, "lr": lr, "d.lr": 0.1} for e, lr in ((1, 0.1), (2, 0.01))]
+    assert quantities(rates) == ["loss", "lr"]
 
 
 def test_plot_a_run_and_train_with_plot(linreg_cli, capsys):

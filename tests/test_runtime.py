@@ -377,7 +377,7 @@ def test_validation_uses_the_eval_graph_with_current_params(tmp_path):
     params = params_of(tmp_path)[0]
     diff = v["x"] @ params["lin.W"] + params["lin.b"] - v["y"]
     assert history[-1]["val_loss"] == pytest.approx(float(np.mean(diff ** 2)), rel=1e-5)
-    assert list(history[-1]) == ["epoch", "steps", "loss", "mse", "val_loss", "val_mse", "time", "samples_per_s"]
+    assert list(history[-1]) == ["epoch", "steps", "loss", "mse", "val_loss", "val_mse", "lr", "time", "samples_per_s"]
 
 
 def test_run_directory_contents(tmp_path):

@@ -233,7 +233,7 @@ def test_metrics_csv_has_keras_csvlogger_columns(tmp_path):
     history = fit(linreg_program(), DATA, VAL, epochs=3, batch_size=8, out_dir=tmp_path, reporter=QUIET)
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["epoch", "loss", "mse", "samples_per_s", "steps", "time", "val_loss", "val_mse"]
+    assert rows[0] == ["epoch", "loss", "lr", "mse", "samples_per_s", "steps", "time", "val_loss", "val_mse"]
     assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
     for row, record in zip(rows[1:], history):
         assert [float(v) for v in row[1:]] == [record[k] for k in rows[0][1:]]

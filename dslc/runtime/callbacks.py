@@ -12,6 +12,10 @@ best so far by more than `min_delta` (lower for losses, higher for accuracies); 
 the epoch that makes `patience` epochs in a row without improvement. Its state is a function of the
 history, so a resumed run stops where an uninterrupted one would have.
 
+Reducing the learning rate on a plateau shares early stopping's monitoring (`Monitoring`) and lives in
+`dslc.runtime.plateau`; at an epoch's end the user's callbacks run first, then the reduction, then early
+stopping.
+
 A user callback is any object with some of the methods of `Callback`; a method returning `True` stops
 training (after that step or epoch; a step's stop leaves the checkpoint of the last whole epoch).
 """
@@ -25,7 +29,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dslc.declared_callbacks import direction
+from dslc.declared_callbacks import FOREIGN, direction
 from dslc.diagnostics import DataError, suggest
 from dslc.fsutil import atomic_write, atomic_write_text
 from dslc.runtime.checkpoint import BEST_FILE, CHECKPOINT_FILE, checkpoint_epoch
@@ -68,13 +72,15 @@ class History(list):
         return {k: [record.get(k) for record in self] for k in keys}
 
 
-def better_direction(name: str) -> str:
-    """`min` or `max` for a metric's name (`val_loss`, `gen.accuracy`), or `DataError`."""
+def better_direction(name: str, setting: str = "early_stopping") -> str:
+    """`min` or `max` for a metric's name (`val_loss`, `gen.accuracy`), or `DataError` (its hint names
+    the option of `setting`, the callback that monitors it)."""
     found = direction(name)
     if found is not None:
         return found
-    raise DataError(f"early stopping cannot tell whether `{name}` is better lower or higher",
-                    hint=f"add `mode=min` or `mode=max` to {option_text('early_stopping')}")
+    what = "early stopping" if setting == "early_stopping" else f"`{setting}`"
+    raise DataError(f"{what} cannot tell whether `{name}` is better lower or higher",
+                    hint=f"add `mode=min` or `mode=max` to {option_text(setting)}")
 
 
 def _logged_name(name: str, names: Sequence[str]) -> str | None:
@@ -93,52 +99,60 @@ def option_text(name: str) -> str:
     return option(name)
 
 
-class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs in a row.
-    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None`: from the name (losses
-    and errors `min`, accuracies and F-scores `max`). `patience=None` never stops: it only tracks the
-    best epoch (for `restore_best`)."""
+def _is_count(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 0
 
-    KEYS = ("monitor", "patience", "min_delta", "mode")
 
-    def __init__(self, monitor: str | None = None, patience: int | None = 5, min_delta: float = 0.0,
-                 mode: str | None = None):
+def _is_amount(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+class Monitoring(Callback):
+    """What early stopping and `ReduceLROnPlateau` share: a monitored value, which way is better (`mode`),
+    the best value so far and when an epoch improves on it by more than `min_delta` (Keras's comparisons:
+    absolute). Subclasses name their settings (`KEYS`, the numbers' types in `NUMBERS`), the callback
+    (`SETTING`, as the model and the option write it) and how messages call it (`WHAT`)."""
+
+    KEYS: tuple[str, ...] = ()
+    NUMBERS: dict[str, type] = {}
+    SETTING = WHAT = ""
+    EXAMPLE = SHORT = ""  # a text of its settings and of one of them, for hints
+
+    def _start(self, monitor: str | None, mode: str | None, min_delta: float) -> None:
         if mode not in (None, "min", "max"):
-            raise DataError(f"early stopping's mode must be `min` or `max`, got `{mode}`")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
-            raise DataError(f"early stopping's patience must be a non-negative integer, got {patience!r}")
-        if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
-            raise DataError(f"early stopping's min_delta must be a non-negative number, got {min_delta!r}")
+            raise DataError(f"{self.WHAT}'s mode must be `min` or `max`, got `{mode}`")
+        if not _is_amount(min_delta):
+            raise DataError(f"{self.WHAT}'s min_delta must be a non-negative number, got {min_delta!r}")
         self.requested = (monitor, mode)  # as given: a run fills in the defaults, the next one starts again
-        self.origin = "early stopping"  # in messages; the model's `callback` names itself
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, float(min_delta), mode
+        self.origin = self.WHAT  # in messages; the model's `callback` names itself
+        self.monitor, self.min_delta, self.mode = monitor, float(min_delta), mode
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
 
     @classmethod
-    def parse(cls, text: str, declared: Mapping | None = None) -> EarlyStopping:
-        """`monitor=val_loss,patience=5,min_delta=0,mode=min`, every key optional (`""`: the defaults),
-        each replacing the `declared` one (the model's `callback early_stopping(...)`)."""
+    def parse(cls, text: str, declared: Mapping | None = None):
+        """`key=value,...` of `KEYS`, every key optional (`""`: the defaults), each replacing the `declared`
+        one (the model's `callback ...(...)`)."""
         settings: dict[str, object] = {k: v for k, v in (declared or {}).items() if k in cls.KEYS}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, eq, value = (s.strip() for s in item.partition("="))
             if not eq or key not in cls.KEYS:
-                close = suggest(key, cls.KEYS)
-                raise DataError(f"early stopping: expected `key=value` with a key among "
+                close = FOREIGN[cls.SETTING].get(key) or suggest(key, cls.KEYS)
+                raise DataError(f"{cls.WHAT}: expected `key=value` with a key among "
                                 f"{', '.join(f'`{k}`' for k in cls.KEYS)}, got `{item}`",
-                                hint=close or "e.g. `monitor=val_loss,patience=5,min_delta=0`")
+                                hint=close or f"e.g. `{cls.EXAMPLE}`")
             try:
-                settings[key] = {"patience": int, "min_delta": float}.get(key, str)(value)
+                settings[key] = cls.NUMBERS.get(key, str)(value)
             except ValueError:
-                raise DataError(f"early stopping: `{key}` must be a number, got `{value}`") from None
+                raise DataError(f"{cls.WHAT}: `{key}` must be a number, got `{value}`") from None
         return cls(**settings)
 
     @classmethod
-    def of(cls, setting) -> EarlyStopping | None:
-        """An `EarlyStopping` from one, its text (`"patience=3"`), a dict of its settings (`{"patience": 3}`, as
-        Keras's keywords) or `True` (the defaults); None for None/False. `run_stopping` merges a text or dict
-        with the model's `callback early_stopping(...)` first."""
+    def of(cls, setting):
+        """One from itself, its text (`"patience=3"`), a dict of its settings (`{"patience": 3}`, as Keras's
+        keywords) or `True` (the defaults); None for None/False. `for_run` merges a text or dict with the
+        model's declaration first."""
         if setting is None or setting is False or isinstance(setting, cls):
             return setting or None
         if setting is True:
@@ -148,12 +162,34 @@ class EarlyStopping(Callback):
         if isinstance(setting, Mapping):
             for key in setting:
                 if key not in cls.KEYS:
-                    raise DataError(f"early stopping has no setting `{key}`; its settings are "
+                    example = "{" + ", ".join(f'"{k}": {v if cls.NUMBERS.get(k) else repr(v)}'.replace("'", '"')
+                                              for k, v in (p.split("=") for p in cls.EXAMPLE.split(","))) + "}"
+                    raise DataError(f"{cls.WHAT} has no setting `{key}`; its settings are "
                                     f"{', '.join(f'`{k}`' for k in cls.KEYS)}",
-                                    hint=suggest(str(key), cls.KEYS) or "e.g. {\"monitor\": \"val_loss\", \"patience\": 5}")
+                                    hint=FOREIGN[cls.SETTING].get(key) or suggest(str(key), cls.KEYS)
+                                    or f"e.g. {example}")
             return cls(**setting)
-        raise DataError(f"`early_stopping` must be a `dslc.EarlyStopping`, its text such as \"patience=5\" or a dict "
-                        f"of its settings, got {setting!r} (`{type(setting).__name__}`)")
+        raise DataError(f"`{cls.SETTING}` must be a `dslc.{cls.__name__}`, its text such as \"{cls.SHORT}\" or "
+                        f"a dict of its settings, got {setting!r} (`{type(setting).__name__}`)")
+
+    @classmethod
+    def for_run(cls, declared: Mapping | None, setting):
+        """A run's callback: the model's declaration (the manifest's settings, None without one), its keys
+        replaced by those of a text given (`patience=3`) or a dict, replaced whole by an instance, dropped by
+        `False` or `"off"`; None when there is none."""
+        if setting is False or (isinstance(setting, str) and setting.strip().lower() in OFF):
+            return None
+        if setting is True:  # as the flag alone
+            setting = ""
+        if isinstance(setting, str):
+            return cls.parse(setting, declared)
+        if isinstance(setting, Mapping):  # its keys replace the declared ones, as a text's do
+            return cls.of({**(declared or {}), **setting})
+        if setting is None and declared is not None:
+            made = cls(**declared)
+            made.origin = f"the model's `callback {cls.SETTING}`"
+            return made
+        return cls.of(setting)
 
     def resolve(self, names: Sequence[str], validated: bool) -> None:
         """Start a run: fix the monitored name and direction against the names an epoch will log."""
@@ -168,7 +204,7 @@ class EarlyStopping(Callback):
                 logged = _logged_name(self.monitor[len("val_"):], names)
                 hint += f", or monitor `{logged}`" if logged else ""
             raise DataError(f"{self.origin} monitors `{self.monitor}`, which the run does not log", hint=hint)
-        self.mode = self.mode or better_direction(self.monitor)
+        self.mode = self.mode or better_direction(self.monitor, self.SETTING)
 
     def improves(self, value: float) -> bool:
         if math.isnan(value):  # never better, as in Keras's comparisons: not the best epoch, even the first
@@ -176,6 +212,29 @@ class EarlyStopping(Callback):
         if self.best is None:
             return True
         return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+
+    def best_text(self) -> str:
+        return (f"best {self.best:.6g} at epoch {self.best_epoch}" if self.best is not None else
+                "it was NaN in every epoch")
+
+
+class EarlyStopping(Monitoring):
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs in a row.
+    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None`: from the name (losses
+    and errors `min`, accuracies and F-scores `max`). `patience=None` never stops: it only tracks the
+    best epoch (for `restore_best`)."""
+
+    KEYS = ("monitor", "patience", "min_delta", "mode")
+    NUMBERS = {"patience": int, "min_delta": float}
+    SETTING, WHAT = "early_stopping", "early stopping"
+    EXAMPLE, SHORT = "monitor=val_loss,patience=5,min_delta=0", "patience=5"
+
+    def __init__(self, monitor: str | None = None, patience: int | None = 5, min_delta: float = 0.0,
+                 mode: str | None = None):
+        if patience is not None and not _is_count(patience):
+            raise DataError(f"early stopping's patience must be a non-negative integer, got {patience!r}")
+        self._start(monitor, mode, min_delta)
+        self.patience = patience
 
     def on_epoch_end(self, epoch: int, logs: dict) -> bool:
         """Whether to stop; `improved` says whether this epoch became the best."""
@@ -191,9 +250,7 @@ class EarlyStopping(Callback):
         return f"early stopping: {self.why_stopped()}"
 
     def why_stopped(self) -> str:
-        best = (f"best {self.best:.6g} at epoch {self.best_epoch}" if self.best is not None else
-                "it was NaN in every epoch")
-        return f"`{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} ({best})"
+        return f"`{self.monitor}` has not improved for {self.wait} epoch{'s' * (self.wait != 1)} ({self.best_text()})"
 
 
 OFF = ("off", "none", "false", "no")
@@ -204,22 +261,13 @@ def run_stopping(manifest: Mapping, early_stopping, restore_best: bool | None) -
     manifest's `"early_stopping"`), its keys replaced by those of a text given (`patience=3`), replaced
     whole by an `EarlyStopping`, dropped by `False` or `"off"` (with its `restore_best`, unless that is
     given); `restore_best=None`: the declared one."""
-    declared = dict(manifest.get("early_stopping") or {})
-    declared_restore = bool(declared.pop("restore_best", False))
-    if early_stopping is False or (isinstance(early_stopping, str) and early_stopping.strip().lower() in OFF):
+    declared = manifest.get("early_stopping")
+    declared = dict(declared) if declared is not None else None
+    declared_restore = bool((declared or {}).pop("restore_best", False))
+    stopping = EarlyStopping.for_run(declared, early_stopping)
+    if stopping is None and early_stopping is not None:  # dropped: with its `restore_best`, unless that is given
         return None, bool(restore_best)
-    restore = declared_restore if restore_best is None else bool(restore_best)
-    if early_stopping is True:  # as the flag alone
-        early_stopping = ""
-    if isinstance(early_stopping, str):
-        return EarlyStopping.parse(early_stopping, declared), restore
-    if isinstance(early_stopping, Mapping):  # its keys replace the declared ones, as a text's do
-        return EarlyStopping.of({**declared, **early_stopping}), restore
-    if early_stopping is None and "early_stopping" in manifest:
-        stopping = EarlyStopping(**declared)
-        stopping.origin = "the model's `callback early_stopping`"
-        return stopping, restore
-    return EarlyStopping.of(early_stopping), restore
+    return stopping, declared_restore if restore_best is None else bool(restore_best)
 
 
 class RunHooks:
@@ -227,7 +275,7 @@ class RunHooks:
     checkpointed epoch, and at the end. Returns `True` where training must stop."""
 
     def __init__(self, out_dir: Path, callbacks: Sequence = (), early_stopping: EarlyStopping | None = None,
-                 restore_best: bool = False, reporter=None):
+                 restore_best: bool = False, reporter=None, plateau: Monitoring | None = None):
         self.out_dir = Path(out_dir)
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
@@ -240,9 +288,14 @@ class RunHooks:
         self.reporter = reporter
         self.step_hooks = [cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))]
         self.stop_note = ""
+        self.plateau = plateau  # a `dslc.runtime.plateau.ReduceLROnPlateau`
+        self.reduced = False  # whether it reduced the rate after the last epoch
 
     def check(self, names: Sequence[str], validated: bool, history: Sequence[dict]) -> None:
-        """Before anything is written: check the monitored name, then replay a resumed run's history."""
+        """Before anything is written: check the monitored names, then replay a resumed run's history to
+        early stopping (the plateau's state is the checkpoint's, `RunRates.resume`)."""
+        if self.plateau is not None:
+            self.plateau.resolve(list(names), validated)
         if self.tracker is not None:
             self.tracker.resolve(list(names), validated)
             for record in history:
@@ -301,13 +354,15 @@ class RunHooks:
         return stop
 
     def epoch_end(self, record: dict, history: Sequence[dict]) -> bool:
-        """After the epoch, before its save: the callbacks and early stopping; whether to stop."""
+        """After the epoch, before its save: the callbacks, the plateau's reduction, then early stopping
+        (Keras's order with the built-in callbacks after the user's); whether to stop."""
         epoch = record["epoch"]
         stop = False
         for cb in self.callbacks:
             if callable(getattr(cb, "on_epoch_end", None)) and cb.on_epoch_end(epoch, record) is True:
                 stop = True
                 self.stop_note = f"a callback stopped training after epoch {epoch}"
+        self.reduced = self.plateau is not None and self.plateau.on_epoch_end(epoch, record)
         if self.tracker is not None and self.tracker.on_epoch_end(epoch, record):
             stop = True
             self.stop_note = self.tracker.describe_stop()

@@ -8,7 +8,8 @@ Layout (a plain `.npz`, readable with `numpy.load(path)` and no pickle):
                    format (`dslc-checkpoint/2`), dslc version, model, epoch (epochs completed),
                    global_step, seed, batch_size, lr, data (`{rows, blake2b}` of the training arrays,
                    see `run_state.data_fingerprint`), manifest_sha256, record (the history entry of the
-                   last completed epoch)
+                   last completed epoch), and with `reduce_lr_on_plateau` its state after that epoch
+                   (`{monitor, mode, best, best_epoch, wait, cooldown, scale, min_lr}`, dslc.runtime.plateau)
 
 Its size is proportional to the parameters: the run's history is not in it but in
 `<run>/history.jsonl` (see `dslc.runtime.history`), which is appended to after each checkpoint and
@@ -174,7 +175,15 @@ META_SCHEMA = {
     "history": (False, lambda v: isinstance(v, list) and all(_is_record(r) for r in v),
                 "a list of history entries (objects with a positive integer `epoch`)"),
     "record": (False, _is_record, "a history entry (an object with a positive integer `epoch`)"),
+    "reduce_lr_on_plateau": (False, lambda v: _plateau_state(v),
+                             "the state of `reduce_lr_on_plateau` (best, wait, cooldown, scale)"),
 }
+
+
+def _plateau_state(value) -> bool:
+    from dslc.runtime.plateau import check_state  # (it imports the callbacks, which import this module)
+
+    return check_state(value)
 
 
 def check_meta(meta, path: Path) -> None:

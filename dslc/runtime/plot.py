@@ -1,5 +1,6 @@
 """Training curves: `dslc plot RUN` (and `dslc train --plot`) draws `RUN/curves.png` from the run's
-history (`RUN/history.jsonl`), one panel per quantity (the loss first, then each metric), training and validation in each.
+history (`RUN/history.jsonl`), one panel per quantity (the loss first, then each metric), training and validation in each,
+and a last panel of the learning rate (log scale) when it changed during the run.
 
 matplotlib is an optional extra (`pip install 'dslc[plot]'`), imported only here and only when a plot
 is drawn (its import takes ~0.6 s); without it the command says how to install it.
@@ -19,13 +20,20 @@ CURVES_FILE = "curves.png"
 _NOT_CURVES = ("epoch", "steps", "time", "samples_per_s")
 
 
+def is_rate(key: str) -> bool:
+    """Whether a history key is a learning rate (`lr`, `<objective>.lr`)."""
+    return key == "lr" or key.endswith(".lr")
+
+
 def quantities(history: list[dict]) -> list[str]:
-    """The plotted quantities: each training key (not `val_`), the losses first, in the history's order."""
+    """The plotted quantities: each training key (not `val_`), the losses first, in the history's order;
+    then the learning rates that changed."""
     numbers = dict.fromkeys(k for r in history for k, v in r.items()  # not confusion matrices
                             if isinstance(v, (int, float)) and k not in _NOT_CURVES)
-    keys = [k for k in numbers if not k.startswith("val_")]
+    keys = [k for k in numbers if not k.startswith("val_") and not is_rate(k)]
     keys += [k[4:] for k in numbers if k.startswith("val_") and k[4:] not in keys]  # validation-only quantities
-    return sorted(keys, key=lambda k: not k.rsplit(".", 1)[-1] == "loss")
+    rates = [k for k in numbers if is_rate(k) and len({r.get(k) for r in history} - {None}) > 1]
+    return sorted(keys, key=lambda k: not k.rsplit(".", 1)[-1] == "loss") + rates
 
 
 def check_matplotlib() -> None:
@@ -76,10 +84,12 @@ def plot_run(run: str | os.PathLike, path: str | os.PathLike | None = None) -> P
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        for key, label in ((name, "training"), (f"val_{name}", "validation")):
+        for key, label in ((name, "learning rate"),) if is_rate(name) else ((name, "training"), (f"val_{name}", "validation")):
             points = [(e, r[key]) for e, r in zip(epochs, history) if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=label)
+        if is_rate(name) and all(r[name] > 0 for r in history if r.get(name) is not None):
+            ax.set_yscale("log")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

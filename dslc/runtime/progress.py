@@ -3,6 +3,9 @@ per epoch otherwise (logs stay small: no carriage-return updates in files).
 
     epoch 3/10 - 0.4s - 4312 samples/s - loss 0.2310 - accuracy 0.9412 - val_loss 0.2501 - val_accuracy 0.9333
 
+and, in a run whose learning rate changes (a schedule, `decay`, `reduce_lr_on_plateau`), the rate of the
+epoch's last step at the end: `... - lr 0.001`.
+
 The CLI creates the reporter with the stream to write to (`make_reporter`: text, `-q`, `--log-format
 jsonl`); `python_reporter` gives `program.train` Keras's `verbose` levels, with the loop's warnings
 raised as Python warnings. The training loop only calls the reporters' methods.
@@ -16,6 +19,7 @@ import warnings
 from collections.abc import Mapping
 from typing import IO
 
+from dslc.runtime.plot import is_rate
 from dslc.runtime.train import Reporter, count
 
 _NOT_METRICS = {"epoch", "steps", "time", "samples_per_s"}
@@ -46,15 +50,16 @@ def format_seconds(seconds: float) -> str:
 
 def format_metrics(logs: Mapping[str, float]) -> str:
     return " - ".join(f"{k} {format_number(v)}" for k, v in logs.items()
-                      if k not in _NOT_METRICS and isinstance(v, (int, float)))  # not a confusion matrix
+                      if k not in _NOT_METRICS and not is_rate(k) and isinstance(v, (int, float)))  # not a matrix
 
 
-def format_epoch(record: Mapping, epochs: int) -> str:
-    """The Keras-style line for one history entry."""
+def format_epoch(record: Mapping, epochs: int, rates: bool = False) -> str:
+    """The Keras-style line for one history entry; `rates`: with its learning rates."""
     parts = [f"epoch {record['epoch']}/{epochs}", format_seconds(record["time"]),
              f"{record['samples_per_s']:.0f} samples/s"]
     metrics = format_metrics(record)
-    return " - ".join(parts + ([metrics] if metrics else []))
+    shown = [f"{k} {v:.4g}" for k, v in record.items() if rates and is_rate(k)]
+    return " - ".join(parts + ([metrics] if metrics else []) + shown)
 
 
 class ConsoleReporter(Reporter):
@@ -71,6 +76,7 @@ class ConsoleReporter(Reporter):
         self.tty = stream.isatty() if tty is None else tty
         self.refresh_every = refresh_every
         self.epochs = 0
+        self.rates = False  # whether the epoch lines show the learning rate
         self._progress = None
         self._task = None
         self._last_refresh = 0.0
@@ -88,6 +94,7 @@ class ConsoleReporter(Reporter):
 
     def start(self, info: dict) -> None:
         self.epochs = info["epochs"]
+        self.rates = bool(info.get("lr_changes"))
         what = (f"resuming {info['model']} at epoch {info['initial_epoch'] + 1}/{info['epochs']}" if info["resumed"]
                 else f"training {info['model']} for {count(info['epochs'], 'epoch')}")
         val = f", {count(info['val_samples'], 'validation sample')}" if info["val_samples"] else ""
@@ -153,7 +160,7 @@ class ConsoleReporter(Reporter):
 
     def epoch_end(self, record: dict) -> None:
         self.close()
-        self._line(format_epoch(record, self.epochs))
+        self._line(format_epoch(record, self.epochs, self.rates))
 
     def end(self, history: list[dict], info: dict) -> None:
         if not history:

@@ -77,7 +77,8 @@ class Reporter:
 
     def start(self, info: dict) -> None:
         """Before the first epoch. `info`: model, device, samples, val_samples, batch_size,
-        steps_per_epoch, epochs, initial_epoch, parameters, out_dir, resumed."""
+        steps_per_epoch, epochs, initial_epoch, parameters, out_dir, resumed, lr_changes (whether the
+        learning rate may change during the run: a schedule, decay, or `reduce_lr_on_plateau`)."""
 
     def warn(self, message: str) -> None:
         """Something the user should know that does not stop training."""
@@ -157,7 +158,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         device: str = "cpu", out_dir, resume: bool = False, lr: float | None = None,
         reporter: Reporter | None = None, threads: int | None = None, val_split: float | None = None,
         callbacks=(), early_stopping=None, restore_best: bool | None = None, init_from=None, accumulate: int = 1,
-        comm=None) -> list[dict]:
+        comm=None, reduce_lr_on_plateau=None) -> list[dict]:
     """Train `program` until `epochs` epochs are complete; return the history (one dict per epoch).
 
     `train_data`/`val_data` are `.npz` paths or dicts of arrays. `epochs` is the total target, so
@@ -171,13 +172,16 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
 
     History entries: `epoch` (from 1), `steps` (global steps done), the training loss and metrics
     (means over the epoch weighted by batch size), `val_`-prefixed validation loss and metrics,
-    `time` (the epoch's seconds, validation included), `samples_per_s` (training only).
+    `lr` (the learning rate of the epoch's last step, after any schedule, decay or plateau reduction;
+    `<objective>.lr` with several objectives), `time` (the epoch's seconds, validation included),
+    `samples_per_s` (training only).
 
     `val_split` holds out that fraction of the training samples for validation (chosen by `seed`, see
     `datafiles.split_validation`). `callbacks`, `early_stopping` (an `EarlyStopping`, its text, or
     False/"off"; None: the model's `callback early_stopping(...)`, if any) and `restore_best` (None: the
-    model's): see `dslc.runtime.callbacks`. `init_from`: see `dslc.runtime.finetune`. Returns a
-    `callbacks.History`.
+    model's): see `dslc.runtime.callbacks`; `reduce_lr_on_plateau` (a `ReduceLROnPlateau`, its text,
+    a dict, or False/"off"; None: the model's `callback reduce_lr_on_plateau(...)`): see
+    `dslc.runtime.plateau`. `init_from`: see `dslc.runtime.finetune`. Returns a `callbacks.History`.
 
     `accumulate` > 1 or an MPI communicator `comm` (`dslc.runtime.distributed`) train through the split
     graphs: each batch of `batch_size` rows is sharded over the ranks and cut into `accumulate`
@@ -187,6 +191,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     from dslc import __version__
     from dslc.runtime.callbacks import History, RunHooks, run_stopping
     from dslc.runtime.devices import SessionAhead
+    from dslc.runtime.plateau import STATE_KEY, RunRates, run_plateau
     from dslc.runtime.session import Evaluator
 
     writer = comm is None or comm.Get_rank() == 0
@@ -219,7 +224,9 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         settings["val_split"] = float(val_split)
     settings.update(frozen_setting(specs))
     early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
-    hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter)
+    plateau = run_plateau(manifest, reduce_lr_on_plateau)
+    hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter, plateau)
+    rates = RunRates(manifest, keys, lr, plateau)
     ckpt, initial, global_step = starting_state(program, spec, out_dir, resume, init_from, settings, fingerprint,
                                                  reporter)
     history = history_so_far(out_dir, ckpt, reporter)
@@ -248,6 +255,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
     if writer:
         hooks.check(names, bool(evaluators), history)
+    if ckpt is not None:
+        rates.resume(ckpt.meta, reporter)
     check_one_sample_batch(trainer, arrays, specs, n, batch_size)
     if writer:  # the run folder's graphs, written by the saver ahead of the first checkpoint while the steps run
         saver.submit(functools.partial(program.build, out_dir, durable=False))
@@ -263,6 +272,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         "model": program.name, "device": device, "samples": n, "val_samples": n_val,
         "batch_size": batch_size, "steps_per_epoch": steps, "epochs": epochs, "initial_epoch": first_epoch,
         "parameters": program.num_parameters, "out_dir": str(out_dir), "resumed": ckpt is not None,
+        "lr_changes": rates.vary,
     }
     if first_epoch >= epochs:
         reporter.warn(f"the checkpoint already has {count(first_epoch, 'epoch')} of training; nothing to do "
@@ -286,7 +296,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                       f"{count(rows, 'row')}: {parts - rows} of them are empty and skipped, the others hold one row each")
     run_step = step_of(trainer)
     batches = EpochBatches(arrays, trainer)
-    lr_hyper = {lr_spec["name"]: lr} if lr is not None else {}
+    lr_feeds = rates.feeds()
     step_fault = armed("step")
     step_logs = bool(hooks.step_hooks)
     if writer:
@@ -300,8 +310,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         sums = EpochMetrics(metric_specs)
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
-            hypers = [{**lr_hyper, seed_name: step_seed(seed, global_step * objectives + k)}
-                      if seed_name is not None else lr_hyper for k, seed_name in enumerate(seed_names)]
+            hypers = [{**lr_feeds[k], seed_name: step_seed(seed, global_step * objectives + k)}
+                      if seed_name is not None else lr_feeds[k] for k, seed_name in enumerate(seed_names)]
             out = run_step(batches.batch(idx), hypers)
             if step_fault:
                 fault_point("step")
@@ -330,6 +340,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                 raise diverged(what, values["loss"], f"after epoch {epoch + 1} (global step {global_step})",
                                 lr_used, ckpt_path)
             record.update({f"val_{prefix}{k}": v for k, v in values.items()})
+        record.update(rates.in_effect(global_step - 1))
         record["time"] = time.perf_counter() - t0
         record["samples_per_s"] = n / max(train_time, 1e-9)
         history.append(record)
@@ -344,13 +355,21 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
         if comm is not None:  # polling: a blocking bcast spins a core while rank 0 validates
             from dslc.runtime.distributed import from_rank_zero
 
-            stop = from_rank_zero(comm, stop)
+            decided = plateau.scale if writer and plateau is not None else rates.scale
+            stop, rates.scale = from_rank_zero(comm, (stop, decided))  # rank 0's reduction, on every rank
+        elif plateau is not None:
+            rates.scale = plateau.scale
+        if rates.state() is not None:  # the plateau's decision after this epoch, for a resumed run
+            meta[STATE_KEY] = rates.state()
+            lr_feeds = rates.feeds()
         if not stop and epoch + 1 < epochs:  # now: once the save's thread runs, Python work here waits for the GIL
             order = epoch_order(seed, epoch + 1, n)
         if writer:
             saver.submit(functools.partial(save_epoch, out_dir, manifest, values, meta, history_log,
                                            hooks.after_save(history)))
         reporter.epoch_end(record)
+        if hooks.reduced:
+            reporter.note(plateau.describe_reduction(epoch + 1, rates.fed(), rates.names))
         if stop:
             stopped = epoch + 1
             break
