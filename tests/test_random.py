@@ -85,3 +85,32 @@ def test_every_runtime_draws_the_same_bits_for_100_seeds():
 def test_dropout_keeps_the_expected_fraction(u):
     for rate in (0.1, 0.5, 0.9):
         assert abs(np.mean(u >= rate) - (1 - rate)) < 0.003
+
+
+def integer_definition(shape: tuple, seed: int, salt: int) -> np.ndarray:
+    """dslc/ops/random.py's docstring in int64 arithmetic: the Feistel rounds on 12-bit halves, the seed's
+    halves, the per-axis coordinate tables summed and mixed, u = (L·4096 + R) / 2^24."""
+    def mix(left, right):
+        for key in (1597, 3001, 2417):
+            z = ((right + key) % 4096) ** 2
+            left, right = right, (left + z // 4096 + z % 4096) % 4096
+        return left, right
+
+    top, low24 = divmod(seed, 2**24)
+    left, right = np.full((1,) * len(shape), low24 // 4096 + 139 * top), np.full((1,) * len(shape), low24 % 4096)
+    for axis, n in enumerate(shape):
+        i = np.arange(n).reshape([n if a == axis else 1 for a in range(len(shape))])
+        table = mix((axis + 1 + i // 4096) % 4096, ((salt if axis == len(shape) - 1 else 0) + i % 4096) % 4096)
+        left, right = left + table[0], right + table[1]
+    left, right = mix(left % 4096, right % 4096)
+    return (left * 4096 + right) / 2.0**24
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 5000), (5000, 3), (2, 3, 4, 5)])
+def test_the_graph_computes_the_integer_definition(shape):
+    """The float32 operations (halves held as fractions, reduced only where squared) give the integer
+    definition's bits, for axes longer than 4096 and seeds using the top bits"""
+    for seed in (0, 1, 4097, 2**24 - 1, 2**24, 2**31 - 2):
+        for salt in (0, 3, 4099):
+            np.testing.assert_array_equal(uniform_numpy(shape, seed, salt, np.float64),
+                                          integer_definition(shape, seed, salt), err_msg=f"{seed} {salt}")
