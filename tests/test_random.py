@@ -82,6 +82,30 @@ def test_every_runtime_draws_the_same_bits_for_100_seeds():
             assert reference.run(None, feeds)[0].tobytes() == want.tobytes(), (batch, seed)
 
 
+def test_use_sites_sharing_a_seed_are_mixed_together():
+    """The use sites with one seed and the same leading dimensions are one mix over their last axes side
+    by side, split: each still draws `uniform_numpy`'s bits for its shape and salt (widths, dtypes and a
+    rank-0 site differing; a symbolic last axis apart), and the graph holds one mix per group"""
+    b = Builder()
+    seed = b.input("seed", TensorType("int64", ()), "data")
+    shapes = {"a": ("B", 5), "b": ("B", 7), "c": ("B", 5), "d": ("B", 3, 4), "e": (), "f": ("B", "N")}
+    dtypes = {"c": "float64"}
+    xs = {k: b.input(k, TensorType(dtypes.get(k, "float32"), shape), "data") for k, shape in shapes.items()}
+    outputs = [(f"u_{k}", b.random_uniform_like(x, seed, salt=i + 1)) for i, (k, x) in enumerate(xs.items())]
+    model = emit_graph(Graph("noise", [*xs.values(), seed], outputs))
+    assert [n.op_type for n in model.graph.node].count("Split") == 1
+    # a mix is 3 rounds of 2 `Floor`s and 2 in the output: the [B, 5|7|5] group's, [B, 3, 4]'s, [1]'s and
+    # [B, N]'s; a symbolic axis's table 3 rounds and 1: B's (shared by ranks 2 and 3) and N's
+    assert [n.op_type for n in model.graph.node].count("Floor") == 8 * 4 + 7 * 2
+    concrete = {"B": 3, "N": 6}
+    feeds = {k: np.zeros([concrete.get(d, d) for d in shape], dtypes.get(k, "float32")) for k, shape in shapes.items()}
+    for step_seed in (0, 2**31 - 2):
+        results = ort_session(model).run(None, {**feeds, "seed": np.array(step_seed, np.int64)})
+        for i, ((k, x), got) in enumerate(zip(xs.items(), results)):
+            want = uniform_numpy(feeds[k].shape, step_seed, i + 1, feeds[k].dtype)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (k, step_seed)
+
+
 def test_dropout_keeps_the_expected_fraction(u):
     for rate in (0.1, 0.5, 0.9):
         assert abs(np.mean(u >= rate) - (1 - rate)) < 0.003
