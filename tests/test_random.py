@@ -95,8 +95,8 @@ def test_use_sites_sharing_a_seed_are_mixed_together():
     model = emit_graph(Graph("noise", [*xs.values(), seed], outputs))
     assert [n.op_type for n in model.graph.node].count("Split") == 1
     # a mix is 3 rounds of 2 `Floor`s and 2 in the output: the [B, 5|7|5] group's, [B, 3, 4]'s, [1]'s and
-    # [B, N]'s; a symbolic axis's table 3 rounds and 1: B's (shared by ranks 2 and 3) and N's
-    assert [n.op_type for n in model.graph.node].count("Floor") == 8 * 4 + 7 * 2
+    # [B, N]'s; a symbolic axis's table 3 rounds and 1: B's (shared by ranks 2 and 3) and N's; the seed's 2
+    assert [n.op_type for n in model.graph.node].count("Floor") == 8 * 4 + 7 * 2 + 2
     concrete = {"B": 3, "N": 6}
     feeds = {k: np.zeros([concrete.get(d, d) for d in shape], dtypes.get(k, "float32")) for k, shape in shapes.items()}
     for step_seed in (0, 2**31 - 2):

@@ -145,23 +145,22 @@ class _Nodes:
         return e.node("Add", self.frac(left), e.node("Mul", self.frac(right), self.f32(1 / HALF)))
 
     def seed_halves(self, seed):
-        """`seed_halves` of an int64 scalar input, split with int64 `Div`/`Mul`/`Sub`. OpenVINO divides
-        integers through float32 (2^31 - 2 divided by 2^24 gave 128), so the quotient by 2^24 is corrected
-        by the sign of its exact remainder; the remainder, below 2^24, divides exactly either way."""
+        """`seed_halves` of an int64 scalar input in 13 nodes. The quotient q by 4096 is an int64 `Div`,
+        but OpenVINO divides integers through float32 (2^31 - 2 divided by 2^24 gave 128), so q may be
+        off by a few: the remainder seed - 4096·q (exact in int64, and small) is divided in float32, where
+        it is exact, its floor corrects q and its fraction is s_lo / 4096. Then q < 2^19 is exact in float32:
+        q / 4096 = top + s_hi / 4096, and (s_hi + 139·top) / 4096 = q / 4096 - top·(4096 - 139) / 4096."""
         e = self.e
-        i64 = lambda v: e.scalar(v, "int64")  # noqa: E731
         to_f32 = lambda v: e.node("Cast", v, to=e.onnx_dtype("float32"))  # noqa: E731
-        as_int = lambda v: e.node("Cast", v, to=e.onnx_dtype("int64"))  # noqa: E731
 
-        top = e.node("Div", seed, i64(2**24))
-        rest = e.node("Sub", seed, e.node("Mul", top, i64(2**24)))
-        off = e.node("Sub", as_int(e.node("GreaterOrEqual", rest, i64(2**24))), as_int(e.node("Less", rest, i64(0))))
-        top = e.node("Add", top, off)
-        low24 = e.node("Sub", rest, e.node("Mul", off, i64(2**24)))
-        high = e.node("Div", low24, i64(4096))
-        low = e.node("Sub", low24, e.node("Mul", high, i64(4096)))
-        left = e.node("Add", to_f32(high), e.node("Mul", to_f32(top), self.f32(TOP)))
-        return e.node("Mul", left, self.f32(1 / HALF)), e.node("Mul", to_f32(low), self.f32(1 / HALF))
+        quotient = e.node("Div", seed, e.scalar(4096, "int64"))
+        rest = e.node("Mul", to_f32(e.node("Sub", seed, e.node("Mul", quotient, e.scalar(4096, "int64")))),
+                      self.f32(1 / HALF))
+        carry = e.node("Floor", rest)
+        scaled = e.node("Mul", e.node("Add", to_f32(quotient), carry), self.f32(1 / HALF))  # top + s_hi/4096
+        top = e.node("Floor", scaled)
+        left = e.node("Sub", scaled, e.node("Mul", top, self.f32((HALF - TOP) / HALF)))
+        return left, e.node("Sub", rest, carry)
 
     def coordinates(self, x, axis: int, rank: int, salt: int):
         """`coordinate_hash` of a symbolic axis, from x's shape: [n] (once per graph for each axis, length
@@ -173,10 +172,9 @@ class _Nodes:
             length = e.node("Slice", e.node("Shape", x), e.int64s([axis]), e.int64s([axis + 1]))
             index = e.node("Sub", e.node("CumSum", e.node("Expand", self.f32(1.0), length), e.int64s(0, scalar=True)),
                            self.f32(1.0))
-            scaled = e.node("Mul", index, self.f32(1 / HALF))  # i_hi + i_lo/4096
-            high = e.node("Floor", scaled)
-            return self.mix(e.node("Mul", e.node("Add", high, self.f32(float(axis + 1))), self.f32(1 / HALF)),
-                            e.node("Add", e.node("Sub", scaled, high), self.f32(salt % 4096 / HALF)))
+            scaled = e.node("Mul", index, self.f32(1 / HALF))  # i_hi + i_lo/4096: i_lo/4096 modulo 1
+            left = e.node("Mul", e.node("Add", e.node("Floor", scaled), self.f32(float(axis + 1))), self.f32(1 / HALF))
+            return self.mix(left, e.node("Add", scaled, self.f32(salt % 4096 / HALF)) if salt % 4096 else scaled)
 
         vectors = e.cached(("random.coordinates", axis, x.type.shape[axis], salt % 4096), table)
         others = [i for i in range(rank) if i != axis]
