@@ -106,6 +106,20 @@ def test_use_sites_sharing_a_seed_are_mixed_together():
             assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (k, step_seed)
 
 
+@pytest.mark.parametrize("dims, widths, runs", [
+    (("B", 128), [128, 128], [[0, 1]]),                       # digits: one mix for its two layers
+    (("B", 4096), [4096, 4096], [[0, 1]]),                    # 8192 elements an example: still shared
+    (("B", 8000), [8000, 100, 100], [[0, 1], [2]]),          # in order, while the sum fits
+    (("B", 64, 128), [128] * 5, [[0], [1], [2], [3], [4]]),   # transformer_lm: 8192 an example each
+    (("B", "T", 8), [8, 8], [[0], [1]]),                      # a symbolic inner axis: unknown size
+    ((), [1, 1], [[0, 1]]),
+])
+def test_sites_share_a_mix_while_their_rows_are_small(dims, widths, runs):
+    from dslc.ops.random import _runs
+
+    assert _runs(dims, widths) == runs
+
+
 def test_dropout_keeps_the_expected_fraction(u):
     for rate in (0.1, 0.5, 0.9):
         assert abs(np.mean(u >= rate) - (1 - rate)) < 0.003
