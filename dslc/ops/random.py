@@ -67,10 +67,11 @@ def _square_folded(y, floor=np.floor):
 
 
 def _mix(left, right, floor=np.floor, rounds=ROUNDS):
-    """The 3 Feistel rounds of halves held as fractions (Y/4096), unreduced: a round's sum is reduced only
+    """The Feistel rounds of halves held as fractions (Y/4096), unreduced: a round's sum is reduced only
     where it is squared (`_frac` of it plus the key), and the output's, since every later use of a half
     is modulo 1. Returns (L, R) unreduced, congruent modulo 1 to the integer definition's over 4096.
-    `floor`: numpy's, or torch's for the twin's float32 tensors (the same exact operations)."""
+    `floor`: numpy's, or torch's for the twin's float32 tensors (the same exact operations); `rounds`
+    fewer than 3 only where tests show what fewer would lose."""
     for key in KEYS[:rounds]:
         left, right = right, left + _square_folded(_frac(right + np.float32(key / HALF), floor), floor)
     return left, right
