@@ -47,6 +47,7 @@ class Emitter:
         self._hint = "v"
         self.choices = choices or {}
         self.lowering = None  # the IR node being lowered
+        self.ir_nodes: list = []  # the graph's IR nodes in lowering order (for a lowering that writes several)
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -133,7 +134,8 @@ def emit_graph(graph: Graph, doc: str = "", metadata: dict[str, str] | None = No
             wanted.setdefault(node.id, out_name)
 
     input_ids = {n.id for n in graph.inputs}
-    for node in toposort([n for _, n in graph.outputs]):
+    e.ir_nodes = toposort([n for _, n in graph.outputs])
+    for node in e.ir_nodes:
         if node.id in names:
             continue
         if node.op == "input":
