@@ -1,0 +1,175 @@
+"""`auc` against exact areas and hand-computed thresholded ones.
+
+Exact: the Mann-Whitney statistic computed here by sorting (ties count one half), on probabilities at
+the centres of the threshold intervals, where the thresholds make no difference (the trapezoids of the
+ROC curve are then exactly the Mann-Whitney count). Thresholded: three thresholds (-ε, 0.5, 1+ε) on four
+examples, the ROC and PR areas worked out by hand in the comments. The evaluation graph runs in uneven
+batches and the epoch value comes from the summed counts, as the manifest says (`"counts": "thresholds"`).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import compile_text
+
+from dslc.diagnostics import DslcError
+from dslc.runtime.metrics import EpochMetrics, from_thresholds, output_specs
+from dslc.runtime.session import Evaluator
+
+T = 200
+BINARY = """
+model bin {{
+    input  s: f32[B]
+    target y: f32[B]
+    z = reshape(s, 1) |> dense(1)
+    output z
+    loss   binary_cross_entropy(squeeze(z), y)
+    optimizer sgd(lr = 0.1)
+    {metrics}
+}}
+"""
+
+
+def mann_whitney(scores: np.ndarray, truth: np.ndarray) -> float:
+    """P(score of a positive > score of a negative) + P(equal) / 2, from the ranks of the sorted scores
+    (tied scores share their mean rank)."""
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    pos = truth == 1
+    p, n = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - p * (p + 1) / 2) / (p * n))
+
+
+def on_bin_centres(rng, n: int, skill: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 targets and probabilities (i + 0.5) / (T - 1): each in its own threshold interval; only 40
+    distinct values, so many ties across the classes."""
+    y = (rng.random(n) < 0.35).astype(np.float32)
+    bins = np.clip(np.round(rng.normal(20 + 6 * skill * y, 8)), 0, 39).astype(int) * 5
+    return (bins + 0.5).astype(np.float32) / (T - 1), y
+
+
+def evaluate(program, data: dict, batch: int) -> dict:
+    spec = program.manifest["graphs"]["eval"]
+    evaluator = Evaluator(program.graphs["eval"], spec)
+    params = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in program.initial_values().items()}
+    sums = EpochMetrics(output_specs([spec]))
+    n = len(next(iter(data.values())))
+    for start in range(0, n, batch):
+        part = {k: v[start:start + batch] for k, v in data.items()}
+        sums.add(evaluator.run(part, params), len(next(iter(part.values()))))
+    return sums.values()
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    metrics = """
+    metric auc(s, y, from_logits = false)
+    metric logit_auc = auc(log(s / (1 - s)), y)
+    metric sigmoid_auc = auc(sigmoid(log(s / (1 - s))), y)
+    metric pr = auc(s, y, curve = "pr", from_logits = false)
+    """
+    return compile_text(tmp_path_factory.mktemp("auc"), BINARY.format(metrics=metrics), name="bin.dl")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_auc_is_the_mann_whitney_statistic(binary, seed):
+    """Logits (a sigmoid applied in the graph), a sigmoid output (read as probabilities) and
+    probabilities with `from_logits = false` give the exact area, from any batching."""
+    s, y = on_bin_centres(np.random.default_rng(seed), 301)
+    exact = mann_whitney(s, y)
+    assert 0.6 < exact < 0.95
+    for batch in (301, 16, 7):
+        got = evaluate(binary, {"s": s, "y": y}, batch)
+        for name in ("auc", "logit_auc", "sigmoid_auc"):
+            assert got[name] == pytest.approx(exact, abs=1e-12), (name, batch)
+
+
+def test_the_epoch_value_is_not_a_mean_of_batch_values(binary):
+    """Batches sorted by class hold one class each (their own AUCs are undefined), and batches of mixed
+    classes average to another number; the epoch value is the one-batch value all the same."""
+    s, y = on_bin_centres(np.random.default_rng(7), 160)
+    order = np.argsort(y, kind="stable")
+    s, y = s[order], y[order]
+    one_batch = evaluate(binary, {"s": s, "y": y}, 160)
+    assert one_batch["auc"] == pytest.approx(mann_whitney(s, y), abs=1e-12)
+    by_class = evaluate(binary, {"s": s, "y": y}, 8)
+    assert by_class["auc"] == one_batch["auc"] and by_class["pr"] == one_batch["pr"]
+    shuffled = np.random.default_rng(1).permutation(160)
+    batch_aucs = [mann_whitney(s[shuffled][i:i + 20], y[shuffled][i:i + 20]) for i in range(0, 160, 20)]
+    assert abs(np.mean(batch_aucs) - one_batch["auc"]) > 1e-3
+    assert evaluate(binary, {"s": s[shuffled], "y": y[shuffled]}, 20)["auc"] == one_batch["auc"]
+
+
+HAND = """
+    metric roc = auc(s, y, num_thresholds = 3, from_logits = false)
+    metric pr = auc(s, y, curve = "pr", num_thresholds = 3, from_logits = false)
+    metric pr_min = auc(s, y, curve = "pr", num_thresholds = 3, summation_method = "minoring", from_logits = false)
+    metric pr_max = auc(s, y, curve = "pr", num_thresholds = 3, summation_method = "majoring", from_logits = false)
+    metric roc_min = auc(s, y, num_thresholds = 3, summation_method = "minoring", from_logits = false)
+"""
+
+
+def test_three_thresholds_by_hand(tmp_path):
+    """p = 0.1, 0.4, 0.6, 0.9 with classes 0, 1, 0, 1; thresholds -ε, 0.5, 1+ε.
+    tp = 2, 1, 0; fp = 2, 1, 0 (fn = 0, 1, 2; tn = 0, 1, 2): tpr = fpr = 1, 0.5, 0.
+    ROC trapezoids: 0.5·(1 + 0.5)/2 + 0.5·(0.5 + 0)/2 = 0.5 (the exact area is 3/4: the thresholds
+    matter here); minoring 0.5·0.5 + 0.5·0 = 0.25.
+    PR: recall 1, 0.5, 0; precision 0.5, 0.5, 0 (0/0 is 0, as Keras's); minoring 0.5·0.5 + 0.5·0 = 0.25,
+    majoring 0.5·0.5 + 0.5·0.5 = 0.5. Interpolation (Davis & Goadrich): P = tp + fp = 4, 2, 0; both
+    intervals have slope Δtp/ΔP = 1/2 and intercept tp_B - slope·P_B = 0, so each adds 1/2·Δtp = 1/2;
+    the sum 1 over 2 positives is 0.5."""
+    program = compile_text(tmp_path, BINARY.format(metrics=HAND), name="hand.dl")
+    data = {"s": np.array([0.1, 0.4, 0.6, 0.9], np.float32), "y": np.array([0, 1, 0, 1], np.float32)}
+    got = evaluate(program, data, 4)
+    assert got == pytest.approx({"loss": got["loss"], "roc": 0.5, "pr": 0.5, "pr_min": 0.25, "pr_max": 0.5,
+                                 "roc_min": 0.25}, abs=1e-12)
+    assert mann_whitney(data["s"], data["y"]) == 0.75
+    counts = Evaluator(program.graphs["eval"], program.manifest["graphs"]["eval"]).run(
+        data, {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in program.initial_values().items()})["roc"]
+    # [K = 1, T = 3, true class, predicted class]
+    assert counts.tolist() == [[[[0, 2], [0, 2]], [[1, 1], [1, 1]], [[2, 0], [2, 0]]]]
+
+
+def test_pr_interpolation_with_a_curved_segment():
+    """A segment whose precision changes: tp 4 -> 1, P = tp + fp 5 -> 2: slope 1, intercept
+    1 - 1·2 = -1; its area is slope · (Δtp + intercept·ln(P_A / P_B)) / positives = (3 - ln 2.5) / 4."""
+    c = np.zeros((1, 3, 2, 2))
+    tp, fp = [4, 1, 0], [1, 1, 0]
+    for j in range(3):
+        c[0, j] = [[1 - fp[j], fp[j]], [4 - tp[j], tp[j]]]
+    second = 1 / 2 * (1 + 0) / 4  # tp 1 -> 0, P 2 -> 0: slope 1/2, intercept 0
+    assert from_thresholds(c, "pr", "interpolation", "macro") == pytest.approx((3 - math.log(2.5)) / 4 + second,
+                                                                                abs=1e-12)
+
+
+def test_undefined_areas_are_nan():
+    c = np.zeros((1, 3, 2, 2))
+    c[0, :, 0, :] = [[0, 5], [2, 3], [5, 0]]  # negatives only
+    assert math.isnan(from_thresholds(c, "roc", "interpolation", "macro"))
+    assert math.isnan(from_thresholds(c, "pr", "interpolation", "macro"))
+    positives_only = c[:, :, ::-1, :]
+    assert math.isnan(from_thresholds(positives_only, "roc", "interpolation", "macro"))
+    # recall 1, 0.6, 0; precision 1, 1 and 0/0 = 0 at the last threshold: 0.4·1 + 0.6·0
+    assert from_thresholds(positives_only, "pr", "minoring", "macro") == pytest.approx(0.4, abs=1e-12)
+
+
+def test_the_manifest_entry(binary):
+    (entry,) = [t for t in binary.manifest["graphs"]["eval"]["outputs"] if t["name"] == "pr"]
+    assert entry == {"name": "pr", "dtype": "float32", "shape": [1, T, 2, 2], "reduce": "sum",
+                     "counts": "thresholds", "value": "auc", "curve": "pr", "summation_method": "interpolation",
+                     "average": "macro"}
+    train = {t["name"]: t for t in binary.manifest["graphs"]["train"]["outputs"]}
+    assert train["auc"]["counts"] == "thresholds"
+    json.dumps(binary.manifest)
