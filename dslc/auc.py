@@ -53,6 +53,7 @@ def _columns(ctx, scores: Tensor, target: Tensor, from_logits, multi_label) -> t
                                        hint="score every column as a label of its own: `multi_label = true`")
             truth = b.one_hot(b.argmax(target, axis=-1), depth=s.shape[-1], dtype=dtype)
             return _rows_of(b, _probabilities(ctx, scores, from_logits, "softmax")), _rows_of(b, truth)
+        ctx.note_range(target, 0, 1)
         truth = b.cast(b.greater(b.cast(target, to=dtype), b.scalar_like(0.5, scores)), to=dtype)
         p = _probabilities(ctx, scores, from_logits, "sigmoid")
         if classes:

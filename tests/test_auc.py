@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from helpers import compile_text
 
-from dslc.diagnostics import DslcError
+from dslc.diagnostics import DslcError, render
 from dslc.runtime.metrics import EpochMetrics, from_thresholds, output_specs
 from dslc.runtime.session import Evaluator
 
@@ -173,3 +173,114 @@ def test_the_manifest_entry(binary):
     train = {t["name"]: t for t in binary.manifest["graphs"]["train"]["outputs"]}
     assert train["auc"]["counts"] == "thresholds"
     json.dumps(binary.manifest)
+
+
+CLASSES = """
+model multi {{
+    input  s: f32[B, 4]
+    target y: {target}
+    z = s |> dense(4)
+    output z
+    loss   {loss}
+    optimizer sgd(lr = 0.1)
+    {metrics}
+}}
+"""
+
+
+def class_scores(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of 4 classes (class 3 never occurs) and per-class probabilities on the bin centres."""
+    y = rng.choice(3, n, p=[0.5, 0.3, 0.2])
+    bins = np.clip(np.round(rng.normal(15, 7, (n, 4))), 0, 39).astype(int)
+    bins[np.arange(n), y] = np.clip(bins[np.arange(n), y] + rng.integers(0, 12, n), 0, 39)
+    return ((bins * 5 + 0.5) / (T - 1)).astype(np.float32), y
+
+
+def test_one_class_against_the_rest_matches_scikit_learn(tmp_path):
+    """Integer labels: each class against the rest; macro leaves out the class that never occurs (its ROC
+    is undefined), weighted weighs by positives, micro is the area of all (example, class) pairs."""
+    sk = pytest.importorskip("sklearn.metrics")
+    metrics = "\n    ".join(f'metric {a} = auc(s, y, from_logits = false, average = "{a}")'
+                           for a in ("macro", "weighted", "micro"))
+    program = compile_text(tmp_path, CLASSES.format(target="i64[B]", loss="cross_entropy(z, y)", metrics=metrics),
+                           name="multi.dl")
+    p, y = class_scores(np.random.default_rng(3), 250)
+    got = evaluate(program, {"s": p, "y": y}, 32)
+    per_class = [sk.roc_auc_score(y == k, p[:, k]) for k in range(3)]
+    assert per_class == pytest.approx([mann_whitney(p[:, k], (y == k).astype(int)) for k in range(3)], abs=1e-12)
+    assert got["macro"] == pytest.approx(np.mean(per_class), abs=1e-12)
+    assert got["weighted"] == pytest.approx(np.average(per_class, weights=np.bincount(y)), abs=1e-12)
+    one_hot = np.eye(4)[y]
+    assert got["micro"] == pytest.approx(sk.roc_auc_score(one_hot.ravel(), p.ravel()), abs=1e-12)
+    assert len({round(got[a], 6) for a in ("macro", "weighted", "micro")}) == 3
+
+
+def test_class_logits_take_a_softmax(tmp_path):
+    """Class logits and their `softmax` output give the same counts; probabilities computed outside agree
+    up to the thresholds that float rounding puts on the other side."""
+    metrics = "metric logits = auc(s, y)\n    metric probs = auc(softmax(s), y)\n    metric given = auc(q, y, from_logits = false)"
+    text = CLASSES.format(target="i64[B]", loss="cross_entropy(z, y)", metrics=metrics)
+    program = compile_text(tmp_path, text.replace("target y", "input  q: f32[B, 4]\n    target y"), name="logits.dl")
+    rng = np.random.default_rng(4)
+    y = rng.choice(4, 200)
+    s = (rng.normal(0, 1.5, (200, 4)) + np.eye(4)[y]).astype(np.float32)
+    q = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
+    got = evaluate(program, {"s": s, "q": q, "y": y}, 50)
+    assert got["logits"] == got["probs"]
+    assert got["given"] == pytest.approx(got["logits"], abs=1e-3)
+    assert 0.6 < got["logits"] < 0.9
+
+
+def test_multi_label_matches_scikit_learn(tmp_path):
+    """0/1 targets of 4 columns scored by `binary_cross_entropy`: each label on its own (Keras's
+    `multi_label=True`), whether the scores are logits, a sigmoid output or said with `multi_label`."""
+    sk = pytest.importorskip("sklearn.metrics")
+    metrics = ("metric labels = auc(log(s / (1 - s)), y)\n    metric sigmoids = auc(sigmoid(log(s / (1 - s))), y)\n"
+               "    metric said = auc(s, y, multi_label = true, from_logits = false)\n"
+               '    metric micro = auc(s, y, multi_label = true, from_logits = false, average = "micro")\n'
+               '    metric pr = auc(s, y, multi_label = true, from_logits = false, curve = "pr")')
+    program = compile_text(tmp_path, CLASSES.format(target="f32[B, 4]", loss="binary_cross_entropy(z, y)",
+                                                    metrics=metrics), name="tags.dl")
+    rng = np.random.default_rng(5)
+    t = (rng.random((220, 4)) < [0.5, 0.3, 0.2, 0.1]).astype(np.float32)
+    bins = np.clip(np.round(rng.normal(15 + 8 * t, 7)), 0, 39).astype(int)
+    p = ((bins * 5 + 0.5) / (T - 1)).astype(np.float32)
+    got = evaluate(program, {"s": p, "y": t}, 64)
+    expected = sk.roc_auc_score(t, p, average="macro")
+    assert got["labels"] == got["sigmoids"] == got["said"] == pytest.approx(expected, abs=1e-12)
+    assert got["micro"] == pytest.approx(sk.roc_auc_score(t, p, average="micro"), abs=1e-12)
+    assert 0 < got["pr"] < 1 and got["pr"] != got["said"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('auc(s, y, curve = "ROC")', "`auc` has curves `roc`, `pr`, got `ROC`"),
+    ('auc(s, y, summation_method = "trapezoid")',
+     "`auc` sums with one of `interpolation`, `minoring`, `majoring`, got `trapezoid`"),
+    ('auc(s, y, average = "binary")', "`auc` averages with one of `macro`, `weighted`, `micro`, got `binary`"),
+    ("auc(s, y, num_thresholds = 2)", "`num_thresholds` must lie in 3..10000, got 2"),
+    ("auc(s, y, multi_label = true)", "`auc` with `multi_label = true` needs 0/1 targets of the scores' shape"),
+    ("auc(s[:, 0:1], y)", "`auc` of scores `f32[B, 1]` and targets `i64[B]`: one score per example needs a "
+                          "target of its shape"),
+    ("auc(s, s[:, 0:2])", "`auc` of scores `f32[B, 4]` and targets `f32[B, 2]`: shapes do not fit"),
+])
+def test_errors_point_at_the_argument(text, message, tmp_path):
+    with pytest.raises(DslcError) as e:
+        compile_text(tmp_path, CLASSES.format(target="i64[B]", loss="cross_entropy(z, y)", metrics=f"metric bad = {text}"),
+                     name="bad.dl")
+    assert message in str(e.value)
+    assert "bad.dl:8:" in str(e.value)
+
+
+def test_the_wrong_reading_of_scores_warns(tmp_path):
+    """Explicit `from_logits = true` on a sigmoid output squashes twice; one-hot reading of targets that
+    `binary_cross_entropy` scores as labels is warned about after the statements."""
+    twice = compile_text(tmp_path, BINARY.format(metrics="metric auc(sigmoid(s), y, from_logits = true)"),
+                         name="twice.dl")
+    (w,) = [render(w) for w in twice.warnings if "auc" in w.message]
+    assert "applies the sigmoid itself" in w and "hint: pass the logits" in w and "twice.dl:8:" in w
+    late = CLASSES.format(target="f32[B, 4]", loss="binary_cross_entropy(z, y)", metrics="metric auc(z, y)")
+    late = late.replace("    loss   binary_cross_entropy(z, y)\n", "").replace(
+        "metric auc(z, y)", "metric auc(z, y)\n    loss   binary_cross_entropy(z, y)")
+    program = compile_text(tmp_path, late, name="late.dl")
+    (w,) = [render(w) for w in program.warnings if "auc" in w.message]
+    assert "`auc` reads one class per row of `y`" in w and "`multi_label = true`" in w
