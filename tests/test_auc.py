@@ -337,3 +337,37 @@ def test_fit_logs_auc_and_early_stopping_keeps_the_best_val_auc(tmp_path, monkey
     assert cli.main(["evaluate", "learner.dl", "--weights", "run", "--data", "val.npz", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert printed["auc"] == pytest.approx(got["auc"], abs=1e-12)
+
+
+def test_one_class_data_gives_nan_and_says_why_once(tmp_path, monkeypatch, capsys):
+    """Validation data without a positive: `val_auc` is NaN (scikit-learn refuses such data, Keras says 0),
+    training says why once, early stopping never counts it as an improvement, and `dslc evaluate` warns."""
+    import dslc
+    from dslc import cli
+    from dslc.runtime.train import Reporter, fit
+
+    (tmp_path / "learner.dl").write_text(LEARNER.replace("    callback  early_stopping(monitor = \"val_auc\", "
+                                                         "patience = 20, restore_best = true)\n", ""))
+    program = dslc.compile(tmp_path / "learner.dl")
+    train, val = learner_data(0, 120), learner_data(1, 200)
+    val = {k: v[val["y"] == 0] for k, v in val.items()}
+    warned = []
+    reporter = Reporter()
+    reporter.warn = warned.append
+    history = fit(program, train, val, epochs=4, batch_size=32, out_dir=tmp_path / "run", reporter=reporter,
+                  early_stopping="monitor=val_auc,patience=2")
+    assert all(math.isnan(r["val_auc"]) and math.isnan(r["val_pr"]) for r in history)
+    assert not math.isnan(history[-1]["auc"])
+    assert warned == [
+        "`val_auc` is NaN from epoch 1: the validation data holds examples of one class only, and the area under a "
+        "curve needs both (a precision-recall curve, a positive); NaN never counts as an improvement for early "
+        "stopping", warned[1]]
+    assert warned[1].startswith("`val_pr` is NaN from epoch 1")
+    # as Keras's: no epoch is ever better, so patience 2 stops after the second (warned once over both)
+    assert len(history) == 2 and history.stopped_epoch == 2 and history.best_epoch is None
+    monkeypatch.chdir(tmp_path)
+    np.savez("val.npz", **val)
+    assert cli.main(["evaluate", "learner.dl", "--weights", "run", "--data", "val.npz"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: `auc` is NaN: the data holds examples of one class only" in captured.err
+    assert "  auc   nan" in captured.out

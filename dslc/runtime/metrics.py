@@ -27,6 +27,7 @@ These are scikit-learn's definitions (`precision_recall_fscore_support`, `zero_d
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -136,6 +137,24 @@ class EpochMetrics:
         """The summed count outputs without a single value (`confusion_matrix`), as nested lists of ints."""
         return {name: np.asarray(total).astype(np.int64).tolist() for name, total in self.sums.items()
                 if self.specs.get(name, {}).get("reduce") == "sum" and "value" not in self.specs[name]}
+
+
+def undefined_areas(record: Mapping[str, object], specs: Mapping[str, dict]) -> list[str]:
+    """The `auc` values of an epoch's `record` (`auc`, `val_auc`, `<objective>.auc`) that are NaN: their
+    data held one class only (no metric name starts with `val_`)."""
+    return [name for name, value in record.items() if isinstance(value, float) and math.isnan(value)
+            and specs.get(name.removeprefix("val_"), {}).get("counts") == "thresholds"]
+
+
+def undefined_warning(name: str, epoch: int | None = None) -> str:
+    """Why `name` is NaN: after epoch `epoch` of training, or (None) in an evaluation."""
+    if epoch is None:
+        return (f"`{name}` is NaN: the data holds examples of one class only, and the area under a curve "
+                "needs both (a precision-recall curve, a positive)")
+    data = "validation" if name.startswith("val_") else "training"
+    return (f"`{name}` is NaN from epoch {epoch}: the {data} data holds examples of one class only, and the "
+            "area under a curve needs both (a precision-recall curve, a positive); NaN never counts as an "
+            "improvement for early stopping")
 
 
 def output_specs(graph_specs) -> dict[str, dict]:
