@@ -15,7 +15,7 @@ from dslc.losses import _output_of, _shown, _warn_squashed, one_score_per_exampl
 
 Tensor = Node
 CURVES = ("roc", "pr")
-SUMMATIONS = ("interpolation", "minoring", "majoring")
+SUMMATIONS = ("interpolation", "minoring", "majoring", "step")
 AUC_AVERAGES = ("macro", "weighted", "micro")
 EPSILON = 1e-7  # Keras's: the outer thresholds lie just outside [0, 1], so every probability is counted
 
@@ -30,13 +30,18 @@ def _rows_of(b, x: Tensor) -> Tensor:
     return b.flatten(x, axis=x.type.rank - 1) if x.type.rank > 2 else x
 
 
+def _one_column(b, x: Tensor) -> Tensor:
+    """Every element of `x` as a row of `[N, 1]`."""
+    return b.unsqueeze(x, axes=(1,)) if x.type.rank == 1 else b.flatten(x, axis=x.type.rank)
+
+
 def _columns(ctx, scores: Tensor, target: Tensor, from_logits, multi_label) -> tuple[Tensor, Tensor]:
     """(probabilities, 0/1 truth), both `[N, K]`: one column per class or label, or one column of every
     score for one score per example."""
     b = ctx.b
     s, t = scores.type, target.type
-    if not s.is_float:
-        ctx.fail(f"`auc` needs floating-point scores, got `{s}`", arg="scores")
+    if not s.is_float or s.rank == 0:
+        ctx.fail(f"`auc` needs floating-point scores with a batch axis, got `{s}`", arg="scores")
     classes = s.rank >= 1 and s.shape[-1] != 1 and not one_score_per_example(ctx, s)
     dtype = s.dtype
     if classes and t.dtype in INT_DTYPES and t.shape == s.shape[:-1]:
@@ -58,8 +63,7 @@ def _columns(ctx, scores: Tensor, target: Tensor, from_logits, multi_label) -> t
         p = _probabilities(ctx, scores, from_logits, "sigmoid")
         if classes:
             return _rows_of(b, p), _rows_of(b, truth)
-        column = lambda x: b.unsqueeze(x, axes=(1,)) if x.type.rank == 1 else b.flatten(x, axis=x.type.rank)  # noqa: E731
-        return column(p), column(truth)
+        return _one_column(b, p), _one_column(b, truth)
     if s.rank >= 1 and s.shape[-1] == 1 and t.shape == s.shape[:-1]:
         ctx.fail(f"`auc` of scores `{s}` and targets `{t}`: one score per example needs a target of its shape",
                  arg="target", hint=f"one score column is a binary prediction against 0/1 targets of shape "
@@ -125,7 +129,8 @@ def auc(ctx, scores: Tensor, target: Tensor, curve: str = "roc", num_thresholds:
     precision-recall curve (`"pr"`), as Keras's `AUC`: the confusion matrices of `num_thresholds`
     thresholds evenly spaced over [0, 1], summed over the batches, and a Riemann sum over them;
     `summation_method = "interpolation"` (trapezoids for ROC, Davis & Goadrich's interpolation for PR),
-    `"minoring"` or `"majoring"`. Scores: logits (a sigmoid is applied, a softmax for class scores); a
+    `"minoring"`, `"majoring"` or `"step"` (each interval at the height of its lower threshold: with
+    `curve = "pr"`, the average precision of scikit-learn and torchmetrics). Scores: logits (a sigmoid is applied, a softmax for class scores); a
     `sigmoid` or `softmax` output is read as probabilities; `from_logits = false` reads any scores as
     probabilities (clipped to [0, 1]). One score per example against 0/1 targets of its shape; class
     scores against integer labels or one-hot rows: one class against the rest; against 0/1 targets of

@@ -79,6 +79,7 @@ def binary(tmp_path_factory):
     metric logit_auc = auc(log(s / (1 - s)), y)
     metric sigmoid_auc = auc(sigmoid(log(s / (1 - s))), y)
     metric pr = auc(s, y, curve = "pr", from_logits = false)
+    metric ap = auc(s, y, curve = "pr", summation_method = "step", from_logits = false)
     """
     return compile_text(tmp_path_factory.mktemp("auc"), BINARY.format(metrics=metrics), name="bin.dl")
 
@@ -94,6 +95,17 @@ def test_roc_auc_is_the_mann_whitney_statistic(binary, seed):
         got = evaluate(binary, {"s": s, "y": y}, batch)
         for name in ("auc", "logit_auc", "sigmoid_auc"):
             assert got[name] == pytest.approx(exact, abs=1e-12), (name, batch)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pr_step_is_scikit_learns_average_precision(binary, seed):
+    """`curve = "pr", summation_method = "step"` on bin-centre data is `average_precision_score` exactly
+    (and Keras's interpolated PR area another number)."""
+    sk = pytest.importorskip("sklearn.metrics")
+    s, y = on_bin_centres(np.random.default_rng(seed), 257)
+    got = evaluate(binary, {"s": s, "y": y}, 40)
+    assert got["ap"] == pytest.approx(sk.average_precision_score(y, s), abs=1e-12)
+    assert abs(got["pr"] - got["ap"]) > 1e-4
 
 
 def test_the_epoch_value_is_not_a_mean_of_batch_values(binary):
@@ -255,13 +267,14 @@ def test_multi_label_matches_scikit_learn(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('auc(s, y, curve = "ROC")', "`auc` has curves `roc`, `pr`, got `ROC`"),
     ('auc(s, y, summation_method = "trapezoid")',
-     "`auc` sums with one of `interpolation`, `minoring`, `majoring`, got `trapezoid`"),
+     "`auc` sums with one of `interpolation`, `minoring`, `majoring`, `step`, got `trapezoid`"),
     ('auc(s, y, average = "binary")', "`auc` averages with one of `macro`, `weighted`, `micro`, got `binary`"),
     ("auc(s, y, num_thresholds = 2)", "`num_thresholds` must lie in 3..10000, got 2"),
     ("auc(s, y, multi_label = true)", "`auc` with `multi_label = true` needs 0/1 targets of the scores' shape"),
     ("auc(s[:, 0:1], y)", "`auc` of scores `f32[B, 1]` and targets `i64[B]`: one score per example needs a "
                           "target of its shape"),
     ("auc(s, s[:, 0:2])", "`auc` of scores `f32[B, 4]` and targets `f32[B, 2]`: shapes do not fit"),
+    ("auc(y, y)", "`auc` needs floating-point scores with a batch axis, got `i64[B]`"),
 ])
 def test_errors_point_at_the_argument(text, message, tmp_path):
     with pytest.raises(DslcError) as e:

@@ -17,7 +17,8 @@ These are scikit-learn's definitions (`precision_recall_fscore_support`, `zero_d
   each column tp = C[.., 1, 1], fp = C[.., 0, 1], fn = C[.., 1, 0], tn = C[.., 0, 0] per threshold and
   (`"curve": "roc"`) x = fp / (fp + tn), y = tp / (tp + fn), or (`"pr"`) x = tp / (tp + fn),
   y = tp / (tp + fp) (0 where tp + fp = 0, as Keras's); the area Σ_j (x_j - x_j+1) · h_j with h_j = (y_j + y_j+1) / 2
-  (`"summation_method": "interpolation"`), min(y_j, y_j+1) (`"minoring"`) or max (`"majoring"`); PR with
+  (`"summation_method": "interpolation"`), min(y_j, y_j+1) (`"minoring"`), max (`"majoring"`) or y_j
+  (`"step"`: for PR, scikit-learn's average precision Σ (R_j - R_j+1)·P_j); PR with
   `"interpolation"` instead integrates precision with tp and tp + fp linear between thresholds (Davis &
   Goadrich; Keras's `interpolate_pr_auc`): Σ_j s_j · (Δtp_j + (tp_j+1 - s_j · P_j+1) · ln(P_j / P_j+1)) / pos,
   P = tp + fp, s_j = Δtp_j / ΔP_j (0 where ΔP_j = 0), the log term 0 where P_j+1 = 0, pos = tp + fn.
@@ -77,7 +78,7 @@ def _curve_area(c: np.ndarray, curve: str, summation_method: str) -> float:
     else:
         x, y = recall, _ratio(tp, tp + fp)
     heights = {"interpolation": (y[:-1] + y[1:]) / 2, "minoring": np.minimum(y[:-1], y[1:]),
-               "majoring": np.maximum(y[:-1], y[1:])}[summation_method]
+               "majoring": np.maximum(y[:-1], y[1:]), "step": y[:-1]}[summation_method]
     return float(np.sum((x[:-1] - x[1:]) * heights))
 
 
