@@ -384,3 +384,38 @@ def test_one_class_data_gives_nan_and_says_why_once(tmp_path, monkeypatch, capsy
     captured = capsys.readouterr()
     assert "warning: `auc` is NaN: the data holds examples of one class only" in captured.err
     assert "  auc   nan" in captured.out
+
+
+KERAS_SETTINGS = {  # dslc's settings -> keras.metrics.AUC's
+    "roc": ("", {}),
+    "roc50min": (", num_thresholds = 50, summation_method = \"minoring\"", {"num_thresholds": 50, "summation_method": "minoring"}),
+    "roc_major": (', summation_method = "majoring"', {"summation_method": "majoring"}),
+    "pr": (', curve = "pr"', {"curve": "PR"}),
+    "pr_min": (', curve = "pr", summation_method = "minoring"', {"curve": "PR", "summation_method": "minoring"}),
+    "pr30": (', curve = "pr", num_thresholds = 30', {"curve": "PR", "num_thresholds": 30}),
+}
+
+
+def test_keras_auc_gives_the_same_numbers(tmp_path, monkeypatch):
+    """Logits against `keras.metrics.AUC(from_logits=True)` (torch backend), one score per example and
+    4 labels (`multi_label=True`: the macro mean; `False`: the columns flattened, dslc's micro), every
+    curve and summation, fed in uneven batches to both."""
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    metrics = "\n    ".join(
+        [f"metric one_{k} = auc(s[:, 0], y[:, 0]{a})" for k, (a, _) in KERAS_SETTINGS.items()]
+        + [f"metric labels_{k} = auc(s, y, multi_label = true{a})" for k, (a, _) in KERAS_SETTINGS.items()]
+        + [f'metric flat_{k} = auc(s, y, multi_label = true, average = "micro"{a})' for k, (a, _) in KERAS_SETTINGS.items()])
+    program = compile_text(tmp_path, CLASSES.format(target="f32[B, 4]", loss="binary_cross_entropy(z, y)",
+                                                    metrics=metrics), name="keras.dl")
+    rng = np.random.default_rng(11)
+    y = (rng.random((333, 4)) < [0.5, 0.3, 0.2, 0.1]).astype(np.float32)
+    s = (rng.normal(0, 2, (333, 4)) + 1.5 * y).astype(np.float32)
+    got = evaluate(program, {"s": s, "y": y}, 50)
+    for key, (_, settings) in KERAS_SETTINGS.items():
+        for name, labels, multi in (("one", slice(0, 1), False), ("labels", slice(0, 4), True),
+                                    ("flat", slice(0, 4), False)):
+            reference = keras.metrics.AUC(from_logits=True, multi_label=multi, **settings)
+            for start in range(0, 333, 50):
+                reference.update_state(y[start:start + 50, labels], s[start:start + 50, labels])
+            assert got[f"{name}_{key}"] == pytest.approx(float(reference.result()), abs=2e-6), f"{name}_{key}"
