@@ -93,6 +93,11 @@ def _probabilities(ctx, scores: Tensor, from_logits, squash: str) -> Tensor:
     given = next((op for op in ("sigmoid", "softmax") if _output_of(scores, op) is not None), None)
     if from_logits is None:
         from_logits = given is None
+        if _output_of(scores, "input") is not None:  # scores fed as data: logits or probabilities, who knows
+            p = _shown(ctx, "scores", "the scores")
+            ctx.warn(f"`auc` reads {p} as logits and applies the {squash}: probabilities would be squashed twice",
+                     arg="scores", label="an input of the model",
+                     hint="say which: `from_logits = false` for probabilities, `from_logits = true` for logits")
     if from_logits:
         if given is not None:
             p = _shown(ctx, "scores", "`scores`")
@@ -132,7 +137,7 @@ def auc(ctx, scores: Tensor, target: Tensor, curve: str = "roc", num_thresholds:
     `"minoring"`, `"majoring"` or `"step"` (each interval at the height of its lower threshold: with
     `curve = "pr"`, the average precision of scikit-learn and torchmetrics). Scores: logits (a sigmoid is applied, a softmax for class scores); a
     `sigmoid` or `softmax` output is read as probabilities; `from_logits = false` reads any scores as
-    probabilities (clipped to [0, 1]). One score per example against 0/1 targets of its shape; class
+    probabilities (clipped to [0, 1]); scores that are an input of the model warn unless it is given. One score per example against 0/1 targets of its shape; class
     scores against integer labels or one-hot rows: one class against the rest; against 0/1 targets of
     several columns with `multi_label = true` (the default for a `sigmoid` output or a target of
     `binary_cross_entropy`): each label on its own. `average` over the columns: `"macro"` (the mean of

@@ -230,7 +230,7 @@ def test_one_class_against_the_rest_matches_scikit_learn(tmp_path):
 def test_class_logits_take_a_softmax(tmp_path):
     """Class logits and their `softmax` output give the same counts; probabilities computed outside agree
     up to the thresholds that float rounding puts on the other side."""
-    metrics = "metric logits = auc(s, y)\n    metric probs = auc(softmax(s), y)\n    metric given = auc(q, y, from_logits = false)"
+    metrics = "metric logits = auc(s, y, from_logits = true)\n    metric probs = auc(softmax(s), y)\n    metric given = auc(q, y, from_logits = false)"
     text = CLASSES.format(target="i64[B]", loss="cross_entropy(z, y)", metrics=metrics)
     program = compile_text(tmp_path, text.replace("target y", "input  q: f32[B, 4]\n    target y"), name="logits.dl")
     rng = np.random.default_rng(4)
@@ -297,6 +297,12 @@ def test_the_wrong_reading_of_scores_warns(tmp_path):
     program = compile_text(tmp_path, late, name="late.dl")
     (w,) = [render(w) for w in program.warnings if "auc" in w.message]
     assert "`auc` reads one class per row of `y`" in w and "`multi_label = true`" in w
+    # scores fed as data may be either: said, or warned about
+    fed = compile_text(tmp_path, BINARY.format(metrics="metric auc(s, y)\n    metric said = auc(s, y, from_logits = true)"),
+                       name="fed.dl")
+    (w,) = [render(w) for w in fed.warnings if "auc" in w.message]
+    assert "fed.dl:8:16: warning: `auc` reads `s` as logits and applies the sigmoid" in w
+    assert "hint: say which: `from_logits = false` for probabilities" in w
 
 
 LEARNER = """
