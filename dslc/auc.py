@@ -111,7 +111,10 @@ def _probabilities(ctx, scores: Tensor, from_logits, squash: str) -> Tensor:
 
 
 def _counts(ctx, p: Tensor, truth: Tensor, num_thresholds: int) -> Tensor:
-    """The `[K, T, 2, 2]` confusion matrices of probabilities `p` and 0/1 `truth`, both `[N, K]`."""
+    """The `[K, T, 2, 2]` confusion matrices of probabilities `p` and 0/1 `truth`, both `[N, K]`: K·N·T
+    comparisons and one MatMul. (A histogram of threshold buckets, `scatter_add_rows` then a triangular
+    MatMul, does K·N work but measured slower at batch 128 on the MLP's training step: +25% with 10
+    classes, +9% with one score per example, against this graph's +20% and +5-13%.)"""
     b = ctx.b
     k, dtype = p.type.shape[-1], p.type.dtype
     cuts = b.const([[thresholds(num_thresholds)]], dtype)  # [1, 1, T]
