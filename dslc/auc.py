@@ -107,6 +107,7 @@ def _probabilities(ctx, scores: Tensor, from_logits, squash: str) -> Tensor:
                            hint=f"pass the logits (the value before `{given}`), or drop `from_logits` (a "
                                 f"{given} output is read as probabilities)")
         return b.softmax(scores, axis=-1) if squash == "softmax" else b.sigmoid(scores)
+    ctx.note_range(scores, 0, 1)  # probabilities fed as data are checked when loaded
     return b.clip(scores, low=0.0, high=1.0)
 
 
@@ -140,7 +141,7 @@ def auc(ctx, scores: Tensor, target: Tensor, curve: str = "roc", num_thresholds:
     `"minoring"`, `"majoring"` or `"step"` (each interval at the height of its lower threshold: with
     `curve = "pr"`, the average precision of scikit-learn and torchmetrics). Scores: logits (a sigmoid is applied, a softmax for class scores); a
     `sigmoid` or `softmax` output is read as probabilities; `from_logits = false` reads any scores as
-    probabilities (clipped to [0, 1]); scores that are an input of the model warn unless it is given. One score per example against 0/1 targets of its shape; class
+    probabilities (an input's checked to lie in [0, 1] when loaded, others clipped to it); scores that are an input of the model warn unless it is given. One score per example against 0/1 targets of its shape; class
     scores against integer labels or one-hot rows: one class against the rest; against 0/1 targets of
     several columns with `multi_label = true` (the default for a `sigmoid` output or a target of
     `binary_cross_entropy`): each label on its own. `average` over the columns: `"macro"` (the mean of

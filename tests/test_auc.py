@@ -425,3 +425,16 @@ def test_keras_auc_gives_the_same_numbers(tmp_path, monkeypatch):
             for start in range(0, 333, 50):
                 reference.update_state(y[start:start + 50, labels], s[start:start + 50, labels])
             assert got[f"{name}_{key}"] == pytest.approx(float(reference.result()), abs=2e-6), f"{name}_{key}"
+
+
+def test_probabilities_fed_as_data_are_checked(binary):
+    """`from_logits = false` on an input: values outside [0, 1] are a data error naming the column and row,
+    not a silent clip."""
+    from dslc.diagnostics import DataError
+
+    s, y = on_bin_centres(np.random.default_rng(0), 20)
+    s[7] = 1.5
+    with pytest.raises(DataError) as e:
+        binary.evaluate({"s": s, "y": y}, {k: v for k, v in binary.initial_values().items()
+                                           if not k.startswith("opt.")})
+    assert "`s`" in str(e.value) and "1.5" in str(e.value)
