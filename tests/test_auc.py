@@ -277,6 +277,7 @@ def test_multi_label_matches_scikit_learn(tmp_path):
     ("auc(y, y)", "`auc` needs floating-point scores with a batch axis, got `i64[B]`"),
 ])
 def test_errors_point_at_the_argument(text, message, tmp_path):
+    """Each error at its argument, with what to write instead."""
     with pytest.raises(DslcError) as e:
         compile_text(tmp_path, CLASSES.format(target="i64[B]", loss="cross_entropy(z, y)", metrics=f"metric bad = {text}"),
                      name="bad.dl")
@@ -438,3 +439,20 @@ def test_probabilities_fed_as_data_are_checked(binary):
         binary.evaluate({"s": s, "y": y}, {k: v for k, v in binary.initial_values().items()
                                            if not k.startswith("opt.")})
     assert "`s`" in str(e.value) and "1.5" in str(e.value)
+
+
+@pytest.mark.parametrize("statement, hint", [
+    ("metric e = 1 - auc(z, y)", "hint: `auc` is computed from counts summed over an epoch, after the graph has run: "
+                                 "give it a `metric` of its own (`metric name = auc(...)`), not inside an expression"),
+    ("loss auc(z, y)", "hint: `auc` is computed from counts summed over an epoch, after the graph has run: train "
+                       "with a loss such as `cross_entropy` and report it with `metric`"),
+])
+def test_an_area_inside_an_expression_or_as_the_loss_says_why_not(statement, hint, tmp_path):
+    """Not the generic "reduce it with `mean(...)`": a mean of the counts would be no AUC."""
+    text = CLASSES.format(target="i64[B]", loss="cross_entropy(z, y)", metrics="")
+    text = text.replace("    loss   cross_entropy(z, y)", f"    {statement}" if statement.startswith("loss") else
+                        "    loss   cross_entropy(z, y)\n    " + statement)
+    with pytest.raises(DslcError) as e:
+        compile_text(tmp_path, text, name="expr.dl")
+    shown = render(e.value.diagnostics[0])
+    assert "must be a floating-point scalar, got `f32[4, 200, 2, 2]`" in shown and hint in shown
