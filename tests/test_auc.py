@@ -380,8 +380,8 @@ def test_one_class_data_gives_nan_and_says_why_once(tmp_path, monkeypatch, capsy
     assert not math.isnan(history[-1]["auc"])
     assert warned == [
         "`val_auc` is NaN from epoch 1: the validation data holds examples of one class only, and the area under a "
-        "curve needs both (a precision-recall curve, a positive); NaN never counts as an improvement for early "
-        "stopping", warned[1]]
+        "curve needs both (a precision-recall curve, a positive); NaN never counts as an improvement (early "
+        "stopping, reduce_lr_on_plateau)", warned[1]]
     assert warned[1].startswith("`val_pr` is NaN from epoch 1")
     # as Keras's: no epoch is ever better, so patience 2 stops after the second (warned once over both)
     assert len(history) == 2 and history.stopped_epoch == 2 and history.best_epoch is None

@@ -155,7 +155,7 @@ def undefined_warning(name: str, epoch: int | None = None) -> str:
     data = "validation" if name.startswith("val_") else "training"
     return (f"`{name}` is NaN from epoch {epoch}: the {data} data holds examples of one class only, and the "
             "area under a curve needs both (a precision-recall curve, a positive); NaN never counts as an "
-            "improvement for early stopping")
+            "improvement (early stopping, reduce_lr_on_plateau)")
 
 
 def output_specs(graph_specs) -> dict[str, dict]:
