@@ -59,6 +59,6 @@ def builtin(category: str, name: str | None = None):
 
 
 def load_all() -> dict[str, Builtin]:
-    from dslc import layers, losses, metrics  # noqa: F401  (registers them)
+    from dslc import auc, layers, losses, metrics  # noqa: F401  (registers them)
 
     return BUILTINS

@@ -264,6 +264,16 @@ def _check_trainable(program, args) -> None:
         raise UsageError(f"`--lr`: {lr_out_of_range(program.manifest, args.lr)}")
 
 
+def _warn_undefined_areas(program, results: dict) -> None:
+    from dslc.runtime.layout import eval_key, train_keys
+    from dslc.runtime.metrics import output_specs, undefined_areas, undefined_warning
+
+    graphs = program.manifest["graphs"]
+    specs = output_specs([graphs[eval_key(key)] for key in train_keys(program.manifest)])
+    for name in undefined_areas(results, specs):
+        print(f"warning: {undefined_warning(name)}", file=sys.stderr)
+
+
 def _evaluate(program, args) -> None:
     import json
 
@@ -271,6 +281,7 @@ def _evaluate(program, args) -> None:
 
     results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device,
                                threads=args.threads)
+    _warn_undefined_areas(program, results)
     if args.json:
         print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
         return

@@ -116,24 +116,32 @@ class Context:
         if target.type.rank >= 2 and target.type.shape[-1] != 1:
             self._multi_label[target.id] = self.arg_text("target")
 
-    def note_one_class_per_row(self, target: Node, fn: str) -> None:
-        """Metric `fn` takes the arg-max of each row of float `target` (one class per example)."""
-        self._one_class_rows.append((target, fn, self.arg_span("target"), self.arg_text("scores")))
+    def note_one_class_per_row(self, target: Node, fn: str, reads: str = "takes the arg-max of each row of",
+                               hint: str = "") -> None:
+        """Metric `fn` takes the arg-max of each row of float `target` (one class per example); `reads`
+        and `hint` say so in the warning when the loss scores its columns as labels."""
+        self._one_class_rows.append((target, fn, self.arg_span("target"), self.arg_text("scores"), reads, hint))
+
+    def scored_as_labels(self, target: Node) -> bool:
+        """Whether `binary_cross_entropy` (written before) scores the columns of `target` as labels."""
+        return target.id in self._multi_label
 
     def warn_multi_label_argmax(self) -> None:
         """After the training statements: a metric that reads one class per row from the target that
         `binary_cross_entropy` scores label by label counts a multi-label example right when its highest
         score is its first positive label — Keras's `accuracy` with that loss compares every label."""
-        for target, fn, span, scores in self._one_class_rows:
+        for target, fn, span, scores, reads, own_hint in self._one_class_rows:
             if target.id not in self._multi_label:
                 continue
             labels, k = self._multi_label[target.id], target.type.shape[-1]
             hint = "with one class per example, train with `cross_entropy`"
-            if target.type.rank == 2:
+            if own_hint:
+                hint = f"{own_hint}; {hint}"
+            elif target.type.rank == 2:
                 hint = (f"to score every label on its own (Keras's `binary_accuracy`), give one label per row: "
                         f"`{fn}(reshape({scores}, {k}, 1), reshape({labels}, {k}, 1))`; " + hint)
             self.warnings.append(warning(
-                f"`{fn}` takes the arg-max of each row of `{labels}` (one class per example), but the loss "
+                f"`{fn}` {reads} `{labels}` (one class per example), but the loss "
                 f"`binary_cross_entropy` scores its {k} columns as labels of their own", span,
                 "read as one class per row", hint))
 

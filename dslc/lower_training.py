@@ -82,9 +82,26 @@ class TrainingLowering:
     def scalar(self, value, span, what) -> Node:
         if not isinstance(value, Node) or value.type.rank != 0 or not value.type.is_float:
             got = f"`{value.type}`" if isinstance(value, Node) else describe(value)
-            raise error(f"{what} must be a floating-point scalar, got {got}", span,
-                        hint="reduce it with `mean(...)` or `sum(...)`" if isinstance(value, Node) else "")
+            hint = "reduce it with `mean(...)` or `sum(...)`" if isinstance(value, Node) else ""
+            counted = self.count_metric_in(value) if isinstance(value, Node) else None
+            if counted is not None:  # a mean of counts is no metric: say what the counts are
+                hint = (f"`{counted}` is computed from counts summed over an epoch, after the graph has run: "
+                        + ("train with a loss such as `cross_entropy` and report it with `metric`" if what == "the loss"
+                           else f"give it a `metric` of its own (`metric name = {counted}(...)`), not inside an expression"))
+            raise error(f"{what} must be a floating-point scalar, got {got}", span, hint=hint)
         return value
+
+    def count_metric_in(self, value: Node) -> str | None:
+        """The count metric (`f1`, `auc`, `confusion_matrix`) whose counts `value` is computed from, if any."""
+        aggregates, stack, seen = self.result.metric_aggregates, [value], set()
+        while stack:
+            node = stack.pop()
+            if node.id in aggregates:
+                return aggregates[node.id].get("value") or aggregates[node.id]["counts"]
+            if node.id not in seen:
+                seen.add(node.id)
+                stack.extend(node.inputs)
+        return None
 
     def optimizer(self, call: ast.Call, env) -> OptimizerSpec:
         if call.func not in OPTIMIZERS:

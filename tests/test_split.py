@@ -99,6 +99,7 @@ model acc {
     metric    accuracy(logits, y)
     metric    f1(logits, y)
     metric    confusion_matrix(logits, y)
+    metric    auc(logits, y)
 }
 """
 
@@ -121,6 +122,10 @@ def test_accumulation_equals_one_step_on_the_whole_batch(tmp_path, optimizer):
     for key in ("loss", "accuracy", "f1"):
         assert accumulated[-1][key] == pytest.approx(fused[-1][key], rel=1e-5)
     assert accumulated[-1]["confusion_matrix"] == fused[-1]["confusion_matrix"]  # summed, not averaged
+    # auc from the summed [3, 200, 2, 2] threshold counts: a probability within rounding of a threshold may
+    # fall on its other side (a count of 1 moves the area by ~1e-4 here)
+    assert accumulated[-1]["auc"] == pytest.approx(fused[-1]["auc"], abs=1e-3)
+    assert 0.5 < fused[-1]["auc"] < 1
     assert np.sum(fused[-1]["confusion_matrix"]) == 53
     assert fused[-1]["loss"] < fused[0]["loss"]
 

@@ -125,6 +125,7 @@ CALLS = {
     "precision": ("s: [B, 3]; t: i64[B]", "precision(s, t)"), "recall": ("s: [B, 1]; t: [B, 1]", "recall(s, t)"),
     "f1": ("s: [B, 3]; t: [B, 3]", 'f1(s, t, average = "micro")'),
     "confusion_matrix": ("s: [B, 3]; t: i64[B]", "confusion_matrix(s, t)"),
+    "auc": ("s: [B, 3]; t: [B, 3]", "auc(s, t, multi_label = true)"),
     "top_k_accuracy": ("s: [B, 3]; t: i64[B]", "top_k_accuracy(s, t, k = 2)"), "mae": ("a: [B, 3]; b: [B, 3]", "mae(a, b)"),
     "attention": ("q: [B, 5, 4]; m: bool[B, 5]", "attention(q, q, q, 2, key_mask = m)"),
     "avg_pool1d": ("x: [B, 2, 6]", "avg_pool1d(x, 2)"), "avg_pool2d": ("x: [B, 2, 6, 6]", "avg_pool2d(x, 2)"),

@@ -28,7 +28,7 @@ from dslc.runtime.layout import (
     objective_of,
     train_keys,
 )
-from dslc.runtime.metrics import EpochMetrics, output_specs
+from dslc.runtime.metrics import EpochMetrics, output_specs, undefined_areas, undefined_warning
 from dslc.runtime.runlock import locks_run_directory, when_released
 from dslc.runtime.run_start import (
     check_one_sample_batch,
@@ -304,6 +304,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     reporter.start(info)
     started = time.perf_counter()
     stopped = None
+    warned_undefined: set[str] = set()
     for epoch in range(first_epoch, epochs):
         reporter.epoch_start(epoch + 1, epochs, steps)
         t0 = time.perf_counter()
@@ -341,6 +342,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
                                 lr_used, ckpt_path)
             record.update({f"val_{prefix}{k}": v for k, v in values.items()})
         record.update(rates.in_effect(global_step - 1))
+        for name in undefined_areas(record, metric_specs):
+            if name not in warned_undefined:
+                warned_undefined.add(name)
+                reporter.warn(undefined_warning(name, epoch + 1))
         record["time"] = time.perf_counter() - t0
         record["samples_per_s"] = n / max(train_time, 1e-9)
         history.append(record)
