@@ -8,7 +8,7 @@ import pytest
 
 from dslc.cli import main
 from dslc.diagnostics import DataError
-from helpers import compile_text
+from helpers import compile_text, hang_guard
 
 pytest.importorskip("dask.distributed")
 from dslc.runtime import dask_predict  # noqa: E402
@@ -134,3 +134,35 @@ def test_progress_says_each_count_of_rows_once():
     for done in (10, 25, 25):
         progress(done, 25)
     assert [line.split(" (")[0] for line in lines] == ["predicted 10/25 rows", "predicted 25/25 rows"]
+
+
+def test_a_signal_while_the_local_cluster_closes_ends_the_command_at_once(program, data, tmp_path):
+    # the interrupted close left the cluster open, and Dask's exit hook closed it again with a 10 s timeout
+    # after `error: terminated (SIGTERM)` was printed: the command seemed to hang (11.5 s to exit)
+    import subprocess
+    import sys
+    import time
+
+    for name, array in data.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    script = f"""
+import os, signal, sys, time
+from distributed import worker
+close = worker.Worker.close
+def close_on_a_signal(*args, **kwargs):
+    open({str(tmp_path / "signalled")!r}, "w").close()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    return close(*args, **kwargs)
+worker.Worker.close = close_on_a_signal
+from dslc.__main__ import run
+sys.argv = ["dslc"] + sys.argv[1:]
+sys.exit(run())
+"""
+    done = subprocess.run([sys.executable, "-c", script, "predict", program.source_path, "--input", str(tmp_path),
+                           "-o", str(tmp_path / "y.npz"), "--dask"], capture_output=True, text=True,
+                          timeout=hang_guard(60))
+    ended = time.time()
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.endswith("error: terminated (SIGTERM)\n"), done.stderr
+    assert ended - (tmp_path / "signalled").stat().st_mtime < 6.0  # 10 s more with the exit hook's close

@@ -140,6 +140,10 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
             workers = workers or default_threads()
             cluster = cleanup.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
                                                          dashboard_address=None))
+            # closed by `cleanup` only: a Ctrl-C or SIGTERM that lands while it closes leaves it open, and
+            # Dask's exit hook closed it again, waiting up to 10 s after dslc had said `error: terminated`
+            # (a signal in `Worker.close`: 11.5 s to exit instead of 1.5). Its threads end with the process.
+            cluster.shutdown_on_close = False
             threads = max(1, default_threads() // workers)
         else:
             cluster, threads = address, None  # every core of each worker's machine
