@@ -261,3 +261,20 @@ def test_a_rank_whose_model_does_not_compile_ends_the_job(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "error: unknown layer or function `tanhh`" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("fault, code, message", [
+    ("|> tanhh |>", 1, "error: unknown layer or function `tanhh`"),  # every rank's compile fails
+    ("missing data", 3, "error (worker 0 of 2): cannot read `"),  # every rank's `fit` fails
+])
+def test_a_failure_of_every_rank_is_said_once(tmp_path, fault, code, message):
+    # each rank printed it (two copies of the diagnostic with its caret), then MPICH's `Abort(1) on node 1 ...`
+    command = _mpiexec_train(tmp_path, epochs=1) + ["-o", str(tmp_path / "run")]
+    if fault == "missing data":
+        command[command.index("--data") + 1] = str(tmp_path / "missing.npz")
+    else:
+        (tmp_path / "m.dl").write_text(textwrap.dedent(MODEL).replace("|> tanh |>", fault))
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=hang_guard(120))
+    assert done.returncode == code, done.stderr
+    assert done.stderr.count(message) == 1, done.stderr
+    assert done.stderr.count("error") == 1 and "Abort(" not in done.stderr, done.stderr

@@ -171,6 +171,9 @@ class OneOfTwo:
             self.sent = value
         return self.sent
 
+    def iprobe(self, source, tag):  # rank 0 did not fail (`said_by_rank_zero`)
+        return False
+
 
 @pytest.mark.parametrize("error, code", [
     (UsageError("`-D n` is given twice"), 2),
@@ -212,6 +215,7 @@ def test_a_rank_exits_with_the_code_the_command_would(error):
     comm = Comm(1)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(distributed, "_wait_until_read", lambda: None)
+        m.setattr(distributed, "FAILURE_GRACE_S", 0.0)
         with distributed.abort_on_error(comm):
             raise error
     assert comm.aborted == failure(Namespace(verb="predict", out="."), error)[0]
@@ -231,6 +235,7 @@ def test_a_failing_rank_aborts_once_its_message_is_read(monkeypatch):
     monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w"))
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a pipe: nothing to wait for
     monkeypatch.setattr(distributed, "READ_WAIT_S", 600.0)
+    monkeypatch.setattr(distributed, "FAILURE_GRACE_S", 0.0)
     waiting, received = threading.Event(), []
     sleep = time.sleep
     monkeypatch.setattr(time, "sleep", lambda seconds: (waiting.set(), sleep(seconds)))

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dslc.diagnostics import DataError, DslcError
-from dslc.cli_failures import exit_code
+from dslc.cli_failures import exit_code, to_devnull
 from dslc.interrupts import RESUME_HINT, stopped
 
 MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
@@ -34,7 +34,10 @@ _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
 ABORT_WAIT_S = 60.0  # the longest the other ranks wait for rank 0 to abort after `check_same_run` fails
-INTERRUPT_GRACE_S = 1.0  # how long the ranks other than 0 leave rank 0 to report a Ctrl-C or SIGTERM
+# how long a failing rank other than 0 waits for word that rank 0 failed the same way (and reports it):
+# the ranks run one command, and a model that does not compile, a missing file or Ctrl-C fails them all
+FAILURE_GRACE_S = 2.0
+FAILURE_TAG = 0xD51C  # the tag of that word: the ranks exchange no other point-to-point messages
 READ_WAIT_S = 5.0  # the longest a failing rank waits for `mpiexec` to read its message before it aborts
 
 
@@ -91,8 +94,8 @@ def abort_on_error(comm, checkpoint: str | os.PathLike | None = None):
     """On a rank, turn any failure into a message naming the rank and `MPI.Abort` (which stops every
     rank, with the exit code of the error's kind) — instead of leaving the other ranks blocked. Stopped
     by Ctrl-C or SIGTERM (`mpiexec` passes them on to every rank), the rank says that the run's
-    `checkpoint`, if written, continues with `--resume`, as `dslc train` does in one process; the other
-    ranks give rank 0 `INTERRUPT_GRACE_S` to say it and abort first."""
+    `checkpoint`, if written, continues with `--resume`, as `dslc train` does in one process. A failure
+    that rank 0 has too is said by rank 0 alone (`said_by_rank_zero`)."""
     if comm is None:
         yield
         return
@@ -100,21 +103,43 @@ def abort_on_error(comm, checkpoint: str | os.PathLike | None = None):
         yield
     except BaseException as e:  # noqa: BLE001 - every failure must stop the other ranks
         code = exit_code(e)
-        where = f"worker {comm.Get_rank()} of {comm.Get_size()}"
         if isinstance(e, DataError):
-            text = f"error ({where}): {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")
+            text = e.message + (f"\nhint: {e.hint}" if e.hint else "")
         elif isinstance(e, DslcError):
-            text = f"error ({where}): the model has errors"
+            text = "the model has errors"
         elif isinstance(e, KeyboardInterrupt):
-            if comm.Get_rank() != 0:  # every rank got the signal, as a rule: rank 0 alone then says so
-                time.sleep(INTERRUPT_GRACE_S)
-            text = f"error ({where}): " + stopped(e)[0].removeprefix("error: ")
+            text = stopped(e)[0].removeprefix("error: ")
             if checkpoint is not None and os.path.exists(checkpoint):
                 text += f"\nhint: {RESUME_HINT}"
         else:
-            text = f"error ({where}): {type(e).__name__}: {e}"
-        sys.stderr.write(text + "\n")
+            text = f"{type(e).__name__}: {e}"
+        if said_by_rank_zero(comm, text):
+            time.sleep(ABORT_WAIT_S)  # rank 0's `MPI.Abort` ends this process first
+        else:
+            sys.stderr.write(f"error (worker {comm.Get_rank()} of {comm.Get_size()}): {text}\n")
         abort_job(comm, code)
+
+
+_told: list = []  # rank 0's pending sends of `said_by_rank_zero`: a request's buffer must outlive the call
+
+
+def said_by_rank_zero(comm, text: str) -> bool:
+    """Whether rank 0 says `text`, the message of this rank's failure, for it, so that this rank says
+    nothing: every rank of `mpiexec ... dslc train` runs the same command, and most failures (a model
+    that does not compile, a data file missing, Ctrl-C, which `mpiexec` passes to every rank) are every
+    rank's, each printing the same message (two copies of a diagnostic on 2 ranks). Rank 0 sends its
+    `text` to the others and returns False (it reports); another rank waits at most `FAILURE_GRACE_S`
+    for it, polling, and returns whether it is the same text (when rank 0 did not fail, or failed
+    otherwise, the rank reports its own failure)."""
+    if comm.Get_rank() == 0:
+        _told.extend(comm.isend(text, dest=rank, tag=FAILURE_TAG) for rank in range(1, comm.Get_size()))
+        return False
+    deadline = time.monotonic() + FAILURE_GRACE_S
+    while time.monotonic() < deadline:
+        if comm.iprobe(source=0, tag=FAILURE_TAG):
+            return comm.recv(source=0, tag=FAILURE_TAG) == text
+        time.sleep(POLL_S)
+    return False
 
 
 def abort_job(comm, code: int) -> None:
@@ -128,6 +153,7 @@ def abort_job(comm, code: int) -> None:
         except (OSError, ValueError):  # a reader that left: nothing more to say
             pass
     _wait_until_read()
+    to_devnull(sys.stderr)  # not MPICH's `Abort(3) on node 0 (rank 0 in comm 0): application called MPI_Abort(...)`
     comm.Abort(code)
 
 
