@@ -109,6 +109,7 @@ def _run(args) -> int:
 
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
+    _refuse_mpiexec(args)
     program = _compiled(args)
     if program.warnings and not _other_rank(args):  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
@@ -195,6 +196,20 @@ def _run(args) -> int:
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")
     return EXIT_OK
+
+
+def _refuse_mpiexec(args) -> None:
+    """Only `dslc train` runs on the processes of `mpiexec -n N`: any other verb ran N times, each rank
+    printing the same results (`evaluate`, `bench`) or writing the same files (`predict`, `build`)."""
+    from dslc.runtime.distributed import launch_rank, launched_by_mpi
+
+    if args.verb == "train" or not launched_by_mpi():
+        return
+    if launch_rank() != 0:  # every rank refuses it: rank 0 alone says so
+        to_devnull(sys.stderr)
+    hint = "; `dslc predict --dask` runs batch inference on many cores or machines" if args.verb == "predict" else ""
+    raise UsageError(f"`dslc {args.verb}` runs in one process: under `mpiexec`, only `dslc train` uses several "
+                     f"(run it without `mpiexec`{hint})")
 
 
 def _fmt(args) -> int:

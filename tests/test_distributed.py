@@ -294,3 +294,18 @@ def test_two_ranks_with_batch_norm_and_dropout_equal_two_micro_batches(workdir, 
         assert relative_difference(a.params[name], b.params[name]) < 2e-6, name
     assert [h["loss"] for h in ranks] == pytest.approx([h["loss"] for h in micro], rel=1e-6)
     assert abs(ranks[-1]["loss"] - fused[-1]["loss"]) > 1e-4 * abs(fused[-1]["loss"])
+
+
+def test_a_verb_other_than_train_under_mpiexec_is_refused_once(tmp_path):
+    # `mpiexec -n 2 dslc predict` predicted twice and wrote the same file twice, `evaluate` printed twice
+    command = _mpiexec_train(tmp_path, epochs=1)
+    trained = subprocess.run(command + ["-o", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT,
+                             timeout=hang_guard(120))
+    assert trained.returncode == 0, trained.stderr
+    predict = command[:command.index("train")] + ["predict", str(tmp_path / "m.dl"), "--weights", str(tmp_path / "run"),
+                                                  "--input", str(tmp_path / "d.npz"), "-o", str(tmp_path / "y.npz")]
+    done = subprocess.run(predict, capture_output=True, text=True, cwd=ROOT, timeout=hang_guard(120))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("dslc predict: error: `dslc predict` runs in one process: under `mpiexec`, only "
+                             "`dslc train` uses several") == 1, done.stderr
+    assert "--dask" in done.stderr and not (tmp_path / "y.npz").exists()

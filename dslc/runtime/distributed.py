@@ -30,6 +30,7 @@ from dslc.interrupts import RESUME_HINT, stopped
 MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
 # environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 # how often a rank waiting for rank 0 looks for its message: MPICH's blocking calls wait by spinning
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
@@ -53,6 +54,12 @@ class RankZeroStopped(DataError):
 def launched_by_mpi() -> bool:
     """Whether this process is one of several started by `mpiexec`."""
     return any(os.environ.get(name, "1").isdigit() and int(os.environ.get(name, "1")) > 1 for name in _SIZE_VARIABLES)
+
+
+def launch_rank() -> int:
+    """This process's rank as its MPI launcher numbered it (0 when not started by one), read without
+    starting MPI."""
+    return next((int(os.environ[n]) for n in _RANK_VARIABLES if os.environ.get(n, "").isdigit()), 0)
 
 
 def world():
