@@ -166,3 +166,19 @@ sys.exit(run())
     assert done.returncode == 143, done.stderr
     assert done.stderr.endswith("error: terminated (SIGTERM)\n"), done.stderr
     assert ended - (tmp_path / "signalled").stat().st_mtime < 6.0  # 10 s more with the exit hook's close
+
+
+def test_a_scheduler_without_workers_is_a_clear_error(program, data, tmp_path):
+    # it said the scheduler "stopped answering after 0 of 1,003 rows (TimeoutError: No valid workers found)"
+    import dask
+    from dask.distributed import LocalCluster
+
+    np.save(tmp_path / "x.npy", data["x"])
+    np.save(tmp_path / "z.npy", data["z"])
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
+            dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(DataError) as e:
+        dask_predict.predict(program, tmp_path, tmp_path / "out.npz", address=cluster.scheduler_address)
+    assert e.value.message == f"the Dask scheduler at `{cluster.scheduler_address}` has no workers: none joined it " \
+                              "within 1s; nothing was written"
+    assert e.value.hint.startswith(f"start workers for it (`dask worker {cluster.scheduler_address}`)")
+    assert not (tmp_path / "out.npz").exists()

@@ -188,6 +188,13 @@ def cluster_failures(address: str | None, done: list[int], total: int):
         yield
     except (OSError, CancelledError, KilledWorker, TimeoutError) as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        if done[0] == 0 and "no valid workers" in str(e).lower():  # the scheduler answers, but has no workers
+            import dask
+
+            raise DataError(f"{where} has no workers: none joined it within "
+                            f"{dask.config.get('distributed.comm.timeouts.connect')}; nothing was written",
+                            hint=f"start workers for it (`dask worker {address}`), then run the command again") \
+                from None
         if done[0] == 0 and "connect" in str(e).lower():
             raise DataError(f"cannot reach {where} ({reason})",
                             hint="start a scheduler and workers there (`dask scheduler`, `dask worker ADDRESS`), "
