@@ -312,7 +312,7 @@ def test_a_verb_other_than_train_under_mpiexec_is_refused_once(tmp_path):
 
 
 @pytest.mark.parametrize("signalled", ["dslc", "mpiexec"])
-def test_workers_stopped_by_sigterm_say_it_once_and_resume(tmp_path, signalled):
+def test_workers_stopped_by_sigterm_say_it_once_and_keep_the_checkpoint(tmp_path, signalled):
     # `--workers`: a SIGTERM to dslc killed `mpiexec` 0.25 s later (`subprocess.run`), the ranks had no
     # handler (exit 15: killed), so a SIGTERM to `mpiexec` alone was taken for a dying worker and retried
     import signal
