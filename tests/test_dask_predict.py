@@ -182,3 +182,15 @@ def test_a_scheduler_without_workers_is_a_clear_error(program, data, tmp_path):
                               "within 1s; nothing was written"
     assert e.value.hint.startswith(f"start workers for it (`dask worker {cluster.scheduler_address}`)")
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_an_npz_in_a_missing_folder_is_refused_before_the_work(program, data, tmp_path):
+    # `dslc predict` refuses it; with --dask the folder was created
+    np.save(tmp_path / "x.npy", data["x"])
+    np.save(tmp_path / "z.npy", data["z"])
+    with pytest.raises(DataError) as e:
+        dask_predict.predict(program, tmp_path, tmp_path / "missing" / "y.npz",
+                             progress=lambda done, total: pytest.fail("it predicted"))
+    assert e.value.message == f"cannot write `{tmp_path / 'missing' / 'y.npz'}`: No such file or directory " \
+                              f"(`{tmp_path / 'missing'}`)"
+    assert not (tmp_path / "missing").exists()

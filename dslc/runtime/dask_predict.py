@@ -130,6 +130,10 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
     if total == 0:
         raise DataError(f"`{inputs}` has no rows")
     out = Path(out)
+    if out.suffix == ".npz":  # before the work, as `dslc predict` does (a missing folder was created)
+        from dslc.fsutil import check_writable
+
+        check_writable(out)
     staging = out.parent / f".{out.name}.dslc-partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
