@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - each kind of failure has its exit code
         code, lines = failure(args, e)
         comm = _job_to_stop(args, e)
-        said_by_rank_zero = comm is not None and _said_by_rank_zero(comm, lines)
+        said_by_rank_zero = _said_by_rank_zero(args, comm, e, lines)
         if not said_by_rank_zero:
             try:
                 _tell_failure(args, verbs[args.verb], e, lines)
@@ -400,11 +400,15 @@ def _job_to_stop(args, error: BaseException):
         return None
 
 
-def _said_by_rank_zero(comm, lines: list[str]) -> bool:
-    """Whether rank 0 prints this rank's failure `lines` for it (every rank runs the same command: a
-    model that does not compile fails them all, and each printed the diagnostic)."""
-    from dslc.runtime.distributed import said_by_rank_zero
+def _said_by_rank_zero(args, comm, error: BaseException, lines: list[str]) -> bool:
+    """Whether rank 0 prints this rank's failure `lines` for it, under `mpiexec ... dslc train`: every rank
+    runs the same command (a model that does not compile fails them all, and each printed the diagnostic),
+    and a rank that stopped because rank 0 failed to compile or tune (`RankZeroStopped`) has nothing to add
+    to rank 0's message."""
+    from dslc.runtime.distributed import RankZeroStopped, said_by_rank_zero
 
+    if comm is None:
+        return args.verb == "train" and isinstance(error, RankZeroStopped)
     return said_by_rank_zero(comm, "\n".join(lines))
 
 

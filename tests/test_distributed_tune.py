@@ -143,9 +143,8 @@ def test_a_rank_zero_that_stops_while_tuning_stops_the_job(tmp_path, action, cod
     assert done.returncode == code, done.stderr
     assert message in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    if code == 3:
-        assert "error: worker 1 of 2 has no graphs to train: worker 0, which compiles and tunes them, stopped " \
-               "(exit code 3, see its message)" in done.stderr
+    if code == 3:  # rank 1 stops with rank 0's code, and rank 0's message is the only one
+        assert done.stderr.count("error") == 1 and "has no graphs to train" not in done.stderr, done.stderr
     assert sorted(p.name for p in log.glob("measured.*")) == ["measured.0"]
     assert not list(log.glob("program.*"))
 
