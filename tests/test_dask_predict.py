@@ -136,9 +136,15 @@ def test_progress_says_each_count_of_rows_once():
     assert [line.split(" (")[0] for line in lines] == ["predicted 10/25 rows", "predicted 25/25 rows"]
 
 
-def test_a_signal_while_the_local_cluster_closes_ends_the_command_at_once(program, data, tmp_path):
+@pytest.mark.parametrize("module, owner, method", [
     # the interrupted close left the cluster open, and Dask's exit hook closed it again with a 10 s timeout
     # after `error: terminated (SIGTERM)` was printed: the command seemed to hang (11.5 s to exit)
+    ("distributed.worker", "Worker", "close"),
+    # the cluster's start cut short: Dask's exit hook failed to close it, with a traceback
+    ("distributed.deploy.spec", "SpecCluster", "_correct_state"),
+])
+def test_a_signal_while_the_local_cluster_starts_or_closes_ends_the_command_at_once(program, data, tmp_path,
+                                                                                      module, owner, method):
     import subprocess
     import sys
     import time
@@ -147,14 +153,15 @@ def test_a_signal_while_the_local_cluster_closes_ends_the_command_at_once(progra
         np.save(tmp_path / f"{name}.npy", array)
     script = f"""
 import os, signal, sys, time
-from distributed import worker
-close = worker.Worker.close
-def close_on_a_signal(*args, **kwargs):
-    open({str(tmp_path / "signalled")!r}, "w").close()
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.05)
-    return close(*args, **kwargs)
-worker.Worker.close = close_on_a_signal
+import {module}
+original = {module}.{owner}.{method}
+def signalled(*args, **kwargs):
+    if not os.path.exists({str(tmp_path / "signalled")!r}):
+        open({str(tmp_path / "signalled")!r}, "w").close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    return original(*args, **kwargs)
+{module}.{owner}.{method} = signalled
 from dslc.__main__ import run
 sys.argv = ["dslc"] + sys.argv[1:]
 sys.exit(run())
@@ -164,7 +171,7 @@ sys.exit(run())
                           timeout=hang_guard(60))
     ended = time.time()
     assert done.returncode == 143, done.stderr
-    assert done.stderr.endswith("error: terminated (SIGTERM)\n"), done.stderr
+    assert done.stderr.endswith("error: terminated (SIGTERM)\n") and "Traceback" not in done.stderr, done.stderr
     assert ended - (tmp_path / "signalled").stat().st_mtime < 6.0  # 10 s more with the exit hook's close
 
 
@@ -194,3 +201,19 @@ def test_an_npz_in_a_missing_folder_is_refused_before_the_work(program, data, tm
     assert e.value.message == f"cannot write `{tmp_path / 'missing' / 'y.npz'}`: No such file or directory " \
                               f"(`{tmp_path / 'missing'}`)"
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_signal_held_back_by_deferred_is_delivered_after_the_block():
+    import os
+    import signal
+    import time
+
+    from dslc import interrupts
+
+    handler, ran = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handler would have run by now
+            ran.append("the rest of the block")
+    assert ran == ["the rest of the block"] and signal.getsignal(signal.SIGINT) is handler

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc import interrupts
 from dslc.diagnostics import DataError
 
 DASK_HINT = "install the Dask extra: pip install 'dslc[dask]'"
@@ -142,12 +143,16 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
         cleanup.enter_context(quiet_distributed_logs())
         if address is None:
             workers = workers or default_threads()
-            cluster = cleanup.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
-                                                         dashboard_address=None))
-            # closed by `cleanup` only: a Ctrl-C or SIGTERM that lands while it closes leaves it open, and
-            # Dask's exit hook closed it again, waiting up to 10 s after dslc had said `error: terminated`
-            # (a signal in `Worker.close`: 11.5 s to exit instead of 1.5). Its threads end with the process.
-            cluster.shutdown_on_close = False
+            # A signal while the cluster starts waits until `cleanup` can close it (one that cut its start
+            # short left it to Dask's exit hook, whose close failed with a traceback); it is closed by
+            # `cleanup` only: a signal that lands while it closes leaves it open, and the exit hook closed
+            # it again, waiting up to 10 s after dslc had said `error: terminated` (a signal in
+            # `Worker.close`: 11.5 s to exit instead of 1.5). Its threads end with the process.
+            with interrupts.deferred():
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+                cluster.shutdown_on_close = False
+                cleanup.enter_context(cluster)
             threads = max(1, default_threads() // workers)
         else:
             cluster, threads = address, None  # every core of each worker's machine
