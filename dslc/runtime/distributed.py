@@ -37,7 +37,7 @@ POLL_S = 0.005
 ABORT_WAIT_S = 60.0  # the longest the other ranks wait for rank 0 to abort after `check_same_run` fails
 # how long a failing rank other than 0 waits for word that rank 0 failed the same way (and reports it):
 # the ranks run one command, and a model that does not compile, a missing file or Ctrl-C fails them all
-FAILURE_GRACE_S = 2.0
+FAILURE_GRACE_S = 5.0  # (rank 0 may be finishing a checkpoint it was saving when Ctrl-C came)
 FAILURE_TAG = 0xD51C  # the tag of that word: the ranks exchange no other point-to-point messages
 JOB_SIGNAL_S = 1.0  # how long `launch` leaves its job to stop of itself after a SIGTERM, before passing it on
 JOB_STOP_S = 30.0  # the longest `launch` waits for its job to stop after a Ctrl-C or SIGTERM before killing it
