@@ -10,7 +10,7 @@ from dslc import interrupts
 from dslc.cli_args import build_parser, refuse_misuse
 from dslc.cli_failures import (  # noqa: F401 - the exit codes are `dslc.cli`'s too
     EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED, EXIT_USAGE, UsageError,
-    checkpoint_saved, failure, run_checkpoint)
+    checkpoint_saved, failure, run_checkpoint, to_devnull)
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
 from dslc.spelling import command_line
 
@@ -109,6 +109,7 @@ def _run(args) -> int:
 
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
+    _refuse_mpiexec(args)
     program = _compiled(args)
     if program.warnings and not _other_rank(args):  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
@@ -195,6 +196,20 @@ def _run(args) -> int:
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")
     return EXIT_OK
+
+
+def _refuse_mpiexec(args) -> None:
+    """Only `dslc train` runs on the processes of `mpiexec -n N`: any other verb ran N times, each rank
+    printing the same results (`evaluate`, `bench`) or writing the same files (`predict`, `build`)."""
+    from dslc.runtime.distributed import launch_rank, launched_by_mpi
+
+    if args.verb == "train" or not launched_by_mpi():
+        return
+    if launch_rank() != 0:  # every rank refuses it: rank 0 alone says so
+        to_devnull(sys.stderr)
+    hint = "; `dslc predict --dask` runs batch inference on many cores or machines" if args.verb == "predict" else ""
+    raise UsageError(f"`dslc {args.verb}` runs in one process: under `mpiexec`, only `dslc train` uses several "
+                     f"(run it without `mpiexec`{hint})")
 
 
 def _fmt(args) -> int:
@@ -350,35 +365,63 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - each kind of failure has its exit code
         code, lines = failure(args, e)
-        try:
-            _tell_failure(args, verbs[args.verb], e, lines)
-        except BrokenPipeError:  # stderr's reader left (`dslc train ... 2>&1 | head -1`): the code still says why
-            _to_devnull(sys.stderr)
-        if lines and args.verb == "train" and args.log_format == "jsonl":  # a script reading the events
+        comm = _job_to_stop(args, e)
+        said_by_rank_zero = _said_by_rank_zero(args, comm, e, lines)
+        if not said_by_rank_zero:
             try:
+                _tell_failure(args, verbs[args.verb], e, lines)
+            except BrokenPipeError:  # stderr's reader left (`dslc train ... 2>&1 | head -1`): the code says why
+                to_devnull(sys.stderr)
+        if lines and args.verb == "train" and args.log_format == "jsonl" and not said_by_rank_zero:
+            try:  # a script reading the events
                 print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
             except BrokenPipeError:
-                _to_devnull(sys.stdout)
-        if args.verb == "train":
-            _stop_the_other_ranks(code, e)
+                to_devnull(sys.stdout)
+        if comm is not None:
+            _stop_the_other_ranks(comm, code, said_by_rank_zero)
         return code
 
 
-def _stop_the_other_ranks(code: int, error: BaseException) -> None:
-    """Under `mpiexec`, a rank that failed outside training (the model did not compile, on this rank
-    alone: `mpiexec ... : ...` with another file) ends the job: the others would wait for it for ever in
-    their first collective call (found by trying it: a 60 s timeout killed the job). Not when they
-    were told already (`program_from_rank_zero`)."""
+def _job_to_stop(args, error: BaseException):
+    """Under `mpiexec ... dslc train`, the job (`MPI.COMM_WORLD`) that a rank which failed outside training
+    (the model did not compile, a usage error) must end: the others would wait for it for ever in their
+    first collective call (found by trying it: a 60 s timeout killed the job). None when they were told
+    already (`program_from_rank_zero`)."""
+    if args.verb != "train":
+        return None
     from dslc.runtime import distributed
 
-    if not distributed.launched_by_mpi() or getattr(error, "other_ranks_told", False):
-        return
+    if not distributed.launched_by_mpi() or getattr(error, "other_ranks_told", False) \
+            or isinstance(error, distributed.RankZeroStopped):
+        return None
     try:
-        comm = distributed.world()
-    except DataError:  # mpi4py missing: the error just printed says so
-        return
-    if comm is not None:
-        distributed.abort_job(comm, code)
+        return distributed.world()
+    except DataError:  # mpi4py missing: the error printed says so
+        return None
+
+
+def _said_by_rank_zero(args, comm, error: BaseException, lines: list[str]) -> bool:
+    """Whether rank 0 prints this rank's failure `lines` for it, under `mpiexec ... dslc train`: every rank
+    runs the same command (a model that does not compile fails them all, and each printed the diagnostic),
+    and a rank that stopped because rank 0 failed to compile or tune (`RankZeroStopped`) has nothing to add
+    to rank 0's message."""
+    from dslc.runtime.distributed import RankZeroStopped, said_by_rank_zero
+
+    if comm is None:
+        return args.verb == "train" and isinstance(error, RankZeroStopped)
+    return said_by_rank_zero(comm, "\n".join(lines))
+
+
+def _stop_the_other_ranks(comm, code: int, said_by_rank_zero: bool) -> None:
+    """End the job with `code`; a rank whose failure rank 0 reports leaves rank 0 to end it (its own
+    `MPI.Abort` could cut rank 0's message off)."""
+    from dslc.runtime import distributed
+
+    if said_by_rank_zero:
+        import time
+
+        time.sleep(distributed.ABORT_WAIT_S)
+    distributed.abort_job(comm, code)
 
 
 def _tell_failure(args, verb_parser, e: BaseException, lines: list[str]) -> None:
@@ -390,18 +433,9 @@ def _tell_failure(args, verb_parser, e: BaseException, lines: list[str]) -> None
         _say(line)
 
 
-def _to_devnull(stream) -> None:
-    """Point `stream`'s file descriptor at /dev/null, so that the interpreter's last flush of it at exit
-    cannot fail again (and turn the exit code into 120)."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    except (OSError, ValueError):
-        pass
-
-
 def _reader_left(args) -> None:
     """The output's reader closed the pipe: stop quietly."""
-    _to_devnull(sys.stdout)
+    to_devnull(sys.stdout)
     if checkpoint_saved(args):
         _say("note: the output's reader left, so training stopped; the last completed epoch is saved and "
              "`--resume` continues")

@@ -77,6 +77,15 @@ def _os_error_message(e: OSError) -> str:
     return f"cannot access `{e.filename}`: {reason}" if e.filename else reason
 
 
+def to_devnull(stream) -> None:
+    """Point `stream`'s file descriptor at /dev/null, so that the interpreter's last flush of it at exit
+    cannot fail again (and turn the exit code into 120), or so that nothing more reaches the terminal."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def run_checkpoint(args) -> str:
     """The checkpoint a `dslc train` command writes (`RUN/checkpoint.npz`)."""
     return os.path.join(args.out, "checkpoint.npz")

@@ -9,6 +9,8 @@ Imported by `python -m dslc` before anything heavy: it uses nothing but the stan
 import os
 import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 # what a stopped `dslc train` says once it has saved an epoch
@@ -62,3 +64,25 @@ def caused_by_interrupt(error: BaseException) -> KeyboardInterrupt | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+@contextmanager
+def deferred():
+    """Hold Ctrl-C and SIGTERM back while the block runs, then deliver the first one received to the
+    handlers the process had: for a step that a signal must not cut in two, as an object under
+    construction that cannot be closed yet. A no-op outside the main thread (where signals cannot be
+    handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    held = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in held:
+        signal.signal(number, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+    if received:
+        signal.raise_signal(received[0])

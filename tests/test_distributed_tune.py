@@ -143,9 +143,8 @@ def test_a_rank_zero_that_stops_while_tuning_stops_the_job(tmp_path, action, cod
     assert done.returncode == code, done.stderr
     assert message in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    if code == 3:
-        assert "error: worker 1 of 2 has no graphs to train: worker 0, which compiles and tunes them, stopped " \
-               "(exit code 3, see its message)" in done.stderr
+    if code == 3:  # rank 1 stops with rank 0's code, and rank 0's message is the only one
+        assert done.stderr.count("error") == 1 and "has no graphs to train" not in done.stderr, done.stderr
     assert sorted(p.name for p in log.glob("measured.*")) == ["measured.0"]
     assert not list(log.glob("program.*"))
 
@@ -170,6 +169,9 @@ class OneOfTwo:
         if self.rank == 0:
             self.sent = value
         return self.sent
+
+    def iprobe(self, source, tag):  # rank 0 did not fail (`said_by_rank_zero`)
+        return False
 
 
 @pytest.mark.parametrize("error, code", [
@@ -212,6 +214,7 @@ def test_a_rank_exits_with_the_code_the_command_would(error):
     comm = Comm(1)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(distributed, "_wait_until_read", lambda: None)
+        m.setattr(distributed, "FAILURE_GRACE_S", 0.0)
         with distributed.abort_on_error(comm):
             raise error
     assert comm.aborted == failure(Namespace(verb="predict", out="."), error)[0]
@@ -231,6 +234,7 @@ def test_a_failing_rank_aborts_once_its_message_is_read(monkeypatch):
     monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w"))
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a pipe: nothing to wait for
     monkeypatch.setattr(distributed, "READ_WAIT_S", 600.0)
+    monkeypatch.setattr(distributed, "FAILURE_GRACE_S", 0.0)
     waiting, received = threading.Event(), []
     sleep = time.sleep
     monkeypatch.setattr(time, "sleep", lambda seconds: (waiting.set(), sleep(seconds)))

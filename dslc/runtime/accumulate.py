@@ -1,8 +1,8 @@
 """Training steps through the split graphs (`dslc build --split`): each global batch's gradient is
 computed in micro-batches, optionally sharded over the ranks of an MPI communicator, and applied once.
 
-For one objective and a global batch of B rows, rank r of N takes rows [B·r/N, B·(r+1)/N) of it and
-cuts them into `accumulate` micro-batches m of b_m rows (sizes differ by at most one; empty ones are
+For one objective and a global batch of B rows, rank r of N takes its part of it (`shard`) and cuts
+them into `accumulate` micro-batches m of b_m rows (sizes differ by at most one; empty ones are
 skipped). Then
 
     g      = Σ_m b_m · grad(m) / Σ_m b_m          (sums over every micro-batch of every rank: one Allreduce)
@@ -47,8 +47,13 @@ def split_graph_keys(manifest: dict, train_keys: list[str]) -> list[tuple[str, s
 
 
 def shard(n: int, rank: int, size: int) -> slice:
-    """Rank `rank`'s rows of a global batch of `n` rows."""
-    return slice(n * rank // size, n * (rank + 1) // size)
+    """Rank `rank`'s rows of a global batch of `n` rows: the `rank`-th part of `numpy.array_split`'s (the
+    first `n % size` ranks take a row more), as micro-batches are cut, so that `size` ranks cut every batch
+    as `--accumulate size` does in one process (the same statistics for `batch_norm`, the same rows under
+    each dropout seed), short last batches included."""
+    rows, extra = divmod(n, size)
+    start = rank * rows + min(rank, extra)
+    return slice(start, start + rows + (rank < extra))
 
 
 class _Binding:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc import interrupts
 from dslc.diagnostics import DataError
 
 DASK_HINT = "install the Dask extra: pip install 'dslc[dask]'"
@@ -130,6 +131,10 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
     if total == 0:
         raise DataError(f"`{inputs}` has no rows")
     out = Path(out)
+    if out.suffix == ".npz":  # before the work, as `dslc predict` does (a missing folder was created)
+        from dslc.fsutil import check_writable
+
+        check_writable(out)
     staging = out.parent / f".{out.name}.dslc-partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -138,8 +143,16 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
         cleanup.enter_context(quiet_distributed_logs())
         if address is None:
             workers = workers or default_threads()
-            cluster = cleanup.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
-                                                         dashboard_address=None))
+            # A signal while the cluster starts waits until `cleanup` can close it (one that cut its start
+            # short left it to Dask's exit hook, whose close failed with a traceback); it is closed by
+            # `cleanup` only: a signal that lands while it closes leaves it open, and the exit hook closed
+            # it again, waiting up to 10 s after dslc had said `error: terminated` (a signal in
+            # `Worker.close`: 11.5 s to exit instead of 1.5). Its threads end with the process.
+            with interrupts.deferred():
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+                cluster.shutdown_on_close = False
+                cleanup.enter_context(cluster)
             threads = max(1, default_threads() // workers)
         else:
             cluster, threads = address, None  # every core of each worker's machine
@@ -184,6 +197,13 @@ def cluster_failures(address: str | None, done: list[int], total: int):
         yield
     except (OSError, CancelledError, KilledWorker, TimeoutError) as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        if done[0] == 0 and "no valid workers" in str(e).lower():  # the scheduler answers, but has no workers
+            import dask
+
+            raise DataError(f"{where} has no workers: none joined it within "
+                            f"{dask.config.get('distributed.comm.timeouts.connect')}; nothing was written",
+                            hint=f"start workers for it (`dask worker {address}`), then run the command again") \
+                from None
         if done[0] == 0 and "connect" in str(e).lower():
             raise DataError(f"cannot reach {where} ({reason})",
                             hint="start a scheduler and workers there (`dask scheduler`, `dask worker ADDRESS`), "

@@ -24,17 +24,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dslc.diagnostics import DataError, DslcError
-from dslc.cli_failures import exit_code
-from dslc.interrupts import RESUME_HINT, stopped
+from dslc.cli_failures import exit_code, to_devnull
+from dslc.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, RESUME_HINT, Terminated, stopped
 
 MPI_HINT = "install the MPI extra: pip install 'dslc[mpi]' (mpi4py and the mpich wheel)"
 # environment variables an MPI launcher sets in each process it starts: MPICH/Hydra, Open MPI, PMIx
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 # how often a rank waiting for rank 0 looks for its message: MPICH's blocking calls wait by spinning
 # (a rank blocked 2 s in `bcast` used 1.6 s of CPU; polling with sleeps in between, 0.007 s)
 POLL_S = 0.005
 ABORT_WAIT_S = 60.0  # the longest the other ranks wait for rank 0 to abort after `check_same_run` fails
-INTERRUPT_GRACE_S = 1.0  # how long the ranks other than 0 leave rank 0 to report a Ctrl-C or SIGTERM
+# how long a failing rank other than 0 waits for word that rank 0 failed the same way (and reports it):
+# the ranks run one command, and a model that does not compile, a missing file or Ctrl-C fails them all
+FAILURE_GRACE_S = 5.0  # (rank 0 may be finishing a checkpoint it was saving when Ctrl-C came)
+FAILURE_TAG = 0xD51C  # the tag of that word: the ranks exchange no other point-to-point messages
+JOB_SIGNAL_S = 1.0  # how long `launch` leaves its job to stop of itself after a SIGTERM, before passing it on
+JOB_STOP_S = 30.0  # the longest `launch` waits for its job to stop after a Ctrl-C or SIGTERM before killing it
 READ_WAIT_S = 5.0  # the longest a failing rank waits for `mpiexec` to read its message before it aborts
 
 
@@ -50,6 +56,12 @@ class RankZeroStopped(DataError):
 def launched_by_mpi() -> bool:
     """Whether this process is one of several started by `mpiexec`."""
     return any(os.environ.get(name, "1").isdigit() and int(os.environ.get(name, "1")) > 1 for name in _SIZE_VARIABLES)
+
+
+def launch_rank() -> int:
+    """This process's rank as its MPI launcher numbered it (0 when not started by one), read without
+    starting MPI."""
+    return next((int(os.environ[n]) for n in _RANK_VARIABLES if os.environ.get(n, "").isdigit()), 0)
 
 
 def world():
@@ -87,12 +99,13 @@ def tuned_share(batch_size: int, accumulate: int, workers: int | None, threads: 
 
 
 @contextmanager
-def abort_on_error(comm, checkpoint: str | os.PathLike | None = None):
+def abort_on_error(comm, checkpoint: str | os.PathLike | None = None, say_interrupts: bool = True):
     """On a rank, turn any failure into a message naming the rank and `MPI.Abort` (which stops every
     rank, with the exit code of the error's kind) — instead of leaving the other ranks blocked. Stopped
     by Ctrl-C or SIGTERM (`mpiexec` passes them on to every rank), the rank says that the run's
-    `checkpoint`, if written, continues with `--resume`, as `dslc train` does in one process; the other
-    ranks give rank 0 `INTERRUPT_GRACE_S` to say it and abort first."""
+    `checkpoint`, if written, continues with `--resume`, as `dslc train` does in one process (not with
+    `say_interrupts` False: `launch`'s process says it). A failure that rank 0 has too is said by rank 0
+    alone (`said_by_rank_zero`)."""
     if comm is None:
         yield
         return
@@ -100,21 +113,43 @@ def abort_on_error(comm, checkpoint: str | os.PathLike | None = None):
         yield
     except BaseException as e:  # noqa: BLE001 - every failure must stop the other ranks
         code = exit_code(e)
-        where = f"worker {comm.Get_rank()} of {comm.Get_size()}"
         if isinstance(e, DataError):
-            text = f"error ({where}): {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")
+            text = e.message + (f"\nhint: {e.hint}" if e.hint else "")
         elif isinstance(e, DslcError):
-            text = f"error ({where}): the model has errors"
+            text = "the model has errors"
         elif isinstance(e, KeyboardInterrupt):
-            if comm.Get_rank() != 0:  # every rank got the signal, as a rule: rank 0 alone then says so
-                time.sleep(INTERRUPT_GRACE_S)
-            text = f"error ({where}): " + stopped(e)[0].removeprefix("error: ")
+            text = stopped(e)[0].removeprefix("error: ")
             if checkpoint is not None and os.path.exists(checkpoint):
                 text += f"\nhint: {RESUME_HINT}"
         else:
-            text = f"error ({where}): {type(e).__name__}: {e}"
-        sys.stderr.write(text + "\n")
+            text = f"{type(e).__name__}: {e}"
+        if said_by_rank_zero(comm, text):
+            time.sleep(ABORT_WAIT_S)  # rank 0's `MPI.Abort` ends this process first
+        elif say_interrupts or not isinstance(e, KeyboardInterrupt):
+            sys.stderr.write(f"error (worker {comm.Get_rank()} of {comm.Get_size()}): {text}\n")
         abort_job(comm, code)
+
+
+_told: list = []  # rank 0's pending sends of `said_by_rank_zero`: a request's buffer must outlive the call
+
+
+def said_by_rank_zero(comm, text: str) -> bool:
+    """Whether rank 0 says `text`, the message of this rank's failure, for it, so that this rank says
+    nothing: every rank of `mpiexec ... dslc train` runs the same command, and most failures (a model
+    that does not compile, a data file missing, Ctrl-C, which `mpiexec` passes to every rank) are every
+    rank's, each printing the same message (two copies of a diagnostic on 2 ranks). Rank 0 sends its
+    `text` to the others and returns False (it reports); another rank waits at most `FAILURE_GRACE_S`
+    for it, polling, and returns whether it is the same text (when rank 0 did not fail, or failed
+    otherwise, the rank reports its own failure)."""
+    if comm.Get_rank() == 0:
+        _told.extend(comm.isend(text, dest=rank, tag=FAILURE_TAG) for rank in range(1, comm.Get_size()))
+        return False
+    deadline = time.monotonic() + FAILURE_GRACE_S
+    while time.monotonic() < deadline:
+        if comm.iprobe(source=0, tag=FAILURE_TAG):
+            return comm.recv(source=0, tag=FAILURE_TAG) == text
+        time.sleep(POLL_S)
+    return False
 
 
 def abort_job(comm, code: int) -> None:
@@ -128,6 +163,7 @@ def abort_job(comm, code: int) -> None:
         except (OSError, ValueError):  # a reader that left: nothing more to say
             pass
     _wait_until_read()
+    to_devnull(sys.stderr)  # not MPICH's `Abort(3) on node 0 (rank 0 in comm 0): application called MPI_Abort(...)`
     comm.Abort(code)
 
 
@@ -306,8 +342,10 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
         checkpoint = Path(settings["out_dir"]) / CHECKPOINT_FILE
         for attempt in range(retries + 1):
             job_file.write_bytes(pickle.dumps(job))
-            done = subprocess.run([command, "-n", str(workers), sys.executable, "-c", WORKER_COMMAND, str(job_file)])
-            kind = {3: "bad data or files", 1: "errors in the model", 130: "an interrupt"}.get(done.returncode)
+            done = _run_job([command, "-n", str(workers), sys.executable, "-c", WORKER_COMMAND, str(job_file)])
+            if done.returncode in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # the job alone was signalled
+                raise Terminated() if done.returncode == EXIT_TERMINATED else KeyboardInterrupt()
+            kind = {3: "bad data or files", 1: "errors in the model"}.get(done.returncode)
             if done.returncode == 0 or kind or attempt == retries or not checkpoint.exists():
                 break
             if reporter is not None:
@@ -327,18 +365,45 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
         if history_file.exists() else []
 
 
+def _run_job(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run the `mpiexec` command `argv` to its end. Stopped by Ctrl-C or SIGTERM, wait for the job to stop
+    too (at most `JOB_STOP_S`, then kill it) and raise: a Ctrl-C at a terminal reaches `mpiexec` as well,
+    which passes it on to the ranks, and a SIGTERM sent to this process alone is passed on to it after
+    `JOB_SIGNAL_S`. The ranks stop as `dslc train` does, a checkpoint being written landing; with
+    `subprocess.run`, `mpiexec` was killed 0.25 s after the signal."""
+    job = subprocess.Popen(argv)
+    try:
+        return subprocess.CompletedProcess(argv, job.wait())
+    except KeyboardInterrupt as stop:
+        try:
+            if isinstance(stop, Terminated):
+                try:
+                    job.wait(timeout=JOB_SIGNAL_S)
+                except subprocess.TimeoutExpired:
+                    job.terminate()
+            job.wait(timeout=JOB_STOP_S)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:  # a second Ctrl-C too
+            if job.poll() is None:
+                job.kill()
+        raise
+
+
 WORKER_COMMAND = "import sys; from dslc.runtime.distributed import run_worker; run_worker(sys.argv[1])"
 
 
 def run_worker(job_file: str) -> None:
     """A rank started by `launch`: train with the job's program, data and settings (a failure aborts
     the job with its exit code, see `abort_on_error`)."""
+    from dslc import interrupts
     from dslc.runtime.progress import ConsoleReporter
     from dslc.runtime.train import fit
 
+    interrupts.install()  # a SIGTERM killed the rank (exit 15), which `launch` took for a death and retried
     job = pickle.loads(Path(job_file).read_bytes())
     comm = world()
-    with abort_on_error(comm):
+    with abort_on_error(comm, say_interrupts=False):
         rank = comm.Get_rank() if comm is not None else 0
         reporter = ConsoleReporter(sys.stdout, warnings=sys.stderr) if job["console"] and rank == 0 else None
         try:
