@@ -370,3 +370,35 @@ def test_exit_without_shutdown_exits_with_1(tmp_path):
     c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
     c.close()
     assert c.process.returncode == 0
+
+
+def test_messages_that_are_not_json_rpc_get_the_specifications_errors(tmp_path):
+    """JSON-RPC 2.0's answers to a body that is not JSON (ParseError, id null), JSON that is not a request
+    (InvalidRequest, with the request's id where it can be read) and params that do not fit the method
+    (InvalidParams); a notification is not answered. pygls answered none of them (a `window/showMessage`
+    "Error in server" and a traceback on stderr), so a client waiting for the id waited for ever."""
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+
+    def answer_to(body: bytes) -> dict:
+        c.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        c.process.stdin.flush()
+        message = c.messages.get(timeout=60)
+        assert "result" not in message and set(message) == {"jsonrpc", "id", "error"}, message
+        return message
+
+    cut = b'{"jsonrpc": "2.0", "id": 2, "method": "shutdown"'  # a Content-Length shorter than the message
+    for body, code, id_ in [(cut, -32700, None), (b"\xff\xfe{}", -32700, None), (b"[1, 2]", -32600, None),
+                            (b'"hello"', -32600, None), (b'{"jsonrpc": "2.0", "id": 7, "method": 5}', -32600, 7),
+                            (b'{"jsonrpc": "1.0", "id": "a", "method": "shutdown"}', -32600, "a"),
+                            (b'{"jsonrpc": "2.0", "id": 8, "method": "textDocument/hover", "params": {}}', -32602, 8)]:
+        message = answer_to(body)
+        assert (message["id"], message["error"]["code"]) == (id_, code), (body, message)
+    assert "`textDocument/hover`" in message["error"]["message"] and "$.params.position" in message["error"]["message"]
+    c.notify("textDocument/didOpen", {"x": 1})  # not answered: the next message is the next request's answer
+    assert c.request("textDocument/documentSymbol", {"textDocument": {"uri": (tmp_path / "none.dl").as_uri()}}) == []
+    c.close()
+    assert c.process.returncode == 0
+    stderr = c.process.stderr.read().decode()
+    assert "Traceback" not in stderr and "Parse error: the message is not JSON" in stderr, stderr

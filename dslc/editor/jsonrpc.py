@@ -1,0 +1,107 @@
+"""What JSON-RPC 2.0 (section 5.1) answers to a message that is not one, for `dslc lsp`'s protocol class.
+
+pygls's reader sent no response to a body that is not JSON, nor to JSON that is not a request (an array,
+a string, a request whose `method` is not a string): it logged a traceback on stderr and showed the
+editor "Error in server: ..." as a `window/showMessage`. The specification's answers are a response with
+the error ParseError (-32700) or InvalidRequest (-32600), whose `id` is the request's when it can be
+read and `null` otherwise; a request whose `params` do not fit its method gets InvalidParams (-32602).
+A notification is never answered (an editor does not wait for one), unless it cannot be told apart from a
+request: then the answer has the id `null`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from cattrs import ClassValidationError, transform_error
+
+VERSION = "2.0"
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+logger = logging.getLogger("dslc.lsp")
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A JSON value read where a message was expected and not taken as one: the error `code` and
+    `message` are the answer, for the request `id` (None: the id could not be read)."""
+    id: int | str | None
+    code: int
+    message: str
+    answer: bool = True  # False for a notification whose params do not fit: it is dropped
+
+    def response(self) -> dict:
+        return {"jsonrpc": VERSION, "id": self.id, "error": {"code": self.code, "message": self.message}}
+
+
+def message_id(value) -> int | str | None:
+    """The request id of a JSON value, if it has one the specification allows (a number or a string)."""
+    if isinstance(value, dict) and isinstance(value.get("id"), (int, str)) and not isinstance(value["id"], bool):
+        return value["id"]
+    return None
+
+
+def what_is_wrong(value) -> str | None:
+    """Why a decoded JSON value is not a JSON-RPC 2.0 message, or None if its shape is one's."""
+    if isinstance(value, list):
+        return "a batch (a JSON array): the Language Server Protocol sends one message at a time"
+    if not isinstance(value, dict):
+        kind = {str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
+        return f"a JSON {kind}, not an object"
+    if value.get("jsonrpc") != VERSION:
+        return f"`jsonrpc` is {json.dumps(value.get('jsonrpc'))}, not \"2.0\""
+    if "id" in value and value["id"] is not None and message_id(value) is None:
+        return "`id` is neither a number nor a string"
+    if "method" in value:
+        if not isinstance(value["method"], str):
+            return "`method` is not a string"
+        if "params" in value and not isinstance(value["params"], (dict, list, type(None))):
+            return "`params` is neither an object nor an array"
+    elif "id" not in value:
+        return "neither a request (`method`) nor a response (`id`)"
+    elif not ("result" in value or "error" in value):
+        return "`id` without `method`, `result` or `error`"
+    return None
+
+
+def invalid(value, why: str) -> Malformed:
+    return Malformed(message_id(value), INVALID_REQUEST, f"Invalid Request: {why}")
+
+
+def not_fitting(value, error: Exception) -> Malformed:
+    """A message of the right shape that pygls could not read (its `JsonRpcException` raised from the
+    converter's error): the params do not fit the method, with what is wrong, or the exception's own
+    code and message."""
+    is_request = "method" in value and message_id(value) is not None
+    cause = error.__cause__
+    if isinstance(cause, ClassValidationError):
+        # the converter names the Python attributes (`text_document`); the client wrote `textDocument`
+        where = "; ".join(re.sub(r"_([a-z])", lambda m: m.group(1).upper(), e) for e in transform_error(cause))
+        return Malformed(message_id(value), INVALID_PARAMS,
+                         f"Invalid Params of `{value.get('method', 'the response')}`: {where}", answer=is_request)
+    return Malformed(message_id(value), error.code, error.message, answer=is_request)
+
+
+def parse_error(error: ValueError) -> Malformed:
+    return Malformed(None, PARSE_ERROR, f"Parse error: the message is not JSON ({error})")
+
+
+def is_parse_error(error: Exception) -> bool:
+    """Whether the reader's `json.loads` of a body failed (not UTF-8 text, or not JSON)."""
+    return isinstance(error, (json.JSONDecodeError, UnicodeDecodeError))
+
+
+class DropAnsweredTracebacks(logging.Filter):
+    """Drops pygls's tracebacks for a body that is not JSON (its reader's) and for params that do not fit
+    (its converter's): the client gets the answer above, and the server's log one line (`logger`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and is_parse_error(record.exc_info[1]):
+            return False
+        return not str(record.msg).startswith("Unable to deserialize message")
+
+
+def drop_answered_tracebacks() -> None:
+    for name in ("pygls.server", "pygls.protocol.json_rpc"):
+        logging.getLogger(name).addFilter(DropAnsweredTracebacks())
