@@ -213,11 +213,13 @@ def _refuse_mpiexec(args) -> None:
 
 
 def _fmt(args) -> int:
-    from dslc.editor.fmt import diff, dl_files, format_source
+    from dslc.editor.fmt import diff, dl_files, format_source, read_only_error
     from dslc.frontend.parser import read_source
     from dslc.fsutil import atomic_write_text
 
-    errors, changed = [], []
+    if "-" in args.files:
+        return _fmt_stdin(args)
+    errors, changed, read_only = [], [], []
     for path in dl_files(args.files):
         try:
             source = read_source(path)
@@ -229,16 +231,41 @@ def _fmt(args) -> int:
             changed.append(path)
             if args.check:
                 sys.stdout.write(diff(str(path), source.text, formatted))
-            else:
-                atomic_write_text(path, formatted)
+            elif not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o200:  # the bit for root too
+                read_only.append(path)
+            else:  # through a symbolic link to the file it names, as an editor saves
+                atomic_write_text(path.resolve(), formatted)
     if errors:
         raise DslcError(errors)
+    if read_only:
+        changed = [p for p in changed if p not in read_only]
+        if changed:
+            _say("formatted " + ", ".join(str(p) for p in changed))
+        raise read_only_error(read_only)
     if args.check and changed:
         _say(f"{len(changed)} file{'s' * (len(changed) != 1)} not formatted: run `dslc fmt` on "
              + " ".join(str(p) for p in changed))
         return EXIT_MODEL
     if changed:
         _say("formatted " + ", ".join(str(p) for p in changed))
+    return EXIT_OK
+
+
+def _fmt_stdin(args) -> int:
+    """`dslc fmt -`: the text on stdin, formatted, on stdout (as `black -`, `rustfmt`, `gofmt` read it, and
+    editors call them); with `--check`, nothing written but the diff, exit 1 if it is not formatted."""
+    from dslc.editor.fmt import diff, format_source, read_stdin
+
+    if args.files != ["-"]:
+        raise UsageError("`-` (standard input) is formatted alone: give it or files, not both")
+    source = read_stdin(sys.stdin.buffer, args.stdin_filename)
+    formatted = format_source(source)
+    if not args.check:
+        sys.stdout.write(formatted)
+    elif formatted != source.text:
+        sys.stdout.write(diff(source.path, source.text, formatted))
+        _say(f"1 file not formatted: {source.path}")
+        return EXIT_MODEL
     return EXIT_OK
 
 

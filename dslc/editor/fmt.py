@@ -22,13 +22,16 @@ original (`dslc.frontend.tokens.parsed_stream`), so it always means the same pro
 from __future__ import annotations
 
 import difflib
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from dslc.diagnostics import DataError
-from dslc.frontend.parser import parse
+from dslc.frontend.parser import not_utf8_error, parse
 from dslc.frontend.tokens import Token, parsed_stream, tokens
-from dslc.source import SourceFile
+from dslc.fsutil import WriteError
+from dslc.source import NotUtf8, SourceFile
 
 WIDTH = 110  # of the code on a line; trailing comments may go past it
 INDENT = 4
@@ -341,6 +344,29 @@ def dl_files(paths: list[str]) -> list[Path]:
         else:
             raise DataError(f"cannot read `{given}`: No such file or directory")
     return list(dict.fromkeys(files))
+
+
+def read_stdin(stream: BinaryIO, name: str | None) -> SourceFile:
+    """The text of `dslc fmt -`, named `name` (`--stdin-filename`) or `<stdin>` in errors and the diff."""
+    path = name or "<stdin>"
+    data = stream.read()
+    try:
+        return SourceFile.from_text(path, data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise not_utf8_error(NotUtf8(path, data, e.start)) from None
+
+
+def read_only_error(paths: list[Path]) -> WriteError:
+    """What `dslc fmt` says of files it would rewrite but may not (black, gofmt and rustfmt refuse too):
+    an atomic write replaces the file by renaming, which a read-only file's directory still allows."""
+    if len(paths) == 1:
+        error = WriteError(errno.EACCES, "the file is read-only, so it was not formatted", str(paths[0]))
+    else:
+        error = WriteError(errno.EACCES, "they are read-only, so they were not formatted",
+                           "`, `".join(str(p) for p in paths))
+    error.hint = (f"make {'it' if len(paths) == 1 else 'them'} writable (`chmod u+w`), or print the formatted "
+                  f"text with `dslc fmt - < {paths[0]}`")
+    return error
 
 
 def diff(path: str, before: str, after: str) -> str:
