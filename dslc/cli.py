@@ -213,7 +213,7 @@ def _refuse_mpiexec(args) -> None:
 
 
 def _fmt(args) -> int:
-    from dslc.editor.fmt import diff, dl_files, format_source, read_only_error
+    from dslc.editor.fmt import diff, dl_files, format_source, in_the_written_style, read_only_error
     from dslc.frontend.parser import read_source
     from dslc.fsutil import atomic_write_text
 
@@ -223,14 +223,15 @@ def _fmt(args) -> int:
     for path in dl_files(args.files):
         try:
             source = read_source(path)
-            formatted = format_source(source)
+            written = path.read_bytes().decode("utf-8")  # UTF-8: read_source said so
+            formatted = in_the_written_style(format_source(source), written)
         except DslcError as e:
             errors.extend(e.diagnostics)
             continue
-        if formatted != path.read_text(encoding="utf-8"):
+        if formatted != written:
             changed.append(path)
             if args.check:
-                sys.stdout.write(diff(str(path), source.text, formatted))
+                sys.stdout.write(diff(str(path), written, formatted))
             elif not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o200:  # the bit for root too
                 read_only.append(path)
             else:  # through a symbolic link to the file it names, as an editor saves
@@ -254,16 +255,16 @@ def _fmt(args) -> int:
 def _fmt_stdin(args) -> int:
     """`dslc fmt -`: the text on stdin, formatted, on stdout (as `black -`, `rustfmt`, `gofmt` read it, and
     editors call them); with `--check`, nothing written but the diff, exit 1 if it is not formatted."""
-    from dslc.editor.fmt import diff, format_source, read_stdin
+    from dslc.editor.fmt import diff, format_source, in_the_written_style, read_stdin
 
     if args.files != ["-"]:
         raise UsageError("`-` (standard input) is formatted alone: give it or files, not both")
-    source = read_stdin(sys.stdin.buffer, args.stdin_filename)
-    formatted = format_source(source)
+    source, written = read_stdin(sys.stdin.buffer, args.stdin_filename)
+    formatted = in_the_written_style(format_source(source), written)
     if not args.check:
         sys.stdout.write(formatted)
-    elif formatted != source.text:
-        sys.stdout.write(diff(source.path, source.text, formatted))
+    elif formatted != written:
+        sys.stdout.write(diff(source.path, written, formatted))
         _say(f"1 file not formatted: {source.path}")
         return EXIT_MODEL
     return EXIT_OK

@@ -313,6 +313,24 @@ def test_fmt_refuses_read_only_files_and_writes_through_links(tmp_path, capsys):
     assert link.is_symlink() and real.read_text(encoding="utf-8") == TIDY
 
 
+def test_fmt_keeps_the_files_line_endings_and_byte_order_mark(tmp_path, monkeypatch, capsys):
+    """As black and rustfmt: a CRLF file stays CRLF, a BOM stays. `dslc fmt` rewrote a CRLF file as LF
+    when anything else in it changed and left it CRLF when nothing did (it compared newline-translated
+    text), so `--check` passed a CRLF file that `fmt` would have rewritten after one edit."""
+    crlf, bom = tmp_path / "crlf.dl", tmp_path / "bom.dl"
+    crlf.write_bytes(MESSY.replace("\n", "\r\n").encode())
+    bom.write_bytes(("\ufeff" + MESSY).encode())
+    assert cli.main(["fmt", "--check", str(crlf), str(bom)]) == 1
+    assert cli.main(["fmt", str(crlf), str(bom)]) == 0
+    assert crlf.read_bytes() == TIDY.replace("\n", "\r\n").encode()
+    assert bom.read_bytes() == ("\ufeff" + TIDY).encode()
+    assert cli.main(["fmt", "--check", str(crlf), str(bom)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MESSY.replace("\n", "\r\n").encode())))
+    assert cli.main(["fmt", "-"]) == 0
+    assert capsys.readouterr().out == TIDY.replace("\n", "\r\n")
+
+
 def test_ci_check_passes_on_the_repository():
     """The line CI runs."""
     result = subprocess.run([sys.executable, "-m", "dslc", "fmt", "--check", "models", "examples"], cwd=ROOT,

@@ -31,7 +31,7 @@ from dslc.diagnostics import DataError
 from dslc.frontend.parser import not_utf8_error, parse
 from dslc.frontend.tokens import Token, parsed_stream, tokens
 from dslc.fsutil import WriteError
-from dslc.source import NotUtf8, SourceFile
+from dslc.source import BOM, NotUtf8, SourceFile
 
 WIDTH = 110  # of the code on a line; trailing comments may go past it
 INDENT = 4
@@ -346,14 +346,27 @@ def dl_files(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def read_stdin(stream: BinaryIO, name: str | None) -> SourceFile:
-    """The text of `dslc fmt -`, named `name` (`--stdin-filename`) or `<stdin>` in errors and the diff."""
+def read_stdin(stream: BinaryIO, name: str | None) -> tuple[SourceFile, str]:
+    """The text of `dslc fmt -`, named `name` (`--stdin-filename`) or `<stdin>` in errors and the diff,
+    and the text as written (with its byte-order mark, if any)."""
     path = name or "<stdin>"
     data = stream.read()
     try:
-        return SourceFile.from_text(path, data.decode("utf-8"))
+        written = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise not_utf8_error(NotUtf8(path, data, e.start)) from None
+    return SourceFile.from_text(path, written), written
+
+
+def in_the_written_style(formatted: str, written: str) -> str:
+    """`formatted` with the line endings and byte-order mark of the text as `written`, as black and
+    rustfmt keep them: CRLF if its first line ends with one (git's `autocrlf` checks files out so on
+    Windows). `format_source` gives LF and no mark, so `dslc fmt` rewrote a CRLF file as LF when any
+    other part of it changed, and left it CRLF when none did."""
+    first_line = written.split("\n", 1)
+    if len(first_line) == 2 and first_line[0].endswith("\r"):
+        formatted = formatted.replace("\n", "\r\n")
+    return BOM + formatted if written.startswith(BOM) else formatted
 
 
 def read_only_error(paths: list[Path]) -> WriteError:
