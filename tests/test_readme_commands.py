@@ -61,3 +61,13 @@ def test_the_language_reference_d_example_compiles(capsys):
     command = re.search(r"^dslc build (models/mlp\.dl(?: -D \S+)+)$", text, re.M).group(1).split()
     assert cli.main(["check", *[str(ROOT / w) if w.endswith(".dl") else w for w in command]]) == 0
     assert "checked mlp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("doc", ["README.md", "grammar/LANGUAGE.md"])
+def test_the_first_model_of_the_doc_compiles_as_written(doc, tmp_path, capsys):
+    """The model a reader sees first, saved as a file and checked (LANGUAGE.md's imported a `blocks.dl`
+    that does not exist: 'cannot find the imported file')."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    model = next(body for body in re.findall(r"```\w*\n(.*?)```", text, re.S) if re.search(r"^model ", body, re.M))
+    (tmp_path / "m.dl").write_text(model, encoding="utf-8")
+    assert cli.main(["check", str(tmp_path / "m.dl")]) == 0, capsys.readouterr().err
