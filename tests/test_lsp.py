@@ -212,6 +212,10 @@ def test_definition_symbols_and_formatting(client):
     edits = client.request("textDocument/formatting", {"textDocument": {"uri": uri},
                                                        "options": {"tabSize": 4, "insertSpaces": True}})
     assert [e["newText"] for e in edits] == [GOOD]
+    # a CRLF document keeps its line endings, as `dslc fmt` keeps a file's: none to make if it is formatted
+    crlf = open_file(client, "crlf.dl", GOOD.replace("\n", "\r\n"))
+    assert client.request("textDocument/formatting", {"textDocument": {"uri": crlf},
+                                                      "options": {"tabSize": 4, "insertSpaces": True}}) == []
 
 
 def test_notes_become_related_locations(client):

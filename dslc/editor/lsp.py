@@ -30,7 +30,7 @@ from dslc.declared_callbacks import CALLBACKS
 from dslc.diagnostics import Diagnostic, DslcError
 from dslc.editor import jsonrpc
 from dslc.editor.analysis import Analysis, analyze, catalogue_entry, import_leading_to
-from dslc.editor.fmt import NotFormattable, format_text
+from dslc.editor.fmt import NotFormattable, format_text, in_the_written_style
 from dslc.frontend.tokens import keywords
 from dslc.initializers import INITIALIZERS
 from dslc.optim import OPTIMIZERS
@@ -287,7 +287,7 @@ def formatting(ls: DlServer, params: lsp.DocumentFormattingParams) -> list[lsp.T
     text = ls.text(params.text_document.uri)
     source = SourceFile.from_text(path_of(params.text_document.uri), text)
     try:
-        formatted = format_text(text, source.path)
+        formatted = in_the_written_style(format_text(text, source.path), text)  # CRLF stays, as `dslc fmt`
     except (DslcError, NotFormattable):
         return []  # a file that does not parse is left as it is; its diagnostics say why
     if formatted == text:
