@@ -396,10 +396,15 @@ def test_messages_that_are_not_json_rpc_get_the_specifications_errors(tmp_path):
     for body, code, id_ in [(cut, -32700, None), (b"\xff\xfe{}", -32700, None), (b"[1, 2]", -32600, None),
                             (b'"hello"', -32600, None), (b'{"jsonrpc": "2.0", "id": 7, "method": 5}', -32600, 7),
                             (b'{"jsonrpc": "1.0", "id": "a", "method": "shutdown"}', -32600, "a"),
-                            (b'{"jsonrpc": "2.0", "id": 8, "method": "textDocument/hover", "params": {}}', -32602, 8)]:
+                            (b'{"jsonrpc": "2.0", "id": 8, "method": "textDocument/hover", "params": {}}', -32602, 8),
+                            (b'{"jsonrpc": "2.0", "id": 9, "method": "textDocument/hover"}', -32602, 9),
+                            (b'{"jsonrpc": "2.0", "id": 10, "method": "dslc/unknown"}', -32601, 10)]:
         message = answer_to(body)
         assert (message["id"], message["error"]["code"]) == (id_, code), (body, message)
-    assert "`textDocument/hover`" in message["error"]["message"] and "$.params.position" in message["error"]["message"]
+        if id_ == 8:
+            assert "`textDocument/hover`" in message["error"]["message"], message
+            assert "$.params.position" in message["error"]["message"], message
+    assert "dslc/unknown" in message["error"]["message"]
     c.notify("textDocument/didOpen", {"x": 1})  # not answered: the next message is the next request's answer
     assert c.request("textDocument/documentSymbol", {"textDocument": {"uri": (tmp_path / "none.dl").as_uri()}}) == []
     c.close()

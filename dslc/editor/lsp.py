@@ -103,6 +103,8 @@ class _Protocol(LanguageServerProtocol):
         why = jsonrpc.what_is_wrong(data)
         if why:
             return jsonrpc.invalid(data, why)
+        if "method" in data and "params" not in data:  # JSON-RPC lets a request leave them out; pygls's
+            data = {**data, "params": None}  # type of a method it does not know required them (InternalError)
         try:
             return super().structure_message(data)
         except JsonRpcException as e:
