@@ -363,6 +363,20 @@ def test_messages_before_initialize_get_the_specifications_answer(tmp_path):
     assert c.process.returncode == 0
 
 
+def test_a_request_after_shutdown_is_answered_with_invalid_request(tmp_path):
+    # the specification's rule; pygls dropped it with a log line, so the client waited for the answer
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    assert c.request("shutdown", None) is None
+    c.send({"id": 50, "method": "textDocument/documentSymbol",
+            "params": {"textDocument": {"uri": (tmp_path / "m.dl").as_uri()}}})
+    answer = c.messages.get(timeout=60)
+    assert answer["id"] == 50 and answer["error"]["code"] == -32600, answer
+    c.notify("exit", None)
+    assert c.process.wait(timeout=30) == 0
+
+
 def test_exit_without_shutdown_exits_with_1(tmp_path):
     # the protocol's rule; the server exited 0 (pygls's sys.exit(1) is swallowed by its loop)
     c = Client(tmp_path, {})

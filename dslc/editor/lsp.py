@@ -111,6 +111,10 @@ class _Protocol(LanguageServerProtocol):
             return jsonrpc.not_fitting(data, e)
 
     def handle_message(self, message):
+        if self._shutdown and isinstance(getattr(message, "id", None), (int, str)) and hasattr(message, "method"):
+            # the specification's answer to a request after `shutdown`; pygls dropped it, and the client waited
+            message = jsonrpc.Malformed(message.id, jsonrpc.INVALID_REQUEST,
+                                        f"Invalid Request: `{message.method}` after `shutdown`")
         if not isinstance(message, jsonrpc.Malformed) and hasattr(message, "jsonrpc"):
             return super().handle_message(message)
         if not isinstance(message, jsonrpc.Malformed):  # an array, a string, an object without `jsonrpc`
