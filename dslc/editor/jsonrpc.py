@@ -36,7 +36,7 @@ class Malformed:
 
 
 def message_id(value) -> int | str | None:
-    """The request id of a JSON value, if it has one the specification allows (a number or a string)."""
+    """The request id of a JSON value, if it has one the protocol allows (an integer or a string)."""
     if isinstance(value, dict) and isinstance(value.get("id"), (int, str)) and not isinstance(value["id"], bool):
         return value["id"]
     return None
@@ -52,7 +52,7 @@ def what_is_wrong(value) -> str | None:
     if value.get("jsonrpc") != VERSION:
         return f"`jsonrpc` is {json.dumps(value.get('jsonrpc'))}, not \"2.0\""
     if "id" in value and value["id"] is not None and message_id(value) is None:
-        return "`id` is neither a number nor a string"
+        return "`id` is neither an integer nor a string"
     if "method" in value:
         if not isinstance(value["method"], str):
             return "`method` is not a string"

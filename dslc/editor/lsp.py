@@ -79,9 +79,11 @@ def path_of(uri: str) -> str:
 
 # ---- the server ----------------------------------------------------------------------------------
 class _Protocol(LanguageServerProtocol):
-    """pygls's protocol with the specification's rule for messages before `initialize`: a request is
-    answered with the error ServerNotInitialized (-32002) and a notification other than `exit` is dropped
-    (pygls ran them, and a request about a document answered an internal error with its traceback)."""
+    """pygls's protocol with the specification's rules where pygls has none of its own: before
+    `initialize` a request is answered with the error ServerNotInitialized (-32002) and a notification
+    other than `exit` is dropped (pygls ran them, and a request about a document answered an internal
+    error with its traceback); after `shutdown` a request is answered with InvalidRequest (pygls dropped
+    it); a message that is not JSON-RPC gets JSON-RPC's answer (`dslc.editor.jsonrpc`)."""
 
     def _initialized(self) -> bool:
         return self._workspace is not None
