@@ -194,6 +194,8 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    freeze_option(p, "count the matching parameters as frozen, as `dslc train --freeze` trains them "
+                     "(Keras's non-trainable; repeatable)")
 
     p = verb("evaluate", "loss and metrics of trained weights on labelled data")
     compile_options(p)
