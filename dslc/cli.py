@@ -219,6 +219,8 @@ def _fmt(args) -> int:
 
     if "-" in args.files:
         return _fmt_stdin(args)
+    if args.stdin_filename is not None:
+        raise UsageError("`--stdin-filename` names the text read from stdin: give `-` as the file")
     errors, changed, read_only = [], [], []
     for path in dl_files(args.files):
         try:

@@ -289,6 +289,8 @@ def test_fmt_dash_reads_stdin_and_writes_stdout(monkeypatch, capsys):
     assert (code, out) == (1, "") and "<stdin>:1:" in err and "not UTF-8" in err
     assert cli.main(["fmt", "-", str(ROOT / "models" / "xor.dl")]) == 2
     assert "`-` (standard input) is formatted alone" in capsys.readouterr().err
+    assert cli.main(["fmt", "--stdin-filename", "m.dl", str(ROOT / "models" / "xor.dl")]) == 2
+    assert "give `-` as the file" in capsys.readouterr().err
 
 
 def test_fmt_refuses_read_only_files_and_writes_through_links(tmp_path, capsys):
