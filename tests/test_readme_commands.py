@@ -41,7 +41,8 @@ VERBS = build_parser(None)[1]
 def test_every_flag_is_in_the_readme_table_and_every_flag_there_exists(verb):
     rows = table_rows()
     assert verb in rows, f"README's Command line table has no row for `dslc {verb}`"
-    declared = {o for a in VERBS[verb]._actions if a.help != "==SUPPRESS==" for o in a.option_strings} - {"-h", "--help"}
+    declared = {o for a in VERBS[verb]._actions if a.help != "==SUPPRESS==" for o in a.option_strings}
+    declared -= {"-h", "--help"}
     shown = flags_in(rows[verb].replace("`mpiexec -n N", ""))
     missing = declared - COMMON - shown
     assert not missing, f"`dslc {verb}` flags missing from its README rows: {sorted(missing)}"
@@ -71,3 +72,16 @@ def test_the_first_model_of_the_doc_compiles_as_written(doc, tmp_path, capsys):
     model = next(body for body in re.findall(r"```\w*\n(.*?)```", text, re.S) if re.search(r"^model ", body, re.M))
     (tmp_path / "m.dl").write_text(model, encoding="utf-8")
     assert cli.main(["check", str(tmp_path / "m.dl")]) == 0, capsys.readouterr().err
+
+
+def test_weights_trained_with_d_values_need_them_again(tmp_path, capsys):
+    """README under the table: `predict` of a run trained with `-D` needs the same `-D` (exit 3), and the
+    hint says so; it said "train into a new directory", no way out for `predict`."""
+    model, data = str(ROOT / "models" / "xor.dl"), str(ROOT / "examples" / "xor" / "xor.npz")
+    run = str(tmp_path / "run")
+    assert cli.main(["train", model, "-D", "hidden=8", "--data", data, "--epochs", "1", "--batch-size", "4",
+                     "-o", run, "-q"]) == 0
+    predict = ["predict", model, "--weights", run, "--input", data, "-o", str(tmp_path / "p.npz")]
+    assert cli.main(predict) == 3
+    assert "the `-D` values differ from those the weights were trained with: pass the same" in capsys.readouterr().err
+    assert cli.main([*predict, "-D", "hidden=8"]) == 0
