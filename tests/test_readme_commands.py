@@ -85,3 +85,29 @@ def test_weights_trained_with_d_values_need_them_again(tmp_path, capsys):
     assert cli.main(predict) == 3
     assert "the `-D` values differ from those the weights were trained with: pass the same" in capsys.readouterr().err
     assert cli.main([*predict, "-D", "hidden=8"]) == 0
+
+
+FENCED = re.compile(r"^```.*?^```", re.M | re.S)  # code blocks, whose `#` lines are not headings
+DOCS = ["README.md", "grammar/LANGUAGE.md", "editors/vscode/README.md",
+        *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "examples").glob("*/README.md")))]
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces to `-`."""
+    headings = re.findall(r"^#+ (.*)$", FENCED.sub("", path.read_text(encoding="utf-8")), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_the_docs_links_resolve(doc):
+    path = ROOT / doc
+    text = FENCED.sub("", path.read_text(encoding="utf-8"))
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+            broken.append(target)
+    assert not broken, f"{doc}: links that do not resolve: {broken}"
