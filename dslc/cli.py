@@ -238,20 +238,21 @@ def _fmt(args) -> int:
                 read_only.append(path)
             else:  # through a symbolic link to the file it names, as an editor saves
                 atomic_write_text(path.resolve(), formatted)
-    if errors:
-        raise DslcError(errors)
-    if read_only:
-        changed = [p for p in changed if p not in read_only]
-        if changed:
-            _say("formatted " + ", ".join(str(p) for p in changed))
-        raise read_only_error(read_only)
+    # what was done is said whatever else failed: a file that does not parse stopped the report, not the writes
+    rewritten = [p for p in changed if p not in read_only]
     if args.check and changed:
         _say(f"{len(changed)} file{'s' * (len(changed) != 1)} not formatted: run `dslc fmt` on "
              + " ".join(str(p) for p in changed))
-        return EXIT_MODEL
-    if changed:
-        _say("formatted " + ", ".join(str(p) for p in changed))
-    return EXIT_OK
+    elif rewritten:
+        _say("formatted " + ", ".join(str(p) for p in rewritten))
+    if read_only and errors:  # the model errors give the exit code; the read-only files are still named
+        unwritable = read_only_error(read_only)
+        _say(f"error: {unwritable.message}\nhint: {unwritable.hint}\n")
+    if errors:
+        raise DslcError(errors)
+    if read_only:
+        raise read_only_error(read_only)
+    return EXIT_MODEL if args.check and changed else EXIT_OK
 
 
 def _fmt_stdin(args) -> int:

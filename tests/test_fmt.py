@@ -257,6 +257,24 @@ def test_fmt_rewrites_and_check_reports(tmp_path, capsys):
     assert cli.main(["fmt", "--check", str(tmp_path)]) == 0
 
 
+def test_fmt_says_what_it_formatted_when_another_file_does_not_parse(tmp_path, capsys):
+    """The other files are formatted and named, and `--check` counts them, before the errors (exit 1):
+    the files were rewritten without a word, and `--check` gave only the diagnostics."""
+    (tmp_path / "bad.dl").write_text("model m {\n    x = = 1\n}\n", encoding="utf-8")
+    messy = tmp_path / "messy.dl"
+    messy.write_text(MESSY, encoding="utf-8")
+    assert cli.main(["fmt", "--check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"1 file not formatted: run `dslc fmt` on {messy}" in err and "bad.dl:2:" in err
+    locked = tmp_path / "locked.dl"
+    locked.write_text(MESSY, encoding="utf-8")
+    locked.chmod(0o444)
+    assert cli.main(["fmt", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"formatted {messy}" in err and "bad.dl:2:" in err and f"cannot write `{locked}`" in err
+    assert messy.read_text(encoding="utf-8") == TIDY and locked.read_text(encoding="utf-8") == MESSY
+
+
 def test_fmt_errors_exit_codes(tmp_path, capsys):
     bad = tmp_path / "bad.dl"
     bad.write_text("model m {\n    x = = 1\n}\n", encoding="utf-8")
