@@ -363,6 +363,28 @@ def test_messages_before_initialize_get_the_specifications_answer(tmp_path):
     assert c.process.returncode == 0
 
 
+def test_a_content_length_counting_characters_costs_one_message_not_the_session(tmp_path):
+    """A client that counts characters instead of UTF-8 bytes sends a Content-Length too short for a
+    message with non-ASCII text: that message gets a ParseError, and the next ones are read as usual
+    (pygls's reader took every later message for part of a header and answered nothing more)."""
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    uri = (tmp_path / "café.dl").as_uri()
+    text = json.dumps({"jsonrpc": "2.0", "id": 20, "method": "textDocument/hover",
+                       "params": {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}},
+                       "comment": "é😀 counted as characters"}, ensure_ascii=False)
+    c.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(text) + text.encode("utf-8"))
+    c.process.stdin.flush()
+    answer = c.messages.get(timeout=60)
+    assert answer["id"] is None and answer["error"]["code"] == -32700, answer
+    assert c.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}}) == []
+    c.close()
+    assert c.process.returncode == 0
+    short = len(text.encode("utf-8")) - len(text)
+    assert f"dropped {short} bytes before a `Content-Length` header" in c.process.stderr.read().decode()
+
+
 def test_a_request_after_shutdown_is_answered_with_invalid_request(tmp_path):
     # the specification's rule; pygls dropped it with a log line, so the client waited for the answer
     c = Client(tmp_path, {})

@@ -92,6 +92,29 @@ def is_parse_error(error: Exception) -> bool:
     return isinstance(error, (json.JSONDecodeError, UnicodeDecodeError))
 
 
+class FramedInput:
+    """The server's stdin, read by pygls's loop a header line at a time: a header line with bytes before
+    its `Content-Length:` (the rest of a body whose `Content-Length` was too short, as from a client that
+    counts characters instead of UTF-8 bytes) is read from `Content-Length:` on. pygls's loop, which only
+    takes a line that starts with it, then read every later message as part of a header and answered
+    nothing more; now the short body gets its ParseError and the next message is read as it should be."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readline(self) -> bytes:
+        line = self.stream.readline()
+        at = line.find(b"Content-Length:")
+        if at > 0:
+            logger.warning("dropped %d bytes before a `Content-Length` header (the rest of a body longer than its "
+                           "`Content-Length` said)", at)
+            return line[at:]
+        return line
+
+    def read(self, n: int) -> bytes:
+        return self.stream.read(n)
+
+
 class DropAnsweredTracebacks(logging.Filter):
     """Drops pygls's tracebacks for a body that is not JSON (its reader's) and for params that do not fit
     (its converter's): the client gets the answer above, and the server's log one line (`logger`)."""

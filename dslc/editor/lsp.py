@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -387,5 +388,5 @@ def serve() -> int:
     """Run the server on stdin/stdout until the client exits; the exit code the protocol asks for: 0 after
     a `shutdown` request, else 1 (pygls exits with it through `sys.exit`, which its loop swallows)."""
     jsonrpc.drop_answered_tracebacks()
-    server.start_io()
+    server.start_io(stdin=jsonrpc.FramedInput(sys.stdin.buffer))
     return 0 if server.shut_down else 1
