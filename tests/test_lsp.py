@@ -379,6 +379,11 @@ def test_a_content_length_counting_characters_costs_one_message_not_the_session(
     answer = c.messages.get(timeout=60)
     assert answer["id"] is None and answer["error"]["code"] == -32700, answer
     assert c.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}}) == []
+    data = json.dumps({"jsonrpc": "2.0", "id": 21, "method": "textDocument/documentSymbol",
+                       "params": {"textDocument": {"uri": uri}}}).encode()
+    c.process.stdin.write(b"content-length:%d\r\n\r\n" % len(data) + data)  # HTTP's header rules
+    c.process.stdin.flush()
+    assert c.messages.get(timeout=60) == {"jsonrpc": "2.0", "id": 21, "result": []}
     c.close()
     assert c.process.returncode == 0
     short = len(text.encode("utf-8")) - len(text)

@@ -20,6 +20,7 @@ from cattrs import ClassValidationError, transform_error
 VERSION = "2.0"
 PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
 logger = logging.getLogger("dslc.lsp")
+CONTENT_LENGTH = re.compile(rb"content-length:[ \t]*(\d+)[ \t]*\r?\n$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -97,19 +98,23 @@ class FramedInput:
     its `Content-Length:` (the rest of a body whose `Content-Length` was too short, as from a client that
     counts characters instead of UTF-8 bytes) is read from `Content-Length:` on. pygls's loop, which only
     takes a line that starts with it, then read every later message as part of a header and answered
-    nothing more; now the short body gets its ParseError and the next message is read as it should be."""
+    nothing more; now the short body gets its ParseError and the next message is read as it should be.
+    The header's name is read case-insensitively, the space after its colon optional (HTTP's rules, which
+    the protocol's header part follows); pygls waited for ever on `content-length: 52`."""
 
     def __init__(self, stream):
         self.stream = stream
 
     def readline(self) -> bytes:
         line = self.stream.readline()
-        at = line.find(b"Content-Length:")
-        if at > 0:
+        header = CONTENT_LENGTH.search(line)
+        if header is None:
+            return line
+        if header.start() > 0:
             logger.warning("dropped %d bytes before a `Content-Length` header (the rest of a body longer than its "
-                           "`Content-Length` said)", at)
-            return line[at:]
-        return line
+                           "`Content-Length` said)", header.start())
+        # as pygls's loop takes it; header names are case-insensitive and the space optional, as in HTTP
+        return b"Content-Length: %s\r\n" % header.group(1)
 
     def read(self, n: int) -> bytes:
         return self.stream.read(n)
