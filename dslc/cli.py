@@ -213,32 +213,63 @@ def _refuse_mpiexec(args) -> None:
 
 
 def _fmt(args) -> int:
-    from dslc.editor.fmt import diff, dl_files, format_source
+    from dslc.editor.fmt import diff, dl_files, format_source, in_the_written_style, read_only_error
     from dslc.frontend.parser import read_source
     from dslc.fsutil import atomic_write_text
 
-    errors, changed = [], []
+    if "-" in args.files:
+        return _fmt_stdin(args)
+    if args.stdin_filename is not None:
+        raise UsageError("`--stdin-filename` names the text read from stdin: give `-` as the file")
+    errors, changed, read_only = [], [], []
     for path in dl_files(args.files):
         try:
             source = read_source(path)
-            formatted = format_source(source)
+            written = path.read_bytes().decode("utf-8")  # UTF-8: read_source said so
+            formatted = in_the_written_style(format_source(source), written)
         except DslcError as e:
             errors.extend(e.diagnostics)
             continue
-        if formatted != path.read_text(encoding="utf-8"):
+        if formatted != written:
             changed.append(path)
             if args.check:
-                sys.stdout.write(diff(str(path), source.text, formatted))
-            else:
-                atomic_write_text(path, formatted)
-    if errors:
-        raise DslcError(errors)
+                sys.stdout.write(diff(str(path), written, formatted))
+            elif not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o200:  # the bit for root too
+                read_only.append(path)
+            else:  # through a symbolic link to the file it names, as an editor saves
+                atomic_write_text(path.resolve(), formatted)
+    # what was done is said whatever else failed: a file that does not parse stopped the report, not the writes
+    rewritten = [p for p in changed if p not in read_only]
     if args.check and changed:
         _say(f"{len(changed)} file{'s' * (len(changed) != 1)} not formatted: run `dslc fmt` on "
              + " ".join(str(p) for p in changed))
+    elif rewritten:
+        _say("formatted " + ", ".join(str(p) for p in rewritten))
+    if read_only and errors:  # the model errors give the exit code; the read-only files are still named
+        unwritable = read_only_error(read_only)
+        _say(f"error: {unwritable.message}\nhint: {unwritable.hint}\n")
+    if errors:
+        raise DslcError(errors)
+    if read_only:
+        raise read_only_error(read_only)
+    return EXIT_MODEL if args.check and changed else EXIT_OK
+
+
+def _fmt_stdin(args) -> int:
+    """`dslc fmt -`: the text on stdin, formatted, on stdout (as `black -`, `rustfmt`, `gofmt` read it, and
+    editors call them); with `--check`, nothing written but the diff, exit 1 if it is not formatted."""
+    from dslc.editor.fmt import diff, format_source, in_the_written_style, read_stdin
+
+    if args.files != ["-"]:
+        raise UsageError("`-` (standard input) is formatted alone: give it or files, not both")
+    source, written = read_stdin(sys.stdin.buffer, args.stdin_filename)
+    formatted = in_the_written_style(format_source(source), written)
+    if not args.check:
+        sys.stdout.write(formatted)
+    elif formatted != written:
+        sys.stdout.write(diff(source.path, written, formatted))
+        _say(f"1 file not formatted: {source.path}")
         return EXIT_MODEL
-    if changed:
-        _say("formatted " + ", ".join(str(p) for p in changed))
     return EXIT_OK
 
 

@@ -194,6 +194,8 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    freeze_option(p, "count the matching parameters as frozen, as `dslc train --freeze` trains them "
+                     "(Keras's non-trainable; repeatable)")
 
     p = verb("evaluate", "loss and metrics of trained weights on labelled data")
     compile_options(p)
@@ -246,9 +248,13 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
 
     p = verbs.add_parser("fmt", help="rewrite .dl files in the canonical layout",
                          description="rewrite .dl files in the canonical layout (comments are kept)")
-    p.add_argument("files", metavar="FILE", nargs="+", help=".dl files, or folders to format every .dl file in")
+    p.add_argument("files", metavar="FILE", nargs="+",
+                   help=".dl files, or folders to format every .dl file in; `-` reads the text from stdin and "
+                        "writes it formatted to stdout")
     p.add_argument("--check", action="store_true",
                    help="write nothing; print the diff of each file not formatted and exit 1 if there is one")
+    p.add_argument("--stdin-filename", metavar="PATH", default=None,
+                   help="with `-`: the file name errors and the diff give the text read from stdin")
     verbs.add_parser("lsp", help="run the language server on stdin and stdout (needs `pip install 'dslc[lsp]'`)")
     for name in UNTUNED_VERBS:  # accepted, then refused with the reason (`cli.main`)
         verbs.choices[name].add_argument("--tune", action="store_true", help=argparse.SUPPRESS)

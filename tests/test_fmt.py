@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import io
 import random
 import shutil
 import subprocess
@@ -256,6 +257,24 @@ def test_fmt_rewrites_and_check_reports(tmp_path, capsys):
     assert cli.main(["fmt", "--check", str(tmp_path)]) == 0
 
 
+def test_fmt_says_what_it_formatted_when_another_file_does_not_parse(tmp_path, capsys):
+    """The other files are formatted and named, and `--check` counts them, before the errors (exit 1):
+    the files were rewritten without a word, and `--check` gave only the diagnostics."""
+    (tmp_path / "bad.dl").write_text("model m {\n    x = = 1\n}\n", encoding="utf-8")
+    messy = tmp_path / "messy.dl"
+    messy.write_text(MESSY, encoding="utf-8")
+    assert cli.main(["fmt", "--check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"1 file not formatted: run `dslc fmt` on {messy}" in err and "bad.dl:2:" in err
+    locked = tmp_path / "locked.dl"
+    locked.write_text(MESSY, encoding="utf-8")
+    locked.chmod(0o444)
+    assert cli.main(["fmt", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"formatted {messy}" in err and "bad.dl:2:" in err and f"cannot write `{locked}`" in err
+    assert messy.read_text(encoding="utf-8") == TIDY and locked.read_text(encoding="utf-8") == MESSY
+
+
 def test_fmt_errors_exit_codes(tmp_path, capsys):
     bad = tmp_path / "bad.dl"
     bad.write_text("model m {\n    x = = 1\n}\n", encoding="utf-8")
@@ -266,6 +285,70 @@ def test_fmt_errors_exit_codes(tmp_path, capsys):
     (tmp_path / "latin1.dl").write_bytes("model m { # caf\xe9\n}\n".encode("latin-1"))
     assert cli.main(["fmt", "--check", str(tmp_path / "latin1.dl")]) == 1
     assert "error: the file is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_fmt_dash_reads_stdin_and_writes_stdout(monkeypatch, capsys):
+    """`dslc fmt -` as editors and pipes call black, rustfmt and gofmt: the formatted text on stdout, and
+    with `--check` the diff and exit 1 (0 when formatted); errors name `--stdin-filename`. It was a usage
+    error: `cannot read `-``."""
+    def fmt(data: bytes, *flags: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        code = cli.main(["fmt", *flags, "-"])
+        return (code, *capsys.readouterr())
+
+    assert fmt(MESSY.encode()) == (0, TIDY, "")
+    assert fmt(TIDY.encode(), "--check") == (0, "", "")
+    code, out, err = fmt(MESSY.encode(), "--check", "--stdin-filename", "src/m.dl")
+    assert code == 1 and "--- src/m.dl (as written)" in out and "+    target yy: i64[B]" in out
+    assert "1 file not formatted: src/m.dl" in err
+    code, out, err = fmt(b"model m {\n    x = = 1\n}\n", "--stdin-filename", "bad.dl")
+    assert (code, out) == (1, "") and "bad.dl:2:" in err
+    code, out, err = fmt("model m { # caf\xe9\n}\n".encode("latin-1"))
+    assert (code, out) == (1, "") and "<stdin>:1:" in err and "not UTF-8" in err
+    assert cli.main(["fmt", "-", str(ROOT / "models" / "xor.dl")]) == 2
+    assert "`-` (standard input) is formatted alone" in capsys.readouterr().err
+    assert cli.main(["fmt", "--stdin-filename", "m.dl", str(ROOT / "models" / "xor.dl")]) == 2
+    assert "give `-` as the file" in capsys.readouterr().err
+
+
+def test_fmt_refuses_read_only_files_and_writes_through_links(tmp_path, capsys):
+    """A read-only file is not rewritten (the atomic rename replaced it, mode 444 kept: black, gofmt and
+    rustfmt refuse), exit 3 naming it, after the other files are formatted; a symbolic link's file is
+    formatted and the link kept (the rename replaced the link by a formatted copy, the file unchanged)."""
+    locked, other = tmp_path / "locked.dl", tmp_path / "other.dl"
+    for path in (locked, other):
+        path.write_text(MESSY, encoding="utf-8")
+    locked.chmod(0o444)
+    assert cli.main(["fmt", str(locked), str(other)]) == 3
+    err = capsys.readouterr().err
+    assert f"error: cannot write `{locked}`: the file is read-only" in err and "chmod u+w" in err
+    assert f"dslc fmt - < {locked}" in err and f"formatted {other}" in err
+    assert locked.read_text(encoding="utf-8") == MESSY and other.read_text(encoding="utf-8") == TIDY
+    assert cli.main(["fmt", "--check", str(locked)]) == 1  # checking reads only
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "m.dl", tmp_path / "link.dl"
+    real.write_text(MESSY, encoding="utf-8")
+    link.symlink_to(real)
+    assert cli.main(["fmt", str(link)]) == 0
+    assert link.is_symlink() and real.read_text(encoding="utf-8") == TIDY
+
+
+def test_fmt_keeps_the_files_line_endings_and_byte_order_mark(tmp_path, monkeypatch, capsys):
+    """As black and rustfmt: a CRLF file stays CRLF, a BOM stays. `dslc fmt` rewrote a CRLF file as LF
+    when anything else in it changed and left it CRLF when nothing did (it compared newline-translated
+    text), so `--check` passed a CRLF file that `fmt` would have rewritten after one edit."""
+    crlf, bom = tmp_path / "crlf.dl", tmp_path / "bom.dl"
+    crlf.write_bytes(MESSY.replace("\n", "\r\n").encode())
+    bom.write_bytes(("\ufeff" + MESSY).encode())
+    assert cli.main(["fmt", "--check", str(crlf), str(bom)]) == 1
+    assert cli.main(["fmt", str(crlf), str(bom)]) == 0
+    assert crlf.read_bytes() == TIDY.replace("\n", "\r\n").encode()
+    assert bom.read_bytes() == ("\ufeff" + TIDY).encode()
+    assert cli.main(["fmt", "--check", str(crlf), str(bom)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MESSY.replace("\n", "\r\n").encode())))
+    assert cli.main(["fmt", "-"]) == 0
+    assert capsys.readouterr().out == TIDY.replace("\n", "\r\n")
 
 
 def test_ci_check_passes_on_the_repository():

@@ -212,6 +212,10 @@ def test_definition_symbols_and_formatting(client):
     edits = client.request("textDocument/formatting", {"textDocument": {"uri": uri},
                                                        "options": {"tabSize": 4, "insertSpaces": True}})
     assert [e["newText"] for e in edits] == [GOOD]
+    # a CRLF document keeps its line endings, as `dslc fmt` keeps a file's: none to make if it is formatted
+    crlf = open_file(client, "crlf.dl", GOOD.replace("\n", "\r\n"))
+    assert client.request("textDocument/formatting", {"textDocument": {"uri": crlf},
+                                                      "options": {"tabSize": 4, "insertSpaces": True}}) == []
 
 
 def test_notes_become_related_locations(client):
@@ -359,6 +363,47 @@ def test_messages_before_initialize_get_the_specifications_answer(tmp_path):
     assert c.process.returncode == 0
 
 
+def test_a_content_length_counting_characters_costs_one_message_not_the_session(tmp_path):
+    """A client that counts characters instead of UTF-8 bytes sends a Content-Length too short for a
+    message with non-ASCII text: that message gets a ParseError, and the next ones are read as usual
+    (pygls's reader took every later message for part of a header and answered nothing more)."""
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    uri = (tmp_path / "café.dl").as_uri()
+    text = json.dumps({"jsonrpc": "2.0", "id": 20, "method": "textDocument/hover",
+                       "params": {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}},
+                       "comment": "é😀 counted as characters"}, ensure_ascii=False)
+    c.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(text) + text.encode("utf-8"))
+    c.process.stdin.flush()
+    answer = c.messages.get(timeout=60)
+    assert answer["id"] is None and answer["error"]["code"] == -32700, answer
+    assert c.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}}) == []
+    data = json.dumps({"jsonrpc": "2.0", "id": 21, "method": "textDocument/documentSymbol",
+                       "params": {"textDocument": {"uri": uri}}}).encode()
+    c.process.stdin.write(b"content-length:%d\r\n\r\n" % len(data) + data)  # HTTP's header rules
+    c.process.stdin.flush()
+    assert c.messages.get(timeout=60) == {"jsonrpc": "2.0", "id": 21, "result": []}
+    c.close()
+    assert c.process.returncode == 0
+    short = len(text.encode("utf-8")) - len(text)
+    assert f"dropped {short} bytes before a `Content-Length` header" in c.process.stderr.read().decode()
+
+
+def test_a_request_after_shutdown_is_answered_with_invalid_request(tmp_path):
+    # the specification's rule; pygls dropped it with a log line, so the client waited for the answer
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+    assert c.request("shutdown", None) is None
+    c.send({"id": 50, "method": "textDocument/documentSymbol",
+            "params": {"textDocument": {"uri": (tmp_path / "m.dl").as_uri()}}})
+    answer = c.messages.get(timeout=60)
+    assert answer["id"] == 50 and answer["error"]["code"] == -32600, answer
+    c.notify("exit", None)
+    assert c.process.wait(timeout=30) == 0
+
+
 def test_exit_without_shutdown_exits_with_1(tmp_path):
     # the protocol's rule; the server exited 0 (pygls's sys.exit(1) is swallowed by its loop)
     c = Client(tmp_path, {})
@@ -370,3 +415,40 @@ def test_exit_without_shutdown_exits_with_1(tmp_path):
     c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
     c.close()
     assert c.process.returncode == 0
+
+
+def test_messages_that_are_not_json_rpc_get_the_specifications_errors(tmp_path):
+    """JSON-RPC 2.0's answers to a body that is not JSON (ParseError, id null), JSON that is not a request
+    (InvalidRequest, with the request's id where it can be read) and params that do not fit the method
+    (InvalidParams); a notification is not answered. pygls answered none of them (a `window/showMessage`
+    "Error in server" and a traceback on stderr), so a client waiting for the id waited for ever."""
+    c = Client(tmp_path, {})
+    c.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}})
+    c.notify("initialized", {})
+
+    def answer_to(body: bytes) -> dict:
+        c.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        c.process.stdin.flush()
+        message = c.messages.get(timeout=60)
+        assert "result" not in message and set(message) == {"jsonrpc", "id", "error"}, message
+        return message
+
+    cut = b'{"jsonrpc": "2.0", "id": 2, "method": "shutdown"'  # a Content-Length shorter than the message
+    for body, code, id_ in [(cut, -32700, None), (b"\xff\xfe{}", -32700, None), (b"[1, 2]", -32600, None),
+                            (b'"hello"', -32600, None), (b'{"jsonrpc": "2.0", "id": 7, "method": 5}', -32600, 7),
+                            (b'{"jsonrpc": "1.0", "id": "a", "method": "shutdown"}', -32600, "a"),
+                            (b'{"jsonrpc": "2.0", "id": 8, "method": "textDocument/hover", "params": {}}', -32602, 8),
+                            (b'{"jsonrpc": "2.0", "id": 9, "method": "textDocument/hover"}', -32602, 9),
+                            (b'{"jsonrpc": "2.0", "id": 10, "method": "dslc/unknown"}', -32601, 10)]:
+        message = answer_to(body)
+        assert (message["id"], message["error"]["code"]) == (id_, code), (body, message)
+        if id_ == 8:
+            assert "`textDocument/hover`" in message["error"]["message"], message
+            assert "$.params.position" in message["error"]["message"], message
+    assert "dslc/unknown" in message["error"]["message"]
+    c.notify("textDocument/didOpen", {"x": 1})  # not answered: the next message is the next request's answer
+    assert c.request("textDocument/documentSymbol", {"textDocument": {"uri": (tmp_path / "none.dl").as_uri()}}) == []
+    c.close()
+    assert c.process.returncode == 0
+    stderr = c.process.stderr.read().decode()
+    assert "Traceback" not in stderr and "Parse error: the message is not JSON" in stderr, stderr

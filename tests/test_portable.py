@@ -132,6 +132,8 @@ def test_train_state_leaves_dslc_and_comes_back(tmp_path, capsys):
     np.savez(tmp_path / "state.npz", **exported)
     for source, run in ((tmp_path / "state" / "digits.init.onnx", "b"), (tmp_path / "state.npz", "c")):
         assert cli.main(["train", model, *common, "--epochs", "1", "--resume", str(source), "-o", str(tmp_path / run)]) == 0
+        said = f"starting from the training state in `{source}` (optimizer step {ckpt.meta['global_step']})"
+        assert said in capsys.readouterr().out
     b, c = load_checkpoint(tmp_path / "b"), load_checkpoint(tmp_path / "c")
     steps = ckpt.meta["global_step"]
     assert b.meta["global_step"] == c.meta["global_step"] == 2 * steps

@@ -439,7 +439,7 @@ def test_resume_refuses_another_model(tmp_path):
         fit(wider, linreg_data(n=20, features=4), epochs=2, batch_size=8, out_dir=tmp_path, resume=True)
     assert e.value.message == (f"checkpoint `{tmp_path / 'checkpoint.npz'}` does not fit model `linreg`: parameter "
                                "`lin.W` is `float32[3, 1]` in the checkpoint but `float32[4, 1]` in the model")
-    assert e.value.hint == checkpoint.MISMATCH_HINT
+    assert e.value.hint == checkpoint.mismatch_hint() and "keyword arguments of `dslc.compile`" in e.value.hint
     with pytest.raises(DataError, match="was written for model `linreg`, not `other`"):
         fit(linreg_program(name="other"), d, epochs=2, batch_size=8, out_dir=tmp_path, resume=True)
 

@@ -131,6 +131,18 @@ def test_summary_on_the_command_line(capsys):
     assert out.startswith("model text_rnn\n") and "training step's peak activation memory at batch 32" in out
 
 
+def test_summary_counts_the_parameters_freeze_would_keep_fixed(capsys):
+    """`dslc summary --freeze`, as `dslc train --freeze` trains them (Keras's non-trainable count); the
+    frozen column of the totals was always 0 on the command line, which had no way to say what is frozen."""
+    model = str(ROOT / "examples" / "digits" / "digits.dl")
+    assert cli.main(["summary", model, "--freeze", "dense_0*", "--freeze", "biases"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: 26,122 (17,664 trainable, 8,458 frozen)" in out  # dense_0's 8,320 and 138 more biases
+    assert "dense_0 (frozen)" in out
+    assert cli.main(["summary", model, "--freeze", "enc*"]) == 3
+    assert "`enc*` selects no parameter" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("dims, shown", [((), "needs the size of `T` (`--dim T=N`)"), (("--dim", "T=20"), "kFLOP")])
 def test_summary_needs_the_other_symbolic_dims_for_flops(tmp_path, capsys, dims, shown):
     (tmp_path / "seq.dl").write_text("""

@@ -22,13 +22,16 @@ original (`dslc.frontend.tokens.parsed_stream`), so it always means the same pro
 from __future__ import annotations
 
 import difflib
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from dslc.diagnostics import DataError
-from dslc.frontend.parser import parse
+from dslc.frontend.parser import not_utf8_error, parse
 from dslc.frontend.tokens import Token, parsed_stream, tokens
-from dslc.source import SourceFile
+from dslc.fsutil import WriteError
+from dslc.source import BOM, NotUtf8, SourceFile
 
 WIDTH = 110  # of the code on a line; trailing comments may go past it
 INDENT = 4
@@ -341,6 +344,42 @@ def dl_files(paths: list[str]) -> list[Path]:
         else:
             raise DataError(f"cannot read `{given}`: No such file or directory")
     return list(dict.fromkeys(files))
+
+
+def read_stdin(stream: BinaryIO, name: str | None) -> tuple[SourceFile, str]:
+    """The text of `dslc fmt -`, named `name` (`--stdin-filename`) or `<stdin>` in errors and the diff,
+    and the text as written (with its byte-order mark, if any)."""
+    path = name or "<stdin>"
+    data = stream.read()
+    try:
+        written = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8_error(NotUtf8(path, data, e.start)) from None
+    return SourceFile.from_text(path, written), written
+
+
+def in_the_written_style(formatted: str, written: str) -> str:
+    """`formatted` with the line endings and byte-order mark of the text as `written`, as black and
+    rustfmt keep them: CRLF if its first line ends with one (git's `autocrlf` checks files out so on
+    Windows). `format_source` gives LF and no mark, so `dslc fmt` rewrote a CRLF file as LF when any
+    other part of it changed, and left it CRLF when none did."""
+    first_line = written.split("\n", 1)
+    if len(first_line) == 2 and first_line[0].endswith("\r"):
+        formatted = formatted.replace("\n", "\r\n")
+    return BOM + formatted if written.startswith(BOM) else formatted
+
+
+def read_only_error(paths: list[Path]) -> WriteError:
+    """What `dslc fmt` says of files it would rewrite but may not (black, gofmt and rustfmt refuse too):
+    an atomic write replaces the file by renaming, which a read-only file's directory still allows."""
+    if len(paths) == 1:
+        error = WriteError(errno.EACCES, "the file is read-only, so it was not formatted", str(paths[0]))
+    else:
+        error = WriteError(errno.EACCES, "they are read-only, so they were not formatted",
+                           "`, `".join(str(p) for p in paths))
+    error.hint = (f"make {'it' if len(paths) == 1 else 'them'} writable (`chmod u+w`), or print the formatted "
+                  f"text with `dslc fmt - < {paths[0]}`")
+    return error
 
 
 def diff(path: str, before: str, after: str) -> str:

@@ -13,12 +13,14 @@ UTF-32 at `initialize`), the compiler characters in the file.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types as lsp
-from pygls.exceptions import JsonRpcServerNotInitialized
+from pygls.exceptions import JsonRpcException, JsonRpcServerNotInitialized
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path
@@ -27,8 +29,9 @@ from dslc import __version__
 from dslc.builtins import load_all
 from dslc.declared_callbacks import CALLBACKS
 from dslc.diagnostics import Diagnostic, DslcError
+from dslc.editor import jsonrpc
 from dslc.editor.analysis import Analysis, analyze, catalogue_entry, import_leading_to
-from dslc.editor.fmt import NotFormattable, format_text
+from dslc.editor.fmt import NotFormattable, format_text, in_the_written_style
 from dslc.frontend.tokens import keywords
 from dslc.initializers import INITIALIZERS
 from dslc.optim import OPTIMIZERS
@@ -77,9 +80,11 @@ def path_of(uri: str) -> str:
 
 # ---- the server ----------------------------------------------------------------------------------
 class _Protocol(LanguageServerProtocol):
-    """pygls's protocol with the specification's rule for messages before `initialize`: a request is
-    answered with the error ServerNotInitialized (-32002) and a notification other than `exit` is dropped
-    (pygls ran them, and a request about a document answered an internal error with its traceback)."""
+    """pygls's protocol with the specification's rules where pygls has none of its own: before
+    `initialize` a request is answered with the error ServerNotInitialized (-32002) and a notification
+    other than `exit` is dropped (pygls ran them, and a request about a document answered an internal
+    error with its traceback); after `shutdown` a request is answered with InvalidRequest (pygls dropped
+    it); a message that is not JSON-RPC gets JSON-RPC's answer (`dslc.editor.jsonrpc`)."""
 
     def _initialized(self) -> bool:
         return self._workspace is not None
@@ -94,6 +99,37 @@ class _Protocol(LanguageServerProtocol):
         if method_name == lsp.EXIT or self._initialized():
             return super()._handle_notification(method_name, params)
 
+    # JSON that is not a message the server can read is answered as JSON-RPC says (`dslc.editor.jsonrpc`)
+    def structure_message(self, data):
+        if "jsonrpc" not in data:  # pygls's hook sees every object of a message; only the message has it
+            return data
+        why = jsonrpc.what_is_wrong(data)
+        if why:
+            return jsonrpc.invalid(data, why)
+        if "method" in data and "params" not in data:  # JSON-RPC lets a request leave them out; pygls's
+            data = {**data, "params": None}  # type of a method it does not know required them (InternalError)
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            return jsonrpc.not_fitting(data, e)
+
+    def handle_message(self, message):
+        if self._shutdown and isinstance(getattr(message, "id", None), (int, str)) and hasattr(message, "method"):
+            # the specification's answer to a request after `shutdown`; pygls dropped it, and the client waited
+            message = jsonrpc.Malformed(message.id, jsonrpc.INVALID_REQUEST,
+                                        f"Invalid Request: `{message.method}` after `shutdown`")
+        if not isinstance(message, jsonrpc.Malformed) and hasattr(message, "jsonrpc"):
+            return super().handle_message(message)
+        if not isinstance(message, jsonrpc.Malformed):  # an array, a string, an object without `jsonrpc`
+            message = jsonrpc.invalid(message, jsonrpc.what_is_wrong(message) or "not a JSON-RPC 2.0 message")
+        self.answer(message)
+
+    def answer(self, malformed: jsonrpc.Malformed) -> None:
+        jsonrpc.logger.warning("%s (%s)", malformed.message,
+                               f"id {json.dumps(malformed.id)}" if malformed.answer else "a notification: dropped")
+        if malformed.answer:  # a dict: the converter of pygls's ResponseErrorMessage leaves out an `id` of null
+            self._send_data(malformed.response())
+
 
 class DlServer(LanguageServer):
     def __init__(self):
@@ -102,6 +138,12 @@ class DlServer(LanguageServer):
         self.analyses: dict[str, tuple[int | None, Analysis]] = {}
         self.pending: dict[str, asyncio.TimerHandle] = {}
         self.shut_down = False
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """A body that is not JSON gets a ParseError response (pygls showed the editor "Error in server")."""
+        if jsonrpc.is_parse_error(error):
+            return self.protocol.answer(jsonrpc.parse_error(error))
+        super().report_server_error(error, source)
 
     @property
     def encoding(self) -> str:
@@ -254,7 +296,7 @@ def formatting(ls: DlServer, params: lsp.DocumentFormattingParams) -> list[lsp.T
     text = ls.text(params.text_document.uri)
     source = SourceFile.from_text(path_of(params.text_document.uri), text)
     try:
-        formatted = format_text(text, source.path)
+        formatted = in_the_written_style(format_text(text, source.path), text)  # CRLF stays, as `dslc fmt`
     except (DslcError, NotFormattable):
         return []  # a file that does not parse is left as it is; its diagnostics say why
     if formatted == text:
@@ -345,5 +387,6 @@ def shutdown(ls: DlServer, params) -> None:
 def serve() -> int:
     """Run the server on stdin/stdout until the client exits; the exit code the protocol asks for: 0 after
     a `shutdown` request, else 1 (pygls exits with it through `sys.exit`, which its loop swallows)."""
-    server.start_io()
+    jsonrpc.drop_answered_tracebacks()
+    server.start_io(stdin=jsonrpc.FramedInput(sys.stdin.buffer))
     return 0 if server.shut_down else 1

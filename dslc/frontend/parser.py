@@ -76,10 +76,14 @@ def read_source(path: str | Path) -> SourceFile:
     try:
         return SourceFile.read(path)
     except NotUtf8 as e:
-        span = e.source.span(e.offset, e.offset + 1)
-        raise DslcError(Diagnostic("the file is not UTF-8 text", span, f"this byte (0x{e.byte:02x}) is not UTF-8",
-                                   "model files are UTF-8 text: save it as UTF-8, or check that "
-                                   "this is the file you meant")) from None
+        raise not_utf8_error(e) from None
+
+
+def not_utf8_error(e: NotUtf8) -> DslcError:
+    span = e.source.span(e.offset, e.offset + 1)
+    return DslcError(Diagnostic("the file is not UTF-8 text", span, f"this byte (0x{e.byte:02x}) is not UTF-8",
+                                "model files are UTF-8 text: save it as UTF-8, or check that "
+                                "this is the file you meant"))
 
 
 @functools.cache

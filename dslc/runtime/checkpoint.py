@@ -37,7 +37,7 @@ from dslc.runtime.data import check_finite, open_npz
 from dslc.runtime.faults import fault_point
 from dslc.runtime.layout import state_specs, train_keys, weight_specs
 from dslc.runtime.npz_writer import write_npz
-from dslc.spelling import option
+from dslc.spelling import on_command_line, option
 
 CHECKPOINT_FILE = "checkpoint.npz"
 BEST_FILE = "best.npz"  # a copy of the best epoch's checkpoint (`dslc.runtime.callbacks`)
@@ -212,10 +212,13 @@ def check_meta(meta, path: Path) -> None:
 DAMAGED_HINT = ("the checkpoint is damaged (e.g. cut short by a full disk or an interrupted copy); "
                 "use another checkpoint or train again")
 NON_FINITE_HINT = "trained values must be finite; use a checkpoint from before they went bad, or train again"
-MISMATCH_HINT = (
-    "the model source or its -D values changed since the checkpoint was written; "
-    "compile the model the checkpoint came from, or train into a new directory"
-)
+def mismatch_hint() -> str:
+    """The hint for weights of another shape: most often a run trained with `-D` values (`hidden=64`) read
+    by a command given none, so it says to pass them; for `predict` and `evaluate` "train into a new
+    directory", all it said after "compile the model the checkpoint came from", was no way out."""
+    values = "the `-D` values" if on_command_line() else "the hyper-parameters (keyword arguments of `dslc.compile`)"
+    return (f"the model source or {values} differ from those the weights were trained with: pass the same ones "
+            "(a checkpoint does not record them); to train this model anew, train into a new directory")
 
 
 def _check_fits_headers(path: Path, meta: dict, manifest: dict, params: Mapping, state: Mapping | None) -> None:
@@ -279,24 +282,24 @@ def _check_group(kind: str, specs: list[dict], signatures: Mapping[str, tuple[np
     for spec in specs:
         name = spec["name"]
         if name not in signatures:
-            raise DataError(f"{head}: {lacks} {kind} `{name}`, which the model has", hint=MISMATCH_HINT)
+            raise DataError(f"{head}: {lacks} {kind} `{name}`, which the model has", hint=mismatch_hint())
         (dtype, shape), want = signatures[name], (np.dtype(spec["dtype"]), list(spec["shape"]))
         if (dtype, list(shape)) != want:
             raise DataError(
                 f"{head}: {kind} `{name}` is `{dtype}{list(shape)}` in the checkpoint "
                 f"but `{want[0]}{want[1]}` in the model",
-                hint=_dtype_hint(signatures, want[0]) if list(shape) == want[1] else MISMATCH_HINT,
+                hint=_dtype_hint(signatures, want[0]) if list(shape) == want[1] else mismatch_hint(),
             )
     extra = sorted(set(signatures) - {s["name"] for s in specs})
     if extra:
-        raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=MISMATCH_HINT)
+        raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=mismatch_hint())
 
 
 def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], model_dtype: np.dtype) -> str:
     """The `--dtype` to use when every float array of the checkpoint has one dtype, not the model's."""
     trained = {dtype for dtype, _ in signatures.values() if dtype.kind == "f"}
     if len(trained) != 1 or model_dtype in trained:
-        return MISMATCH_HINT
+        return mismatch_hint()
     dtype = trained.pop()
     return f"the weights are `{dtype}`; pass {option('dtype', dtype)} to use them"
 

@@ -62,6 +62,8 @@ def starting_state(program, spec: dict, out_dir: Path, resume, init_from, settin
         global_step = state_step(initial, spec)
         before = state_file_settings(resume)
         warn_changed_settings(before, {k: settings[k] for k in before}, "the state file's run", reporter)
+        # said as --init-from says what it loaded: the run's first line named neither the file nor the step
+        reporter.note(f"starting from the training state in `{resume}` (optimizer step {global_step})")
     else:
         initial, global_step = program.initial_values(), 0
     if init_from is not None:  # fine-tuning: another run's weights where they fit
