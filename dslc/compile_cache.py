@@ -1,8 +1,8 @@
 """Compiled programs kept between commands, so that `dslc train`, `predict`, `evaluate`, `export` and
 `build` of a model compiled before read its graphs and manifest instead of compiling it again.
 
-Compiling costs what the command waits for before its first step: the ONNX package alone takes 0.7–1.4 s
-to import here (most of it `ml_dtypes`), the LALR tables ~0.2 s, lowering and emitting the rest. A hit
+Compiling costs what the command waits for before its first step: the ONNX package alone takes 0.15–0.19 s
+to import here (0.7–1.4 s with `ml_dtypes` 0.7), the LALR tables ~0.2 s, lowering and emitting the rest. A hit
 imports neither onnx nor lark: the entry's files are the program's graphs (bytes) and its manifest (JSON),
 and the init graph is read by `dslc.emit.weights.read_init_graph` without onnx.
 
