@@ -161,6 +161,32 @@ def test_sessions_made_ahead_are_the_sessions_steps_use(tmp_path):
     assert not (tmp_path / "bad").exists()  # failed before writing, as without the threads
 
 
+def test_the_validation_session_stops_spinning_when_its_runs_return(tmp_path, monkeypatch):
+    """The training loop's validation session is made with `session.force_spinning_stop` (its pool spun
+    on after validation and took a core from the training steps; timed by examples/bench), the training
+    session and a lone evaluation session without it."""
+    program, d = linreg_program(), linreg_data(n=20)
+    made = []
+    original = devices.make_session
+
+    def spinning_stop(sess) -> str:
+        try:
+            return sess.get_session_options().get_session_config_entry("session.force_spinning_stop")
+        except Exception:  # noqa: BLE001 - ONNX Runtime raises for an entry never set
+            return "unset"
+
+    def recording(*args, **kwargs):
+        sess = original(*args, **kwargs)
+        made.append(spinning_stop(sess))
+        return sess
+
+    monkeypatch.setattr(devices, "make_session", recording)
+    fit(program, d, d, epochs=2, batch_size=8, out_dir=tmp_path / "run", reporter=Reporter(), threads=1)
+    assert sorted(made) == ["1", "unset"]  # the validation session's, the training session's
+    lone = session.Evaluator(program.graphs["eval"], program.manifest["graphs"]["eval"], threads=1)
+    assert spinning_stop(lone.session) == "unset"  # ONNX Runtime's default: spinning on between runs
+
+
 def test_hyper_parameters_written_only_when_they_change():
     """A step feeds what it is given, else the compiled default, whatever the steps before were fed: the
     numpy SGD of tests/manifest_graphs.py with each step's learning rate."""

@@ -287,11 +287,13 @@ class Evaluator:
 
     `spec` is `manifest["graphs"]["eval"]`: `inputs` (data and targets), `params` and `buffers`, and
     `outputs` (loss, then metrics). `ahead`: the session, made beforehand (`SessionAhead`).
+    `keep_spinning`: see `devices.make_session` (False beside a training session).
     """
 
     def __init__(self, model_bytes: bytes, spec: dict, device: str = "cpu", threads: int | None = None, *,
-                 ahead: SessionAhead | None = None):
-        self.session = ahead.result() if ahead else devices.make_session(model_bytes, device, threads)
+                 ahead: SessionAhead | None = None, keep_spinning: bool = True):
+        self.session = ahead.result() if ahead else devices.make_session(model_bytes, device, threads,
+                                                                         keep_spinning=keep_spinning)
         self.spec = spec
         self.data_names = [t["name"] for t in spec["inputs"]]
         self.param_names = [t["name"] for t in spec.get("params", []) + spec.get("buffers", [])]

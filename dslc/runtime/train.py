@@ -207,7 +207,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     # the common case's sessions are made on threads while the data is read (`SessionAhead`)
     single = accumulate == 1 and comm is None and len(keys) == 1 and not spec.get("frozen")
     train_ahead = SessionAhead(program.graphs[keys[0]], device, threads, memory_pattern=False) if single else None
-    eval_ahead = SessionAhead(program.graphs[eval_key(keys[0])], device, threads) \
+    eval_ahead = SessionAhead(program.graphs[eval_key(keys[0])], device, threads, keep_spinning=False) \
         if single and writer and (val_data is not None or val_split is not None) \
         and eval_key(keys[0]) in program.graphs else None
     for ahead in (train_ahead, eval_ahead):
@@ -251,7 +251,8 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if val_arrays and writer:
         for k, es in zip(keys, eval_specs):
             prefix = f"{objective_of(k)}." if len(keys) > 1 else ""
-            evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads, ahead=eval_ahead)
+            evaluators[prefix] = Evaluator(program.graphs[eval_key(k)], es, device, threads, ahead=eval_ahead,
+                                           keep_spinning=False)
     names = list(trainer.output_names) + [f"val_{p}{k}" for p, e in evaluators.items() for k in e.output_names]
     if writer:
         hooks.check(names, bool(evaluators), history)
