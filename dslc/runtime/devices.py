@@ -57,7 +57,7 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     `keep_spinning=False`: the pool's threads stop spinning when a run returns (they still spin inside
     it), for a session called in bursts beside another, such as the training loop's validation: after
     validation its spinning thread took a core from the training steps for ~40 ms (on 2 threads, an epoch
-    of cnn_digits' training 62-79 -> 43-46 ms, text_rnn's 99-174 -> 97-115 ms; validation itself as fast).
+    of cnn_digits' training 62-79 -> 43-44 ms, text_rnn's 99-174 -> 97-115 ms; validation itself as fast).
 
     CUDA is checked three ways: the provider must be listed by `ort.get_available_providers()`,
     session creation must succeed, and the created session must report `CUDAExecutionProvider`
