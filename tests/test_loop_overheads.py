@@ -8,8 +8,10 @@ import io
 
 import numpy as np
 import pytest
+from golden import ROOT
 from manifest_graphs import LR, W0, linreg_data, linreg_program
 
+import dslc
 from dslc import fsutil
 from dslc.runtime import devices, faults, session
 from dslc.runtime.batches import EpochBatches
@@ -161,6 +163,14 @@ def test_sessions_made_ahead_are_the_sessions_steps_use(tmp_path):
     assert not (tmp_path / "bad").exists()  # failed before writing, as without the threads
 
 
+def spinning_stop(sess) -> str:
+    """A session's `session.force_spinning_stop`, or "unset"."""
+    try:
+        return sess.get_session_options().get_session_config_entry("session.force_spinning_stop")
+    except Exception:  # noqa: BLE001 - ONNX Runtime raises for an entry never set
+        return "unset"
+
+
 def test_the_validation_session_stops_spinning_when_its_runs_return(tmp_path, monkeypatch):
     """The training loop's validation session is made with `session.force_spinning_stop` (its pool spun
     on after validation and took a core from the training steps; timed by examples/bench), the training
@@ -168,12 +178,6 @@ def test_the_validation_session_stops_spinning_when_its_runs_return(tmp_path, mo
     program, d = linreg_program(), linreg_data(n=20)
     made = []
     original = devices.make_session
-
-    def spinning_stop(sess) -> str:
-        try:
-            return sess.get_session_options().get_session_config_entry("session.force_spinning_stop")
-        except Exception:  # noqa: BLE001 - ONNX Runtime raises for an entry never set
-            return "unset"
 
     def recording(*args, **kwargs):
         sess = original(*args, **kwargs)
@@ -185,6 +189,17 @@ def test_the_validation_session_stops_spinning_when_its_runs_return(tmp_path, mo
     assert sorted(made) == ["1", "unset"]  # the validation session's, the training session's
     lone = session.Evaluator(program.graphs["eval"], program.manifest["graphs"]["eval"], threads=1)
     assert spinning_stop(lone.session) == "unset"  # ONNX Runtime's default: spinning on between runs
+
+
+def test_the_graphs_of_several_objectives_stop_spinning_between_their_turns():
+    """A GAN's discriminator and generator sessions run in turn: each stops its pool spinning when its
+    run returns; one objective's `SharedSteps` (a `--freeze` run) keeps spinning between its steps."""
+    program = dslc.compile(ROOT / "models" / "gan.dl")
+    graphs = [(k, program.graphs[k], program.manifest["graphs"][k]) for k in ("train.discriminator", "train.generator")]
+    both = session.SharedSteps(graphs, threads=1, initial=program.initial_values())
+    assert [spinning_stop(g["session"]) for g in both.graphs] == ["1", "1"]
+    one = session.SharedSteps(graphs[:1], threads=1, initial=program.initial_values())
+    assert [spinning_stop(g["session"]) for g in one.graphs] == ["unset"]
 
 
 def test_hyper_parameters_written_only_when_they_change():
