@@ -112,6 +112,16 @@ READY = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); from dslc
 STOPS = {signal.SIGINT: (130, "error: interrupted\n"), signal.SIGTERM: (143, "error: terminated (SIGTERM)\n")}
 
 
+def deep_model(folder: Path) -> Path:
+    """A model whose `dslc check` takes ~1.4 s of CPU (400 layers), so that a signal sent in its first
+    ~0.6 s finds the command still running: mlp.dl's check ends in ~0.3 s."""
+    model = folder / "deep.dl"
+    model.write_text("model deep {\n    input x: f32[B, 8]\n    target y: f32[B, 8]\n"
+                     "    p = x |> repeat(400) { dense(8) |> relu }\n    output q = p\n    loss mse(p, y)\n"
+                     "    optimizer adam()\n}\n")
+    return model
+
+
 @pytest.mark.parametrize("signum, delay", [(signal.SIGINT, 0.02), (signal.SIGINT, 0.1), (signal.SIGINT, 0.3),
                                            (signal.SIGINT, 0.6), (signal.SIGTERM, 0.1), (signal.SIGTERM, 0.6)])
 def test_ctrl_c_or_sigterm_while_the_imports_load_exits_quietly(signum, delay, tmp_path):
@@ -119,11 +129,7 @@ def test_ctrl_c_or_sigterm_while_the_imports_load_exits_quietly(signum, delay, t
     imported (the first ~0.2 s of CPU) or the model compiles (a 400-layer model: ~1.4 s of CPU, so that
     the latest signal still finds the command running): `error: interrupted` and exit 130, or
     `error: terminated` and exit 143, no traceback."""
-    model = tmp_path / "deep.dl"
-    model.write_text("model deep {\n    input x: f32[B, 8]\n    target y: f32[B, 8]\n"
-                     "    p = x |> repeat(400) { dense(8) |> relu }\n    output q = p\n    loss mse(p, y)\n"
-                     "    optimizer adam()\n}\n")
-    child = subprocess.Popen([sys.executable, "-c", READY, "check", str(model)],
+    child = subprocess.Popen([sys.executable, "-c", READY, "check", str(deep_model(tmp_path))],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"
     time.sleep(delay)
@@ -172,12 +178,12 @@ def test_an_import_error_raised_from_ctrl_c_is_an_interrupt(monkeypatch, capsys)
     monkeypatch.setattr(cli, "_run", lambda args: __import__("no_such_module_of_dslc"))
     assert cli.main(["check", str(ROOT / "models" / "mlp.dl")]) == cli.EXIT_BUG
 
-def test_the_console_script_runs_the_quiet_entry_point():
+def test_the_console_script_runs_the_quiet_entry_point(tmp_path):
     script = Path(sys.executable).parent / "dslc"
     if not script.exists():
         pytest.skip("the `dslc` console script is not installed next to this interpreter")
     assert "from dslc.__main__ import run" in script.read_text()
-    child = subprocess.Popen([str(script), "check", str(ROOT / "models" / "mlp.dl")], stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([str(script), "check", str(deep_model(tmp_path))], stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
