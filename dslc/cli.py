@@ -11,6 +11,7 @@ from dslc.cli_args import build_parser, refuse_misuse
 from dslc.cli_failures import (  # noqa: F401 - the exit codes are `dslc.cli`'s too
     EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED, EXIT_USAGE, UsageError,
     checkpoint_saved, failure, run_checkpoint, to_devnull)
+from dslc.cli_ranks import job_to_stop, other_rank, refuse_mpiexec, said_once_by_rank_zero, stop_the_other_ranks
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
 from dslc.spelling import command_line
 
@@ -72,16 +73,6 @@ def _compiled(args):
     return _compile(args)
 
 
-def _other_rank(args) -> bool:
-    """Whether this is a rank other than 0 of `mpiexec ... dslc train` (rank 0 reports for all)."""
-    if args.verb != "train":
-        return False
-    from dslc.runtime.distributed import world
-
-    comm = world()
-    return comm is not None and comm.Get_rank() > 0
-
-
 def _tune_setting(args):
     """What `--tune` measures for: the run's threads and the batch of its training step."""
     from dslc.runtime.devices import default_threads
@@ -109,11 +100,11 @@ def _run(args) -> int:
 
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
-    _refuse_mpiexec(args)
+    refuse_mpiexec(args)
     program = _compiled(args)
-    if program.warnings and not _other_rank(args):  # before the verb's output; they do not change the exit code
+    if program.warnings and not other_rank(args):  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
-    if getattr(args, "tune", False) and not getattr(args, "quiet", False) and not _other_rank(args):
+    if getattr(args, "tune", False) and not getattr(args, "quiet", False) and not other_rank(args):
         from dslc.runtime.tune import tuning_lines
 
         _say("\n".join(tuning_lines(program.manifest["tuning"], program.extras.get("tuned"))))
@@ -196,20 +187,6 @@ def _run(args) -> int:
         path = program.export(args.weights, args.out)
         _say(f"exported {program.name} to {path}")
     return EXIT_OK
-
-
-def _refuse_mpiexec(args) -> None:
-    """Only `dslc train` runs on the processes of `mpiexec -n N`: any other verb ran N times, each rank
-    printing the same results (`evaluate`, `bench`) or writing the same files (`predict`, `build`)."""
-    from dslc.runtime.distributed import launch_rank, launched_by_mpi
-
-    if args.verb == "train" or not launched_by_mpi():
-        return
-    if launch_rank() != 0:  # every rank refuses it: rank 0 alone says so
-        to_devnull(sys.stderr)
-    hint = "; `dslc predict --dask` runs batch inference on many cores or machines" if args.verb == "predict" else ""
-    raise UsageError(f"`dslc {args.verb}` runs in one process: under `mpiexec`, only `dslc train` uses several "
-                     f"(run it without `mpiexec`{hint})")
 
 
 def _fmt(args) -> int:
@@ -396,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - each kind of failure has its exit code
         code, lines = failure(args, e)
-        comm = _job_to_stop(args, e)
-        said_by_rank_zero = _said_by_rank_zero(args, comm, e, lines)
+        comm = job_to_stop(args, e)
+        said_by_rank_zero = said_once_by_rank_zero(args, comm, e, lines)
         if not said_by_rank_zero:
             try:
                 _tell_failure(args, verbs[args.verb], e, lines)
@@ -409,50 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:
                 to_devnull(sys.stdout)
         if comm is not None:
-            _stop_the_other_ranks(comm, code, said_by_rank_zero)
+            stop_the_other_ranks(comm, code, said_by_rank_zero)
         return code
-
-
-def _job_to_stop(args, error: BaseException):
-    """Under `mpiexec ... dslc train`, the job (`MPI.COMM_WORLD`) that a rank which failed outside training
-    (the model did not compile, a usage error) must end: the others would wait for it for ever in their
-    first collective call (found by trying it: a 60 s timeout killed the job). None when they were told
-    already (`program_from_rank_zero`)."""
-    if args.verb != "train":
-        return None
-    from dslc.runtime import distributed
-
-    if not distributed.launched_by_mpi() or getattr(error, "other_ranks_told", False) \
-            or isinstance(error, distributed.RankZeroStopped):
-        return None
-    try:
-        return distributed.world()
-    except DataError:  # mpi4py missing: the error printed says so
-        return None
-
-
-def _said_by_rank_zero(args, comm, error: BaseException, lines: list[str]) -> bool:
-    """Whether rank 0 prints this rank's failure `lines` for it, under `mpiexec ... dslc train`: every rank
-    runs the same command (a model that does not compile fails them all, and each printed the diagnostic),
-    and a rank that stopped because rank 0 failed to compile or tune (`RankZeroStopped`) has nothing to add
-    to rank 0's message."""
-    from dslc.runtime.distributed import RankZeroStopped, said_by_rank_zero
-
-    if comm is None:
-        return args.verb == "train" and isinstance(error, RankZeroStopped)
-    return said_by_rank_zero(comm, "\n".join(lines))
-
-
-def _stop_the_other_ranks(comm, code: int, said_by_rank_zero: bool) -> None:
-    """End the job with `code`; a rank whose failure rank 0 reports leaves rank 0 to end it (its own
-    `MPI.Abort` could cut rank 0's message off)."""
-    from dslc.runtime import distributed
-
-    if said_by_rank_zero:
-        import time
-
-        time.sleep(distributed.ABORT_WAIT_S)
-    distributed.abort_job(comm, code)
 
 
 def _tell_failure(args, verb_parser, e: BaseException, lines: list[str]) -> None:
