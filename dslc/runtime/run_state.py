@@ -106,7 +106,7 @@ def save_epoch(out_dir: Path, manifest: dict, values: Mapping[str, np.ndarray], 
                 history_log: HistoryLog, then=None) -> None:
     """`checkpoint.npz` (parameters and buffers, optimizer state; replaced atomically), then the
     epoch's entry appended to `history.jsonl` (see `dslc.runtime.history` for why this order), then
-    `then()` (`callbacks.RunHooks.after_save`: best.npz, metrics.csv)."""
+    `then()` (`run_hooks.RunHooks.after_save`: best.npz, metrics.csv)."""
     save_checkpoint(out_dir / CHECKPOINT_FILE, {t["name"]: values[t["name"]] for t in weight_specs(manifest)},
                     {t["name"]: values[t["name"]] for t in state_specs(manifest)}, meta)
     fault_point("checkpoint-saved")

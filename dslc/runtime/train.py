@@ -189,9 +189,10 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     writes the run directory, validates, reports and runs the callbacks; every rank stops where they say.
     """
     from dslc import __version__
-    from dslc.runtime.callbacks import History, RunHooks, run_stopping
+    from dslc.runtime.callbacks import History, run_stopping
     from dslc.runtime.devices import SessionAhead
     from dslc.runtime.plateau import STATE_KEY, RunRates, run_plateau
+    from dslc.runtime.run_hooks import RunHooks
     from dslc.runtime.session import Evaluator
 
     writer = comm is None or comm.Get_rank() == 0
