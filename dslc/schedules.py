@@ -193,7 +193,6 @@ def rates(parts: list[dict], lr: float, steps: np.ndarray) -> np.ndarray:
     return scheduled_rate(_Rates, schedules, np.float64(lr), np.asarray(steps), "float64")
 
 
-
 def rate_at(optimizer: dict | None, lr: float, step: int) -> float:
     """The rate of the step whose counter `opt.step` is `step` (the steps taken before it), for an
     optimizer as the manifest records it (its `schedule` parts, else its `decay`) fed the rate `lr`, in
