@@ -10,6 +10,9 @@ for files that are rewritten from what they derive from: a run's graphs and mani
 every `dslc train` of the run) and `metrics.csv` (a view of `history.jsonl`, itself appended without
 fsync). The rename still makes a killed process leave the old file or the new one; only a power loss may
 lose the latest write.
+
+`append_bytes` is the one write that is not atomic: the logs a run extends by a line an epoch
+(`history.jsonl`, `metrics.csv`), which the next run in the folder first rewrites from the checkpoint.
 """
 from __future__ import annotations
 
@@ -181,3 +184,24 @@ def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, object],
         then()
 
     return atomic_write(path, write)
+
+
+def append_bytes(path: str | os.PathLike, data: bytes, between: Callable[[], None] = lambda: None) -> None:
+    """Append `data` to `path` (created if missing) with `O_APPEND`, in two halves with `between()` called
+    between them (fault-injection tests: a kill there leaves a torn last line)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            half = len(data) // 2
+            _write_all(fd, data[:half])
+            between()
+            _write_all(fd, data[half:])
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise WriteError(e.errno, e.strerror, str(path)) from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]

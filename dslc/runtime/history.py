@@ -13,10 +13,9 @@ checkpoint. Read it with `[json.loads(line) for line in open(path)]` or
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from dslc.fsutil import WriteError, atomic_write_text
+from dslc.fsutil import append_bytes, atomic_write_text
 from dslc.runtime.faults import fault_point
 
 HISTORY_FILE = "history.jsonl"
@@ -89,20 +88,4 @@ class HistoryLog:
             atomic_write_text(self.path, text)
 
     def append(self, record: dict) -> None:
-        data = line(record).encode("utf-8")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-            try:
-                half = len(data) // 2
-                _write_all(fd, data[:half])
-                fault_point("history-write")
-                _write_all(fd, data[half:])
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise WriteError(e.errno, e.strerror, str(self.path)) from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data):]
+        append_bytes(self.path, line(record).encode("utf-8"), lambda: fault_point("history-write"))

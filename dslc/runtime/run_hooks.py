@@ -5,7 +5,9 @@ reducing the rate on a plateau, early stopping, the best checkpoint and `metrics
     RUN/best.npz        a copy of the checkpoint of the best epoch so far (with early stopping or
                         `restore_best`); `--restore-best` copies it over checkpoint.npz at the end
     RUN/metrics.csv     one row per epoch: `epoch`, then the other history keys sorted (the columns of
-                        Keras's CSVLogger; dslc's `epoch` counts from 1, as in history.jsonl)
+                        Keras's CSVLogger; dslc's `epoch` counts from 1, as in history.jsonl), appended
+                        as history.jsonl is: a kill mid-append tears the last row, which the next run
+                        in the folder rewrites from the checkpoint's history
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dslc.diagnostics import DataError
-from dslc.fsutil import atomic_write, atomic_write_text
+from dslc.fsutil import append_bytes, atomic_write, atomic_write_bytes
 from dslc.runtime.callbacks import EarlyStopping, Monitoring
 from dslc.runtime.checkpoint import BEST_FILE, CHECKPOINT_FILE, checkpoint_epoch
 
@@ -43,6 +45,7 @@ class RunHooks:
         self.stop_note = ""
         self.plateau = plateau  # a `dslc.runtime.plateau.ReduceLROnPlateau`
         self.reduced = False  # whether it reduced the rate after the last epoch
+        self.metrics_csv = MetricsCsv(self.out_dir / METRICS_CSV)
 
     def check(self, names: Sequence[str], validated: bool, history: Sequence[dict]) -> None:
         """Before anything is written: check the monitored names, then replay a resumed run's history to
@@ -130,7 +133,7 @@ class RunHooks:
         def write() -> None:
             if improved:
                 copy_file(self.out_dir / CHECKPOINT_FILE, self.out_dir / BEST_FILE)
-            write_metrics_csv(self.out_dir / METRICS_CSV, rows)
+            self.metrics_csv.write(rows)
         return write
 
     def end(self, history: list[dict]) -> None:
@@ -168,15 +171,47 @@ def copy_file(source: Path, target: Path) -> None:
         atomic_write(target, lambda out: shutil.copyfileobj(f, out))
 
 
-def write_metrics_csv(path: Path, history: Sequence[dict]) -> None:
-    """`epoch`, then every other key of the history sorted (Keras's CSVLogger columns), one row per epoch."""
-    keys = sorted({k for record in history for k in record} - {"epoch"})
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["epoch", *keys])
-    for record in history:
-        writer.writerow([record["epoch"], *(_cell(record.get(k)) for k in keys)])
-    atomic_write_text(path, text.getvalue(), durable=False)  # rewritten from the history every epoch
+class MetricsCsv:
+    """`RUN/metrics.csv`: `epoch`, then every other key of the history sorted (Keras's CSVLogger columns),
+    one row per epoch. Each epoch's row is appended. The whole file is written (atomically) when this
+    process writes it first (a resumed run's file may hold rows the checkpoint does not), when a key
+    appears, or when the file is not as this process left it. Rewritten every epoch, it cost the saving
+    thread CPU time growing with the run (3.6 ms at epoch 1,000): 8.8 of the 11.7 s of 2,000 epochs of
+    models/xor.dl."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._columns: list[str] = []
+        self._rows = 0  # history rows in the file
+        self._size = -1  # its size in bytes after this process's last write; -1: not written yet
+
+    def write(self, history: Sequence[dict]) -> None:
+        new = history[self._rows:]
+        if len(history) < self._rows or any(k not in self._columns and k != "epoch" for r in new for k in r) \
+                or self._size != _size(self.path):
+            self._columns = sorted({k for record in history for k in record} - {"epoch"})
+            data = self._text([["epoch", *self._columns]], history)
+            atomic_write_bytes(self.path, data, durable=False)
+            self._size = len(data)
+        elif new:
+            data = self._text([], new)
+            append_bytes(self.path, data)
+            self._size += len(data)
+        self._rows = len(history)
+
+    def _text(self, header: list[list[str]], records: Sequence[dict]) -> bytes:
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerows(header)
+        writer.writerows([record["epoch"], *(_cell(record.get(k)) for k in self._columns)] for record in records)
+        return text.getvalue().encode("utf-8")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -2  # missing: never equal to a size written
 
 
 def _cell(value) -> str:
