@@ -340,10 +340,14 @@ def build_program(infer: LoweredModel, trained: dict, dtype: str, source_path: s
         ir = print_graph(final[train_key], with_spans=False)
         entries[train_key]["ir_sha256"] = hashlib.sha256(ir.encode("utf-8")).hexdigest()
         entries[eval_key] = mf.eval_entry(final[eval_key], files[eval_key], classes, ranges, ev.metric_reduce)
+        weights = {**ev.sample_weights, **train.sample_weights}
+        for key in (train_key, eval_key):
+            mf.mark_sample_weights(entries[key], weights)
         if split:
             grad_key, apply_key = split_keys(objective_name)
             entries[grad_key] = mf.grad_entry(final[grad_key], files[grad_key], classes, ranges, NEXT_SUFFIX,
                                               objective_name, train.metric_reduce)
+            mf.mark_sample_weights(entries[grad_key], weights)
             entries[apply_key] = mf.apply_entry(final[apply_key], files[apply_key], NEXT_SUFFIX, objective_name,
                                                 optimizers[objective_name])
     tuning = {**tune.key(), "choices": [c.as_json() for c in tuned]} if tune is not None else None

@@ -57,15 +57,23 @@ def foreign_hint(func: str, names) -> str:
 _SHAPE_KEYWORDS = ("input_shape", "input_dim", "batch_input_shape", "input_size", "in_features", "in_channels")
 
 
-_UNWEIGHTED = ("no class or example weights: every position counts the same (PyTorch's `weight`, `pos_weight` and "
-               "`ignore_index`, Keras' `class_weight` and `sample_weight` are not offered)")
+_SAMPLE_WEIGHT = "per-example weights are `sample_weight = w`, `w` a target fed with the data (`target w: f32[B]`)"
+_WEIGHTS = {  # a weight keyword the loss does not take -> what it takes
+    "cross_entropy": "`cross_entropy` weights classes with `weight = (w_0, w_1, ...)`, one per class (PyTorch's "
+                     "`weight`); " + _SAMPLE_WEIGHT,
+    "binary_cross_entropy": "`binary_cross_entropy` weights the positive targets with `pos_weight = p` (PyTorch's), "
+                            "one number or one per column; " + _SAMPLE_WEIGHT,
+}
 # Keras and PyTorch keywords of losses -> what dslc's losses do instead
 _LOSS_KEYWORDS = {
     "reduction": "a loss is a mean (over the examples, or every position of a sequence); PyTorch's "
                  "`reduction = \"sum\"` is that times their count",
     "from_logits": "the losses take logits (Keras' `from_logits = true`): pass the value before `softmax` or `sigmoid`",
-    "weight": _UNWEIGHTED, "pos_weight": _UNWEIGHTED, "ignore_index": _UNWEIGHTED, "class_weight": _UNWEIGHTED,
-    "sample_weight": _UNWEIGHTED,
+    "ignore_index": "no `ignore_index`: `sample_weight = w` with a 0/1 target `w` of the labels' shape leaves positions "
+                    "out of the sum (they still count in the divisor, as Keras' masks with `sum_over_batch_size`)",
+    "class_weight": "Keras' `class_weight` is `weight = (w_0, w_1, ...)` here, one per class, a weighted mean "
+                    "Σ w_y·loss / Σ w_y (PyTorch's); for Keras' mean over the batch, declare `sample_weight = w` "
+                    "(a target) and pass `class_weight=` to `Program.train`",
 }
 
 
@@ -75,6 +83,8 @@ def keyword_hint(fn: str, kw, args: list[Arg], kwargs) -> str:
     if getattr(BUILTINS.get(fn), "category", "") == "loss":
         if fn == "binary_cross_entropy" and kw.name == "label_smoothing":
             return "smooth the targets as Keras does: `binary_cross_entropy(logits, target * (1 - ε) + ε / 2)`"
+        if kw.name in ("weight", "pos_weight", "sample_weight", "weights", "sample_weights"):
+            return _WEIGHTS.get(fn, _SAMPLE_WEIGHT if fn == "mse" else "")
         return _LOSS_KEYWORDS.get(kw.name, "")
     if kw.name in _SHAPE_KEYWORDS:
         return "shapes come from the `input` declaration and are inferred from there"

@@ -6,9 +6,11 @@ import fnmatch
 from dslc.builtins import builtin
 from dslc.ir.graph import Node
 from dslc.ir.types import INT_DTYPES
+from dslc.loss_weights import class_weights, sample_weights, weighted_mean
 
 Tensor = Node
 Selector = str
+Weights = float  # a number or a tuple of numbers: `lower_calls.weights_value`
 
 
 def _batch_mean(ctx, per_example: Tensor) -> Tensor:
@@ -44,23 +46,35 @@ def _warn_squashed(ctx, value: Tensor, arg: str, op: str, message: str, hint: st
 
 
 @builtin("loss")
-def mse(ctx, prediction: Tensor, target: Tensor):
-    """mean((prediction - target)²) over all elements"""
+def mse(ctx, prediction: Tensor, target: Tensor, sample_weight: Tensor = None):
+    """mean((prediction - target)²) over all elements; `sample_weight = w` (a target of the prediction's
+    leading axes, `[B]`) scales each example's terms, the divisor unchanged (Keras' `sample_weight`)"""
     _same_shape(ctx, prediction, target, "mse")
     diff = ctx.b.sub(prediction, target)
-    return ctx.b.reduce_mean(ctx.b.mul(diff, diff))
+    if sample_weight is None:
+        return ctx.b.reduce_mean(ctx.b.mul(diff, diff))
+    weights = sample_weights(ctx, sample_weight, prediction.type.shape, prediction.type.dtype, "mse", target)
+    return weighted_mean(ctx, ctx.b.mul(diff, diff), weights)
 
 
 @builtin("loss")
-def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 0.0):
+def cross_entropy(ctx, logits: Tensor, target: Tensor, label_smoothing: float = 0.0, weight: Weights = None,
+                  sample_weight: Tensor = None):
     """Softmax cross-entropy on raw scores (logits, classes on the last axis), averaged over every position:
     the examples of `[B, C]`, the B·T steps of sequence logits `[B, T, C]` (PyTorch's `mean` over
     `[B, C, T]`, which puts the classes on axis 1). `target` is either integer class labels (the logits'
     shape without the class axis) or probabilities / one-hot rows (the logits' shape). `label_smoothing = ε`
     mixes the target with the uniform distribution over the K classes, (1 - ε)·target + ε/K, as PyTorch's
-    `label_smoothing`."""
+    `label_smoothing`. `weight = (w_0, ..., w_{K-1})`: PyTorch's class weights, the mean weighted by the
+    true classes' weights, Σ w_y·loss / Σ w_y (with probability targets the loss is -Σ w_k·t_k·log p_k and
+    the mean is over the positions). `sample_weight = w`: per-example weights fed as data (a target `[B]`,
+    or `[B, T]` for sequences), as Keras' `sample_weight`: each position's loss times its weight, the
+    divisor unchanged."""
     if not 0 <= label_smoothing <= 1:
         ctx.fail(f"`label_smoothing` must be in [0, 1], got {label_smoothing}", arg="label_smoothing")
+    _check_cross_entropy(ctx, logits, target)
+    if weight is not None or sample_weight is not None:
+        return _weighted_cross_entropy(ctx, logits, target, label_smoothing, weight, sample_weight)
     loss = _cross_entropy(ctx, logits, target)
     if not label_smoothing:
         return loss
@@ -76,7 +90,7 @@ def one_score_per_example(ctx, t) -> bool:
     return t.rank == 1 and (not isinstance(t.shape[0], int) or t.shape[0] in ctx.pinned_sizes)
 
 
-def _cross_entropy(ctx, logits: Tensor, target: Tensor):
+def _check_cross_entropy(ctx, logits: Tensor, target: Tensor):
     _warn_squashed(ctx, logits, "logits", "softmax",
                    f"`cross_entropy` applies the softmax itself, but {_shown(ctx, 'logits', 'its input')} is already a "
                    "softmax output", hint="pass the logits (the value before `softmax`)")
@@ -97,30 +111,76 @@ def _cross_entropy(ctx, logits: Tensor, target: Tensor):
             ctx.fail(f"class labels `{target.type}` do not match logits `{logits.type}`", arg="target",
                      hint="integer labels have the logits' shape without the last (class) axis")
         ctx.note_classes(target, logits.type.shape[-1])
-        return _batch_mean(ctx, ctx.b.softmax_cross_entropy(logits, target))
+        return
     if target.type.dtype != logits.type.dtype or target.type.shape != logits.type.shape:
         ctx.fail(f"targets `{target.type}` do not match logits `{logits.type}`", arg="target",
                  hint="give integer class labels, or one probability per class")
     ctx.note_range(target, 0, 1)
+
+
+def _cross_entropy(ctx, logits: Tensor, target: Tensor):
+    if target.type.dtype in INT_DTYPES:
+        return _batch_mean(ctx, ctx.b.softmax_cross_entropy(logits, target))
     per_example = ctx.b.neg(ctx.b.reduce_sum(ctx.b.mul(target, ctx.b.log_softmax(logits, axis=-1)), axes=(-1,)))
     return _batch_mean(ctx, per_example)
 
 
+def _weighted_cross_entropy(ctx, logits: Tensor, target: Tensor, smoothing: float, weight, sample_weight):
+    """The cross-entropy with class weights (PyTorch's `weight`) and/or example weights (`loss_weights`)."""
+    b, dtype, classes = ctx.b, logits.type.dtype, logits.type.shape[-1]
+    values = class_weights(ctx, weight, classes, "cross_entropy", "weight")
+    samples = sample_weights(ctx, sample_weight, logits.type.shape[:-1], dtype, "cross_entropy", target)
+    w = None if values is None else b.const(values, dtype)
+    divisor = None
+    if target.type.dtype in INT_DTYPES:
+        per = b.softmax_cross_entropy(logits, target)
+        if w is not None:
+            true_weights = b.gather_rows(w, target)
+            per, divisor = b.mul(per, true_weights), b.reduce_sum(true_weights, axes=None)
+        if smoothing:  # PyTorch: (1-ε)·w_y·(-log p_y) + ε/K·Σ_k w_k·(-log p_k), over the same Σ w_y
+            log_p = b.log_softmax(logits, axis=-1)
+            spread = b.neg(b.reduce_mean(log_p if w is None else b.mul(log_p, w), axes=(-1,)))
+            per = b.add(b.mul(per, b.scalar_like(1.0 - smoothing, per)), b.mul(spread, b.scalar_like(smoothing, spread)))
+    else:
+        mixed = target if not smoothing else b.add(b.mul(target, b.scalar_like(1.0 - smoothing, target)),
+                                                   b.scalar_like(smoothing / classes, target))
+        mixed = mixed if w is None else b.mul(mixed, w)
+        per = b.neg(b.reduce_sum(b.mul(mixed, b.log_softmax(logits, axis=-1)), axes=(-1,)))
+    return weighted_mean(ctx, per, samples, divisor)
+
+
 @builtin("loss")
-def binary_cross_entropy(ctx, logits: Tensor, target: Tensor):
+def binary_cross_entropy(ctx, logits: Tensor, target: Tensor, pos_weight: Weights = None,
+                         sample_weight: Tensor = None):
     """Sigmoid cross-entropy on raw scores, averaged over all elements: stable for any logit
     (max(x, 0) - x·t + log(1 + e^-|x|)). Targets are 0/1 (or probabilities) of the logits' shape. PyTorch's
     `binary_cross_entropy_with_logits`, Keras' with `from_logits=True`: given probabilities (a `sigmoid`
-    output) it warns."""
+    output) it warns. `pos_weight = p` (a number, or one per column of the last axis): PyTorch's, the
+    positives' term weighted, -(p·t·log σ(x) + (1 - t)·log(1 - σ(x))). `sample_weight = w`: per-example
+    weights fed as data (a target of the logits' leading axes, `[B]`), as Keras' `sample_weight`: each
+    element's loss times its example's weight, the divisor unchanged."""
     _warn_squashed(ctx, logits, "logits", "sigmoid",
                    f"`binary_cross_entropy` applies the sigmoid itself, but {_shown(ctx, 'logits', 'its input')} is "
                    "already a sigmoid output", hint="pass the logits (the value before `sigmoid`)")
     ctx.note_range(target, 0, 1)
     ctx.note_multi_label(target)
+    labels = target
     if target.type.dtype in INT_DTYPES or target.type.dtype == "bool":
         target = ctx.b.cast(target, to=logits.type.dtype)
     _same_shape(ctx, logits, target, "binary_cross_entropy")
-    return ctx.b.reduce_mean(ctx.b.sigmoid_binary_cross_entropy(logits, target))
+    per = ctx.b.sigmoid_binary_cross_entropy(logits, target)
+    if pos_weight is None and sample_weight is None:
+        return ctx.b.reduce_mean(per)
+    b, dtype = ctx.b, logits.type.dtype
+    columns = logits.type.shape[-1] if logits.type.rank >= 2 else 1
+    values = class_weights(ctx, pos_weight, columns, "binary_cross_entropy", "pos_weight", per="column")
+    samples = sample_weights(ctx, sample_weight, logits.type.shape, dtype, "binary_cross_entropy", labels)
+    if values is not None:
+        # + (p - 1)·t·(-log σ(x)), where -log σ(x) = loss - (1 - t)·x
+        x, t = logits, target
+        softplus_neg = b.sub(per, b.mul(b.sub(b.scalar_like(1.0, t), t), x))
+        per = b.add(per, b.mul(b.const(values - 1.0, dtype), b.mul(t, softplus_neg)))
+    return weighted_mean(ctx, per, samples)
 
 
 def _same_shape(ctx, a: Tensor, b: Tensor, fn: str):

@@ -53,6 +53,7 @@ class LoweredModel:
     seed: Node | None = None
     target_classes: dict[str, int] = field(default_factory=dict)
     target_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    sample_weights: dict[str, str | None] = field(default_factory=dict)  # input -> the target it weights
     callbacks: dict[str, tuple[dict, ast.Callback]] = field(default_factory=dict)  # declared: settings, statement
     layers: dict[str | tuple, tuple] = field(default_factory=dict)  # layer -> (kind, output type) at its first
     # call; a layer without parameters (`relu`, `flatten`, `max_pool2d`...) is keyed by `plain_layer_key`

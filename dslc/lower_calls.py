@@ -203,6 +203,8 @@ class CallLowering:
         elif kind == "Init":
             if not isinstance(value, Initializer):
                 raise wrong(f"an initializer ({', '.join(INITIALIZERS)})")
+        elif kind == "Weights":
+            return weights_value(fn, p.name, value, span)
         return value
 
     def initializer(self, func, span, args, kwargs, env) -> Initializer:
@@ -306,6 +308,25 @@ def size_tuple(fn: str, arg: str, value: tuple, span: Span) -> tuple[int, ...]:
                              "as in `(3, 5)`")
         items.append(item)
     return tuple(items)
+
+
+def weights_value(fn: str, arg: str, value, span: Span) -> float | TupleValue:
+    """`value` given as weights (`pos_weight = 3`, `weight = (1, 5, 1)`): a number or a tuple of numbers,
+    as floats (a tuple keeps the spans of its items)."""
+    if isinstance(value, tuple):
+        spans = getattr(value, "spans", ())
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise error(f"`{fn}` expects `{arg}` to hold numbers, got {describe(item)}",
+                            spans[i] if i < len(spans) else span, "not a number",
+                            hint="weights are numbers, one per class: `weight = (1, 5, 1)`")
+        weights = TupleValue(float(item) for item in value)
+        weights.spans = spans
+        return weights
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise error(f"`{fn}` expects `{arg}` to be a number or a tuple of numbers, got {describe(value)}", span,
+                    hint="weights are numbers, one per class: `weight = (1, 5, 1)`")
+    return float(value)
 
 
 def tuple_text(value: tuple) -> str:

@@ -145,6 +145,13 @@ class Context:
                 f"`binary_cross_entropy` scores its {k} columns as labels of their own", span,
                 "read as one class per row", hint))
 
+    def note_sample_weight(self, value: Node, target: Node | None) -> None:
+        """Record that input or target `value` holds the per-example weights of a loss of `target` (its
+        labels), so that the loader rejects negative weights and `class_weight=` knows the labels."""
+        if value.op == "input" and value.role in ("target", "data"):
+            labels = target.name if target is not None and target.op == "input" else None
+            self._l.result.sample_weights[value.name] = labels
+
     def note_range(self, value: Node, lo: float, hi: float) -> None:
         """Record that input or target `value` holds values in [lo, hi] (probabilities), so that the
         data loader rejects values outside it with a clear message."""

@@ -19,6 +19,16 @@ def input_entry(node: Node, classes: dict[str, int], ranges: dict[str, tuple[flo
                   classes=classes.get(node.name), range=value_range)
 
 
+def mark_sample_weights(entry: dict, sample_weights: dict[str, str | None]) -> dict:
+    """`entry` with `"sample_weight": {"target": labels}` on each input that holds a loss's per-example
+    weights (values >= 0; `target`: the labels of that loss, when they are an input)."""
+    for spec in entry.get("inputs", []):
+        if spec["name"] in sample_weights:
+            labels = sample_weights[spec["name"]]
+            spec["sample_weight"] = {"target": labels} if labels else {}
+    return entry
+
+
 def _default(node: Node):
     """The default as a JSON number: a float32 value in its shortest exact form (0.002, not 0.0020000000949949026)."""
     value = node.attrs["default"]

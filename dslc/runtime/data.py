@@ -12,6 +12,7 @@ Dtype policy (decided here, applied the same way to every verb):
 - anything else (strings, objects, complex) is an error.
 - integer specs with `"classes": K` must hold values in `[0, K)`.
 - specs with `"range": [lo, hi]` (probability targets) must hold values in `[lo, hi]`.
+- specs with `"sample_weight"` (a loss's per-example weights) must hold values >= 0.
 Symbolic dims (`B`, `T`...) take their size from the first array that has them; every other array
 with the same symbol must agree. Arrays the model does not read are ignored.
 """
@@ -115,11 +116,12 @@ def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) ->
         if name not in arrays:
             present = ", ".join(f"`{k}`" for k in arrays) or "none"
             close = difflib.get_close_matches(name, sorted(arrays), n=1, cutoff=0.6)
-            raise DataError(
-                f"{where} has no array `{name}` (arrays present: {present})",
-                hint=f"the data has `{close[0]}` but the model reads `{name}`: rename `{close[0]}` to `{name}`"
-                if close else f"the model reads {', '.join(describe(s) for s in specs)}",
-            )
+            hint = (f"the data has `{close[0]}` but the model reads `{name}`: rename `{close[0]}` to `{name}`"
+                    if close else f"the model reads {', '.join(describe(s) for s in specs)}")
+            if "sample_weight" in spec:
+                hint = (f"`{name}` holds the loss's per-example weights (its `sample_weight`): add one weight per "
+                        f"example, `numpy.ones(n)` weighting every example the same; {hint}")
+            raise DataError(f"{where} has no array `{name}` (arrays present: {present})", hint=hint)
         array = arrays[name]
         if isinstance(array, (np.memmap, RowView)) and array.ndim:  # larger than memory: checked block by block
             _check_shape(array, spec, where, sizes)
@@ -142,7 +144,17 @@ def _checked(array: np.ndarray, spec: dict, where: str, first_row: int = 0) -> n
         _check_labels(out, spec["classes"], spec["name"], where, spec.get("role") == "target", first_row)
     if "range" in spec:
         _check_range(out, *spec["range"], spec["name"], where, first_row)
+    if "sample_weight" in spec:
+        _check_weights(out, spec["name"], where, first_row)
     return out
+
+
+def _check_weights(values: np.ndarray, name: str, where: str, first_row: int = 0) -> None:
+    bad = values < 0
+    if bad.any():
+        raise DataError(f"negative weight {values[bad][0]} in array `{name}` at index {_index(bad, values.shape, first_row)}",
+                        hint=f"`{name}` holds the loss's per-example weights (`sample_weight`), which must be >= 0 "
+                             f"(0 leaves an example out); check {where}")
 
 
 def _mapped(array, spec: dict, where: str):
