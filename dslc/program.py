@@ -114,7 +114,8 @@ class Program:
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
               lr: float | None = None, reporter=None, threads: int | None = None, verbose: int = 1, callbacks=(),
               val_split: float | None = None, early_stopping=None, restore_best: bool | None = None, init_from=None,
-              accumulate: int = 1, workers: int | None = None, comm=None, reduce_lr_on_plateau=None):
+              accumulate: int = 1, workers: int | None = None, comm=None, reduce_lr_on_plateau=None,
+              class_weight=None, sample_weight=None):
         """Train into `out_dir` (None: a new temporary folder, `history.out_dir`); see
         `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays. `resume=True` continues
         the run in `out_dir`; a path to a state file (an init graph `.onnx` or an `.npz`, one array per
@@ -124,7 +125,9 @@ class Program:
         `on_step_end(step, logs)` (return True to stop), see `dslc.Callback`. Returns a
         `dslc.runtime.callbacks.History`. `reduce_lr_on_plateau`: a `dslc.ReduceLROnPlateau`, its text
         (`"factor=0.5,patience=2"`) or dict, merged with the model's `callback reduce_lr_on_plateau(...)`
-        key by key, or `False` to train without it (see `dslc.runtime.plateau`).
+        key by key, or `False` to train without it (see `dslc.runtime.plateau`). `class_weight` (`{class:
+        weight}`) and `sample_weight` (one number per example) are Keras': they fill the input the loss
+        reads as its `sample_weight` (see `dslc.runtime.class_weights`).
 
         `accumulate=K` computes each batch's gradient in K micro-batches; `workers=N` trains in N local
         MPI processes (`dslc.runtime.distributed`; callbacks, early stopping, a validation split and
@@ -137,6 +140,11 @@ class Program:
             import tempfile
 
             out_dir = tempfile.mkdtemp(prefix=f"dslc-{self.name}-")
+        if class_weight is not None or sample_weight is not None:
+            from dslc.runtime.class_weights import validation_with_weights, with_weights
+
+            train = with_weights(self, train, class_weight, sample_weight)
+            val = validation_with_weights(self, val)
         reporter = reporter or python_reporter(verbose)
         try:
             if workers is not None:
