@@ -28,6 +28,8 @@ def batches(manifest: dict, count: int, batch: int, seed: int) -> list[dict[str,
             shape = tuple(batch if isinstance(d, str) else d for d in t["shape"])
             if np.dtype(t["dtype"]).kind in "iu":
                 feeds[name] = rng.integers(0, t.get("classes", 2), shape).astype(t["dtype"])
+            elif "sample_weight" in t:  # a loss's per-example weights: >= 0
+                feeds[name] = rng.uniform(0, 2, shape).astype(t["dtype"])
             elif "range" in t:
                 low, high = t["range"]
                 feeds[name] = rng.uniform(low, high, shape).astype(t["dtype"])
