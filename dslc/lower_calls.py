@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass
 
 from dslc.builtins import Builtin
@@ -312,7 +313,13 @@ def size_tuple(fn: str, arg: str, value: tuple, span: Span) -> tuple[int, ...]:
 
 def weights_value(fn: str, arg: str, value, span: Span) -> float | TupleValue:
     """`value` given as weights (`pos_weight = 3`, `weight = (1, 5, 1)`): a number or a tuple of numbers,
-    as floats (a tuple keeps the spans of its items)."""
+    as floats (a tuple keeps the spans of its items). A `-D` value may list them: `-D cw=1,5,1`."""
+    if isinstance(value, str) and getattr(value, "define", None):
+        try:
+            value = tuple(float(item) for item in value.strip().strip("()").split(","))
+        except ValueError:
+            raise error(f"`{fn}` expects `{arg}` to be a number or numbers separated by commas, got {describe(value)}",
+                        span, hint=f"give the numbers separated by commas: `-D {_define_name(value)}=1,5,1`") from None
     if isinstance(value, tuple):
         spans = getattr(value, "spans", ())
         for i, item in enumerate(value):
@@ -327,6 +334,12 @@ def weights_value(fn: str, arg: str, value, span: Span) -> float | TupleValue:
         raise error(f"`{fn}` expects `{arg}` to be a number or a tuple of numbers, got {describe(value)}", span,
                     hint="weights are numbers, one per class: `weight = (1, 5, 1)`")
     return float(value)
+
+
+def _define_name(value) -> str:
+    """The hyper-parameter a `-D` value was given for (`cw` of "`-D cw=1,x`")."""
+    found = re.search(r"-D (\w+)=", value.define)
+    return found.group(1) if found else "name"
 
 
 def tuple_text(value: tuple) -> str:

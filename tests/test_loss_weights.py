@@ -313,3 +313,44 @@ def test_class_weight_keeps_validation_unweighted(weighted_program, tmp_path):
     z = torch.from_numpy(X) @ torch.tensor(init["linear_0.weight"]) + torch.tensor(init["linear_0.bias"])
     assert history.history["val_loss"][0] == pytest.approx(F.cross_entropy(z, torch.from_numpy(LABELS)).item(),
                                                            rel=1e-12)
+
+
+# ---- the command line ---------------------------------------------------------------------------------
+CLI_MODEL = """model m(cw = (1, 5, 1)) {
+    input  x: f32[B, 4]
+    target y: i64[B]
+    target w: f32[B]
+    z = x |> dense(3)
+    output z
+    loss      cross_entropy(z, y, weight = cw, sample_weight = w)
+    optimizer sgd(lr = 0.1)
+}
+"""
+
+
+def test_the_command_line_trains_with_weights_and_says_what_is_wrong(tmp_path, monkeypatch, capsys):
+    """`dslc train --data` feeds the weight column by name; `-D cw=1,5,2` gives the class weights; a negative
+    weight in the data exits 3 and a class-weight count that is not the classes' exits 1, each with its
+    place and a hint, no traceback."""
+    from dslc import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(CLI_MODEL)
+    np.savez("good.npz", x=X, y=LABELS, w=EXAMPLE_WEIGHTS)
+    np.savez("negative.npz", x=X, y=LABELS, w=EXAMPLE_WEIGHTS * [1, 1, 1, -1, 1, 1, 1])
+    train = ["train", "m.dl", "--epochs", "1", "--batch-size", "4"]
+    assert cli.main(train + ["--data", "good.npz", "-D", "cw=1,5,2", "-o", "good"]) == 0
+    capsys.readouterr()
+    assert cli.main(train + ["--data", "negative.npz", "-o", "negative"]) == 3
+    err = capsys.readouterr().err
+    assert "error: negative weight" in err and "at index 3" in err and "hint:" in err and "Traceback" not in err
+    assert cli.main(train + ["--data", "good.npz", "-D", "cw=1,5", "-o", "short"]) == 1
+    err = capsys.readouterr().err
+    assert "m.dl:7:35: error: `weight` of `cross_entropy` has 2 weights, but the logits have 3 classes" in err
+    assert "^^^^" in err and "hint: give one number per class" in err and "Traceback" not in err
+
+
+def test_a_list_of_weights_gets_the_tuple_hint(workdir):
+    text = compile_error(workdir, "cross_entropy(z, y, weight = [1, 5, 1])")
+    assert "unexpected `[`" in text and "hint: numbers given together are a tuple, in parentheses: " \
+        "`weight = (1, 5, 1)`" in text, text

@@ -192,6 +192,10 @@ def token_error(source: SourceFile, token: Token, accepts: set[str], layout: _La
                 "`where(a < b, b < c, false)`" if token.type in ("LT", "LE", "GT", "GE") else
                 "compare two values at a time; to compare the `bool` result of a comparison, put it in "
                 "parentheses, as in `(a < b) == c`")
+    elif token.type == "LSQB" and token.type not in accepts and prev is not None and prev.type == "EQUAL":
+        items = re.match(r"\[([^\]\n]*)\]", source.text[token.start_pos:])  # `weight = [1, 5, 1]`, a list
+        name = f"{prev2} = " if prev2 is not None and prev2.type == "NAME" else ""
+        hint = f"numbers given together are a tuple, in parentheses: `{name}({items.group(1) if items else '1, 5, 1'})`"
     elif token.type == "RSQB" and prev is not None and prev.type == "LSQB":
         hint = "write the positions to take, as in `x[0]`, `x[:, -1]` or `x[:, 1:3]`"
     elif token.type == "COLON" and innermost is not None and innermost.kind == "[" and "RSQB" in accepts:
