@@ -247,21 +247,29 @@ def keras(monkeypatch):
     keras.config.set_floatx(floatx)
 
 
-@pytest.mark.parametrize("binary", [False, True])
+KERAS_TARGETS = {  # labels -> (dslc's target and loss, Keras' loss, the class weights)
+    "sparse": ("i64[B]", "cross_entropy(z, y, sample_weight = w)", "SparseCategoricalCrossentropy",
+               {1: 5.0, 2: 0.25}),  # class 0 of three left at 1
+    "one-hot": ("f64[B, 3]", "cross_entropy(z, y, sample_weight = w)", "CategoricalCrossentropy", {0: 3.0, 2: 0.5}),
+    "binary": ("f64[B, 1]", "binary_cross_entropy(z, y, sample_weight = w)", "BinaryCrossentropy", {0: 0.5, 1: 4.0}),
+}
+
+
+@pytest.mark.parametrize("labels", list(KERAS_TARGETS))
 @pytest.mark.parametrize("given", ["class_weight", "sample_weight", "neither"])
-def test_keras_class_weight_and_sample_weight(workdir, tmp_path, keras, binary, given):
+def test_keras_class_weight_and_sample_weight(workdir, tmp_path, keras, labels, given):
     """`Program.train(class_weight=)` or `(sample_weight=)` and Keras' `train_on_batch` with the same: the
-    same loss and the same weights after one SGD step, for sparse labels and for 0/1 targets (Keras 3
-    refuses both at once; dslc multiplies them, as Keras 2 did). To 1e-6: Keras 3 on torch computes the
-    step in float32 somewhere even with `floatx` float64 (its unweighted step, `neither`, is as far off)."""
+    same loss and the same weights after one SGD step, for sparse labels, one-hot rows and 0/1 targets
+    (Keras 3 refuses both at once; dslc multiplies them, as Keras 2 did). To 1e-6: Keras 3 on torch
+    computes the step in float32 somewhere even with `floatx` float64 (its unweighted step, `neither`, is
+    as far off)."""
     from dslc.runtime.checkpoint import load_checkpoint
 
-    y = (LABELS == 1).astype(np.float64)[:, None] if binary else LABELS
-    units, loss = (1, "binary_cross_entropy(z, y, sample_weight = w)") if binary else \
-        (3, "cross_entropy(z, y, sample_weight = w)")
-    program = compile_text(workdir, LINEAR.format(shape="4", target="f64[B, 1]" if binary else "i64[B]",
-                                                  extra="target w: f64[B]", units=units, loss=loss), dtype="float64")
-    class_weight = {0: 0.5, 1: 4.0} if binary else {1: 5.0, 2: 0.25}  # class 0 of three left at 1
+    target, loss, keras_loss_name, class_weight = KERAS_TARGETS[labels]
+    y = {"sparse": LABELS, "one-hot": np.eye(3)[LABELS], "binary": (LABELS == 1).astype(np.float64)[:, None]}[labels]
+    units = y.shape[1] if labels != "sparse" else 3
+    program = compile_text(workdir, LINEAR.format(shape="4", target=target, extra="target w: f64[B]", units=units,
+                                                  loss=loss), dtype="float64")
     init = program.initial_values()
     weights = {"class_weight": class_weight, "sample_weight": EXAMPLE_WEIGHTS, "neither": None}[given]
     weights = {given: weights} if weights is not None else {}
@@ -272,8 +280,7 @@ def test_keras_class_weight_and_sample_weight(workdir, tmp_path, keras, binary, 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
     model.layers[0].set_weights([init["linear_0.weight"], init["linear_0.bias"]])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True) if binary else
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=getattr(keras.losses, keras_loss_name)(from_logits=True))
     keras_loss = model.train_on_batch(X, y, **weights)
     kernel, bias = model.layers[0].get_weights()
     np.testing.assert_allclose(trained["linear_0.weight"], kernel, rtol=1e-6, atol=1e-6)

@@ -11,8 +11,8 @@ skipped). Then
     params, state = apply(params, g, state, lr)   (the same on every rank)
 
 which is the step on the whole batch exactly when the loss is a mean over the batch's rows (every
-built-in loss is; a penalty such as `l2(weights)` is the same in every micro-batch, and the weights
-sum to 1). Sums are taken in float64. Batch statistics are the exception: `batch_norm` normalizes each
+built-in loss is, but for `cross_entropy`'s class `weight`, a ratio over each micro-batch's Σ w_y; a
+penalty such as `l2(weights)` is the same in every micro-batch, and the weights sum to 1). Sums are taken in float64. Batch statistics are the exception: `batch_norm` normalizes each
 micro-batch by its own statistics, and its running statistics become the weighted mean of the
 micro-batches' (as in data-parallel PyTorch without SyncBatchNorm).
 
