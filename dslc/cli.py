@@ -143,7 +143,7 @@ def _run(args) -> int:
                               threads=threads, val_split=args.val_split, early_stopping=args.early_stopping,
                               restore_best=args.restore_best, init_from=args.init_from,
                               accumulate=args.accumulate, workers=args.workers, comm=comm,
-                              reduce_lr_on_plateau=args.reduce_lr_on_plateau)
+                              reduce_lr_on_plateau=args.reduce_lr_on_plateau, class_weight=args.class_weight)
         finally:
             if reporter is not None:
                 reporter.close()

@@ -286,6 +286,9 @@ def training_options(p: argparse.ArgumentParser) -> None:
                    help="multiply the learning rate by factor (default 0.1) when the monitored value (default "
                         "val_loss, else loss) has not improved for patience epochs (default 10). Keys given replace "
                         "those of the model's `callback reduce_lr_on_plateau(...)`; `off` drops it")
+    p.add_argument("--class-weight", type=_class_weight, metavar="CLASS=W,...",
+                   help="Keras' class_weight, e.g. 0=1,1=5: fills the weights the loss reads as its `sample_weight` "
+                        "with the weight of each example's class (classes not given weigh 1)")
     p.add_argument("--restore-best", action="store_true", default=None,
                    help="at the end, make the best epoch's weights the run's checkpoint (RUN/best.npz)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
@@ -329,6 +332,19 @@ def _callback_settings(kind, text: str) -> str:
         message = e.message.removeprefix(f"{kind.WHAT}: ")
         raise argparse.ArgumentTypeError(message + (f" ({e.hint})" if e.hint else "")) from None
     return text
+
+
+def _class_weight(text: str) -> dict[int, float]:
+    """`--class-weight 0=1,1=5` as Keras' `class_weight` dict (checked against the labels when training starts)."""
+    weights = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        try:
+            weights[int(key)] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected CLASS=WEIGHT pairs separated by commas, such as `0=1,1=5`, "
+                                             f"got `{item.strip()}`") from None
+    return weights
 
 
 def _fraction(text: str) -> float:

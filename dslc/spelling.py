@@ -30,6 +30,7 @@ OPTIONS = {
     "reduce_lr_on_plateau": ("`--reduce-lr-on-plateau`", "`reduce_lr_on_plateau=...`"),
     "init_from": ("`--init-from`", "`init_from=...`"),
     "freeze": ("`--freeze`", "`freeze=...`"),
+    "class_weight": ("`--class-weight`", "`class_weight=`"),
     "inputs": ("`--inputs`", "`inputs=...`"),
     "target": ("`--target`", "`target=...`"),
     "defined": ("given with -D", "a keyword argument of `dslc.compile`"),

@@ -357,6 +357,30 @@ def test_the_command_line_trains_with_weights_and_says_what_is_wrong(tmp_path, m
     assert "^^^^" in err and "hint: give one number per class" in err and "Traceback" not in err
 
 
+def test_the_command_line_class_weight(tmp_path, monkeypatch, capsys):
+    """`dslc train --class-weight 1=5,2=0.25` is `Program.train(class_weight=...)`: the same weights after
+    training; a class the labels lack exits 3 naming the flag, a malformed value exits 2."""
+    from dslc import cli
+    from dslc.runtime.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.dl").write_text(CLI_MODEL)
+    np.savez("data.npz", x=X, y=LABELS)
+    train = ["train", "m.dl", "--data", "data.npz", "--epochs", "2", "--batch-size", "4"]
+    assert cli.main(train + ["--class-weight", "1=5,2=0.25", "-o", "cli"]) == 0
+    program = compile_text(tmp_path, CLI_MODEL, name="same.dl")
+    program.train("data.npz", epochs=2, batch_size=4, out_dir=tmp_path / "python", verbose=0,
+                  class_weight={1: 5, 2: 0.25})
+    from_cli, from_python = (load_checkpoint(tmp_path / run, program.manifest).params for run in ("cli", "python"))
+    for name, value in from_python.items():
+        np.testing.assert_array_equal(from_cli[name], value)
+    capsys.readouterr()
+    assert cli.main(train + ["--class-weight", "3=2", "-o", "three"]) == 3
+    assert "error: `--class-weight` names the class 3, but the labels `y` have classes 0 to 2" in capsys.readouterr().err
+    assert cli.main(train + ["--class-weight", "1:5", "-o", "colon"]) == 2
+    assert "expected CLASS=WEIGHT pairs separated by commas, such as `0=1,1=5`, got `1:5`" in capsys.readouterr().err
+
+
 def test_a_list_of_weights_gets_the_tuple_hint(workdir):
     text = compile_error(workdir, "cross_entropy(z, y, weight = [1, 5, 1])")
     assert "unexpected `[`" in text and "hint: numbers given together are a tuple, in parentheses: " \

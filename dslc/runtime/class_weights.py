@@ -16,6 +16,7 @@ import numpy as np
 from dslc.diagnostics import DataError
 from dslc.runtime.data import load_data
 from dslc.runtime.layout import train_keys
+from dslc.spelling import option
 
 _HINT = ("declare the weights in the model, `target w: f32[B]`, and pass them to the loss: "
          "`cross_entropy(logits, label, sample_weight = w)`")
@@ -27,12 +28,12 @@ def weight_column(manifest: dict) -> tuple[dict, dict | None, list[dict]]:
     specs = manifest["graphs"][train_keys(manifest)[0]]["inputs"]
     weights = [s for s in specs if "sample_weight" in s]
     if not weights:
-        raise DataError(f"model `{manifest['model']}` has no per-example weights for `class_weight=` or "
-                        "`sample_weight=` to feed", hint=_HINT + "; or weight the classes in the model with "
+        raise DataError(f"model `{manifest['model']}` has no per-example weights for {option('class_weight')} "
+                        "to fill", hint=_HINT + "; or weight the classes in the model with "
                         "`cross_entropy(logits, label, weight = (w_0, w_1, ...))` (PyTorch's weighted mean)")
     if len(weights) > 1:
         names = ", ".join(f"`{s['name']}`" for s in weights)
-        raise DataError(f"model `{manifest['model']}` has several weight inputs ({names}): `class_weight=` "
+        raise DataError(f"model `{manifest['model']}` has several weight inputs ({names}): {option('class_weight')} "
                         "cannot tell which",
                         hint="feed each weight column with the data instead")
     labels = weights[0]["sample_weight"].get("target")
@@ -46,7 +47,7 @@ def with_weights(program, data, class_weight=None, sample_weight=None, what: str
     spec, labels_spec, specs = weight_column(program.manifest)
     name = spec["name"]
     if len(spec["shape"]) != 1:
-        raise DataError(f"`class_weight=` and `sample_weight=` give one weight per example, but the model's `{name}` "
+        raise DataError(f"{option('class_weight')} gives one weight per example, but the model's `{name}` "
                         f"holds {spec['dtype']}[{', '.join(map(str, spec['shape']))}]",
                         hint=f"feed `{name}` with the data instead")
     others = [s for s in specs if s["name"] != name]
@@ -61,7 +62,7 @@ def with_weights(program, data, class_weight=None, sample_weight=None, what: str
                 "`sample_weight=`", rows)
     if class_weight is not None:
         if labels_spec is None:
-            raise DataError(f"`class_weight=` needs the labels of the loss `{name}` weights, but they are no input "
+            raise DataError(f"{option('class_weight')} needs the labels of the loss `{name}` weights, but they are no input "
                             "of the model", hint="compute the weights and feed them as `sample_weight=`")
         weights = weights * _per_example(class_weight, arrays[labels_spec["name"]], labels_spec)
     arrays[name] = weights
@@ -111,10 +112,10 @@ def _per_example(class_weight, labels: np.ndarray, spec: dict) -> np.ndarray:
     table = np.ones(classes)
     for key, value in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < classes:
-            raise DataError(f"`class_weight=` names the class {key!r}, but the labels `{spec['name']}` have classes "
+            raise DataError(f"{option('class_weight')} names the class {key!r}, but the labels `{spec['name']}` have classes "
                             f"0 to {classes - 1}", hint="the keys are class numbers, as Keras'")
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 or not np.isfinite(value):
-            raise DataError(f"`class_weight=` gives class {key} the weight {value!r}; weights are numbers >= 0",
+            raise DataError(f"{option('class_weight')} gives class {key} the weight {value!r}; weights are numbers >= 0",
                             hint="0 leaves a class out, 1 keeps it as it is, larger counts it more")
         table[int(key)] = float(value)
     if labels.dtype.kind in "iu":
@@ -125,6 +126,6 @@ def _per_example(class_weight, labels: np.ndarray, spec: dict) -> np.ndarray:
         picked = np.rint(labels).astype(np.int64)
     picked = picked.reshape(len(labels), -1)
     if picked.shape[1] != 1:  # sequence labels: the weights are per example, the labels per step
-        raise DataError(f"`class_weight=` weighs each example by the class of its label, but `{spec['name']}` holds "
+        raise DataError(f"{option('class_weight')} weighs each example by the class of its label, but `{spec['name']}` holds "
                         f"{picked.shape[1]} labels per example", hint="compute per-step weights and feed them as data")
     return table[np.clip(picked[:, 0], 0, classes - 1)]
