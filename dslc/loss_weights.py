@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dslc.diagnostics import Diagnostic, DslcError
 from dslc.ir.graph import Node
 from dslc.ir.types import INT_DTYPES, TensorType
 
@@ -38,20 +39,21 @@ def class_weights(ctx, weight, classes, fn: str, arg: str, per: str = "class") -
                  hint="give the logits a fixed class axis, e.g. `dense(3)`")
     elif len(values) != classes:
         ctx.fail(f"`{arg}` of `{fn}` has {len(values)} weight{'s' * (len(values) != 1)}, but the logits have "
-                 f"{classes} {per}{'es' if per == 'class' else 's'}", arg=arg, label=f"{len(values)} weights",
+                 f"{classes} {per}{'es' if per == 'class' else 's'}", arg=arg,
+                 label=f"{len(values)} weight{'s' * (len(values) != 1)}",
                  hint=_per_class_hint(classes) if per == "class" else
                  f"give one number (every column) or {classes}, one per column")
     for i, value in enumerate(values):
         if value < 0 or not np.isfinite(value):
             span = spans[i] if i < len(spans) else ctx.arg_span(arg)
-            from dslc.diagnostics import Diagnostic, DslcError
-
-            raise DslcError(Diagnostic(f"`{arg}` of `{fn}` must not be negative, got {value:g}", span,
+            raise DslcError(Diagnostic(f"`{arg}` of `{fn}` must not be negative, got {value:g}" if value < 0 else
+                                       f"`{arg}` of `{fn}` must be finite, got {value:g}", span,
                                        "a negative weight" if value < 0 else "not a finite number",
                                        "weights scale each term of the loss: 0 leaves it out, 1 keeps it as it "
                                        "is, larger counts it more"))
     if per == "class" and not any(values):
-        ctx.fail(f"`{arg}` of `{fn}` are all 0: no example would count", arg=arg, hint=_per_class_hint(classes))
+        ctx.fail(f"every weight of `{arg}` of `{fn}` is 0: no example would count", arg=arg,
+                 hint=_per_class_hint(classes))
     return np.asarray(values if isinstance(weight, tuple) else weight, dtype=np.float64)
 
 

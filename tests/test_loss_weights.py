@@ -199,7 +199,8 @@ def compile_error(workdir, loss: str, target: str = "i64[B]", extra: str = "", u
     ("cross_entropy(z, y, weight = (1, -5, 1))", "`weight` of `cross_entropy` must not be negative, got -5",
      "0 leaves it out"),
     ("cross_entropy(z, y, weight = 5)", "`weight` of `cross_entropy` needs one weight per class", "weight = (1, 1, 1)"),
-    ("cross_entropy(z, y, weight = (0, 0, 0))", "are all 0", "one number per class"),
+    ("cross_entropy(z, y, weight = (0, 0, 0))", "every weight of `weight` of `cross_entropy` is 0",
+     "one number per class"),
     ("cross_entropy(z, y, weight = (1, \"a\", 1))", "expects `weight` to hold numbers", "one per class"),
     ("binary_cross_entropy(z, y, pos_weight = (1, 2))", "`pos_weight` of `binary_cross_entropy` has 2 weights, but "
      "the logits have 3 columns", "one per column"),

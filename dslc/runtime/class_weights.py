@@ -62,8 +62,8 @@ def with_weights(program, data, class_weight=None, sample_weight=None, what: str
                 "`sample_weight=`", rows)
     if class_weight is not None:
         if labels_spec is None:
-            raise DataError(f"{option('class_weight')} needs the labels of the loss `{name}` weights, but they are no input "
-                            "of the model", hint="compute the weights and feed them as `sample_weight=`")
+            raise DataError(f"{option('class_weight')} needs the labels of the loss `{name}` weights, but they "
+                            "are no input of the model", hint="compute the weights and feed them as `sample_weight=`")
         weights = weights * _per_example(class_weight, arrays[labels_spec["name"]], labels_spec)
     arrays[name] = weights
     return arrays
@@ -112,8 +112,8 @@ def _per_example(class_weight, labels: np.ndarray, spec: dict) -> np.ndarray:
     table = np.ones(classes)
     for key, value in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < classes:
-            raise DataError(f"{option('class_weight')} names the class {key!r}, but the labels `{spec['name']}` have classes "
-                            f"0 to {classes - 1}", hint="the keys are class numbers, as Keras'")
+            raise DataError(f"{option('class_weight')} names the class {key!r}, but the labels `{spec['name']}` "
+                            f"have classes 0 to {classes - 1}", hint="the keys are class numbers, as Keras'")
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 or not np.isfinite(value):
             raise DataError(f"{option('class_weight')} gives class {key} the weight {value!r}; weights are numbers >= 0",
                             hint="0 leaves a class out, 1 keeps it as it is, larger counts it more")
@@ -126,6 +126,6 @@ def _per_example(class_weight, labels: np.ndarray, spec: dict) -> np.ndarray:
         picked = np.rint(labels).astype(np.int64)
     picked = picked.reshape(len(labels), -1)
     if picked.shape[1] != 1:  # sequence labels: the weights are per example, the labels per step
-        raise DataError(f"{option('class_weight')} weighs each example by the class of its label, but `{spec['name']}` holds "
-                        f"{picked.shape[1]} labels per example", hint="compute per-step weights and feed them as data")
+        raise DataError(f"{option('class_weight')} weighs each example by the class of its label, but "
+                        f"`{spec['name']}` holds {picked.shape[1]} labels per example", hint="compute per-step weights and feed them as data")
     return table[np.clip(picked[:, 0], 0, classes - 1)]

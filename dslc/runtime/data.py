@@ -152,7 +152,8 @@ def _checked(array: np.ndarray, spec: dict, where: str, first_row: int = 0) -> n
 def _check_weights(values: np.ndarray, name: str, where: str, first_row: int = 0) -> None:
     bad = values < 0
     if bad.any():
-        raise DataError(f"negative weight {values[bad][0]} in array `{name}` at index {_index(bad, values.shape, first_row)}",
+        at = _index(bad, values.shape, first_row)
+        raise DataError(f"negative weight {values[bad][0]} in array `{name}` at index {at}",
                         hint=f"`{name}` holds the loss's per-example weights (`sample_weight`), which must be >= 0 "
                              f"(0 leaves an example out); check {where}")
 
