@@ -89,7 +89,8 @@ class Program:
         """Write the graphs and the manifest to `out_dir` (as `build`) with an init graph holding the
         parameters, buffers and optimizer state of the checkpoint `weights` (a run directory or a
         checkpoint path) instead of the initial ones, so the run continues in any runtime. The init
-        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`; a run trained with
+        graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`, and the manifest's
+        `train_state` the same (`with_train_state`); a run trained with
         another learning rate (`--lr`) gets it as the manifest's `lr` default and `dslc.lr`, so a loop that
         feeds the documented defaults continues the same run."""
         from dslc.diagnostics import DataError
@@ -102,7 +103,7 @@ class Program:
         ckpt = load_checkpoint(weights, self.manifest)  # checked on the members' headers before reading them
         meta = {"dslc.version": self.manifest["dslc"], "dslc.model": self.name, "dslc.graph": "init",
                 **{f"dslc.{k}": str(ckpt.meta[k]) for k in ("epoch", "global_step", "seed") if k in ckpt.meta}}
-        manifest = self.manifest
+        manifest = with_train_state(self.manifest, ckpt.meta)
         if ckpt.meta.get("lr") is not None:
             meta["dslc.lr"] = repr(float(ckpt.meta["lr"]))
             manifest = with_lr_default(manifest, float(ckpt.meta["lr"]))
@@ -230,6 +231,15 @@ class Program:
 
 def _writer(data: bytes):
     return lambda f: f.write(data)
+
+
+def with_train_state(manifest: dict, meta: dict) -> dict:
+    """A copy of `manifest` with `"train_state"`: where the exported run stood (`epoch` epochs and
+    `global_step` batch steps done, its `seed`), which a loop continuing it needs for the dropout seeds and
+    the sample order, and which runtimes without access to ONNX metadata (onnxruntime-node and -web)
+    cannot read from the init graph."""
+    state = {key: int(meta[key]) for key in ("epoch", "global_step", "seed") if key in meta}
+    return {**manifest, "train_state": state} if state else manifest
 
 
 def with_lr_default(manifest: dict, lr: float) -> dict:

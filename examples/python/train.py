@@ -1,0 +1,111 @@
+"""Train a dslc model with plain ONNX Runtime and numpy, driven by its manifest alone (no dslc import):
+
+    dslc build examples/digits/digits.dl -o out/digits
+    python examples/python/train.py out/digits examples/digits/train.npz --epochs 2 --batch-size 32
+
+Needs only `pip install onnxruntime numpy`. The .npz arrays are named as the model's inputs and targets.
+It visits the samples in the order `dslc train` does and feeds the seeds it does, so with the same
+`--seed` (`dslc build --seed S` writes the initial values `dslc train --seed S` starts from) it prints
+each epoch's loss and metrics as `dslc train` logs them, to the last digit. `--state DIR` continues a
+run exported with `dslc export --train-state` (its manifest's `train_state` says where the run stood).
+Then it runs the predict graph with the trained values on the first rows and prints each output's
+first row, and with `--save FILE.npz` writes every trained value (`dslc train --resume FILE.npz`
+continues from it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+SEED_MULTIPLIER = 1_000_003
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """What `dslc train` feeds a dropout model's `seed` at training step `step` (from 0 over the run;
+    with K objectives, objective k of batch step s is step s * K + k): a new seed every step."""
+    return (run_seed * SEED_MULTIPLIER + step) % 2**31
+
+
+def epoch_order(run_seed: int, epoch: int, rows: int) -> np.ndarray:
+    """The order in which `dslc train` visits the samples in epoch `epoch` (from 0)."""
+    return np.random.default_rng([run_seed, epoch]).permutation(rows)
+
+
+def session(out_dir: Path, graph: dict) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(out_dir / graph["file"]), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("out_dir", type=Path, help="what `dslc build` (or `dslc export --train-state`) wrote")
+    parser.add_argument("data", type=Path, help=".npz with one array per input and target")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (`dslc train --seed`)")
+    parser.add_argument("--save", type=Path, help="write the trained values to this .npz")
+    args = parser.parse_args()
+
+    (manifest_path,) = args.out_dir.glob("*.dslc.json")
+    manifest = json.loads(manifest_path.read_text())
+    graphs = manifest["graphs"]
+    # where an exported run stood; a fresh build starts at epoch 0, step 0
+    where = manifest.get("train_state", {"epoch": 0, "global_step": 0, "seed": args.seed})
+    run_seed, first_epoch, step = where["seed"], where["epoch"], where["global_step"]
+
+    # 1. the init graph has no inputs: the first value of every parameter, buffer and optimizer state
+    init = session(args.out_dir, graphs["init"])
+    values = dict(zip([o.name for o in init.get_outputs()], init.run(None, {})))
+
+    # one training graph per objective: "train", or "train.<objective>" for a model with several
+    objectives = [(key, g, session(args.out_dir, g)) for key, g in graphs.items() if key.split(".")[0] == "train"]
+    data = np.load(args.data)
+    rows = len(data[objectives[0][1]["inputs"][0]["name"]])
+
+    for epoch in range(first_epoch, first_epoch + args.epochs):
+        order = epoch_order(run_seed, epoch, rows)
+        sums = {}
+        for start in range(0, rows, args.batch_size):  # the last, partial batch is kept
+            batch = order[start:start + args.batch_size]
+            for k, (key, g, step_session) in enumerate(objectives):
+                # 2. every input, every step, by name: data, hyper-inputs, current values
+                feeds = {t["name"]: data[t["name"]][batch] for t in g["inputs"]}
+                for h in g["hyper"]:
+                    value = step_seed(run_seed, step * len(objectives) + k) if h["kind"] == "seed" else h["default"]
+                    feeds[h["name"]] = np.array(value, h["dtype"])  # float32 lr, int64 seed: scalars of their dtype
+                for part in ("params", "frozen", "buffers", "state"):
+                    feeds.update({t["name"]: values[t["name"]] for t in g[part]})
+                names = [t["name"] for t in g["outputs"]] + [t["next"] for part in ("params", "buffers", "state")
+                                                              for t in g[part]]
+                out = dict(zip(names, step_session.run(names, feeds)))
+                # 3. each `next` is the value of its input on the next step (buffers too: batch-norm statistics)
+                for part in ("params", "buffers", "state"):
+                    values.update({t["name"]: out[t["next"]] for t in g[part]})
+                for t in g["outputs"]:  # "mean": weighted by the batch's size; "sum": summed (counts)
+                    label = t["name"] if len(objectives) == 1 else f"{key.partition('.')[2]}.{t['name']}"
+                    weight = len(batch) if t["reduce"] == "mean" else 1
+                    sums[label] = sums.get(label, 0) + weight * out[t["name"]].astype(np.float64)
+            step += 1
+        logs = {label: total / rows for label, total in sums.items() if np.ndim(total) == 0}
+        print(f"epoch {epoch + 1}: " + " ".join(f"{label} {float(value)!r}" for label, value in logs.items()))
+
+    # 4. inference with the trained values: the predict graph takes them as inputs (infer.onnx holds
+    # the initial values as initializers, and onnxruntime-node ignores feeds of those without a word)
+    if "predict" in graphs:
+        p = graphs["predict"]
+        feeds = {t["name"]: data[t["name"]][:args.batch_size] for t in p["inputs"]}
+        feeds.update({t["name"]: values[t["name"]] for t in p["params"] + p["buffers"]})
+        predicted = session(args.out_dir, p).run([t["name"] for t in p["outputs"]], feeds)
+        for t, value in zip(p["outputs"], predicted):
+            print(f"predicted {t['name']}, first row: " + ",".join(repr(float(v)) for v in np.ravel(value[0])))
+    if args.save:
+        np.savez(args.save, **values)
+
+
+if __name__ == "__main__":
+    main()
