@@ -1,21 +1,47 @@
-// Train a dslc model with ONNX Runtime for Node.js, driven by its manifest alone:
+// Train a dslc model with ONNX Runtime for Node.js (or for the web: its wasm build), driven by its manifest alone:
 //
 //   dslc build examples/digits/digits.dl -o out/digits
 //   (cd examples/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci)
-//   node examples/node/train.mjs out/digits examples/digits/train.npz [epochs=1] [batch size=32]
+//   node examples/node/train.mjs out/digits examples/digits/train.npz [--epochs 1] [--batch-size 32] [--seed 0]
+//        [--order ORDER.npz] [--save TRAINED.npz] [--backend node|web]
 //
-// The .npz arrays are named as the model's inputs and targets; batches are taken in order. Prints each
-// step's loss (the same numbers as the Python loop in README's "Embedding the graphs"), then runs the
-// predict graph with the trained values on the first batch and prints each output's first row.
+// The .npz arrays are named as the model's inputs and targets. Batches take the rows in file order, or, with
+// --order, in the order of ORDER.npz's array `order` (row i: the sample order of the i-th epoch run here; with
+// `dslc train`'s order, written by numpy, the epochs print what `dslc train` logs). Prints each epoch's loss and
+// metrics (batch means weighted by batch size), then runs the predict graph with the trained values on the
+// first batch and prints each output's first row. --save writes every trained value to an .npz that
+// `dslc train --resume` continues from. A build exported with `dslc export --train-state` continues where the
+// run stood: its manifest's `train_state` gives the epoch, the step and the seed.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import * as ort from "onnxruntime-node";
-import { readNpz } from "./npz.mjs";
+import { parseArgs } from "node:util";
+import { readNpz, writeNpz } from "./npz.mjs";
 
-const [outDir, dataFile, epochs = "1", batchArg = "32"] = process.argv.slice(2);
+const { values: options, positionals: [outDir, dataFile] } = parseArgs({
+  allowPositionals: true,
+  options: {
+    epochs: { type: "string", default: "1" }, "batch-size": { type: "string", default: "32" },
+    seed: { type: "string", default: "0" }, order: { type: "string" }, save: { type: "string" },
+    backend: { type: "string", default: "node" },
+  },
+});
+const ort = await import(options.backend === "web" ? "onnxruntime-web" : "onnxruntime-node");
+if (options.backend === "web") ort.env.wasm.numThreads = 1;  // no worker threads: the numbers of one thread
+
 const manifest = JSON.parse(readFileSync(join(outDir, readdirSync(outDir).find((f) => f.endsWith(".dslc.json")))));
-const open = (graph) => ort.InferenceSession.create(join(outDir, graph.file));
-const runSeed = 0n;
+const open = (graph) => ort.InferenceSession.create(readFileSync(join(outDir, graph.file)));
+// where an exported run stood (the init graph's metadata says the same, but ONNX Runtime for JavaScript
+// cannot read it); a fresh build starts at epoch 0, step 0
+const where = manifest.train_state ?? { epoch: 0, global_step: 0, seed: Number(options.seed) };
+const runSeed = BigInt(where.seed);
+
+// onnxruntime-node ignores a feed whose name the graph lacks without a word (a misspelled name; trained values
+// fed to infer.onnx, which holds the initial ones): refuse it, as onnxruntime-web does.
+function run(session, feeds) {
+  const unknown = Object.keys(feeds).filter((name) => !session.inputNames.includes(name));
+  if (unknown.length > 0) throw new Error(`the graph has no input ${unknown.join(", ")} (its inputs: ${session.inputNames.join(", ")})`);
+  return session.run(feeds);
+}
 
 // The init graph has no inputs: one run gives every parameter, buffer and optimizer state,
 // named as the training graph's inputs.
@@ -24,54 +50,71 @@ const values = await (await open(manifest.graphs.init)).run({});
 // One training graph per objective ("train", or "train.<objective>" when the model has several).
 const objectives = [];
 for (const [key, graph] of Object.entries(manifest.graphs)) {
-  if (key.split(".")[0] === "train") objectives.push({ graph, session: await open(graph) });
+  if (key.split(".")[0] === "train") objectives.push({ name: key.split(".")[1], graph, session: await open(graph) });
 }
 
 const data = readNpz(dataFile);
 const rows = data[objectives[0].graph.inputs[0].name].shape[0];
-const batchSize = Number(batchArg);
+const batchSize = Number(options["batch-size"]);
+const orders = options.order ? readNpz(options.order).order : null;
 
-// Rows [start, end) of an array, as an ONNX Runtime tensor.
-function slice({ dtype, shape, data: values }, start, end) {
+// The rows `indices` of an array, as an ONNX Runtime tensor.
+function gather({ dtype, shape, data: all }, indices) {
   const width = shape.slice(1).reduce((a, b) => a * b, 1);
-  return new ort.Tensor(dtype, values.subarray(start * width, end * width), [end - start, ...shape.slice(1)]);
+  const out = new all.constructor(indices.length * width);
+  indices.forEach((row, i) => out.set(all.subarray(row * width, (row + 1) * width), i * width));
+  return new ort.Tensor(dtype, out, [indices.length, ...shape.slice(1)]);
 }
 
-// A hyper-input: `lr` takes its default (schedule it as you like); `seed` must change every step,
-// dslc's formula is (run_seed * 1000003 + step) % 2**31.
+// A hyper-input: `lr` takes its default (schedule it as you like); `seed` must change every step, and
+// dslc's is (run_seed * 1000003 + step) % 2**31. Scalars of the manifest's dtype: float32 lr, int64 seed.
 function hyper(entry, step) {
   if (entry.kind === "seed") return new ort.Tensor("int64", [(runSeed * 1000003n + BigInt(step)) % 2n ** 31n], []);
   return new ort.Tensor(entry.dtype, [entry.default], []);
 }
 
-let step = 0;
-for (let epoch = 0; epoch < Number(epochs); epoch++) {
-  for (let start = 0; start < rows; start += batchSize) {
-    const end = Math.min(start + batchSize, rows);
-    for (const { graph, session } of objectives) {
+let step = where.global_step;
+for (let epoch = where.epoch; epoch < where.epoch + Number(options.epochs); epoch++) {
+  const order = orders
+    ? Array.from(orders.data.subarray((epoch - where.epoch) * rows, (epoch - where.epoch + 1) * rows), Number)
+    : Array.from({ length: rows }, (_, i) => i);
+  const sums = {};
+  for (let start = 0; start < rows; start += batchSize) {  // the last, partial batch is kept
+    const batch = order.slice(start, start + batchSize);
+    for (const [k, { name, graph, session }] of objectives.entries()) {
       const feeds = {};
-      for (const t of graph.inputs) feeds[t.name] = slice(data[t.name], start, end);
-      for (const h of graph.hyper) feeds[h.name] = hyper(h, step);
+      for (const t of graph.inputs) feeds[t.name] = gather(data[t.name], batch);
+      for (const h of graph.hyper) feeds[h.name] = hyper(h, step * objectives.length + k);
       // every parameter (this objective's and the others' frozen ones), buffer and optimizer state
       for (const part of ["params", "frozen", "buffers", "state"]) {
         for (const t of graph[part]) feeds[t.name] = values[t.name];
       }
-      const out = await session.run(feeds);
+      const out = await run(session, feeds);
       // the next values of what this step updates: parameters, buffers (batch-norm statistics), state
       for (const part of ["params", "buffers", "state"]) {
         for (const t of graph[part]) values[t.name] = out[t.next];
       }
-      console.log(`step ${step}${graph.objective ? ` ${graph.objective}` : ""}: loss ${out.loss.data[0]}`);
-      step++;
+      for (const t of graph.outputs) {
+        if (t.shape.length > 0) continue;  // counts ("reduce": "sum"): sum them, then see README
+        const label = objectives.length > 1 ? `${name}.${t.name}` : t.name;
+        sums[label] = (sums[label] ?? 0) + batch.length * out[t.name].data[0];
+      }
     }
+    step++;
   }
+  console.log(`epoch ${epoch + 1}: ${Object.entries(sums).map(([label, sum]) => `${label} ${sum / rows}`).join(" ")}`);
 }
 
 // Inference with the trained values: the predict graph takes them as inputs (infer.onnx holds the
 // initial values as initializers, which onnxruntime-node cannot replace and ignores feeds of).
 const predict = manifest.graphs.predict;
+const first = Array.from({ length: Math.min(batchSize, rows) }, (_, i) => i);
 const predictFeeds = {};
-for (const t of predict.inputs) predictFeeds[t.name] = slice(data[t.name], 0, Math.min(batchSize, rows));
+for (const t of predict.inputs) predictFeeds[t.name] = gather(data[t.name], first);
 for (const t of [...predict.params, ...predict.buffers]) predictFeeds[t.name] = values[t.name];
-const predicted = await (await open(predict)).run(predictFeeds);
-for (const t of predict.outputs) console.log(`predicted ${t.name}, first row: ${Array.from(predicted[t.name].data.slice(0, predicted[t.name].data.length / predicted[t.name].dims[0])).join(",")}`);
+const predicted = await run(await open(predict), predictFeeds);
+for (const t of predict.outputs) {
+  const { data: all, dims } = predicted[t.name];
+  console.log(`predicted ${t.name}, first row: ${Array.from(all.slice(0, all.length / dims[0])).join(",")}`);
+}
+if (options.save) writeNpz(options.save, values);

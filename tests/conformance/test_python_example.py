@@ -13,43 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import batches
+from embedding import BATCH, MODELS, SEED, assert_same_epochs, epoch_lines, logged, model_data
 from protocol import load_manifest
 from test_conformance import ROOT
 
 EXAMPLE = ROOT / "examples/python/train.py"
-MODELS = {"digits": ROOT / "examples/digits/digits.dl", "batchnorm": ROOT / "tests/conformance/models/batchnorm.dl",
-          "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl"}
-ROWS, BATCH, SEED = 50, 16, 3  # three full batches and a partial one
 
 
 def run_example(out_dir: Path, data: Path, *args: str) -> list[dict[str, float]]:
-    """The example's epoch lines as dicts, run with `import dslc` failing."""
+    """The example's epoch lines, run with `import dslc` failing."""
     guard = ("import runpy, sys; sys.modules['dslc'] = None; sys.argv = sys.argv[1:]; "
              "runpy.run_path(sys.argv[0], run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", guard, str(EXAMPLE), str(out_dir), str(data), *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    epochs = []
-    for line in done.stdout.splitlines():
-        if line.startswith("epoch "):
-            words = line.partition(": ")[2].split()
-            epochs.append({"epoch": int(line.split()[1].rstrip(":")),
-                           **{name: float(value) for name, value in zip(words[::2], words[1::2])}})
-    return epochs
-
-
-def model_data(program, path: Path) -> Path:
-    if program.name == "digits":
-        return ROOT / "examples/digits/train.npz"
-    train_inputs = {t["name"] for t in program.manifest["graphs"]["train"]["inputs"]}
-    (rows,) = batches(program.manifest, 1, ROWS, seed=11)
-    np.savez(path, **{name: value for name, value in rows.items() if name in train_inputs})
-    return path
-
-
-def logged(history) -> list[dict[str, float]]:
-    return [{key: float(entry[key]) for key in ("epoch", "loss", "accuracy")} for entry in history]
+    return epoch_lines(done.stdout)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -61,11 +39,7 @@ def test_the_python_example_logs_the_epochs_of_dslc_train(name, tmp_path):
     history = program.train(str(data), epochs=2, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "run", verbose=0)
     program.build(tmp_path / "out")  # `dslc build --seed 3`
     printed = run_example(tmp_path / "out", data, "--epochs", "2", "--batch-size", str(BATCH), "--seed", str(SEED))
-    expected = logged(history)
-    assert [e["epoch"] for e in printed] == [1, 2]
-    for mine, theirs in zip(printed, expected):
-        assert mine.keys() == theirs.keys()
-        np.testing.assert_allclose([mine[k] for k in theirs], list(theirs.values()), rtol=1e-6)
+    assert_same_epochs(printed, logged(history), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["digits", "batchnorm"])
@@ -82,9 +56,7 @@ def test_a_run_exported_with_its_train_state_continues_in_the_python_example(nam
     # the example takes the seed, the epoch and the step from the manifest: its --seed is not needed
     printed = run_example(tmp_path / "state", data, "--epochs", "1", "--batch-size", str(BATCH),
                           "--save", str(tmp_path / "trained.npz"))
-    (second,) = logged(whole)[1:]
-    assert printed[0].keys() == second.keys() and printed[0]["epoch"] == 2
-    np.testing.assert_allclose([printed[0][k] for k in second], list(second.values()), rtol=1e-6)
+    assert_same_epochs(printed, logged(whole)[1:], rtol=1e-6)
     # and the values it saved are where `dslc train` got to
     from dslc.runtime.checkpoint import load_checkpoint
 

@@ -1,0 +1,49 @@
+"""What the tests of the embedding examples (examples/python, examples/node) share: the models they train,
+their data, and the epoch lines both examples print (`epoch E: loss L accuracy A`), read back to be
+compared with `dslc train`'s history."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data import batches
+from test_conformance import ROOT
+
+# dropout (seeds), batch norm (buffers), a GRU, momentum SGD
+MODELS = {"digits": ROOT / "examples/digits/digits.dl", "batchnorm": ROOT / "tests/conformance/models/batchnorm.dl",
+          "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl"}
+ROWS, BATCH, SEED = 50, 16, 3  # three full batches and a partial one
+
+
+def model_data(program, path: Path, bundled: bool = True) -> Path:
+    """The bundled digits data for digits (`bundled`); otherwise ROWS random rows of the training inputs,
+    written to `path`."""
+    if program.name == "digits" and bundled:
+        return ROOT / "examples/digits/train.npz"
+    train_inputs = {t["name"] for t in program.manifest["graphs"]["train"]["inputs"]}
+    (rows,) = batches(program.manifest, 1, ROWS, seed=11)
+    np.savez(path, **{name: value for name, value in rows.items() if name in train_inputs})
+    return path
+
+
+def epoch_lines(stdout: str) -> list[dict[str, float]]:
+    epochs = []
+    for line in stdout.splitlines():
+        if line.startswith("epoch "):
+            words = line.partition(": ")[2].split()
+            epochs.append({"epoch": int(line.split()[1].rstrip(":")),
+                           **{name: float(value) for name, value in zip(words[::2], words[1::2])}})
+    return epochs
+
+
+def logged(history) -> list[dict[str, float]]:
+    """`dslc train`'s epochs, as `epoch_lines` reads the examples'."""
+    return [{key: float(entry[key]) for key in ("epoch", "loss", "accuracy")} for entry in history]
+
+
+def assert_same_epochs(printed: list[dict[str, float]], expected: list[dict[str, float]], rtol: float):
+    assert [e["epoch"] for e in printed] == [e["epoch"] for e in expected]
+    for mine, theirs in zip(printed, expected):
+        assert mine.keys() == theirs.keys()
+        np.testing.assert_allclose([mine[k] for k in theirs], list(theirs.values()), rtol=rtol)
