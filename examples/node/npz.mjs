@@ -8,6 +8,8 @@ const TYPES = { "<f4": ["float32", Float32Array], "<f8": ["float64", Float64Arra
 
 export function readNpz(path) {
   const zip = readFileSync(path);
+  const magic = zip.length >= 4 ? zip.readUInt32LE(0) : 0;
+  if (magic !== 0x04034b50 && magic !== 0x06054b50) throw new Error("not a zip archive, as .npz files are");
   const arrays = {};
   let at = 0;
   while (zip.readUInt32LE(at) === 0x04034b50) {  // a local file header

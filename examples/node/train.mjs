@@ -12,23 +12,40 @@
 // first batch and prints each output's first row. --save writes every trained value to an .npz that
 // `dslc train --resume` continues from. A build exported with `dslc export --train-state` continues where the
 // run stood: its manifest's `train_state` gives the epoch, the step and the seed.
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { checkedData, fail } from "./data.mjs";
 import { readNpz, writeNpz } from "./npz.mjs";
 
-const { values: options, positionals: [outDir, dataFile] } = parseArgs({
-  allowPositionals: true,
-  options: {
-    epochs: { type: "string", default: "1" }, "batch-size": { type: "string", default: "32" },
-    seed: { type: "string", default: "0" }, order: { type: "string" }, save: { type: "string" },
-    backend: { type: "string", default: "node" },
-  },
-});
+const USAGE = "usage: node train.mjs OUT_DIR DATA.npz [--epochs N] [--batch-size N] [--seed S] [--order ORDER.npz] "
+  + "[--save TRAINED.npz] [--backend node|web]";
+let options, outDir, dataFile;
+try {
+  ({ values: options, positionals: [outDir, dataFile] } = parseArgs({
+    allowPositionals: true,
+    options: {
+      epochs: { type: "string", default: "1" }, "batch-size": { type: "string", default: "32" },
+      seed: { type: "string", default: "0" }, order: { type: "string" }, save: { type: "string" },
+      backend: { type: "string", default: "node" },
+    },
+  }));
+} catch (e) {
+  fail(`${e.message}\n${USAGE}`, 2);
+}
+const counts = { epochs: 0, "batch-size": 1, seed: 0 };  // the least each may be
+for (const [flag, least] of Object.entries(counts)) {
+  if (!/^[0-9]+$/.test(options[flag]) || Number(options[flag]) < least) fail(`--${flag} must be a whole number >= ${least}, got ${options[flag]}`, 2);
+}
+if (!["node", "web"].includes(options.backend)) fail(`--backend is node or web, got ${options.backend}`, 2);
+if (!outDir || !dataFile) fail(USAGE, 2);
+const manifests = existsSync(outDir) ? readdirSync(outDir).filter((f) => f.endsWith(".dslc.json")) : [];
+if (manifests.length !== 1) fail(`${outDir} holds ${manifests.length || "no"} manifests (\`<model>.dslc.json\`); give the folder \`dslc build -o\` wrote`, 2);
+
 const ort = await import(options.backend === "web" ? "onnxruntime-web" : "onnxruntime-node");
 if (options.backend === "web") ort.env.wasm.numThreads = 1;  // no worker threads: the numbers of one thread
 
-const manifest = JSON.parse(readFileSync(join(outDir, readdirSync(outDir).find((f) => f.endsWith(".dslc.json")))));
+const manifest = JSON.parse(readFileSync(join(outDir, manifests[0])));
 const open = (graph) => ort.InferenceSession.create(readFileSync(join(outDir, graph.file)));
 // where an exported run stood (the init graph's metadata says the same, but ONNX Runtime for JavaScript
 // cannot read it); a fresh build starts at epoch 0, step 0
@@ -39,7 +56,7 @@ const runSeed = BigInt(where.seed);
 // fed to infer.onnx, which holds the initial ones): refuse it, as onnxruntime-web does.
 function run(session, feeds) {
   const unknown = Object.keys(feeds).filter((name) => !session.inputNames.includes(name));
-  if (unknown.length > 0) throw new Error(`the graph has no input ${unknown.join(", ")} (its inputs: ${session.inputNames.join(", ")})`);
+  if (unknown.length > 0) fail(`the graph has no input ${unknown.join(", ")} (its inputs: ${session.inputNames.join(", ")})`, 1);
   return session.run(feeds);
 }
 
@@ -53,10 +70,29 @@ for (const [key, graph] of Object.entries(manifest.graphs)) {
   if (key.split(".")[0] === "train") objectives.push({ name: key.split(".")[1], graph, session: await open(graph) });
 }
 
-const data = readNpz(dataFile);
-const rows = data[objectives[0].graph.inputs[0].name].shape[0];
+const data = checkedData(dataFile, manifest.graphs);
+const rows = Object.values(data)[0].shape[0];
 const batchSize = Number(options["batch-size"]);
-const orders = options.order ? readNpz(options.order).order : null;
+const orders = options.order ? checkedOrders(options.order) : null;
+
+// ORDER.npz's `order`: one permutation of the rows per epoch run here
+function checkedOrders(path) {
+  let order;
+  try {
+    ({ order } = readNpz(path));
+  } catch (e) {
+    fail(`${path}: cannot read it as an .npz file (${e.message})`, 3);
+  }
+  const epochs = Number(options.epochs);
+  if (!order || order.shape.length !== 2 || order.shape[0] < epochs || order.shape[1] !== rows) {
+    fail(`${path}: expected an array \`order\` of shape [${epochs}, ${rows}] (a permutation of the rows per epoch), got ${order ? `[${order.shape.join(", ")}]` : "none"}`, 3);
+  }
+  for (let e = 0; e < epochs; e++) {
+    const seen = new Set(Array.from(order.data.subarray(e * rows, (e + 1) * rows), Number).filter((i) => i >= 0 && i < rows));
+    if (seen.size !== rows) fail(`${path}: \`order\` row ${e} is not a permutation of 0..${rows - 1}`, 3);
+  }
+  return order;
+}
 
 // The rows `indices` of an array, as an ONNX Runtime tensor.
 function gather({ dtype, shape, data: all }, indices) {

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,60 @@ def epoch_order(run_seed: int, epoch: int, rows: int) -> np.ndarray:
     return np.random.default_rng([run_seed, epoch]).permutation(rows)
 
 
+def fail(message: str, code: int) -> None:
+    """Stop with dslc's exit codes: 2 for the command line, 3 for the data."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def names(items) -> str:
+    return ", ".join(f"`{item}`" for item in items) or "nothing"
+
+
+def first_row(bad: np.ndarray) -> int:
+    return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+
+
+def checked_data(path: Path, graphs: dict) -> dict[str, np.ndarray]:
+    """The arrays of `path` the graphs read, checked and cast to the manifest's dtypes as `dslc train` does:
+    any number for a float input, whole numbers for an integer one (ONNX Runtime refuses a float64 array
+    for a float32 input), the shape after the batch axis, the same number of rows, integer ids and labels
+    in [0, classes), values in a declared `range` (probability targets), no NaN or infinity."""
+    specs = {t["name"]: t for key, g in graphs.items() if key.split(".")[0] in ("train", "predict") for t in g["inputs"]}
+    try:
+        arrays = dict(np.load(path))
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        fail(f"{path}: cannot read it as an .npz file ({e})", 3)
+    missing = [name for name in specs if name not in arrays]
+    if missing:
+        fail(f"{path} has no array {names(missing)}; it holds {names(arrays)}, and the model reads {names(specs)}", 3)
+    out = {}
+    for name, t in specs.items():
+        array, want, where = arrays[name], np.dtype(t["dtype"]), f"{path}: `{name}`"
+        shape = ", ".join(map(str, t["shape"]))
+        if array.ndim != len(t["shape"]) or any(isinstance(d, int) and d != n for d, n in zip(t["shape"], array.shape)):
+            fail(f"{where} has shape {list(array.shape)}; the model reads [{shape}]", 3)
+        if array.dtype.kind not in "biuf":
+            fail(f"{where} holds {array.dtype} values; the model reads {want}", 3)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            fail(f"{where}, row {first_row(~np.isfinite(array))}: NaN or infinity", 3)
+        if want.kind in "iu" and array.dtype.kind == "f" and (array != np.round(array)).any():
+            fail(f"{where}, row {first_row(array != np.round(array))}: a fraction, where the model reads {want}", 3)
+        array = array.astype(want)
+        if "classes" in t and ((array < 0) | (array >= t["classes"])).any():
+            row = first_row((array < 0) | (array >= t["classes"]))
+            fail(f"{where}, row {row}: {array[row].min() if array[row].min() < 0 else array[row].max()} is "
+                 f"outside [0, {t['classes']}), the manifest's `classes`", 3)
+        if "range" in t and ((array < t["range"][0]) | (array > t["range"][1])).any():
+            fail(f"{where}, row {first_row((array < t['range'][0]) | (array > t['range'][1]))}: a value outside "
+                 f"{t['range']}, the manifest's `range`", 3)
+        out[name] = array
+    if len({len(array) for array in out.values()}) > 1:
+        fail(f"{path}: the arrays have different numbers of rows: "
+             + ", ".join(f"`{name}` {len(array)}" for name, array in out.items()), 3)
+    return out
+
+
 def session(out_dir: Path, graph: dict) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -51,8 +107,11 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="write the trained values to this .npz")
     args = parser.parse_args()
 
-    (manifest_path,) = args.out_dir.glob("*.dslc.json")
-    manifest = json.loads(manifest_path.read_text())
+    manifests = sorted(args.out_dir.glob("*.dslc.json"))
+    if len(manifests) != 1:
+        fail(f"{args.out_dir} holds {len(manifests) or 'no'} manifests (`<model>.dslc.json`); give the folder "
+             "`dslc build -o` wrote", 2)
+    manifest = json.loads(manifests[0].read_text())
     graphs = manifest["graphs"]
     # where an exported run stood; a fresh build starts at epoch 0, step 0
     where = manifest.get("train_state", {"epoch": 0, "global_step": 0, "seed": args.seed})
@@ -64,8 +123,8 @@ def main() -> None:
 
     # one training graph per objective: "train", or "train.<objective>" for a model with several
     objectives = [(key, g, session(args.out_dir, g)) for key, g in graphs.items() if key.split(".")[0] == "train"]
-    data = np.load(args.data)
-    rows = len(data[objectives[0][1]["inputs"][0]["name"]])
+    data = checked_data(args.data, graphs)
+    rows = len(next(iter(data.values())))
 
     for epoch in range(first_epoch, first_epoch + args.epochs):
         order = epoch_order(run_seed, epoch, rows)

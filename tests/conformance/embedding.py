@@ -3,16 +3,19 @@ their data, and the epoch lines both examples print (`epoch E: loss L accuracy A
 compared with `dslc train`'s history."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from data import batches
+from runtimes import RuntimeUnavailable, node_with_packages
 from test_conformance import ROOT
 
-# dropout (seeds), batch norm (buffers), a GRU, momentum SGD
+# dropout (seeds), batch norm (buffers), a GRU, momentum SGD, two objectives in turn (frozen parameters)
 MODELS = {"digits": ROOT / "examples/digits/digits.dl", "batchnorm": ROOT / "tests/conformance/models/batchnorm.dl",
-          "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl"}
+          "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl", "gan": ROOT / "models/gan.dl"}
 ROWS, BATCH, SEED = 50, 16, 3  # three full batches and a partial one
 
 
@@ -21,7 +24,8 @@ def model_data(program, path: Path, bundled: bool = True) -> Path:
     written to `path`."""
     if program.name == "digits" and bundled:
         return ROOT / "examples/digits/train.npz"
-    train_inputs = {t["name"] for t in program.manifest["graphs"]["train"]["inputs"]}
+    train_inputs = {t["name"] for key, g in program.manifest["graphs"].items() if key.split(".")[0] == "train"
+                    for t in g["inputs"]}
     (rows,) = batches(program.manifest, 1, ROWS, seed=11)
     np.savez(path, **{name: value for name, value in rows.items() if name in train_inputs})
     return path
@@ -38,8 +42,9 @@ def epoch_lines(stdout: str) -> list[dict[str, float]]:
 
 
 def logged(history) -> list[dict[str, float]]:
-    """`dslc train`'s epochs, as `epoch_lines` reads the examples'."""
-    return [{key: float(entry[key]) for key in ("epoch", "loss", "accuracy")} for entry in history]
+    """`dslc train`'s epochs, as `epoch_lines` reads the examples': the epoch, the losses and the metrics."""
+    kept = [key for key in history[0] if key not in ("steps", "time", "samples_per_s") and key.split(".")[-1] != "lr"]
+    return [{key: float(entry[key]) for key in kept} for entry in history]
 
 
 def assert_same_epochs(printed: list[dict[str, float]], expected: list[dict[str, float]], rtol: float):
@@ -47,3 +52,18 @@ def assert_same_epochs(printed: list[dict[str, float]], expected: list[dict[str,
     for mine, theirs in zip(printed, expected):
         assert mine.keys() == theirs.keys()
         np.testing.assert_allclose([mine[k] for k in theirs], list(theirs.values()), rtol=rtol)
+
+
+def node_example(backend: str, directory: Path) -> list[str]:
+    """The command running examples/node/train.mjs with onnxruntime-`backend` (skips where node or the package is
+    absent): a copy of the example in `directory`, beside the conformance suite's installed packages."""
+    try:
+        node = node_with_packages(backend)
+    except RuntimeUnavailable as e:
+        pytest.skip(str(e))
+    for source in (ROOT / "examples/node").glob("*.mjs"):
+        shutil.copy(source, directory / source.name)
+    if not (directory / "node_modules").exists():
+        (directory / "node_modules").symlink_to(ROOT / "tests/conformance/js/node_modules", target_is_directory=True)
+    flags = ["--liftoff-only"] if backend == "web" else []  # see runtimes.js_runtime
+    return [node, *flags, str(directory / "train.mjs"), "--backend", backend]

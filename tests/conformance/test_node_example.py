@@ -1,20 +1,18 @@
 """examples/node/train.mjs, the JavaScript loop embedders copy, run by onnxruntime-node and onnxruntime-web
 (wasm, in node), logs the epochs `dslc train` logs when it is given `dslc train`'s sample order, and
 leaves the values `dslc train` gets to: models with dropout (digits), batch norm (batchnorm) and a GRU
-(text_rnn). Its predict step gives what the predict graph gives in Python with dslc's trained values, a run
+(text_rnn), and two objectives in turn (gan). Its predict step gives what the predict graph gives in Python with dslc's trained values, a run
 exported with `dslc export --train-state` continues in it, and what it saves `dslc train --resume` takes."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from embedding import BATCH, MODELS, SEED, assert_same_epochs, epoch_lines, logged, model_data
-from runtimes import RuntimeUnavailable, node_with_packages, ort_graph
-from test_conformance import ROOT
+from embedding import BATCH, MODELS, SEED, assert_same_epochs, epoch_lines, logged, model_data, node_example
+from runtimes import ort_graph
 
 # onnxruntime-node computes what the Python package does, bit for bit; the wasm build differs by ~1e-7 a step,
 # which 180 Adam steps on the bundled digits data grow to 3e-5: it trains on ROWS random rows (8 steps)
@@ -22,18 +20,8 @@ TOLERANCE = {"node": 1e-6, "web": 1e-5}
 
 
 def run_node(backend: str, tmp_path: Path, out_dir: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
-    try:
-        node = node_with_packages(backend)
-    except RuntimeUnavailable as e:
-        pytest.skip(str(e))
-    # the example imports onnxruntime-*; run it beside the conformance suite's installed packages
-    for name in ("train.mjs", "npz.mjs"):
-        shutil.copy(ROOT / "examples/node" / name, tmp_path / name)
-    if not (tmp_path / "node_modules").exists():
-        (tmp_path / "node_modules").symlink_to(ROOT / "tests/conformance/js/node_modules", target_is_directory=True)
-    flags = ["--liftoff-only"] if backend == "web" else []  # see runtimes.js_runtime
-    return subprocess.run([node, *flags, str(tmp_path / "train.mjs"), str(out_dir), str(data), "--backend", backend,
-                           "--batch-size", str(BATCH), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*node_example(backend, tmp_path), str(out_dir), str(data), "--batch-size", str(BATCH), *args],
+                          capture_output=True, text=True, timeout=300)
 
 
 def run_example(backend: str, tmp_path: Path, out_dir: Path, data: Path, *args: str) -> str:
@@ -58,7 +46,7 @@ def trained_values(program, run: Path) -> dict[str, np.ndarray]:
     return {**ckpt.params, **ckpt.state}
 
 
-@pytest.mark.parametrize("backend, name", [("node", "digits"), ("node", "batchnorm"), ("node", "text_rnn"),
+@pytest.mark.parametrize("backend, name", [("node", "digits"), ("node", "batchnorm"), ("node", "text_rnn"), ("node", "gan"),
                                            ("web", "digits"), ("web", "batchnorm")])
 def test_the_node_example_logs_the_epochs_of_dslc_train(backend, name, tmp_path):
     from dslc.compiler import compile_file

@@ -1,0 +1,93 @@
+"""The embedding examples (examples/python/train.py, examples/node/train.mjs) read data files as `dslc train`
+does: float64 features and int32 or whole-float labels are cast (and train as the model's dtypes would), and
+what ONNX Runtime would refuse with a message naming no file, or accept and compute wrong, stops with the
+same message in both, naming the file, the array and the row, and dslc's exit code for data (3)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embedding import epoch_lines, node_example
+from test_conformance import ROOT
+
+DIGITS = ROOT / "examples/digits/train.npz"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from dslc.compiler import compile_file
+
+    out = tmp_path_factory.mktemp("digits")
+    compile_file(ROOT / "examples/digits/digits.dl").build(out)
+    return out
+
+
+def run(example: str, out_dir, data, *args: str, tmp_path) -> subprocess.CompletedProcess:
+    if example == "python":
+        command = [sys.executable, str(ROOT / "examples/python/train.py")]
+    else:
+        command = node_example("node", tmp_path)
+    return subprocess.run([*command, str(out_dir), str(data), *args], capture_output=True, text=True, timeout=120)
+
+
+def digits(**changes) -> dict[str, np.ndarray]:
+    arrays = dict(np.load(DIGITS))
+    for name, change in changes.items():
+        arrays[name] = change(arrays[name].copy())
+    return arrays
+
+
+def set_at(row, value):
+    def change(array):
+        array.reshape(len(array), -1)[row, 0] = value
+        return array
+    return change
+
+
+BAD = {
+    "a label out of range": (digits(digit=set_at(17, 10)),
+                             "data.npz: `digit`, row 17: 10 is outside [0, 10), the manifest's `classes`"),
+    "a negative label": (digits(digit=set_at(3, -1)),
+                         "data.npz: `digit`, row 3: -1 is outside [0, 10), the manifest's `classes`"),
+    "a fractional label": (digits(digit=lambda a: a + 0.5),
+                           "data.npz: `digit`, row 0: a fraction, where the model reads int64"),
+    "NaN": (digits(image=set_at(5, np.nan)), "data.npz: `image`, row 5: NaN or infinity"),
+    "a missing array": ({"image": np.load(DIGITS)["image"], "label": np.load(DIGITS)["digit"]},
+                        "data.npz has no array `digit`; it holds `image`, `label`, and the model reads `image`, `digit`"),
+    "a wrong width": (digits(image=lambda a: a[:, :60]),
+                      "data.npz: `image` has shape [1438, 60]; the model reads [B, 64]"),
+    "rows that differ": (digits(image=lambda a: a[:-1]),
+                         "data.npz: the arrays have different numbers of rows: `image` 1437, `digit` 1438"),
+}
+
+
+@pytest.mark.parametrize("example", ["python", "node"])
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_data_stops_the_examples_with_the_file_array_and_row(example, case, built, tmp_path):
+    arrays, message = BAD[case]
+    np.savez(tmp_path / "data.npz", **arrays)
+    done = run(example, built, tmp_path / "data.npz", tmp_path=tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.replace(str(tmp_path) + "/", "") == f"error: {message}\n"
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("example", ["python", "node"])
+def test_the_examples_cast_data_as_dslc_train_does(example, built, tmp_path):
+    np.savez(tmp_path / "wide.npz", **digits(image=lambda a: a.astype(np.float64), digit=lambda a: a.astype(np.int32)))
+    np.savez(tmp_path / "floats.npz", **digits(digit=lambda a: a.astype(np.float32)))
+    runs = [run(example, built, path, "--epochs", "1", tmp_path=tmp_path) for path in (DIGITS, tmp_path / "wide.npz", tmp_path / "floats.npz")]
+    assert all(done.returncode == 0 for done in runs), [done.stderr for done in runs]
+    assert epoch_lines(runs[0].stdout) == epoch_lines(runs[1].stdout) == epoch_lines(runs[2].stdout)
+    assert epoch_lines(runs[0].stdout)[0]["loss"] > 0
+
+
+@pytest.mark.parametrize("example", ["python", "node"])
+def test_a_folder_without_a_manifest_is_a_usage_error(example, tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = run(example, tmp_path / "empty", DIGITS, tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == f"error: {tmp_path / 'empty'} holds no manifests (`<model>.dslc.json`); give the folder `dslc build -o` wrote\n"
