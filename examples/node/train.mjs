@@ -60,6 +60,10 @@ function run(session, feeds) {
   return session.run(feeds);
 }
 
+if (!manifest.graphs.init) {
+  fail(`model \`${manifest.model}\` has no loss, so no training graph: ${manifest.graphs.infer.file} is its inference`, 1);
+}
+
 // The init graph has no inputs: one run gives every parameter, buffer and optimizer state,
 // named as the training graph's inputs.
 const values = await (await open(manifest.graphs.init)).run({});

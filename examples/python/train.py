@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (`dslc train --seed`)")
     parser.add_argument("--save", type=Path, help="write the trained values to this .npz")
     args = parser.parse_args()
+    for flag, value, least in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
+        if value < least:
+            parser.error(f"{flag} must be a whole number >= {least}, got {value}")
 
     manifests = sorted(args.out_dir.glob("*.dslc.json"))
     if len(manifests) != 1:
@@ -117,14 +120,17 @@ def main() -> None:
     where = manifest.get("train_state", {"epoch": 0, "global_step": 0, "seed": args.seed})
     run_seed, first_epoch, step = where["seed"], where["epoch"], where["global_step"]
 
+    # one training graph per objective: "train", or "train.<objective>" for a model with several
+    objectives = [(key, g, session(args.out_dir, g)) for key, g in graphs.items() if key.split(".")[0] == "train"]
+    if not objectives:
+        fail(f"model `{manifest['model']}` has no loss, so no training graph: {graphs['infer']['file']} is its "
+             "inference", 1)
+    data = checked_data(args.data, graphs)
+    rows = len(next(iter(data.values())))
+
     # 1. the init graph has no inputs: the first value of every parameter, buffer and optimizer state
     init = session(args.out_dir, graphs["init"])
     values = dict(zip([o.name for o in init.get_outputs()], init.run(None, {})))
-
-    # one training graph per objective: "train", or "train.<objective>" for a model with several
-    objectives = [(key, g, session(args.out_dir, g)) for key, g in graphs.items() if key.split(".")[0] == "train"]
-    data = checked_data(args.data, graphs)
-    rows = len(next(iter(data.values())))
 
     for epoch in range(first_epoch, first_epoch + args.epochs):
         order = epoch_order(run_seed, epoch, rows)

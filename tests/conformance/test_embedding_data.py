@@ -91,3 +91,16 @@ def test_a_folder_without_a_manifest_is_a_usage_error(example, tmp_path):
     done = run(example, tmp_path / "empty", DIGITS, tmp_path=tmp_path)
     assert done.returncode == 2
     assert done.stderr == f"error: {tmp_path / 'empty'} holds no manifests (`<model>.dslc.json`); give the folder `dslc build -o` wrote\n"
+
+
+@pytest.mark.parametrize("example", ["python", "node"])
+def test_a_model_without_a_loss_has_nothing_to_train(example, tmp_path):
+    from dslc.compiler import compile_file
+
+    source = tmp_path / "score.dl"
+    source.write_text("model score {\n    input x: f32[B, 2]\n    output y = x |> dense(1)\n}\n")
+    compile_file(source).build(tmp_path / "out")
+    np.savez(tmp_path / "data.npz", x=np.zeros((4, 2), np.float32))
+    done = run(example, tmp_path / "out", tmp_path / "data.npz", tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == "error: model `score` has no loss, so no training graph: score.infer.onnx is its inference\n"
