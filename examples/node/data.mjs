@@ -15,11 +15,17 @@ const CAST = {
   int64: (v) => BigInt64Array.from(v, (x) => BigInt(x)), int32: (v) => Int32Array.from(v, Number),
 };
 
-export function checkedData(path, graphs) {
+// The data inputs and targets of the training and predict graphs, by name: {name, dtype, shape, [classes], [range]}.
+export function manifestInputs(graphs) {
   const specs = {};
   for (const [key, g] of Object.entries(graphs)) {
     if (["train", "predict"].includes(key.split(".")[0])) for (const t of g.inputs) specs[t.name] ??= t;
   }
+  return specs;
+}
+
+// The arrays of the .npz file `path` that `specs` (as manifestInputs gives them) name, checked and cast.
+export function checkedData(path, specs) {
   let arrays;
   try {
     arrays = readNpz(path);

@@ -15,7 +15,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { checkedData, fail } from "./data.mjs";
+import { checkedData, fail, manifestInputs } from "./data.mjs";
 import { readNpz, writeNpz } from "./npz.mjs";
 
 const USAGE = "usage: node train.mjs OUT_DIR DATA.npz [--epochs N] [--batch-size N] [--seed S] [--order ORDER.npz] "
@@ -74,7 +74,7 @@ for (const [key, graph] of Object.entries(manifest.graphs)) {
   if (key.split(".")[0] === "train") objectives.push({ name: key.split(".")[1], graph, session: await open(graph) });
 }
 
-const data = checkedData(dataFile, manifest.graphs);
+const data = checkedData(dataFile, manifestInputs(manifest.graphs));
 const rows = Object.values(data)[0].shape[0];
 const batchSize = Number(options["batch-size"]);
 const orders = options.order ? checkedOrders(options.order) : null;

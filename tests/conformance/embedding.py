@@ -54,8 +54,8 @@ def assert_same_epochs(printed: list[dict[str, float]], expected: list[dict[str,
         np.testing.assert_allclose([mine[k] for k in theirs], list(theirs.values()), rtol=rtol)
 
 
-def node_example(backend: str, directory: Path) -> list[str]:
-    """The command running examples/node/train.mjs with onnxruntime-`backend` (skips where node or the package is
+def node_example(backend: str, directory: Path, script: str = "train.mjs") -> list[str]:
+    """The command running examples/node/`script` with onnxruntime-`backend` (skips where node or the package is
     absent): a copy of the example in `directory`, beside the conformance suite's installed packages."""
     try:
         node = node_with_packages(backend)
@@ -66,4 +66,4 @@ def node_example(backend: str, directory: Path) -> list[str]:
     if not (directory / "node_modules").exists():
         (directory / "node_modules").symlink_to(ROOT / "tests/conformance/js/node_modules", target_is_directory=True)
     flags = ["--liftoff-only"] if backend == "web" else []  # see runtimes.js_runtime
-    return [node, *flags, str(directory / "train.mjs"), "--backend", backend]
+    return [node, *flags, str(directory / script), "--backend", backend]

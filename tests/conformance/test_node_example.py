@@ -110,3 +110,25 @@ def test_the_node_example_refuses_a_feed_the_graph_does_not_have(tmp_path):
     done = run_node("node", tmp_path, tmp_path / "out", model_data(program, tmp_path / "data.npz"), "--epochs", "0")
     assert done.returncode == 1
     assert "the graph has no input dense_0.weight, dense_0.bias" in done.stderr
+
+
+@pytest.mark.parametrize("backend, name", [("node", "digits"), ("node", "text_rnn"), ("web", "batchnorm")])
+def test_the_predict_example_writes_what_dslc_predict_writes(backend, name, tmp_path):
+    """examples/node/predict.mjs runs `dslc export --weights`'s self-contained model in batches (the last one
+    partial) and writes the outputs of every row, as `dslc predict` does."""
+    from dslc.compiler import compile_file
+
+    program = compile_file(MODELS[name], seed=SEED)
+    data = model_data(program, tmp_path / "data.npz", bundled=False)
+    program.train(str(data), epochs=1, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "run", verbose=0)
+    program.export(tmp_path / "run", tmp_path / "model.onnx")
+    done = subprocess.run([*node_example(backend, tmp_path, "predict.mjs"), str(tmp_path / "model.onnx"), str(data),
+                           "-o", str(tmp_path / "out.npz"), "--batch-size", "16"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    theirs = program.predict(str(data), weights=tmp_path / "run")
+    ours = np.load(tmp_path / "out.npz")
+    assert sorted(ours.files) == sorted(theirs)
+    for key, value in theirs.items():
+        assert ours[key].shape == value.shape and ours[key].dtype == value.dtype
+        np.testing.assert_allclose(ours[key], value, rtol=1e-5, atol=1e-6)
