@@ -41,7 +41,8 @@ export function checkedData(path, specs) {
   for (const [name, t] of Object.entries(specs)) {
     const { shape, data } = arrays[name];
     const where = `${path}: \`${name}\``;
-    if (shape.length !== t.shape.length || t.shape.some((d, i) => typeof d === "number" && d !== shape[i])) {
+    // after the batch axis, which a build may pin (`dslc build --dim`)
+    if (shape.length !== t.shape.length || t.shape.some((d, i) => i > 0 && typeof d === "number" && d !== shape[i])) {
       fail(`${where} has shape [${shape.join(", ")}]; the model reads [${t.shape.join(", ")}]`, 3);
     }
     const width = shape.slice(1).reduce((a, b) => a * b, 1);

@@ -78,6 +78,18 @@ const data = checkedData(dataFile, manifestInputs(manifest.graphs));
 const rows = Object.values(data)[0].shape[0];
 const batchSize = Number(options["batch-size"]);
 const orders = options.order ? checkedOrders(options.order) : null;
+const used = batchedRows(objectives.flatMap(({ graph }) => graph.inputs.map((t) => t.shape[0])));
+
+// How many rows an epoch trains on: all of them, unless the build pins the batch (`dslc build --dim B=4`, for
+// runtimes that need static shapes), whose graphs take batches of exactly that size only.
+function batchedRows(batchDims) {
+  const pinned = batchDims.filter((d) => typeof d === "number");
+  if (pinned.length === 0) return rows;
+  if (batchSize !== pinned[0]) fail(`this build pins the batch to ${pinned[0]} rows (\`dslc build --dim\`): pass --batch-size ${pinned[0]}`, 2);
+  if (rows < batchSize) fail(`the data has ${rows} rows, fewer than the build's pinned batch of ${batchSize}`, 3);
+  if (rows % batchSize) console.error(`note: each epoch leaves out its last ${rows % batchSize} rows: the build pins the batch to ${batchSize} rows`);
+  return rows - (rows % batchSize);
+}
 
 // ORDER.npz's `order`: one permutation of the rows per epoch run here
 function checkedOrders(path) {
@@ -119,7 +131,7 @@ for (let epoch = where.epoch; epoch < where.epoch + Number(options.epochs); epoc
     ? Array.from(orders.data.subarray((epoch - where.epoch) * rows, (epoch - where.epoch + 1) * rows), Number)
     : Array.from({ length: rows }, (_, i) => i);
   const sums = {};
-  for (let start = 0; start < rows; start += batchSize) {  // the last, partial batch is kept
+  for (let start = 0; start < used; start += batchSize) {  // the last, partial batch is kept (unless the batch is pinned)
     const batch = order.slice(start, start + batchSize);
     for (const [k, { name, graph, session }] of objectives.entries()) {
       const feeds = {};
@@ -142,7 +154,7 @@ for (let epoch = where.epoch; epoch < where.epoch + Number(options.epochs); epoc
     }
     step++;
   }
-  console.log(`epoch ${epoch + 1}: ${Object.entries(sums).map(([label, sum]) => `${label} ${sum / rows}`).join(" ")}`);
+  console.log(`epoch ${epoch + 1}: ${Object.entries(sums).map(([label, sum]) => `${label} ${sum / used}`).join(" ")}`);
 }
 
 // Inference with the trained values: the predict graph takes them as inputs (infer.onnx holds the

@@ -68,7 +68,8 @@ def checked_data(path: Path, graphs: dict) -> dict[str, np.ndarray]:
     for name, t in specs.items():
         array, want, where = arrays[name], np.dtype(t["dtype"]), f"{path}: `{name}`"
         shape = ", ".join(map(str, t["shape"]))
-        if array.ndim != len(t["shape"]) or any(isinstance(d, int) and d != n for d, n in zip(t["shape"], array.shape)):
+        sizes = zip(t["shape"][1:], array.shape[1:])  # after the batch axis, which a build may pin (`--dim`)
+        if array.ndim != len(t["shape"]) or any(isinstance(d, int) and d != n for d, n in sizes):
             fail(f"{where} has shape {list(array.shape)}; the model reads [{shape}]", 3)
         if array.dtype.kind not in "biuf":
             fail(f"{where} holds {array.dtype} values; the model reads {want}", 3)
@@ -89,6 +90,22 @@ def checked_data(path: Path, graphs: dict) -> dict[str, np.ndarray]:
         fail(f"{path}: the arrays have different numbers of rows: "
              + ", ".join(f"`{name}` {len(array)}" for name, array in out.items()), 3)
     return out
+
+
+def batched_rows(rows: int, batch_size: int, batch_dims: list) -> int:
+    """How many rows an epoch trains on: all of them, unless the build pins the batch (`dslc build --dim B=4`,
+    for runtimes that need static shapes), whose graphs take batches of exactly that size only."""
+    pinned = sorted({d for d in batch_dims if isinstance(d, int)})
+    if not pinned:
+        return rows
+    if batch_size != pinned[0]:
+        fail(f"this build pins the batch to {pinned[0]} rows (`dslc build --dim`): pass --batch-size {pinned[0]}", 2)
+    if rows < batch_size:
+        fail(f"the data has {rows} rows, fewer than the build's pinned batch of {batch_size}", 3)
+    if rows % batch_size:
+        print(f"note: each epoch leaves out its last {rows % batch_size} rows: the build pins the batch to "
+              f"{batch_size} rows", file=sys.stderr)
+    return rows - rows % batch_size
 
 
 def session(out_dir: Path, graph: dict) -> ort.InferenceSession:
@@ -127,6 +144,7 @@ def main() -> None:
              "inference", 1)
     data = checked_data(args.data, graphs)
     rows = len(next(iter(data.values())))
+    used = batched_rows(rows, args.batch_size, [t["shape"][0] for _, g, _ in objectives for t in g["inputs"]])
 
     # 1. the init graph has no inputs: the first value of every parameter, buffer and optimizer state
     init = session(args.out_dir, graphs["init"])
@@ -135,7 +153,7 @@ def main() -> None:
     for epoch in range(first_epoch, first_epoch + args.epochs):
         order = epoch_order(run_seed, epoch, rows)
         sums = {}
-        for start in range(0, rows, args.batch_size):  # the last, partial batch is kept
+        for start in range(0, used, args.batch_size):  # the last, partial batch is kept (unless the batch is pinned)
             batch = order[start:start + args.batch_size]
             for k, (key, g, step_session) in enumerate(objectives):
                 # 2. every input, every step, by name: data, hyper-inputs, current values
@@ -156,7 +174,7 @@ def main() -> None:
                     weight = len(batch) if t["reduce"] == "mean" else 1
                     sums[label] = sums.get(label, 0) + weight * out[t["name"]].astype(np.float64)
             step += 1
-        logs = {label: total / rows for label, total in sums.items() if np.ndim(total) == 0}
+        logs = {label: total / used for label, total in sums.items() if np.ndim(total) == 0}
         print(f"epoch {epoch + 1}: " + " ".join(f"{label} {float(value)!r}" for label, value in logs.items()))
 
     # 4. inference with the trained values: the predict graph takes them as inputs (infer.onnx holds

@@ -104,3 +104,31 @@ def test_a_model_without_a_loss_has_nothing_to_train(example, tmp_path):
     done = run(example, tmp_path / "out", tmp_path / "data.npz", tmp_path=tmp_path)
     assert done.returncode == 1
     assert done.stderr == "error: model `score` has no loss, so no training graph: score.infer.onnx is its inference\n"
+
+
+@pytest.mark.parametrize("example", ["python", "node"])
+def test_a_build_with_a_pinned_batch_takes_full_batches_only(example, tmp_path):
+    """`dslc build --dim B=16` (static shapes): the examples ask for that batch size, leave out the last partial
+    batch with a note, and otherwise train as on the symbolic build."""
+    from dslc.compiler import compile_file
+
+    source = ROOT / "examples/digits/digits.dl"
+    compile_file(source, dims={"B": 16}).build(tmp_path / "pinned")
+    compile_file(source).build(tmp_path / "symbolic")
+    arrays = dict(np.load(DIGITS))
+    np.savez(tmp_path / "48.npz", **{name: value[:48] for name, value in arrays.items()})
+    np.savez(tmp_path / "50.npz", **{name: value[:50] for name, value in arrays.items()})
+
+    wrong = run(example, tmp_path / "pinned", tmp_path / "48.npz", "--batch-size", "32", tmp_path=tmp_path)
+    assert wrong.returncode == 2
+    assert wrong.stderr == "error: this build pins the batch to 16 rows (`dslc build --dim`): pass --batch-size 16\n"
+
+    partial = run(example, tmp_path / "pinned", tmp_path / "50.npz", "--batch-size", "16", tmp_path=tmp_path)
+    assert partial.returncode == 0, partial.stderr
+    assert partial.stderr == "note: each epoch leaves out its last 2 rows: the build pins the batch to 16 rows\n"
+    assert len(epoch_lines(partial.stdout)) == 1
+
+    pinned, symbolic = (run(example, tmp_path / build, tmp_path / "48.npz", "--batch-size", "16", tmp_path=tmp_path)
+                        for build in ("pinned", "symbolic"))
+    assert pinned.stderr == symbolic.stderr == ""
+    assert epoch_lines(pinned.stdout) == epoch_lines(symbolic.stdout)
