@@ -3,12 +3,12 @@
 //   dslc build examples/digits/digits.dl -o out/digits
 //   (cd examples/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci)
 //   node examples/node/train.mjs out/digits examples/digits/train.npz [--epochs 1] [--batch-size 32] [--seed 0]
-//        [--order ORDER.npz] [--save TRAINED.npz] [--backend node|web]
+//        [--order ORDER.npz] [--val VAL.npz] [--save TRAINED.npz] [--backend node|web]
 //
 // The .npz arrays are named as the model's inputs and targets. Batches take the rows in file order, or, with
 // --order, in the order of ORDER.npz's array `order` (row i: the sample order of the i-th epoch run here; with
 // `dslc train`'s order, written by numpy, the epochs print what `dslc train` logs). Prints each epoch's loss and
-// metrics (batch means weighted by batch size), then runs the predict graph with the trained values on the
+// metrics (batch means weighted by batch size; with --val, the evaluation graphs' on VAL.npz), then runs the predict graph with the trained values on the
 // first batch and prints each output's first row. --save writes every trained value to an .npz that
 // `dslc train --resume` continues from. A build exported with `dslc export --train-state` continues where the
 // run stood: its manifest's `train_state` gives the epoch, the step and the seed.
@@ -19,14 +19,14 @@ import { checkedData, fail, manifestInputs } from "./data.mjs";
 import { readNpz, writeNpz } from "./npz.mjs";
 
 const USAGE = "usage: node train.mjs OUT_DIR DATA.npz [--epochs N] [--batch-size N] [--seed S] [--order ORDER.npz] "
-  + "[--save TRAINED.npz] [--backend node|web]";
+  + "[--val VAL.npz] [--save TRAINED.npz] [--backend node|web]";
 let options, outDir, dataFile;
 try {
   ({ values: options, positionals: [outDir, dataFile] } = parseArgs({
     allowPositionals: true,
     options: {
       epochs: { type: "string", default: "1" }, "batch-size": { type: "string", default: "32" },
-      seed: { type: "string", default: "0" }, order: { type: "string" }, save: { type: "string" },
+      seed: { type: "string", default: "0" }, order: { type: "string" }, val: { type: "string" }, save: { type: "string" },
       backend: { type: "string", default: "node" },
     },
   }));
@@ -78,17 +78,27 @@ const data = checkedData(dataFile, manifestInputs(manifest.graphs));
 const rows = Object.values(data)[0].shape[0];
 const batchSize = Number(options["batch-size"]);
 const orders = options.order ? checkedOrders(options.order) : null;
-const used = batchedRows(objectives.flatMap(({ graph }) => graph.inputs.map((t) => t.shape[0])));
+const batchDims = objectives.flatMap(({ graph }) => graph.inputs.map((t) => t.shape[0]));
+const used = batchedRows("the training data", rows, batchDims);
+// the evaluation graphs, one per objective, and the validation data they run on after each epoch
+const evals = [];
+for (const [key, graph] of Object.entries(manifest.graphs)) {
+  if (key.split(".")[0] === "eval") evals.push({ name: key.split(".")[1], graph, session: await open(graph) });
+}
+const val = options.val ? checkedData(options.val, manifestInputs(manifest.graphs)) : null;
+const valUsed = val ? batchedRows("the validation data", Object.values(val)[0].shape[0], batchDims) : 0;
 
 // How many rows an epoch trains on: all of them, unless the build pins the batch (`dslc build --dim B=4`, for
 // runtimes that need static shapes), whose graphs take batches of exactly that size only.
-function batchedRows(batchDims) {
+function batchedRows(what, count, batchDims) {
   const pinned = batchDims.filter((d) => typeof d === "number");
-  if (pinned.length === 0) return rows;
+  if (pinned.length === 0) return count;
   if (batchSize !== pinned[0]) fail(`this build pins the batch to ${pinned[0]} rows (\`dslc build --dim\`): pass --batch-size ${pinned[0]}`, 2);
-  if (rows < batchSize) fail(`the data has ${rows} rows, fewer than the build's pinned batch of ${batchSize}`, 3);
-  if (rows % batchSize) console.error(`note: each epoch leaves out its last ${rows % batchSize} rows: the build pins the batch to ${batchSize} rows`);
-  return rows - (rows % batchSize);
+  if (count < batchSize) fail(`${what} has ${count} rows, fewer than the build's pinned batch of ${batchSize}`, 3);
+  if (count % batchSize) {
+    console.error(`note: each epoch leaves out the last ${count % batchSize} rows of ${what}: the build pins the batch to ${batchSize} rows`);
+  }
+  return count - (count % batchSize);
 }
 
 // ORDER.npz's `order`: one permutation of the rows per epoch run here
@@ -146,15 +156,39 @@ for (let epoch = where.epoch; epoch < where.epoch + Number(options.epochs); epoc
       for (const part of ["params", "buffers", "state"]) {
         for (const t of graph[part]) values[t.name] = out[t.next];
       }
-      for (const t of graph.outputs) {
-        if (t.shape.length > 0) continue;  // counts ("reduce": "sum"): sum them, then see README
-        const label = objectives.length > 1 ? `${name}.${t.name}` : t.name;
-        sums[label] = (sums[label] ?? 0) + batch.length * out[t.name].data[0];
-      }
+      addBatch(sums, "", name, graph.outputs, out, batch.length, objectives.length);
     }
     step++;
   }
-  console.log(`epoch ${epoch + 1}: ${Object.entries(sums).map(([label, sum]) => `${label} ${sum / used}`).join(" ")}`);
+  const logs = Object.entries(sums).map(([label, sum]) => [label, sum / used]);
+  if (val) logs.push(...(await evaluate()));  // validation: the evaluation graphs with the current values
+  console.log(`epoch ${epoch + 1}: ${logs.map(([label, value]) => `${label} ${value}`).join(" ")}`);
+}
+
+// Add one batch's loss and metrics, each batch mean weighted by the batch's size, named as `dslc train` logs
+// them (`<objective>.<name>` for a model with several objectives).
+function addBatch(sums, prefix, objective, outputs, out, size, count) {
+  for (const t of outputs) {
+    if (t.shape.length > 0) continue;  // counts ("reduce": "sum"): sum them, then see README
+    const label = prefix + (count > 1 ? `${objective}.${t.name}` : t.name);
+    sums[label] = (sums[label] ?? 0) + size * out[t.name].data[0];
+  }
+}
+
+// The `val_` loss and metrics: every evaluation graph (no dropout, batch norm's running statistics, no
+// update) on the validation batches in order.
+async function evaluate() {
+  const sums = {};
+  for (let start = 0; start < valUsed; start += batchSize) {
+    const batch = Array.from({ length: Math.min(batchSize, valUsed - start) }, (_, i) => start + i);
+    for (const { name, graph, session } of evals) {
+      const feeds = {};
+      for (const t of graph.inputs) feeds[t.name] = gather(val[t.name], batch);
+      for (const t of [...graph.params, ...graph.buffers]) feeds[t.name] = values[t.name];
+      addBatch(sums, "val_", name, graph.outputs, await run(session, feeds), batch.length, evals.length);
+    }
+  }
+  return Object.entries(sums).map(([label, sum]) => [label, sum / valUsed]);
 }
 
 // Inference with the trained values: the predict graph takes them as inputs (infer.onnx holds the

@@ -6,8 +6,9 @@
 Needs only `pip install onnxruntime numpy`. The .npz arrays are named as the model's inputs and targets.
 It visits the samples in the order `dslc train` does and feeds the seeds it does, so with the same
 `--seed` (`dslc build --seed S` writes the initial values `dslc train --seed S` starts from) it prints
-each epoch's loss and metrics as `dslc train` logs them, to the last digit. `--state DIR` continues a
-run exported with `dslc export --train-state` (its manifest's `train_state` says where the run stood).
+each epoch's loss and metrics as `dslc train` logs them, to the last digit (with `--val VAL.npz`, the
+evaluation graphs' `val_` values too). Given the folder `dslc export --train-state` wrote, it continues
+that run (its manifest's `train_state` says where the run stood).
 Then it runs the predict graph with the trained values on the first rows and prints each output's
 first row, and with `--save FILE.npz` writes every trained value (`dslc train --resume FILE.npz`
 continues from it).
@@ -92,7 +93,29 @@ def checked_data(path: Path, graphs: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def batched_rows(rows: int, batch_size: int, batch_dims: list) -> int:
+def add_batch(sums: dict, prefix: str, key: str, outputs: list[dict], out: dict, size: int, objectives: int):
+    """Add one batch's loss and metrics: a `"reduce": "mean"` value weighted by the batch's size, `"sum"` counts
+    as they are. Named as `dslc train` logs them: `<objective>.<name>` for a model with several objectives."""
+    for t in outputs:
+        label = prefix + (t["name"] if objectives == 1 else f"{key.partition('.')[2]}.{t['name']}")
+        weight = size if t["reduce"] == "mean" else 1
+        sums[label] = sums.get(label, 0) + weight * out[t["name"]].astype(np.float64)
+
+
+def evaluate(evals: list, data: dict, used: int, values: dict, batch_size: int) -> dict[str, float]:
+    """The `val_` loss and metrics of `data`: every evaluation graph on its batches in order."""
+    sums = {}
+    for start in range(0, used, batch_size):
+        for key, g, eval_session in evals:
+            feeds = {t["name"]: data[t["name"]][start:start + batch_size] for t in g["inputs"]}
+            feeds.update({t["name"]: values[t["name"]] for t in g["params"] + g["buffers"]})
+            names = [t["name"] for t in g["outputs"]]
+            out = dict(zip(names, eval_session.run(names, feeds)))
+            add_batch(sums, "val_", key, g["outputs"], out, min(batch_size, used - start), len(evals))
+    return {label: total / used for label, total in sums.items() if np.ndim(total) == 0}
+
+
+def batched_rows(what: str, rows: int, batch_size: int, batch_dims: list) -> int:
     """How many rows an epoch trains on: all of them, unless the build pins the batch (`dslc build --dim B=4`,
     for runtimes that need static shapes), whose graphs take batches of exactly that size only."""
     pinned = sorted({d for d in batch_dims if isinstance(d, int)})
@@ -101,10 +124,10 @@ def batched_rows(rows: int, batch_size: int, batch_dims: list) -> int:
     if batch_size != pinned[0]:
         fail(f"this build pins the batch to {pinned[0]} rows (`dslc build --dim`): pass --batch-size {pinned[0]}", 2)
     if rows < batch_size:
-        fail(f"the data has {rows} rows, fewer than the build's pinned batch of {batch_size}", 3)
+        fail(f"{what} has {rows} rows, fewer than the build's pinned batch of {batch_size}", 3)
     if rows % batch_size:
-        print(f"note: each epoch leaves out its last {rows % batch_size} rows: the build pins the batch to "
-              f"{batch_size} rows", file=sys.stderr)
+        print(f"note: each epoch leaves out the last {rows % batch_size} rows of {what}: the build pins the batch "
+              f"to {batch_size} rows", file=sys.stderr)
     return rows - rows % batch_size
 
 
@@ -121,6 +144,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (`dslc train --seed`)")
+    parser.add_argument("--val", type=Path, help="validation data: after each epoch, the evaluation graphs on it")
     parser.add_argument("--save", type=Path, help="write the trained values to this .npz")
     args = parser.parse_args()
     for flag, value, least in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
@@ -144,7 +168,13 @@ def main() -> None:
              "inference", 1)
     data = checked_data(args.data, graphs)
     rows = len(next(iter(data.values())))
-    used = batched_rows(rows, args.batch_size, [t["shape"][0] for _, g, _ in objectives for t in g["inputs"]])
+    batch_dims = [t["shape"][0] for _, g, _ in objectives for t in g["inputs"]]
+    used = batched_rows("the training data", rows, args.batch_size, batch_dims)
+    # the evaluation graphs (no dropout, batch norm's running statistics, no update), one per objective
+    evals = [(key, g, session(args.out_dir, g)) for key, g in graphs.items() if key.split(".")[0] == "eval"]
+    val = checked_data(args.val, graphs) if args.val else None
+    val_used = batched_rows("the validation data", len(next(iter(val.values()))), args.batch_size, batch_dims) \
+        if val is not None else 0
 
     # 1. the init graph has no inputs: the first value of every parameter, buffer and optimizer state
     init = session(args.out_dir, graphs["init"])
@@ -169,12 +199,11 @@ def main() -> None:
                 # 3. each `next` is the value of its input on the next step (buffers too: batch-norm statistics)
                 for part in ("params", "buffers", "state"):
                     values.update({t["name"]: out[t["next"]] for t in g[part]})
-                for t in g["outputs"]:  # "mean": weighted by the batch's size; "sum": summed (counts)
-                    label = t["name"] if len(objectives) == 1 else f"{key.partition('.')[2]}.{t['name']}"
-                    weight = len(batch) if t["reduce"] == "mean" else 1
-                    sums[label] = sums.get(label, 0) + weight * out[t["name"]].astype(np.float64)
+                add_batch(sums, "", key, g["outputs"], out, len(batch), len(objectives))
             step += 1
         logs = {label: total / used for label, total in sums.items() if np.ndim(total) == 0}
+        if val is not None:  # 5. validation: the evaluation graphs with the current parameters and buffers
+            logs.update(evaluate(evals, val, val_used, values, args.batch_size))
         print(f"epoch {epoch + 1}: " + " ".join(f"{label} {float(value)!r}" for label, value in logs.items()))
 
     # 4. inference with the trained values: the predict graph takes them as inputs (infer.onnx holds

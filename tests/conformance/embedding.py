@@ -19,14 +19,14 @@ MODELS = {"digits": ROOT / "examples/digits/digits.dl", "batchnorm": ROOT / "tes
 ROWS, BATCH, SEED = 50, 16, 3  # three full batches and a partial one
 
 
-def model_data(program, path: Path, bundled: bool = True) -> Path:
-    """The bundled digits data for digits (`bundled`); otherwise ROWS random rows of the training inputs,
-    written to `path`."""
+def model_data(program, path: Path, bundled: bool = True, split: str = "train") -> Path:
+    """The bundled digits data for digits (`bundled`; its test.npz for the `val` split); otherwise ROWS random
+    rows of the training inputs (another draw for `val`), written to `path`."""
     if program.name == "digits" and bundled:
-        return ROOT / "examples/digits/train.npz"
+        return ROOT / f"examples/digits/{'train' if split == 'train' else 'test'}.npz"
     train_inputs = {t["name"] for key, g in program.manifest["graphs"].items() if key.split(".")[0] == "train"
                     for t in g["inputs"]}
-    (rows,) = batches(program.manifest, 1, ROWS, seed=11)
+    (rows,) = batches(program.manifest, 1, ROWS, seed=11 if split == "train" else 12)
     np.savez(path, **{name: value for name, value in rows.items() if name in train_inputs})
     return path
 

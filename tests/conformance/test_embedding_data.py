@@ -125,7 +125,8 @@ def test_a_build_with_a_pinned_batch_takes_full_batches_only(example, tmp_path):
 
     partial = run(example, tmp_path / "pinned", tmp_path / "50.npz", "--batch-size", "16", tmp_path=tmp_path)
     assert partial.returncode == 0, partial.stderr
-    assert partial.stderr == "note: each epoch leaves out its last 2 rows: the build pins the batch to 16 rows\n"
+    assert partial.stderr == ("note: each epoch leaves out the last 2 rows of the training data: the build pins "
+                              "the batch to 16 rows\n")
     assert len(epoch_lines(partial.stdout)) == 1
 
     pinned, symbolic = (run(example, tmp_path / build, tmp_path / "48.npz", "--batch-size", "16", tmp_path=tmp_path)

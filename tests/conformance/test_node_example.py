@@ -1,5 +1,5 @@
 """examples/node/train.mjs, the JavaScript loop embedders copy, run by onnxruntime-node and onnxruntime-web
-(wasm, in node), logs the epochs `dslc train` logs when it is given `dslc train`'s sample order, and
+(wasm, in node), logs the epochs `dslc train` logs, validation included, when it is given `dslc train`'s sample order, and
 leaves the values `dslc train` gets to: models with dropout (digits), batch norm (batchnorm) and a GRU
 (text_rnn), and two objectives in turn (gan). Its predict step gives what the predict graph gives in Python with dslc's trained values, a run
 exported with `dslc export --train-state` continues in it, and what it saves `dslc train --resume` takes."""
@@ -53,9 +53,11 @@ def test_the_node_example_logs_the_epochs_of_dslc_train(backend, name, tmp_path)
 
     program = compile_file(MODELS[name], seed=SEED)
     data = model_data(program, tmp_path / "data.npz", bundled=backend == "node")
-    history = program.train(str(data), epochs=2, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "run", verbose=0)
+    val = model_data(program, tmp_path / "val.npz", bundled=backend == "node", split="val")
+    history = program.train(str(data), str(val), epochs=2, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "run",
+                            verbose=0)
     program.build(tmp_path / "out")  # `dslc build --seed 3`
-    stdout = run_example(backend, tmp_path, tmp_path / "out", data, "--epochs", "2", "--seed", str(SEED),
+    stdout = run_example(backend, tmp_path, tmp_path / "out", data, "--epochs", "2", "--seed", str(SEED), "--val", str(val),
                          "--order", str(write_orders(tmp_path / "order.npz", data, 0, 2)),
                          "--save", str(tmp_path / "trained.npz"))
     assert_same_epochs(epoch_lines(stdout), logged(history), rtol=TOLERANCE[backend])

@@ -1,6 +1,6 @@
 """examples/python/train.py, the loop of README's "Embedding the graphs" as a program with plain ONNX
-Runtime and numpy (dslc cannot be imported while it runs), logs the epochs `dslc train` logs: the same
-initial values (`dslc build --seed S`), sample order, dropout seeds and carried buffers. Models with
+Runtime and numpy (dslc cannot be imported while it runs), logs the epochs `dslc train` logs, validation included: the
+same initial values (`dslc build --seed S`), sample order, dropout seeds and carried buffers. Models with
 dropout (digits), batch norm (batchnorm), a GRU (text_rnn) and momentum SGD (mlp); and a run exported
 with `dslc export --train-state` continues in it as it does in `dslc train`."""
 from __future__ import annotations
@@ -36,9 +36,13 @@ def test_the_python_example_logs_the_epochs_of_dslc_train(name, tmp_path):
 
     program = compile_file(MODELS[name], seed=SEED)
     data = model_data(program, tmp_path / "data.npz")
-    history = program.train(str(data), epochs=2, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "run", verbose=0)
+    val = model_data(program, tmp_path / "val.npz", split="val")
+    history = program.train(str(data), str(val), epochs=2, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "run",
+                            verbose=0)
+    assert "val_loss" in history[0] or "val_discriminator.loss" in history[0]
     program.build(tmp_path / "out")  # `dslc build --seed 3`
-    printed = run_example(tmp_path / "out", data, "--epochs", "2", "--batch-size", str(BATCH), "--seed", str(SEED))
+    printed = run_example(tmp_path / "out", data, "--epochs", "2", "--batch-size", str(BATCH), "--seed", str(SEED),
+                          "--val", str(val))
     assert_same_epochs(printed, logged(history), rtol=1e-6)
 
 
