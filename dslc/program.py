@@ -91,8 +91,10 @@ class Program:
         checkpoint path) instead of the initial ones, so the run continues in any runtime. The init
         graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`, and the manifest's
         `train_state` the same (`with_train_state`); a run trained with
-        another learning rate (`--lr`) gets it as the manifest's `lr` default and `dslc.lr`, so a loop that
+        another learning rate (`--lr`) gets it as the manifest's `lr` default and `dslc.lr`, and a run whose
+        `reduce_lr_on_plateau` had reduced the rate gets the reduced one (`with_lr_reduced`), so a loop that
         feeds the documented defaults continues the same run."""
+        from dslc.runtime.plateau import STATE_KEY as PLATEAU_STATE_KEY
         from dslc.diagnostics import DataError
         from dslc.emit.weights import init_graph_bytes
         from dslc.runtime.checkpoint import load_checkpoint
@@ -107,6 +109,9 @@ class Program:
         if ckpt.meta.get("lr") is not None:
             meta["dslc.lr"] = repr(float(ckpt.meta["lr"]))
             manifest = with_lr_default(manifest, float(ckpt.meta["lr"]))
+        plateau = ckpt.meta.get(PLATEAU_STATE_KEY) or {}
+        if plateau.get("scale", 1.0) != 1.0:
+            manifest = with_lr_reduced(manifest, plateau["scale"], plateau.get("min_lr", 0.0))
         init = init_graph_bytes(self.name, manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
                                 meta)
         return Program(self.name, manifest, {**self.graphs, "init": init}).build(out_dir)
@@ -242,17 +247,30 @@ def with_train_state(manifest: dict, meta: dict) -> dict:
     return {**manifest, "train_state": state} if state else manifest
 
 
+def with_lr_reduced(manifest: dict, scale: float, min_lr: float) -> dict:
+    """A copy of `manifest` whose `lr` defaults and optimizer settings are the rates a run's
+    `reduce_lr_on_plateau` had reduced them to: each max(base · scale, min(base, min_lr)), the rate
+    `dslc.runtime.plateau.RunRates` feeds (as a float32's shortest decimal, the value the graph reads)."""
+    return _with_rates(manifest, lambda base: float(str(np.float32(max(base * scale, min(base, min_lr))))))
+
+
 def with_lr_default(manifest: dict, lr: float) -> dict:
     """A copy of `manifest` whose `lr` hyper-inputs (the training graph's, and the update graph's of a
     `--split` build) default to `lr`, and whose optimizer settings say so: the rate a run was trained
     with, for a loop that feeds the defaults."""
+    return _with_rates(manifest, lambda base: lr)
+
+
+def _with_rates(manifest: dict, rate) -> dict:
+    """A copy of `manifest` with `rate(base)` for each learning rate: the optimizers' `lr` settings and the
+    `lr` hyper-inputs' defaults."""
     copy = json.loads(json.dumps(manifest))
     optimizers = [copy.get("optimizer")] + [graph.get("optimizer") for graph in copy["graphs"].values()]
     for optimizer in optimizers:
         if optimizer is not None and "lr" in optimizer.get("settings", {}):
-            optimizer["settings"]["lr"] = lr
+            optimizer["settings"]["lr"] = rate(optimizer["settings"]["lr"])
     for graph in copy["graphs"].values():
         for hyper in graph.get("hyper", []):
             if hyper.get("kind") == "lr":
-                hyper["default"] = lr
+                hyper["default"] = rate(hyper["default"])
     return copy

@@ -76,3 +76,22 @@ def test_a_fresh_build_has_no_train_state(tmp_path):
 
     compile_file(MODELS["digits"]).build(tmp_path)
     assert "train_state" not in json.loads((tmp_path / "digits.dslc.json").read_text())
+
+
+def test_a_run_whose_plateau_reduced_the_rate_continues_at_the_reduced_rate(tmp_path):
+    """`dslc export --train-state` of a run whose reduce_lr_on_plateau had reduced the rate writes the reduced
+    rate as the `lr` default (it wrote the model's: a loop feeding the defaults went on at 4x the rate)."""
+    from dslc.compiler import compile_file
+
+    program = compile_file(MODELS["digits"], seed=SEED)
+    data = model_data(program, tmp_path / "data.npz", bundled=False)
+    plateau = "monitor=loss,factor=0.5,patience=0,min_delta=10"  # halves the rate after every epoch
+    whole = program.train(str(data), epochs=4, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "whole", verbose=0,
+                          reduce_lr_on_plateau=plateau)
+    program.train(str(data), epochs=3, batch_size=BATCH, seed=SEED, out_dir=tmp_path / "part", verbose=0,
+                  reduce_lr_on_plateau=plateau)
+    program.export_train_state(tmp_path / "part", tmp_path / "state")
+    (lr,) = [h for h in load_manifest(tmp_path / "state")["graphs"]["train"]["hyper"] if h["kind"] == "lr"]
+    assert lr["default"] == 0.002 / 4 == whole[3]["lr"]  # reduced after epochs 2 and 3: epoch 4's rate
+    printed = run_example(tmp_path / "state", data, "--epochs", "1", "--batch-size", str(BATCH))
+    assert_same_epochs(printed, logged(whole)[3:], rtol=1e-6)
