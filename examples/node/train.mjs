@@ -16,6 +16,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { checkedData, fail, manifestInputs } from "./data.mjs";
+import { epochValues } from "./metrics.mjs";
 import { readNpz, writeNpz } from "./npz.mjs";
 
 const USAGE = "usage: node train.mjs OUT_DIR DATA.npz [--epochs N] [--batch-size N] [--seed S] [--order ORDER.npz] "
@@ -160,18 +161,21 @@ for (let epoch = where.epoch; epoch < where.epoch + Number(options.epochs); epoc
     }
     step++;
   }
-  const logs = Object.entries(sums).map(([label, sum]) => [label, sum / used]);
+  const logs = epochValues(sums, used);
   if (val) logs.push(...(await evaluate()));  // validation: the evaluation graphs with the current values
   console.log(`epoch ${epoch + 1}: ${logs.map(([label, value]) => `${label} ${value}`).join(" ")}`);
 }
 
-// Add one batch's loss and metrics, each batch mean weighted by the batch's size, named as `dslc train` logs
-// them (`<objective>.<name>` for a model with several objectives).
+// Add one batch's loss and metrics to `sums` ({label: {t: output entry, total}}): a batch mean weighted by the
+// batch's size, counts ("reduce": "sum") as they are. Named as `dslc train` logs them (`<objective>.<name>` for
+// a model with several objectives).
 function addBatch(sums, prefix, objective, outputs, out, size, count) {
   for (const t of outputs) {
-    if (t.shape.length > 0) continue;  // counts ("reduce": "sum"): sum them, then see README
     const label = prefix + (count > 1 ? `${objective}.${t.name}` : t.name);
-    sums[label] = (sums[label] ?? 0) + size * out[t.name].data[0];
+    const { data } = out[t.name];
+    sums[label] ??= { t, total: t.reduce === "mean" ? 0 : new Float64Array(data.length) };
+    if (t.reduce === "mean") sums[label].total += size * data[0];
+    else data.forEach((v, i) => { sums[label].total[i] += v; });
   }
 }
 
@@ -188,7 +192,7 @@ async function evaluate() {
       addBatch(sums, "val_", name, graph.outputs, await run(session, feeds), batch.length, evals.length);
     }
   }
-  return Object.entries(sums).map(([label, sum]) => [label, sum / valUsed]);
+  return epochValues(sums, valUsed);
 }
 
 // Inference with the trained values: the predict graph takes them as inputs (infer.onnx holds the

@@ -94,12 +94,88 @@ def checked_data(path: Path, graphs: dict) -> dict[str, np.ndarray]:
 
 
 def add_batch(sums: dict, prefix: str, key: str, outputs: list[dict], out: dict, size: int, objectives: int):
-    """Add one batch's loss and metrics: a `"reduce": "mean"` value weighted by the batch's size, `"sum"` counts
-    as they are. Named as `dslc train` logs them: `<objective>.<name>` for a model with several objectives."""
+    """Add one batch's loss and metrics to `sums` ({label: (output entry, total)}): a `"reduce": "mean"` value
+    weighted by the batch's size, `"sum"` counts as they are. Named as `dslc train` logs them:
+    `<objective>.<name>` for a model with several objectives."""
     for t in outputs:
         label = prefix + (t["name"] if objectives == 1 else f"{key.partition('.')[2]}.{t['name']}")
         weight = size if t["reduce"] == "mean" else 1
-        sums[label] = sums.get(label, 0) + weight * out[t["name"]].astype(np.float64)
+        sums[label] = (t, sums.get(label, (t, 0))[1] + weight * out[t["name"]].astype(np.float64))
+
+
+def epoch_values(sums: dict, rows: int) -> dict[str, float]:
+    """The epoch value of each output (README, step 2): a batch mean's weighted mean; a precision, recall or
+    F1's from the summed confusion matrix; an `auc`'s from the summed counts over thresholds. The summed
+    matrices without a value (`confusion_matrix`) are left out."""
+    values = {}
+    for label, (t, total) in sums.items():
+        if t["reduce"] == "mean":
+            values[label] = total / rows
+        elif t.get("counts") == "confusion_matrix" and "value" in t:
+            values[label] = from_confusion(total, t["value"], t["average"])
+        elif t.get("counts") == "thresholds":
+            values[label] = from_thresholds(total, t["curve"], t["summation_method"], t["average"])
+    return values
+
+
+def from_confusion(matrix: np.ndarray, value: str, average: str) -> float:
+    """scikit-learn's precision, recall or F1 (`zero_division=0`) of a summed confusion matrix (rows: the
+    true class): per class tp / (tp + fp), tp / (tp + fn), 2tp / (2tp + fp + fn); `binary` class 1's,
+    `micro` of tp, fp, fn summed, `macro` the mean over the classes that occur, `weighted` by support."""
+    tp = np.diag(matrix)
+    fp, fn = matrix.sum(axis=0) - tp, matrix.sum(axis=1) - tp
+    if average == "micro":
+        tp, fp, fn = tp.sum(keepdims=True), fp.sum(keepdims=True), fn.sum(keepdims=True)
+    num, den = {"precision": (tp, tp + fp), "recall": (tp, tp + fn), "f1": (2 * tp, 2 * tp + fp + fn)}[value]
+    per_class = ratio(num, den)
+    support = matrix.sum(axis=1)
+    if average in ("binary", "micro"):
+        return float(per_class[1 if average == "binary" else 0])
+    if average == "weighted":
+        return float(np.sum(per_class * support) / support.sum()) if support.sum() else 0.0
+    present = support + matrix.sum(axis=0) > 0
+    return float(per_class[present].mean()) if present.any() else 0.0
+
+
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def from_thresholds(counts: np.ndarray, curve: str, summation: str, average: str) -> float:
+    """Keras's `AUC` of summed [K, T, 2, 2] counts (column k, threshold j ascending, [true, predicted]):
+    the area of each column's curve, then `macro` their mean over the columns where the curve is defined,
+    `weighted` by positives, `micro` the area of the counts summed over the columns; NaN if none is."""
+    if average == "micro":
+        return curve_area(counts.sum(axis=0), curve, summation)
+    areas = np.array([curve_area(column, curve, summation) for column in counts])
+    defined = ~np.isnan(areas)
+    if not defined.any():
+        return float("nan")
+    if average == "weighted":
+        positives = counts[defined, 0, 1, :].sum(axis=1)
+        return float(np.sum(areas[defined] * positives) / positives.sum())
+    return float(areas[defined].mean())
+
+
+def curve_area(c: np.ndarray, curve: str, summation: str) -> float:
+    """The area under one column's ROC (x = fp / negatives, y = recall) or PR (x = recall, y = precision)
+    curve by trapezoids (`interpolation`; for PR, Davis & Goadrich's interpolation of tp against tp + fp),
+    the lower (`minoring`) or upper (`majoring`) step, or `step` (y at the lower threshold)."""
+    tp, fp, fn, tn = c[:, 1, 1], c[:, 0, 1], c[:, 1, 0], c[:, 0, 0]
+    positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
+    if positives == 0 or (curve == "roc" and negatives == 0):
+        return float("nan")
+    if curve == "pr" and summation == "interpolation":
+        predicted = tp + fp
+        dtp, dp = tp[:-1] - tp[1:], predicted[:-1] - predicted[1:]
+        slope = ratio(dtp, dp)
+        both = (predicted[1:] > 0) & (predicted[:-1] > 0)
+        log_ratio = np.log(ratio(predicted[:-1], predicted[1:]), out=np.zeros_like(dp), where=both)
+        return float(np.sum(slope * (dtp + (tp[1:] - slope * predicted[1:]) * log_ratio)) / positives)
+    x, y = (fp / negatives, tp / positives) if curve == "roc" else (tp / positives, ratio(tp, tp + fp))
+    heights = {"interpolation": (y[:-1] + y[1:]) / 2, "minoring": np.minimum(y[:-1], y[1:]),
+               "majoring": np.maximum(y[:-1], y[1:]), "step": y[:-1]}[summation]
+    return float(np.sum((x[:-1] - x[1:]) * heights))
 
 
 def evaluate(evals: list, data: dict, used: int, values: dict, batch_size: int) -> dict[str, float]:
@@ -112,7 +188,7 @@ def evaluate(evals: list, data: dict, used: int, values: dict, batch_size: int) 
             names = [t["name"] for t in g["outputs"]]
             out = dict(zip(names, eval_session.run(names, feeds)))
             add_batch(sums, "val_", key, g["outputs"], out, min(batch_size, used - start), len(evals))
-    return {label: total / used for label, total in sums.items() if np.ndim(total) == 0}
+    return epoch_values(sums, used)
 
 
 def batched_rows(what: str, rows: int, batch_size: int, batch_dims: list) -> int:
@@ -201,7 +277,7 @@ def main() -> None:
                     values.update({t["name"]: out[t["next"]] for t in g[part]})
                 add_batch(sums, "", key, g["outputs"], out, len(batch), len(objectives))
             step += 1
-        logs = {label: total / used for label, total in sums.items() if np.ndim(total) == 0}
+        logs = epoch_values(sums, used)
         if val is not None:  # 5. validation: the evaluation graphs with the current parameters and buffers
             logs.update(evaluate(evals, val, val_used, values, args.batch_size))
         print(f"epoch {epoch + 1}: " + " ".join(f"{label} {float(value)!r}" for label, value in logs.items()))

@@ -13,16 +13,19 @@ from data import batches
 from runtimes import RuntimeUnavailable, node_with_packages
 from test_conformance import ROOT
 
-# dropout (seeds), batch norm (buffers), a GRU, momentum SGD, two objectives in turn (frozen parameters)
+# dropout (seeds), batch norm (buffers), a GRU, momentum SGD, two objectives in turn (frozen parameters),
 MODELS = {"digits": ROOT / "examples/digits/digits.dl", "batchnorm": ROOT / "tests/conformance/models/batchnorm.dl",
-          "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl", "gan": ROOT / "models/gan.dl"}
+          "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl", "gan": ROOT / "models/gan.dl",
+          # a schedule, macro F1 and top-3; binary F1 and recall, ROC and PR AUC
+          "digits_recipe": ROOT / "examples/digits/digits_recipe.dl",
+          "binary_text": ROOT / "tests/conformance/models/binary_text.dl"}
 ROWS, BATCH, SEED = 50, 16, 3  # three full batches and a partial one
 
 
 def model_data(program, path: Path, bundled: bool = True, split: str = "train") -> Path:
     """The bundled digits data for digits (`bundled`; its test.npz for the `val` split); otherwise ROWS random
     rows of the training inputs (another draw for `val`), written to `path`."""
-    if program.name == "digits" and bundled:
+    if program.name.startswith("digits") and bundled:
         return ROOT / f"examples/digits/{'train' if split == 'train' else 'test'}.npz"
     train_inputs = {t["name"] for key, g in program.manifest["graphs"].items() if key.split(".")[0] == "train"
                     for t in g["inputs"]}
@@ -43,7 +46,8 @@ def epoch_lines(stdout: str) -> list[dict[str, float]]:
 
 def logged(history) -> list[dict[str, float]]:
     """`dslc train`'s epochs, as `epoch_lines` reads the examples': the epoch, the losses and the metrics."""
-    kept = [key for key in history[0] if key not in ("steps", "time", "samples_per_s") and key.split(".")[-1] != "lr"]
+    kept = [key for key, value in history[0].items() if key not in ("steps", "time", "samples_per_s")
+            and key.split(".")[-1] != "lr" and not isinstance(value, list)]  # summed matrices: not printed
     return [{key: float(entry[key]) for key in kept} for entry in history]
 
 

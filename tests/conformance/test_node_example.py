@@ -47,6 +47,7 @@ def trained_values(program, run: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("backend, name", [("node", "digits"), ("node", "batchnorm"), ("node", "text_rnn"), ("node", "gan"),
+                                           ("node", "digits_recipe"), ("node", "binary_text"),
                                            ("web", "digits"), ("web", "batchnorm")])
 def test_the_node_example_logs_the_epochs_of_dslc_train(backend, name, tmp_path):
     from dslc.compiler import compile_file
