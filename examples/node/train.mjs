@@ -8,10 +8,11 @@
 // The .npz arrays are named as the model's inputs and targets. Batches take the rows in file order, or, with
 // --order, in the order of ORDER.npz's array `order` (row i: the sample order of the i-th epoch run here; with
 // `dslc train`'s order, written by numpy, the epochs print what `dslc train` logs). Prints each epoch's loss and
-// metrics (batch means weighted by batch size; with --val, the evaluation graphs' on VAL.npz), then runs the predict graph with the trained values on the
-// first batch and prints each output's first row. --save writes every trained value to an .npz that
-// `dslc train --resume` continues from. A build exported with `dslc export --train-state` continues where the
-// run stood: its manifest's `train_state` gives the epoch, the step and the seed.
+// metrics (see metrics.mjs; with --val, the evaluation graphs' on VAL.npz too), then runs the predict graph
+// with the trained values on the first batch and prints each output's first row. --save writes every trained
+// value to an .npz that `dslc train --resume` continues from. A build exported with
+// `dslc export --train-state` continues where the run stood: its manifest's `train_state` gives the epoch,
+// the step and the seed.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -27,7 +28,7 @@ try {
     allowPositionals: true,
     options: {
       epochs: { type: "string", default: "1" }, "batch-size": { type: "string", default: "32" },
-      seed: { type: "string", default: "0" }, order: { type: "string" }, val: { type: "string" }, save: { type: "string" },
+      seed: { type: "string" }, order: { type: "string" }, val: { type: "string" }, save: { type: "string" },
       backend: { type: "string", default: "node" },
     },
   }));
@@ -36,7 +37,7 @@ try {
 }
 const counts = { epochs: 0, "batch-size": 1, seed: 0 };  // the least each may be
 for (const [flag, least] of Object.entries(counts)) {
-  if (!/^[0-9]+$/.test(options[flag]) || Number(options[flag]) < least) fail(`--${flag} must be a whole number >= ${least}, got ${options[flag]}`, 2);
+  if (options[flag] !== undefined && (!/^[0-9]+$/.test(options[flag]) || Number(options[flag]) < least)) fail(`--${flag} must be a whole number >= ${least}, got ${options[flag]}`, 2);
 }
 if (!["node", "web"].includes(options.backend)) fail(`--backend is node or web, got ${options.backend}`, 2);
 if (!outDir || !dataFile) fail(USAGE, 2);
@@ -50,7 +51,10 @@ const manifest = JSON.parse(readFileSync(join(outDir, manifests[0])));
 const open = (graph) => ort.InferenceSession.create(readFileSync(join(outDir, graph.file)));
 // where an exported run stood (the init graph's metadata says the same, but ONNX Runtime for JavaScript
 // cannot read it); a fresh build starts at epoch 0, step 0
-const where = manifest.train_state ?? { epoch: 0, global_step: 0, seed: Number(options.seed) };
+const where = manifest.train_state ?? { epoch: 0, global_step: 0, seed: Number(options.seed ?? 0) };
+if (options.seed !== undefined && Number(options.seed) !== where.seed) {
+  fail(`this build continues a run with seed ${where.seed} (the manifest's \`train_state\`): leave out --seed`, 2);
+}
 const runSeed = BigInt(where.seed);
 
 // onnxruntime-node ignores a feed whose name the graph lacks without a word (a misspelled name; trained values

@@ -219,12 +219,12 @@ def main() -> None:
     parser.add_argument("data", type=Path, help=".npz with one array per input and target")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0, help="the run's seed (`dslc train --seed`)")
+    parser.add_argument("--seed", type=int, help="the run's seed (`dslc train --seed`; default 0)")
     parser.add_argument("--val", type=Path, help="validation data: after each epoch, the evaluation graphs on it")
     parser.add_argument("--save", type=Path, help="write the trained values to this .npz")
     args = parser.parse_args()
     for flag, value, least in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
-        if value < least:
+        if value is not None and value < least:
             parser.error(f"{flag} must be a whole number >= {least}, got {value}")
 
     manifests = sorted(args.out_dir.glob("*.dslc.json"))
@@ -234,7 +234,9 @@ def main() -> None:
     manifest = json.loads(manifests[0].read_text())
     graphs = manifest["graphs"]
     # where an exported run stood; a fresh build starts at epoch 0, step 0
-    where = manifest.get("train_state", {"epoch": 0, "global_step": 0, "seed": args.seed})
+    where = manifest.get("train_state", {"epoch": 0, "global_step": 0, "seed": args.seed or 0})
+    if args.seed is not None and args.seed != where["seed"]:
+        fail(f"this build continues a run with seed {where['seed']} (the manifest's `train_state`): leave out --seed", 2)
     run_seed, first_epoch, step = where["seed"], where["epoch"], where["global_step"]
 
     # one training graph per objective: "train", or "train.<objective>" for a model with several

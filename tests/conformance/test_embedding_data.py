@@ -133,3 +133,20 @@ def test_a_build_with_a_pinned_batch_takes_full_batches_only(example, tmp_path):
                         for build in ("pinned", "symbolic"))
     assert pinned.stderr == symbolic.stderr == ""
     assert epoch_lines(pinned.stdout) == epoch_lines(symbolic.stdout)
+
+
+@pytest.mark.parametrize("example", ["python", "node"])
+def test_a_seed_other_than_the_exported_runs_is_a_usage_error(example, tmp_path):
+    """The manifest's `train_state` sets the seed of a continued run; another --seed would draw other masks
+    and another order than the run's."""
+    from dslc.compiler import compile_file
+
+    program = compile_file(ROOT / "examples/digits/digits.dl", seed=2)
+    data = tmp_path / "data.npz"
+    np.savez(data, **{name: value[:40] for name, value in np.load(DIGITS).items()})
+    program.train(str(data), epochs=1, batch_size=16, seed=2, out_dir=tmp_path / "run", verbose=0)
+    program.export_train_state(tmp_path / "run", tmp_path / "state")
+    done = run(example, tmp_path / "state", data, "--seed", "0", tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "error: this build continues a run with seed 2 (the manifest's `train_state`): leave out --seed\n"
+    assert run(example, tmp_path / "state", data, "--seed", "2", tmp_path=tmp_path).returncode == 0
