@@ -333,6 +333,7 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
                                                "array per parameter, buffer and state tensor") as archive:
             is_checkpoint = "meta" in archive  # `RUN/checkpoint.npz`, `RUN/best.npz`: `param/<name>`, `state/<name>`
             if not is_checkpoint:
+                _check_holds_state(list(archive), [s["name"] for s in state_specs(manifest)], head)
                 check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
                 values = {name: archive[name] for name in archive}
         if is_checkpoint:
@@ -342,6 +343,16 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
         if value.dtype.kind == "f":
             check_finite(value, name, f"state file `{path}`", NON_FINITE_HINT)
     return values
+
+
+def _check_holds_state(names: list[str], state_names: list[str], head: str) -> None:
+    """An `.npz` written by a loop of one's own that kept the parameters only: said as such (the message for
+    one missing name blamed the model source or `-D` values)."""
+    if state_names and not set(state_names) & set(names):
+        more = f" and {len(state_names) - 1} more" if len(state_names) > 1 else ""
+        raise DataError(f"{head}: it holds no optimizer state (`{state_names[0]}`{more})",
+                        hint="a state file holds every `params`, `buffers` and `state` value of the manifest's "
+                             "training graph (the init graph's outputs, with each `next` fed back): save them all")
 
 
 def state_file_settings(path: str | os.PathLike) -> dict:

@@ -95,3 +95,25 @@ def test_a_run_whose_plateau_reduced_the_rate_continues_at_the_reduced_rate(tmp_
     assert lr["default"] == 0.002 / 4 == whole[3]["lr"]  # reduced after epochs 2 and 3: epoch 4's rate
     printed = run_example(tmp_path / "state", data, "--epochs", "1", "--batch-size", str(BATCH))
     assert_same_epochs(printed, logged(whole)[3:], rtol=1e-6)
+
+
+def test_a_state_file_with_the_parameters_only_says_so(tmp_path, capsys):
+    """A loop of one's own that saved the parameters only: `dslc train --resume` says the optimizer state is
+    missing (it blamed the model source or `-D` values), exit 3."""
+    from dslc import cli
+    from dslc.compiler import compile_file
+
+    model = str(MODELS["digits"])
+    data = str(ROOT / "examples/digits/train.npz")
+    compile_file(MODELS["digits"]).build(tmp_path / "out")
+    run_example(tmp_path / "out", data, "--save", str(tmp_path / "all.npz"))
+    values = np.load(tmp_path / "all.npz")
+    np.savez(tmp_path / "params.npz", **{k: values[k] for k in values.files if not k.startswith("opt.")})
+    common = ["train", model, "--data", data, "--epochs", "1", "--batch-size", "32"]
+    assert cli.main([*common, "--resume", str(tmp_path / "params.npz"), "-o", str(tmp_path / "a")]) == 3
+    assert capsys.readouterr().err == (
+        f"error: state file `{tmp_path / 'params.npz'}` does not fit model `digits`: it holds no optimizer state "
+        "(`opt.step` and 12 more)\n"
+        "hint: a state file holds every `params`, `buffers` and `state` value of the manifest's training graph "
+        "(the init graph's outputs, with each `next` fed back): save them all\n")
+    assert cli.main([*common, "--resume", str(tmp_path / "all.npz"), "-o", str(tmp_path / "b")]) == 0
