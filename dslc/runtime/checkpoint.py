@@ -386,6 +386,20 @@ def state_step(values: Mapping[str, np.ndarray], spec: dict) -> int:
     return 0 if counter is None else max(int(values[counter]), 0)
 
 
+def unchanged_buffers(values: Mapping[str, np.ndarray], initial: Mapping[str, np.ndarray], spec: dict,
+                      steps: int) -> str | None:
+    """A warning if a state file's buffers all still hold their initial values after `steps` > 0 optimizer
+    steps: a loop of one's own that fed the parameters' and the state's `next` back but not the buffers'
+    (batch norm's running statistics stay at mean 0, variance 1, and evaluation and inference normalize
+    with them: wrong numbers, no error)."""
+    names = [t["name"] for t in spec.get("buffers", [])]
+    if steps == 0 or not names or not all(np.array_equal(values[n], initial[n]) for n in names):
+        return None
+    return (f"the state file's buffers (`{names[0]}`{f' and {len(names) - 1} more' if len(names) > 1 else ''}) "
+            f"still hold their initial values after {steps} optimizer steps: the loop that wrote it did not feed "
+            "each buffer's `next` output back, so evaluation and inference normalize with the initial statistics")
+
+
 def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
     """Trained parameters from a run directory, a checkpoint path, or a dict of arrays, checked
     against the manifest's parameters."""

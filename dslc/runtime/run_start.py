@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from dslc.diagnostics import DataError
-from dslc.runtime.checkpoint import CHECKPOINT_FILE, load_state_file, state_file_settings, state_step
+from dslc.runtime.checkpoint import (CHECKPOINT_FILE, load_state_file, state_file_settings, state_step,
+                                     unchanged_buffers)
 from dslc.runtime.data import load_data, num_rows
 from dslc.runtime.run_state import data_fingerprint, resume_from, warn_changed_settings
 from dslc.spelling import option
@@ -60,6 +61,9 @@ def starting_state(program, spec: dict, out_dir: Path, resume, init_from, settin
     if resume is not False and resume is not None:  # a state file, e.g. from another runtime
         initial = load_state_file(resume, manifest)
         global_step = state_step(initial, spec)
+        stale = unchanged_buffers(initial, program.initial_values(), spec, global_step)
+        if stale:
+            reporter.warn(stale)
         before = state_file_settings(resume)
         warn_changed_settings(before, {k: settings[k] for k in before}, "the state file's run", reporter)
         # said as --init-from says what it loaded: the run's first line named neither the file nor the step

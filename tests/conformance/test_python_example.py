@@ -117,3 +117,26 @@ def test_a_state_file_with_the_parameters_only_says_so(tmp_path, capsys):
         "hint: a state file holds every `params`, `buffers` and `state` value of the manifest's training graph "
         "(the init graph's outputs, with each `next` fed back): save them all\n")
     assert cli.main([*common, "--resume", str(tmp_path / "all.npz"), "-o", str(tmp_path / "b")]) == 0
+
+
+def test_a_state_file_whose_buffers_were_not_carried_warns(tmp_path, capsys):
+    """Batch norm's running statistics left at their initial values by a loop that did not feed the buffers'
+    `next` back: `dslc train --resume` warns (the values are valid, but evaluation and inference normalize with
+    the initial statistics); carried, no warning."""
+    from dslc import cli
+    from dslc.compiler import compile_file
+
+    program = compile_file(MODELS["batchnorm"])
+    data = model_data(program, tmp_path / "data.npz")
+    program.build(tmp_path / "out")
+    run_example(tmp_path / "out", data, "--batch-size", str(BATCH), "--save", str(tmp_path / "all.npz"))
+    saved, initial = dict(np.load(tmp_path / "all.npz")), program.initial_values()
+    buffers = [t["name"] for t in program.manifest["graphs"]["train"]["buffers"]]
+    np.savez(tmp_path / "stale.npz", **{**saved, **{n: initial[n] for n in buffers}})
+    common = ["train", str(MODELS["batchnorm"]), "--data", str(data), "--epochs", "1", "--batch-size", str(BATCH)]
+    assert cli.main([*common, "--resume", str(tmp_path / "stale.npz"), "-o", str(tmp_path / "a")]) == 0
+    assert (f"warning: the state file's buffers (`{buffers[0]}` and 3 more) still hold their initial values after 4 "
+            "optimizer steps: the loop that wrote it did not feed each buffer's `next` output back, so evaluation "
+            "and inference normalize with the initial statistics") in capsys.readouterr().err
+    assert cli.main([*common, "--resume", str(tmp_path / "all.npz"), "-o", str(tmp_path / "b")]) == 0
+    assert "warning" not in capsys.readouterr().err
