@@ -174,7 +174,8 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
 
     p = verb("predict", "run a trained model on inputs")
     compile_options(p)
-    p.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
+    p.add_argument("--weights", metavar="RUN", help="run directory, checkpoint.npz, or an .npz of trained values "
+                                                     "(one array per name; models with a loss)")
     p.add_argument("--input", required=True, metavar="X.npz",
                    help="the inputs: .npz, a folder of .npy files, .csv, or one .npy for a model with one input")
     p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
@@ -199,7 +200,8 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
 
     p = verb("evaluate", "loss and metrics of trained weights on labelled data")
     compile_options(p)
-    p.add_argument("--weights", required=True, metavar="RUN", help="run directory or checkpoint.npz (or best.npz)")
+    p.add_argument("--weights", required=True, metavar="RUN",
+                   help="run directory, checkpoint.npz (or best.npz), or an .npz of trained values (one array per name)")
     p.add_argument("--data", required=True, metavar="TEST.npz", help="inputs and targets")
     p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
@@ -238,7 +240,8 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     p = verb("export", "write a self-contained inference model with trained weights, or a run's training state")
     compile_options(p)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--weights", metavar="RUN", help="run directory or checkpoint.npz (models with a loss)")
+    source.add_argument("--weights", metavar="RUN", help="run directory, checkpoint.npz, or an .npz of trained values "
+                                                          "(one array per name; models with a loss)")
     source.add_argument("--train-state", metavar="RUN",
                         help="write the graphs, the manifest and an init graph holding the run's parameters, buffers "
                              "and optimizer state to the directory -o, so another runtime continues the run")

@@ -386,6 +386,19 @@ def state_step(values: Mapping[str, np.ndarray], spec: dict) -> int:
     return 0 if counter is None else max(int(values[counter]), 0)
 
 
+def _plain_npz(weights, manifest: dict) -> dict[str, np.ndarray] | None:
+    """The parameters and buffers of `weights` if it names an `.npz` that is not a dslc checkpoint (as
+    `numpy.savez(path, **values)` writes the values a loop trained: examples/python/train.py and
+    examples/node/train.mjs `--save`), else None."""
+    if not isinstance(weights, (str, os.PathLike)) or Path(weights).suffix != ".npz" or not Path(weights).is_file():
+        return None
+    state_names = {s["name"] for s in state_specs(manifest)}
+    with open_npz(weights, "weights file") as archive:
+        if "meta" in archive:
+            return None
+        return {name: archive[name] for name in archive if name not in state_names}
+
+
 def unchanged_buffers(values: Mapping[str, np.ndarray], initial: Mapping[str, np.ndarray], spec: dict,
                       steps: int) -> str | None:
     """A warning if a state file's buffers all still hold their initial values after `steps` > 0 optimizer
@@ -401,8 +414,12 @@ def unchanged_buffers(values: Mapping[str, np.ndarray], initial: Mapping[str, np
 
 
 def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
-    """Trained parameters from a run directory, a checkpoint path, or a dict of arrays, checked
-    against the manifest's parameters."""
+    """Trained parameters from a run directory, a checkpoint path, a state file of another runtime's loop (an
+    `.npz` with one array per name, without a checkpoint's `meta`: its optimizer state is not read), or a
+    dict of arrays, checked against the manifest's parameters."""
+    plain = _plain_npz(weights, manifest)
+    if plain is not None:
+        return load_params(plain, manifest)
     if isinstance(weights, Mapping):
         params = {k: np.asarray(v) for k, v in weights.items()}
         _check_group("parameter", weight_specs(manifest), _signatures(params),

@@ -140,3 +140,35 @@ def test_a_state_file_whose_buffers_were_not_carried_warns(tmp_path, capsys):
             "and inference normalize with the initial statistics") in capsys.readouterr().err
     assert cli.main([*common, "--resume", str(tmp_path / "all.npz"), "-o", str(tmp_path / "b")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_dslc_evaluates_and_predicts_with_the_values_a_loop_saved(tmp_path, capsys):
+    """`--weights` takes the .npz a loop of one's own saved (one array per name, optimizer state ignored):
+    `dslc evaluate` gives the example's val_ values, `dslc predict` its predict graph's outputs."""
+    from dslc import cli
+    from dslc.compiler import compile_file
+
+    program = compile_file(MODELS["batchnorm"])
+    data, val = model_data(program, tmp_path / "data.npz"), model_data(program, tmp_path / "val.npz", split="val")
+    program.build(tmp_path / "out")
+    (epoch,) = run_example(tmp_path / "out", data, "--batch-size", str(BATCH), "--val", str(val),
+                           "--save", str(tmp_path / "trained.npz"))
+    model = str(MODELS["batchnorm"])
+    capsys.readouterr()
+    assert cli.main(["evaluate", model, "--weights", str(tmp_path / "trained.npz"), "--data", str(val),
+                     "--batch-size", str(BATCH), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose([evaluated["loss"], evaluated["accuracy"]], [epoch["val_loss"], epoch["val_accuracy"]],
+                               rtol=1e-6)
+    assert cli.main(["predict", model, "--weights", str(tmp_path / "trained.npz"), "--input", str(val),
+                     "-o", str(tmp_path / "p.npz")]) == 0
+    saved = np.load(tmp_path / "trained.npz")
+    predict = program.manifest["graphs"]["predict"]
+    feeds = {t["name"]: np.load(val)[t["name"]] for t in predict["inputs"]}
+    feeds.update({t["name"]: saved[t["name"]] for t in predict["params"] + predict["buffers"]})
+    from runtimes import ort_graph
+
+    outputs = [t["name"] for t in predict["outputs"]]
+    expected = ort_graph(tmp_path / "out" / predict["file"], list(feeds), outputs)(feeds)
+    for name in outputs:
+        np.testing.assert_allclose(np.load(tmp_path / "p.npz")[name], expected[name], rtol=1e-5, atol=1e-7)
