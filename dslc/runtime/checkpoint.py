@@ -393,10 +393,13 @@ def _plain_npz(weights, manifest: dict) -> dict[str, np.ndarray] | None:
     if not isinstance(weights, (str, os.PathLike)) or Path(weights).suffix != ".npz" or not Path(weights).is_file():
         return None
     state_names = {s["name"] for s in state_specs(manifest)}
-    with open_npz(weights, "weights file") as archive:
-        if "meta" in archive:
-            return None
-        return {name: archive[name] for name in archive if name not in state_names}
+    try:
+        with open_npz(weights, "weights file") as archive:
+            if "meta" in archive:
+                return None
+            return {name: archive[name] for name in archive if name not in state_names}
+    except DataError:  # not readable as an .npz: said as of a checkpoint (a damaged one, most likely)
+        return None
 
 
 def unchanged_buffers(values: Mapping[str, np.ndarray], initial: Mapping[str, np.ndarray], spec: dict,

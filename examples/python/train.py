@@ -39,7 +39,7 @@ def epoch_order(run_seed: int, epoch: int, rows: int) -> np.ndarray:
 
 
 def fail(message: str, code: int) -> None:
-    """Stop with dslc's exit codes: 2 for the command line, 3 for the data."""
+    """Stop with dslc's exit codes: 1 for the model's graphs, 2 for the command line, 3 for the data."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
