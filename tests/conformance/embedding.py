@@ -16,9 +16,10 @@ from test_conformance import ROOT
 # dropout (seeds), batch norm (buffers), a GRU, momentum SGD, two objectives in turn (frozen parameters),
 MODELS = {"digits": ROOT / "examples/digits/digits.dl", "batchnorm": ROOT / "tests/conformance/models/batchnorm.dl",
           "text_rnn": ROOT / "models/text_rnn.dl", "mlp": ROOT / "models/mlp.dl", "gan": ROOT / "models/gan.dl",
-          # a schedule, macro F1 and top-3; binary F1 and recall, ROC and PR AUC
+          # a schedule, macro F1 and top-3; binary F1 and recall, ROC and PR AUC; class and sample weights
           "digits_recipe": ROOT / "examples/digits/digits_recipe.dl",
-          "binary_text": ROOT / "tests/conformance/models/binary_text.dl"}
+          "binary_text": ROOT / "tests/conformance/models/binary_text.dl",
+          "weighted_losses": ROOT / "tests/conformance/models/weighted_losses.dl"}
 ROWS, BATCH, SEED = 50, 16, 3  # three full batches and a partial one
 
 
