@@ -35,7 +35,7 @@ def measure_memory(program, batch: dict[str, np.ndarray], *, steps: int, threads
     with tempfile.TemporaryDirectory(prefix="dslc-bench-") as tmp:
         folder = Path(tmp)
         (folder / "train.onnx").write_bytes(program.graphs["train"])
-        (folder / "spec.json").write_text(json.dumps(program.manifest["graphs"]["train"]))
+        (folder / "spec.json").write_text(json.dumps(program.manifest["graphs"]["train"], allow_nan=False))
         (folder / "init.onnx").write_bytes(program.graphs["init"])
         np.savez(folder / "batch.npz", **batch)
         (folder / "twin.pickle").write_bytes(pickle.dumps((nodes, train, infer, train.notes["optimizer"])))
@@ -125,7 +125,7 @@ def memory_child(kind: str, folder: str, steps: int, threads: int) -> None:
         step = lambda: twin.loss_and_step(batch)  # noqa: E731
     losses = [step() for _ in range(steps)]
     report = {"baseline_kib": baseline, "peak_kib": _peak_rss_kib(), "first_loss": losses[0], "last_loss": losses[-1]}
-    (folder / f"{kind}.json").write_text(json.dumps(report))
+    (folder / f"{kind}.json").write_text(json.dumps(report, allow_nan=False))
 
 
 if __name__ == "__main__":  # started by `_run_child` only, so a wrong command line is a bug: raise

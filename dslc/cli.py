@@ -2,11 +2,10 @@
 and what a failed command says, are `dslc.cli_failures`'s."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from dslc import interrupts
+from dslc import interrupts, standard_json
 from dslc.cli_args import build_parser, refuse_misuse
 from dslc.cli_failures import (  # noqa: F401 - the exit codes are `dslc.cli`'s too
     EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED, EXIT_USAGE, UsageError,
@@ -171,13 +170,11 @@ def _run(args) -> int:
     elif args.verb == "evaluate":
         _evaluate(program, args)
     elif args.verb == "summary":
-        import json
-
         try:
             summary = program.summary(args.batch_size, dict(args.dims))
         except UnknownDimension as e:
             raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
-        print(json.dumps(summary) if args.json else summary)
+        print(standard_json.dumps(summary) if args.json else summary)
     elif args.verb == "bench":
         _bench(program, args)
     elif args.verb == "export" and args.train_state:
@@ -298,15 +295,13 @@ def _warn_undefined_areas(program, results: dict) -> None:
 
 
 def _evaluate(program, args) -> None:
-    import json
-
     from dslc.runtime.progress import format_number
 
     results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device,
                                threads=args.threads)
     _warn_undefined_areas(program, results)
     if args.json:
-        print(json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
+        print(standard_json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))
         return
     scalars = {k: v for k, v in results.items() if isinstance(v, float)}
     width = max(map(len, scalars))
@@ -322,8 +317,6 @@ def _evaluate(program, args) -> None:
 
 
 def _bench(program, args) -> None:
-    import json
-
     from dslc import bench
     from dslc.bench_report import report_lines
     from dslc.fsutil import atomic_write_text, check_writable
@@ -356,7 +349,7 @@ def _bench(program, args) -> None:
     print("\n".join(report_lines(r)))
     if args.json:
         document = {"machine": bench.machine(), "workloads": {program.name: r}}
-        atomic_write_text(args.json, json.dumps(document, indent=2) + "\n")
+        atomic_write_text(args.json, standard_json.dumps(document, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                 to_devnull(sys.stderr)
         if lines and args.verb == "train" and args.log_format == "jsonl" and not said_by_rank_zero:
             try:  # a script reading the events
-                print(json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
+                print(standard_json.dumps({"event": "error", "exit": code, "message": "\n".join(lines)}), flush=True)
             except BrokenPipeError:
                 to_devnull(sys.stdout)
         if comm is not None:

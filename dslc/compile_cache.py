@@ -84,7 +84,7 @@ def entry_key(path: str | os.PathLike, options: dict) -> str | None:
         "split": bool(options.get("split", False)), "dims": sorted((options.get("dims") or {}).items()),
         "tune": options["tune"].key() if options.get("tune") is not None else None,
     }
-    return hashlib.blake2b(json.dumps(setting).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(json.dumps(setting, allow_nan=False).encode(), digest_size=16).hexdigest()
 
 
 def _installation() -> list:
@@ -160,7 +160,7 @@ def _store(root: Path, key: str, program) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-        manifest_bytes = json.dumps(program.manifest).encode("utf-8")
+        manifest_bytes = json.dumps(program.manifest, allow_nan=False).encode("utf-8")
         graphs = {}
         for key_, data in program.graphs.items():
             file = f"{key_}.onnx"
@@ -169,7 +169,7 @@ def _store(root: Path, key: str, program) -> None:
         (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
         record = {"format": FORMAT, "sources": [[p, _text_hash(t)] for p, t in sources], "graphs": graphs,
                   "manifest": _file_hash(manifest_bytes)}
-        (staging / ENTRY_FILE).write_text(json.dumps(record), encoding="utf-8")  # last: it marks a whole entry
+        (staging / ENTRY_FILE).write_text(json.dumps(record, allow_nan=False), encoding="utf-8")  # last: it marks a whole entry
         target = root / key
         if target.exists():  # a stale entry (a source changed since): replaced
             shutil.rmtree(target, ignore_errors=True)

@@ -75,7 +75,7 @@ class Program:
 
         out = make_directory(out_dir)
         files = {out / g["file"]: _writer(self.graphs[key]) for key, g in self.manifest["graphs"].items()}
-        files[out / self.manifest_file] = _writer((json.dumps(self.manifest, indent=2) + "\n").encode("utf-8"))
+        files[out / self.manifest_file] = _writer((json.dumps(self.manifest, indent=2, allow_nan=False) + "\n").encode("utf-8"))
         return atomic_write_all(files, durable)
 
     def initial_values(self) -> dict[str, np.ndarray]:
@@ -264,7 +264,7 @@ def with_lr_default(manifest: dict, lr: float) -> dict:
 def _with_rates(manifest: dict, rate) -> dict:
     """A copy of `manifest` with `rate(base)` for each learning rate: the optimizers' `lr` settings and the
     `lr` hyper-inputs' defaults."""
-    copy = json.loads(json.dumps(manifest))
+    copy = json.loads(json.dumps(manifest, allow_nan=False))
     optimizers = [copy.get("optimizer")] + [graph.get("optimizer") for graph in copy["graphs"].values()]
     for optimizer in optimizers:
         if optimizer is not None and "lr" in optimizer.get("settings", {}):

@@ -47,7 +47,7 @@ def _file(setting: dict) -> Path | None:
     root = cache_dir()
     if root is None:
         return None
-    digest = hashlib.blake2b(json.dumps(setting, sort_keys=True).encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(json.dumps(setting, sort_keys=True, allow_nan=False).encode(), digest_size=12).hexdigest()
     return root / "tune" / f"{digest}.json"
 
 
@@ -95,7 +95,7 @@ def store(setting: dict, shapes: dict[str, dict], steps: dict[str, dict]) -> Non
               "steps": _newest(known["steps"], steps, KEEP_STEPS)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n", durable=False)
+        atomic_write_text(path, json.dumps(record, indent=1, allow_nan=False) + "\n", durable=False)
     except (OSError, DataError):
         pass
 

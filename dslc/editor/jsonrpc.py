@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from cattrs import ClassValidationError, transform_error
 
+from dslc import standard_json
+
 VERSION = "2.0"
 PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
 logger = logging.getLogger("dslc.lsp")
@@ -51,7 +53,7 @@ def what_is_wrong(value) -> str | None:
         kind = {str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
         return f"a JSON {kind}, not an object"
     if value.get("jsonrpc") != VERSION:
-        return f"`jsonrpc` is {json.dumps(value.get('jsonrpc'))}, not \"2.0\""
+        return f"`jsonrpc` is {standard_json.dumps(value.get('jsonrpc'))}, not \"2.0\""
     if "id" in value and value["id"] is not None and message_id(value) is None:
         return "`id` is neither an integer nor a string"
     if "method" in value:

@@ -13,7 +13,6 @@ UTF-32 at `initialize`), the compiler characters in the file.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path
 
-from dslc import __version__
+from dslc import __version__, standard_json
 from dslc.builtins import load_all
 from dslc.declared_callbacks import CALLBACKS
 from dslc.diagnostics import Diagnostic, DslcError
@@ -126,7 +125,7 @@ class _Protocol(LanguageServerProtocol):
 
     def answer(self, malformed: jsonrpc.Malformed) -> None:
         jsonrpc.logger.warning("%s (%s)", malformed.message,
-                               f"id {json.dumps(malformed.id)}" if malformed.answer else "a notification: dropped")
+                               f"id {standard_json.dumps(malformed.id)}" if malformed.answer else "a notification: dropped")
         if malformed.answer:  # a dict: the converter of pygls's ResponseErrorMessage leaves out an `id` of null
             self._send_data(malformed.response())
 

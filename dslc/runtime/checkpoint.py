@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc import standard_json
 from dslc.diagnostics import DataError
 from dslc.fsutil import atomic_write
 from dslc.runtime.data import check_finite, open_npz
@@ -59,7 +60,7 @@ def manifest_hash(manifest: dict) -> str:
     accumulation, workers or tuning (every formulation computes the same gradient)."""
     graphs = {k: v for k, v in manifest["graphs"].items() if k.split(".")[0] not in ("grad", "apply")}
     kept = {k: v for k, v in manifest.items() if k != "tuning"}
-    text = json.dumps({**kept, "graphs": graphs}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps({**kept, "graphs": graphs}, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -76,7 +77,7 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarray],
                     state: Mapping[str, np.ndarray], meta: dict) -> Path:
     arrays: dict[str, object] = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"state/{k}": v for k, v in state.items()})
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(standard_json.dumps(meta))
 
     def write(f) -> None:
         write_npz(f, arrays)
@@ -123,6 +124,8 @@ def _read_meta(archive, path: Path) -> dict:
     if meta is None:
         raise DataError(f"`{path}` is not a dslc checkpoint (its `meta` entry is not JSON)")
     check_meta(meta, path)
+    if isinstance(meta.get("record"), dict):
+        meta["record"] = standard_json.undefined_as_nan(meta["record"])  # written `null` (dslc.standard_json)
     return meta
 
 
@@ -202,7 +205,7 @@ def check_meta(meta, path: Path) -> None:
             if required:
                 raise invalid(f"`{key}` is missing")
         elif not test(meta[key]):
-            raise invalid(f"`{key}` is {json.dumps(meta[key])[:60]}, expected {what}")
+            raise invalid(f"`{key}` is {standard_json.dumps(meta[key])[:60]}, expected {what}")
     last = meta["record"] if meta["format"] == FORMAT else (meta.get("history") or [None])[-1]
     if meta["epoch"] > 0 and (last is None or last["epoch"] != meta["epoch"]):
         key = "record" if meta["format"] == FORMAT else "history"

@@ -315,6 +315,7 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
     from dslc.runtime.checkpoint import CHECKPOINT_FILE
     from dslc.runtime.history import HISTORY_FILE
     from dslc.runtime.progress import ConsoleReporter
+    from dslc.standard_json import undefined_as_nan
     from dslc.runtime.devices import check_cuda_provider, default_threads, parse_device
 
     workers = check_count(workers, "workers", "the number of workers")
@@ -361,7 +362,8 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
         raise DataError(f"a training worker stopped with exit code {done.returncode}{why}; "
                         f"all {workers} workers were stopped", hint=hint)
     history_file = Path(settings["out_dir"]) / HISTORY_FILE  # rank 0 wrote it as `fit` returns it
-    return [json.loads(text) for text in history_file.read_text(encoding="utf-8").splitlines() if text.strip()] \
+    return [undefined_as_nan(json.loads(text)) for text in history_file.read_text(encoding="utf-8").splitlines()
+            if text.strip()] \
         if history_file.exists() else []
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dslc import standard_json
 from dslc.fsutil import append_bytes, atomic_write_text
 from dslc.runtime.faults import fault_point
 
@@ -22,7 +23,7 @@ HISTORY_FILE = "history.jsonl"
 
 
 def line(record: dict) -> str:
-    return json.dumps(record) + "\n"
+    return standard_json.dumps(record) + "\n"
 
 
 def read_history(out_dir: Path, meta: dict) -> tuple[list[dict], str | None]:
@@ -30,7 +31,7 @@ def read_history(out_dir: Path, meta: dict) -> tuple[list[dict], str | None]:
     file lost entries (deleted or damaged by hand) that the checkpoint cannot restore."""
     epoch = meta["epoch"]
     if "history" in meta:  # format dslc-checkpoint/1 carried the whole history
-        return [r for r in meta["history"] if r["epoch"] <= epoch], None
+        return [standard_json.undefined_as_nan(r) for r in meta["history"] if r["epoch"] <= epoch], None
     kept: list[dict] = []
     try:
         with open(out_dir / HISTORY_FILE, encoding="utf-8") as f:
@@ -71,7 +72,7 @@ def _parse(text: str) -> dict | None:
     except ValueError:
         return None
     epoch = record.get("epoch") if isinstance(record, dict) else None
-    return record if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    return standard_json.undefined_as_nan(record) if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 class HistoryLog:

@@ -12,13 +12,13 @@ raised as Python warnings. The training loop only calls the reporters' methods.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
 from collections.abc import Mapping
 from typing import IO
 
+from dslc import standard_json
 from dslc.runtime.plot import is_rate
 from dslc.runtime.train import Reporter, count
 
@@ -195,7 +195,7 @@ class JsonLinesReporter(Reporter):
         self.epoch = 0
 
     def _emit(self, event: str, fields: Mapping) -> None:
-        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+        self.stream.write(standard_json.dumps({"event": event, **fields}) + "\n")
         self.stream.flush()
 
     def start(self, info: dict) -> None:
