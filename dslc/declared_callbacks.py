@@ -60,7 +60,10 @@ FOREIGN = {
 # how messages call each callback
 WHAT = {"early_stopping": "early stopping", "reduce_lr_on_plateau": "`reduce_lr_on_plateau`"}
 
-# words in metric names that say which way is better (Keras's "auto" mode looks for "acc")
+# `mode`: "auto" (or none) tells from the monitored name, as Keras's "auto": `direction`
+MODES = ("min", "max", "auto")
+# words in metric names that say which way is better (Keras 2's "auto" mode looked for "acc" alone; Keras 3
+# asks the metric, and refuses a name it cannot tell, as dslc does)
 _HIGHER = ("acc", "f1", "precision", "recall", "auc", "iou", "r2")
 _LOWER = ("loss", "mse", "mae", "error", "entropy", "perplexity", "nll", "rmse")
 
@@ -113,9 +116,10 @@ def _checked(key: str, value, span):
             raise error(f"`monitor` must name a logged value as a string, got {got}", span,
                         hint='as in `monitor = "val_loss"` or `monitor = "val_accuracy"`')
     elif key == "mode":
-        if value not in ("min", "max") or not isinstance(value, str):
-            raise error(f'`mode` must be "min" or "max", got {got}', span,
-                        hint='"min" when lower is better (losses), "max" when higher is (accuracies)')
+        if not isinstance(value, str) or value not in MODES:
+            raise error(f'`mode` must be "min", "max" or "auto", got {got}', span,
+                        hint='"min" when lower is better (losses), "max" when higher is (accuracies), "auto" (as '
+                             'leaving it out) to tell from the name')
     elif key == "restore_best":
         if not isinstance(value, bool):
             raise error(f"`restore_best` must be `true` or `false`, got {got}", span)
@@ -149,6 +153,6 @@ def check_monitor(settings: dict, stmt: ast.Callback, logged: list[str]) -> None
     if monitor not in names:
         raise error(f"{WHAT[stmt.call.func]} monitors `{monitor}`, which training does not log", span,
                     hint=suggest(monitor, names) or f"it logs {', '.join(f'`{n}`' for n in names)}")
-    if "mode" not in settings and direction(monitor) is None:
+    if settings.get("mode", "auto") == "auto" and direction(monitor) is None:
         raise error(f"{WHAT[stmt.call.func]} cannot tell whether `{monitor}` is better lower or higher", span,
-                    hint='add `mode = "min"` or `mode = "max"`')
+                    hint='its name does not say: add `mode = "min"` or `mode = "max"`')

@@ -52,7 +52,8 @@ def test_the_declaration_is_in_the_manifest_as_given(tmp_path):
     ("patience = -1", "9:41", "`patience` must be a whole number of epochs, at least 0, got the number `-1`"),
     ("patience = 2.5", "9:41", "`patience` must be a whole number of epochs, at least 0, got the number `2.5`"),
     ('min_delta = "a"', "9:42", "`min_delta` must be a non-negative number, got the string \"a\""),
-    ('mode = "auto"', "9:37", '`mode` must be "min" or "max", got the string "auto"'),
+    ('mode = "up"', "9:37", '`mode` must be "min", "max" or "auto", got the string "up"'),
+    ('monitor = "val_probs", mode = "auto"', "9:40", "early stopping monitors `val_probs`, which training does not log"),
     ("restore_best = 1", "9:45", "`restore_best` must be `true` or `false`, got the number `1`"),
     ('monitor = "val_acc"', "9:40", "early stopping monitors `val_acc`, which training does not log"),
     ('monitor = "val_probs"', "9:40", "early stopping monitors `val_probs`, which training does not log"),
@@ -127,6 +128,46 @@ def test_the_loop_stops_where_the_declaration_says(tmp_path):
     assert run(tmp_path, declared(patience=3), "false", early_stopping=False).stopped_epoch is None
     whole = run(tmp_path, declared(patience=1, min_delta=0.25), "object", early_stopping=EarlyStopping(patience=4))
     assert whole.stopped_epoch == 7  # the object replaces the declaration whole: min_delta 0
+
+
+@pytest.mark.parametrize("callback", ["early_stopping", "reduce_lr_on_plateau"])
+def test_mode_auto_tells_the_direction_from_the_name_as_keras_does(tmp_path, capsys, callback):
+    """Keras's default `mode="auto"`: accepted in the model, the flag and Python, the direction from the name
+    as without a mode (`max` for accuracy, AUC, F1, precision, recall; `min` for losses and errors), and a name
+    that does not say is refused, as Keras 3 refuses it."""
+    from dslc.runtime.plateau import ReduceLROnPlateau
+
+    kind = EarlyStopping if callback == "early_stopping" else ReduceLROnPlateau
+    program = dslc.compile(model(tmp_path, 'monitor = "val_accuracy", mode = "auto"', callback=callback))
+    assert program.manifest[callback] == {"monitor": "val_accuracy", "mode": "auto"}
+    made = kind.for_run(program.manifest[callback], None)
+    made.resolve(["loss", "accuracy", "val_loss", "val_accuracy"], True)
+    assert made.mode == "max"
+    names = ["val_loss", "val_accuracy", "auc", "gen.f1", "val_precision", "recall", "val_mse", "d.loss", "error_rate"]
+    for text in ("mode=auto", "mode=auto,patience=1"):
+        got = []
+        for name in names:
+            made = kind.parse(f"{text},monitor={name}")
+            made.resolve(names, True)
+            got.append(made.mode)
+        assert got == ["min", "max", "max", "max", "max", "max", "min", "min", "min"]
+    made = kind.of({"mode": "auto", "monitor": "spread"})
+    with pytest.raises(DataError, match="cannot tell whether `spread` is better lower or higher"):
+        made.resolve(["loss", "spread"], False)
+    with pytest.raises(DataError, match="mode must be `min`, `max` or `auto`, got `up`"):
+        kind.parse("mode=up")
+    (tmp_path / "spread.dl").write_text(MODEL.replace("early_stopping(CALL)", f'{callback}(monitor = "val_spread", '
+                                                      'mode = "auto")').replace(
+        "    metric    accuracy(logits, y)\n", "    metric    spread = mean(logits)\n"))
+    with pytest.raises(DslcError, match=r"cannot tell whether `val_spread` is better lower or higher[\s\S]*its name "
+                                        "does not say"):
+        dslc.compile(tmp_path / "spread.dl")
+    # a run: `auto` on `val_loss` is `min` (crafted values: min and max stop or reduce at different epochs)
+    option = "early_stopping" if callback == "early_stopping" else "reduce_lr_on_plateau"
+    runs = {mode: run(tmp_path, linreg_program(), f"{callback}_{mode}", **{option: f"mode={mode},patience=1"})
+            for mode in ("auto", "min", "max")}
+    seen = {mode: (h.stopped_epoch, [r["lr"] for r in h]) for mode, h in runs.items()}
+    assert seen["auto"] == seen["min"] != seen["max"]
 
 
 def test_restore_best_comes_from_the_declaration_unless_given():

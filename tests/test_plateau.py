@@ -202,7 +202,7 @@ def test_python_errors_name_the_setting():
         ("threshold=0.01", "`reduce_lr_on_plateau`: expected `key=value` with a key among `monitor`, `factor`, "),
         (3, "`reduce_lr_on_plateau` must be a `dslc.ReduceLROnPlateau`, its text such as \"factor=0.5\" or a dict"),
         ({"patience": -1}, "`reduce_lr_on_plateau`'s patience must be a non-negative integer, got -1"),
-        ("mode=up", "`reduce_lr_on_plateau`'s mode must be `min` or `max`, got `up`"),
+        ("mode=up", "`reduce_lr_on_plateau`'s mode must be `min`, `max` or `auto`, got `up`"),
     ]:
         with pytest.raises(DataError) as e:
             ReduceLROnPlateau.for_run({"factor": 0.5}, setting)

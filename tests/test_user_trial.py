@@ -167,7 +167,8 @@ def test_weights_of_another_type_are_a_data_error(tmp_path):
     (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", "r", "--early-stopping", "patience=x"],
      "dslc train: error: argument --early-stopping: `patience` must be a number, got `x`"),
     (["train", "{m}", "--data", "{d}", "--epochs", "1", "--batch-size", "2", "-o", "r", "--early-stopping", "mode=up"],
-     "dslc train: error: argument --early-stopping: early stopping's mode must be `min` or `max`, got `up`"),
+     "dslc train: error: argument --early-stopping: early stopping's mode must be `min`, `max` or `auto`, got `up` "
+     "(`auto`, as leaving it out, tells from the monitored name)"),
     (["train", "{m}", "--data", "{d}", "--val", "{d}", "--val-split", "0.5", "--epochs", "1", "--batch-size", "2",
       "-o", "r"], "dslc train: error: give validation data (`--val`) or a validation split (`--val-split`), not both"),
 ])

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dslc.declared_callbacks import FOREIGN, direction
+from dslc.declared_callbacks import FOREIGN, MODES, direction
 from dslc.diagnostics import DataError, suggest
 
 
@@ -108,8 +108,10 @@ class Monitoring(Callback):
     EXAMPLE = SHORT = ""  # a text of its settings and of one of them, for hints
 
     def _start(self, monitor: str | None, mode: str | None, min_delta: float) -> None:
-        if mode not in (None, "min", "max"):
-            raise DataError(f"{self.WHAT}'s mode must be `min` or `max`, got `{mode}`")
+        if mode is not None and mode not in MODES:
+            raise DataError(f"{self.WHAT}'s mode must be `min`, `max` or `auto`, got `{mode}`",
+                            hint="`auto`, as leaving it out, tells from the monitored name")
+        mode = None if mode == "auto" else mode
         if not _is_amount(min_delta):
             raise DataError(f"{self.WHAT}'s min_delta must be a non-negative number, got {min_delta!r}")
         self.requested = (monitor, mode)  # as given: a run fills in the defaults, the next one starts again
@@ -209,7 +211,7 @@ class Monitoring(Callback):
 
 class EarlyStopping(Monitoring):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs in a row.
-    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None`: from the name (losses
+    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None` or `"auto"`: from the name (losses
     and errors `min`, accuracies and F-scores `max`). `patience=None` never stops: it only tracks the
     best epoch (for `restore_best`)."""
 

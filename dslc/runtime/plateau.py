@@ -33,7 +33,7 @@ STATE_KEY = "reduce_lr_on_plateau"  # of the checkpoint's meta
 class ReduceLROnPlateau(Monitoring):
     """Multiply the learning rate by `factor` when `monitor` has not improved by more than `min_delta`
     for `patience` epochs in a row, then count no epoch for `cooldown` epochs; never below `min_lr`.
-    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None`: from the name."""
+    `monitor=None`: `val_loss` with validation data, else `loss`; `mode=None` or `"auto"`: from the name."""
 
     KEYS = ("monitor", "factor", "patience", "min_delta", "cooldown", "min_lr", "mode")
     NUMBERS = {"factor": float, "patience": int, "min_delta": float, "cooldown": int, "min_lr": float}
