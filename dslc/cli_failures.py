@@ -1,6 +1,7 @@
 """What a failed `dslc` command exits with, and the lines that say why (`dslc.cli` prints them).
 
-Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line; 3 bad data,
+Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line (argparse's,
+`UsageError`, and a run's `SettingError`: flags that do not hold together once it starts); 3 bad data,
 missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in dslc itself
 (`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the
 reader of the output left (a closed pipe, as `dslc summary M.dl | head -1`: quiet, as for a command

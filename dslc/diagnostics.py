@@ -66,6 +66,14 @@ class DataError(Exception):
         super().__init__(message + (f"\nhint: {hint}" if hint else ""))
 
 
+class SettingError(DataError):
+    """Settings of a run that do not hold together, found once the run starts (early stopping monitoring
+    `val_loss` without validation data): a mistake on the command line, exit code 2 as argparse's usage
+    errors; from Python a `DataError` like the other bad arguments."""
+
+    exit_code = 2
+
+
 def error(message: str, span: Span | None = None, label: str = "", hint: str = "") -> DslcError:
     return DslcError(Diagnostic(message, span, label, hint))
 

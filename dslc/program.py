@@ -154,13 +154,14 @@ class Program:
         reporter = reporter or python_reporter(verbose)
         try:
             if workers is not None:
-                from dslc.diagnostics import DataError
+                from dslc.diagnostics import SettingError
                 from dslc.runtime.distributed import launch
 
-                if callbacks or early_stopping or val_split is not None or restore_best or init_from is not None:
-                    raise DataError("`workers=` trains with the loop's basic options only",
-                                    hint="drop `callbacks`, `early_stopping`, `val_split`, `restore_best` and "
-                                         "`init_from`, or train in one process")
+                if callbacks or early_stopping not in (None, False, "off") or val_split is not None or restore_best \
+                        or init_from is not None:  # `early_stopping=""` (the flag alone) is early stopping too
+                    raise SettingError("`workers=` trains with the loop's basic options only",
+                                       hint="drop `callbacks`, `early_stopping`, `val_split`, `restore_best` and "
+                                            "`init_from`, or train in one process")
                 return launch(self, workers, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
                               device=device, out_dir=out_dir, resume=resume, lr=lr, reporter=reporter,
                               threads=threads, accumulate=accumulate, reduce_lr_on_plateau=reduce_lr_on_plateau)

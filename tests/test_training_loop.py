@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import warnings
 
@@ -15,7 +16,7 @@ import pytest
 from manifest_graphs import linreg_data, linreg_program
 
 from dslc import cli
-from dslc.diagnostics import DataError
+from dslc.diagnostics import DataError, SettingError
 from dslc.runtime import checkpoint
 from dslc.runtime.callbacks import Callback, EarlyStopping, better_direction
 from dslc.runtime.datafiles import split_validation
@@ -181,6 +182,7 @@ def test_early_stopping_checks_its_monitor_before_writing(tmp_path):
             early_stopping="monitor=val_loss")
     assert e.value.message == "early stopping monitors `val_loss`, which the run does not log"
     assert e.value.hint == "pass validation data (`val=...` or `val_split=...`), or monitor `loss`"
+    assert isinstance(e.value, SettingError) and e.value.exit_code == 2  # the command line's `dslc train` exit code
     assert not (tmp_path / "r").exists()
     with pytest.raises(DataError) as e:
         fit(linreg_program(), DATA, VAL, epochs=2, batch_size=8, out_dir=tmp_path / "r", reporter=QUIET,
@@ -328,9 +330,14 @@ def test_cli_early_stopping_val_split_and_restore_best(fake_compiler, capsys):
     assert "early stopping: `val_loss` has not improved for 2 epochs (best " in out and "at epoch 1)" in out
     assert "30 samples, 10 validation samples" in out
     assert len(open("run/history.jsonl").readlines()) == 3
-    assert train_cli("--epochs", "3", "-o", "bad", "--early-stopping", "monitor=val_loss") == 3
+    assert train_cli("--epochs", "3", "-o", "bad", "--early-stopping", "monitor=val_loss") == 2  # a usage error
     assert capsys.readouterr().err == ("error: early stopping monitors `val_loss`, which the run does not log\n"
                                        "hint: pass validation data (`--val` or `--val-split`), or monitor `loss`\n")
+    for flags in (["--reduce-lr-on-plateau", "monitor=val_loss"], ["--early-stopping", "monitor=spread"],
+                  ["--early-stopping", "--workers", "2"]):  # settings that do not hold together: exit 2 as well
+        assert train_cli("--epochs", "3", "-o", "bad", *flags) == 2, flags
+        assert capsys.readouterr().err.startswith("error: ")
+    assert not os.path.exists("bad")
     assert train_cli("--epochs", "3", "-o", "bad", "--val-split", "1.5") == 2
     assert "expected a fraction between 0 and 1, got `1.5`" in capsys.readouterr().err
 

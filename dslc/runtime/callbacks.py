@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dslc.declared_callbacks import FOREIGN, MODES, direction
-from dslc.diagnostics import DataError, suggest
+from dslc.diagnostics import DataError, SettingError, suggest
 
 
 
@@ -62,13 +62,13 @@ class History(list):
 
 
 def better_direction(name: str, setting: str = "early_stopping") -> str:
-    """`min` or `max` for a metric's name (`val_loss`, `gen.accuracy`), or `DataError` (its hint names
+    """`min` or `max` for a metric's name (`val_loss`, `gen.accuracy`), or `SettingError` (its hint names
     the option of `setting`, the callback that monitors it)."""
     found = direction(name)
     if found is not None:
         return found
     what = "early stopping" if setting == "early_stopping" else f"`{setting}`"
-    raise DataError(f"{what} cannot tell whether `{name}` is better lower or higher",
+    raise SettingError(f"{what} cannot tell whether `{name}` is better lower or higher",
                     hint=f"add `mode=min` or `mode=max` to {option_text(setting)}")
 
 
@@ -183,7 +183,8 @@ class Monitoring(Callback):
         return cls.of(setting)
 
     def resolve(self, names: Sequence[str], validated: bool) -> None:
-        """Start a run: fix the monitored name and direction against the names an epoch will log."""
+        """Start a run: fix the monitored name and direction against the names an epoch will log
+        (`SettingError`, exit code 2, when it cannot: the run's settings, not its data, are wrong)."""
         self.monitor, self.mode = self.requested
         self.best, self.best_epoch, self.wait = None, None, 0
         if self.monitor is None:
@@ -194,7 +195,7 @@ class Monitoring(Callback):
                 hint = f"pass validation data ({option_text('val')} or {option_text('val_split')})"
                 logged = _logged_name(self.monitor[len("val_"):], names)
                 hint += f", or monitor `{logged}`" if logged else ""
-            raise DataError(f"{self.origin} monitors `{self.monitor}`, which the run does not log", hint=hint)
+            raise SettingError(f"{self.origin} monitors `{self.monitor}`, which the run does not log", hint=hint)
         self.mode = self.mode or better_direction(self.monitor, self.SETTING)
 
     def improves(self, value: float) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslc.diagnostics import DataError
+from dslc.diagnostics import DataError, SettingError
 from dslc.runtime.checkpoint import (CHECKPOINT_FILE, load_state_file, state_file_settings, state_step,
                                      unchanged_buffers)
 from dslc.runtime.data import load_data, num_rows
@@ -29,7 +29,7 @@ def run_data(model: str, train_data, val_data, val_split, seed: int, spec: dict,
     fingerprint = data_fingerprint(arrays)
     if val_split is not None:
         if val_data is not None:
-            raise DataError("give validation data or a validation split, not both",
+            raise SettingError("give validation data or a validation split, not both",
                             hint=f"drop {option('val')} or {option('val_split')}")
         arrays, val_data = split_validation(arrays, val_split, seed)
     if val_data is None:
