@@ -57,6 +57,7 @@ def compile_cached(path: str | os.PathLike, **options):
 
         program = program if still_chosen(program.manifest.get("tuning")) else None
     if program is not None:
+        program.defines = dict(options.get("defines") or {})  # part of the key, not of the entry
         return program
     from dslc.compiler import compile_file
 

@@ -166,6 +166,7 @@ def compile_file(path: str | Path, defines: dict[str, str] | None = None, dtype:
     except DslcError as e:
         raise DslcError(list(e.diagnostics) + warnings) from None
     program.warnings = sorted(warnings, key=Diagnostic.sort_key)
+    program.defines = dict(defines or {})
     program.extras["sources"] = sources if text is None else []  # an editor's buffer is not the file
     layers: dict = {}  # every layer's (kind, output type), inference graph's first
     for lowered_model in [infer] + [t for t, _, _ in trained.values()]:

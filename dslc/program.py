@@ -32,6 +32,7 @@ class Program:
     source_path: str = ""
     extras: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)  # `dslc.diagnostics.Diagnostic`s with severity "warning"
+    defines: dict = field(default_factory=dict)  # the model parameters given (`-D hidden=256`), as text
 
     @property
     def num_parameters(self) -> int:
@@ -102,7 +103,7 @@ class Program:
         if not self.trainable:
             raise DataError(f"model `{self.name}` has no loss, so it has no training state to export",
                             hint="export the inference model with `--weights` instead")
-        ckpt = load_checkpoint(weights, self.manifest)  # checked on the members' headers before reading them
+        ckpt = load_checkpoint(weights, self.manifest, defines=self.defines)  # checked on the headers before reading
         meta = {"dslc.version": self.manifest["dslc"], "dslc.model": self.name, "dslc.graph": "init",
                 **{f"dslc.{k}": str(ckpt.meta[k]) for k in ("epoch", "global_step", "seed") if k in ckpt.meta}}
         manifest = with_train_state(self.manifest, ckpt.meta)
@@ -209,7 +210,7 @@ class Program:
         if not self.trainable:
             raise DataError(f"model `{self.name}` has no loss, so it has no trained weights to load",
                             hint=f"drop {option('no_weights')}")
-        params = load_params(weights, self.manifest)  # checked against the model's parameters
+        params = load_params(weights, self.manifest, self.defines)  # checked against the model's parameters
         return bind_weights(self.graphs["infer"], params, absent_ok=params)  # the inference graph may use fewer
 
     def predict(self, inputs, weights=None, device: str = "cpu", batch_size: int | None = 256,

@@ -360,6 +360,6 @@ def test_resuming_with_a_define_that_changes_only_the_graphs_warns(tmp_path, cap
     assert cli.main(base + ["-D", "rate=0.1", "--epochs", "2", "--resume"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert cli.main(base + ["-D", "rate=0.5", "--epochs", "3", "--resume"]) == 0
-    assert capsys.readouterr().err.splitlines()[0] == (
-        "warning: the compiled model differs from the one that wrote the checkpoint (another model file, `-D` "
-        "value or dslc; its parameters still fit, so training continues from it)")
+    assert capsys.readouterr().err.splitlines()[0] == (  # the checkpoint's `-D` values say which
+        "warning: the model parameters differ from the checkpoint's (`-D hidden=8`, `-D rate=0.5` now, "
+        "`-D hidden=8`, `-D rate=0.1` before): the run will not match an uninterrupted one")

@@ -83,7 +83,8 @@ def test_weights_trained_with_d_values_need_them_again(tmp_path, capsys):
                      "-o", run, "-q"]) == 0
     predict = ["predict", model, "--weights", run, "--input", data, "-o", str(tmp_path / "p.npz")]
     assert cli.main(predict) == 3
-    assert "the `-D` values differ from those the weights were trained with: pass the same" in capsys.readouterr().err
+    assert ("hint: the weights were trained with `-D hidden=8`; you passed no `-D` values: pass the same ones"
+            in capsys.readouterr().err)
     assert cli.main([*predict, "-D", "hidden=8"]) == 0
 
 

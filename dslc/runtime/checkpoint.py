@@ -6,7 +6,8 @@ Layout (a plain `.npz`, readable with `numpy.load(path)` and no pickle):
     state/<name>   each optimizer state tensor, e.g. `state/opt.step`
     meta           a 0-d string array holding a JSON object (see `check_meta` for its schema):
                    format (`dslc-checkpoint/2`), dslc version, model, epoch (epochs completed),
-                   global_step, seed, batch_size, lr, data (`{rows, blake2b}` of the training arrays,
+                   global_step, seed, batch_size, lr, defines (the model's `-D` values as text, `{}` for
+                   none; absent before 2026-12-05), data (`{rows, blake2b}` of the training arrays,
                    see `run_state.data_fingerprint`), manifest_sha256, record (the history entry of the
                    last completed epoch), and with `reduce_lr_on_plateau` its state after that epoch
                    (`{monitor, mode, best, best_epoch, wait, cooldown, scale, min_lr}`, dslc.runtime.plateau)
@@ -38,7 +39,7 @@ from dslc.runtime.data import check_finite, open_npz
 from dslc.runtime.faults import fault_point
 from dslc.runtime.layout import state_specs, train_keys, weight_specs
 from dslc.runtime.npz_writer import write_npz
-from dslc.spelling import on_command_line, option
+from dslc.spelling import define, on_command_line, option
 
 CHECKPOINT_FILE = "checkpoint.npz"
 BEST_FILE = "best.npz"  # a copy of the best epoch's checkpoint (`dslc.runtime.callbacks`)
@@ -85,10 +86,12 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarray],
     return atomic_write(path, write)
 
 
-def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, with_state: bool = True) -> Checkpoint:
+def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, with_state: bool = True,
+                    defines: Mapping[str, str] | None = None) -> Checkpoint:
     """The checkpoint in run directory `weights` (or at that `.npz` path). Given the model's `manifest`,
     the checkpoint must fit it (see `check_fits`), which is checked on the members' headers before
-    any array is read, and only the model's parameters (and, `with_state`, optimizer state) are read."""
+    any array is read, and only the model's parameters (and, `with_state`, optimizer state) are read.
+    `defines`: the model's `-D` values, which a mismatch's hint compares with the run's."""
     path = checkpoint_path(weights)
     if not path.exists() and not Path(weights).suffix:
         raise DataError(
@@ -100,7 +103,8 @@ def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, wi
         groups = {prefix: {k[len(prefix):]: k for k in archive if k.startswith(prefix)} for prefix in ("param/", "state/")}
         if manifest is not None:
             headers = {prefix: _Headers(archive, members) for prefix, members in groups.items()}
-            _check_fits_headers(path, meta, manifest, headers["param/"], headers["state/"] if with_state else None)
+            _check_fits_headers(path, meta, manifest, headers["param/"], headers["state/"] if with_state else None,
+                                defines)
             wanted = [t["name"] for t in weight_specs(manifest)]
             groups = {"param/": {n: groups["param/"][n] for n in wanted},
                       "state/": {t["name"]: groups["state/"][t["name"]] for t in state_specs(manifest)}
@@ -178,6 +182,8 @@ META_SCHEMA = {
     "history": (False, lambda v: isinstance(v, list) and all(_is_record(r) for r in v),
                 "a list of history entries (objects with a positive integer `epoch`)"),
     "record": (False, _is_record, "a history entry (an object with a positive integer `epoch`)"),
+    "defines": (False, lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                "an object of the `-D` values as text"),
     "reduce_lr_on_plateau": (False, lambda v: _plateau_state(v),
                              "the state of `reduce_lr_on_plateau` (best, wait, cooldown, scale)"),
 }
@@ -215,16 +221,30 @@ def check_meta(meta, path: Path) -> None:
 DAMAGED_HINT = ("the checkpoint is damaged (e.g. cut short by a full disk or an interrupted copy); "
                 "use another checkpoint or train again")
 NON_FINITE_HINT = "trained values must be finite; use a checkpoint from before they went bad, or train again"
-def mismatch_hint() -> str:
+def mismatch_hint(meta: Mapping | None = None, defines: Mapping[str, str] | None = None) -> str:
     """The hint for weights of another shape: most often a run trained with `-D` values (`hidden=64`) read
-    by a command given none, so it says to pass them; for `predict` and `evaluate` "train into a new
+    by a command given others or none. A checkpoint records its run's (meta `defines`, since 2026-12-05),
+    so given the model's (`defines`) the hint names both; for `predict` and `evaluate` "train into a new
     directory", all it said after "compile the model the checkpoint came from", was no way out."""
-    values = "the `-D` values" if on_command_line() else "the hyper-parameters (keyword arguments of `dslc.compile`)"
-    return (f"the model source or {values} differ from those the weights were trained with: pass the same ones "
-            "(a checkpoint does not record them); to train this model anew, train into a new directory")
+    cli = on_command_line()
+    values = "the `-D` values" if cli else "the hyper-parameters (keyword arguments of `dslc.compile`)"
+    anew = "to train this model anew, train into a new directory"
+    trained = (meta or {}).get("defines")
+    if trained is None or defines is None:
+        return (f"the model source or {values} differ from those the weights were trained with: pass the same ones "
+                f"(this checkpoint does not record them); {anew}")
+
+    def listed(given: Mapping[str, str]) -> str:
+        return ", ".join(define(k, v) for k, v in sorted(given.items())) or ("no `-D` values" if cli else "none")
+    if dict(trained) == dict(defines):
+        same = f"the same {listed(trained)}" if trained else "the model's defaults both times"
+        return f"the model source differs from the one the weights were trained with ({same}); {anew}"
+    now = "you passed" if cli else "this model was compiled with"
+    return f"the weights were trained with {listed(trained)}; {now} {listed(defines)}: pass the same ones; {anew}"
 
 
-def _check_fits_headers(path: Path, meta: dict, manifest: dict, params: Mapping, state: Mapping | None) -> None:
+def _check_fits_headers(path: Path, meta: dict, manifest: dict, params: Mapping, state: Mapping | None,
+                        defines: Mapping[str, str] | None = None) -> None:
     model = manifest["model"]
     if meta.get("model") != model:
         raise DataError(
@@ -237,7 +257,7 @@ def _check_fits_headers(path: Path, meta: dict, manifest: dict, params: Mapping,
     for kind, specs, signatures in groups:
         try:
             _check_group(kind, specs, signatures, f"checkpoint `{path}` does not fit model `{model}`",
-                         "the checkpoint lacks")
+                         "the checkpoint lacks", mismatch_hint(meta, defines))
         except DataError as e:
             frozen = _freeze_hint(manifest, state) if state is not None else ""
             if not frozen:
@@ -267,11 +287,12 @@ def _freeze_hint(manifest: dict, state: Mapping) -> str:
     return f"the run {' and '.join(did)}: pass the {option('freeze')} patterns it was trained with to continue it"
 
 
-def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True) -> None:
+def check_fits(ckpt: Checkpoint, manifest: dict, with_state: bool = True,
+               defines: Mapping[str, str] | None = None) -> None:
     """`DataError` unless the checkpoint holds exactly the model's parameters and buffers (and optimizer
     state), with the same names, dtypes and shapes."""
     _check_fits_headers(ckpt.path, ckpt.meta, manifest, _signatures(ckpt.params),
-                        _signatures(ckpt.state) if with_state else None)
+                        _signatures(ckpt.state) if with_state else None, defines)
 
 
 def _signatures(values: Mapping[str, np.ndarray]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
@@ -279,35 +300,38 @@ def _signatures(values: Mapping[str, np.ndarray]) -> dict[str, tuple[np.dtype, t
 
 
 def _check_group(kind: str, specs: list[dict], signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
-                 head: str, lacks: str) -> None:
+                 head: str, lacks: str, mismatch: str = "") -> None:
     """`signatures` maps each name to its (dtype, shape). `lacks` begins the message for a missing entry:
-    `the checkpoint lacks`, `the weights lack`."""
+    `the checkpoint lacks`, `the weights lack`; `mismatch` is the hint for another shape (`mismatch_hint`)."""
+    mismatch = mismatch or mismatch_hint()
     for spec in specs:
         name = spec["name"]
         if name not in signatures:
-            raise DataError(f"{head}: {lacks} {kind} `{name}`, which the model has", hint=mismatch_hint())
+            raise DataError(f"{head}: {lacks} {kind} `{name}`, which the model has", hint=mismatch)
         (dtype, shape), want = signatures[name], (np.dtype(spec["dtype"]), list(spec["shape"]))
         if (dtype, list(shape)) != want:
             raise DataError(
                 f"{head}: {kind} `{name}` is `{dtype}{list(shape)}` in the checkpoint "
                 f"but `{want[0]}{want[1]}` in the model",
-                hint=_dtype_hint(signatures, want[0]) if list(shape) == want[1] else mismatch_hint(),
+                hint=_dtype_hint(signatures, want[0], mismatch) if list(shape) == want[1] else mismatch,
             )
     extra = sorted(set(signatures) - {s["name"] for s in specs})
     if extra:
-        raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=mismatch_hint())
+        raise DataError(f"{head}: it has {kind} `{extra[0]}`, which the model does not have", hint=mismatch)
 
 
-def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], model_dtype: np.dtype) -> str:
+def _dtype_hint(signatures: Mapping[str, tuple[np.dtype, tuple[int, ...]]], model_dtype: np.dtype,
+                mismatch: str) -> str:
     """The `--dtype` to use when every float array of the checkpoint has one dtype, not the model's."""
     trained = {dtype for dtype, _ in signatures.values() if dtype.kind == "f"}
     if len(trained) != 1 or model_dtype in trained:
-        return mismatch_hint()
+        return mismatch
     dtype = trained.pop()
     return f"the weights are `{dtype}`; pass {option('dtype', dtype)} to use them"
 
 
-def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.ndarray]:
+def load_state_file(path: str | os.PathLike, manifest: dict, defines: Mapping[str, str] | None = None
+                    ) -> dict[str, np.ndarray]:
     """Every parameter, buffer and optimizer-state value of the model from a state file: an init graph
     (`.onnx`, as `<model>.init.onnx` or `dslc export --train-state` writes it), an `.npz` with one array
     per name (`numpy.savez(path, **values)`) or a run's checkpoint (`checkpoint.npz`, `best.npz`),
@@ -340,7 +364,7 @@ def load_state_file(path: str | os.PathLike, manifest: dict) -> dict[str, np.nda
                 check(lambda names: _Headers(archive, {n: n for n in names}), list(archive))  # before reading any array
                 values = {name: archive[name] for name in archive}
         if is_checkpoint:
-            ckpt = load_checkpoint(path, manifest)
+            ckpt = load_checkpoint(path, manifest, defines=defines)
             return {**ckpt.params, **ckpt.state}
     for name, value in values.items():
         if value.dtype.kind == "f":
@@ -419,7 +443,7 @@ def unchanged_buffers(values: Mapping[str, np.ndarray], initial: Mapping[str, np
             "each buffer's `next` output back, so evaluation and inference normalize with the initial statistics")
 
 
-def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
+def load_params(weights, manifest: dict, defines: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """Trained parameters from a run directory, a checkpoint path, a state file of another runtime's loop (an
     `.npz` with one array per name, without a checkpoint's `meta`: its optimizer state is not read), or a
     dict of arrays, checked against the manifest's parameters."""
@@ -434,4 +458,4 @@ def load_params(weights, manifest: dict) -> dict[str, np.ndarray]:
             if value.dtype.kind == "f":
                 check_finite(value, name, "the weights", NON_FINITE_HINT)
         return params
-    return load_checkpoint(weights, manifest, with_state=False).params
+    return load_checkpoint(weights, manifest, with_state=False, defines=defines).params

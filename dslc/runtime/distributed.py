@@ -277,9 +277,10 @@ def _poll_barrier(comm, deadline: float = float("inf")) -> None:
 
 
 def portable(program):
-    """`program` as it crosses to another process: its name, manifest, graphs and source path (not the
-    IR or the rest of what the compile keeps in `extras`)."""
-    return type(program)(program.name, program.manifest, program.graphs, source_path=program.source_path)
+    """`program` as it crosses to another process: its name, manifest, graphs, source path and `-D` values
+    (not the IR or the rest of what the compile keeps in `extras`)."""
+    return type(program)(program.name, program.manifest, program.graphs, source_path=program.source_path,
+                         defines=program.defines)
 
 
 def mpiexec() -> str:

@@ -46,7 +46,7 @@ def evaluate(program, data, weights=None, *, batch_size: int = 256, device: str 
         raise DataError(f"evaluating model `{program.name}` needs the weights of a training run",
                         hint=f"pass {option('weights')} or a checkpoint.npz")
     batch_size = check_count(batch_size, "batch_size", "the batch size")
-    values = load_params(weights, program.manifest)
+    values = load_params(weights, program.manifest, program.defines)
     kind, device_id = parse_device(device)
     results: dict[str, float] = {}
     for key in keys:

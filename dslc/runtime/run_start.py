@@ -59,7 +59,7 @@ def starting_state(program, spec: dict, out_dir: Path, resume, init_from, settin
         raise DataError(f"`{out_dir}` already holds a training run ({CHECKPOINT_FILE})",
                         hint=f"pass {option('resume')} to continue it, or choose another output directory")
     if resume is not False and resume is not None:  # a state file, e.g. from another runtime
-        initial = load_state_file(resume, manifest)
+        initial = load_state_file(resume, manifest, program.defines)
         global_step = state_step(initial, spec)
         stale = unchanged_buffers(initial, program.initial_values(), spec, global_step)
         if stale:

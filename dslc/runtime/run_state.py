@@ -23,7 +23,7 @@ from dslc.runtime.data import non_finite_mask, num_rows
 from dslc.runtime.faults import fault_point
 from dslc.runtime.history import HistoryLog, last_logged_epoch, read_history
 from dslc.runtime.layout import state_specs, train_keys, weight_specs
-from dslc.spelling import option
+from dslc.spelling import define, option
 
 if TYPE_CHECKING:
     from dslc.runtime.train import Reporter
@@ -45,9 +45,10 @@ def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict:
 
 
 def resume_from(ckpt_path: Path, manifest: dict, settings: dict, data: dict, reporter: "Reporter"):
-    ckpt = load_checkpoint(ckpt_path, manifest)
+    ckpt = load_checkpoint(ckpt_path, manifest, defines=settings.get("defines"))
     meta = ckpt.meta
-    if meta.get("manifest_sha256") != manifest_hash(manifest) and meta.get("frozen") == settings.get("frozen"):
+    if meta.get("manifest_sha256") != manifest_hash(manifest) and meta.get("frozen") == settings.get("frozen") \
+            and meta.get("defines", settings.get("defines")) == settings.get("defines"):  # else said by name below
         reporter.warn("the compiled model differs from the one that wrote the checkpoint (another model file, "
                       "`-D` value or dslc; its parameters still fit, so training continues from it)")
     warn_changed_settings(meta, settings, "the checkpoint's", reporter)
@@ -68,14 +69,20 @@ def frozen_setting(specs: list[dict]) -> dict:
 
 
 def warn_changed_settings(before: Mapping, settings: Mapping, whose: str, reporter: "Reporter") -> None:
-    """A warning for each of `settings` (seed, batch size, lr, validation split, frozen parameters) that
-    `before` holds another value of (an absent one counts as None): the run then no longer continues that
-    one exactly."""
+    """A warning for each of `settings` (seed, batch size, lr, validation split, frozen parameters, `-D`
+    values) that `before` holds another value of (an absent one counts as None; absent `-D` values, from
+    before checkpoints recorded them, are not compared): the run then no longer continues that one exactly."""
     labels = {"seed": "seed", "batch_size": "batch size", "lr": "learning rate", "val_split": "validation split"}
     shown = lambda v: "the default" if v is None else v  # lr None: the compiled default
     for key in dict.fromkeys([*settings, "frozen"]):
         value = settings.get(key)
         if before.get(key) == value:
+            continue
+        if key == "defines":
+            if key in before:
+                given = lambda v: ", ".join(define(k, x) for k, x in sorted(v.items())) or "none"  # noqa: E731
+                reporter.warn(f"the model parameters differ from {whose} ({given(value)} now, {given(before[key])} "
+                              "before): the run will not match an uninterrupted one")
             continue
         if key == "frozen":  # resumed without the run's `--freeze`, or with other patterns
             names = lambda v: ", ".join(f"`{n}`" for n in v) if v else "none"

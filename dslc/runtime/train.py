@@ -224,6 +224,7 @@ def fit(program, train_data, val_data=None, *, epochs: int, batch_size: int, see
     if val_split is not None:  # absent otherwise: checkpoints from before it compare equal
         settings["val_split"] = float(val_split)
     settings.update(frozen_setting(specs))
+    settings["defines"] = dict(program.defines)  # in the checkpoint: a mismatch's hint names them
     early_stopping, restore_best = run_stopping(manifest, early_stopping, restore_best)
     plateau = run_plateau(manifest, reduce_lr_on_plateau)
     hooks = RunHooks(out_dir, callbacks, early_stopping, restore_best, reporter, plateau)
