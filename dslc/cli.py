@@ -189,7 +189,7 @@ def _run(args) -> int:
 def _fmt(args) -> int:
     from dslc.editor.fmt import diff, dl_files, format_source, in_the_written_style, read_only_error
     from dslc.frontend.parser import read_source
-    from dslc.fsutil import atomic_write_text
+    from dslc.fsutil import rewrite_bytes
 
     if "-" in args.files:
         return _fmt_stdin(args)
@@ -210,8 +210,8 @@ def _fmt(args) -> int:
                 sys.stdout.write(diff(str(path), written, formatted))
             elif not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o200:  # the bit for root too
                 read_only.append(path)
-            else:  # through a symbolic link to the file it names, as an editor saves
-                atomic_write_text(path.resolve(), formatted)
+            else:  # through a symbolic link to the file it names, as an editor saves; hard links kept
+                rewrite_bytes(path.resolve(), formatted.encode("utf-8"))
     # what was done is said whatever else failed: a file that does not parse stopped the report, not the writes
     rewritten = [p for p in changed if p not in read_only]
     if args.check and changed:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -173,6 +175,57 @@ def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) 
     return atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
+def rewrite_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Replace the contents of the existing file `path` with `data`: atomically by rename, unless the file
+    has other hard links. A rename gives `path` a new file and leaves the other names on the old one, so
+    such a file is written in place, as black and rustfmt write every file: its old contents are first
+    kept in a backup beside it (`.<name>.<random>.tmp`, fsync'ed), SIGINT and SIGTERM wait while the
+    new contents are written and fsync'ed, and a failed write (a full disk) puts the old contents back.
+    Only a crash in the middle of the write leaves the file torn, with the backup beside it."""
+    target = Path(path)
+    if os.stat(target).st_nlink <= 1:
+        return atomic_write_bytes(target, data)
+    before = target.read_bytes()
+    backup = _write_temporary(target, lambda f: f.write(before), str(path))
+    try:
+        with _signals_held():
+            _overwrite(target, data)
+    except OSError as e:
+        try:
+            with _signals_held():
+                _overwrite(target, before)
+        except OSError:
+            raise WriteError(e.errno, f"{e.strerror}; its contents before are in `{backup}`", str(path)) from None
+        os.unlink(backup)
+        raise WriteError(e.errno, f"{e.strerror} (the file is unchanged)", str(path)) from None
+    os.unlink(backup)
+    return target
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _write_all(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM delivered only at the end of the block (its Python handlers run then)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, object],
                     then: Callable[[], None] = lambda: None) -> Path:
     """`numpy.savez(path, **arrays)`, atomically. Keys may contain `/` and `.` (`param/dense.W`). `then`
@@ -203,5 +256,6 @@ def append_bytes(path: str | os.PathLike, data: bytes, between: Callable[[], Non
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """`os.write` until all of `data` is written (a write may take part of it)."""
     while data:
         data = data[os.write(fd, data):]

@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import errno
 import io
+import os
 import random
 import shutil
 import subprocess
@@ -331,6 +333,56 @@ def test_fmt_refuses_read_only_files_and_writes_through_links(tmp_path, capsys):
     link.symlink_to(real)
     assert cli.main(["fmt", str(link)]) == 0
     assert link.is_symlink() and real.read_text(encoding="utf-8") == TIDY
+
+
+def test_fmt_keeps_hard_links(tmp_path, capsys):
+    """A file with other hard links is written in place, as black and rustfmt write, so every name sees the
+    formatted text (the atomic rename gave the name a new file and left the other names on the old text);
+    nothing is left beside it, and a file with one link is still replaced by rename."""
+    first, second = tmp_path / "a.dl", tmp_path / "sub" / "b.dl"
+    second.parent.mkdir()
+    first.write_text(MESSY, encoding="utf-8")
+    os.link(first, second)
+    inode = first.stat().st_ino
+    assert cli.main(["fmt", str(first)]) == 0
+    assert first.stat().st_ino == second.stat().st_ino == inode and first.stat().st_nlink == 2
+    assert second.read_text(encoding="utf-8") == TIDY
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.dl", "b.dl", "sub"]
+    single = tmp_path / "single.dl"
+    single.write_text(MESSY, encoding="utf-8")
+    inode = single.stat().st_ino
+    assert cli.main(["fmt", str(single)]) == 0
+    assert single.read_text(encoding="utf-8") == TIDY and single.stat().st_ino != inode  # renamed into place
+
+
+@pytest.mark.parametrize("restored", [True, False])
+def test_fmt_of_a_hard_link_that_cannot_be_written_keeps_the_old_text(tmp_path, capsys, monkeypatch, restored):
+    """A full disk in the middle of the in-place write: the old text is put back (exit 3, "the file is
+    unchanged"), or, if that fails too, the message names the backup that holds it."""
+    from dslc import fsutil
+
+    first, second = tmp_path / "a.dl", tmp_path / "b.dl"
+    first.write_text(MESSY, encoding="utf-8")
+    os.link(first, second)
+    writes = []
+
+    def full_disk(fd, data):
+        writes.append(data)
+        if len(writes) == 1 or not restored:
+            os.write(fd, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.write(fd, data)
+    monkeypatch.setattr(fsutil, "_write_all", full_disk)
+    assert cli.main(["fmt", str(first)]) == 3
+    err = capsys.readouterr().err
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if restored:
+        assert err == f"error: cannot write `{first}`: No space left on device (the file is unchanged)\n"
+        assert second.read_text(encoding="utf-8") == MESSY and left == ["a.dl", "b.dl"]
+    else:
+        backup = tmp_path / next(name for name in left if name.startswith(".a.dl."))
+        assert err == f"error: cannot write `{first}`: No space left on device; its contents before are in `{backup}`\n"
+        assert backup.read_text(encoding="utf-8") == MESSY and len(left) == 3
 
 
 def test_fmt_keeps_the_files_line_endings_and_byte_order_mark(tmp_path, monkeypatch, capsys):
