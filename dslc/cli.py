@@ -8,7 +8,8 @@ import sys
 from dslc import interrupts, standard_json
 from dslc.cli_args import build_parser, refuse_misuse
 from dslc.cli_failures import (  # noqa: F401 - the exit codes are `dslc.cli`'s too
-    EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED, EXIT_USAGE, UsageError,
+    EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_NOT_FORMATTED, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED,
+    EXIT_USAGE, UsageError,
     checkpoint_saved, failure, run_checkpoint, to_devnull)
 from dslc.cli_ranks import job_to_stop, other_rank, refuse_mpiexec, said_once_by_rank_zero, stop_the_other_ranks
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
@@ -226,12 +227,12 @@ def _fmt(args) -> int:
         raise DslcError(errors)
     if read_only:
         raise read_only_error(read_only)
-    return EXIT_MODEL if args.check and changed else EXIT_OK
+    return EXIT_NOT_FORMATTED if args.check and changed else EXIT_OK
 
 
 def _fmt_stdin(args) -> int:
     """`dslc fmt -`: the text on stdin, formatted, on stdout (as `black -`, `rustfmt`, `gofmt` read it, and
-    editors call them); with `--check`, nothing written but the diff, exit 1 if it is not formatted."""
+    editors call them); with `--check`, nothing written but the diff, exit 4 if it is not formatted."""
     from dslc.editor.fmt import diff, format_source, in_the_written_style, read_stdin
 
     if args.files != ["-"]:
@@ -243,7 +244,7 @@ def _fmt_stdin(args) -> int:
     elif formatted != written:
         sys.stdout.write(diff(source.path, written, formatted))
         _say(f"1 file not formatted: {source.path}")
-        return EXIT_MODEL
+        return EXIT_NOT_FORMATTED
     return EXIT_OK
 
 

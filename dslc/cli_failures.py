@@ -1,6 +1,7 @@
 """What a failed `dslc` command exits with, and the lines that say why (`dslc.cli` prints them).
 
-Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr); 2 bad command line (argparse's,
+Exit codes: 0 ok; 1 the model has errors (diagnostics on stderr; for `dslc fmt`, a file that does not
+parse); 4 `dslc fmt --check` found a file that is not formatted; 2 bad command line (argparse's,
 `UsageError`, and a run's `SettingError`: flags that do not hold together once it starts); 3 bad data,
 missing files or an unusable device (`error:`/`hint:` on stderr); 101 a bug in dslc itself
 (`DSLC_BACKTRACE=1` shows the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the
@@ -18,6 +19,10 @@ from dslc.diagnostics import DataError, DslcError, printable, render_all
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_DATA, EXIT_BUG = 0, 1, 2, 3, 101
 EXIT_INTERRUPTED, EXIT_TERMINATED = interrupts.EXIT_INTERRUPTED, interrupts.EXIT_TERMINATED
 EXIT_PIPE = 141  # 128 + SIGPIPE
+# `dslc fmt --check`: a file is not in the canonical layout. Not 1, which says the model text has errors
+# (a file that does not parse, as for every verb); black, rustfmt and ruff use 1 for this, and 123 or 2
+# for a file they cannot parse, so that scripts can tell the two apart: dslc's 1 was already taken.
+EXIT_NOT_FORMATTED = 4
 
 
 class UsageError(Exception):

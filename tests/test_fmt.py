@@ -248,7 +248,7 @@ def test_fmt_rewrites_and_check_reports(tmp_path, capsys):
     tidy = tmp_path / "sub" / "t.dl"
     tidy.parent.mkdir()
     tidy.write_text(TIDY, encoding="utf-8")
-    assert cli.main(["fmt", "--check", str(tmp_path)]) == 1
+    assert cli.main(["fmt", "--check", str(tmp_path)]) == 4  # not formatted: 4, not a model error's 1
     out, err = capsys.readouterr()
     assert f"--- {messy} (as written)" in out and "+    target yy: i64[B]" in out and str(tidy) not in out
     assert "1 file not formatted" in err
@@ -278,10 +278,20 @@ def test_fmt_says_what_it_formatted_when_another_file_does_not_parse(tmp_path, c
 
 
 def test_fmt_errors_exit_codes(tmp_path, capsys):
+    """A file that does not parse is a model error (1, as `dslc check` says of it), with `--check` too, where
+    a file that is not formatted is 4: black, rustfmt and ruff tell the two apart (1 and 123 or 2), and
+    dslc's `--check` said 1 for both; a parse error wins over files to format."""
     bad = tmp_path / "bad.dl"
     bad.write_text("model m {\n    x = = 1\n}\n", encoding="utf-8")
     assert cli.main(["fmt", str(bad)]) == 1
     assert f"{bad}:2:" in capsys.readouterr().err
+    assert cli.main(["fmt", "--check", str(bad)]) == 1 == cli.main(["check", str(bad)])
+    messy = tmp_path / "messy.dl"
+    messy.write_text(MESSY, encoding="utf-8")
+    assert cli.main(["fmt", "--check", str(messy)]) == 4
+    assert cli.main(["fmt", "--check", str(messy), str(bad)]) == 1
+    capsys.readouterr()
+    messy.unlink()
     assert bad.read_text(encoding="utf-8") == "model m {\n    x = = 1\n}\n"
     assert cli.main(["fmt", str(tmp_path / "missing.dl")]) == 3
     (tmp_path / "latin1.dl").write_bytes("model m { # caf\xe9\n}\n".encode("latin-1"))
@@ -301,7 +311,7 @@ def test_fmt_dash_reads_stdin_and_writes_stdout(monkeypatch, capsys):
     assert fmt(MESSY.encode()) == (0, TIDY, "")
     assert fmt(TIDY.encode(), "--check") == (0, "", "")
     code, out, err = fmt(MESSY.encode(), "--check", "--stdin-filename", "src/m.dl")
-    assert code == 1 and "--- src/m.dl (as written)" in out and "+    target yy: i64[B]" in out
+    assert code == 4 and "--- src/m.dl (as written)" in out and "+    target yy: i64[B]" in out
     assert "1 file not formatted: src/m.dl" in err
     code, out, err = fmt(b"model m {\n    x = = 1\n}\n", "--stdin-filename", "bad.dl")
     assert (code, out) == (1, "") and "bad.dl:2:" in err
@@ -326,7 +336,7 @@ def test_fmt_refuses_read_only_files_and_writes_through_links(tmp_path, capsys):
     assert f"error: cannot write `{locked}`: the file is read-only" in err and "chmod u+w" in err
     assert f"dslc fmt - < {locked}" in err and f"formatted {other}" in err
     assert locked.read_text(encoding="utf-8") == MESSY and other.read_text(encoding="utf-8") == TIDY
-    assert cli.main(["fmt", "--check", str(locked)]) == 1  # checking reads only
+    assert cli.main(["fmt", "--check", str(locked)]) == 4  # checking reads only
     (tmp_path / "real").mkdir()
     real, link = tmp_path / "real" / "m.dl", tmp_path / "link.dl"
     real.write_text(MESSY, encoding="utf-8")
@@ -392,7 +402,7 @@ def test_fmt_keeps_the_files_line_endings_and_byte_order_mark(tmp_path, monkeypa
     crlf, bom = tmp_path / "crlf.dl", tmp_path / "bom.dl"
     crlf.write_bytes(MESSY.replace("\n", "\r\n").encode())
     bom.write_bytes(("\ufeff" + MESSY).encode())
-    assert cli.main(["fmt", "--check", str(crlf), str(bom)]) == 1
+    assert cli.main(["fmt", "--check", str(crlf), str(bom)]) == 4
     assert cli.main(["fmt", str(crlf), str(bom)]) == 0
     assert crlf.read_bytes() == TIDY.replace("\n", "\r\n").encode()
     assert bom.read_bytes() == ("\ufeff" + TIDY).encode()
