@@ -175,6 +175,44 @@ sys.exit(run())
     assert ended - (tmp_path / "signalled").stat().st_mtime < 6.0  # 10 s more with the exit hook's close
 
 
+@pytest.mark.parametrize("left", [0, 1])
+def test_workers_lost_mid_run(program, data, tmp_path, left):
+    """Every worker gone while the scheduler stays (it said the scheduler "stopped answering", with Dask's
+    "FutureCancelledError: ... cancelled for reason: already forgotten": the model scattered to the workers
+    left with them): the message says what happened and to start workers; one of two lost, the other
+    finishes the work."""
+    from dask.distributed import LocalCluster
+
+    for name, array in data.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+
+    def lose_workers(done, total):
+        if len(cluster.workers) > left:
+            cluster.scale(left)
+
+    try:
+        if left:
+            paths = dask_predict.predict(program, tmp_path, tmp_path / "out.npz", address=cluster.scheduler_address,
+                                         chunk_rows=50, progress=lose_workers)
+            with np.load(paths[0]) as got:
+                np.testing.assert_allclose(got["y"], program.predict(data)["y"], rtol=1e-6, atol=1e-6)
+            return
+        with pytest.raises(DataError) as e:
+            dask_predict.predict(program, tmp_path, tmp_path / "out.npz", address=cluster.scheduler_address,
+                                 chunk_rows=50, progress=lose_workers)
+    finally:
+        cluster.close()
+    address = cluster.scheduler_address
+    lost = f"the Dask scheduler at `{address}` lost every worker after "
+    assert e.value.message.startswith(lost), e.value.message
+    assert e.value.message.endswith(" of 1,003 rows: the workers left (stopped, killed or disconnected) and took the "
+                                    "model dslc had sent them; nothing was written")
+    assert e.value.hint == (f"start workers for it (`dask worker {address}`), then run the command again (a worker "
+                            "that leaves while others stay is replaced by them)")
+    assert not (tmp_path / "out.npz").exists() and not list(tmp_path.glob(".out.npz*"))
+
+
 def test_a_scheduler_without_workers_is_a_clear_error(program, data, tmp_path):
     # it said the scheduler "stopped answering after 0 of 1,003 rows (TimeoutError: No valid workers found)"
     import dask

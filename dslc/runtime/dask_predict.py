@@ -116,6 +116,8 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
     `out`: an `.npz`, or a directory with one `<output>.npy` each. `progress(rows_done, rows)` is called
     as chunks finish. Returns the written paths."""
     try:
+        from concurrent.futures import CancelledError
+
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise DataError("`--dask` needs Dask", hint=DASK_HINT) from None
@@ -162,7 +164,12 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
             futures = [client.submit(run_chunk, shared, spec, c, batch_size, threads, pure=False) for c in chunks]
             outputs: dict[str, np.ndarray] = {}
             for future in as_completed(futures):
-                result = future.result()
+                try:
+                    result = future.result()
+                except CancelledError:
+                    if every_worker_lost(client):
+                        raise WorkersLost() from None
+                    raise
                 if result[0] == "error":
                     client.cancel(futures)
                     raise DataError(result[1], hint=result[2])
@@ -181,6 +188,19 @@ def predict(program, inputs, out, weights=None, *, address: str | None = None, b
         return _publish(staging, out, [t["name"] for t in spec["outputs"]])
 
 
+class WorkersLost(Exception):
+    """The scheduler answers, but every worker has left it mid-run (`cluster_failures` says so)."""
+
+
+def every_worker_lost(client) -> bool:
+    """Whether the scheduler answers and has no worker: the chunks were cancelled ("already forgotten")
+    because the model scattered to the workers left with the last of them."""
+    try:
+        return not client.nthreads()
+    except Exception:  # noqa: BLE001 - a scheduler that does not answer: `cluster_failures` says that
+        return False
+
+
 @contextmanager
 def cluster_failures(address: str | None, done: list[int], total: int):
     """A `DataError` for a cluster that cannot be reached or stops answering (its scheduler shut down
@@ -195,6 +215,12 @@ def cluster_failures(address: str | None, done: list[int], total: int):
     where = f"the Dask scheduler at `{address}`" if address else "the local Dask cluster"
     try:
         yield
+    except WorkersLost:
+        raise DataError(f"{where} lost every worker after {done[0]:,} of {total:,} rows: the workers left (stopped, "
+                        "killed or disconnected) and took the model dslc had sent them; nothing was written",
+                        hint=(f"start workers for it (`dask worker {address}`), then run the command again (a "
+                              "worker that leaves while others stay is replaced by them)") if address else
+                        "run the command again") from None
     except (OSError, CancelledError, KilledWorker, TimeoutError) as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         if done[0] == 0 and "no valid workers" in str(e).lower():  # the scheduler answers, but has no workers
