@@ -156,7 +156,7 @@ class Program:
         try:
             if workers is not None:
                 from dslc.diagnostics import SettingError
-                from dslc.runtime.distributed import launch
+                from dslc.runtime.launch import launch
 
                 if callbacks or early_stopping not in (None, False, "off") or val_split is not None or restore_best \
                         or init_from is not None:  # `early_stopping=""` (the flag alone) is early stopping too

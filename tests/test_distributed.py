@@ -143,7 +143,7 @@ def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
 
 def test_cuda_without_a_cuda_onnxruntime_is_refused_before_the_workers_start(program, data, tmp_path, monkeypatch):
     monkeypatch.setattr("dslc.runtime.devices.ort.get_available_providers", lambda: ["CPUExecutionProvider"])
-    monkeypatch.setattr("dslc.runtime.distributed.mpiexec", lambda: pytest.fail("workers were started"))
+    monkeypatch.setattr("dslc.runtime.launch.mpiexec", lambda: pytest.fail("workers were started"))
     with pytest.raises(DataError) as e:
         program.train(data, epochs=1, batch_size=12, out_dir=tmp_path / "run", workers=2, device="cuda")
     assert e.value.message.startswith("CUDA was requested but this onnxruntime has no CUDA support")
