@@ -141,6 +141,23 @@ def test_mpiexec_dslc_train_and_a_failing_rank(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_workers_refusing_the_models_callback_end_the_command_with_their_exit_code(workdir, data, tmp_path, capfd):
+    """The model's `callback early_stopping(monitor = "val_loss")` without validation data, found by the
+    workers: the command exits 2 as in one process (it said exit 3, the workers' "died or was killed: no
+    message of its own", and retried them from a checkpoint), the workers' hint naming the flags."""
+    from dslc import cli
+
+    (tmp_path / "m.dl").write_text(MODEL.replace("    metric    accuracy", '    callback  early_stopping(monitor = '
+                                                 '"val_loss")\n    metric    accuracy'))
+    np.savez(tmp_path / "d.npz", **data)
+    assert cli.main(["train", str(tmp_path / "m.dl"), "--data", str(tmp_path / "d.npz"), "--epochs", "1",
+                     "--batch-size", "12", "--workers", "2", "-o", str(tmp_path / "run")]) == 2
+    err = capfd.readouterr().err
+    assert "monitors `val_loss`, which the run does not log\nhint: pass validation data (`--val`" in err
+    assert "a training worker stopped with exit code 2 (settings that do not hold together, see its message " \
+           "above); all 2 workers were stopped" in err
+
+
 def test_cuda_without_a_cuda_onnxruntime_is_refused_before_the_workers_start(program, data, tmp_path, monkeypatch):
     monkeypatch.setattr("dslc.runtime.devices.ort.get_available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr("dslc.runtime.launch.mpiexec", lambda: pytest.fail("workers were started"))

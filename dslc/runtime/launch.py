@@ -13,11 +13,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 from dslc.diagnostics import DataError
 from dslc.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from dslc.runtime.distributed import MPI_HINT, abort_on_error, portable, world
+from dslc.spelling import command_line, on_command_line
 
 JOB_SIGNAL_S = 1.0  # how long `launch` leaves its job to stop of itself after a SIGTERM, before passing it on
 JOB_STOP_S = 30.0  # the longest `launch` waits for its job to stop after a Ctrl-C or SIGTERM before killing it
@@ -77,7 +79,8 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
                 value = str(path)
             data[key] = value
         job = {"program": portable(program), "data": data, "console": isinstance(reporter, ConsoleReporter),
-               "settings": {**settings, "threads": threads or max(1, default_threads() // workers)}}
+               "settings": {**settings, "threads": threads or max(1, default_threads() // workers)},
+               "command_line": on_command_line()}  # the workers' messages name options as the caller writes them
         job_file = job_dir / "job.pickle"
         if reporter is not None:
             reporter.close()  # the workers write the terminal from here on
@@ -87,7 +90,8 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
             done = _run_job([command, "-n", str(workers), sys.executable, "-c", WORKER_COMMAND, str(job_file)])
             if done.returncode in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # the job alone was signalled
                 raise Terminated() if done.returncode == EXIT_TERMINATED else KeyboardInterrupt()
-            kind = {3: "bad data or files", 1: "errors in the model"}.get(done.returncode)
+            kind = {3: "bad data or files", 2: "settings that do not hold together", 1: "errors in the model"}.get(
+                done.returncode)
             if done.returncode == 0 or kind or attempt == retries or not checkpoint.exists():
                 break
             if reporter is not None:
@@ -100,8 +104,11 @@ def launch(program, workers: int, train, val=None, *, reporter=None, threads: in
         why = f" ({kind}, see its message above)" if kind else " (it died or was killed: no message of its own)"
         hint = (f"the last completed epoch is saved in `{checkpoint}`; run again with `--resume` to continue"
                 if checkpoint.exists() else "no epoch was completed")
-        raise DataError(f"a training worker stopped with exit code {done.returncode}{why}; "
-                        f"all {workers} workers were stopped", hint=hint)
+        error = DataError(f"a training worker stopped with exit code {done.returncode}{why}; "
+                          f"all {workers} workers were stopped", hint=hint)
+        if kind:  # the command ends as the workers did (a death, unexplained, is a failure of the job: 3)
+            error.exit_code = done.returncode
+        raise error
     history_file = Path(settings["out_dir"]) / HISTORY_FILE  # rank 0 wrote it as `fit` returns it
     return [undefined_as_nan(json.loads(text)) for text in history_file.read_text(encoding="utf-8").splitlines()
             if text.strip()] \
@@ -146,7 +153,8 @@ def run_worker(job_file: str) -> None:
     interrupts.install()  # a SIGTERM killed the rank (exit 15), which `launch` took for a death and retried
     job = pickle.loads(Path(job_file).read_bytes())
     comm = world()
-    with abort_on_error(comm, say_interrupts=False):
+    spelling = command_line() if job.get("command_line") else nullcontext()
+    with abort_on_error(comm, say_interrupts=False), spelling:
         rank = comm.Get_rank() if comm is not None else 0
         reporter = ConsoleReporter(sys.stdout, warnings=sys.stderr) if job["console"] and rank == 0 else None
         try:
