@@ -169,6 +169,27 @@ def test_train_state_of_a_run_with_another_lr_carries_that_lr(tmp_path, capsys):
     assert dslc.compile(model).manifest["graphs"]["train"]["hyper"][0]["default"] == pytest.approx(0.002)
 
 
+def test_train_state_of_objectives_at_different_rates_after_a_plateau_carries_each(tmp_path):
+    """A GAN whose objectives train at different rates, both reduced by the plateau they share: each training
+    graph's `lr` default and optimizer setting is its own reduced rate (`with_lr_reduced` on each base)."""
+    source = (ROOT / "models" / "gan.dl").read_text().replace(
+        "optimizer adam(lr = lr, beta1 = 0.5)\n        update    \"gen\"",
+        "optimizer adam(lr = 0.004, beta1 = 0.5)\n        update    \"gen\"")
+    (tmp_path / "gan.dl").write_text(source)
+    program = dslc.compile(tmp_path / "gan.dl")
+    rng, n = np.random.default_rng(0), 48
+    data = {"z": rng.normal(size=(n, 4)).astype(np.float32), "real": rng.normal(size=(n, 2)).astype(np.float32),
+            "ones": np.ones((n, 1), np.float32), "zeros": np.zeros((n, 1), np.float32)}
+    history = program.train(data, epochs=2, batch_size=16, out_dir=tmp_path / "g", verbose=0,
+                            reduce_lr_on_plateau="monitor=generator.loss,patience=1,min_delta=100,factor=0.5")
+    assert history.history["generator.lr"] == [0.004, 0.004]  # halved after epoch 2: the run ends at 0.002
+    program.export_train_state(tmp_path / "g", tmp_path / "state")
+    graphs = json.loads((tmp_path / "state" / "gan.dslc.json").read_text())["graphs"]
+    rates = {key: (g["hyper"][0]["default"], g["optimizer"]["settings"]["lr"]) for key, g in graphs.items()
+             if key.startswith("train.")}
+    assert rates == {"train.discriminator": (0.0005, 0.0005), "train.generator": (0.002, 0.002)}
+
+
 def test_train_state_of_a_run_with_frozen_parameters_exports_with_its_freeze_patterns(tmp_path, capsys):
     """The refusal's hint says to pass the run's `--freeze` patterns, so `export` must take them."""
     model = str(DIGITS / "digits.dl")
