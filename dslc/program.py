@@ -199,7 +199,7 @@ class Program:
         `weights=None` is only allowed for a model without a loss (nothing to train)."""
         from dslc.diagnostics import DataError
         from dslc.emit.weights import bind_weights
-        from dslc.runtime.checkpoint import load_params
+        from dslc.runtime.state_files import load_params
         from dslc.spelling import option
 
         if weights is None:

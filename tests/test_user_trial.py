@@ -7,7 +7,7 @@ from helpers import compile_text
 from test_user_errors_runtime import xy
 
 from dslc.diagnostics import DataError
-from dslc.runtime import checkpoint
+from dslc.runtime import checkpoint, state_files
 from dslc.runtime.callbacks import EarlyStopping
 from dslc.runtime.train import Reporter, fit
 
@@ -76,7 +76,7 @@ def test_a_checkpoint_or_best_npz_is_a_state_file_for_a_new_run(tmp_path):
         early_stopping="monitor=loss", restore_best=True)
     for name in ("checkpoint.npz", "best.npz"):
         ckpt = checkpoint.load_checkpoint(tmp_path / "a" / name, program.manifest)
-        values = checkpoint.load_state_file(tmp_path / "a" / name, program.manifest)
+        values = state_files.load_state_file(tmp_path / "a" / name, program.manifest)
         expected = {**ckpt.params, **ckpt.state}
         assert sorted(values) == sorted(expected) and int(values["opt.step"]) == 3 * ckpt.meta["epoch"]
         assert all(np.array_equal(values[k], v) for k, v in expected.items())
@@ -91,7 +91,7 @@ def test_a_checkpoint_of_another_model_as_state_file_names_the_model(tmp_path):
     other = compile_text(tmp_path, ADAM_MLP.replace("model mlp", "model other"), "other.dl")
     fit(other, xy(8), epochs=1, batch_size=4, out_dir=tmp_path / "o", reporter=Reporter())
     with pytest.raises(DataError) as e:
-        checkpoint.load_state_file(tmp_path / "o" / "checkpoint.npz", program.manifest)
+        state_files.load_state_file(tmp_path / "o" / "checkpoint.npz", program.manifest)
     assert e.value.message == f"checkpoint `{tmp_path / 'o' / 'checkpoint.npz'}` was written for model `other`, not `mlp`"
 
 

@@ -32,7 +32,7 @@ def evaluate(program, data, weights=None, *, batch_size: int = 256, device: str 
     `<objective>.loss`, ... for each."""
     import onnxruntime as ort
 
-    from dslc.runtime.checkpoint import load_params
+    from dslc.runtime.state_files import load_params
     from dslc.runtime.data import check_count, load_data, num_rows
     from dslc.runtime.devices import parse_device
     from dslc.runtime.session import Evaluator

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from dslc.diagnostics import DataError, SettingError
-from dslc.runtime.checkpoint import (CHECKPOINT_FILE, load_state_file, state_file_settings, state_step,
-                                     unchanged_buffers)
+from dslc.runtime.checkpoint import CHECKPOINT_FILE
+from dslc.runtime.state_files import load_state_file, state_file_settings, state_step, unchanged_buffers
 from dslc.runtime.data import load_data, num_rows
 from dslc.runtime.run_state import data_fingerprint, resume_from, warn_changed_settings
 from dslc.spelling import option

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import dslc
-from dslc.runtime.checkpoint import load_params
+from dslc.runtime.state_files import load_params
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE.parents[1] / "models" / "transformer_lm.dl"
