@@ -5,70 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dslc.diagnostics import DataError
-
-
-def _define(text: str) -> tuple[str, str]:
-    name, eq, value = text.partition("=")
-    if not eq or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected `name=value`, got `{text}`")
-    return name.strip(), value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
-    return value
-
-
-positive_int = _positive  # the counts of the example scripts (examples/bench) alike
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got `{text}`")
-    return value
-
-
-def _device(text: str) -> str:
-    kind, colon, index = text.partition(":")
-    if text == "cpu" or (kind == "cuda" and (not colon or index.isdigit())):
-        return text
-    raise argparse.ArgumentTypeError(f"expected `cpu`, `cuda` or `cuda:N`, got `{text}`")
-
-
-def _dim(text: str) -> tuple[str, int]:
-    name, value = _define(text)
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected `NAME=N` with a positive integer N, got `{text}`")
-    return name, int(value)
-
-
-def _compare(text: str) -> tuple[str, ...]:
-    from dslc.peers import parse_compare
-
-    try:
-        return parse_compare(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got `{text}`")
-    return value
+from dslc import cli_values
 
 
 class _Unread:
@@ -106,19 +43,20 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
         return p
 
     def compile_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-D", dest="defines", metavar="NAME=VALUE", type=_define, action="append", default=[],
-                       help="set a model parameter (repeatable)")
+        p.add_argument("-D", dest="defines", metavar="NAME=VALUE", type=cli_values.name_value, action="append",
+                       default=[], help="set a model parameter (repeatable)")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="floating-point type of the graphs (default float32)")
         p.add_argument("--import-path", dest="import_path", metavar="DIR", action="append", default=[],
                        help="a folder `import` may read `.dl` files from besides the model's own (repeatable)")
 
     def device_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,cuda:N}",
+        p.add_argument("--device", type=cli_values.device, default="cpu", metavar="{cpu,cuda,cuda:N}",
                        help="where to run (default cpu; `cuda` is GPU 0)")
 
     def threads_option(p: argparse.ArgumentParser, also: str = "") -> None:
-        p.add_argument("--threads", type=_positive, help=f"intra-op threads for ONNX Runtime{also} (default: all cores)")
+        p.add_argument("--threads", type=cli_values.positive_int,
+                       help=f"intra-op threads for ONNX Runtime{also} (default: all cores)")
 
     def tune_option(p: argparse.ArgumentParser, threads: bool = False) -> None:
         p.add_argument("--tune", action="store_true",
@@ -136,8 +74,9 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
                    help="`ir` prints the compiled IR to stdout and writes nothing")
     p.add_argument("--print-ir-after", metavar="PASS",
                    help="print the IR after pass PASS to stdout instead (implies --emit ir)")
-    p.add_argument("--seed", type=_non_negative, default=0, help="seed of the initial weights (default 0)")
-    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+    p.add_argument("--seed", type=cli_values.non_negative_int, default=0,
+                   help="seed of the initial weights (default 0)")
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=cli_values.dim, action="append", default=[],
                    help="pin a symbolic dimension to a size in every graph, e.g. `--dim B=64` for runtimes that "
                         "need static shapes (repeatable)")
     p.add_argument("--split", action="store_true",
@@ -151,11 +90,11 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     compile_options(p)
     p.add_argument("--data", required=True, metavar="TRAIN", help="training data: .npz, a folder of .npy files, or .csv")
     p.add_argument("--val", metavar="VAL", help="validation data (formats as --data)")
-    p.add_argument("--epochs", required=True, type=_positive, help="total number of epochs")
-    p.add_argument("--batch-size", required=True, type=_positive)
-    p.add_argument("--seed", type=_non_negative, default=0,
+    p.add_argument("--epochs", required=True, type=cli_values.positive_int, help="total number of epochs")
+    p.add_argument("--batch-size", required=True, type=cli_values.positive_int)
+    p.add_argument("--seed", type=cli_values.non_negative_int, default=0,
                    help="seed of the initial weights, the shuffling and dropout (default 0)")
-    p.add_argument("--lr", type=_learning_rate, help="override the model's learning rate")
+    p.add_argument("--lr", type=cli_values.learning_rate, help="override the model's learning rate")
     device_option(p)
     p.add_argument("-o", dest="out", metavar="RUN", required=True, help="run directory")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
@@ -166,9 +105,9 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     tune_option(p)
     training_options(p)
     csv_options(p)
-    p.add_argument("--accumulate", type=_positive, default=1, metavar="K",
+    p.add_argument("--accumulate", type=cli_values.positive_int, default=1, metavar="K",
                    help="compute each batch's gradient in K micro-batches (less memory, same step)")
-    p.add_argument("--workers", type=_positive, metavar="N",
+    p.add_argument("--workers", type=cli_values.positive_int, metavar="N",
                    help="train data-parallel in N local MPI processes (needs `dslc[mpi]`); under `mpiexec -n N` "
                         "the ranks are found by themselves")
 
@@ -179,7 +118,7 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     p.add_argument("--input", required=True, metavar="X.npz",
                    help="the inputs: .npz, a folder of .npy files, .csv, or one .npy for a model with one input")
     p.add_argument("-o", dest="out", required=True, metavar="Y.npz", help="where to write the outputs")
-    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    p.add_argument("--batch-size", type=cli_values.positive_int, default=256, help="rows per run (default 256)")
     device_option(p)
     threads_option(p)
     csv_options(p, target=False)
@@ -190,9 +129,9 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
 
     p = verb("summary", "the layers, parameters, FLOPs and memory of a model")
     compile_options(p)
-    p.add_argument("-B", "--batch-size", type=_positive, default=32,
+    p.add_argument("-B", "--batch-size", type=cli_values.positive_int, default=32,
                    help="batch size of the FLOPs and activation-memory figures (default 32)")
-    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=cli_values.dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     freeze_option(p, "count the matching parameters as frozen, as `dslc train --freeze` trains them "
@@ -203,7 +142,7 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
     p.add_argument("--weights", required=True, metavar="RUN",
                    help="run directory, checkpoint.npz (or best.npz), or an .npz of trained values (one array per name)")
     p.add_argument("--data", required=True, metavar="TEST.npz", help="inputs and targets")
-    p.add_argument("--batch-size", type=_positive, default=256, help="rows per run (default 256)")
+    p.add_argument("--batch-size", type=cli_values.positive_int, default=256, help="rows per run (default 256)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     device_option(p)
     threads_option(p)
@@ -211,16 +150,17 @@ def build_parser(named: str | None = None) -> tuple[argparse.ArgumentParser, dic
 
     p = verb("bench", "time the training step and inference, optionally against PyTorch")
     compile_options(p)
-    p.add_argument("--batch-size", type=_positive, default=64, help="training batch size (default 64)")
-    p.add_argument("--infer-batch-size", type=_positive, help="inference batch size (default: the training one)")
-    p.add_argument("--steps", type=_positive, default=50,
+    p.add_argument("--batch-size", type=cli_values.positive_int, default=64, help="training batch size (default 64)")
+    p.add_argument("--infer-batch-size", type=cli_values.positive_int,
+                   help="inference batch size (default: the training one)")
+    p.add_argument("--steps", type=cli_values.positive_int, default=50,
                    help="timed steps per measurement (default 50; rounded up to a multiple of the 5 alternating "
                         "rounds)")
-    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=_dim, action="append", default=[],
+    p.add_argument("--dim", dest="dims", metavar="NAME=N", type=cli_values.dim, action="append", default=[],
                    help="size of a symbolic dimension other than the batch `B` (repeatable)")
     threads_option(p, " and PyTorch")
     tune_option(p)
-    p.add_argument("--compare", metavar="LIST", type=_compare, default=(),
+    p.add_argument("--compare", metavar="LIST", type=cli_values.compare, default=(),
                    help="also time the model run other ways, each checked against dslc's first step: `twin` (dslc's "
                         "IR by PyTorch op by op, and its inference via torch.onnx.export), the hand-written peers "
                         "`torch`, `torch-compile`, `jax` (examples/bench/peers/), comma-separated, or `all`")
@@ -277,19 +217,19 @@ def csv_options(p: argparse.ArgumentParser, target: bool = True) -> None:
 
 def training_options(p: argparse.ArgumentParser) -> None:
     """`dslc train`'s options for validation, stopping, logs and fine-tuning (README "Training")."""
-    p.add_argument("--val-split", type=_fraction, metavar="F",
+    p.add_argument("--val-split", type=cli_values.fraction, metavar="F",
                    help="hold out this fraction of the training data for validation (chosen by --seed)")
-    p.add_argument("--early-stopping", nargs="?", const="", type=_early_stopping,
+    p.add_argument("--early-stopping", nargs="?", const="", type=cli_values.early_stopping,
                    metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
                         "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
                         "`callback early_stopping(...)`; `off` drops it")
-    p.add_argument("--reduce-lr-on-plateau", nargs="?", const="", type=_reduce_lr_on_plateau,
+    p.add_argument("--reduce-lr-on-plateau", nargs="?", const="", type=cli_values.reduce_lr_on_plateau,
                    metavar="monitor=M,factor=F,patience=N,min_delta=D,cooldown=C,min_lr=L,mode=min|max|off",
                    help="multiply the learning rate by factor (default 0.1) when the monitored value (default "
                         "val_loss, else loss) has not improved for patience epochs (default 10). Keys given replace "
                         "those of the model's `callback reduce_lr_on_plateau(...)`; `off` drops it")
-    p.add_argument("--class-weight", type=_class_weight, metavar="CLASS=W,...",
+    p.add_argument("--class-weight", type=cli_values.class_weights, metavar="CLASS=W,...",
                    help="Keras' class_weight, e.g. 0=1,1=5: fills the weights the loss reads as its `sample_weight` "
                         "with the weight of each example's class (classes not given weigh 1)")
     p.add_argument("--restore-best", action="store_true", default=None,
@@ -297,7 +237,8 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     p.add_argument("--log-format", choices=["text", "jsonl"], default="text",
                    help="`jsonl`: one JSON object per event on stdout, for scripts")
-    p.add_argument("--log-every", type=_positive, metavar="N", help="also log the running means every N steps")
+    p.add_argument("--log-every", type=cli_values.positive_int, metavar="N",
+                   help="also log the running means every N steps")
     p.add_argument("--plot", action="store_true", help="at the end, draw RUN/curves.png (needs `dslc[plot]`)")
     p.add_argument("--init-from", metavar="RUN_OR_ONNX",
                    help="start from the parameters of another run, checkpoint or exported .onnx that match by name")
@@ -307,57 +248,6 @@ def training_options(p: argparse.ArgumentParser) -> None:
 
 def freeze_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--freeze", metavar="PATTERN", action="append", default=[], help=help)
-
-
-def _early_stopping(text: str) -> str:
-    """`--early-stopping`'s settings, checked as the command line is read (the monitored name is checked
-    against the run's logs when it starts)."""
-    from dslc.runtime.callbacks import EarlyStopping
-
-    return _callback_settings(EarlyStopping, text)
-
-
-def _reduce_lr_on_plateau(text: str) -> str:
-    """`--reduce-lr-on-plateau`'s settings, checked as `--early-stopping`'s are."""
-    from dslc.runtime.plateau import ReduceLROnPlateau
-
-    return _callback_settings(ReduceLROnPlateau, text)
-
-
-def _callback_settings(kind, text: str) -> str:
-    from dslc.runtime.callbacks import OFF
-
-    if text.strip().lower() in OFF:
-        return text
-    try:
-        kind.parse(text)
-    except DataError as e:
-        message = e.message.removeprefix(f"{kind.WHAT}: ")
-        raise argparse.ArgumentTypeError(message + (f" ({e.hint})" if e.hint else "")) from None
-    return text
-
-
-def _class_weight(text: str) -> dict[int, float]:
-    """`--class-weight 0=1,1=5` as Keras' `class_weight` dict (checked against the labels when training starts)."""
-    weights = {}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        try:
-            weights[int(key)] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected CLASS=WEIGHT pairs separated by commas, such as `0=1,1=5`, "
-                                             f"got `{item.strip()}`") from None
-    return weights
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got `{text}`")
-    return value
 
 
 def refuse_misuse(args, parser: argparse.ArgumentParser) -> None:

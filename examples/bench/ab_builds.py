@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from dslc.bench import synthetic_batch
 from dslc.bench_timing import interleaved
-from dslc.cli_args import positive_int
+from dslc.cli_values import positive_int
 from dslc.runtime.session import Predictor, TrainStep
 
 

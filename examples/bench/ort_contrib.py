@@ -39,7 +39,7 @@ from onnx import helper, numpy_helper
 import dslc
 from dslc.bench import synthetic_batch
 from dslc.bench_timing import interleaved
-from dslc.cli_args import positive_int
+from dslc.cli_values import positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import ROOT, WORKLOADS  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dslc
 from dslc import bench, bench_machine
-from dslc.cli_args import positive_int
+from dslc.cli_values import positive_int
 from dslc.fsutil import atomic_write_text
 from dslc.peers import PEERS, parse_compare
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dslc.cli_args import positive_int
+from dslc.cli_values import positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"

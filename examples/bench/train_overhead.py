@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import dslc
-from dslc.cli_args import positive_int
+from dslc.cli_values import positive_int
 from dslc.runtime.train import Reporter
 
 DIGITS = Path(__file__).resolve().parents[1] / "digits"
