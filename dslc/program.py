@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc.keras_calls import keras_arguments
+
 
 @dataclass
 class Program:
@@ -33,6 +35,9 @@ class Program:
     extras: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)  # `dslc.diagnostics.Diagnostic`s with severity "warning"
     defines: dict = field(default_factory=dict)  # the model parameters given (`-D hidden=256`), as text
+    # what `weights=None` means for `predict`, `evaluate`, `export` and `trained_model`, as a Keras model
+    # holds its weights: the `out_dir` of this program's last `train`, or the weights `load_weights` read
+    default_weights: object = None
 
     @property
     def num_parameters(self) -> int:
@@ -117,17 +122,22 @@ class Program:
                                 meta)
         return Program(self.name, manifest, {**self.graphs, "init": init}).build(out_dir)
 
-    def train(self, train, val=None, *, epochs: int, batch_size: int, seed: int = 0, device: str = "cpu",
+    @keras_arguments
+    def train(self, train, val=None, *, epochs: int = 1, batch_size: int = 32, seed: int = 0, device: str = "cpu",
               out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
-              lr: float | None = None, reporter=None, threads: int | None = None, verbose: int = 1, callbacks=(),
+              lr: float | None = None, reporter=None, threads: int | None = None, verbose: int | str = "auto",
+              callbacks=(),
               val_split: float | None = None, early_stopping=None, restore_best: bool | None = None, init_from=None,
               accumulate: int = 1, workers: int | None = None, comm=None, reduce_lr_on_plateau=None,
               class_weight=None, sample_weight=None):
         """Train into `out_dir` (None: a new temporary folder, `history.out_dir`); see
-        `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths or dicts of arrays. `resume=True` continues
+        `dslc.runtime.train.fit`. `train`/`val`: `.npz` paths, dicts of arrays or Keras' `(x, y)` and `(x, y,
+        sample_weight)` tuples; `train(x, y, ...)` is Keras' `fit(x, y)` (see `dslc.keras_calls`).
+        `epochs=1` and `batch_size=32` by default, as Keras'. Afterwards `predict`, `evaluate` and `export`
+        use the run's weights when given none (`default_weights`). `resume=True` continues
         the run in `out_dir`; a path to a state file (an init graph `.onnx` or an `.npz`, one array per
         parameter/buffer/state name, e.g. written back by another runtime) starts the run from those values.
-        `verbose` as Keras's (0 silent, 1 a progress bar on a terminal, 2 a line per epoch); the loop's
+        `verbose` as Keras's (0 silent, 1 or `"auto"` a progress bar on a terminal, 2 a line per epoch); the loop's
         warnings are Python warnings. `callbacks`: objects with `on_epoch_end(epoch, logs)` /
         `on_step_end(step, logs)` (return True to stop), see `dslc.Callback`. Returns a
         `dslc.runtime.callbacks.History`. `reduce_lr_on_plateau`: a `dslc.ReduceLROnPlateau`, its text
@@ -140,9 +150,23 @@ class Program:
         MPI processes (`dslc.runtime.distributed`; callbacks, early stopping, a validation split and
         fine-tuning are options of one process), `comm` on the ranks of an MPI communicator the caller
         started. All three need a program compiled with `split=True` and give the single-process step."""
+        from dslc.keras_calls import check_callbacks, data_specs, named_arrays
+        from dslc.runtime.layout import eval_key, train_keys
         from dslc.runtime.progress import python_reporter
         from dslc.runtime.train import fit
 
+        callbacks = check_callbacks(callbacks, self)
+        keys = train_keys(self.manifest)
+        if keys:  # else `fit` says the model has no loss
+            train = named_arrays(train, data_specs(self.manifest, keys), "training data")
+            val = named_arrays(val, data_specs(self.manifest, [eval_key(k) for k in keys]), "validation data")
+        if out_dir is None and resume is True:  # Keras' `fit` called again continues: here the last run
+            if not isinstance(self.default_weights, Path):
+                from dslc.diagnostics import DataError
+
+                raise DataError("`resume=True` continues a run, but this program has trained none",
+                                hint="pass the run's `out_dir=` (the folder of an earlier `train`)")
+            out_dir = self.default_weights
         if out_dir is None:
             import tempfile
 
@@ -163,14 +187,17 @@ class Program:
                     raise SettingError("`workers=` trains with the loop's basic options only",
                                        hint="drop `callbacks`, `early_stopping`, `val_split`, `restore_best` and "
                                             "`init_from`, or train in one process")
-                return launch(self, workers, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
-                              device=device, out_dir=out_dir, resume=resume, lr=lr, reporter=reporter,
-                              threads=threads, accumulate=accumulate, reduce_lr_on_plateau=reduce_lr_on_plateau)
-            return fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                       out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads,
-                       val_split=val_split, callbacks=callbacks, early_stopping=early_stopping,
-                       restore_best=restore_best, init_from=init_from, accumulate=accumulate, comm=comm,
-                       reduce_lr_on_plateau=reduce_lr_on_plateau)
+                history = launch(self, workers, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
+                                 device=device, out_dir=out_dir, resume=resume, lr=lr, reporter=reporter,
+                                 threads=threads, accumulate=accumulate, reduce_lr_on_plateau=reduce_lr_on_plateau)
+            else:
+                history = fit(self, train, val, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                              out_dir=out_dir, resume=resume, lr=lr, reporter=reporter, threads=threads,
+                              val_split=val_split, callbacks=callbacks, early_stopping=early_stopping,
+                              restore_best=restore_best, init_from=init_from, accumulate=accumulate, comm=comm,
+                              reduce_lr_on_plateau=reduce_lr_on_plateau)
+            self.default_weights = Path(out_dir)
+            return history
         finally:
             close = getattr(reporter, "close", None)
             if close is not None:
@@ -185,23 +212,44 @@ class Program:
 
         return summarize(self, check_count(batch_size, "batch_size", "the batch size"), dims)
 
+    @keras_arguments
     def evaluate(self, data, weights=None, *, batch_size: int = 256, device: str = "cpu",
-                 threads: int | None = None) -> dict[str, float]:
-        """Loss and every metric of `weights` (a run folder, checkpoint or dict of arrays) on labelled
-        `data`; see `dslc.runtime.evaluate.evaluate`."""
+                 threads: int | None = None, verbose: int | str = "auto") -> dict[str, float]:
+        """Loss and every metric of `weights` (a run folder, checkpoint or dict of arrays; None: the
+        `default_weights`, those of the last `train`) on labelled `data` (as `train` takes it: a path, a dict,
+        `(x, y)`, or `evaluate(x, y)` as Keras'); see `dslc.runtime.evaluate.evaluate`. `verbose` is taken
+        for Keras code and prints nothing at any level."""
+        from dslc.keras_calls import data_specs, named_arrays
         from dslc.runtime.evaluate import evaluate
+        from dslc.runtime.progress import check_verbose
+        from dslc.runtime.layout import eval_key, train_keys
 
+        check_verbose(verbose)
+        keys = train_keys(self.manifest)
+        if keys:
+            data = named_arrays(data, data_specs(self.manifest, [eval_key(k) for k in keys]), "evaluation data")
+        weights = self.default_weights if weights is None else weights
         return evaluate(self, data, weights, batch_size=batch_size, device=device, threads=threads)
+
+    def load_weights(self, weights) -> None:
+        """Keras' `load_weights`: read the parameters of `weights` (a run folder, a checkpoint such as
+        `RUN/best.npz`, or a dict of arrays), checked against the model, as the `default_weights` that
+        `predict`, `evaluate` and `export` use when given none."""
+        from dslc.runtime.checkpoint import load_params
+
+        self.default_weights = load_params(weights, self.manifest)
 
     def trained_model(self, weights=None) -> bytes:
         """The inference graph with the trained parameters of `weights` (a run directory, a
         `checkpoint.npz` path or a dict of parameter arrays) in place of the initial ones.
-        `weights=None` is only allowed for a model without a loss (nothing to train)."""
+        `weights=None`: the `default_weights` (the last `train`'s run, or what `load_weights` read); without
+        them only allowed for a model without a loss (nothing to train)."""
         from dslc.diagnostics import DataError
         from dslc.emit.weights import bind_weights
         from dslc.runtime.state_files import load_params
         from dslc.spelling import option
 
+        weights = self.default_weights if weights is None else weights
         if weights is None:
             if self.trainable:
                 raise DataError(f"model `{self.name}` is trained, so it needs the weights of a training run",
@@ -213,25 +261,36 @@ class Program:
         params = load_params(weights, self.manifest, self.defines)  # checked against the model's parameters
         return bind_weights(self.graphs["infer"], params, absent_ok=params)  # the inference graph may use fewer
 
+    @keras_arguments
     def predict(self, inputs, weights=None, device: str = "cpu", batch_size: int | None = 256,
-                threads: int | None = None) -> dict[str, np.ndarray]:
-        """Run the inference graph on `inputs` (an `.npz` path or dict of arrays) in batches of
-        `batch_size` rows (None: all at once); return the outputs by name."""
+                threads: int | None = None, verbose: int | str = "auto") -> dict[str, np.ndarray]:
+        """Run the inference graph on `inputs` (an `.npz` path, a dict of arrays, or as Keras' `predict(x)`:
+        the array of a model with one input, a list of arrays in the order of several) in batches of
+        `batch_size` rows (None: all at once) with `weights` (None: the `default_weights`, those of the last
+        `train`); return the outputs by name, a dict also for one output (the model names it). `verbose`
+        is taken for Keras code and prints nothing at any level."""
         from dslc.diagnostics import DataError
+        from dslc.keras_calls import named_arrays
         from dslc.runtime.data import check_count, load_data, num_rows
+        from dslc.runtime.progress import check_verbose
         from dslc.runtime.session import Predictor
 
+        check_verbose(verbose)
         if batch_size is not None:
             batch_size = check_count(batch_size, "batch_size", "the batch size")
         spec = self.manifest["graphs"]["infer"]
-        arrays = load_data(inputs, spec["inputs"], "input data")
+        arrays = load_data(named_arrays(inputs, spec["inputs"], "input data"), spec["inputs"], "input data")
         if arrays and num_rows(arrays) == 0:  # as `train` and `evaluate`: an empty file is a mistake
             raise DataError("the input data has no samples")
         return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)
 
-    def export(self, weights, path: str | os.PathLike) -> Path:  # weights may be None, see trained_model
-        """Write a self-contained inference model with the trained weights to `path` (atomically)."""
+    def export(self, weights, path: str | os.PathLike | None = None) -> Path:  # weights may be None, see trained_model
+        """Write a self-contained inference model with the trained weights to `path` (atomically);
+        `export(path)` alone, as Keras' `model.export(path)`, writes the `default_weights` (the last `train`'s)."""
         from dslc.fsutil import atomic_write_bytes
+
+        if path is None:
+            weights, path = None, weights
 
         return atomic_write_bytes(path, self.trained_model(weights))
 

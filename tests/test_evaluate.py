@@ -25,8 +25,9 @@ def test_evaluate_matches_numpy_on_the_checkpoint(tmp_path):
     for batch_size in (5, 256):  # a partial last batch is weighted by its size
         got = program.evaluate(test, tmp_path, batch_size=batch_size)
         assert list(got) == ["loss", "mse"] and got["loss"] == pytest.approx(mse, rel=1e-5)
+    assert program.evaluate(test) == program.evaluate(test, tmp_path)  # the last `train`'s weights, as Keras'
     with pytest.raises(DataError) as e:
-        program.evaluate(test)
+        linreg_program().evaluate(test)  # a program that has not trained
     assert e.value.hint == "pass `weights=RUN` (the `out_dir` of `train`) or a checkpoint.npz"
     with pytest.raises(DataError, match="evaluation data has no array `y`"):
         program.evaluate({"x": test["x"]}, tmp_path)

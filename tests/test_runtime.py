@@ -621,7 +621,7 @@ def test_predict_weight_errors(tmp_path):
     with pytest.raises(DataError) as e:
         program.predict(x, weights=tmp_path)
     assert e.value.message == f"cannot read `{tmp_path / 'checkpoint.npz'}`: No such file or directory"
-    assert e.value.hint == f"train the model first with `dslc train ... -o {tmp_path}`"
+    assert e.value.hint == f"train the model first with `program.train(..., out_dir=\"{tmp_path}\")`"  # as Python says it
     with pytest.raises(DataError, match="is trained, so it needs the weights of a training run"):
         program.predict(x)
     fit(linreg_program(features=4), linreg_data(n=8, features=4), epochs=1, batch_size=4, out_dir=tmp_path)

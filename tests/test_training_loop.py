@@ -390,7 +390,7 @@ def test_program_train_verbose_levels_and_temporary_run(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("training linreg for 2 epochs on cpu: 40 samples")
     assert [line.split(" - ")[0] for line in lines[1:3]] == ["epoch 1/2", "epoch 2/2"]
-    with pytest.raises(DataError, match="`verbose` must be 0, 1 or 2, got 3"):
+    with pytest.raises(DataError, match="`verbose` must be 0, 1, 2 or \"auto\", got 3"):
         program.train(DATA, epochs=1, batch_size=8, verbose=3)
 
 

@@ -205,17 +205,15 @@ def test_an_npy_folder_opens_only_the_files_the_model_reads(tmp_path):
                                "start with the `.npy` signature)")
 
 
-def test_data_given_as_keras_tuples_is_told_how_to_name_it_and_a_bare_array_predicts(tmp_path):
-    """Keras's `fit((x, y))` is refused with the dict to write; `predict(x)` of a model with one input
-    takes the array itself, as Keras does."""
+def test_data_given_as_keras_tuples_trains_as_the_dict_and_a_bare_array_predicts(tmp_path):
+    """Keras's `fit((x, y))` was refused with the dict to write; since 2026-12-05 it trains as the dict does
+    (tests/test_python_api.py has the rest of Keras' forms). `predict(x)` of a model with one input takes the
+    array itself, as Keras does."""
     program = compile_text(tmp_path, ADAM_MLP)
     x, y = xy(4).values()
-    with pytest.raises(DataError) as e:
-        program.train((x, y), epochs=1, batch_size=2, verbose=0)
-    assert e.value.message == ("training data must be an `.npz` path, a folder of `.npy` files, a `.csv` path or a "
-                               "dict of arrays, not `tuple`")
-    assert e.value.hint == 'name each array after the model\'s: {"x": ..., "y": ...}'
-    program.train({"x": x, "y": y}, epochs=1, batch_size=2, verbose=0, out_dir=tmp_path / "run")
+    from_tuple = program.train((x, y), epochs=1, batch_size=2, verbose=0, out_dir=tmp_path / "tuple")
+    from_dict = program.train({"x": x, "y": y}, epochs=1, batch_size=2, verbose=0, out_dir=tmp_path / "run")
+    assert from_tuple.history["loss"] == from_dict.history["loss"]
     np.testing.assert_array_equal(program.predict(x, weights=tmp_path / "run")["h"],
                                   program.predict({"x": x}, weights=tmp_path / "run")["h"])
 

@@ -47,7 +47,11 @@ class History(list):
     """The history `train` returns: one dict per epoch (a list, as before), plus `out_dir` (the run
     folder: a temporary one when none was given), `stopped_epoch` (the epoch after which early stopping
     or a callback stopped training, else None), `best_epoch` (of the monitored value, when one is) and
-    `history` (Keras's `History.history`: each key's values over the epochs)."""
+    `history` (Keras's `History.history`: the loss's, metrics' and `lr`'s values over the epochs, their
+    `val_` twins; the bookkeeping `steps`, `time` and `samples_per_s` stay in the epoch dicts, so that
+    `pandas.DataFrame(history.history).plot()` draws the curves alone, as with Keras)."""
+
+    BOOKKEEPING = ("epoch", "steps", "time", "samples_per_s")
 
     def __init__(self, records=(), out_dir: Path | None = None):
         super().__init__(records)
@@ -57,7 +61,7 @@ class History(list):
 
     @property
     def history(self) -> dict[str, list]:
-        keys = dict.fromkeys(k for record in self for k in record if k != "epoch")
+        keys = dict.fromkeys(k for record in self for k in record if k not in self.BOOKKEEPING)
         return {k: [record.get(k) for record in self] for k in keys}
 
 

@@ -96,7 +96,8 @@ def load_checkpoint(weights: str | os.PathLike, manifest: dict | None = None, wi
     if not path.exists() and not Path(weights).suffix:
         raise DataError(
             f"cannot read `{path}`: No such file or directory",
-            hint=f"train the model first with `dslc train ... -o {weights}`",
+            hint=f"train the model first with `dslc train ... -o {weights}`" if on_command_line() else
+            f"train the model first with `program.train(..., out_dir=\"{weights}\")`",
         )
     with open_npz(path, "checkpoint", hint=DAMAGED_HINT) as archive:
         meta = _read_meta(archive, path)

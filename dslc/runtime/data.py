@@ -176,7 +176,7 @@ def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None
     if mismatch:
         raise DataError(
             f"array `{name}` in {where} has shape `{format_shape(array.shape)}`, "
-            f"expected `{format_shape(expected)}`"
+            f"expected `{format_shape(expected)}`", hint=_shape_hint(tuple(array.shape), spec)
         )
     for axis, (d, n) in enumerate(zip(expected, array.shape)):
         if isinstance(d, str):
@@ -190,6 +190,25 @@ def _check_shape(array: np.ndarray, spec: dict, where: str, sizes: dict) -> None
                     hint=f"`{d}` must be the same size in every array"
                     + (" (it is the number of samples)" if axis == 0 else ""),
                 )
+
+
+def _shape_hint(shape: tuple, spec: dict) -> str:
+    """The fix of the shape mistakes of habit: one example without its batch axis, labels as a column or
+    one-hot rows where the model reads class indices, a column vector's axis left out."""
+    name, expected = spec["name"], spec["shape"]
+    fits = lambda have, want: len(have) == len(want) and all(not isinstance(d, int) or d == n  # noqa: E731
+                                                             for d, n in zip(want, have))
+    if fits((1, *shape), expected):
+        return f"one example needs its batch axis too: `{name}[None]` (or `{name}.reshape(1, ...)`)"
+    if shape and shape[-1] == 1 and fits(shape[:-1], expected):
+        return f"`{name}` holds {format_shape(expected)}: drop the last axis, `{name}[..., 0]` (or `{name}.ravel()`)"
+    if shape and "classes" in spec and shape[-1] == spec["classes"] and fits(shape[:-1], expected):
+        return (f"these look like one-hot rows, but `{name}` holds class indices: pass `{name}.argmax(-1)`, or declare "
+                f"the target `f32{format_shape([*expected, spec['classes']])}` for probability targets")
+    if expected and expected[-1] == 1 and fits((*shape, 1), expected):
+        return (f"`{name}` holds {format_shape(expected)}: add the last axis, `{name}[..., None]` "
+                f"(or `{name}.reshape(-1, 1)`)")
+    return ""
 
 
 def _cast(array: np.ndarray, spec: dict, where: str, first_row: int = 0) -> np.ndarray:

@@ -264,13 +264,20 @@ class PythonConsoleReporter(_PythonWarnings, ConsoleReporter):
     pass
 
 
-def python_reporter(verbose: int = 1) -> Reporter:
-    """Keras's `verbose` for `program.train`: 0 silent, 1 a bar on a terminal (a line per epoch
-    otherwise), 2 a line per epoch; warnings are Python warnings at every level."""
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+def check_verbose(verbose) -> None:
+    """`DataError` unless `verbose` is one of Keras's levels: 0, 1, 2 or `"auto"`."""
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2, "auto"):
         from dslc.diagnostics import DataError
 
-        raise DataError(f"`verbose` must be 0, 1 or 2, got {verbose!r}")
+        raise DataError(f"`verbose` must be 0, 1, 2 or \"auto\", got {verbose!r}")
+
+
+def python_reporter(verbose: int | str = 1) -> Reporter:
+    """Keras's `verbose` for `program.train`: 0 silent, 1 (or Keras's default `"auto"`) a bar on a terminal
+    (a line per epoch otherwise), 2 a line per epoch; warnings are Python warnings at every level."""
+    check_verbose(verbose)
     if verbose == 0:
         return SilentPythonReporter()
+    if verbose == "auto":
+        verbose = 1
     return PythonConsoleReporter(sys.stdout, tty=None if verbose == 1 else False)

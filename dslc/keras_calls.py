@@ -1,0 +1,229 @@
+"""The Python API's verbs called as Keras's `fit`, `evaluate` and `predict` are: the data as arrays
+(`train(x, y)`, `(x, y)` and `(x, y, sample_weight)` tuples, `x=`/`y=`), and the Keras keywords and
+callback methods dslc spells otherwise or does without, refused with dslc's way (`ArgumentError`).
+
+How arrays map onto the model's names, as Keras maps them onto a model's inputs and outputs:
+- `x` fills the model's `input`s, `y` its `target`s, the third member of a tuple the target the loss
+  reads as its `sample_weight`; each is one array when the model has one such name, else a list (in the
+  model's declaration order) or a dict of arrays;
+- `train(x, y)` and `evaluate(x, y)` are `train((x, y))` and `evaluate((x, y))`: two arrays (or lists)
+  in the first two places are inputs and targets, as in Keras, not training and validation data (a
+  path, dict or tuple in the second place still is `val` for `train`, `weights` for `evaluate`).
+Dicts of arrays and paths pass through unchanged; `dslc.runtime.data.load_data` checks everything.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+
+import numpy as np
+
+from dslc.diagnostics import DataError, suggest
+
+
+class ArgumentError(DataError, TypeError):
+    """A keyword the verb does not take: a `DataError` (exit 3 on the command line, `.hint`), and a
+    `TypeError` as Python's own for an unexpected keyword."""
+
+
+# Keras's keywords of fit/evaluate/predict -> how dslc does it (`{}` is the verb)
+KERAS_KEYWORDS = {
+    "validation_data": "`validation_data=` is Keras' name: dslc's `train` takes `val=` (a tuple `(x_val, y_val)`, "
+                       "a dict of arrays or a path)",
+    "validation_split": "`validation_split=` is Keras' name: dslc's is `val_split=` (a fraction held out at "
+                        "random by `seed`, where Keras holds out the last rows)",
+    "initial_epoch": "dslc continues a run from its checkpoint: pass the run's `out_dir=` and `resume=True`; "
+                     "`epochs` is the total, as in Keras",
+    "shuffle": "dslc shuffles the training data every epoch, in an order given by `seed=`; drop `shuffle=`",
+    "steps_per_epoch": "an epoch is one pass over the training data; pass fewer rows or fewer `epochs`",
+    "validation_steps": "validation runs over all the validation data; pass fewer rows",
+    "validation_batch_size": "validation runs in batches of `batch_size`; drop `validation_batch_size=`",
+    "validation_freq": "dslc validates after every epoch; drop `validation_freq=`",
+    "steps": "dslc runs over all the rows given; pass fewer rows",
+    "return_dict": "`evaluate` always returns a dict of the loss and metrics; drop `return_dict=`",
+    "learning_rate": "dslc's name is `lr=`",
+    "use_multiprocessing": "dslc trains in several processes with `workers=N` (MPI); drop `use_multiprocessing=`",
+    "max_queue_size": "dslc reads numpy arrays and files, not generators; drop `max_queue_size=`",
+}
+
+# Keras's callback methods dslc's loop does not call -> what it calls instead
+KERAS_CALLBACK_METHODS = {
+    "on_train_batch_end": "`on_step_end(step, logs)` (step counts from 1 within the epoch)",
+    "on_batch_end": "`on_step_end(step, logs)` (step counts from 1 within the epoch)",
+    "on_epoch_begin": "`on_epoch_end(epoch, logs)` of the epoch before, or `on_train_begin(info)` for the first",
+    "on_train_batch_begin": "`on_step_end(step, logs)` of the step before",
+    "on_batch_begin": "`on_step_end(step, logs)` of the step before",
+    "on_test_begin": "`on_epoch_end(epoch, logs)`, whose logs hold the `val_` values",
+    "on_test_end": "`on_epoch_end(epoch, logs)`, whose logs hold the `val_` values",
+    "on_test_batch_end": "`on_epoch_end(epoch, logs)`, whose logs hold the `val_` values",
+    "on_predict_begin": "nothing: `predict` takes no callbacks",
+    "on_predict_end": "nothing: `predict` takes no callbacks",
+    "on_predict_batch_end": "nothing: `predict` takes no callbacks",
+}
+
+
+def keras_arguments(method):
+    """`method` (`Program.train`, `evaluate`, `predict`) also called as Keras's: `x=`/`y=` and two arrays in
+    the first places become one `(x, y)`; a keyword it does not take is an `ArgumentError` naming the
+    close one or dslc's way of doing what the Keras keyword does."""
+    parameters = inspect.signature(method).parameters
+    verb = f"`program.{method.__name__}`"
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        args = _keras_xy(verb, args, kwargs)
+        for name in kwargs:
+            if name not in parameters:
+                known = [p for p in parameters if p != "self"]
+                raise ArgumentError(f"{verb} has no argument `{name}`",
+                                    hint=KERAS_KEYWORDS.get(name) or suggest(name, known) or
+                                    f"its arguments: {', '.join(f'`{p}`' for p in known)}")
+        return method(self, *args, **kwargs)
+    return call
+
+
+def _keras_xy(verb: str, args: tuple, kwargs: dict) -> tuple:
+    """`args` with Keras's `x=`, `y=` (taken out of `kwargs`) and positional `(x, y)` made one tuple."""
+    if "x" in kwargs:
+        if args:
+            raise ArgumentError(f"{verb} got the data twice: in the first place and as `x=`")
+        args = (kwargs.pop("x"),)
+    if "y" in kwargs:
+        if not args:
+            raise ArgumentError(f"{verb} got `y=` without `x`", hint="pass `(x, y)` or `x, y`")
+        return ((args[0], kwargs.pop("y")), *args[1:])
+    if len(args) >= 2 and is_bare(args[0]) and is_bare(args[1]):
+        return ((args[0], args[1]), *args[2:])
+    return args
+
+
+def is_bare(value) -> bool:
+    """An array (or a nested list of numbers) rather than named data: a path, a dict, an `(x, y)` tuple."""
+    return isinstance(value, (np.ndarray, list))
+
+
+def named_arrays(source, specs: list[dict], what: str):
+    """`source` as a dict of arrays by name when it is Keras-shaped (an array, a list, an `(x, y[,
+    sample_weight])` tuple), else itself (a path, a dict, ...: `load_data` reads those)."""
+    if not (is_bare(source) or isinstance(source, tuple)):
+        return source
+    inputs = [s for s in specs if s.get("role", "input") == "input"]
+    targets = [s for s in specs if s.get("role") == "target" and "sample_weight" not in s]
+    weights = [s for s in specs if "sample_weight" in s]
+    if not isinstance(source, tuple) or not (targets or weights):  # `x` alone
+        if targets and len(specs) > 1:
+            raise DataError(f"{what} gives the model's inputs only, but it also reads {_listing(targets, 'target')}",
+                            hint="pass inputs and targets: `(x, y)`, as Keras' `fit(x, y)`")
+        return _group(source, inputs, "input", what)
+    if not 1 <= len(source) <= 3:
+        raise DataError(f"{what} is a tuple of {len(source)} members; dslc reads `(x, y)` or `(x, y, sample_weight)`, "
+                        "as Keras' `validation_data`",
+                        hint="list several inputs (or targets) in one member: `([x1, x2], y)` or a dict")
+    arrays = _group(source[0], inputs, "input", what)
+    if len(source) >= 2:
+        if not targets:
+            raise DataError(f"{what} gives targets, but model reads none (its inputs: {_listing(inputs, 'input')})",
+                            hint="validation data goes in `val=`: `train(x, val=x_val)`")
+        arrays.update(_group(source[1], targets, "target", what))
+    if len(source) == 3:
+        if not weights:
+            raise DataError(f"{what} gives per-example weights, but the model's loss reads none",
+                            hint="declare them, `target w: f32[B]`, and pass them to the loss: "
+                                 "`cross_entropy(logits, label, sample_weight = w)`; or drop the third member")
+        arrays.update(_group(source[2], weights, "per-example weight", what))
+    return arrays
+
+
+def _group(value, specs: list[dict], kind: str, what: str) -> dict:
+    """The arrays of one member (`x`, `y` or the weights) by the names of `specs`."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if len(specs) == 1:
+        return {specs[0]["name"]: value}
+    if isinstance(value, (list, tuple)) and len(value) == len(specs):
+        return {spec["name"]: array for spec, array in zip(specs, value)}
+    names = ", ".join(f'"{s["name"]}": ...' for s in specs)
+    raise DataError(f"{what}: the model reads {len(specs)} {kind}s ({_listing(specs, kind)}), given "
+                    + (f"a list of {len(value)}" if isinstance(value, (list, tuple)) else "one array"),
+                    hint=f"pass a list of {len(specs)} arrays in that order, or a dict: {{{names}}}")
+
+
+def _listing(specs: list[dict], kind: str) -> str:
+    return ", ".join(f"`{s['name']}`" for s in specs) if len(specs) > 1 else f"{kind} `{specs[0]['name']}`"
+
+
+def check_callbacks(callbacks, program) -> list:
+    """`callbacks` for the loop, or an `ArgumentError` for a Keras callback method dslc's loop would never
+    call (it would be silently skipped) and for a lone callback not in a list. A callback without a `model`
+    gets Keras' `self.model` as a `KerasModel` of `program`, whose `stop_training = True` stops training."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise ArgumentError(f"`callbacks` must be a list of callbacks, got `{type(callbacks).__name__}`",
+                            hint="as Keras': `callbacks=[MyCallback()]`")
+    for cb in callbacks:
+        for name, instead in KERAS_CALLBACK_METHODS.items():
+            if _written_by_user(cb, name):
+                raise ArgumentError(f"callback `{type(cb).__name__}` defines `{name}`, which is Keras' and which "
+                                    "dslc's training loop does not call", hint=f"dslc calls {instead}")
+    return [cb if getattr(cb, "model", None) is not None and not isinstance(cb.model, KerasModel)
+            else _Stoppable(cb, program) for cb in callbacks]  # a new `KerasModel` each run, as Keras resets it
+
+
+HOOKS = ("on_train_begin", "on_step_end", "on_epoch_end", "on_train_end")
+
+
+class KerasModel:
+    """Keras' `self.model` in a callback: `stop_training` (set it to `True` to stop after the step or
+    epoch, as in Keras) and `program`; other Keras model attributes are an `ArgumentError` saying so."""
+
+    def __init__(self, program):
+        self.program, self.stop_training = program, False
+
+    def __getattr__(self, name: str):
+        raise ArgumentError(f"a callback's `self.model` has no `{name}`: it is not a Keras model; it has "
+                            "`stop_training` and `program` (the `dslc.Program`)",
+                            hint="the epoch's loss, metrics and `lr` are in the `logs` of `on_epoch_end(epoch, logs)`")
+
+
+class _Stoppable:
+    """A user's callback with `self.model` set to a `KerasModel`: each of its hooks stops training when it
+    returns `True` or sets `self.model.stop_training`."""
+
+    def __init__(self, cb, program):
+        self.callback = cb
+        if callable(getattr(cb, "set_model", None)):  # a `keras.callbacks.Callback`: `model` is a property
+            cb.set_model(KerasModel(program))
+        else:
+            cb.model = KerasModel(program)
+        for name in HOOKS:
+            method = getattr(cb, name, None)
+            if callable(method):
+                setattr(self, name, self._stopping(method))
+
+    def _stopping(self, method):
+        def hook(*args):
+            return method(*args) is True or self.callback.model.stop_training is True
+        return hook
+
+    def __repr__(self) -> str:
+        return repr(self.callback)
+
+
+def _written_by_user(cb, name: str) -> bool:
+    """Whether `cb` has method `name` of its own or from a class of the user's (`keras.callbacks.Callback`
+    defines every hook as a no-op)."""
+    if name in getattr(cb, "__dict__", {}):
+        return True
+    return any(name in cls.__dict__ and not cls.__module__.startswith(("keras", "tf_keras", "tensorflow"))
+               for cls in type(cb).__mro__)
+
+
+def data_specs(manifest: dict, graphs: list[str]) -> list[dict]:
+    """The data specs of `graphs` (keys of the manifest), each name once, in their order."""
+    specs: dict[str, dict] = {}
+    for key in graphs:
+        for spec in manifest["graphs"][key]["inputs"]:
+            specs.setdefault(spec["name"], spec)
+    return list(specs.values())

@@ -1,0 +1,248 @@
+"""The Python API as a Keras user meets it (`dslc.keras_calls`, `dslc.program`): Keras' forms of the data
+(`train(x, y)`, `(x, y)` tuples, `x=`/`y=`), its defaults (`epochs=1`, `batch_size=32`, `verbose="auto"`),
+weights kept by the program after `train` (`predict(x)`, `evaluate(x, y)`, `export(path)`, `load_weights`,
+`resume=True`), `history.history`, callbacks (`self.model.stop_training`), and the errors of Keras habits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import compile_text
+
+from dslc.diagnostics import DataError
+
+CLASSIFIER = """
+model clf {
+    input x: f32[B, 4]
+    target y: i64[B]
+    logits = x |> dense(8) |> tanh |> dense(3)
+    output probs = softmax(logits)
+    loss cross_entropy(logits, y)
+    optimizer sgd(lr = 0.1)
+    metric accuracy(logits, y)
+}
+"""
+
+WEIGHTED = CLASSIFIER.replace("target y: i64[B]", "target y: i64[B]\n    target w: f32[B]").replace(
+    "loss cross_entropy(logits, y)", "loss cross_entropy(logits, y, sample_weight = w)")
+
+TWO_INPUTS = """
+model two {
+    input a: f32[B, 2]
+    input b: f32[B, 3]
+    target y: f32[B, 1]
+    h = concat(a, b, axis = 1) |> dense(1)
+    output h
+    loss mse(h, y)
+    optimizer sgd(lr = 0.1)
+}
+"""
+
+
+def data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1)
+
+
+@pytest.fixture
+def clf(tmp_path):
+    return compile_text(tmp_path, CLASSIFIER)
+
+
+def losses(history):
+    return history.history["loss"]
+
+
+def test_keras_forms_of_the_data_train_as_the_dict(clf, tmp_path):
+    """`fit(x, y)`, `fit(x=x, y=y)`, `fit((x, y))` and `validation_data=(x, y)`-like `val=` were refused (a
+    tuple or a bare array was "not `tuple`"/"not `ndarray`"); each now trains as the dict of the same arrays."""
+    (x, y), (xv, yv) = data(40), data(20, seed=1)
+    runs = iter(range(100))
+
+    def train(*args, **kwargs):
+        return clf.train(*args, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / f"r{next(runs)}", **kwargs)
+
+    want = train({"x": x, "y": y}, {"x": xv, "y": yv})
+    assert set(want.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    for got in (train((x, y), (xv, yv)), train(x, y, val=(xv, yv)), train(x=x, y=y, val={"x": xv, "y": yv}),
+                train(x.astype(np.float64), y.astype(np.int32), val=(xv.tolist(), yv.tolist()))):
+        assert got.history == {k: v for k, v in want.history.items()}  # float64/int32/lists: converted silently
+    assert losses(train(x, y, val_split=0.25)) == losses(train((x, y), val_split=0.25))
+
+
+def test_train_defaults_to_one_epoch_of_batches_of_32_as_keras(clf, tmp_path):
+    """`train` without `epochs`/`batch_size` was a TypeError (both required)."""
+    x, y = data(70)
+    history = clf.train(x, y, out_dir=tmp_path / "run", verbose="auto")
+    assert [r["steps"] for r in history] == [3]  # ceil(70 / 32)
+
+
+def test_the_program_keeps_the_weights_of_its_last_train(clf, tmp_path):
+    """`predict(x)`, `evaluate(x, y)` and `export(path)` after `train` needed `weights=` (a Keras model holds
+    its weights); `evaluate(x, y)` was "got multiple values for argument 'weights'"."""
+    (x, y), (xt, yt) = data(40), data(16, seed=2)
+    clf.train(x, y, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / "run")
+    probs = clf.predict(xt, weights=tmp_path / "run")["probs"]
+    np.testing.assert_array_equal(clf.predict(xt, verbose=0)["probs"], probs)
+    assert clf.evaluate(xt, yt, verbose=0) == clf.evaluate({"x": xt, "y": yt}, tmp_path / "run")
+    assert clf.export(tmp_path / "m.onnx").read_bytes() == clf.trained_model(tmp_path / "run")
+    fresh = compile_text(tmp_path, CLASSIFIER, "fresh.dl")
+    with pytest.raises(DataError, match="needs the weights of a training run"):
+        fresh.predict(xt)
+    fresh.load_weights(tmp_path / "run" / "checkpoint.npz")
+    np.testing.assert_array_equal(fresh.predict(xt)["probs"], probs)
+    # Keras' `fit` called again continues: `resume=True` without `out_dir` continues the last run
+    history = clf.train(x, y, epochs=3, batch_size=8, verbose=0, resume=True)
+    assert history.out_dir == tmp_path / "run" and [r["epoch"] for r in history] == [1, 2, 3]
+    with pytest.raises(DataError) as e:
+        fresh.train(x, y, epochs=3, verbose=0, resume=True)
+    assert e.value.message == "`resume=True` continues a run, but this program has trained none"
+
+
+def test_history_history_holds_the_curves_only(clf, tmp_path):
+    """`history.history` held `steps`, `time` and `samples_per_s` beside the loss: `pandas.DataFrame(
+    history.history).plot()` drew the throughput (tens of thousands) over the curves."""
+    x, y = data(40)
+    history = clf.train(x, y, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / "run")
+    assert list(history.history) == ["loss", "accuracy", "lr"]
+    assert history.history["loss"] == [r["loss"] for r in history] and history[0]["steps"] == 5
+
+
+@pytest.mark.parametrize("kwargs, message, hint", [
+    ({"epoch": 2}, "`program.train` has no argument `epoch`", "did you mean `epochs`?"),
+    ({"validation_data": ()}, "`program.train` has no argument `validation_data`",
+     "`validation_data=` is Keras' name: dslc's `train` takes `val=` (a tuple `(x_val, y_val)`, a dict of arrays or "
+     "a path)"),
+    ({"validation_split": 0.1}, "`program.train` has no argument `validation_split`",
+     "`validation_split=` is Keras' name: dslc's is `val_split=` (a fraction held out at random by `seed`, where "
+     "Keras holds out the last rows)"),
+    ({"initial_epoch": 2}, "`program.train` has no argument `initial_epoch`",
+     "dslc continues a run from its checkpoint: pass the run's `out_dir=` and `resume=True`; `epochs` is the "
+     "total, as in Keras"),
+    ({"shuffle": False}, "`program.train` has no argument `shuffle`",
+     "dslc shuffles the training data every epoch, in an order given by `seed=`; drop `shuffle=`"),
+    ({"learning_rate": 0.1}, "`program.train` has no argument `learning_rate`", "dslc's name is `lr=`"),
+    ({"callbacks": object()}, "`callbacks` must be a list of callbacks, got `object`",
+     "as Keras': `callbacks=[MyCallback()]`"),
+])
+def test_keras_keywords_name_dslcs_way(clf, tmp_path, kwargs, message, hint):
+    """Each was Python's bare `TypeError: got an unexpected keyword argument` (no hint), or ignored."""
+    x, y = data(8)
+    with pytest.raises(DataError) as e:
+        clf.train(x, y, verbose=0, out_dir=tmp_path / "run", **kwargs)
+    assert (e.value.message, e.value.hint) == (message, hint)
+    assert isinstance(e.value, TypeError)  # also what Python raises for an unexpected keyword
+    assert not (tmp_path / "run").exists()
+
+
+def test_other_verbs_check_their_keywords_too(clf, tmp_path):
+    x, y = data(8)
+    with pytest.raises(DataError) as e:
+        clf.evaluate(x, y, return_dict=True)
+    assert e.value.hint == "`evaluate` always returns a dict of the loss and metrics; drop `return_dict=`"
+    with pytest.raises(DataError) as e:
+        clf.predict(x, batchsize=4)
+    assert (e.value.message, e.value.hint) == ("`program.predict` has no argument `batchsize`",
+                                               "did you mean `batch_size`?")
+
+
+@pytest.mark.parametrize("call, message, hint", [
+    (lambda p, x, y: p.train(x, epochs=1, verbose=0),
+     "training data gives the model's inputs only, but it also reads target `y`",
+     "pass inputs and targets: `(x, y)`, as Keras' `fit(x, y)`"),
+    (lambda p, x, y: p.train((x, y, y, y), epochs=1, verbose=0),
+     "training data is a tuple of 4 members; dslc reads `(x, y)` or `(x, y, sample_weight)`, as Keras' "
+     "`validation_data`", "list several inputs (or targets) in one member: `([x1, x2], y)` or a dict"),
+    (lambda p, x, y: p.train((x, y, np.ones(len(y))), epochs=1, verbose=0),
+     "training data gives per-example weights, but the model's loss reads none",
+     "declare them, `target w: f32[B]`, and pass them to the loss: `cross_entropy(logits, label, sample_weight = w)`;"
+     " or drop the third member"),
+    (lambda p, x, y: p.predict(x[0]), "array `x` in input data has shape `[4]`, expected `[B, 4]`",
+     "one example needs its batch axis too: `x[None]` (or `x.reshape(1, ...)`)"),
+    (lambda p, x, y: p.train(x, y[:, None], epochs=1, verbose=0),
+     "array `y` in training data has shape `[8, 1]`, expected `[B]`",
+     "`y` holds [B]: drop the last axis, `y[..., 0]` (or `y.ravel()`)"),
+    (lambda p, x, y: p.train(x, np.eye(3)[y], epochs=1, verbose=0),
+     "array `y` in training data has shape `[8, 3]`, expected `[B]`",
+     "these look like one-hot rows, but `y` holds class indices: pass `y.argmax(-1)`, or declare the target "
+     "`f32[B, 3]` for probability targets"),
+])
+def test_data_mistakes_say_how_to_fix_them(clf, call, message, hint):
+    x, y = data(8)
+    with pytest.raises(DataError) as e:
+        call(clf, x, y)
+    assert (e.value.message, e.value.hint) == (message, hint)
+
+
+def test_several_inputs_as_a_list_in_the_models_order_or_a_dict(tmp_path):
+    program = compile_text(tmp_path, TWO_INPUTS)
+    rng = np.random.default_rng(0)
+    a, b, y = (rng.normal(size=(12, k)).astype(np.float32) for k in (2, 3, 1))
+    want = program.train({"a": a, "b": b, "y": y}, epochs=2, batch_size=4, verbose=0, out_dir=tmp_path / "d")
+    got = program.train([a, b], y, epochs=2, batch_size=4, verbose=0, out_dir=tmp_path / "l")
+    assert losses(got) == losses(want)
+    np.testing.assert_array_equal(program.predict([a, b])["h"], program.predict({"a": a, "b": b})["h"])
+    with pytest.raises(DataError) as e:
+        program.train(a, y, verbose=0)
+    assert e.value.message == "training data: the model reads 2 inputs (`a`, `b`), given one array"
+    assert e.value.hint == 'pass a list of 2 arrays in that order, or a dict: {"a": ..., "b": ...}'
+
+
+def test_sample_weights_as_the_third_member_of_a_tuple(tmp_path):
+    program = compile_text(tmp_path, WEIGHTED)
+    (x, y), (xv, yv) = data(16), data(8, seed=3)
+    w = np.linspace(0, 2, 16).astype(np.float32)
+    want = program.train({"x": x, "y": y, "w": w}, {"x": xv, "y": yv, "w": np.ones(8, np.float32)}, epochs=2,
+                         batch_size=4, verbose=0, out_dir=tmp_path / "d")
+    got = program.train((x, y, w), val=(xv, yv, np.ones(8)), epochs=2, batch_size=4, verbose=0,
+                        out_dir=tmp_path / "t")
+    assert got.history == want.history
+
+
+def test_callbacks_as_keras_writes_them(clf, tmp_path):
+    """`self.model.stop_training = True` was an AttributeError from inside the loop, and a Keras hook such
+    as `on_train_batch_end` was never called, silently."""
+    x, y = data(16)
+
+    class Stop:
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                self.model.stop_training = True
+
+    stop = Stop()
+    history = clf.train(x, y, epochs=5, batch_size=8, verbose=0, out_dir=tmp_path / "a", callbacks=[stop])
+    assert len(history) == 2 and history.stopped_epoch == 2
+    history = clf.train(x, y, epochs=3, batch_size=8, verbose=0, out_dir=tmp_path / "b", callbacks=[stop])
+    assert len(history) == 2  # a new `self.model` each run: Keras resets `stop_training` in `fit` too
+
+    class Batches:
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    with pytest.raises(DataError) as e:
+        clf.train(x, y, verbose=0, callbacks=[Batches()])
+    assert e.value.message == ("callback `Batches` defines `on_train_batch_end`, which is Keras' and which dslc's "
+                               "training loop does not call")
+    assert e.value.hint == "dslc calls `on_step_end(step, logs)` (step counts from 1 within the epoch)"
+
+    class Optimizer:
+        def on_epoch_end(self, epoch, logs=None):
+            return self.model.optimizer
+
+    with pytest.raises(DataError) as e:
+        clf.train(x, y, verbose=0, out_dir=tmp_path / "c", callbacks=[Optimizer()])
+    assert e.value.message.startswith("a callback's `self.model` has no `optimizer`: it is not a Keras model")
+
+
+def test_a_keras_callback_subclass_runs_its_own_hooks_only(clf, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")  # as tests/test_loss_weights.py: Keras 3 on the torch wheel
+    keras = pytest.importorskip("keras")
+    x, y = data(16)
+    seen = []
+
+    class Log(keras.callbacks.Callback):  # Keras' base class defines every hook, `on_train_batch_end` included
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, round(logs["loss"], 12)))
+
+    history = clf.train(x, y, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / "run", callbacks=[Log()])
+    assert seen == [(r["epoch"], round(r["loss"], 12)) for r in history]
