@@ -99,13 +99,15 @@ def _keras_xy(verb: str, args: tuple, kwargs: dict) -> tuple:
 
 
 def is_bare(value) -> bool:
-    """An array (or a nested list of numbers) rather than named data: a path, a dict, an `(x, y)` tuple."""
-    return isinstance(value, (np.ndarray, list))
+    """An array (a nested list of numbers, or what numpy converts: a PyTorch tensor, a pandas frame) rather
+    than named data: a path, a dict, an `(x, y)` tuple."""
+    return isinstance(value, (np.ndarray, list)) or (hasattr(value, "__array__") and not isinstance(value, Mapping))
 
 
-def named_arrays(source, specs: list[dict], what: str):
+def named_arrays(source, specs: list[dict], what: str, keras_form: str = "`(x, y)`"):
     """`source` as a dict of arrays by name when it is Keras-shaped (an array, a list, an `(x, y[,
-    sample_weight])` tuple), else itself (a path, a dict, ...: `load_data` reads those)."""
+    sample_weight])` tuple), else itself (a path, a dict, ...: `load_data` reads those). `keras_form` is how
+    the caller passes inputs and targets, for hints."""
     if not (is_bare(source) or isinstance(source, tuple)):
         return source
     inputs = [s for s in specs if s.get("role", "input") == "input"]
@@ -114,7 +116,7 @@ def named_arrays(source, specs: list[dict], what: str):
     if not isinstance(source, tuple) or not (targets or weights):  # `x` alone
         if targets and len(specs) > 1:
             raise DataError(f"{what} gives the model's inputs only, but it also reads {_listing(targets, 'target')}",
-                            hint="pass inputs and targets: `(x, y)`, as Keras' `fit(x, y)`")
+                            hint=f"pass inputs and targets: {keras_form}")
         return _group(source, inputs, "input", what)
     if not 1 <= len(source) <= 3:
         raise DataError(f"{what} is a tuple of {len(source)} members; dslc reads `(x, y)` or `(x, y, sample_weight)`, "

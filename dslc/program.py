@@ -158,8 +158,10 @@ class Program:
         callbacks = check_callbacks(callbacks, self)
         keys = train_keys(self.manifest)
         if keys:  # else `fit` says the model has no loss
-            train = named_arrays(train, data_specs(self.manifest, keys), "training data")
-            val = named_arrays(val, data_specs(self.manifest, [eval_key(k) for k in keys]), "validation data")
+            train = named_arrays(train, data_specs(self.manifest, keys), "training data",
+                                 "`train(x, y)`, as Keras' `fit(x, y)`")
+            val = named_arrays(val, data_specs(self.manifest, [eval_key(k) for k in keys]), "validation data",
+                               "`val=(x_val, y_val)`, as Keras' `validation_data`")
         if out_dir is None and resume is True:  # Keras' `fit` called again continues: here the last run
             if not isinstance(self.default_weights, Path):
                 from dslc.diagnostics import DataError
@@ -227,7 +229,8 @@ class Program:
         check_verbose(verbose)
         keys = train_keys(self.manifest)
         if keys:
-            data = named_arrays(data, data_specs(self.manifest, [eval_key(k) for k in keys]), "evaluation data")
+            data = named_arrays(data, data_specs(self.manifest, [eval_key(k) for k in keys]), "evaluation data",
+                                "`evaluate(x, y)`, as Keras'")
         weights = self.default_weights if weights is None else weights
         return evaluate(self, data, weights, batch_size=batch_size, device=device, threads=threads)
 

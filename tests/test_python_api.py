@@ -149,7 +149,7 @@ def test_other_verbs_check_their_keywords_too(clf, tmp_path):
 @pytest.mark.parametrize("call, message, hint", [
     (lambda p, x, y: p.train(x, epochs=1, verbose=0),
      "training data gives the model's inputs only, but it also reads target `y`",
-     "pass inputs and targets: `(x, y)`, as Keras' `fit(x, y)`"),
+     "pass inputs and targets: `train(x, y)`, as Keras' `fit(x, y)`"),
     (lambda p, x, y: p.train((x, y, y, y), epochs=1, verbose=0),
      "training data is a tuple of 4 members; dslc reads `(x, y)` or `(x, y, sample_weight)`, as Keras' "
      "`validation_data`", "list several inputs (or targets) in one member: `([x1, x2], y)` or a dict"),
@@ -246,3 +246,18 @@ def test_a_keras_callback_subclass_runs_its_own_hooks_only(clf, tmp_path, monkey
 
     history = clf.train(x, y, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / "run", callbacks=[Log()])
     assert seen == [(r["epoch"], round(r["loss"], 12)) for r in history]
+
+
+def test_tensors_train_as_arrays_and_a_string_is_shown_as_one(clf, tmp_path):
+    """A PyTorch tensor was "not `Tensor`"; `lr="0.1"` was "got 0.1", as if the number were refused."""
+    torch = pytest.importorskip("torch")
+    x, y = data(16)
+    want = clf.train(x, y, epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "a")
+    got = clf.train(torch.from_numpy(x), torch.from_numpy(y), epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "b")
+    assert got.history == want.history
+    with pytest.raises(DataError) as e:
+        clf.train(x, y, lr="0.1", verbose=0)
+    assert e.value.message == "the learning rate must be a finite non-negative number, got '0.1'"
+    with pytest.raises(DataError) as e:
+        clf.predict(torch.ones(2, 4, requires_grad=True))
+    assert e.value.message.startswith("array `x` in input data is not a regular array (")

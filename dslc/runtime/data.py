@@ -129,7 +129,7 @@ def check_arrays(arrays: Mapping[str, object], specs: list[dict], where: str) ->
             continue
         try:
             array = np.asarray(array)
-        except (ValueError, TypeError) as e:  # ragged nested lists, say
+        except (ValueError, TypeError, RuntimeError) as e:  # ragged nested lists; a tensor that requires grad
             raise DataError(f"array `{name}` in {where} is not a regular array ({e})",
                             hint="every row must have the same shape; pass numpy arrays") from None
         _check_shape(array, spec, where, sizes)

@@ -128,9 +128,9 @@ def _prepare(program, epochs: int, batch_size: int, seed: int, lr) -> tuple[int,
     epochs = check_count(epochs, "epochs", "the number of epochs")
     batch_size = check_count(batch_size, "batch_size", "the batch size")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise DataError(f"the seed must be a non-negative integer, got {seed}")
+        raise DataError(f"the seed must be a non-negative integer, got {seed!r}")
     if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
-        raise DataError(f"the learning rate must be a finite non-negative number, got {lr}")
+        raise DataError(f"the learning rate must be a finite non-negative number, got {lr!r}")
     if lr is not None and len(train_keys(program.manifest)) > 1:
         raise DataError(f"model `{program.name}` has several objectives, each with its own learning rate",
                         hint=f"set each objective's `lr` in the model (or with -D) and drop {option('lr')}")
