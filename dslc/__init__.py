@@ -2,7 +2,8 @@
 
     import dslc
     program = dslc.compile("mnist.dl", hidden=128)     # -> dslc.Program; raises dslc.DslcError
-    program.train("train.npz", epochs=5, batch_size=128, out_dir="runs/mnist")
+    program.train(x, y, val=(x_val, y_val), epochs=5)  # as Keras' fit; or .npz paths, dicts of arrays
+    program.predict(x_test)                            # {"probs": array}, with the weights just trained
 """
 from __future__ import annotations
 

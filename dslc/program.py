@@ -2,10 +2,14 @@
 
     program = dslc.compile("mnist.dl", hidden=128)
     program.build("out/")                                    # the graphs + mnist.dslc.json
-    history = program.train("train.npz", val="val.npz", epochs=10, batch_size=128, out_dir="runs/mnist")
-    y = program.predict("test.npz", weights="runs/mnist")    # dict of output arrays
-    program.export("runs/mnist", "mnist.onnx")               # inference graph with trained weights
+    history = program.train(x, y, val=(x_val, y_val), epochs=10, batch_size=128)   # as Keras' fit
+    history = program.train("train.npz", val="val.npz", epochs=10, out_dir="runs/mnist")  # or named data
+    outputs = program.predict(x_test)                        # dict of output arrays, the last train's weights
+    program.predict("test.npz", weights="runs/mnist")        # or a run's
+    program.export("mnist.onnx")                             # inference graph with trained weights
     for w in program.warnings: print(dslc.diagnostics.render(w))  # likely mistakes that still compile
+
+How the verbs take Keras' forms of data and refuse its habits is `dslc.keras_calls`.
 
 `warnings` lists `Diagnostic`s of severity "warning" in source order (a loss given probabilities
 instead of logits, say); `dslc` prints them on stderr before each verb's output.

@@ -261,3 +261,22 @@ def test_tensors_train_as_arrays_and_a_string_is_shown_as_one(clf, tmp_path):
     with pytest.raises(DataError) as e:
         clf.predict(torch.ones(2, 4, requires_grad=True))
     assert e.value.message.startswith("array `x` in input data is not a regular array (")
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """README's tour shows the API as above; run it (from a scratch folder: it writes runs/py, digits.onnx, out/)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    tour = readme[readme.index("**From Python.**"):]
+    code = tour[tour.index("```python\n") + len("```python\n"):tour.index("```\n", tour.index("```python"))]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(root / "examples")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (the README's own code)
+    assert scope["probs"].shape == (359, 10) and len(scope["history"].history["val_accuracy"]) == 10
+    assert (tmp_path / "digits.onnx").exists() and (tmp_path / "out" / "digits.dslc.json").exists()
+    accuracy = float((scope["probs"].argmax(1) == scope["y_test"]).mean())
+    assert accuracy > 0.9 and scope["program"].evaluate(scope["x_test"], scope["y_test"])["accuracy"] == \
+        pytest.approx(accuracy, abs=1e-6)
