@@ -45,6 +45,10 @@ KERAS_KEYWORDS = {
     "learning_rate": "dslc's name is `lr=`",
     "use_multiprocessing": "dslc trains in several processes with `workers=N` (MPI); drop `use_multiprocessing=`",
     "max_queue_size": "dslc reads numpy arrays and files, not generators; drop `max_queue_size=`",
+    "print_fn": "`summary()` returns the table (a dict that prints as it): `print_fn(str(program.summary()))`",
+    "line_length": "`summary()` sizes its columns to their contents; drop `line_length=`",
+    "expand_nested": "`summary()` lists every layer; drop `expand_nested=`",
+    "show_trainable": "`summary()` counts frozen parameters (`dslc.compile(..., freeze=...)`); drop `show_trainable=`",
 }
 
 # Keras's callback methods dslc's loop does not call -> what it calls instead

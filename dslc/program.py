@@ -167,12 +167,16 @@ class Program:
             val = named_arrays(val, data_specs(self.manifest, [eval_key(k) for k in keys]), "validation data",
                                "`val=(x_val, y_val)`, as Keras' `validation_data`")
         if out_dir is None and resume is True:  # Keras' `fit` called again continues: here the last run
-            if not isinstance(self.default_weights, Path):
+            last = self.default_weights
+            if not (isinstance(last, Path) and last.is_dir()):
                 from dslc.diagnostics import DataError
 
-                raise DataError("`resume=True` continues a run, but this program has trained none",
-                                hint="pass the run's `out_dir=` (the folder of an earlier `train`)")
-            out_dir = self.default_weights
+                loaded = isinstance(last, Path)  # `load_weights` of a checkpoint file
+                raise DataError("`resume=True` continues a run, but this program has trained none"
+                                + (f" (its weights were loaded from `{last}`)" if loaded else ""),
+                                hint=f"pass `resume=\"{last}\"` to start a run from that state" if loaded else
+                                "pass the run's `out_dir=` (the folder of an earlier `train`)")
+            out_dir = last
         if out_dir is None:
             import tempfile
 
@@ -209,6 +213,7 @@ class Program:
             if close is not None:
                 close()
 
+    @keras_arguments
     def summary(self, batch_size: int = 32, dims: dict[str, int] | None = None):
         """Keras's `model.summary()`: a `dict` of the layers and totals that shows as the table (print
         it, or leave it as a notebook cell's value); FLOPs and memory at `batch_size`, other symbolic
@@ -244,7 +249,29 @@ class Program:
         `predict`, `evaluate` and `export` use when given none."""
         from dslc.runtime.checkpoint import load_params
 
-        self.default_weights = load_params(weights, self.manifest)
+        params = load_params(weights, self.manifest)  # checked now, as Keras' load_weights reads them now
+        self.default_weights = Path(weights) if isinstance(weights, (str, os.PathLike)) else params
+
+    def save_weights(self, path: str | os.PathLike) -> Path:
+        """Keras' `save_weights`: write the checkpoint of the `default_weights` (the last `train`'s, or those
+        `load_weights` read from a run or checkpoint) to the `.npz` file `path` (atomically), a checkpoint as
+        `RUN/checkpoint.npz` is: `weights=`, `load_weights`, `init_from=` and `resume=` read it."""
+        from dslc.diagnostics import DataError
+        from dslc.fsutil import atomic_write_bytes
+        from dslc.runtime.checkpoint import checkpoint_path, load_checkpoint
+        from dslc.runtime.data import read_bytes
+
+        if Path(path).suffix.lower() != ".npz":
+            raise DataError(f"the weights go to an `.npz` file (a dslc checkpoint), not `{os.fspath(path)}`",
+                            hint=f"e.g. `program.save_weights(\"{Path(path).stem}.npz\")`")
+        if self.default_weights is None:
+            raise DataError(f"model `{self.name}` has no weights to save: it has not trained",
+                            hint="train it first (`program.train(...)`), or `load_weights` a run or checkpoint")
+        if not isinstance(self.default_weights, Path):
+            raise DataError("the weights were given as a dict of arrays, not read from a run",
+                            hint="save the dict with `numpy.savez`")
+        load_checkpoint(self.default_weights, self.manifest)  # still this model's, and whole
+        return atomic_write_bytes(path, read_bytes(checkpoint_path(self.default_weights), "checkpoint"))
 
     def trained_model(self, weights=None) -> bytes:
         """The inference graph with the trained parameters of `weights` (a run directory, a

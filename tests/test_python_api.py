@@ -89,14 +89,25 @@ def test_the_program_keeps_the_weights_of_its_last_train(clf, tmp_path):
     fresh = compile_text(tmp_path, CLASSIFIER, "fresh.dl")
     with pytest.raises(DataError, match="needs the weights of a training run"):
         fresh.predict(xt)
-    fresh.load_weights(tmp_path / "run" / "checkpoint.npz")
+    with pytest.raises(DataError) as e:
+        fresh.save_weights(tmp_path / "w.npz")
+    assert e.value.message == "model `clf` has no weights to save: it has not trained"
+    clf.save_weights(tmp_path / "w.npz")  # Keras' save_weights/load_weights: a checkpoint file
+    fresh.load_weights(tmp_path / "w.npz")
     np.testing.assert_array_equal(fresh.predict(xt)["probs"], probs)
+    with pytest.raises(DataError) as e:
+        clf.save_weights(tmp_path / "w.weights.h5")
+    assert e.value.message == f"the weights go to an `.npz` file (a dslc checkpoint), not `{tmp_path / 'w.weights.h5'}`"
     # Keras' `fit` called again continues: `resume=True` without `out_dir` continues the last run
     history = clf.train(x, y, epochs=3, batch_size=8, verbose=0, resume=True)
     assert history.out_dir == tmp_path / "run" and [r["epoch"] for r in history] == [1, 2, 3]
     with pytest.raises(DataError) as e:
         fresh.train(x, y, epochs=3, verbose=0, resume=True)
-    assert e.value.message == "`resume=True` continues a run, but this program has trained none"
+    assert e.value.message == ("`resume=True` continues a run, but this program has trained none (its weights were "
+                               f"loaded from `{tmp_path / 'w.npz'}`)")
+    assert e.value.hint == f"pass `resume=\"{tmp_path / 'w.npz'}\"` to start a run from that state"
+    history = fresh.train(x, y, epochs=1, batch_size=8, verbose=0, resume=tmp_path / "w.npz")
+    assert history[-1]["steps"] == 2 * 5 + 5  # the saved state (2 epochs of 5 steps)'s optimizer step, continued
 
 
 def test_history_history_holds_the_curves_only(clf, tmp_path):
@@ -144,6 +155,9 @@ def test_other_verbs_check_their_keywords_too(clf, tmp_path):
         clf.predict(x, batchsize=4)
     assert (e.value.message, e.value.hint) == ("`program.predict` has no argument `batchsize`",
                                                "did you mean `batch_size`?")
+    with pytest.raises(DataError) as e:
+        clf.summary(print_fn=print)
+    assert e.value.hint == "`summary()` returns the table (a dict that prints as it): `print_fn(str(program.summary()))`"
 
 
 @pytest.mark.parametrize("call, message, hint", [
