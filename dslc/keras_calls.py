@@ -51,6 +51,26 @@ KERAS_KEYWORDS = {
     "show_trainable": "`summary()` counts frozen parameters (`dslc.compile(..., freeze=...)`); drop `show_trainable=`",
 }
 
+# Keras's and PyTorch's methods of a model -> dslc's `Program` way
+KERAS_METHODS = {
+    "fit": "dslc's is `program.train(x, y, epochs=..., batch_size=...)`",
+    "compile": "the loss, optimizer and metrics are declared in the `.dl` file; `dslc.compile(path)` compiled it",
+    "save": "`program.save_weights(\"w.npz\")` saves the weights, `program.export(\"model.onnx\")` the inference "
+            "model, `program.build(\"out/\")` the graphs and the manifest",
+    "get_weights": "the weights are in the run's checkpoint: `dslc.runtime.checkpoint.load_params(program.default_weights, "
+                   "program.manifest)` gives them by name",
+    "set_weights": "`program.load_weights(...)` takes a run folder, a checkpoint or a dict of arrays by name",
+    "count_params": "dslc's is `program.num_parameters`",
+    "train_on_batch": "`program.train((x, y), epochs=1, batch_size=len(x))` trains one batch",
+    "test_on_batch": "`program.evaluate(x, y)`",
+    "predict_on_batch": "`program.predict(x)`",
+    "state_dict": "`program.save_weights(\"w.npz\")`, or the run's `checkpoint.npz`",
+    "load_state_dict": "`program.load_weights(...)`",
+    "parameters": "`program.num_parameters` counts them; the checkpoint holds them by name",
+    "eval": "no mode to switch: `predict` and `evaluate` run the graphs without dropout, `train` the one with it",
+    "to": "the device is an argument of each verb: `device=\"cuda\"`",
+}
+
 # Keras's callback methods dslc's loop does not call -> what it calls instead
 KERAS_CALLBACK_METHODS = {
     "on_train_batch_end": "`on_step_end(step, logs)` (step counts from 1 within the epoch)",
@@ -74,9 +94,17 @@ def keras_arguments(method):
     parameters = inspect.signature(method).parameters
     verb = f"`program.{method.__name__}`"
 
+    first = next(name for name in parameters if name != "self")
+    required = parameters[first].default is inspect.Parameter.empty
+
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         args = _keras_xy(verb, args, kwargs)
+        if required and not args and first not in kwargs:
+            hint = {"train": "`program.train(x, y, epochs=...)` (PyTorch's `model.train()` switches a mode, which "
+                             "dslc has not: dropout is on in the training graph only)",
+                    "evaluate": "`program.evaluate(x, y)`"}.get(method.__name__, f"`program.{method.__name__}(x)`")
+            raise ArgumentError(f"{verb} needs the data", hint=hint)
         for name in kwargs:
             if name not in parameters:
                 known = [p for p in parameters if p != "self"]

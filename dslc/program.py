@@ -43,6 +43,14 @@ class Program:
     # holds its weights: the `out_dir` of this program's last `train`, or the weights `load_weights` read
     default_weights: object = None
 
+    def __getattr__(self, name: str):
+        """Only for a missing attribute: Keras' and PyTorch's model methods (`fit`, `save`, `state_dict`...)
+        name dslc's way in the `AttributeError`."""
+        from dslc.keras_calls import KERAS_METHODS
+
+        raise AttributeError(f"'Program' object has no attribute {name!r}"
+                             + (f"; {KERAS_METHODS[name]}" if name in KERAS_METHODS else ""))
+
     @property
     def num_parameters(self) -> int:
         """Number of trainable scalars (the sum of the parameter sizes; 0 without a training graph)."""

@@ -294,3 +294,21 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     accuracy = float((scope["probs"].argmax(1) == scope["y_test"]).mean())
     assert accuracy > 0.9 and scope["program"].evaluate(scope["x_test"], scope["y_test"])["accuracy"] == \
         pytest.approx(accuracy, abs=1e-6)
+
+
+def test_keras_and_pytorch_method_names_say_dslcs(clf):
+    """`program.fit(...)` was a bare AttributeError and PyTorch's `program.train()` "missing 1 required
+    positional argument: 'train'"."""
+    import copy
+
+    with pytest.raises(AttributeError) as e:
+        clf.fit
+    assert str(e.value) == ("'Program' object has no attribute 'fit'; dslc's is `program.train(x, y, epochs=..., "
+                            "batch_size=...)`")
+    with pytest.raises(AttributeError, match=r"^'Program' object has no attribute 'nothing'$"):
+        clf.nothing
+    assert not hasattr(clf, "state_dict") and copy.deepcopy(clf).name == "clf"
+    with pytest.raises(DataError) as e:
+        clf.train()
+    assert e.value.message == "`program.train` needs the data"
+    assert e.value.hint.startswith("`program.train(x, y, epochs=...)` (PyTorch's `model.train()` switches a mode")
