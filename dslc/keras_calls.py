@@ -45,6 +45,7 @@ KERAS_KEYWORDS = {
     "learning_rate": "dslc's name is `lr=`",
     "use_multiprocessing": "dslc trains in several processes with `workers=N` (MPI); drop `use_multiprocessing=`",
     "max_queue_size": "dslc reads numpy arrays and files, not generators; drop `max_queue_size=`",
+    "y": "`predict` reads the inputs only; `evaluate(x, y)` scores the model against targets",
     "print_fn": "`summary()` returns the table (a dict that prints as it): `print_fn(str(program.summary()))`",
     "line_length": "`summary()` sizes its columns to their contents; drop `line_length=`",
     "expand_nested": "`summary()` lists every layer; drop `expand_nested=`",
@@ -57,8 +58,8 @@ KERAS_METHODS = {
     "compile": "the loss, optimizer and metrics are declared in the `.dl` file; `dslc.compile(path)` compiled it",
     "save": "`program.save_weights(\"w.npz\")` saves the weights, `program.export(\"model.onnx\")` the inference "
             "model, `program.build(\"out/\")` the graphs and the manifest",
-    "get_weights": "the weights are in the run's checkpoint: `dslc.runtime.checkpoint.load_params(program.default_weights, "
-                   "program.manifest)` gives them by name",
+    "get_weights": "the weights are in the run's checkpoint: `dslc.runtime.checkpoint.load_params("
+                   "program.default_weights, program.manifest)` gives them by name",
     "set_weights": "`program.load_weights(...)` takes a run folder, a checkpoint or a dict of arrays by name",
     "count_params": "dslc's is `program.num_parameters`",
     "train_on_batch": "`program.train((x, y), epochs=1, batch_size=len(x))` trains one batch",
@@ -88,18 +89,21 @@ KERAS_CALLBACK_METHODS = {
 
 
 def keras_arguments(method):
-    """`method` (`Program.train`, `evaluate`, `predict`) also called as Keras's: `x=`/`y=` and two arrays in
-    the first places become one `(x, y)`; a keyword it does not take is an `ArgumentError` naming the
-    close one or dslc's way of doing what the Keras keyword does."""
+    """`method` (`Program.train`, `evaluate`, `predict`, `summary`) also called as Keras's: `x=`, and for
+    `train` and `evaluate` `y=` and two arrays in the first places, become one `(x, y)`; a keyword it does
+    not take is an `ArgumentError` naming the close one or dslc's way of doing what the Keras keyword does;
+    a call without the data one that says what to pass."""
     parameters = inspect.signature(method).parameters
     verb = f"`program.{method.__name__}`"
 
     first = next(name for name in parameters if name != "self")
     required = parameters[first].default is inspect.Parameter.empty
 
+    takes_targets = method.__name__ in ("train", "evaluate")
+
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        args = _keras_xy(verb, args, kwargs)
+        args = _keras_xy(verb, args, kwargs, takes_targets)
         if required and not args and first not in kwargs:
             hint = {"train": "`program.train(x, y, epochs=...)` (PyTorch's `model.train()` switches a mode, which "
                              "dslc has not: dropout is on in the training graph only)",
@@ -115,12 +119,15 @@ def keras_arguments(method):
     return call
 
 
-def _keras_xy(verb: str, args: tuple, kwargs: dict) -> tuple:
-    """`args` with Keras's `x=`, `y=` (taken out of `kwargs`) and positional `(x, y)` made one tuple."""
+def _keras_xy(verb: str, args: tuple, kwargs: dict, takes_targets: bool) -> tuple:
+    """`args` with Keras's `x=`, `y=` (taken out of `kwargs`) and positional `(x, y)` made one tuple (for a
+    verb that `takes_targets`)."""
     if "x" in kwargs:
         if args:
             raise ArgumentError(f"{verb} got the data twice: in the first place and as `x=`")
         args = (kwargs.pop("x"),)
+    if not takes_targets:
+        return args
     if "y" in kwargs:
         if not args:
             raise ArgumentError(f"{verb} got `y=` without `x`", hint="pass `(x, y)` or `x, y`")

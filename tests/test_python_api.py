@@ -156,8 +156,12 @@ def test_other_verbs_check_their_keywords_too(clf, tmp_path):
     assert (e.value.message, e.value.hint) == ("`program.predict` has no argument `batchsize`",
                                                "did you mean `batch_size`?")
     with pytest.raises(DataError) as e:
+        clf.predict(x, y=y)
+    assert e.value.hint == "`predict` reads the inputs only; `evaluate(x, y)` scores the model against targets"
+    with pytest.raises(DataError) as e:
         clf.summary(print_fn=print)
-    assert e.value.hint == "`summary()` returns the table (a dict that prints as it): `print_fn(str(program.summary()))`"
+    assert e.value.hint == ("`summary()` returns the table (a dict that prints as it): "
+                            "`print_fn(str(program.summary()))`")
 
 
 @pytest.mark.parametrize("call, message, hint", [
@@ -169,8 +173,8 @@ def test_other_verbs_check_their_keywords_too(clf, tmp_path):
      "`validation_data`", "list several inputs (or targets) in one member: `([x1, x2], y)` or a dict"),
     (lambda p, x, y: p.train((x, y, np.ones(len(y))), epochs=1, verbose=0),
      "training data gives per-example weights, but the model's loss reads none",
-     "declare them, `target w: f32[B]`, and pass them to the loss: `cross_entropy(logits, label, sample_weight = w)`;"
-     " or drop the third member"),
+     "declare them, `target w: f32[B]`, and pass them to the loss: "
+     "`cross_entropy(logits, label, sample_weight = w)`; or drop the third member"),
     (lambda p, x, y: p.predict(x[0]), "array `x` in input data has shape `[4]`, expected `[B, 4]`",
      "one example needs its batch axis too: `x[None]` (or `x.reshape(1, ...)`)"),
     (lambda p, x, y: p.train(x, y[:, None], epochs=1, verbose=0),
