@@ -194,6 +194,51 @@ def _listing(specs: list[dict], kind: str) -> str:
     return ", ".join(f"`{s['name']}`" for s in specs) if len(specs) > 1 else f"{kind} `{specs[0]['name']}`"
 
 
+# Keras's built-in callbacks -> what dslc does instead (they drive a Keras model, which a Program is not)
+KERAS_BUILTIN_CALLBACKS = {
+    "EarlyStopping": "pass `dslc.EarlyStopping(monitor=..., patience=...)` in `callbacks=` (or as `early_stopping=`), "
+                     "with `restore_best=True` for `restore_best_weights`",
+    "ReduceLROnPlateau": "pass `dslc.ReduceLROnPlateau(factor=..., patience=...)` in `callbacks=` (or as "
+                         "`reduce_lr_on_plateau=`)",
+    "CSVLogger": "every run writes `RUN/metrics.csv`, with CSVLogger's columns",
+    "ModelCheckpoint": "every epoch writes `RUN/checkpoint.npz`; early stopping or `restore_best=True` keeps the best "
+                       "epoch's in `RUN/best.npz`",
+    "LearningRateScheduler": "declare the schedule in the model: `optimizer adam(lr = 0.001, schedule = ...)`",
+    "TerminateOnNaN": "dslc stops a run whose loss is not finite by itself",
+    "History": "`train` returns the history",
+    "ProgbarLogger": "`verbose=1` shows a progress bar",
+    "TensorBoard": "dslc writes no TensorBoard logs: `RUN/history.jsonl` and `RUN/metrics.csv` hold the curves, "
+                   "`dslc plot RUN` draws them",
+    "BackupAndRestore": "every epoch writes a checkpoint, and `resume=True` continues from it",
+}
+
+
+def run_callbacks(callbacks, early_stopping, reduce_lr_on_plateau) -> tuple[list, object, object]:
+    """(the user's callbacks, early stopping, the plateau's reduction): a `dslc.EarlyStopping` or
+    `dslc.ReduceLROnPlateau` in `callbacks` goes where Keras' users put theirs, to its option (an
+    `ArgumentError` when that is given too); Keras' own built-in callbacks are refused with dslc's way."""
+    from dslc.runtime.callbacks import EarlyStopping
+    from dslc.runtime.plateau import ReduceLROnPlateau
+
+    if callbacks is None or not isinstance(callbacks, (list, tuple)):
+        return callbacks, early_stopping, reduce_lr_on_plateau
+    own = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        if isinstance(cb, (EarlyStopping, ReduceLROnPlateau)):
+            option = "early_stopping" if isinstance(cb, EarlyStopping) else "reduce_lr_on_plateau"
+            given = early_stopping if option == "early_stopping" else reduce_lr_on_plateau
+            if given is not None or any(type(other) is type(cb) for other in own):
+                raise ArgumentError(f"`dslc.{name}` is given twice: in `callbacks` and as `{option}=`", hint="give one")
+            own.append(cb)
+            early_stopping, reduce_lr_on_plateau = ((cb, reduce_lr_on_plateau) if option == "early_stopping"
+                                                    else (early_stopping, cb))
+        elif type(cb).__module__.startswith(("keras", "tf_keras", "tensorflow")) and name in KERAS_BUILTIN_CALLBACKS:
+            raise ArgumentError(f"`keras.callbacks.{name}` drives a Keras model, which a dslc program is not",
+                                hint=KERAS_BUILTIN_CALLBACKS[name])
+    return [cb for cb in callbacks if cb not in own], early_stopping, reduce_lr_on_plateau
+
+
 def check_callbacks(callbacks, program) -> list:
     """`callbacks` for the loop, or an `ArgumentError` for a Keras callback method dslc's loop would never
     call (it would be silently skipped) and for a lone callback not in a list. A callback without a `model`

@@ -162,11 +162,12 @@ class Program:
         MPI processes (`dslc.runtime.distributed`; callbacks, early stopping, a validation split and
         fine-tuning are options of one process), `comm` on the ranks of an MPI communicator the caller
         started. All three need a program compiled with `split=True` and give the single-process step."""
-        from dslc.keras_calls import check_callbacks, data_specs, named_arrays
+        from dslc.keras_calls import check_callbacks, data_specs, named_arrays, run_callbacks
         from dslc.runtime.layout import eval_key, train_keys
         from dslc.runtime.progress import python_reporter
         from dslc.runtime.train import fit
 
+        callbacks, early_stopping, reduce_lr_on_plateau = run_callbacks(callbacks, early_stopping, reduce_lr_on_plateau)
         callbacks = check_callbacks(callbacks, self)
         keys = train_keys(self.manifest)
         if keys:  # else `fit` says the model has no loss

@@ -316,3 +316,40 @@ def test_keras_and_pytorch_method_names_say_dslcs(clf):
         clf.train()
     assert e.value.message == "`program.train` needs the data"
     assert e.value.hint.startswith("`program.train(x, y, epochs=...)` (PyTorch's `model.train()` switches a mode")
+
+
+def test_dslc_early_stopping_and_plateau_in_callbacks_as_keras_users_pass_them(clf, tmp_path):
+    """`callbacks=[dslc.EarlyStopping(...)]` (where Keras' users put it) was `KeyError: None` from inside the
+    loop: it ran as a user callback, its monitor never resolved."""
+    import dslc
+
+    x, y = data(16)
+
+    def run(name, **kwargs):
+        return clf.train(x, y, epochs=4, batch_size=8, verbose=0, out_dir=tmp_path / name, **kwargs)
+
+    stopping = {"monitor": "loss", "patience": 1, "min_delta": 10.0}  # no epoch improves by 10
+    plateau = {"monitor": "loss", "patience": 1, "min_delta": 10.0, "factor": 0.5}
+    want = run("a", early_stopping=stopping)
+    got = run("b", callbacks=[dslc.EarlyStopping(**stopping)])
+    assert got.history == want.history and got.stopped_epoch == want.stopped_epoch == 2
+    want = run("c", reduce_lr_on_plateau=plateau)
+    got = run("d", callbacks=[dslc.ReduceLROnPlateau(**plateau)])
+    assert got.history == want.history and got.history["lr"] == [0.1, 0.1, 0.05, 0.025]
+    with pytest.raises(DataError) as e:
+        run("e", callbacks=[dslc.EarlyStopping()], early_stopping="patience=2")
+    assert e.value.message == "`dslc.EarlyStopping` is given twice: in `callbacks` and as `early_stopping=`"
+
+
+def test_keras_built_in_callbacks_name_dslcs_counterpart(clf, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    x, y = data(16)
+    with pytest.raises(DataError) as e:
+        clf.train(x, y, verbose=0, out_dir=tmp_path / "run", callbacks=[keras.callbacks.EarlyStopping(patience=2)])
+    assert e.value.message == "`keras.callbacks.EarlyStopping` drives a Keras model, which a dslc program is not"
+    assert e.value.hint.startswith("pass `dslc.EarlyStopping(monitor=..., patience=...)` in `callbacks=`")
+    seen = []
+    lambda_callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    clf.train(x, y, epochs=2, verbose=0, out_dir=tmp_path / "run", callbacks=[lambda_callback])
+    assert seen == [1, 2]
