@@ -215,6 +215,12 @@ def test_sample_weights_as_the_third_member_of_a_tuple(tmp_path):
     got = program.train((x, y, w), val=(xv, yv, np.ones(8)), epochs=2, batch_size=4, verbose=0,
                         out_dir=tmp_path / "t")
     assert got.history == want.history
+    classes = {0: 0.5, 2: 3.0}  # Keras' class_weight with Keras' (x, y) and validation_data
+    want = program.train({"x": x, "y": y}, {"x": xv, "y": yv}, class_weight=classes, epochs=2, batch_size=4,
+                         verbose=0, out_dir=tmp_path / "cd")
+    got = program.train(x, y, val=(xv, yv), class_weight=classes, epochs=2, batch_size=4, verbose=0,
+                        out_dir=tmp_path / "ct")
+    assert got.history == want.history
 
 
 def test_callbacks_as_keras_writes_them(clf, tmp_path):
