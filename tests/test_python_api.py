@@ -318,6 +318,8 @@ def test_keras_and_pytorch_method_names_say_dslcs(clf):
     with pytest.raises(AttributeError, match=r"^'Program' object has no attribute 'nothing'$"):
         clf.nothing
     assert not hasattr(clf, "state_dict") and copy.deepcopy(clf).name == "clf"
+    # a notebook cell's value: one line (the dataclass's repr held the graphs' bytes)
+    assert repr(clf) == f"<dslc.Program clf ({clf.source_path}): 67 parameters, not trained>"  # 4*8+8 + 8*3+3
     with pytest.raises(DataError) as e:
         clf.train()
     assert e.value.message == "`program.train` needs the data"
