@@ -84,6 +84,9 @@ def compile(path: str | os.PathLike, defines: dict | None = None, *, dtype: str 
     folders = [import_path] if isinstance(import_path, (str, os.PathLike)) else list(import_path)
     if not all(isinstance(f, (str, os.PathLike)) for f in folders):
         raise DataError(f"`import_path` must be a folder or a list of folders, got {import_path!r}")
+    from dslc.keras_calls import check_keras_compile
+
+    check_keras_compile(hyper)  # `optimizer="adam"`, `metrics=[...]`: Keras' `model.compile`
     values = {**(defines or {}), **hyper}
     if dims is not None and (not isinstance(dims, Mapping) or not all(
             isinstance(k, str) and isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1

@@ -72,6 +72,32 @@ KERAS_METHODS = {
     "to": "the device is an argument of each verb: `device=\"cuda\"`",
 }
 
+# Keras's `model.compile` keywords, which a user may pass to `dslc.compile` -> where dslc has them
+KERAS_COMPILE = {
+    "optimizer": "the optimizer is declared in the model: `optimizer adam(lr = 0.001)`",
+    "loss": "the loss is declared in the model: `loss cross_entropy(logits, label)` (it takes logits)",
+    "metrics": "the metrics are declared in the model: `metric accuracy(logits, label)`, one line each",
+    "loss_weights": "several losses are weighed in the model's loss: `loss a + 0.5 * b`",
+    "weighted_metrics": "metrics stay unweighted; `class_weight=`/`sample_weight=` of `train` weigh the loss",
+    "run_eagerly": "the model runs as ONNX graphs, never eagerly; drop `run_eagerly=`",
+    "jit_compile": "the graphs are compiled already (ONNX Runtime optimizes them); drop `jit_compile=`",
+    "steps_per_execution": "each step is one run of the training graph; drop `steps_per_execution=`",
+}
+
+
+def check_keras_compile(values: Mapping) -> None:
+    """`ArgumentError` for a keyword of Keras' `model.compile` given to `dslc.compile` as anything but a
+    number (a model's hyper-parameter of that name goes in `defines=`)."""
+    import numbers
+
+    for name, value in values.items():
+        if name in KERAS_COMPILE and (isinstance(value, bool) or not isinstance(value, numbers.Number)):
+            raise ArgumentError(f"`{name}=` is an argument of Keras' `model.compile`; dslc reads it from the model "
+                                "file, and takes keyword arguments as the model's hyper-parameters",
+                                hint=f"{KERAS_COMPILE[name]}; a hyper-parameter named `{name}` goes in "
+                                     f"`defines={{\"{name}\": ...}}`")
+
+
 # Keras's callback methods dslc's loop does not call -> what it calls instead
 KERAS_CALLBACK_METHODS = {
     "on_train_batch_end": "`on_step_end(step, logs)` (step counts from 1 within the epoch)",

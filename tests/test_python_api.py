@@ -361,3 +361,19 @@ def test_keras_built_in_callbacks_name_dslcs_counterpart(clf, tmp_path, monkeypa
     lambda_callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
     clf.train(x, y, epochs=2, verbose=0, out_dir=tmp_path / "run", callbacks=[lambda_callback])
     assert seen == [1, 2]
+
+
+def test_keras_compile_arguments_to_dslc_compile_say_where_dslc_has_them(tmp_path):
+    """`dslc.compile(path, metrics=["accuracy"])` said the value "must be a number, `True`/`False` or a
+    string", and `optimizer="adam"` that the model has no such hyper-parameter."""
+    import dslc
+
+    (tmp_path / "m.dl").write_text(CLASSIFIER)
+    with pytest.raises(DataError) as e:
+        dslc.compile(tmp_path / "m.dl", metrics=["accuracy"])
+    assert e.value.message == ("`metrics=` is an argument of Keras' `model.compile`; dslc reads it from the model "
+                               "file, and takes keyword arguments as the model's hyper-parameters")
+    assert e.value.hint == ("the metrics are declared in the model: `metric accuracy(logits, label)`, one line each; "
+                            "a hyper-parameter named `metrics` goes in `defines={\"metrics\": ...}`")
+    with pytest.raises(DataError, match="`optimizer=` is an argument of Keras' `model.compile`"):
+        dslc.compile(tmp_path / "m.dl", optimizer="adam")
