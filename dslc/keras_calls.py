@@ -178,7 +178,8 @@ def named_arrays(source, specs: list[dict], what: str, keras_form: str = "`(x, y
     inputs = [s for s in specs if s.get("role", "input") == "input"]
     targets = [s for s in specs if s.get("role") == "target" and "sample_weight" not in s]
     weights = [s for s in specs if "sample_weight" in s]
-    if not isinstance(source, tuple) or not (targets or weights):  # `x` alone
+    labelled = any("role" in s for s in specs)  # the training and evaluation graphs' data, not `predict`'s
+    if not isinstance(source, tuple) or not labelled:  # `x` alone
         if targets and len(specs) > 1:
             raise DataError(f"{what} gives the model's inputs only, but it also reads {_listing(targets, 'target')}",
                             hint=f"pass inputs and targets: {keras_form}")
@@ -190,8 +191,10 @@ def named_arrays(source, specs: list[dict], what: str, keras_form: str = "`(x, y
     arrays = _group(source[0], inputs, "input", what)
     if len(source) >= 2:
         if not targets:
-            raise DataError(f"{what} gives targets, but model reads none (its inputs: {_listing(inputs, 'input')})",
-                            hint="validation data goes in `val=`: `train(x, val=x_val)`")
+            raise DataError(f"{what} gives targets, but the model reads none (its inputs: "
+                            f"{_listing(inputs, 'input')})",
+                            hint="its loss reads its inputs alone: `train(x)`; validation data goes in `val=`: "
+                                 "`train(x, val=x_val)`")
         arrays.update(_group(source[1], targets, "target", what))
     if len(source) == 3:
         if not weights:

@@ -4,11 +4,15 @@ weights kept by the program after `train` (`predict(x)`, `evaluate(x, y)`, `expo
 `resume=True`), `history.history`, callbacks (`self.model.stop_training`), and the errors of Keras habits."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import compile_text
 
 from dslc.diagnostics import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSIFIER = """
 model clf {
@@ -289,9 +293,7 @@ def test_tensors_train_as_arrays_and_a_string_is_shown_as_one(clf, tmp_path):
 
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     """README's tour shows the API as above; run it (from a scratch folder: it writes runs/py, digits.onnx, out/)."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     readme = (root / "README.md").read_text(encoding="utf-8")
     tour = readme[readme.index("**From Python.**"):]
     code = tour[tour.index("```python\n") + len("```python\n"):tour.index("```\n", tour.index("```python"))]
@@ -377,3 +379,19 @@ def test_keras_compile_arguments_to_dslc_compile_say_where_dslc_has_them(tmp_pat
                             "a hyper-parameter named `metrics` goes in `defines={\"metrics\": ...}`")
     with pytest.raises(DataError, match="`optimizer=` is an argument of Keras' `model.compile`"):
         dslc.compile(tmp_path / "m.dl", optimizer="adam")
+
+
+def test_a_model_without_targets_trains_on_x_alone(tmp_path):
+    """`train(x, x)`, Keras' autoencoder call, made one array of both (shape `[2, n, 64]`) and said the shape
+    was wrong."""
+    import dslc
+
+    program = dslc.compile(ROOT / "models" / "autoencoder.dl")
+    x = np.random.default_rng(0).uniform(size=(16, 64)).astype(np.float32)
+    want = program.train({"image": x}, epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "a")
+    assert program.train(x, epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "b").history == want.history
+    with pytest.raises(DataError) as e:
+        program.train(x, x, verbose=0)
+    assert e.value.message == "training data gives targets, but the model reads none (its inputs: input `image`)"
+    assert e.value.hint == ("its loss reads its inputs alone: `train(x)`; validation data goes in `val=`: "
+                            "`train(x, val=x_val)`")
