@@ -342,3 +342,28 @@ def data_specs(manifest: dict, graphs: list[str]) -> list[dict]:
         for spec in manifest["graphs"][key]["inputs"]:
             specs.setdefault(spec["name"], spec)
     return list(specs.values())
+
+
+class Outputs(dict):
+    """What `predict` returns: the model's outputs by name, a dict also for one output (as Keras' models
+    with named outputs). Used as Keras' single array (`.argmax(1)`, `np.argmax(y, 1)`, `y[0]`), it says
+    how to take the array out, instead of numpy's or Python's words about a dict."""
+
+    def _how(self) -> str:
+        names = list(self)
+        return (f"`predict` returns the outputs by name: take the array with `[\"{names[0]}\"]`" if len(names) == 1 else
+                f"`predict` returns the outputs by name ({', '.join(f'`{n}`' for n in names)}): take one with "
+                f"`[\"{names[0]}\"]`")
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"'Outputs' object has no attribute {name!r}")
+        raise AttributeError(f"'Outputs' (a dict) has no attribute {name!r}; {self._how()}")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(f"the outputs are a dict, not an array; {self._how()}")
+
+    def __missing__(self, key):
+        if isinstance(key, (int, slice, tuple, np.integer)):
+            raise KeyError(f"{key!r}: {self._how()}")
+        raise KeyError(key)

@@ -321,7 +321,7 @@ class Program:
         `train`); return the outputs by name, a dict also for one output (the model names it). `verbose`
         is taken for Keras code and prints nothing at any level."""
         from dslc.diagnostics import DataError
-        from dslc.keras_calls import named_arrays
+        from dslc.keras_calls import Outputs, named_arrays
         from dslc.runtime.data import check_count, load_data, num_rows
         from dslc.runtime.progress import check_verbose
         from dslc.runtime.session import Predictor
@@ -333,7 +333,7 @@ class Program:
         arrays = load_data(named_arrays(inputs, spec["inputs"], "input data"), spec["inputs"], "input data")
         if arrays and num_rows(arrays) == 0:  # as `train` and `evaluate`: an empty file is a mistake
             raise DataError("the input data has no samples")
-        return Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size)
+        return Outputs(Predictor(self.trained_model(weights), spec, device, threads).run(arrays, batch_size))
 
     def export(self, weights, path: str | os.PathLike | None = None) -> Path:  # weights may be None, see trained_model
         """Write a self-contained inference model with the trained weights to `path` (atomically);

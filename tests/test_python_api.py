@@ -395,3 +395,22 @@ def test_a_model_without_targets_trains_on_x_alone(tmp_path):
     assert e.value.message == "training data gives targets, but the model reads none (its inputs: input `image`)"
     assert e.value.hint == ("its loss reads its inputs alone: `train(x)`; validation data goes in `val=`: "
                             "`train(x, val=x_val)`")
+
+
+def test_predictions_used_as_keras_single_array_say_how_to_take_it(clf, tmp_path):
+    """`program.predict(x).argmax(1)` was "'dict' object has no attribute 'argmax'", `np.argmax(y, 1)` numpy's
+    "axis 1 is out of bounds for array of dimension 0"."""
+    x, y = data(8)
+    clf.train(x, y, verbose=0, out_dir=tmp_path / "run")
+    outputs = clf.predict(x)
+    how = '`predict` returns the outputs by name: take the array with `["probs"]`'
+    assert isinstance(outputs, dict) and list(outputs) == ["probs"] and outputs["probs"].shape == (8, 3)
+    with pytest.raises(AttributeError) as e:
+        outputs.argmax(1)
+    assert str(e.value) == f"'Outputs' (a dict) has no attribute 'argmax'; {how}"
+    with pytest.raises(TypeError) as e:
+        np.argmax(outputs, axis=1)
+    assert str(e.value) == f"the outputs are a dict, not an array; {how}"
+    with pytest.raises(KeyError, match=r"0: `predict` returns"):
+        outputs[0]
+    assert not hasattr(outputs, "no_such_thing")
