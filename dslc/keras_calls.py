@@ -10,6 +10,10 @@ How arrays map onto the model's names, as Keras maps them onto a model's inputs 
   in the first two places are inputs and targets, as in Keras, not training and validation data (a
   path, dict or tuple in the second place still is `val` for `train`, `weights` for `evaluate`).
 Dicts of arrays and paths pass through unchanged; `dslc.runtime.data.load_data` checks everything.
+
+Also Keras' callbacks (`self.model.stop_training`, `dslc.EarlyStopping` in `callbacks=`, its built-in
+ones refused), `predict`'s `Outputs`, and the hints for Keras' and PyTorch's model methods (`fit`,
+`state_dict`) and for `model.compile`'s keywords given to `dslc.compile`.
 """
 from __future__ import annotations
 
@@ -23,11 +27,11 @@ from dslc.diagnostics import DataError, suggest
 
 
 class ArgumentError(DataError, TypeError):
-    """A keyword the verb does not take: a `DataError` (exit 3 on the command line, `.hint`), and a
-    `TypeError` as Python's own for an unexpected keyword."""
+    """A call the API does not take (a keyword, a callback, a Keras habit): a `DataError` (with `.hint`),
+    and a `TypeError` as Python's own for an unexpected keyword."""
 
 
-# Keras's keywords of fit/evaluate/predict -> how dslc does it (`{}` is the verb)
+# Keras's keywords of fit/evaluate/predict/summary -> how dslc does it
 KERAS_KEYWORDS = {
     "validation_data": "`validation_data=` is Keras' name: dslc's `train` takes `val=` (a tuple `(x_val, y_val)`, "
                        "a dict of arrays or a path)",
@@ -251,21 +255,21 @@ def run_callbacks(callbacks, early_stopping, reduce_lr_on_plateau) -> tuple[list
 
     if callbacks is None or not isinstance(callbacks, (list, tuple)):
         return callbacks, early_stopping, reduce_lr_on_plateau
-    own = []
+    found = {EarlyStopping: early_stopping, ReduceLROnPlateau: reduce_lr_on_plateau}
+    options = {EarlyStopping: "early_stopping", ReduceLROnPlateau: "reduce_lr_on_plateau"}
     for cb in callbacks:
+        kind = next((k for k in found if isinstance(cb, k)), None)
         name = type(cb).__name__
-        if isinstance(cb, (EarlyStopping, ReduceLROnPlateau)):
-            option = "early_stopping" if isinstance(cb, EarlyStopping) else "reduce_lr_on_plateau"
-            given = early_stopping if option == "early_stopping" else reduce_lr_on_plateau
-            if given is not None or any(type(other) is type(cb) for other in own):
-                raise ArgumentError(f"`dslc.{name}` is given twice: in `callbacks` and as `{option}=`", hint="give one")
-            own.append(cb)
-            early_stopping, reduce_lr_on_plateau = ((cb, reduce_lr_on_plateau) if option == "early_stopping"
-                                                    else (early_stopping, cb))
+        if kind is not None:
+            if found[kind] is not None:
+                raise ArgumentError(f"`dslc.{kind.__name__}` is given twice",
+                                    hint=f"pass one, in `callbacks` or as `{options[kind]}=`")
+            found[kind] = cb
         elif type(cb).__module__.startswith(("keras", "tf_keras", "tensorflow")) and name in KERAS_BUILTIN_CALLBACKS:
             raise ArgumentError(f"`keras.callbacks.{name}` drives a Keras model, which a dslc program is not",
                                 hint=KERAS_BUILTIN_CALLBACKS[name])
-    return [cb for cb in callbacks if cb not in own], early_stopping, reduce_lr_on_plateau
+    own = [cb for cb in callbacks if not isinstance(cb, tuple(found))]
+    return own, found[EarlyStopping], found[ReduceLROnPlateau]
 
 
 def check_callbacks(callbacks, program) -> list:

@@ -348,7 +348,8 @@ def test_dslc_early_stopping_and_plateau_in_callbacks_as_keras_users_pass_them(c
     assert got.history == want.history and got.history["lr"] == [0.1, 0.1, 0.05, 0.025]
     with pytest.raises(DataError) as e:
         run("e", callbacks=[dslc.EarlyStopping()], early_stopping="patience=2")
-    assert e.value.message == "`dslc.EarlyStopping` is given twice: in `callbacks` and as `early_stopping=`"
+    assert (e.value.message, e.value.hint) == ("`dslc.EarlyStopping` is given twice",
+                                               "pass one, in `callbacks` or as `early_stopping=`")
 
 
 def test_keras_built_in_callbacks_name_dslcs_counterpart(clf, tmp_path, monkeypatch):
