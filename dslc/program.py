@@ -194,6 +194,7 @@ class Program:
                                 hint=f"pass `resume=\"{last}\"` to start a run from that state" if loaded else
                                 "pass the run's `out_dir=` (the folder of an earlier `train`)")
             out_dir = last
+        held = self.default_weights if out_dir is None and resume is False and init_from is None else None
         if out_dir is None:
             import tempfile
 
@@ -204,6 +205,12 @@ class Program:
             train = with_weights(self, train, class_weight, sample_weight)
             val = validation_with_weights(self, val)
         reporter = reporter or python_reporter(verbose)
+        if isinstance(held, Path):  # Keras' `fit` called again continues from the model's weights: say it does not
+            again = ("pass `resume=True` (`epochs` the new total) to continue that run, or "
+                     if held.is_dir() else "pass ")
+            reporter.warn(f"this run starts from the model's initial weights, not from those the program holds "
+                          f"(`{held}`), which Keras' `fit` would continue from; {again}`init_from=\"{held}\"` to "
+                          "start a new run from them")
         try:
             if workers is not None:
                 from dslc.diagnostics import SettingError

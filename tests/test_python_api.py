@@ -415,3 +415,23 @@ def test_predictions_used_as_keras_single_array_say_how_to_take_it(clf, tmp_path
     with pytest.raises(KeyError, match=r"0: `predict` returns"):
         outputs[0]
     assert not hasattr(outputs, "no_such_thing")
+
+
+def test_a_second_train_says_it_does_not_continue_as_keras_fit_would(clf, tmp_path):
+    """A second `train(x, y)` restarted from the initial weights without a word (Keras' `fit` continues)."""
+    import warnings
+
+    x, y = data(16)
+    first = clf.train(x, y, epochs=1, batch_size=8, verbose=0)
+    with pytest.warns(UserWarning) as caught:
+        clf.train(x, y, epochs=1, batch_size=8, verbose=0)
+    assert str(caught[0].message) == (
+        f"this run starts from the model's initial weights, not from those the program holds (`{first.out_dir}`), "
+        "which Keras' `fit` would continue from; pass `resume=True` (`epochs` the new total) to continue that run, "
+        f"or `init_from=\"{first.out_dir}\"` to start a new run from them")
+    assert caught[0].filename == __file__  # at the user's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none for a run folder of its own, a resumed run, or one started from weights
+        clf.train(x, y, epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "new")
+        clf.train(x, y, epochs=2, batch_size=8, verbose=0, resume=True)
+        clf.train(x, y, epochs=1, batch_size=8, verbose=0, init_from=first.out_dir)
