@@ -121,6 +121,7 @@ def test_history_history_holds_the_curves_only(clf, tmp_path):
     history = clf.train(x, y, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / "run")
     assert list(history.history) == ["loss", "accuracy", "lr"]
     assert history.history["loss"] == [r["loss"] for r in history] and history[0]["steps"] == 5
+    assert history.epoch == [1, 2]  # Keras' `History.epoch`, dslc's numbers
 
 
 @pytest.mark.parametrize("kwargs, message, hint", [

@@ -60,6 +60,12 @@ class History(list):
         self.best_epoch: int | None = None
 
     @property
+    def epoch(self) -> list[int]:
+        """The epochs' numbers, from 1 (Keras' `History.epoch` counts from 0): `plt.plot(history.epoch,
+        history.history["loss"])`."""
+        return [record["epoch"] for record in self]
+
+    @property
     def history(self) -> dict[str, list]:
         keys = dict.fromkeys(k for record in self for k in record if k not in self.BOOKKEEPING)
         return {k: [record.get(k) for record in self] for k in keys}
