@@ -170,30 +170,15 @@ class Program:
         MPI processes (`dslc.runtime.distributed`; callbacks, early stopping, a validation split and
         fine-tuning are options of one process), `comm` on the ranks of an MPI communicator the caller
         started. All three need a program compiled with `split=True` and give the single-process step."""
-        from dslc.keras_calls import check_callbacks, data_specs, named_arrays, run_callbacks
-        from dslc.runtime.layout import eval_key, train_keys
+        from dslc.keras_calls import check_callbacks, run_callbacks
         from dslc.runtime.progress import python_reporter
         from dslc.runtime.train import fit
 
         callbacks, early_stopping, reduce_lr_on_plateau = run_callbacks(callbacks, early_stopping, reduce_lr_on_plateau)
         callbacks = check_callbacks(callbacks, self)
-        keys = train_keys(self.manifest)
-        if keys:  # else `fit` says the model has no loss
-            train = named_arrays(train, data_specs(self.manifest, keys), "training data",
-                                 "`train(x, y)`, as Keras' `fit(x, y)`")
-            val = named_arrays(val, data_specs(self.manifest, [eval_key(k) for k in keys]), "validation data",
-                               "`val=(x_val, y_val)`, as Keras' `validation_data`")
+        train, val = self._named_data(train, val)
         if out_dir is None and resume is True:  # Keras' `fit` called again continues: here the last run
-            last = self.default_weights
-            if not (isinstance(last, Path) and last.is_dir()):
-                from dslc.diagnostics import DataError
-
-                loaded = isinstance(last, Path)  # `load_weights` of a checkpoint file
-                raise DataError("`resume=True` continues a run, but this program has trained none"
-                                + (f" (its weights were loaded from `{last}`)" if loaded else ""),
-                                hint=f"pass `resume=\"{last}\"` to start a run from that state" if loaded else
-                                "pass the run's `out_dir=` (the folder of an earlier `train`)")
-            out_dir = last
+            out_dir = self._last_run()
         held = self.default_weights if out_dir is None and resume is False and init_from is None else None
         if out_dir is None:
             import tempfile
@@ -236,6 +221,32 @@ class Program:
             close = getattr(reporter, "close", None)
             if close is not None:
                 close()
+
+    def _named_data(self, train, val):
+        """Training and validation data given as Keras gives them (`(x, y)`, arrays) as dicts by name."""
+        from dslc.keras_calls import data_specs, named_arrays
+        from dslc.runtime.layout import eval_key, train_keys
+
+        keys = train_keys(self.manifest)
+        if not keys:  # `fit` says the model has no loss
+            return train, val
+        return (named_arrays(train, data_specs(self.manifest, keys), "training data",
+                             "`train(x, y)`, as Keras' `fit(x, y)`"),
+                named_arrays(val, data_specs(self.manifest, [eval_key(k) for k in keys]), "validation data",
+                             "`val=(x_val, y_val)`, as Keras' `validation_data`"))
+
+    def _last_run(self) -> Path:
+        """The run folder of this program's last `train`, for `resume=True` without `out_dir`."""
+        from dslc.diagnostics import DataError
+
+        last = self.default_weights
+        if not (isinstance(last, Path) and last.is_dir()):
+            loaded = isinstance(last, Path)  # `load_weights` of a checkpoint file
+            raise DataError("`resume=True` continues a run, but this program has trained none"
+                            + (f" (its weights were loaded from `{last}`)" if loaded else ""),
+                            hint=f"pass `resume=\"{last}\"` to start a run from that state" if loaded else
+                            "pass the run's `out_dir=` (the folder of an earlier `train`)")
+        return last
 
     @keras_arguments
     def summary(self, batch_size: int = 32, dims: dict[str, int] | None = None):
