@@ -259,7 +259,7 @@ def test_callbacks_as_keras_writes_them(clf, tmp_path):
             return self.model.optimizer
 
     with pytest.raises(DataError) as e:
-        clf.train(x, y, verbose=0, out_dir=tmp_path / "c", callbacks=[Optimizer()])
+        clf.train(x, y, batch_size=8, verbose=0, out_dir=tmp_path / "c", callbacks=[Optimizer()])
     assert e.value.message.startswith("a callback's `self.model` has no `optimizer`: it is not a Keras model")
 
 
@@ -358,12 +358,13 @@ def test_keras_built_in_callbacks_name_dslcs_counterpart(clf, tmp_path, monkeypa
     keras = pytest.importorskip("keras")
     x, y = data(16)
     with pytest.raises(DataError) as e:
-        clf.train(x, y, verbose=0, out_dir=tmp_path / "run", callbacks=[keras.callbacks.EarlyStopping(patience=2)])
+        clf.train(x, y, batch_size=8, verbose=0, out_dir=tmp_path / "run",
+                  callbacks=[keras.callbacks.EarlyStopping(patience=2)])
     assert e.value.message == "`keras.callbacks.EarlyStopping` drives a Keras model, which a dslc program is not"
     assert e.value.hint.startswith("pass `dslc.EarlyStopping(monitor=..., patience=...)` in `callbacks=`")
     seen = []
     lambda_callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
-    clf.train(x, y, epochs=2, verbose=0, out_dir=tmp_path / "run", callbacks=[lambda_callback])
+    clf.train(x, y, epochs=2, batch_size=8, verbose=0, out_dir=tmp_path / "run", callbacks=[lambda_callback])
     assert seen == [1, 2]
 
 
