@@ -285,7 +285,7 @@ def test_tensors_train_as_arrays_and_a_string_is_shown_as_one(clf, tmp_path):
     got = clf.train(torch.from_numpy(x), torch.from_numpy(y), epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "b")
     assert got.history == want.history
     with pytest.raises(DataError) as e:
-        clf.train(x, y, lr="0.1", verbose=0)
+        clf.train(x, y, lr="0.1", verbose=0, out_dir=tmp_path / "c")
     assert e.value.message == "the learning rate must be a finite non-negative number, got '0.1'"
     with pytest.raises(DataError) as e:
         clf.predict(torch.ones(2, 4, requires_grad=True))
@@ -404,7 +404,7 @@ def test_predictions_used_as_keras_single_array_say_how_to_take_it(clf, tmp_path
     """`program.predict(x).argmax(1)` was "'dict' object has no attribute 'argmax'", `np.argmax(y, 1)` numpy's
     "axis 1 is out of bounds for array of dimension 0"."""
     x, y = data(8)
-    clf.train(x, y, verbose=0, out_dir=tmp_path / "run")
+    clf.train(x, y, batch_size=4, verbose=0, out_dir=tmp_path / "run")
     outputs = clf.predict(x)
     how = '`predict` returns the outputs by name: take the array with `["probs"]`'
     assert isinstance(outputs, dict) and list(outputs) == ["probs"] and outputs["probs"].shape == (8, 3)
