@@ -6,9 +6,9 @@ How arrays map onto the model's names, as Keras maps them onto a model's inputs 
 - `x` fills the model's `input`s, `y` its `target`s, the third member of a tuple the target the loss
   reads as its `sample_weight`; each is one array when the model has one such name, else a list (in the
   model's declaration order) or a dict of arrays;
-- `train(x, y)` and `evaluate(x, y)` are `train((x, y))` and `evaluate((x, y))`: two arrays (or lists)
-  in the first two places are inputs and targets, as in Keras, not training and validation data (a
-  path, dict or tuple in the second place still is `val` for `train`, `weights` for `evaluate`).
+- `train(x, y)` and `evaluate(x, y)` are `train((x, y))` and `evaluate((x, y))`: an array (or list) in
+  the second place after an array or a dict of inputs is the targets, as in Keras, not validation data
+  or weights (a path, dict or tuple there still is `val` for `train`, `weights` for `evaluate`).
 Dicts of arrays and paths pass through unchanged; `dslc.runtime.data.load_data` checks everything.
 
 Also Keras' callbacks (`self.model.stop_training`, `dslc.EarlyStopping` in `callbacks=`, its built-in
@@ -162,8 +162,8 @@ def _keras_xy(verb: str, args: tuple, kwargs: dict, takes_targets: bool) -> tupl
         if not args:
             raise ArgumentError(f"{verb} got `y=` without `x`", hint="pass `(x, y)` or `x, y`")
         return ((args[0], kwargs.pop("y")), *args[1:])
-    if len(args) >= 2 and is_bare(args[0]) and is_bare(args[1]):
-        return ((args[0], args[1]), *args[2:])
+    if len(args) >= 2 and (is_bare(args[0]) or isinstance(args[0], Mapping)) and is_bare(args[1]):
+        return ((args[0], args[1]), *args[2:])  # an array is no validation data nor weights: Keras' `y`
     return args
 
 

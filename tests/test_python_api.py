@@ -204,6 +204,8 @@ def test_several_inputs_as_a_list_in_the_models_order_or_a_dict(tmp_path):
     want = program.train({"a": a, "b": b, "y": y}, epochs=2, batch_size=4, verbose=0, out_dir=tmp_path / "d")
     got = program.train([a, b], y, epochs=2, batch_size=4, verbose=0, out_dir=tmp_path / "l")
     assert losses(got) == losses(want)
+    got = program.train({"a": a, "b": b}, y, epochs=2, batch_size=4, verbose=0, out_dir=tmp_path / "n")
+    assert losses(got) == losses(want)  # Keras' `fit({"a": a, "b": b}, y)`
     np.testing.assert_array_equal(program.predict([a, b])["h"], program.predict({"a": a, "b": b})["h"])
     with pytest.raises(DataError) as e:
         program.train(a, y, verbose=0)

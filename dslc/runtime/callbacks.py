@@ -28,7 +28,8 @@ from dslc.diagnostics import DataError, SettingError, suggest
 
 class Callback:
     """Hooks of the training loop; subclass it or write any object with some of these methods.
-    A method that returns `True` stops training."""
+    A method that returns `True` stops training (from `program.train`, so does Keras'
+    `self.model.stop_training = True`: see `dslc.keras_calls`)."""
 
     def on_train_begin(self, info: dict) -> bool | None:
         """Before the first epoch; `info` as `Reporter.start` gets it."""
