@@ -290,6 +290,17 @@ def check_callbacks(callbacks, program) -> list:
             else _Stoppable(cb, program) for cb in callbacks]  # a new `KerasModel` each run, as Keras resets it
 
 
+class StartNote:
+    """A callback that says `message` (with `say`, the reporter's `warn`) as training starts: after the
+    arguments and data are checked, so that a call refused for them says only why."""
+
+    def __init__(self, say, message: str):
+        self.say, self.message = say, message
+
+    def on_train_begin(self, info: dict) -> None:
+        self.say(self.message)
+
+
 HOOKS = ("on_train_begin", "on_step_end", "on_epoch_end", "on_train_end")
 
 

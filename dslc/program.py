@@ -191,11 +191,17 @@ class Program:
             val = validation_with_weights(self, val)
         reporter = reporter or python_reporter(verbose)
         if isinstance(held, Path):  # Keras' `fit` called again continues from the model's weights: say it does not
+            from dslc.keras_calls import StartNote
+
             again = ("pass `resume=True` (`epochs` the new total) to continue that run, or "
                      if held.is_dir() else "pass ")
-            reporter.warn(f"this run starts from the model's initial weights, not from those the program holds "
-                          f"(`{held}`), which Keras' `fit` would continue from; {again}`init_from=\"{held}\"` to "
-                          "start a new run from them")
+            note = StartNote(reporter.warn, "this run starts from the model's initial weights, not from those the "
+                             f"program holds (`{held}`), which Keras' `fit` would continue from; {again}"
+                             f"`init_from=\"{held}\"` to start a new run from them")
+            if workers is None:
+                callbacks = [*callbacks, note]
+            else:  # several processes take no callbacks
+                note.on_train_begin({})
         try:
             if workers is not None:
                 from dslc.diagnostics import SettingError

@@ -435,6 +435,10 @@ def test_a_second_train_says_it_does_not_continue_as_keras_fit_would(clf, tmp_pa
         f"or `init_from=\"{first.out_dir}\"` to start a new run from them")
     assert caught[0].filename == __file__  # at the user's line
     with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a call refused for its arguments says only why
+        with pytest.raises(DataError, match="the learning rate must be"):
+            clf.train(x, y, epochs=1, batch_size=8, verbose=0, lr=-1.0)
+    with warnings.catch_warnings():
         warnings.simplefilter("error")  # none for a run folder of its own, a resumed run, or one started from weights
         clf.train(x, y, epochs=1, batch_size=8, verbose=0, out_dir=tmp_path / "new")
         clf.train(x, y, epochs=2, batch_size=8, verbose=0, resume=True)
