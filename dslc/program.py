@@ -294,12 +294,12 @@ class Program:
         self.default_weights = Path(weights) if isinstance(weights, (str, os.PathLike)) else params
 
     def save_weights(self, path: str | os.PathLike) -> Path:
-        """Keras' `save_weights`: write the checkpoint of the `default_weights` (the last `train`'s, or those
-        `load_weights` read from a run or checkpoint) to the `.npz` file `path` (atomically), a checkpoint as
-        `RUN/checkpoint.npz` is: `weights=`, `load_weights`, `init_from=` and `resume=` read it."""
+        """Keras' `save_weights`: write the checkpoint of the `default_weights` (the last `train`'s, or the
+        file or run `load_weights` read) to the `.npz` file `path` (atomically), as it is (`RUN/checkpoint.npz`
+        or an `.npz` of values by name): `weights=`, `load_weights`, `init_from=` and `resume=` read it."""
         from dslc.diagnostics import DataError
         from dslc.fsutil import atomic_write_bytes
-        from dslc.runtime.checkpoint import checkpoint_path, load_checkpoint
+        from dslc.runtime.checkpoint import checkpoint_path, load_params
         from dslc.runtime.data import read_bytes
 
         if Path(path).suffix.lower() != ".npz":
@@ -311,7 +311,7 @@ class Program:
         if not isinstance(self.default_weights, Path):
             raise DataError("the weights were given as a dict of arrays, not read from a run",
                             hint="save the dict with `numpy.savez`")
-        load_checkpoint(self.default_weights, self.manifest)  # still this model's, and whole
+        load_params(self.default_weights, self.manifest)  # still this model's
         return atomic_write_bytes(path, read_bytes(checkpoint_path(self.default_weights), "checkpoint"))
 
     def trained_model(self, weights=None) -> bytes:

@@ -99,6 +99,13 @@ def test_the_program_keeps_the_weights_of_its_last_train(clf, tmp_path):
     clf.save_weights(tmp_path / "w.npz")  # Keras' save_weights/load_weights: a checkpoint file
     fresh.load_weights(tmp_path / "w.npz")
     np.testing.assert_array_equal(fresh.predict(xt)["probs"], probs)
+    values = dict(np.load(tmp_path / "w.npz"))  # a loop's numpy.savez of the parameters, as the embedding examples
+    np.savez(tmp_path / "plain.npz", **{k[len("param/"):]: v for k, v in values.items() if k.startswith("param/")})
+    fresh.load_weights(tmp_path / "plain.npz")
+    np.testing.assert_array_equal(fresh.predict(xt)["probs"], probs)
+    fresh.save_weights(tmp_path / "again.npz")
+    assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "plain.npz").read_bytes()
+    fresh.load_weights(tmp_path / "w.npz")
     with pytest.raises(DataError) as e:
         clf.save_weights(tmp_path / "w.weights.h5")
     assert e.value.message == f"the weights go to an `.npz` file (a dslc checkpoint), not `{tmp_path / 'w.weights.h5'}`"
