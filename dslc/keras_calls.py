@@ -62,7 +62,7 @@ KERAS_METHODS = {
     "compile": "the loss, optimizer and metrics are declared in the `.dl` file; `dslc.compile(path)` compiled it",
     "save": "`program.save_weights(\"w.npz\")` saves the weights, `program.export(\"model.onnx\")` the inference "
             "model, `program.build(\"out/\")` the graphs and the manifest",
-    "get_weights": "the weights are in the run's checkpoint: `dslc.runtime.checkpoint.load_params("
+    "get_weights": "the weights are in the run's checkpoint: `dslc.runtime.state_files.load_params("
                    "program.default_weights, program.manifest)` gives them by name",
     "set_weights": "`program.load_weights(...)` takes a run folder, a checkpoint or a dict of arrays by name",
     "count_params": "dslc's is `program.num_parameters`",

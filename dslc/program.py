@@ -288,9 +288,9 @@ class Program:
         """Keras' `load_weights`: read the parameters of `weights` (a run folder, a checkpoint such as
         `RUN/best.npz`, or a dict of arrays), checked against the model, as the `default_weights` that
         `predict`, `evaluate` and `export` use when given none."""
-        from dslc.runtime.checkpoint import load_params
+        from dslc.runtime.state_files import load_params
 
-        params = load_params(weights, self.manifest)  # checked now, as Keras' load_weights reads them now
+        params = load_params(weights, self.manifest, self.defines)  # checked now, as Keras' load_weights reads
         self.default_weights = Path(weights) if isinstance(weights, (str, os.PathLike)) else params
 
     def save_weights(self, path: str | os.PathLike) -> Path:
@@ -299,7 +299,8 @@ class Program:
         or an `.npz` of values by name): `weights=`, `load_weights`, `init_from=` and `resume=` read it."""
         from dslc.diagnostics import DataError
         from dslc.fsutil import atomic_write_bytes
-        from dslc.runtime.checkpoint import checkpoint_path, load_params
+        from dslc.runtime.checkpoint import checkpoint_path
+        from dslc.runtime.state_files import load_params
         from dslc.runtime.data import read_bytes
 
         if Path(path).suffix.lower() != ".npz":
@@ -311,7 +312,7 @@ class Program:
         if not isinstance(self.default_weights, Path):
             raise DataError("the weights were given as a dict of arrays, not read from a run",
                             hint="save the dict with `numpy.savez`")
-        load_params(self.default_weights, self.manifest)  # still this model's
+        load_params(self.default_weights, self.manifest, self.defines)  # still this model's
         return atomic_write_bytes(path, read_bytes(checkpoint_path(self.default_weights), "checkpoint"))
 
     def trained_model(self, weights=None) -> bytes:
