@@ -118,8 +118,9 @@ class Program:
         graph's metadata records `dslc.epoch`, `dslc.global_step` and `dslc.seed`, and the manifest's
         `train_state` the same (`with_train_state`); a run trained with
         another learning rate (`--lr`) gets it as the manifest's `lr` default and `dslc.lr`, and a run whose
-        `reduce_lr_on_plateau` had reduced the rate gets the reduced one (`with_lr_reduced`), so a loop that
-        feeds the documented defaults continues the same run."""
+        `reduce_lr_on_plateau` had reduced the rate gets the reduced one (`with_lr_reduced`; in `dslc.lr` too
+        when its objectives end at one rate), so a loop that feeds the documented defaults continues the
+        same run, and `dslc train --resume STATE` says when its rate is not the one the run ended at."""
         from dslc.runtime.plateau import STATE_KEY as PLATEAU_STATE_KEY
         from dslc.diagnostics import DataError
         from dslc.emit.weights import init_graph_bytes
@@ -138,6 +139,10 @@ class Program:
         plateau = ckpt.meta.get(PLATEAU_STATE_KEY) or {}
         if plateau.get("scale", 1.0) != 1.0:
             manifest = with_lr_reduced(manifest, plateau["scale"], plateau.get("min_lr", 0.0))
+            rates = {h["default"] for graph in manifest["graphs"].values() for h in graph.get("hyper", [])
+                     if h.get("kind") == "lr"}
+            if len(rates) == 1:  # the rate the run ended at, which `--resume STATE` compares its own with
+                meta["dslc.lr"] = repr(rates.pop())
         init = init_graph_bytes(self.name, manifest["graphs"]["init"]["outputs"], {**ckpt.params, **ckpt.state},
                                 meta)
         return Program(self.name, manifest, {**self.graphs, "init": init}).build(out_dir)

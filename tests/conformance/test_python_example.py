@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from embedding import BATCH, MODELS, SEED, assert_same_epochs, epoch_lines, logged, model_data
@@ -78,7 +79,7 @@ def test_a_fresh_build_has_no_train_state(tmp_path):
     assert "train_state" not in json.loads((tmp_path / "digits.dslc.json").read_text())
 
 
-def test_a_run_whose_plateau_reduced_the_rate_continues_at_the_reduced_rate(tmp_path):
+def test_a_run_whose_plateau_reduced_the_rate_continues_at_the_reduced_rate(tmp_path, capsys):
     """`dslc export --train-state` of a run whose reduce_lr_on_plateau had reduced the rate writes the reduced
     rate as the `lr` default (it wrote the model's: a loop feeding the defaults went on at 4x the rate)."""
     from dslc.compiler import compile_file
@@ -93,8 +94,21 @@ def test_a_run_whose_plateau_reduced_the_rate_continues_at_the_reduced_rate(tmp_
     program.export_train_state(tmp_path / "part", tmp_path / "state")
     (lr,) = [h for h in load_manifest(tmp_path / "state")["graphs"]["train"]["hyper"] if h["kind"] == "lr"]
     assert lr["default"] == 0.002 / 4 == whole[3]["lr"]  # reduced after epochs 2 and 3: epoch 4's rate
+    init = onnx.load(tmp_path / "state" / "digits.init.onnx")
+    assert float({p.key: p.value for p in init.metadata_props}["dslc.lr"]) == 0.002 / 4
     printed = run_example(tmp_path / "state", data, "--epochs", "1", "--batch-size", str(BATCH))
     assert_same_epochs(printed, logged(whole)[3:], rtol=1e-6)
+    # dslc train --resume STATE at the model's rate says it is not the one the exported run ended at
+    from dslc import cli
+
+    resume = ["train", str(MODELS["digits"]), "--data", str(data), "--epochs", "4", "--batch-size", str(BATCH),
+              "--seed", str(SEED), "--resume", str(tmp_path / "state" / "digits.init.onnx")]
+    capsys.readouterr()
+    assert cli.main([*resume, "-o", str(tmp_path / "r1")]) == 0
+    assert "the learning rate differs from the state file's run (the default now, 0.0005 before)" in \
+        capsys.readouterr().err
+    assert cli.main([*resume, "--lr", "0.0005", "-o", str(tmp_path / "r2")]) == 0
+    assert "learning rate differs" not in capsys.readouterr().err
 
 
 def test_a_state_file_with_the_parameters_only_says_so(tmp_path, capsys):
