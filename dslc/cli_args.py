@@ -220,12 +220,12 @@ def training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", type=cli_values.fraction, metavar="F",
                    help="hold out this fraction of the training data for validation (chosen by --seed)")
     p.add_argument("--early-stopping", nargs="?", const="", type=cli_values.early_stopping,
-                   metavar="monitor=M,patience=N,min_delta=D,mode=min|max|off",
+                   metavar="monitor=M,patience=N,min_delta=D,mode=min|max|auto|off",
                    help="stop when the monitored value (default val_loss, else loss) stops improving "
                         "(default patience 5); keeps RUN/best.npz. Keys given replace those of the model's "
                         "`callback early_stopping(...)`; `off` drops it")
     p.add_argument("--reduce-lr-on-plateau", nargs="?", const="", type=cli_values.reduce_lr_on_plateau,
-                   metavar="monitor=M,factor=F,patience=N,min_delta=D,cooldown=C,min_lr=L,mode=min|max|off",
+                   metavar="monitor=M,factor=F,patience=N,min_delta=D,cooldown=C,min_lr=L,mode=min|max|auto|off",
                    help="multiply the learning rate by factor (default 0.1) when the monitored value (default "
                         "val_loss, else loss) has not improved for patience epochs (default 10). Keys given replace "
                         "those of the model's `callback reduce_lr_on_plateau(...)`; `off` drops it")
