@@ -11,81 +11,10 @@ from dslc.cli_failures import (  # noqa: F401 - the exit codes are `dslc.cli`'s 
     EXIT_BUG, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_NOT_FORMATTED, EXIT_OK, EXIT_PIPE, EXIT_TERMINATED,
     EXIT_USAGE, UsageError,
     checkpoint_saved, failure, run_checkpoint, to_devnull)
+from dslc.cli_program import compiled, data_argument
 from dslc.cli_ranks import job_to_stop, other_rank, refuse_mpiexec, said_once_by_rank_zero, stop_the_other_ranks
 from dslc.diagnostics import DataError, DslcError, UnknownDimension, render_all
 from dslc.spelling import command_line
-
-
-def _data(path: str | None, args):
-    """A data argument, with the CSV columns of `--inputs`/`--target` when given."""
-    inputs, target = getattr(args, "inputs", None), getattr(args, "target", None)
-    if path is None or not (inputs or target):
-        return path
-    if not path.lower().endswith(".csv"):
-        raise UsageError(f"`--inputs` and `--target` choose the columns of CSV data; `{path}` is not a `.csv` file")
-    from dslc.runtime.datafiles import CsvColumns
-
-    split = lambda text: tuple(c.strip() for c in text.split(",")) if text else ()
-    return CsvColumns(path, split(inputs), split(target))
-
-
-# verbs that use only a program's graphs and manifest (`dslc/compile_cache.py`); `check` always compiles
-CACHED_VERBS = ("build", "train", "predict", "evaluate", "export")
-
-
-def _compile(args):
-    if not os.path.exists(args.model):
-        raise DataError(f"cannot read `{args.model}`: No such file or directory")
-    defines: dict[str, str] = {}
-    for name, value in args.defines:
-        if name in defines:
-            raise UsageError(f"`-D {name}` is given twice (`{name}={defines[name]}` and `{name}={value}`)")
-        defines[name] = value
-    extra = {"print_ir_after": args.print_ir_after} if getattr(args, "print_ir_after", None) else {}
-    if args.verb == "build" and args.dims:
-        extra["dims"] = dict(args.dims)
-    if getattr(args, "freeze", None):
-        extra["freeze"] = tuple(args.freeze)
-    if getattr(args, "split", False) or _scaled_out(args):
-        extra["split"] = True
-    if getattr(args, "tune", False):
-        extra["tune"] = _tune_setting(args)
-    if args.verb in CACHED_VERBS and getattr(args, "emit", "onnx") == "onnx":  # without onnx if compiled before
-        from dslc.compile_cache import compile_cached as compile_file
-    else:
-        from dslc.compiler import compile_file
-    try:
-        return compile_file(args.model, defines=defines, dtype=args.dtype, seed=getattr(args, "seed", 0),
-                            import_path=args.import_path, **extra)
-    except UnknownDimension as e:
-        raise UsageError(f"`--dim {e.unknown[0]}=...`: {e}") from None
-
-
-def _compiled(args):
-    """The program: compiled here, or for `dslc train --tune` under `mpiexec`, compiled and tuned by rank 0
-    alone and sent to the other ranks (`distributed.program_from_rank_zero`)."""
-    if args.verb == "train" and args.tune:
-        from dslc.runtime import distributed
-
-        comm = distributed.world()
-        if comm is not None:
-            return distributed.program_from_rank_zero(comm, lambda: _compile(args))
-    return _compile(args)
-
-
-def _tune_setting(args):
-    """What `--tune` measures for: the run's threads and the batch of its training step."""
-    from dslc.runtime.devices import default_threads
-    from dslc.runtime.tune import DEFAULT_BATCH, TuneSetting
-
-    batch, threads = DEFAULT_BATCH, args.threads or default_threads()
-    if args.verb == "train":
-        from dslc.runtime.distributed import tuned_share
-
-        batch, threads = tuned_share(args.batch_size, args.accumulate, args.workers, args.threads)
-    elif args.verb == "bench":
-        batch = args.batch_size
-    return TuneSetting(threads=threads, batch=batch)
 
 
 def _say(message: str) -> None:
@@ -101,7 +30,7 @@ def _run(args) -> int:
         _say(f"wrote {plot_run(args.run, args.out)}")
         return EXIT_OK
     refuse_mpiexec(args)
-    program = _compiled(args)
+    program = compiled(args)
     if program.warnings and not other_rank(args):  # before the verb's output; they do not change the exit code
         _say(render_all(program.warnings) + "\n")
     if getattr(args, "tune", False) and not getattr(args, "quiet", False) and not other_rank(args):
@@ -137,7 +66,7 @@ def _run(args) -> int:
         threads = distributed.rank_threads() if comm is not None and not args.threads else args.threads
         try:
             with distributed.abort_on_error(comm, run_checkpoint(args)):
-                program.train(_data(args.data, args), _data(args.val, args), epochs=args.epochs,
+                program.train(data_argument(args.data, args), data_argument(args.val, args), epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, device=args.device, out_dir=args.out,
                               resume=args.resume, lr=args.lr, reporter=reporter, verbose=1 if writer else 0,
                               threads=threads, val_split=args.val_split, early_stopping=args.early_stopping,
@@ -163,8 +92,8 @@ def _run(args) -> int:
         from dslc.fsutil import atomic_save_npz, check_writable
 
         check_writable(args.out)  # before the work: a mistyped folder must not cost a whole prediction
-        outputs = program.predict(_data(args.input, args), args.weights, device=args.device, batch_size=args.batch_size,
-                                  threads=args.threads)
+        outputs = program.predict(data_argument(args.input, args), args.weights, device=args.device,
+                                  batch_size=args.batch_size, threads=args.threads)
         atomic_save_npz(args.out, outputs)
         shapes = ", ".join(f"`{k}` {v.dtype}{list(v.shape)}" for k, v in outputs.items())
         _say(f"wrote {args.out}: {shapes}")
@@ -256,15 +185,6 @@ def _lsp() -> int:
     return serve()
 
 
-def _scaled_out(args) -> bool:
-    """Whether `dslc train` runs through the split graphs: accumulating, or data-parallel."""
-    if args.verb != "train":
-        return False
-    from dslc.runtime.distributed import launched_by_mpi
-
-    return args.accumulate > 1 or bool(args.workers) or launched_by_mpi()
-
-
 def _check_trainable(program, args) -> None:
     """Problems `fit` reports as data errors (for API callers) that, from `dslc train`, are the model's
     (exit 1) or the command line's (exit 2)."""
@@ -298,8 +218,8 @@ def _warn_undefined_areas(program, results: dict) -> None:
 def _evaluate(program, args) -> None:
     from dslc.runtime.progress import format_number
 
-    results = program.evaluate(_data(args.data, args), args.weights, batch_size=args.batch_size, device=args.device,
-                               threads=args.threads)
+    results = program.evaluate(data_argument(args.data, args), args.weights, batch_size=args.batch_size,
+                               device=args.device, threads=args.threads)
     _warn_undefined_areas(program, results)
     if args.json:
         print(standard_json.dumps({"model": program.name, "data": args.data, "weights": args.weights, **results}))

@@ -301,7 +301,7 @@ def test_a_damaged_tune_cache_is_measured_again(monkeypatch, tmp_path, damage):
     (["--batch-size", "64"], {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 16, 2),  # mpiexec
 ])
 def test_train_tunes_at_one_ranks_micro_batch_and_threads(monkeypatch, argv, env, batch, threads):
-    from dslc.cli import _tune_setting
+    from dslc.cli_program import tune_setting
     from dslc.cli_args import build_parser
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
@@ -310,7 +310,7 @@ def test_train_tunes_at_one_ranks_micro_batch_and_threads(monkeypatch, argv, env
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     args = build_parser()[0].parse_args(["train", "m.dl", "--data", "d.npz", "--epochs", "1", "-o", "r", "--tune", *argv])
-    setting = _tune_setting(args)
+    setting = tune_setting(args)
     assert (setting.batch, setting.threads) == (batch, threads)
 
 
