@@ -16,7 +16,7 @@ from dslc import cli
 from dslc.emit.weights import read_init_graph
 from dslc.runtime.checkpoint import load_checkpoint
 from dslc.runtime.session import TrainStep
-from dslc.runtime.train import epoch_order, step_seed
+from dslc.runtime.run_randomness import epoch_order, step_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits"

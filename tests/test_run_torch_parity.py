@@ -17,7 +17,7 @@ from helpers import compile_text
 
 from dslc.ops.random import uniform_numpy
 from dslc.runtime.checkpoint import load_checkpoint
-from dslc.runtime.train import epoch_order, step_seed
+from dslc.runtime.run_randomness import epoch_order, step_seed
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

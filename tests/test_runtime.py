@@ -21,7 +21,8 @@ from dslc.diagnostics import DataError
 from dslc.emit.weights import bind_weights, read_initializers
 from dslc.runtime import checkpoint, data, devices, session
 from dslc.runtime.progress import ConsoleReporter, format_epoch
-from dslc.runtime.train import Reporter, epoch_order, fit, step_seed
+from dslc.runtime.run_randomness import epoch_order, step_seed
+from dslc.runtime.train import Reporter, fit
 
 F32 = np.float32
 

@@ -32,7 +32,7 @@ def run_example(backend: str, tmp_path: Path, out_dir: Path, data: Path, *args: 
 
 def write_orders(path: Path, data: Path, first_epoch: int, epochs: int) -> Path:
     """`dslc train`'s sample order of each epoch, as the example's --order reads it."""
-    from dslc.runtime.train import epoch_order
+    from dslc.runtime.run_randomness import epoch_order
 
     rows = len(next(iter(np.load(data).values())))
     np.savez(path, order=np.stack([epoch_order(SEED, e, rows) for e in range(first_epoch, first_epoch + epochs)]))
