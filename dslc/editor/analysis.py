@@ -352,7 +352,8 @@ def _literal(value) -> str:
 # ---- the analysis ------------------------------------------------------------------------------------
 def analyze(path: str, text: str) -> Analysis:
     """Parse, compile and record `text` as the file at `path` (imports are read from disk)."""
-    from dslc.compiler import compile_file, load_module
+    from dslc.compiler import compile_file
+    from dslc.frontend.modules import load_module
     from dslc.objectives import objectives
 
     source = SourceFile.from_text(path, text)
