@@ -227,6 +227,8 @@ def _listing(specs: list[dict], kind: str) -> str:
     return ", ".join(f"`{s['name']}`" for s in specs) if len(specs) > 1 else f"{kind} `{specs[0]['name']}`"
 
 
+KERAS_MODULES = ("keras", "tf_keras", "tensorflow")  # where Keras' own classes live
+
 # Keras's built-in callbacks -> what dslc does instead (they drive a Keras model, which a Program is not)
 KERAS_BUILTIN_CALLBACKS = {
     "EarlyStopping": "pass `dslc.EarlyStopping(monitor=..., patience=...)` in `callbacks=` (or as `early_stopping=`), "
@@ -265,7 +267,7 @@ def run_callbacks(callbacks, early_stopping, reduce_lr_on_plateau) -> tuple[list
                 raise ArgumentError(f"`dslc.{kind.__name__}` is given twice",
                                     hint=f"pass one, in `callbacks` or as `{options[kind]}=`")
             found[kind] = cb
-        elif type(cb).__module__.startswith(("keras", "tf_keras", "tensorflow")) and name in KERAS_BUILTIN_CALLBACKS:
+        elif type(cb).__module__.startswith(KERAS_MODULES) and name in KERAS_BUILTIN_CALLBACKS:
             raise ArgumentError(f"`keras.callbacks.{name}` drives a Keras model, which a dslc program is not",
                                 hint=KERAS_BUILTIN_CALLBACKS[name])
     own = [cb for cb in callbacks if not isinstance(cb, tuple(found))]
@@ -346,17 +348,8 @@ def _written_by_user(cb, name: str) -> bool:
     defines every hook as a no-op)."""
     if name in getattr(cb, "__dict__", {}):
         return True
-    return any(name in cls.__dict__ and not cls.__module__.startswith(("keras", "tf_keras", "tensorflow"))
+    return any(name in cls.__dict__ and not cls.__module__.startswith(KERAS_MODULES)
                for cls in type(cb).__mro__)
-
-
-def data_specs(manifest: dict, graphs: list[str]) -> list[dict]:
-    """The data specs of `graphs` (keys of the manifest), each name once, in their order."""
-    specs: dict[str, dict] = {}
-    for key in graphs:
-        for spec in manifest["graphs"][key]["inputs"]:
-            specs.setdefault(spec["name"], spec)
-    return list(specs.values())
 
 
 class Outputs(dict):

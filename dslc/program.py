@@ -213,8 +213,8 @@ class Program:
 
     def _named_data(self, train, val):
         """Training and validation data given as Keras gives them (`(x, y)`, arrays) as dicts by name."""
-        from dslc.keras_calls import data_specs, named_arrays
-        from dslc.runtime.layout import eval_key, train_keys
+        from dslc.keras_calls import named_arrays
+        from dslc.runtime.layout import data_specs, eval_key, train_keys
 
         keys = train_keys(self.manifest)
         if not keys:  # `fit` says the model has no loss
@@ -254,10 +254,10 @@ class Program:
         `default_weights`, those of the last `train`) on labelled `data` (as `train` takes it: a path, a dict,
         `(x, y)`, or `evaluate(x, y)` as Keras'); see `dslc.runtime.evaluate.evaluate`. `verbose` is taken
         for Keras code and prints nothing at any level."""
-        from dslc.keras_calls import data_specs, named_arrays
+        from dslc.keras_calls import named_arrays
         from dslc.runtime.evaluate import evaluate
+        from dslc.runtime.layout import data_specs, eval_key, train_keys
         from dslc.runtime.progress import check_verbose
-        from dslc.runtime.layout import eval_key, train_keys
 
         check_verbose(verbose)
         keys = train_keys(self.manifest)

@@ -36,3 +36,8 @@ def state_specs(manifest: dict) -> list[dict]:
     """The optimizer state of every objective."""
     return [{k: v for k, v in spec.items() if k != "next"}
             for spec in _union(manifest["graphs"][k].get("state", []) for k in train_keys(manifest))]
+
+
+def data_specs(manifest: dict, keys: list[str]) -> list[dict]:
+    """The data inputs of the graphs `keys` (manifest keys), each name once, in their order."""
+    return _union(manifest["graphs"][k]["inputs"] for k in keys)
